@@ -1,0 +1,96 @@
+# heed - build, run, test, bench.
+#
+#   make run     install missing Debian packages, build, generate on the bundled model
+#   make test    install missing Debian packages, build (normal + ASan/UBSan), run every test
+#   make bench   benchmarks (figures, not pass/fail)
+#   make fuzz    libFuzzer targets (needs clang)
+#
+# Warnings are errors. SIMD kernels are compiled per file with their own
+# target flags and chosen at run time, so the binary runs on any x86-64.
+
+CC      ?= cc
+BUILD   ?= build
+SAN     ?= 0
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wvla -Wformat=2 -Wundef -Wno-unused-parameter
+CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc $(WARN) -g -pthread
+ifeq ($(SAN),1)
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+else
+CFLAGS  += -O2
+endif
+LDLIBS  := -lm -lpthread
+
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
+
+LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/src/%.o,$(LIB_SRC)) $(BUILD)/src/bundled.o
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC:= $(wildcard bench/bench_*.c)
+BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+HEADERS  := $(wildcard include/*.h src/*.h)
+
+.PHONY: all run test test-only bench fuzz deps clean
+
+all: $(BUILD)/heed
+
+deps:
+	@sh scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/heed generate -p "Once upon a time" -n 80
+
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all tests
+	@sh tests/run.sh
+
+tests: $(TEST_BIN)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@sh bench/run.sh
+
+$(BUILD)/src/%.o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/src/kern_avx2.o: CFLAGS += $(AVX2_FLAGS)
+$(BUILD)/src/kern_avx512.o: CFLAGS += $(AVX512_FLAGS)
+
+# The default model is linked into the binary, so `heed` runs with no files.
+$(BUILD)/src/bundled.o: src/bundled.S models/stories260K.gguf
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+
+$(BUILD)/libheed.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/heed: $(BUILD)/src/main.o $(BUILD)/libheed.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libheed.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS) -lcmocka -ljansson
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libheed.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS)
+
+fuzz:
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz \
+	  CFLAGS_EXTRA= build-fuzz/libheed.a
+	@mkdir -p build-fuzz/fuzz
+	@for f in tests/fuzz/fuzz_*.c; do n=$$(basename $$f .c); \
+	  clang -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
+	    $$f build-fuzz/libheed.a -o build-fuzz/fuzz/$$n -lm -lpthread || exit 1; done
+	@echo "fuzzers in build-fuzz/fuzz/ (run e.g. build-fuzz/fuzz/fuzz_gguf tests/fuzz/corpus_gguf)"
+
+clean:
+	rm -rf build build-asan build-fuzz

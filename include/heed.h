@@ -1,0 +1,285 @@
+/*
+ * heed.h - the one public API of heed, a token attention visualizer.
+ *
+ * heed loads a GGUF language model, runs it on the CPU, and lets the caller
+ * observe the exact post-softmax attention probabilities of every layer, head
+ * and query position while it generates.
+ *
+ * Conventions
+ *   - Handles are opaque. Every *_new / *_load has a matching *_free, which
+ *     accepts NULL.
+ *   - Functions that can fail return an int: HEED_OK (0) or a negative
+ *     heed_status. heed_strerror() names the code; a detailed message with
+ *     context (file, field, value) is written to the caller's `err` buffer
+ *     where one is taken, or kept in the context (heed_ctx_error()).
+ *   - Parameter structs are filled by *_default_params() and then changed.
+ *   - Pointers returned by getters are owned by the handle and stay valid
+ *     until it is freed (or until the next call that says it invalidates them).
+ *
+ * Threads: a heed_model is read-only after loading and can be shared by any
+ * number of contexts on any threads. A heed_ctx and a heed_sampler must be
+ * used from one thread at a time.
+ */
+#ifndef HEED_H
+#define HEED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HEED_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum heed_status {
+    HEED_OK = 0,
+    HEED_ERR_INVALID_ARG = -1,  /* a NULL handle, a value out of range */
+    HEED_ERR_IO = -2,           /* open/stat/mmap/read failed */
+    HEED_ERR_FORMAT = -3,       /* the file is corrupt or truncated */
+    HEED_ERR_UNSUPPORTED = -4,  /* valid file, but a version/type/arch heed lacks */
+    HEED_ERR_NOMEM = -5,        /* an allocation failed */
+    HEED_ERR_CONTEXT_FULL = -6, /* the tokens do not fit in the context */
+    HEED_ERR_TOKENIZER = -7,    /* text cannot be tokenized with this vocabulary */
+    HEED_ERR_CANCELLED = -8,    /* a callback asked to stop */
+} heed_status;
+
+/* A static string naming `rc` ("format error", ...); never NULL. */
+const char *heed_strerror(int rc);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct heed_model heed_model;
+
+typedef struct heed_model_params {
+    bool progress; /* draw a loading progress bar on stderr for large files */
+} heed_model_params;
+
+heed_model_params heed_model_default_params(void);
+
+/*
+ * Maps the GGUF file at `path` and checks it completely: header, metadata,
+ * tensor table, shapes, types and that every tensor lies inside the file.
+ * On failure *out is NULL and `err` (if not NULL) receives a message such as
+ * "model.gguf: tensor 'blk.3.attn_q.weight' extends past end of file".
+ * Returns HEED_OK, HEED_ERR_IO, HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED or
+ * HEED_ERR_NOMEM. The caller owns *out (heed_model_free).
+ */
+int heed_model_load(const char *path, const heed_model_params *params, heed_model **out, char *err,
+                    size_t err_size);
+void heed_model_free(heed_model *model);
+
+typedef struct heed_model_info {
+    const char *path;      /* as given to heed_model_load */
+    const char *arch;      /* "llama", "qwen2", "qwen3" */
+    const char *name;      /* general.name, or "" */
+    const char *tokenizer; /* tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (byte BPE) */
+    uint64_t file_size;
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
+    int n_ctx_train;       /* the model's context limit */
+    float rope_base, rms_eps;
+    bool tied_output;      /* the output matrix is token_embd */
+    int32_t bos, eos, eot; /* -1 where the vocabulary has none */
+    bool add_bos;          /* prepend BOS when tokenizing a prompt */
+    bool can_tokenize;     /* heed can encode text for this vocabulary */
+} heed_model_info;
+
+void heed_model_get_info(const heed_model *model, heed_model_info *info);
+
+/* GGUF metadata, for `heed info`: key i in file order, and its value printed
+ * as text into buf (arrays shortened to their first entries). Returns the
+ * length the full text would have (snprintf semantics), or a negative code. */
+int heed_model_n_meta(const heed_model *model);
+const char *heed_model_meta_key(const heed_model *model, int i);
+int heed_model_meta_value(const heed_model *model, int i, char *buf, size_t size);
+
+typedef struct heed_tensor_info {
+    const char *name;
+    const char *type; /* "F32", "F16", "BF16", "Q8_0" */
+    int n_dims;
+    int64_t ne[4];    /* ne[0] is the row length (contiguous) */
+    uint64_t offset;  /* file offset of the data */
+    uint64_t n_bytes;
+} heed_tensor_info;
+
+int heed_model_n_tensors(const heed_model *model);
+int heed_model_tensor(const heed_model *model, int i, heed_tensor_info *info);
+
+/* -------------------------------------------------------------- tokenizer */
+
+/*
+ * Encodes UTF-8 text. Special-token strings in the text are never parsed.
+ * Writes at most n_max ids and returns the number of tokens the text has
+ * (which may exceed n_max: call again with a larger buffer), or
+ * HEED_ERR_TOKENIZER for a vocabulary heed cannot encode yet (byte-level BPE:
+ * use ids), HEED_ERR_INVALID_ARG for invalid UTF-8.
+ */
+int heed_tokenize(const heed_model *model, const char *text, size_t len, bool add_bos, int32_t *ids,
+                  int n_max);
+
+/* The vocabulary's own string for a token ("▁the", "Ġthe", "<0x0A>"), or NULL for an invalid id. */
+const char *heed_token_piece(const heed_model *model, int32_t id);
+
+/* The bytes the token stands for in text (may be a partial UTF-8 character).
+ * Control tokens (BOS, EOS, ...) give no bytes. Returns the byte count
+ * (snprintf semantics), or a negative code. */
+int heed_token_bytes(const heed_model *model, int32_t id, char *buf, size_t size);
+
+/* A short printable label for display: "▁"/"Ġ" become spaces, newlines a
+ * visible "\n", BOS/EOS/UNK "[BOS]"/"[EOS]"/"[UNK]", an empty label "[EMPTY]".
+ * Always valid UTF-8. Returns the length (snprintf semantics). */
+int heed_token_label(const heed_model *model, int32_t id, char *buf, size_t size);
+
+/* True for tokens that end a generation (EOS, EOT). */
+bool heed_token_is_eog(const heed_model *model, int32_t id);
+
+/*
+ * Streaming detokenizer: feeds token bytes and hands back only complete,
+ * valid UTF-8. A partial character at the end is held until the next token
+ * completes it; bytes that can never form a character come out as U+FFFD.
+ */
+typedef struct heed_utf8_stream {
+    unsigned char pending[4];
+    int n_pending;
+} heed_utf8_stream;
+
+/* Appends `in` and writes the complete characters into out (size >= n_in+8
+ * always suffices). Returns the number of bytes written. */
+size_t heed_utf8_stream_push(heed_utf8_stream *s, const char *in, size_t n_in, char *out);
+/* Flushes what is held at the end of the text (as U+FFFD). */
+size_t heed_utf8_stream_flush(heed_utf8_stream *s, char *out);
+
+/* ------------------------------------------------------- attention hook */
+
+/*
+ * A block of attention probabilities for one layer: every head, and a run of
+ * consecutive query positions pos0 .. pos0+n_query-1.
+ *
+ *   probs[h * head_stride + i * row_stride + k]
+ *
+ * is the post-softmax probability that query position pos0+i of query head h
+ * gives to key position k, for k = 0 .. pos0+i (causal). These are exactly
+ * the numbers the forward pass multiplies with V. The memory is heed's and is
+ * valid only during the observe call.
+ */
+typedef struct heed_attn_block {
+    int layer;
+    int n_head;
+    int pos0;
+    int n_query;
+    size_t row_stride;
+    size_t head_stride;
+    const float *probs;
+} heed_attn_block;
+
+/*
+ * The hook is asked first (want: does the caller want layer L? NULL means
+ * every layer) and then observes. observe is called on the thread that
+ * called heed_decode, once per layer and batch, in layer order. When no hook
+ * is set the cost is one branch per layer.
+ */
+typedef struct heed_attn_hook {
+    bool (*want)(void *user, int layer);
+    void (*observe)(void *user, const heed_attn_block *block);
+    void *user;
+} heed_attn_hook;
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct heed_ctx heed_ctx;
+
+typedef struct heed_ctx_params {
+    int n_ctx;     /* context limit in tokens; 0 = the model's limit, capped at 4096 */
+    int n_threads; /* 0 = all cores (the work size may choose fewer) */
+} heed_ctx_params;
+
+heed_ctx_params heed_ctx_default_params(void);
+
+/* Allocates the KV cache and every scratch buffer; decoding never allocates.
+ * Returns HEED_OK, HEED_ERR_INVALID_ARG (n_ctx beyond the model's limit) or
+ * HEED_ERR_NOMEM. */
+int heed_ctx_new(const heed_model *model, const heed_ctx_params *params, heed_ctx **out);
+void heed_ctx_free(heed_ctx *ctx);
+
+int heed_ctx_n_ctx(const heed_ctx *ctx);
+/* Number of positions already in the KV cache. */
+int heed_ctx_n_past(const heed_ctx *ctx);
+/* Forgets every position (the next decode starts at position 0). */
+void heed_ctx_reset(heed_ctx *ctx);
+/* The last error message with its context. */
+const char *heed_ctx_error(const heed_ctx *ctx);
+
+/* Installs a copy of *hook; NULL removes it. */
+void heed_ctx_set_attn_hook(heed_ctx *ctx, const heed_attn_hook *hook);
+
+/*
+ * Runs n tokens through the model at positions n_past .. n_past+n-1 (a whole
+ * prompt is one batch; decoding passes n = 1) and appends them to the KV
+ * cache. Afterwards heed_ctx_logits() holds the next-token logits of the last
+ * position. Returns HEED_OK, HEED_ERR_CONTEXT_FULL (nothing is changed),
+ * HEED_ERR_INVALID_ARG (an id outside the vocabulary).
+ */
+int heed_decode(heed_ctx *ctx, const int32_t *ids, int n);
+
+/* n_vocab logits of the last decoded position; owned by ctx, overwritten by
+ * the next heed_decode. */
+const float *heed_ctx_logits(const heed_ctx *ctx);
+
+/* ---------------------------------------------------------------- sampler */
+
+typedef struct heed_sampler_params {
+    float temperature;    /* <= 0: greedy (argmax) */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off; > 1 discourages tokens seen in the last repeat_last_n */
+    int repeat_last_n;    /* window of the repetition penalty (64) */
+    uint64_t seed;
+} heed_sampler_params;
+
+heed_sampler_params heed_sampler_default_params(void);
+
+typedef struct heed_sampler heed_sampler;
+
+/* n_vocab sizes the internal buffers. Returns NULL on bad params or no memory. */
+heed_sampler *heed_sampler_new(const heed_sampler_params *params, int n_vocab);
+void heed_sampler_free(heed_sampler *s);
+
+typedef struct heed_candidate {
+    int32_t id;
+    float logit; /* the model's raw logit */
+    float prob;  /* the model's probability, softmax of the raw logits */
+} heed_candidate;
+
+typedef struct heed_sample {
+    int32_t id;         /* the chosen token */
+    float prob;         /* its probability under the model (softmax of raw logits) */
+    float logprob;      /* natural log of prob */
+    float entropy;      /* entropy of the model's distribution, in nats */
+    const float *probs; /* the model's full distribution (n_vocab), owned by the
+                           sampler, valid until its next call */
+} heed_sample;
+
+/*
+ * Chooses the next token from n_vocab logits and records it in the
+ * repetition history. Deterministic for a given seed and history. The
+ * distribution reported in *out is the model's own; penalties, top-k, top-p,
+ * min-p and temperature shape only the choice. Returns HEED_OK or
+ * HEED_ERR_INVALID_ARG.
+ */
+int heed_sampler_sample(heed_sampler *s, const float *logits, int n_vocab, heed_sample *out);
+
+/* Adds tokens (e.g. the prompt) to the repetition history without sampling. */
+void heed_sampler_accept(heed_sampler *s, const int32_t *ids, int n);
+
+/* The k highest logits, in descending order (ties: lower id first), with the
+ * model's probabilities. Returns the number written (min(k, n_vocab)). */
+int heed_top_candidates(const float *logits, int n_vocab, int k, heed_candidate *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HEED_H */

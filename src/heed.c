@@ -1,0 +1,19 @@
+/*
+ * heed.c - error codes of the public API (the heed_strerror table).
+ */
+#include "heed.h"
+
+const char *heed_strerror(int rc) {
+    switch (rc) {
+    case HEED_OK: return "ok";
+    case HEED_ERR_INVALID_ARG: return "invalid argument";
+    case HEED_ERR_IO: return "i/o error";
+    case HEED_ERR_FORMAT: return "corrupt or truncated file";
+    case HEED_ERR_UNSUPPORTED: return "unsupported";
+    case HEED_ERR_NOMEM: return "out of memory";
+    case HEED_ERR_CONTEXT_FULL: return "context full";
+    case HEED_ERR_TOKENIZER: return "cannot tokenize";
+    case HEED_ERR_CANCELLED: return "cancelled";
+    default: return "unknown error";
+    }
+}
