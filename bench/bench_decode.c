@@ -1,0 +1,123 @@
+/*
+ * bench_decode - prompt and decode throughput of the engine, with attention
+ * capture on and off.
+ *
+ *   bench_decode [-m MODEL] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [-r REPEATS]
+ *
+ * Capture "on" installs a hook that copies every attention row into a
+ * preallocated triangular store, as `heed generate --json` does; "off" has no
+ * hook. Prints the best of REPEATS runs (least disturbed by the machine).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "heed.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct store {
+    int n_layer, n_head, n_pos;
+    float *rows;
+} store;
+
+static size_t tri(size_t p) { return p * (p + 1) / 2; }
+
+static void observe(void *user, const heed_attn_block *b) {
+    store *s = user;
+    size_t per_head = tri((size_t)s->n_pos);
+    for (int h = 0; h < b->n_head; h++)
+        for (int i = 0; i < b->n_query; i++) {
+            size_t pos = (size_t)b->pos0 + i;
+            memcpy(s->rows + ((size_t)b->layer * s->n_head + h) * per_head + tri(pos),
+                   b->probs + h * b->head_stride + i * b->row_stride, sizeof(float) * (pos + 1));
+        }
+}
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* One run: prefill n_prompt tokens, then decode n_gen greedily. */
+static void run(const heed_model *m, int n_threads, bool capture, int n_prompt, int n_gen, double *pp_tps,
+                double *tg_tps) {
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_threads = n_threads;
+    cp.n_ctx = n_prompt + n_gen + 1;
+    heed_ctx *ctx;
+    if (heed_ctx_new(m, &cp, &ctx)) {
+        fprintf(stderr, "bench: cannot create a context of %d\n", cp.n_ctx);
+        exit(1);
+    }
+    store s = {info.n_layer, info.n_head, cp.n_ctx, NULL};
+    if (capture) {
+        s.rows = calloc((size_t)info.n_layer * info.n_head * tri((size_t)cp.n_ctx), sizeof(float));
+        if (!s.rows) {
+            fprintf(stderr, "bench: no memory for capture\n");
+            exit(1);
+        }
+        heed_attn_hook hook = {.observe = observe, .user = &s};
+        heed_ctx_set_attn_hook(ctx, &hook);
+    }
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
+    for (int i = 0; i < n_prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % info.n_vocab);
+    double t0 = now_s();
+    heed_decode(ctx, ids, n_prompt);
+    double t1 = now_s();
+    for (int i = 0; i < n_gen; i++) {
+        int32_t id = argmax(heed_ctx_logits(ctx), info.n_vocab);
+        heed_decode(ctx, &id, 1);
+    }
+    double t2 = now_s();
+    *pp_tps = n_prompt / (t1 - t0);
+    *tg_tps = n_gen / (t2 - t1);
+    free(ids);
+    free(s.rows);
+    heed_ctx_free(ctx);
+}
+
+int main(int argc, char **argv) {
+    const char *path = NULL;
+    int n_prompt = 64, n_gen = 256, n_threads = 1, repeats = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-m")) path = argv[i + 1];
+        else if (!strcmp(argv[i], "-p")) n_prompt = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-n")) n_gen = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) n_threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-r")) repeats = atoi(argv[i + 1]);
+    }
+    char err[512];
+    heed_model *m;
+    if (heed_model_load(path, NULL, &m, err, sizeof err)) {
+        fprintf(stderr, "bench: %s\n", err);
+        return 1;
+    }
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    if (n_prompt + n_gen + 1 > info.n_ctx_train) n_gen = info.n_ctx_train - n_prompt - 1;
+    const char *base = strrchr(info.path, '/');
+    for (int cap = 0; cap <= 1; cap++) {
+        double best_pp = 0, best_tg = 0;
+        for (int r = 0; r < repeats; r++) {
+            double pp, tg;
+            run(m, n_threads, cap, n_prompt, n_gen, &pp, &tg);
+            if (pp > best_pp) best_pp = pp;
+            if (tg > best_tg) best_tg = tg;
+        }
+        printf("%-22s threads %d  capture %-3s  prompt %4d: %9.0f tok/s   decode %4d: %9.0f tok/s\n",
+               base ? base + 1 : info.path, n_threads, cap ? "on" : "off", n_prompt, best_pp, n_gen, best_tg);
+        fflush(stdout);
+    }
+    heed_model_free(m);
+    return 0;
+}

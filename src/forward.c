@@ -1,0 +1,367 @@
+/*
+ * forward.c - the inference context: KV cache, the forward pass, and the
+ * attention hook.
+ *
+ * A batch of tokens (a whole prompt, or one decoded token) goes through every
+ * layer at once: RMSNorm, q/k/v projections (+ qwen2 biases, + qwen3 per-head
+ * q/k norms), RoPE, causal attention against the KV cache, output
+ * projection, SwiGLU feed-forward, residual adds; then the final norm and the
+ * output matrix for the last position.
+ *
+ * Attention is computed unfused: scores, softmax into `att`, then the
+ * weighted sum of V reads the very same `att` buffer. The hook observes that
+ * buffer between the two, so what it sees is exactly what generation uses,
+ * and observing cannot change it (the hook gets a const pointer).
+ *
+ * Memory: everything is allocated in heed_ctx_new; heed_decode allocates
+ * nothing. Threads: matrix rows and attention heads are split over the
+ * context's pool; the hook is called on the caller's thread.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heed.h"
+#include "kern.h"
+#include "model.h"
+#include "pool.h"
+
+/* Budget for the per-batch attention probabilities (n_head x n_ub x n_ctx
+ * floats): long prompts are processed in several batches rather than
+ * allocating n_ctx^2 per head. */
+#define ATT_BUDGET_BYTES (64u << 20)
+#define MAX_UBATCH 512
+#define DEFAULT_MAX_CTX 4096
+/* Multiply-adds below which a job runs on one thread: waking a worker costs
+ * more than it saves on small matrices. */
+#define WORK_PER_THREAD (1u << 18)
+
+struct heed_ctx {
+    const heed_model *m;
+    const kern_ops *ops;
+    pool *pool;
+    int n_threads;
+    int n_ctx;  /* context limit */
+    int n_past; /* positions in the KV cache */
+    int n_ub;   /* max tokens per forward batch */
+    int q_dim, kv_dim;
+
+    float *k_cache;  /* (n_layer, n_ctx, kv_dim) post-RoPE keys */
+    float *v_cache;  /* (n_layer, n_ctx, kv_dim) values */
+    float *rope_cos; /* (n_ctx, n_rot/2) */
+    float *rope_sin; /* (n_ctx, n_rot/2) */
+    float *x;        /* (n_ub, n_embd) residual stream */
+    float *xb;       /* (n_ub, n_embd) normed block input / block output */
+    float *q;        /* (n_ub, q_dim) post-RoPE queries */
+    float *ao;       /* (n_ub, q_dim) attention output, heads concatenated */
+    float *hb;       /* (n_ub, n_ff) gate, then silu(gate) * up */
+    float *hb2;      /* (n_ub, n_ff) up */
+    float *att;      /* (n_head, n_ub, row) post-softmax probabilities of one layer */
+    block_q8_0 *xq;  /* (n_ub, max_in / 32) activations quantized for Q8_0 weights */
+    float *logits;   /* (n_vocab) next-token logits of the last position */
+
+    heed_attn_hook hook;
+    bool hooked;
+    char err[256];
+};
+
+static int ctx_fail(heed_ctx *c, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int threads_for(const heed_ctx *c, size_t work) {
+    size_t nth = work / WORK_PER_THREAD + 1;
+    return nth < (size_t)c->n_threads ? (int)nth : c->n_threads;
+}
+
+/* ------------------------------------------------------------- matmul */
+
+typedef struct mm_job {
+    const kern_ops *ops;
+    float *out;
+    size_t out_stride;
+    const model_mat *w;
+    const float *x;
+    const block_q8_0 *xq;
+    int n_tok;
+} mm_job;
+
+static void mm_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    int n = j->w->n_out;
+    /* chunks of 16 rows keep threads off each other's cache lines */
+    int per = ((n + nth - 1) / nth + 15) & ~15;
+    int o0 = ith * per, o1 = o0 + per < n ? o0 + per : n;
+    if (o0 < o1)
+        kern_matmul_rows(j->ops, j->out, j->out_stride, j->w->type, j->w->data, j->w->n_in, j->x, j->xq,
+                         j->n_tok, o0, o1);
+}
+
+/* out[t * out_stride + o] = W[o] . x[t] for n_tok rows of x (stride n_in). */
+static void matmul(heed_ctx *c, float *out, size_t out_stride, const model_mat *w, const float *x, int n_tok) {
+    const block_q8_0 *xq = NULL;
+    if (w->type == GGML_Q8_0) {
+        int nb = w->n_in / QK8_0;
+        for (int t = 0; t < n_tok; t++) kern_quantize_q8_0(c->xq + (size_t)t * nb, x + (size_t)t * w->n_in, w->n_in);
+        xq = c->xq;
+    }
+    mm_job j = {c->ops, out, out_stride, w, x, xq, n_tok};
+    pool_run(c->pool, threads_for(c, (size_t)w->n_in * w->n_out * n_tok), mm_task, &j);
+}
+
+/* --------------------------------------------------------------- rope */
+
+/*
+ * Angles in double, once per context: theta(p, i) = p * scale * base^(-2i/n_rot) / freqs[i].
+ * Computing them exactly (rather than by repeated float multiplication) keeps
+ * long positions accurate.
+ */
+static void rope_table(heed_ctx *c) {
+    const heed_model *m = c->m;
+    int half = m->n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = pow((double)m->rope_base, -2.0 * i / m->n_rot) * m->rope_freq_scale;
+        if (m->rope_freqs) inv /= m->rope_freqs[i];
+        for (int p = 0; p < c->n_ctx; p++) {
+            double th = p * inv;
+            c->rope_cos[(size_t)p * half + i] = (float)cos(th);
+            c->rope_sin[(size_t)p * half + i] = (float)sin(th);
+        }
+    }
+}
+
+/* Rotates n_vecs head vectors (head_dim each, contiguous) at position pos. */
+static void rope_apply(const heed_ctx *c, float *v, int n_vecs, int pos) {
+    const heed_model *m = c->m;
+    int half = m->n_rot / 2, hd = m->head_dim;
+    const float *cs = c->rope_cos + (size_t)pos * half, *sn = c->rope_sin + (size_t)pos * half;
+    for (int h = 0; h < n_vecs; h++) {
+        float *x = v + (size_t)h * hd;
+        for (int i = 0; i < half; i++) {
+            /* llama: adjacent pairs (2i, 2i+1); neox: (i, i + n_rot/2) */
+            int a = m->rope_neox ? i : 2 * i, b = m->rope_neox ? i + half : 2 * i + 1;
+            float x0 = x[a], x1 = x[b];
+            x[a] = x0 * cs[i] - x1 * sn[i];
+            x[b] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+/* ---------------------------------------------------------- attention */
+
+typedef struct attn_job {
+    heed_ctx *c;
+    int layer, pos0, n;
+    size_t row_stride, head_stride;
+} attn_job;
+
+static void attn_task(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    heed_ctx *c = j->c;
+    const heed_model *m = c->m;
+    const kern_ops *ops = c->ops;
+    const int hd = m->head_dim, group = m->n_head / m->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kl = c->k_cache + (size_t)j->layer * c->n_ctx * c->kv_dim;
+    const float *vl = c->v_cache + (size_t)j->layer * c->n_ctx * c->kv_dim;
+    int per = (m->n_head + nth - 1) / nth;
+    int h0 = ith * per, h1 = h0 + per < m->n_head ? h0 + per : m->n_head;
+    for (int h = h0; h < h1; h++) {
+        size_t koff = (size_t)(h / group) * hd;
+        for (int i = 0; i < j->n; i++) {
+            int n_keys = j->pos0 + i + 1; /* causal: keys 0..pos */
+            float *row = c->att + h * j->head_stride + i * j->row_stride;
+            const float *qv = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
+            for (int k = 0; k < n_keys; k++) row[k] = ops->dot_f32(qv, kl + (size_t)k * c->kv_dim + koff, hd) * scale;
+            kern_softmax(row, n_keys);
+            float *out = c->ao + (size_t)i * c->q_dim + (size_t)h * hd;
+            memset(out, 0, sizeof(float) * hd);
+            for (int k = 0; k < n_keys; k++) ops->axpy(out, row[k], vl + (size_t)k * c->kv_dim + koff, hd);
+        }
+    }
+}
+
+static void attention(heed_ctx *c, int layer, int pos0, int n) {
+    const heed_model *m = c->m;
+    attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n)};
+    size_t work = (size_t)m->n_head * n * (pos0 + n) * m->head_dim * 2;
+    int nth = threads_for(c, work);
+    pool_run(c->pool, nth < m->n_head ? nth : m->n_head, attn_task, &j);
+
+    /* the hook sees the probabilities the weighted sum above just used */
+    if (c->hooked && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
+        heed_attn_block blk = {layer, m->n_head, pos0, n, j.row_stride, j.head_stride, c->att};
+        c->hook.observe(c->hook.user, &blk);
+    }
+}
+
+/* ------------------------------------------------------------ forward */
+
+static void add_bias(float *y, const float *b, int n_tok, int dim) {
+    if (!b) return;
+    for (int t = 0; t < n_tok; t++)
+        for (int i = 0; i < dim; i++) y[(size_t)t * dim + i] += b[i];
+}
+
+static void head_norm(float *y, const float *w, int n_vecs, int hd, float eps) {
+    if (!w) return;
+    for (int h = 0; h < n_vecs; h++) kern_rmsnorm(y + (size_t)h * hd, y + (size_t)h * hd, w, hd, eps);
+}
+
+static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
+    const heed_model *m = c->m;
+    const model_layer *ly = &m->layers[il];
+    const int E = m->n_embd, F = m->n_ff;
+    float *kc = c->k_cache + ((size_t)il * c->n_ctx + pos0) * c->kv_dim;
+    float *vc = c->v_cache + ((size_t)il * c->n_ctx + pos0) * c->kv_dim;
+
+    for (int t = 0; t < n; t++) kern_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, ly->attn_norm, E, m->rms_eps);
+    matmul(c, c->q, c->q_dim, &ly->wq, c->xb, n);
+    matmul(c, kc, c->kv_dim, &ly->wk, c->xb, n); /* keys and values go straight into the cache */
+    matmul(c, vc, c->kv_dim, &ly->wv, c->xb, n);
+    add_bias(c->q, ly->bq, n, c->q_dim);
+    add_bias(kc, ly->bk, n, c->kv_dim);
+    add_bias(vc, ly->bv, n, c->kv_dim);
+    for (int t = 0; t < n; t++) {
+        float *qt = c->q + (size_t)t * c->q_dim, *kt = kc + (size_t)t * c->kv_dim;
+        head_norm(qt, ly->q_norm, m->n_head, m->head_dim, m->rms_eps);
+        head_norm(kt, ly->k_norm, m->n_head_kv, m->head_dim, m->rms_eps);
+        rope_apply(c, qt, m->n_head, pos0 + t);
+        rope_apply(c, kt, m->n_head_kv, pos0 + t);
+    }
+
+    attention(c, il, pos0, n);
+    matmul(c, c->xb, E, &ly->wo, c->ao, n);
+    for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
+
+    for (int t = 0; t < n; t++) kern_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, ly->ffn_norm, E, m->rms_eps);
+    matmul(c, c->hb, F, &ly->w_gate, c->xb, n);
+    matmul(c, c->hb2, F, &ly->w_up, c->xb, n);
+    kern_swiglu(c->hb, c->hb2, n * F);
+    matmul(c, c->xb, E, &ly->w_down, c->hb, n);
+    for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
+}
+
+static void forward_batch(heed_ctx *c, const int32_t *ids, int n, bool want_logits) {
+    const heed_model *m = c->m;
+    const int E = m->n_embd, pos0 = c->n_past;
+    size_t row_bytes = kern_row_bytes(m->tok_embd.type, E);
+    for (int t = 0; t < n; t++)
+        kern_dequant_row(c->x + (size_t)t * E, (const char *)m->tok_embd.data + (size_t)ids[t] * row_bytes,
+                         m->tok_embd.type, E);
+    for (int il = 0; il < m->n_layer; il++) forward_layer(c, il, pos0, n);
+    c->n_past += n;
+    if (!want_logits) return;
+    float *last = c->xb;
+    kern_rmsnorm(last, c->x + (size_t)(n - 1) * E, m->output_norm, E, m->rms_eps);
+    matmul(c, c->logits, (size_t)m->n_vocab, &m->output, last, 1);
+}
+
+int heed_decode(heed_ctx *c, const int32_t *ids, int n) {
+    if (!c || n <= 0 || !ids) return HEED_ERR_INVALID_ARG;
+    const heed_model *m = c->m;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->n_vocab)
+            return ctx_fail(c, HEED_ERR_INVALID_ARG, "token id %d at index %d is outside the vocabulary (0..%d)",
+                            ids[i], i, m->n_vocab - 1);
+    if (n > c->n_ctx - c->n_past)
+        return ctx_fail(c, HEED_ERR_CONTEXT_FULL,
+                        "context full: %d tokens after %d exceed the context limit of %d tokens "
+                        "(model limit %d)", n, c->n_past, c->n_ctx, m->n_ctx_train);
+    for (int done = 0; done < n;) {
+        int b = n - done < c->n_ub ? n - done : c->n_ub;
+        forward_batch(c, ids + done, b, done + b == n);
+        done += b;
+    }
+    return HEED_OK;
+}
+
+/* ------------------------------------------------------------ context */
+
+heed_ctx_params heed_ctx_default_params(void) {
+    heed_ctx_params p = {.n_ctx = 0, .n_threads = 0};
+    return p;
+}
+
+static void *zalloc(size_t n, size_t size, bool *ok) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *ok = false;
+    return p;
+}
+
+int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **out) {
+    if (!m || !out) return HEED_ERR_INVALID_ARG;
+    *out = NULL;
+    heed_ctx_params p = params ? *params : heed_ctx_default_params();
+    if (p.n_ctx < 0 || p.n_ctx > m->n_ctx_train || p.n_threads < 0 || p.n_threads > 1024)
+        return HEED_ERR_INVALID_ARG;
+    heed_ctx *c = calloc(1, sizeof *c);
+    if (!c) return HEED_ERR_NOMEM;
+    c->m = m;
+    c->ops = kern_ops_best();
+    c->n_ctx = p.n_ctx ? p.n_ctx : (m->n_ctx_train < DEFAULT_MAX_CTX ? m->n_ctx_train : DEFAULT_MAX_CTX);
+    c->n_threads = p.n_threads ? p.n_threads : pool_n_cpus();
+    c->q_dim = m->n_head * m->head_dim;
+    c->kv_dim = m->n_head_kv * m->head_dim;
+    size_t per_q = (size_t)m->n_head * c->n_ctx * sizeof(float);
+    size_t ub = ATT_BUDGET_BYTES / per_q;
+    c->n_ub = ub < 1 ? 1 : ub > MAX_UBATCH ? MAX_UBATCH : (int)ub;
+    if (c->n_ub > c->n_ctx) c->n_ub = c->n_ctx;
+
+    const size_t U = (size_t)c->n_ub, E = (size_t)m->n_embd;
+    size_t max_in = E > (size_t)c->q_dim ? E : (size_t)c->q_dim;
+    if ((size_t)m->n_ff > max_in) max_in = (size_t)m->n_ff;
+    size_t kv = (size_t)m->n_layer * c->n_ctx * c->kv_dim;
+    bool ok = true;
+    c->k_cache = zalloc(kv, sizeof(float), &ok);
+    c->v_cache = zalloc(kv, sizeof(float), &ok);
+    c->rope_cos = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
+    c->rope_sin = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
+    c->x = zalloc(U * E, sizeof(float), &ok);
+    c->xb = zalloc(U * E, sizeof(float), &ok);
+    c->q = zalloc(U * c->q_dim, sizeof(float), &ok);
+    c->ao = zalloc(U * c->q_dim, sizeof(float), &ok);
+    c->hb = zalloc(U * m->n_ff, sizeof(float), &ok);
+    c->hb2 = zalloc(U * m->n_ff, sizeof(float), &ok);
+    c->att = zalloc((size_t)m->n_head * U * c->n_ctx, sizeof(float), &ok);
+    c->xq = zalloc(U * (max_in / QK8_0 + 1), sizeof(block_q8_0), &ok);
+    c->logits = zalloc((size_t)m->n_vocab, sizeof(float), &ok);
+    c->pool = ok ? pool_new(c->n_threads) : NULL;
+    if (!ok || !c->pool) {
+        heed_ctx_free(c);
+        return HEED_ERR_NOMEM;
+    }
+    rope_table(c);
+    *out = c;
+    return HEED_OK;
+}
+
+void heed_ctx_free(heed_ctx *c) {
+    if (!c) return;
+    pool_free(c->pool);
+    free(c->k_cache); free(c->v_cache);
+    free(c->rope_cos); free(c->rope_sin);
+    free(c->x); free(c->xb); free(c->q); free(c->ao);
+    free(c->hb); free(c->hb2); free(c->att); free(c->xq);
+    free(c->logits);
+    free(c);
+}
+
+int heed_ctx_n_ctx(const heed_ctx *c) { return c ? c->n_ctx : 0; }
+int heed_ctx_n_past(const heed_ctx *c) { return c ? c->n_past : 0; }
+void heed_ctx_reset(heed_ctx *c) { if (c) c->n_past = 0; }
+const char *heed_ctx_error(const heed_ctx *c) { return c ? c->err : "no context"; }
+const float *heed_ctx_logits(const heed_ctx *c) { return c ? c->logits : NULL; }
+
+void heed_ctx_set_attn_hook(heed_ctx *c, const heed_attn_hook *hook) {
+    if (!c) return;
+    c->hooked = hook && hook->observe;
+    if (c->hooked) c->hook = *hook;
+    else memset(&c->hook, 0, sizeof c->hook);
+}

@@ -1,0 +1,638 @@
+/*
+ * main.c - the heed command line.
+ *
+ *   heed generate [-m MODEL] (-p PROMPT | --ids LIST) [options]   generate, stream or dump JSON
+ *   heed info [-m MODEL]                                          metadata, geometry, tensors
+ *
+ * Without -m, the bundled default model (stories260K) is used. The CLI speaks
+ * only the public API (heed.h); the JSON format of `generate --json` is
+ * documented in docs/CLI.md.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "heed.h"
+#include "jsonw.h"
+
+#define MAX_IDS 65536
+#define N_TOP 10
+/* Full capture keeps every row; beyond this it would exhaust memory, and the
+ * user is told to capture less. */
+#define MAX_CAPTURE_BYTES (2ull << 30)
+
+static const char *usage_text =
+    "usage:\n"
+    "  heed generate [-m MODEL] (-p PROMPT | --ids 1,2,3) [options]\n"
+    "  heed info [-m MODEL]\n"
+    "\n"
+    "generate options:\n"
+    "  -m, --model PATH        GGUF model (default: the bundled stories260K)\n"
+    "  -p, --prompt TEXT       prompt text\n"
+    "      --ids LIST          prompt as comma-separated token ids (no BOS is added)\n"
+    "  -n, --n-predict N       tokens to generate (default 64)\n"
+    "      --temp T            temperature; 0 = greedy (default 0)\n"
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
+    "      --top-p P           nucleus sampling (default 0.95; 1 = off)\n"
+    "      --min-p M           drop tokens below M x the top probability (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R  penalize recent tokens (default 1 = off)\n"
+    "      --repeat-last-n N   window of the repetition penalty (default 64)\n"
+    "      --seed S            random seed (default 0)\n"
+    "      --threads N         threads (default: all cores)\n"
+    "      --ctx N             context limit in tokens (default: the model's, at most 4096)\n"
+    "      --json              print one JSON object (format: docs/CLI.md)\n"
+    "      --attention MODE    full | none: attention rows in the JSON (default full with --json)\n"
+    "      --no-stream         plain mode: print the text at the end, not token by token\n";
+
+typedef struct gen_opts {
+    const char *model;
+    const char *prompt;
+    const char *ids;
+    int n_predict;
+    int n_threads, n_ctx;
+    bool json, attention, stream;
+    heed_sampler_params sp;
+} gen_opts;
+
+__attribute__((format(printf, 1, 2))) static int die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "heed: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    if (*s == '-') return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) return false;
+    *out = v;
+    return true;
+}
+
+/* "1, 2,3" -> ids; returns the count or -1 with a message. */
+static int parse_ids(const char *s, int32_t *ids, int n_max) {
+    int n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == ',') s++;
+        if (!*s) break;
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > INT32_MAX) {
+            fprintf(stderr, "heed: --ids: '%s' is not a token id\n", s);
+            return -1;
+        }
+        if (n == n_max) {
+            fprintf(stderr, "heed: --ids: more than %d ids\n", n_max);
+            return -1;
+        }
+        ids[n++] = (int32_t)v;
+        s = end;
+        if (*s && *s != ',' && *s != ' ') {
+            fprintf(stderr, "heed: --ids: unexpected '%c'\n", *s);
+            return -1;
+        }
+    }
+    return n;
+}
+
+static int load_model(const char *path, heed_model **m) {
+    char err[512];
+    heed_model_params mp = heed_model_default_params();
+    mp.progress = true;
+    int rc = heed_model_load(path, &mp, m, err, sizeof err);
+    if (rc) fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
+    return rc;
+}
+
+/* ---------------------------------------------------------- capture */
+
+/* Full capture: for each (layer, head) the causal rows of positions
+ * 0..n_pos-1, packed triangularly (row p starts at p(p+1)/2). */
+typedef struct capture {
+    int n_layer, n_head, n_pos;
+    float *rows; /* (n_layer, n_head, n_pos(n_pos+1)/2) */
+    int n_filled; /* positions observed so far (from the last layer) */
+} capture;
+
+static size_t tri(size_t p) { return p * (p + 1) / 2; }
+
+static void capture_observe(void *user, const heed_attn_block *b) {
+    capture *cap = user;
+    size_t per_head = tri((size_t)cap->n_pos);
+    for (int h = 0; h < b->n_head; h++) {
+        for (int i = 0; i < b->n_query; i++) {
+            size_t pos = (size_t)b->pos0 + i;
+            if (pos >= (size_t)cap->n_pos) return;
+            float *dst = cap->rows + ((size_t)b->layer * cap->n_head + h) * per_head + tri(pos);
+            memcpy(dst, b->probs + h * b->head_stride + i * b->row_stride, sizeof(float) * (pos + 1));
+        }
+    }
+    if (b->layer == cap->n_layer - 1) cap->n_filled = b->pos0 + b->n_query;
+}
+
+/* ----------------------------------------------------------- output */
+
+typedef struct step_rec {
+    int32_t id;
+    float prob, logprob, entropy;
+    heed_candidate top[N_TOP];
+    int n_top;
+} step_rec;
+
+static void json_token(jsonw *w, const heed_model *m, int32_t id) {
+    char label[256];
+    const char *piece = heed_token_piece(m, id);
+    heed_token_label(m, id, label, sizeof label);
+    jw_obj(w);
+    jw_key(w, "id"); jw_int(w, id);
+    jw_key(w, "piece"); jw_cstr(w, piece ? piece : "");
+    jw_key(w, "label"); jw_cstr(w, label);
+    jw_obj_end(w);
+}
+
+static void json_ids(jsonw *w, const int32_t *ids, int n) {
+    jw_arr(w);
+    for (int i = 0; i < n; i++) jw_int(w, ids[i]);
+    jw_arr_end(w);
+}
+
+static void write_json(const gen_opts *o, const heed_model *m, const int32_t *prompt, int n_prompt,
+                       const int32_t *out, int n_out, const step_rec *steps, const char *text, size_t text_len,
+                       const capture *cap, const char *stop) {
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    const char *base = strrchr(info.path, '/');
+    jsonw w;
+    jw_init(&w, stdout);
+    jw_obj(&w);
+    jw_key(&w, "model"); jw_cstr(&w, base ? base + 1 : info.path);
+    jw_key(&w, "prompt"); if (o->prompt) jw_cstr(&w, o->prompt); else jw_null(&w);
+    jw_key(&w, "prompt_ids"); json_ids(&w, prompt, n_prompt);
+    jw_key(&w, "output_ids"); json_ids(&w, out, n_out);
+    jw_key(&w, "text"); jw_str(&w, text, text_len);
+    jw_key(&w, "stop"); jw_cstr(&w, stop);
+    jw_key(&w, "params");
+    jw_obj(&w);
+    jw_key(&w, "temperature"); jw_float(&w, o->sp.temperature);
+    jw_key(&w, "top_k"); jw_int(&w, o->sp.top_k);
+    jw_key(&w, "top_p"); jw_float(&w, o->sp.top_p);
+    jw_key(&w, "min_p"); jw_float(&w, o->sp.min_p);
+    jw_key(&w, "repeat_penalty"); jw_float(&w, o->sp.repeat_penalty);
+    jw_key(&w, "repeat_last_n"); jw_int(&w, o->sp.repeat_last_n);
+    jw_key(&w, "seed"); jw_int(&w, (int64_t)o->sp.seed);
+    jw_key(&w, "n_predict"); jw_int(&w, o->n_predict);
+    jw_obj_end(&w);
+    jw_key(&w, "tokens");
+    jw_arr(&w);
+    for (int i = 0; i < n_prompt; i++) json_token(&w, m, prompt[i]);
+    for (int i = 0; i < n_out; i++) json_token(&w, m, out[i]);
+    jw_arr_end(&w);
+    jw_key(&w, "steps");
+    jw_arr(&w);
+    for (int s = 0; s < n_out; s++) {
+        jw_obj(&w);
+        jw_key(&w, "id"); jw_int(&w, steps[s].id);
+        jw_key(&w, "prob"); jw_float(&w, steps[s].prob);
+        jw_key(&w, "logprob"); jw_float(&w, steps[s].logprob);
+        jw_key(&w, "entropy"); jw_float(&w, steps[s].entropy);
+        jw_key(&w, "top");
+        jw_arr(&w);
+        for (int k = 0; k < steps[s].n_top; k++) {
+            jw_obj(&w);
+            jw_key(&w, "id"); jw_int(&w, steps[s].top[k].id);
+            jw_key(&w, "logit"); jw_float(&w, steps[s].top[k].logit);
+            jw_key(&w, "prob"); jw_float(&w, steps[s].top[k].prob);
+            jw_obj_end(&w);
+        }
+        jw_arr_end(&w);
+        jw_obj_end(&w);
+    }
+    jw_arr_end(&w);
+    jw_key(&w, "attention");
+    if (!cap) {
+        jw_null(&w);
+    } else {
+        jw_obj(&w);
+        jw_key(&w, "n_layer"); jw_int(&w, cap->n_layer);
+        jw_key(&w, "n_head"); jw_int(&w, cap->n_head);
+        jw_key(&w, "n_pos"); jw_int(&w, cap->n_filled);
+        jw_key(&w, "rows");
+        jw_arr(&w);
+        size_t per_head = tri((size_t)cap->n_pos);
+        for (int l = 0; l < cap->n_layer; l++) {
+            jw_arr(&w);
+            for (int h = 0; h < cap->n_head; h++) {
+                jw_arr(&w);
+                const float *base_row = cap->rows + ((size_t)l * cap->n_head + h) * per_head;
+                for (int p = 0; p < cap->n_filled; p++) {
+                    jw_arr(&w);
+                    for (int k = 0; k <= p; k++) jw_float(&w, base_row[tri((size_t)p) + k]);
+                    jw_arr_end(&w);
+                }
+                jw_arr_end(&w);
+            }
+            jw_arr_end(&w);
+        }
+        jw_arr_end(&w);
+        jw_obj_end(&w);
+    }
+    jw_obj_end(&w);
+    fputc('\n', stdout);
+}
+
+/* --------------------------------------------------------- generate */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Appends a token's text to the output buffer and, when streaming, prints the
+ * complete UTF-8 characters it finishes. */
+typedef struct text_out {
+    char *buf;
+    size_t len, cap;
+    heed_utf8_stream us;
+    bool print;
+} text_out;
+
+static bool text_push(text_out *t, const char *bytes, size_t n) {
+    if (t->len + 3 * n + 16 > t->cap) {
+        size_t cap = (t->cap ? t->cap * 2 : 1024) + 3 * n + 16;
+        char *b = realloc(t->buf, cap);
+        if (!b) return false;
+        t->buf = b;
+        t->cap = cap;
+    }
+    size_t w = bytes ? heed_utf8_stream_push(&t->us, bytes, n, t->buf + t->len)
+                     : heed_utf8_stream_flush(&t->us, t->buf + t->len);
+    if (t->print && w) {
+        fwrite(t->buf + t->len, 1, w, stdout);
+        fflush(stdout);
+    }
+    t->len += w;
+    return true;
+}
+
+static int run_generate(const gen_opts *o) {
+    heed_model *m = NULL;
+    heed_ctx *ctx = NULL;
+    heed_sampler *smp = NULL;
+    int32_t *prompt = NULL, *out = NULL;
+    step_rec *steps = NULL;
+    capture cap = {0};
+    text_out text = {0};
+    int rc = 1, n_prompt = 0, n_out = 0;
+    const char *stop = "length";
+
+    if (load_model(o->model, &m)) goto done;
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+
+    prompt = malloc(sizeof(int32_t) * MAX_IDS);
+    if (!prompt) goto oom;
+    if (o->ids) {
+        if ((n_prompt = parse_ids(o->ids, prompt, MAX_IDS)) < 0) goto done;
+    } else {
+        if (!info.can_tokenize) {
+            fprintf(stderr,
+                    "heed: %s has a %s (byte-level BPE) vocabulary, which heed cannot encode yet; "
+                    "pass the prompt as token ids with --ids\n", info.path, info.tokenizer);
+            goto done;
+        }
+        const char *p = o->prompt ? o->prompt : "";
+        n_prompt = heed_tokenize(m, p, strlen(p), info.add_bos, prompt, MAX_IDS);
+        if (n_prompt < 0) {
+            fprintf(stderr, "heed: cannot tokenize the prompt: %s\n",
+                    n_prompt == HEED_ERR_INVALID_ARG ? "it is not valid UTF-8" : heed_strerror(n_prompt));
+            goto done;
+        }
+        if (n_prompt > MAX_IDS) {
+            fprintf(stderr, "heed: the prompt has %d tokens, more than %d\n", n_prompt, MAX_IDS);
+            goto done;
+        }
+    }
+    if (n_prompt == 0) {
+        fprintf(stderr, "heed: the prompt is empty (give -p TEXT or --ids LIST)\n");
+        goto done;
+    }
+    for (int i = 0; i < n_prompt; i++) {
+        if (prompt[i] >= info.n_vocab) {
+            fprintf(stderr, "heed: token id %d is outside the vocabulary (0..%d)\n", prompt[i], info.n_vocab - 1);
+            goto done;
+        }
+    }
+
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = o->n_ctx;
+    cp.n_threads = o->n_threads;
+    if (o->n_ctx > info.n_ctx_train) {
+        fprintf(stderr, "heed: --ctx %d exceeds the model's context limit of %d tokens\n", o->n_ctx,
+                info.n_ctx_train);
+        goto done;
+    }
+    int crc = heed_ctx_new(m, &cp, &ctx);
+    if (crc) {
+        fprintf(stderr, "heed: cannot create a context: %s\n", heed_strerror(crc));
+        goto done;
+    }
+    int n_ctx = heed_ctx_n_ctx(ctx);
+    if (n_prompt > n_ctx) {
+        fprintf(stderr, "heed: the prompt has %d tokens but the context limit is %d tokens\n", n_prompt, n_ctx);
+        goto done;
+    }
+    /* every generated token but the last goes through the model */
+    int n_predict = o->n_predict;
+    if (n_prompt + n_predict - 1 > n_ctx) {
+        n_predict = n_ctx - n_prompt + 1;
+        fprintf(stderr, "heed: generating at most %d tokens: the context limit is %d tokens\n", n_predict, n_ctx);
+    }
+
+    smp = heed_sampler_new(&o->sp, info.n_vocab);
+    out = malloc(sizeof(int32_t) * ((size_t)n_predict + 1));
+    steps = calloc((size_t)n_predict + 1, sizeof *steps);
+    if (!smp || !out || !steps) {
+        if (!smp && out && steps) {
+            fprintf(stderr, "heed: invalid sampling parameters\n");
+            goto done;
+        }
+        goto oom;
+    }
+    heed_sampler_accept(smp, prompt, n_prompt);
+
+    if (o->json && o->attention) {
+        cap.n_layer = info.n_layer;
+        cap.n_head = info.n_head;
+        cap.n_pos = n_prompt + (n_predict > 0 ? n_predict - 1 : 0);
+        double bytes = (double)cap.n_layer * cap.n_head * (double)tri((size_t)cap.n_pos) * sizeof(float);
+        if (bytes > (double)MAX_CAPTURE_BYTES) {
+            fprintf(stderr, "heed: full attention for %d positions would need %.1f GB; "
+                            "generate fewer tokens or use --attention none\n", cap.n_pos, bytes / 1e9);
+            goto done;
+        }
+        cap.rows = calloc(1, (size_t)bytes + 1);
+        if (!cap.rows) goto oom;
+        heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &cap};
+        heed_ctx_set_attn_hook(ctx, &hook);
+    }
+
+    text.print = !o->json && o->stream;
+    if (!o->json) {
+        if (o->prompt) fputs(o->prompt, stdout);
+        else {
+            for (int i = 0; i < n_prompt; i++) {
+                char b[256];
+                int n = heed_token_bytes(m, prompt[i], b, sizeof b);
+                if (n > 0) fwrite(b, 1, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1, stdout);
+            }
+        }
+        fflush(stdout);
+    }
+
+    double t0 = now_s();
+    if (heed_decode(ctx, prompt, n_prompt)) {
+        fprintf(stderr, "heed: %s\n", heed_ctx_error(ctx));
+        goto done;
+    }
+    double t1 = now_s();
+    for (int s = 0; s < n_predict; s++) {
+        heed_sample smpl;
+        const float *logits = heed_ctx_logits(ctx);
+        if (heed_sampler_sample(smp, logits, info.n_vocab, &smpl)) {
+            fprintf(stderr, "heed: sampling failed\n");
+            goto done;
+        }
+        step_rec *st = &steps[s];
+        st->id = smpl.id;
+        st->prob = smpl.prob;
+        st->logprob = smpl.logprob;
+        st->entropy = smpl.entropy;
+        st->n_top = heed_top_candidates(logits, info.n_vocab, N_TOP, st->top);
+        out[n_out++] = smpl.id;
+
+        char b[512];
+        int nb = heed_token_bytes(m, smpl.id, b, sizeof b);
+        if (nb > 0 && !text_push(&text, b, (size_t)nb < sizeof b ? (size_t)nb : sizeof b - 1)) goto oom;
+        if (heed_token_is_eog(m, smpl.id)) {
+            stop = "eog";
+            break;
+        }
+        if (s == n_predict - 1) break;
+        if (heed_decode(ctx, &smpl.id, 1)) {
+            fprintf(stderr, "heed: %s\n", heed_ctx_error(ctx));
+            goto done;
+        }
+    }
+    if (!text_push(&text, NULL, 0)) goto oom;
+    double t2 = now_s();
+
+    if (o->json) {
+        write_json(o, m, prompt, n_prompt, out, n_out, steps, text.buf ? text.buf : "", text.len,
+                   cap.rows ? &cap : NULL, stop);
+    } else {
+        if (!o->stream && text.len) fwrite(text.buf, 1, text.len, stdout);
+        fputc('\n', stdout);
+        fprintf(stderr, "heed: prompt %d tokens in %.1f ms (%.0f tok/s), generated %d tokens (%.0f tok/s)\n",
+                n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0 + 1e-12), n_out,
+                n_out > 1 ? (n_out - 1) / (t2 - t1 + 1e-12) : 0.0);
+    }
+    rc = 0;
+    goto done;
+oom:
+    fprintf(stderr, "heed: out of memory\n");
+done:
+    free(text.buf);
+    free(cap.rows);
+    free(steps);
+    free(out);
+    free(prompt);
+    heed_sampler_free(smp);
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+    return rc;
+}
+
+/* ------------------------------------------------------------- info */
+
+static int run_info(const char *path) {
+    heed_model *m = NULL;
+    if (load_model(path, &m)) return 1;
+    heed_model_info i;
+    heed_model_get_info(m, &i);
+    printf("file:        %s (%llu bytes)\n", i.path, (unsigned long long)i.file_size);
+    printf("name:        %s\n", i.name);
+    printf("arch:        %s\n", i.arch);
+    printf("geometry:    %d layers, width %d, %d heads (%d KV heads), head dim %d, FFN %d\n", i.n_layer,
+           i.n_embd, i.n_head, i.n_head_kv, i.head_dim, i.n_ff);
+    printf("vocabulary:  %d tokens, %s tokenizer%s; BOS %d, EOS %d, EOT %d, add BOS %s\n", i.n_vocab,
+           i.tokenizer, i.can_tokenize ? "" : " (text encoding not yet supported: use --ids)", i.bos, i.eos,
+           i.eot, i.add_bos ? "yes" : "no");
+    printf("context:     %d tokens; rope base %g; rms eps %g; output %s\n", i.n_ctx_train, i.rope_base,
+           i.rms_eps, i.tied_output ? "tied to token_embd" : "separate");
+
+    int n_types = 0;
+    const char *types[16];
+    int counts[16] = {0};
+    for (int t = 0; t < heed_model_n_tensors(m); t++) {
+        heed_tensor_info ti;
+        heed_model_tensor(m, t, &ti);
+        int k = 0;
+        while (k < n_types && strcmp(types[k], ti.type)) k++;
+        if (k == n_types && n_types < 16) types[n_types++] = ti.type;
+        if (k < 16) counts[k]++;
+    }
+    printf("tensors:     %d (", heed_model_n_tensors(m));
+    for (int k = 0; k < n_types; k++) printf("%s%s: %d", k ? ", " : "", types[k], counts[k]);
+    printf(")\n\nmetadata:\n");
+    char buf[1024];
+    for (int k = 0; k < heed_model_n_meta(m); k++) {
+        heed_model_meta_value(m, k, buf, sizeof buf);
+        printf("  %-44s %s\n", heed_model_meta_key(m, k), buf);
+    }
+    printf("\ntensors:\n");
+    for (int t = 0; t < heed_model_n_tensors(m); t++) {
+        heed_tensor_info ti;
+        heed_model_tensor(m, t, &ti);
+        printf("  %-36s %-5s [", ti.name, ti.type);
+        for (int d = 0; d < ti.n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)ti.ne[d]);
+        printf("]  %llu bytes\n", (unsigned long long)ti.n_bytes);
+    }
+    heed_model_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------- args */
+
+static int parse_generate(int argc, char **argv, gen_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 64;
+    o->stream = true;
+    o->sp = heed_sampler_default_params();
+    bool att_set = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long l;
+        float f;
+#define NEED_VALUE() do { if (!v) return die("%s needs a value", a); i++; } while (0)
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model = v; }
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); o->prompt = v; }
+        else if (!strcmp(a, "--ids")) { NEED_VALUE(); o->ids = v; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            NEED_VALUE();
+            if (!parse_long(v, 0, 1 << 20, &l)) return die("-n: '%s' is not a count (0..1048576)", v);
+            o->n_predict = (int)l;
+        } else if (!strcmp(a, "--temp")) {
+            NEED_VALUE();
+            if (!parse_float(v, &f) || f < 0) return die("--temp: '%s' is not a temperature >= 0", v);
+            o->sp.temperature = f;
+        } else if (!strcmp(a, "--top-k")) {
+            NEED_VALUE();
+            if (!parse_long(v, 0, INT_MAX, &l)) return die("--top-k: '%s' is not a count >= 0", v);
+            o->sp.top_k = (int)l;
+        } else if (!strcmp(a, "--top-p")) {
+            NEED_VALUE();
+            if (!parse_float(v, &f) || f <= 0 || f > 1) return die("--top-p: '%s' is not in (0, 1]", v);
+            o->sp.top_p = f;
+        } else if (!strcmp(a, "--min-p")) {
+            NEED_VALUE();
+            if (!parse_float(v, &f) || f < 0 || f > 1) return die("--min-p: '%s' is not in [0, 1]", v);
+            o->sp.min_p = f;
+        } else if (!strcmp(a, "--repeat-penalty")) {
+            NEED_VALUE();
+            if (!parse_float(v, &f) || f <= 0) return die("--repeat-penalty: '%s' is not a number > 0", v);
+            o->sp.repeat_penalty = f;
+        } else if (!strcmp(a, "--repeat-last-n")) {
+            NEED_VALUE();
+            if (!parse_long(v, 0, 1 << 20, &l)) return die("--repeat-last-n: '%s' is not a count", v);
+            o->sp.repeat_last_n = (int)l;
+        } else if (!strcmp(a, "--seed")) {
+            NEED_VALUE();
+            if (!parse_u64(v, &o->sp.seed)) return die("--seed: '%s' is not a non-negative integer", v);
+        } else if (!strcmp(a, "--threads")) {
+            NEED_VALUE();
+            if (!parse_long(v, 1, 1024, &l)) return die("--threads: '%s' is not in 1..1024", v);
+            o->n_threads = (int)l;
+        } else if (!strcmp(a, "--ctx")) {
+            NEED_VALUE();
+            if (!parse_long(v, 1, 1 << 24, &l)) return die("--ctx: '%s' is not a token count", v);
+            o->n_ctx = (int)l;
+        } else if (!strcmp(a, "--json")) {
+            o->json = true;
+        } else if (!strcmp(a, "--attention")) {
+            NEED_VALUE();
+            if (!strcmp(v, "full")) o->attention = true;
+            else if (!strcmp(v, "none")) o->attention = false;
+            else return die("--attention: '%s' is not full or none", v);
+            att_set = true;
+        } else if (!strcmp(a, "--no-stream")) {
+            o->stream = false;
+        } else {
+            return die("unknown option '%s' (see heed --help)", a);
+        }
+#undef NEED_VALUE
+    }
+    if (!att_set) o->attention = o->json;
+    if (o->prompt && o->ids) return die("%s", "give either -p or --ids, not both");
+    if (!o->prompt && !o->ids) return die("%s", "generate needs a prompt: -p TEXT or --ids LIST");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(usage_text, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("heed %s\n", HEED_VERSION);
+        return 0;
+    }
+    if (!strcmp(argv[1], "generate")) {
+        gen_opts o;
+        if (parse_generate(argc - 2, argv + 2, &o)) return 2;
+        return run_generate(&o);
+    }
+    if (!strcmp(argv[1], "info")) {
+        const char *model = NULL;
+        for (int i = 2; i < argc; i++) {
+            if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+            else {
+                die("info: unknown argument '%s'", argv[i]);
+                return 2;
+            }
+        }
+        return run_info(model);
+    }
+    fprintf(stderr, "heed: unknown command '%s'\n%s", argv[1], usage_text);
+    return 2;
+}

@@ -1,0 +1,388 @@
+/*
+ * model.c - binds a GGUF file to the model structure (see model.h), and the
+ * public model API: load, info, metadata and tensor listing, tokenizer calls.
+ *
+ * Every tensor the forward pass will touch is checked here, once: present,
+ * of a supported type, of exactly the shape the hyperparameters imply. The
+ * forward pass can then trust its pointers.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern.h"
+
+/* The bundled default model, linked in by src/bundled.S. */
+extern const unsigned char heed_bundled_model[];
+extern const unsigned long long heed_bundled_model_size;
+#define BUNDLED_NAME "stories260K.gguf"
+
+/* Named limits for values read from a file: far above any real model, low
+ * enough that products of them cannot overflow. */
+#define MAX_LAYERS 1024
+#define MAX_DIM (1 << 20)
+#define MAX_HEADS 4096
+#define MAX_CTX (1 << 24)
+
+typedef struct loader {
+    heed_model *m;
+    const gguf_file *f;
+    const char *file; /* name used in messages */
+    char *err;
+    size_t err_size;
+} loader;
+
+static int fail(loader *L, int rc, const char *fmt, ...) {
+    if (L->err && L->err_size) {
+        int n = snprintf(L->err, L->err_size, "%s: ", L->file);
+        if (n >= 0 && (size_t)n < L->err_size) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(L->err + n, L->err_size - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return rc;
+}
+
+/* Reads "<arch>.<suffix>" as an int in [lo, hi]; absent -> def (or an error when def < 0). */
+static int arch_int(loader *L, const char *suffix, int64_t def, int64_t lo, int64_t hi, int *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", L->m->arch_name, suffix);
+    int64_t v;
+    if (!gguf_get_i64(L->f, key, &v)) {
+        if (gguf_find(L->f, key))
+            return fail(L, HEED_ERR_FORMAT, "key '%s' is not an integer", key);
+        if (def < 0) return fail(L, HEED_ERR_FORMAT, "missing key '%s'", key);
+        v = def;
+    }
+    if (v < lo || v > hi)
+        return fail(L, HEED_ERR_FORMAT, "key '%s' = %lld is outside %lld..%lld", key, (long long)v,
+                    (long long)lo, (long long)hi);
+    *out = (int)v;
+    return HEED_OK;
+}
+
+static int arch_float(loader *L, const char *suffix, double def, double lo, double hi, float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", L->m->arch_name, suffix);
+    double v;
+    if (!gguf_get_f64(L->f, key, &v)) {
+        if (gguf_find(L->f, key)) return fail(L, HEED_ERR_FORMAT, "key '%s' is not a number", key);
+        v = def;
+    }
+    if (!(v >= lo && v <= hi))
+        return fail(L, HEED_ERR_FORMAT, "key '%s' = %g is outside %g..%g", key, v, lo, hi);
+    *out = (float)v;
+    return HEED_OK;
+}
+
+static const gguf_tensor *find_tensor(loader *L, const char *name, bool required, int *rc) {
+    const gguf_tensor *t = gguf_find_tensor(L->f, name);
+    *rc = HEED_OK;
+    if (!t && required) *rc = fail(L, HEED_ERR_FORMAT, "missing tensor '%s'", name);
+    return t;
+}
+
+/* A matrix of n_out rows of n_in, any supported type. */
+static int bind_mat(loader *L, const char *name, int n_in, int n_out, bool required, model_mat *out) {
+    int rc;
+    const gguf_tensor *t = find_tensor(L, name, required, &rc);
+    memset(out, 0, sizeof *out);
+    if (!t) return rc;
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        return fail(L, HEED_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld], expected [%d, %d]",
+                    name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], n_in, n_out);
+    out->type = t->type;
+    out->data = t->data;
+    out->n_in = n_in;
+    out->n_out = n_out;
+    return HEED_OK;
+}
+
+/* A 1-D vector of n, copied to f32 so the forward pass reads one type. */
+static int bind_vec(loader *L, const char *name, int n, bool required, float **out) {
+    int rc;
+    const gguf_tensor *t = find_tensor(L, name, required, &rc);
+    *out = NULL;
+    if (!t) return rc;
+    if (t->n_dims != 1 || t->ne[0] != n)
+        return fail(L, HEED_ERR_FORMAT, "tensor '%s' has %lld elements in %d dims, expected a vector of %d",
+                    name, (long long)t->ne[0], t->n_dims, n);
+    if (t->type == GGML_Q8_0)
+        return fail(L, HEED_ERR_UNSUPPORTED, "tensor '%s': quantized vectors are not supported", name);
+    *out = malloc(sizeof(float) * (size_t)n);
+    if (!*out) return fail(L, HEED_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    kern_dequant_row(*out, t->data, t->type, n);
+    return HEED_OK;
+}
+
+static int load_arch(loader *L) {
+    heed_model *m = L->m;
+    gguf_str s;
+    if (!gguf_get_str(L->f, "general.architecture", &s))
+        return fail(L, HEED_ERR_FORMAT, "missing key 'general.architecture'");
+    static const struct { const char *name; enum model_arch arch; } known[] = {
+        {"llama", ARCH_LLAMA}, {"qwen2", ARCH_QWEN2}, {"qwen3", ARCH_QWEN3}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (s.len == strlen(known[i].name) && memcmp(s.ptr, known[i].name, s.len) == 0) {
+            m->arch = known[i].arch;
+            m->arch_name = known[i].name;
+            return HEED_OK;
+        }
+    }
+    int n = s.len > 64 ? 64 : (int)s.len;
+    return fail(L, HEED_ERR_UNSUPPORTED, "unknown architecture '%.*s' (heed supports llama, qwen2, qwen3)",
+                n, s.ptr);
+}
+
+static int load_hparams(loader *L) {
+    heed_model *m = L->m;
+    int rc;
+    if ((rc = arch_int(L, "block_count", -1, 1, MAX_LAYERS, &m->n_layer))) return rc;
+    if ((rc = arch_int(L, "embedding_length", -1, 1, MAX_DIM, &m->n_embd))) return rc;
+    if ((rc = arch_int(L, "feed_forward_length", -1, 1, MAX_DIM, &m->n_ff))) return rc;
+    if ((rc = arch_int(L, "context_length", -1, 1, MAX_CTX, &m->n_ctx_train))) return rc;
+    if ((rc = arch_int(L, "attention.head_count", -1, 1, MAX_HEADS, &m->n_head))) return rc;
+    if ((rc = arch_int(L, "attention.head_count_kv", m->n_head, 1, m->n_head, &m->n_head_kv))) return rc;
+    if (m->n_head % m->n_head_kv)
+        return fail(L, HEED_ERR_FORMAT, "head_count %d is not a multiple of head_count_kv %d", m->n_head,
+                    m->n_head_kv);
+    /* without key_length the head size is n_embd / n_head, which must divide */
+    int64_t def_hd = m->n_embd % m->n_head ? -1 : m->n_embd / m->n_head;
+    if ((rc = arch_int(L, "attention.key_length", def_hd, 2, MAX_DIM / 4, &m->head_dim))) return rc;
+    int v_len;
+    if ((rc = arch_int(L, "attention.value_length", m->head_dim, 1, MAX_DIM, &v_len))) return rc;
+    if (v_len != m->head_dim)
+        return fail(L, HEED_ERR_UNSUPPORTED, "value_length %d differs from key_length %d", v_len, m->head_dim);
+    if ((int64_t)m->head_dim * m->n_head > MAX_DIM)
+        return fail(L, HEED_ERR_FORMAT, "head_count x key_length is too large");
+    if ((rc = arch_int(L, "rope.dimension_count", m->head_dim, 2, m->head_dim, &m->n_rot))) return rc;
+    if (m->n_rot % 2) return fail(L, HEED_ERR_FORMAT, "rope.dimension_count %d is odd", m->n_rot);
+    if ((rc = arch_float(L, "rope.freq_base", 10000.0, 1.0, 1e12, &m->rope_base))) return rc;
+    if ((rc = arch_float(L, "attention.layer_norm_rms_epsilon", 1e-5, 0.0, 1.0, &m->rms_eps))) return rc;
+
+    m->rope_freq_scale = 1.0f;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
+    gguf_str st;
+    if (gguf_get_str(L->f, key, &st)) {
+        if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
+            float factor;
+            if ((rc = arch_float(L, "rope.scaling.factor", 1.0, 1e-6, 1e6, &factor))) return rc;
+            m->rope_freq_scale = 1.0f / factor;
+        } else if (!((st.len == 4 && memcmp(st.ptr, "none", 4) == 0) ||
+                     (st.len == 6 && memcmp(st.ptr, "llama3", 6) == 0))) {
+            /* llama3 scaling travels as the rope_freqs tensor; yarn etc. are not implemented */
+            int n = st.len > 32 ? 32 : (int)st.len;
+            return fail(L, HEED_ERR_UNSUPPORTED, "rope scaling type '%.*s' is not supported", n, st.ptr);
+        }
+    }
+    m->rope_neox = m->arch == ARCH_QWEN2 || m->arch == ARCH_QWEN3;
+    return HEED_OK;
+}
+
+static int load_weights(loader *L) {
+    heed_model *m = L->m;
+    int rc;
+    const int q_dim = m->n_head * m->head_dim, kv_dim = m->n_head_kv * m->head_dim;
+    if ((rc = bind_mat(L, "token_embd.weight", m->n_embd, m->n_vocab, true, &m->tok_embd))) return rc;
+    if ((rc = bind_vec(L, "output_norm.weight", m->n_embd, true, &m->output_norm))) return rc;
+    if ((rc = bind_mat(L, "output.weight", m->n_embd, m->n_vocab, false, &m->output))) return rc;
+    m->tied_output = m->output.data == NULL;
+    if (m->tied_output) m->output = m->tok_embd;
+    if ((rc = bind_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &m->rope_freqs))) return rc;
+    if (m->rope_freqs) {
+        for (int i = 0; i < m->n_rot / 2; i++)
+            if (!(m->rope_freqs[i] > 0.0f) || !isfinite(m->rope_freqs[i]))
+                return fail(L, HEED_ERR_FORMAT, "tensor 'rope_freqs.weight' has a non-positive factor at %d", i);
+    }
+
+    m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
+    if (!m->layers) return fail(L, HEED_ERR_NOMEM, "out of memory");
+    for (int il = 0; il < m->n_layer; il++) {
+        model_layer *ly = &m->layers[il];
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+        if ((rc = bind_vec(L, NAME("attn_norm.weight"), m->n_embd, true, &ly->attn_norm))) return rc;
+        if ((rc = bind_mat(L, NAME("attn_q.weight"), m->n_embd, q_dim, true, &ly->wq))) return rc;
+        if ((rc = bind_mat(L, NAME("attn_k.weight"), m->n_embd, kv_dim, true, &ly->wk))) return rc;
+        if ((rc = bind_mat(L, NAME("attn_v.weight"), m->n_embd, kv_dim, true, &ly->wv))) return rc;
+        if ((rc = bind_mat(L, NAME("attn_output.weight"), q_dim, m->n_embd, true, &ly->wo))) return rc;
+        bool bias = m->arch == ARCH_QWEN2;
+        if ((rc = bind_vec(L, NAME("attn_q.bias"), q_dim, bias, &ly->bq))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_k.bias"), kv_dim, bias, &ly->bk))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_v.bias"), kv_dim, bias, &ly->bv))) return rc;
+        bool qk_norm = m->arch == ARCH_QWEN3;
+        if ((rc = bind_vec(L, NAME("attn_q_norm.weight"), m->head_dim, qk_norm, &ly->q_norm))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_k_norm.weight"), m->head_dim, qk_norm, &ly->k_norm))) return rc;
+        if ((rc = bind_vec(L, NAME("ffn_norm.weight"), m->n_embd, true, &ly->ffn_norm))) return rc;
+        if ((rc = bind_mat(L, NAME("ffn_gate.weight"), m->n_embd, m->n_ff, true, &ly->w_gate))) return rc;
+        if ((rc = bind_mat(L, NAME("ffn_up.weight"), m->n_embd, m->n_ff, true, &ly->w_up))) return rc;
+        if ((rc = bind_mat(L, NAME("ffn_down.weight"), m->n_ff, m->n_embd, true, &ly->w_down))) return rc;
+#undef NAME
+    }
+    return HEED_OK;
+}
+
+/* Touches every page of a large mapping once so the first tokens do not
+ * stall on page faults, drawing a progress bar on stderr. */
+static void prefault(const heed_model *m) {
+    const gguf_file *f = m->gguf;
+    const uint64_t page = 4096, step = f->file_size / 50 + 1;
+    volatile unsigned char sink = 0;
+    uint64_t next = 0;
+    for (uint64_t off = 0; off < f->file_size; off += page) {
+        sink ^= f->map[off];
+        if (off >= next) {
+            int pct = (int)(off * 100 / f->file_size);
+            fprintf(stderr, "\rloading %s: %3d%%", m->path, pct);
+            next += step;
+        }
+    }
+    fprintf(stderr, "\rloading %s: 100%%\n", m->path);
+    (void)sink;
+}
+
+heed_model_params heed_model_default_params(void) {
+    heed_model_params p = {.progress = false};
+    return p;
+}
+
+#define PROGRESS_MIN_BYTES (64ull << 20)
+
+int heed_model_load(const char *path, const heed_model_params *params, heed_model **out, char *err,
+                    size_t err_size) {
+    if (!out) return HEED_ERR_INVALID_ARG;
+    *out = NULL;
+    heed_model_params defaults = heed_model_default_params();
+    if (!params) params = &defaults;
+    if (err && err_size) err[0] = '\0';
+
+    heed_model *m = calloc(1, sizeof *m);
+    if (!m) return HEED_ERR_NOMEM;
+    int rc = HEED_OK;
+    const char *shown = path ? path : BUNDLED_NAME;
+    m->path = strdup(shown);
+    if (!m->path) { rc = HEED_ERR_NOMEM; goto done; }
+    if (path)
+        m->gguf = gguf_open(path, &rc, err, err_size);
+    else
+        m->gguf = gguf_open_buffer(heed_bundled_model, (size_t)heed_bundled_model_size, BUNDLED_NAME, &rc,
+                                   err, err_size);
+    if (!m->gguf) goto done;
+
+    const char *base = strrchr(shown, '/');
+    loader L = {.m = m, .f = m->gguf, .file = base ? base + 1 : shown, .err = err, .err_size = err_size};
+    if ((rc = load_arch(&L))) goto done;
+    if ((rc = load_hparams(&L))) goto done;
+    m->vocab = tok_load(m->gguf, &rc, err, err_size);
+    if (!m->vocab) goto done;
+    m->n_vocab = tok_n_vocab(m->vocab);
+    if ((rc = load_weights(&L))) goto done;
+    gguf_str name;
+    if (gguf_get_str(m->gguf, "general.name", &name)) m->name = strndup(name.ptr, name.len > 256 ? 256 : name.len);
+    else m->name = strdup("");
+    if (!m->name) { rc = fail(&L, HEED_ERR_NOMEM, "out of memory"); goto done; }
+    if (params->progress && path && m->gguf->file_size >= PROGRESS_MIN_BYTES) prefault(m);
+done:
+    if (rc) {
+        heed_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return HEED_OK;
+}
+
+void heed_model_free(heed_model *m) {
+    if (!m) return;
+    if (m->layers) {
+        for (int i = 0; i < m->n_layer; i++) {
+            model_layer *ly = &m->layers[i];
+            free(ly->attn_norm); free(ly->ffn_norm);
+            free(ly->bq); free(ly->bk); free(ly->bv);
+            free(ly->q_norm); free(ly->k_norm);
+        }
+        free(m->layers);
+    }
+    free(m->output_norm);
+    free(m->rope_freqs);
+    tok_free(m->vocab);
+    gguf_close(m->gguf);
+    free(m->name);
+    free(m->path);
+    free(m);
+}
+
+void heed_model_get_info(const heed_model *m, heed_model_info *info) {
+    memset(info, 0, sizeof *info);
+    if (!m) return;
+    info->path = m->path;
+    info->arch = m->arch_name;
+    info->name = m->name;
+    info->tokenizer = tok_model_name(m->vocab);
+    info->file_size = m->gguf->file_size;
+    info->n_layer = m->n_layer;
+    info->n_embd = m->n_embd;
+    info->n_head = m->n_head;
+    info->n_head_kv = m->n_head_kv;
+    info->head_dim = m->head_dim;
+    info->n_ff = m->n_ff;
+    info->n_vocab = m->n_vocab;
+    info->n_ctx_train = m->n_ctx_train;
+    info->rope_base = m->rope_base;
+    info->rms_eps = m->rms_eps;
+    info->tied_output = m->tied_output;
+    info->bos = tok_bos(m->vocab);
+    info->eos = tok_eos(m->vocab);
+    info->eot = tok_eot(m->vocab);
+    info->add_bos = tok_add_bos(m->vocab);
+    info->can_tokenize = tok_can_encode(m->vocab);
+}
+
+int heed_model_n_meta(const heed_model *m) { return m ? m->gguf->n_kv : 0; }
+
+const char *heed_model_meta_key(const heed_model *m, int i) {
+    if (!m || i < 0 || i >= m->gguf->n_kv) return NULL;
+    return m->gguf->kv[i].key;
+}
+
+int heed_model_meta_value(const heed_model *m, int i, char *buf, size_t size) {
+    if (!m || i < 0 || i >= m->gguf->n_kv) return HEED_ERR_INVALID_ARG;
+    return gguf_kv_format(&m->gguf->kv[i], buf, size, 8);
+}
+
+int heed_model_n_tensors(const heed_model *m) { return m ? m->gguf->n_tensors : 0; }
+
+int heed_model_tensor(const heed_model *m, int i, heed_tensor_info *info) {
+    if (!m || !info || i < 0 || i >= m->gguf->n_tensors) return HEED_ERR_INVALID_ARG;
+    const gguf_tensor *t = &m->gguf->tensors[i];
+    info->name = t->name;
+    info->type = gguf_type_name(t->type);
+    info->n_dims = t->n_dims;
+    for (int d = 0; d < 4; d++) info->ne[d] = t->ne[d];
+    info->offset = t->offset;
+    info->n_bytes = t->n_bytes;
+    return HEED_OK;
+}
+
+int heed_tokenize(const heed_model *m, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max) {
+    if (!m || (!text && len) || n_max < 0 || (!ids && n_max)) return HEED_ERR_INVALID_ARG;
+    return tok_encode(m->vocab, text ? text : "", len, add_bos, ids, n_max);
+}
+
+const char *heed_token_piece(const heed_model *m, int32_t id) { return m ? tok_piece(m->vocab, id) : NULL; }
+
+int heed_token_bytes(const heed_model *m, int32_t id, char *buf, size_t size) {
+    return m ? tok_bytes(m->vocab, id, buf, size) : HEED_ERR_INVALID_ARG;
+}
+
+int heed_token_label(const heed_model *m, int32_t id, char *buf, size_t size) {
+    return m ? tok_label(m->vocab, id, buf, size) : HEED_ERR_INVALID_ARG;
+}
+
+bool heed_token_is_eog(const heed_model *m, int32_t id) { return m && tok_is_eog(m->vocab, id); }

@@ -1,0 +1,246 @@
+/*
+ * test_cli.c - black-box tests of the heed binary: generate --json against
+ * the golden data, plain streaming, info, and clean errors for bad input.
+ * The binary tested is the one built beside this test (build/heed or
+ * build-asan/heed).
+ */
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <sys/wait.h>
+
+#include "testutil.h"
+
+static char heed_bin[PATH_MAX];
+static char out_path[PATH_MAX], err_path[PATH_MAX];
+
+/* Runs `heed ARGS`, capturing stdout/stderr into files; returns the exit code. */
+static int run(const char *args) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", heed_bin, args, out_path, err_path);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+static void expect_err(const char *args, int code, const char *needle) {
+    int rc = run(args);
+    char *e = slurp(err_path);
+    if (rc != code || !strstr(e, needle))
+        fail_msg("heed %s: exit %d (want %d), stderr '%s' lacks '%s'", args, rc, code, e, needle);
+    assert_non_null(strstr(e, "heed: "));
+    free(e);
+}
+
+static json_t *golden(const char *name) {
+    char p[512];
+    snprintf(p, sizeof p, "tests/fixtures/%s", name);
+    json_error_t je;
+    json_t *g = json_load_file(p, 0, &je);
+    assert_non_null(g);
+    return g;
+}
+
+static void assert_ids(json_t *a, json_t *b) {
+    assert_int_equal(json_array_size(a), json_array_size(b));
+    for (size_t i = 0; i < json_array_size(a); i++)
+        assert_int_equal(json_integer_value(json_array_get(a, i)), json_integer_value(json_array_get(b, i)));
+}
+
+static void test_generate_json_matches_golden(void **state) {
+    json_t *g = golden("stories260K__once-upon-a-time.json");
+    assert_int_equal(run("generate -p 'Once upon a time' -n 24 --json"), 0);
+    json_error_t je;
+    json_t *o = json_load_file(out_path, 0, &je);
+    if (!o) fail_msg("output is not JSON: %s", je.text);
+    assert_string_equal(json_string_value(json_object_get(o, "model")), "stories260K.gguf");
+    assert_ids(json_object_get(o, "prompt_ids"), json_object_get(g, "prompt_ids"));
+    assert_ids(json_object_get(o, "output_ids"), json_object_get(g, "greedy_ids"));
+
+    json_t *tokens = json_object_get(o, "tokens");
+    assert_int_equal(json_array_size(tokens), 5 + 24);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tokens, 0), "label")), "[BOS]");
+    assert_true(strlen(json_string_value(json_object_get(o, "text"))) > 24);
+
+    /* steps: top-10 logits descending and within tolerance of the golden ones */
+    json_t *steps = json_object_get(o, "steps"), *gsteps = json_object_get(g, "steps");
+    assert_int_equal(json_array_size(steps), 24);
+    for (size_t s = 0; s < 24; s++) {
+        json_t *st = json_array_get(steps, s), *gs = json_array_get(gsteps, s);
+        json_t *top = json_object_get(st, "top"), *gtop = json_object_get(gs, "top_logits");
+        assert_int_equal(json_array_size(top), 10);
+        double tol = 1e-3 * json_number_value(json_object_get(gs, "max_abs_logit"));
+        for (size_t k = 0; k < 10; k++) {
+            json_t *t = json_array_get(top, k), *gt = json_array_get(gtop, k);
+            assert_int_equal(json_integer_value(json_object_get(t, "id")), json_integer_value(json_array_get(gt, 0)));
+            double d = json_number_value(json_object_get(t, "logit")) - json_number_value(json_array_get(gt, 1));
+            assert_true(fabs(d) <= tol);
+        }
+        double p = json_number_value(json_object_get(st, "prob"));
+        assert_true(p > 0 && p <= 1);
+    }
+
+    /* attention: prompt rows then decode rows, all within 1e-4 */
+    json_t *att = json_object_get(o, "attention");
+    assert_int_equal(json_integer_value(json_object_get(att, "n_layer")), 5);
+    assert_int_equal(json_integer_value(json_object_get(att, "n_head")), 8);
+    assert_int_equal(json_integer_value(json_object_get(att, "n_pos")), 5 + 23);
+    json_t *rows = json_object_get(att, "rows");
+    json_t *pre = json_object_get(g, "attention_prefill"), *dec = json_object_get(g, "attention_decode");
+    double max_err = 0;
+    for (size_t l = 0; l < 5; l++)
+        for (size_t h = 0; h < 8; h++) {
+            json_t *rh = json_array_get(json_array_get(rows, l), h);
+            assert_int_equal(json_array_size(rh), 28);
+            for (size_t q = 0; q < 28; q++) {
+                json_t *r = json_array_get(rh, q);
+                json_t *gr = q < 5 ? json_array_get(json_array_get(json_array_get(pre, l), h), q)
+                                   : json_array_get(json_array_get(json_array_get(dec, q - 5), l), h);
+                assert_int_equal(json_array_size(r), q + 1);
+                for (size_t k = 0; k <= q; k++) {
+                    double d = fabs(json_number_value(json_array_get(r, k)) - json_number_value(json_array_get(gr, k)));
+                    if (d > max_err) max_err = d;
+                }
+            }
+        }
+    assert_true(max_err <= 1e-4);
+    json_decref(o);
+    json_decref(g);
+}
+
+static void test_generate_plain_streams(void **state) {
+    assert_int_equal(run("generate -p 'Once upon a time' -n 24"), 0);
+    char *o = slurp(out_path);
+    /* the prompt, then the golden greedy continuation */
+    assert_true(strncmp(o, "Once upon a time", 16) == 0);
+    assert_true(strlen(o) > 40);
+    free(o);
+    char *e = slurp(err_path);
+    assert_non_null(strstr(e, "tok/s"));
+    free(e);
+}
+
+static void test_generate_ids_and_sampling(void **state) {
+    assert_int_equal(run("generate --ids 1,403,407,261,378 -n 5 --json --attention none"), 0);
+    json_error_t je;
+    json_t *o = json_load_file(out_path, 0, &je);
+    assert_non_null(o);
+    assert_true(json_is_null(json_object_get(o, "attention")));
+    assert_true(json_is_null(json_object_get(o, "prompt")));
+    assert_int_equal(json_array_size(json_object_get(o, "output_ids")), 5);
+    json_decref(o);
+
+    /* sampling with a seed is reproducible */
+    assert_int_equal(run("generate -p 'Once' -n 20 --temp 1.0 --seed 7 --json --attention none"), 0);
+    char *a = slurp(out_path);
+    assert_int_equal(run("generate -p 'Once' -n 20 --temp 1.0 --seed 7 --json --attention none"), 0);
+    char *b = slurp(out_path);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+
+    assert_int_equal(run("generate -p 'Once' -n 0 --json"), 0);
+}
+
+static void test_info(void **state) {
+    assert_int_equal(run("info"), 0);
+    char *o = slurp(out_path);
+    assert_non_null(strstr(o, "arch:        llama"));
+    assert_non_null(strstr(o, "5 layers, width 64, 8 heads (4 KV heads)"));
+    assert_non_null(strstr(o, "token_embd.weight"));
+    assert_non_null(strstr(o, "general.architecture"));
+    free(o);
+}
+
+static void test_bad_input(void **state) {
+    expect_err("", 2, "usage");
+    expect_err("frobnicate", 2, "unknown command");
+    expect_err("generate", 2, "needs a prompt");
+    expect_err("generate -p x --bogus", 2, "unknown option '--bogus'");
+    expect_err("generate -p x -n -3", 2, "-n");
+    expect_err("generate -p x --top-p 2", 2, "--top-p");
+    expect_err("generate -p x --ids 1", 2, "not both");
+    expect_err("generate --ids 1,abc", 1, "not a token id");
+    expect_err("generate --ids 1,600", 1, "outside the vocabulary");
+    expect_err("generate -p x --ctx 1000", 1, "context limit of 512");
+    expect_err("generate -p \"$(printf 'a\\377b')\"", 1, "not valid UTF-8");
+    expect_err("generate -m /nonexistent/model.gguf -p x", 1, "/nonexistent/model.gguf");
+    expect_err("info -m /nonexistent/model.gguf", 1, "model.gguf");
+
+    /* a truncated copy of the model and a file of garbage are refused cleanly */
+    system("mkdir -p test-output && head -c 600000 models/stories260K.gguf > test-output/truncated.gguf");
+    expect_err("generate -m test-output/truncated.gguf -p x", 1, "truncated.gguf");
+    system("head -c 5000 /dev/urandom > test-output/garbage.gguf");
+    expect_err("info -m test-output/garbage.gguf", 1, "garbage.gguf");
+    system("printf '' > test-output/empty.gguf");
+    expect_err("info -m test-output/empty.gguf", 1, "empty.gguf");
+}
+
+static void test_long_context_cut(void **state) {
+    /* asking for more than fits: generation is cut to the context, with a message */
+    assert_int_equal(run("generate -p 'Once upon a time' -n 600 --ctx 64 --json --attention none"), 0);
+    char *e = slurp(err_path);
+    assert_non_null(strstr(e, "context limit is 64"));
+    free(e);
+}
+
+static void test_bpe_model_refuses_text(void **state) {
+    char buf[512];
+    const char *p = tu_shared("models/tiny-llama3.gguf", buf, sizeof buf);
+    if (!p) skip();
+    char args[1024];
+    snprintf(args, sizeof args, "generate -m %s -p hello", p);
+    expect_err(args, 1, "--ids");
+    snprintf(args, sizeof args, "generate -m %s --ids 128000,9906,1917 -n 4 --json", p);
+    assert_int_equal(run(args), 0);
+    json_error_t je;
+    json_t *o = json_load_file(out_path, 0, &je);
+    assert_non_null(o);
+    json_t *tok = json_object_get(o, "tokens");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tok, 0), "label")), "[BOS]");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tok, 1), "label")), "Hello");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tok, 2), "label")), " world");
+    json_decref(o);
+}
+
+int main(void) {
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return 1;
+    self[n] = 0;
+    char *slash = strrchr(self, '/'); /* .../build/tests/test_cli */
+    *slash = 0;
+    slash = strrchr(self, '/');
+    *slash = 0;
+    snprintf(heed_bin, sizeof heed_bin, "%s/heed", self);
+    system("mkdir -p test-output");
+    snprintf(out_path, sizeof out_path, "test-output/cli.%d.out", (int)getpid());
+    snprintf(err_path, sizeof err_path, "test-output/cli.%d.err", (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_generate_json_matches_golden),
+        cmocka_unit_test(test_generate_plain_streams),
+        cmocka_unit_test(test_generate_ids_and_sampling),
+        cmocka_unit_test(test_info),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_long_context_cut),
+        cmocka_unit_test(test_bpe_model_refuses_text),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    remove(out_path);
+    remove(err_path);
+    return rc;
+}

@@ -1,0 +1,340 @@
+/*
+ * test_golden.c - the engine against an independent reference (../shared/golden,
+ * see its README): prompt ids, teacher-forced greedy ids, top-10 logits and
+ * every attention row, for every model.
+ *
+ * The stories260K files are committed in tests/fixtures (with the bundled
+ * model), so the core check runs on a bare clone. The tiny-* models live in
+ * ../shared; without it those cases say SKIP.
+ */
+#include <jansson.h>
+#include <math.h>
+
+#include "heed.h"
+#include "testutil.h"
+
+#define ATT_TOL 1e-4
+#define LOGIT_REL_TOL 1e-3
+#define ROW_SUM_TOL 1e-5
+
+/* Attention of the last heed_decode call: att[layer][head][i][k], dense with
+ * stride n_kv (the batch's last key count). */
+typedef struct grab {
+    int n_layer, n_head, pos0, n_query, n_kv;
+    float *att;
+    size_t cap;
+    int layers_seen;
+} grab;
+
+static void grab_observe(void *user, const heed_attn_block *b) {
+    grab *g = user;
+    size_t n_kv = (size_t)b->pos0 + b->n_query;
+    size_t need = (size_t)g->n_layer * b->n_head * b->n_query * n_kv;
+    if (need > g->cap) {
+        g->att = realloc(g->att, need * sizeof(float));
+        assert_non_null(g->att);
+        g->cap = need;
+    }
+    g->pos0 = b->pos0;
+    g->n_query = b->n_query;
+    g->n_kv = (int)n_kv;
+    g->n_head = b->n_head;
+    for (int h = 0; h < b->n_head; h++)
+        for (int i = 0; i < b->n_query; i++) {
+            float *dst = g->att + (((size_t)b->layer * b->n_head + h) * b->n_query + i) * n_kv;
+            const float *src = b->probs + h * b->head_stride + i * b->row_stride;
+            memcpy(dst, src, sizeof(float) * (b->pos0 + i + 1));
+        }
+    g->layers_seen++;
+}
+
+static float grab_at(const grab *g, int l, int h, int i, int k) {
+    return g->att[(((size_t)l * g->n_head + h) * g->n_query + i) * g->n_kv + k];
+}
+
+typedef struct stats {
+    double max_att_err, max_logit_err_rel, max_row_sum_err;
+    int rows, near_tie_diff;
+} stats;
+
+/* rows_json[layer][head][q][k] against the grabbed block, query i = q - row0 */
+static void check_rows(const grab *g, json_t *rows, int q_first, int q_count, int row_json_offset, stats *st,
+                       const char *what) {
+    for (int l = 0; l < g->n_layer; l++) {
+        json_t *jl = json_array_get(rows, (size_t)l);
+        assert_non_null(jl);
+        for (int h = 0; h < g->n_head; h++) {
+            json_t *jh = json_array_get(jl, (size_t)h);
+            assert_non_null(jh);
+            for (int i = 0; i < q_count; i++) {
+                json_t *jr = row_json_offset >= 0 ? json_array_get(jh, (size_t)(row_json_offset + i)) : jh;
+                assert_non_null(jr);
+                int pos = q_first + i;
+                assert_int_equal(json_array_size(jr), (size_t)pos + 1);
+                double sum = 0;
+                for (int k = 0; k <= pos; k++) {
+                    double want = json_real_value(json_array_get(jr, (size_t)k));
+                    if (json_is_integer(json_array_get(jr, (size_t)k)))
+                        want = (double)json_integer_value(json_array_get(jr, (size_t)k));
+                    double got = grab_at(g, l, h, i, k);
+                    double e = fabs(got - want);
+                    if (e > st->max_att_err) st->max_att_err = e;
+                    if (e > ATT_TOL)
+                        fail_msg("%s: attention layer %d head %d pos %d key %d: %.7g vs golden %.7g", what, l, h,
+                                 pos, k, got, want);
+                    sum += got;
+                }
+                double se = fabs(sum - 1.0);
+                if (se > st->max_row_sum_err) st->max_row_sum_err = se;
+                if (se > ROW_SUM_TOL) fail_msg("%s: row layer %d head %d pos %d sums to %.9g", what, l, h, pos, sum);
+                st->rows++;
+            }
+        }
+    }
+}
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static void check_step(const float *logits, int n_vocab, json_t *step, stats *st, const char *what) {
+    int s = (int)json_integer_value(json_object_get(step, "step"));
+    int id = (int)json_integer_value(json_object_get(step, "id"));
+    bool near_tie = json_is_true(json_object_get(step, "near_tie"));
+    double max_abs = json_real_value(json_object_get(step, "max_abs_logit"));
+    json_t *top = json_object_get(step, "top_logits");
+    int got = argmax(logits, n_vocab);
+    if (got != id) {
+        int second = (int)json_integer_value(json_array_get(json_array_get(top, 1), 0));
+        if (!(near_tie && got == second))
+            fail_msg("%s: step %d: argmax %d, golden %d%s", what, s, got, id, near_tie ? " (near tie)" : "");
+        st->near_tie_diff++;
+    }
+    for (size_t k = 0; k < json_array_size(top); k++) {
+        json_t *pair = json_array_get(top, k);
+        int tid = (int)json_integer_value(json_array_get(pair, 0));
+        double want = json_number_value(json_array_get(pair, 1));
+        assert_true(tid >= 0 && tid < n_vocab);
+        double e = fabs(logits[tid] - want);
+        if (e / max_abs > st->max_logit_err_rel) st->max_logit_err_rel = e / max_abs;
+        if (e > LOGIT_REL_TOL * max_abs)
+            fail_msg("%s: step %d: logit of %d is %.7g, golden %.7g", what, s, tid, logits[tid], want);
+    }
+}
+
+static json_t *load_json(const char *path) {
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) fail_msg("%s: %s (line %d)", path, je.text, je.line);
+    return j;
+}
+
+/*
+ * Runs one golden file teacher-forced. model_path NULL = the bundled model.
+ * use_text: tokenize the golden prompt and compare ids (else feed prompt_ids).
+ */
+static void run_golden(const char *golden_path, const char *model_path, bool use_text) {
+    json_t *g = load_json(golden_path);
+    char err[512];
+    heed_model *m = NULL;
+    int rc = heed_model_load(model_path, NULL, &m, err, sizeof err);
+    if (rc) fail_msg("load %s: %s", model_path ? model_path : "(bundled)", err);
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    assert_int_equal(info.n_vocab, (int)json_integer_value(json_object_get(g, "n_vocab")));
+
+    json_t *jp = json_object_get(g, "prompt_ids"), *jg = json_object_get(g, "greedy_ids");
+    int P = (int)json_array_size(jp), G = (int)json_array_size(jg);
+    int32_t *ids = calloc((size_t)(P + G), sizeof(int32_t));
+    for (int i = 0; i < P; i++) ids[i] = (int32_t)json_integer_value(json_array_get(jp, (size_t)i));
+    for (int i = 0; i < G; i++) ids[P + i] = (int32_t)json_integer_value(json_array_get(jg, (size_t)i));
+
+    if (use_text) {
+        const char *prompt = json_string_value(json_object_get(g, "prompt"));
+        int32_t tok[256];
+        int n = heed_tokenize(m, prompt, strlen(prompt), json_is_true(json_object_get(g, "add_bos")), tok, 256);
+        assert_int_equal(n, P);
+        for (int i = 0; i < P; i++) assert_int_equal(tok[i], ids[i]);
+    }
+
+    heed_ctx *ctx = NULL;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 512;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+    grab gr = {.n_layer = info.n_layer};
+    heed_attn_hook hook = {.want = NULL, .observe = grab_observe, .user = &gr};
+    heed_ctx_set_attn_hook(ctx, &hook);
+
+    stats st = {0};
+    const char *what = strrchr(golden_path, '/') ? strrchr(golden_path, '/') + 1 : golden_path;
+    json_t *steps = json_object_get(g, "steps");
+    json_t *pre = json_object_get(g, "attention_prefill"), *dec = json_object_get(g, "attention_decode");
+
+    assert_int_equal(heed_decode(ctx, ids, P), HEED_OK);
+    assert_int_equal(gr.layers_seen, info.n_layer);
+    check_rows(&gr, pre, 0, P, 0, &st, what);
+    check_step(heed_ctx_logits(ctx), info.n_vocab, json_array_get(steps, 0), &st, what);
+    for (int j = 0; j + 1 < G; j++) {
+        gr.layers_seen = 0;
+        assert_int_equal(heed_decode(ctx, &ids[P + j], 1), HEED_OK);
+        assert_int_equal(gr.layers_seen, info.n_layer);
+        /* attention_decode[j][layer][head][k]: one row per head */
+        json_t *dj = json_array_get(dec, (size_t)j);
+        assert_non_null(dj);
+        check_rows(&gr, dj, P + j, 1, -1, &st, what);
+        check_step(heed_ctx_logits(ctx), info.n_vocab, json_array_get(steps, (size_t)j + 1), &st, what);
+    }
+    printf("  %s: %d rows, max |att err| %.2e, max logit err %.2e x max|logit|, max |row sum - 1| %.2e, "
+           "near-tie choices %d\n", what, st.rows, st.max_att_err, st.max_logit_err_rel, st.max_row_sum_err,
+           st.near_tie_diff);
+
+    free(gr.att);
+    free(ids);
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+    json_decref(g);
+}
+
+static void test_stories_once(void **state) {
+    run_golden("tests/fixtures/stories260K__once-upon-a-time.json", NULL, true);
+}
+
+static void test_stories_lily(void **state) {
+    run_golden("tests/fixtures/stories260K__lily-and-ben-went-to-the-park-lily.json", NULL, true);
+}
+
+/* The bundled copy and the file in ../shared must be the same model. */
+static void test_stories_file(void **state) {
+    char buf[512];
+    const char *p = tu_shared("models/stories260K.gguf", buf, sizeof buf);
+    if (!p) skip();
+    run_golden("tests/fixtures/stories260K__once-upon-a-time.json", p, true);
+}
+
+static void shared_case(const char *model, const char *golden) {
+    char mb[512], gb[512];
+    const char *mp = tu_shared(model, mb, sizeof mb);
+    const char *gp = mp ? tu_shared(golden, gb, sizeof gb) : NULL;
+    if (!mp || !gp) skip();
+    run_golden(gp, mp, false);
+}
+
+#define SHARED_CASE(fn, model, stem)                                                                       \
+    static void fn(void **state) {                                                                         \
+        shared_case("models/" model ".gguf", "golden/" model "__" stem ".json");                           \
+    }
+SHARED_CASE(test_llama3_hello, "tiny-llama3", "hello-world")
+SHARED_CASE(test_llama3_fox, "tiny-llama3", "the-quick-brown-fox-jumps-over-the-lazy-dog-the")
+SHARED_CASE(test_qwen2_hello, "tiny-qwen2", "hello-world")
+SHARED_CASE(test_qwen2_fox, "tiny-qwen2", "the-quick-brown-fox-jumps-over-the-lazy-dog-the")
+SHARED_CASE(test_qwen3_hello, "tiny-qwen3", "hello-world")
+SHARED_CASE(test_qwen3_fox, "tiny-qwen3", "the-quick-brown-fox-jumps-over-the-lazy-dog-the")
+SHARED_CASE(test_smollm2_hello, "tiny-smollm2", "hello-world")
+SHARED_CASE(test_smollm2_fox, "tiny-smollm2", "the-quick-brown-fox-jumps-over-the-lazy-dog-the")
+
+/* Observing must not change a single bit of what generation computes. */
+static void hook_count(void *user, const heed_attn_block *b) { (*(int *)user)++; }
+
+static void run_tokens(heed_model *m, bool hooked, int n_threads, float *logits_out, int32_t *out_ids, int n_gen) {
+    heed_ctx *ctx;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_threads = n_threads;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+    int calls = 0;
+    heed_attn_hook hook = {.observe = hook_count, .user = &calls};
+    if (hooked) heed_ctx_set_attn_hook(ctx, &hook);
+    int32_t prompt[] = {1, 403, 407, 261, 378};
+    assert_int_equal(heed_decode(ctx, prompt, 5), HEED_OK);
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    for (int s = 0; s < n_gen; s++) {
+        const float *l = heed_ctx_logits(ctx);
+        memcpy(logits_out + (size_t)s * info.n_vocab, l, sizeof(float) * info.n_vocab);
+        out_ids[s] = argmax(l, info.n_vocab);
+        assert_int_equal(heed_decode(ctx, &out_ids[s], 1), HEED_OK);
+    }
+    if (hooked) assert_int_equal(calls, info.n_layer * (n_gen + 1));
+    heed_ctx_free(ctx);
+}
+
+static void test_capture_changes_nothing(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    enum { N = 40 };
+    float *a = malloc(sizeof(float) * 512 * N), *b = malloc(sizeof(float) * 512 * N);
+    int32_t ia[N], ib[N];
+    run_tokens(m, false, 1, a, ia, N);
+    run_tokens(m, true, 1, b, ib, N);
+    assert_memory_equal(a, b, sizeof(float) * 512 * N);
+    assert_memory_equal(ia, ib, sizeof ia);
+    /* threads split rows and heads, never a sum: results are identical too */
+    run_tokens(m, true, 2, b, ib, N);
+    assert_memory_equal(a, b, sizeof(float) * 512 * N);
+    free(a);
+    free(b);
+    heed_model_free(m);
+}
+
+/* A prompt fed in one batch and token by token gives the same numbers
+ * (within float reassociation: none here, the per-row math is the same). */
+static void test_batch_equals_incremental(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    int32_t prompt[] = {1, 403, 407, 261, 378, 432, 383};
+    heed_ctx *c1, *c2;
+    assert_int_equal(heed_ctx_new(m, NULL, &c1), HEED_OK);
+    assert_int_equal(heed_ctx_new(m, NULL, &c2), HEED_OK);
+    assert_int_equal(heed_decode(c1, prompt, 7), HEED_OK);
+    for (int i = 0; i < 7; i++) assert_int_equal(heed_decode(c2, &prompt[i], 1), HEED_OK);
+    const float *l1 = heed_ctx_logits(c1), *l2 = heed_ctx_logits(c2);
+    for (int i = 0; i < 512; i++) assert_true(fabsf(l1[i] - l2[i]) <= 1e-4f * (1 + fabsf(l1[i])));
+    heed_ctx_free(c1);
+    heed_ctx_free(c2);
+    heed_model_free(m);
+}
+
+static void test_context_limit(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_ctx *c;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 8;
+    assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_OK);
+    int32_t ids[9] = {1, 403, 407, 261, 378, 432, 383, 286, 261};
+    assert_int_equal(heed_decode(c, ids, 9), HEED_ERR_CONTEXT_FULL);
+    assert_non_null(strstr(heed_ctx_error(c), "context limit of 8"));
+    assert_int_equal(heed_ctx_n_past(c), 0); /* nothing changed */
+    assert_int_equal(heed_decode(c, ids, 8), HEED_OK);
+    assert_int_equal(heed_decode(c, ids, 1), HEED_ERR_CONTEXT_FULL);
+    int32_t bad = 512;
+    heed_ctx_reset(c);
+    assert_int_equal(heed_decode(c, &bad, 1), HEED_ERR_INVALID_ARG);
+    assert_non_null(strstr(heed_ctx_error(c), "outside the vocabulary"));
+    heed_ctx_free(c);
+    cp.n_ctx = 513; /* beyond the model's 512 */
+    assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_ERR_INVALID_ARG);
+    heed_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stories_once),
+        cmocka_unit_test(test_stories_lily),
+        cmocka_unit_test(test_stories_file),
+        cmocka_unit_test(test_llama3_hello),
+        cmocka_unit_test(test_llama3_fox),
+        cmocka_unit_test(test_qwen2_hello),
+        cmocka_unit_test(test_qwen2_fox),
+        cmocka_unit_test(test_qwen3_hello),
+        cmocka_unit_test(test_qwen3_fox),
+        cmocka_unit_test(test_smollm2_hello),
+        cmocka_unit_test(test_smollm2_fox),
+        cmocka_unit_test(test_capture_changes_nothing),
+        cmocka_unit_test(test_batch_equals_incremental),
+        cmocka_unit_test(test_context_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
