@@ -146,10 +146,12 @@ typedef struct heed_utf8_stream {
     int n_pending;
 } heed_utf8_stream;
 
-/* Appends `in` and writes the complete characters into out (size >= n_in+8
- * always suffices). Returns the number of bytes written. */
+/* Appends `in` and writes the complete characters into out. Each bad byte
+ * can become a 3-byte U+FFFD, so out needs 3 * n_in + 3 bytes in the worst
+ * case (the +3: a held partial character that the new bytes break). Not
+ * NUL-terminated. Returns the number of bytes written. */
 size_t heed_utf8_stream_push(heed_utf8_stream *s, const char *in, size_t n_in, char *out);
-/* Flushes what is held at the end of the text (as U+FFFD). */
+/* Flushes what is held at the end of the text (as U+FFFD): writes 0 or 3 bytes. */
 size_t heed_utf8_stream_flush(heed_utf8_stream *s, char *out);
 
 /* ------------------------------------------------------- attention hook */
@@ -231,10 +233,10 @@ const float *heed_ctx_logits(const heed_ctx *ctx);
 /* ---------------------------------------------------------------- sampler */
 
 typedef struct heed_sampler_params {
-    float temperature;    /* <= 0: greedy (argmax) */
-    int top_k;            /* <= 0: off */
-    float top_p;          /* >= 1: off */
-    float min_p;          /* <= 0: off */
+    float temperature;    /* >= 0; 0: greedy (argmax) */
+    int top_k;            /* 0: off */
+    float top_p;          /* in (0, 1]; 1: off */
+    float min_p;          /* in [0, 1]; 0: off */
     float repeat_penalty; /* 1: off; > 1 discourages tokens seen in the last repeat_last_n */
     int repeat_last_n;    /* window of the repetition penalty (64) */
     uint64_t seed;

@@ -47,6 +47,10 @@ int32_t tok_bos(const tok_vocab *v); /* -1 if none */
 int32_t tok_eos(const tok_vocab *v);
 int32_t tok_eot(const tok_vocab *v);
 bool tok_add_bos(const tok_vocab *v);
+/* SentencePiece with add_space_prefix: encoding prepends a space, so the
+ * first text token of an encoded text decodes with one extra leading ' '
+ * (tok_bytes returns it; a caller rebuilding the text drops it). */
+bool tok_add_space_prefix(const tok_vocab *v);
 
 /* Same contract as heed_tokenize (include/heed.h). */
 int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max);

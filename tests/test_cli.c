@@ -11,17 +11,19 @@
 
 #include "testutil.h"
 
-static char heed_bin[PATH_MAX];
-static char out_path[PATH_MAX], err_path[PATH_MAX];
+static char heed_bin[PATH_MAX + 16];
+static char out_path[256], err_path[256];
 
 /* Runs `heed ARGS`, capturing stdout/stderr into files; returns the exit code. */
 static int run(const char *args) {
-    char cmd[8192];
+    char cmd[PATH_MAX + 8192];
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", heed_bin, args, out_path, err_path);
     int st = system(cmd);
     assert_true(WIFEXITED(st));
     return WEXITSTATUS(st);
 }
+
+static void sh(const char *cmd) { assert_int_equal(system(cmd), 0); }
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -182,11 +184,11 @@ static void test_bad_input(void **state) {
     expect_err("info -m /nonexistent/model.gguf", 1, "model.gguf");
 
     /* a truncated copy of the model and a file of garbage are refused cleanly */
-    system("mkdir -p test-output && head -c 600000 models/stories260K.gguf > test-output/truncated.gguf");
+    sh("mkdir -p test-output && head -c 600000 models/stories260K.gguf > test-output/truncated.gguf");
     expect_err("generate -m test-output/truncated.gguf -p x", 1, "truncated.gguf");
-    system("head -c 5000 /dev/urandom > test-output/garbage.gguf");
+    sh("head -c 5000 /dev/urandom > test-output/garbage.gguf");
     expect_err("info -m test-output/garbage.gguf", 1, "garbage.gguf");
-    system("printf '' > test-output/empty.gguf");
+    sh("printf '' > test-output/empty.gguf");
     expect_err("info -m test-output/empty.gguf", 1, "empty.gguf");
 }
 
@@ -227,7 +229,7 @@ int main(void) {
     slash = strrchr(self, '/');
     *slash = 0;
     snprintf(heed_bin, sizeof heed_bin, "%s/heed", self);
-    system("mkdir -p test-output");
+    if (system("mkdir -p test-output")) return 1;
     snprintf(out_path, sizeof out_path, "test-output/cli.%d.out", (int)getpid());
     snprintf(err_path, sizeof err_path, "test-output/cli.%d.err", (int)getpid());
     const struct CMUnitTest tests[] = {
