@@ -51,7 +51,9 @@ typedef struct kern_ops {
     float (*dot_f16)(const uint16_t *w, const float *x, int n);
     /* sum bf16(w[i]) * x[i] */
     float (*dot_bf16)(const uint16_t *w, const float *x, int n);
-    /* n a multiple of 32: sum over blocks of d_w*d_x * sum(qw*qx) */
+    /* n a multiple of 32: sum over blocks of d_w*d_x * sum(qw*qx). x must not
+     * hold -128 (kern_quantize_q8_0 never makes it): the SIMD sign trick
+     * needs |x| <= 127 to stay exact; w may hold any int8. */
     float (*dot_q8_0)(const block_q8_0 *w, const block_q8_0 *x, int n);
     /* y[i] += a * x[i] */
     void (*axpy)(float *y, float a, const float *x, int n);
@@ -61,9 +63,16 @@ typedef struct kern_ops {
 
 const kern_ops *kern_ops_scalar(void);
 const kern_ops *kern_ops_avx2(void);   /* NULL when the CPU lacks AVX2/FMA/F16C */
-const kern_ops *kern_ops_avx512(void); /* NULL when the CPU lacks AVX-512 F/BW/VL */
+const kern_ops *kern_ops_avx512(void); /* NULL when the CPU lacks AVX-512 F/BW/VL/DQ/VNNI/BF16 */
 /* The fastest the CPU supports; HEED_KERN=scalar|avx2|avx512 in the environment overrides. */
 const kern_ops *kern_ops_best(void);
+
+/* The SIMD tables themselves (kern_avx2.c, kern_avx512.c; x86-64 only). Reach
+ * them through kern_ops_avx2()/kern_ops_avx512(), which check the CPU first. */
+#if defined(__x86_64__)
+extern const kern_ops kern_ops_avx2_table;
+extern const kern_ops kern_ops_avx512_table;
+#endif
 
 /*
  * Matrix product on a row range, for one or more tokens:
@@ -79,7 +88,8 @@ void kern_matmul_rows(const kern_ops *ops, float *out, size_t out_stride, int w_
 
 /* out = x / sqrt(mean(x^2) + eps) * w  (out may equal x) */
 void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-/* x = softmax(x) in place: exp(x - max) / sum; returns nothing, never NaN for finite input */
+/* x = softmax(x) in place: exp(x - max) / sum; returns nothing, never NaN for finite input.
+ * -INFINITY entries (masked) become 0; if every entry is -INFINITY, all become 0. */
 void kern_softmax(float *x, int n);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int n);

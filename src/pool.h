@@ -19,8 +19,9 @@ typedef void (*pool_fn)(void *arg, int ith, int nth);
 
 /* n_threads >= 1 (including the caller). Returns NULL on failure. */
 pool *pool_new(int n_threads);
-void pool_free(pool *p);
+void pool_free(pool *p); /* NULL is a no-op */
 int pool_size(const pool *p);
+/* nth is clamped to 1..pool_size(p). */
 void pool_run(pool *p, int nth, pool_fn fn, void *arg);
 
 /* Number of online CPUs (>= 1). */

@@ -1,0 +1,238 @@
+/*
+ * bench_kern - figures for the kernels and the pool (printed, not checked).
+ *
+ *   matvec GB/s   one token times a 256 MB weight matrix (far bigger than
+ *                 the caches), per ops table and weight type, 1 and 2
+ *                 threads: the decode-step bound; compare with the triad
+ *                 figure. Also a 512 KB matrix in L2: the kernel's own speed
+ *   triad GB/s    a[i] = b[i] + s*c[i] over three 64 MB arrays, STREAM's
+ *                 byte count (24 bytes per element): what memory can give
+ *   dot_f32 n=64  ns per call: the attention-score inner loop
+ *   pool          us per empty job: the hand-off cost paid ~7 times a layer
+ *
+ * Each figure is the best of 5 runs (50 for the short in-L2 matvec).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gguf.h"
+#include "kern.h"
+#include "pool.h"
+
+#define MB (1024.0 * 1024.0)
+#define WEIGHT_BYTES (256u << 20) /* matvec: far beyond any L3 */
+#define TRIAD_BYTES (64u << 20)   /* per triad array */
+#define HOT_BYTES (512u << 10)    /* matvec in L2: the compute-bound rate */
+#define N_IN 4096
+#define REPS 5
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint32_t rnd(uint64_t *s) {
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(*s >> 33);
+}
+
+static float rnd_f(uint64_t *s) {
+    return (float)rnd(s) / 2147483648.0f - 1.0f;
+}
+
+/* ------------------------------------------------------------ matvec */
+
+typedef struct mv_job {
+    const kern_ops *ops;
+    int type;
+    const void *w;
+    const float *x;
+    const block_q8_0 *xq;
+    float *out;
+    int n_out;
+} mv_job;
+
+static void mv_fn(void *arg, int ith, int nth) {
+    mv_job *j = arg;
+    int per = (j->n_out + nth - 1) / nth;
+    int o0 = ith * per, o1 = o0 + per < j->n_out ? o0 + per : j->n_out;
+    if (o0 < o1) kern_matmul_rows(j->ops, j->out, 0, j->type, j->w, N_IN, j->x, j->xq, 1, o0, o1);
+}
+
+static double matvec_gbs(pool *p, int nth, mv_job *j, int reps) {
+    size_t bytes = kern_row_bytes(j->type, N_IN) * (size_t)j->n_out;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        pool_run(p, nth, mv_fn, j);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return (double)bytes / best / 1e9;
+}
+
+/* ------------------------------------------------------------- triad */
+
+typedef struct triad_job {
+    float *a;
+    const float *b, *c;
+    float s;
+    size_t n;
+} triad_job;
+
+static void triad_fn(void *arg, int ith, int nth) {
+    triad_job *j = arg;
+    size_t per = (j->n + (size_t)nth - 1) / (size_t)nth;
+    size_t lo = (size_t)ith * per, hi = lo + per < j->n ? lo + per : j->n;
+    float *restrict a = j->a;
+    const float *restrict b = j->b, *restrict c = j->c;
+    float s = j->s;
+    for (size_t i = lo; i < hi; i++) a[i] = b[i] + s * c[i];
+}
+
+/* --------------------------------------------------------------- pool */
+
+static void empty_fn(void *arg, int ith, int nth) {
+    (void)arg;
+    (void)ith;
+    (void)nth;
+}
+
+static float dot_sink;
+
+int main(void) {
+    pool *p = pool_new(2);
+    if (!p) {
+        fprintf(stderr, "bench_kern: cannot start threads\n");
+        return 1;
+    }
+    const kern_ops *tabs[3];
+    int nt = 0;
+    tabs[nt++] = kern_ops_scalar();
+    if (kern_ops_avx2()) tabs[nt++] = kern_ops_avx2();
+    if (kern_ops_avx512()) tabs[nt++] = kern_ops_avx512();
+    printf("bench_kern: %d CPUs online, best table %s\n\n", pool_n_cpus(), kern_ops_best()->name);
+
+    /* --- memory bandwidth reference */
+    size_t n3 = TRIAD_BYTES / sizeof(float);
+    float *ta = malloc(n3 * sizeof(float)), *tb = malloc(n3 * sizeof(float)),
+          *tc = malloc(n3 * sizeof(float));
+    if (!ta || !tb || !tc) return 1;
+    for (size_t i = 0; i < n3; i++) {
+        ta[i] = 0.0f;
+        tb[i] = 1.0f;
+        tc[i] = 2.0f;
+    }
+    for (int nth = 1; nth <= 2; nth++) {
+        triad_job tj = {ta, tb, tc, 3.0f, n3};
+        double best = 1e30;
+        for (int r = 0; r < REPS; r++) {
+            double t0 = now_s();
+            pool_run(p, nth, triad_fn, &tj);
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+        }
+        printf("triad   %d thread%s  %6.1f GB/s  (3 x %.0f MB)\n", nth, nth > 1 ? "s" : " ",
+               3.0 * (double)n3 * sizeof(float) / best / 1e9, (double)n3 * sizeof(float) / MB);
+    }
+    free(ta);
+    free(tb);
+    free(tc);
+
+    /* --- weights: the same random values in every type, 64 MB each */
+    uint64_t seed = 1;
+    static float x[N_IN], out[WEIGHT_BYTES / N_IN]; /* >= rows of any type (q8_0: 1.06 B each) */
+    static block_q8_0 xq[N_IN / QK8_0];
+    for (int i = 0; i < N_IN; i++) x[i] = rnd_f(&seed);
+    kern_quantize_q8_0(xq, x, N_IN);
+
+    static const int types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0};
+    static const char *type_names[] = {"f32", "f16", "bf16", "q8_0"};
+    printf("\nmatvec, n_in %d, GB/s of weights read: %.0f MB matrix on 1 and 2 threads,\n"
+           "and a %.1f MB matrix in L2 on 1 thread (the compute-bound rate)\n",
+           N_IN, WEIGHT_BYTES / MB, HOT_BYTES / MB);
+    printf("%-8s %-6s %9s %9s %9s\n", "table", "type", "1 thread", "2 threads", "L2");
+    for (int ti = 0; ti < 4; ti++) {
+        int type = types[ti];
+        size_t row = kern_row_bytes(type, N_IN);
+        int n_out = (int)(WEIGHT_BYTES / row);
+        void *w = malloc(row * (size_t)n_out);
+        float *tmp = malloc(N_IN * sizeof(float));
+        if (!w || !tmp) return 1;
+        for (int o = 0; o < n_out; o++) {
+            for (int i = 0; i < N_IN; i++) tmp[i] = rnd_f(&seed);
+            char *dst = (char *)w + row * (size_t)o;
+            if (type == GGML_F32)
+                memcpy(dst, tmp, row);
+            else if (type == GGML_Q8_0)
+                kern_quantize_q8_0((block_q8_0 *)dst, tmp, N_IN);
+            else
+                for (int i = 0; i < N_IN; i++) {
+                    uint32_t u;
+                    memcpy(&u, &tmp[i], sizeof u);
+                    uint16_t h = type == GGML_F16 ? kern_f32_to_f16(tmp[i]) : (uint16_t)(u >> 16);
+                    memcpy(dst + 2 * (size_t)i, &h, sizeof h);
+                }
+        }
+        free(tmp);
+        for (int k = 0; k < nt; k++) {
+            mv_job j = {tabs[k], type, w, x, xq, out, n_out};
+            double g1 = matvec_gbs(p, 1, &j, REPS), g2 = matvec_gbs(p, 2, &j, REPS);
+            mv_job hot = j;
+            hot.n_out = (int)(HOT_BYTES / row);
+            double gh = matvec_gbs(p, 1, &hot, 50);
+            printf("%-8s %-6s %9.1f %9.1f %9.1f\n", tabs[k]->name, type_names[ti], g1, g2, gh);
+        }
+        free(w);
+    }
+
+    /* --- short dot products, as in attention scores (cache-resident) */
+    printf("\ndot_f32, n = 64, in cache\n");
+    static float a64[64 * 256], b64[64];
+    for (int i = 0; i < 64 * 256; i++) a64[i] = rnd_f(&seed);
+    for (int i = 0; i < 64; i++) b64[i] = rnd_f(&seed);
+    for (int k = 0; k < nt; k++) {
+        double best = 1e30;
+        enum { CALLS = 1 << 22 };
+        for (int r = 0; r < REPS; r++) {
+            float s = 0;
+            double t0 = now_s();
+            for (int c = 0; c < CALLS; c++) s += tabs[k]->dot_f32(a64 + (c & 255) * 64, b64, 64);
+            double dt = now_s() - t0;
+            dot_sink += s;
+            if (dt < best) best = dt;
+        }
+        printf("%-8s %6.1f ns per call\n", tabs[k]->name, best / CALLS * 1e9);
+    }
+
+    /* --- pool hand-off */
+    printf("\npool hand-off, empty jobs\n");
+    for (int nth = 1; nth <= 2; nth++) {
+        enum { JOBS = 200000 };
+        double best = 1e30;
+        for (int r = 0; r < REPS; r++) {
+            double t0 = now_s();
+            for (int k = 0; k < JOBS; k++) pool_run(p, nth, empty_fn, NULL);
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+        }
+        printf("nth %d   %6.3f us per job\n", nth, best / JOBS * 1e6);
+    }
+    /* a job after the workers have gone to sleep pays a futex wake-up */
+    double wake = 0;
+    for (int r = 0; r < 20; r++) {
+        struct timespec ms = {0, 5000000}; /* past the pool's 1 ms spin window */
+        nanosleep(&ms, NULL);
+        double t0 = now_s();
+        pool_run(p, 2, empty_fn, NULL);
+        wake += now_s() - t0;
+    }
+    printf("nth 2   %6.3f us per job after the workers slept\n", wake / 20 * 1e6);
+
+    pool_free(p);
+    return dot_sink == 12345.0f; /* keeps the dot loop from being optimized away */
+}

@@ -1,0 +1,346 @@
+/*
+ * kern.c - scalar reference kernels and run-time selection of SIMD variants.
+ *
+ * Everything here is plain C compiled without SIMD flags, so it runs on any
+ * CPU and serves as the oracle the SIMD tables (kern_avx2.c, kern_avx512.c)
+ * are tested against. The scalar dot products accumulate in float in index
+ * order, exactly as written: a SIMD variant differs from them only by
+ * summation order. Number formats follow GGML's definitions bit for bit.
+ */
+#include "kern.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+/* ------------------------------------------------------- number formats */
+
+float kern_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13); /* inf, or NaN keeping its payload */
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13); /* rebias 15 -> 127 */
+    } else {
+        /* zero or subnormal: man * 2^-24, exact in float (man < 2^10) */
+        float f = (float)man * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+uint16_t kern_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+
+    if (ax >= 0x7f800000u) {
+        if (ax == 0x7f800000u) return sign | 0x7c00;
+        /* NaN: keep the top 10 payload bits (so every half NaN round-trips);
+         * if they are all zero, set the quiet bit so it stays a NaN. */
+        uint16_t man = (uint16_t)((ax >> 13) & 0x3ff);
+        return sign | 0x7c00 | (man ? man : 0x200);
+    }
+    /* 65520 is halfway between the largest half (65504, odd mantissa) and
+     * 2^16, so it and everything above round to infinity. */
+    if (ax >= 0x477ff000u) return sign | 0x7c00;
+
+    uint32_t e = ax >> 23;
+    if (e >= 113) {
+        /* normal half: rebias, drop 13 mantissa bits with round-to-nearest-even.
+         * A carry out of the mantissa correctly bumps the exponent. */
+        uint32_t h = ((e - 112) << 10) | ((ax >> 13) & 0x3ff);
+        uint32_t rem = ax & 0x1fff;
+        if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+        return sign | (uint16_t)h;
+    }
+    /* Subnormal half (or zero): the result is round(|f| / 2^-24). Below 2^-25
+     * (e < 102) that is 0; at e = 102 the shift is 24 and the halfway rule
+     * still applies (exactly 2^-25 rounds to even, i.e. to 0). */
+    if (e < 102) return sign;
+    uint32_t m = (ax & 0x7fffff) | 0x800000; /* value = m * 2^(e - 150) */
+    uint32_t shift = 126 - e;                /* 14..24 */
+    uint32_t q = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1);
+    uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1))) q++; /* may carry into the smallest normal: fine */
+    return sign | (uint16_t)q;
+}
+
+float kern_bf16_to_f32(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* ------------------------------------------------------------ Q8_0, rows */
+
+void kern_quantize_q8_0(block_q8_0 *out, const float *x, int n) {
+    assert(n % QK8_0 == 0);
+    for (int b = 0; b < n / QK8_0; b++) {
+        const float *xb = x + (size_t)b * QK8_0;
+        float amax = 0.0f;
+        for (int i = 0; i < QK8_0; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        /* The scale is computed and applied in f32; only the stored copy is
+         * rounded to f16 (the dot product then uses the rounded one), which is
+         * what the reference engine does. |x * id| <= 127, so q never hits -128. */
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        out[b].d = kern_f32_to_f16(d);
+        for (int i = 0; i < QK8_0; i++) out[b].qs[i] = (int8_t)roundf(xb[i] * id);
+    }
+}
+
+size_t kern_row_bytes(int type, int n) {
+    switch (type) {
+    case GGML_F32: return (size_t)n * 4;
+    case GGML_F16:
+    case GGML_BF16: return (size_t)n * 2;
+    case GGML_Q8_0: return (size_t)(n / QK8_0) * sizeof(block_q8_0);
+    default: return 0;
+    }
+}
+
+void kern_dequant_row(float *out, const void *row, int type, int n) {
+    switch (type) {
+    case GGML_F32: memcpy(out, row, (size_t)n * sizeof(float)); break;
+    case GGML_F16: {
+        const uint16_t *h = row;
+        for (int i = 0; i < n; i++) out[i] = kern_f16_to_f32(h[i]);
+        break;
+    }
+    case GGML_BF16: {
+        const uint16_t *h = row;
+        for (int i = 0; i < n; i++) out[i] = kern_bf16_to_f32(h[i]);
+        break;
+    }
+    case GGML_Q8_0: {
+        const block_q8_0 *q = row;
+        for (int b = 0; b < n / QK8_0; b++) {
+            float d = kern_f16_to_f32(q[b].d);
+            for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] = d * (float)q[b].qs[i];
+        }
+        break;
+    }
+    default: assert(!"kern_dequant_row: unsupported type");
+    }
+}
+
+/* ------------------------------------------------------ scalar dot table */
+
+static float dot_f32_scalar(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float dot_f16_scalar(const uint16_t *w, const float *x, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += kern_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16_scalar(const uint16_t *w, const float *x, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += kern_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_q8_0_scalar(const block_q8_0 *w, const block_q8_0 *x, int n) {
+    float s = 0.0f;
+    for (int b = 0; b < n / QK8_0; b++) {
+        int sumi = 0; /* exact: 32 * 128 * 128 fits easily */
+        for (int i = 0; i < QK8_0; i++) sumi += w[b].qs[i] * x[b].qs[i];
+        s += (float)sumi * (kern_f16_to_f32(w[b].d) * kern_f16_to_f32(x[b].d));
+    }
+    return s;
+}
+
+static void axpy_scalar(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void scale_scalar(float *y, float a, int n) {
+    for (int i = 0; i < n; i++) y[i] *= a;
+}
+
+static const kern_ops scalar_table = {
+    .name = "scalar",
+    .dot_f32 = dot_f32_scalar,
+    .dot_f16 = dot_f16_scalar,
+    .dot_bf16 = dot_bf16_scalar,
+    .dot_q8_0 = dot_q8_0_scalar,
+    .axpy = axpy_scalar,
+    .scale = scale_scalar,
+};
+
+/* ------------------------------------------------------------- dispatch */
+
+const kern_ops *kern_ops_scalar(void) {
+    return &scalar_table;
+}
+
+/*
+ * CPU detection with CPUID and XGETBV rather than __builtin_cpu_supports:
+ * clang 14 (used for the fuzz build) rejects "f16c" there.
+ * The SIMD files are built with their target flags, so the compiler may use
+ * any of those instructions anywhere in them: require every flag a file is
+ * compiled with, not just the ones its intrinsics name, and require that the
+ * OS saves the wide registers (XCR0), or the first vector op would fault.
+ * Nothing is cached (no mutable globals): these run once, at context setup.
+ */
+#if defined(__x86_64__)
+typedef struct cpu_caps {
+    int avx2;   /* with FMA and F16C */
+    int avx512; /* F, BW, VL, DQ, VNNI, BF16 */
+} cpu_caps;
+
+static cpu_caps cpu_detect(void) {
+    cpu_caps c = {0, 0};
+    unsigned a, b, cx, d;
+    if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
+    int fma = (cx >> 12) & 1, osxsave = (cx >> 27) & 1, f16c = (cx >> 29) & 1;
+    if (!osxsave) return c;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    int ymm_os = (xlo & 0x06) == 0x06; /* SSE and AVX state */
+    int zmm_os = (xlo & 0xe6) == 0xe6; /* plus opmask and both ZMM halves */
+    if (!__get_cpuid_count(7, 0, &a, &b, &cx, &d)) return c;
+    int avx2 = (b >> 5) & 1, f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1,
+        vl = (b >> 31) & 1, vnni = (cx >> 11) & 1;
+    int bf16 = 0;
+    if (a >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d)) bf16 = (a >> 5) & 1;
+    c.avx2 = ymm_os && avx2 && fma && f16c;
+    c.avx512 = c.avx2 && zmm_os && f && bw && vl && dq && vnni && bf16;
+    return c;
+}
+#endif
+
+const kern_ops *kern_ops_avx2(void) {
+#if defined(__x86_64__)
+    if (cpu_detect().avx2) return &kern_ops_avx2_table;
+#endif
+    return NULL;
+}
+
+const kern_ops *kern_ops_avx512(void) {
+#if defined(__x86_64__)
+    if (cpu_detect().avx512) return &kern_ops_avx512_table;
+#endif
+    return NULL;
+}
+
+const kern_ops *kern_ops_best(void) {
+    const kern_ops *best = kern_ops_avx512();
+    if (!best) best = kern_ops_avx2();
+    if (!best) best = kern_ops_scalar();
+
+    /* An override naming a table this CPU cannot run falls back to the best. */
+    const char *want = getenv("HEED_KERN");
+    if (want) {
+        const kern_ops *o = NULL;
+        if (strcmp(want, "scalar") == 0)
+            o = kern_ops_scalar();
+        else if (strcmp(want, "avx2") == 0)
+            o = kern_ops_avx2();
+        else if (strcmp(want, "avx512") == 0)
+            o = kern_ops_avx512();
+        if (o) best = o;
+    }
+    return best;
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+void kern_matmul_rows(const kern_ops *ops, float *out, size_t out_stride, int w_type, const void *w,
+                      int n_in, const float *x, const block_q8_0 *xq, int n_tok, int o0, int o1) {
+    /* Rows outer, tokens inner: a weight row is streamed from memory once and
+     * then stays in L1 while every token's activations are dotted with it. */
+    switch (w_type) {
+    case GGML_F32:
+        for (int o = o0; o < o1; o++) {
+            const float *row = (const float *)w + (size_t)o * n_in;
+            for (int t = 0; t < n_tok; t++)
+                out[t * out_stride + o] = ops->dot_f32(row, x + (size_t)t * n_in, n_in);
+        }
+        break;
+    case GGML_F16:
+        for (int o = o0; o < o1; o++) {
+            const uint16_t *row = (const uint16_t *)w + (size_t)o * n_in;
+            for (int t = 0; t < n_tok; t++)
+                out[t * out_stride + o] = ops->dot_f16(row, x + (size_t)t * n_in, n_in);
+        }
+        break;
+    case GGML_BF16:
+        for (int o = o0; o < o1; o++) {
+            const uint16_t *row = (const uint16_t *)w + (size_t)o * n_in;
+            for (int t = 0; t < n_tok; t++)
+                out[t * out_stride + o] = ops->dot_bf16(row, x + (size_t)t * n_in, n_in);
+        }
+        break;
+    case GGML_Q8_0: {
+        assert(xq && n_in % QK8_0 == 0);
+        size_t nb = (size_t)(n_in / QK8_0);
+        for (int o = o0; o < o1; o++) {
+            const block_q8_0 *row = (const block_q8_0 *)w + (size_t)o * nb;
+            for (int t = 0; t < n_tok; t++)
+                out[t * out_stride + o] = ops->dot_q8_0(row, xq + (size_t)t * nb, n_in);
+        }
+        break;
+    }
+    default: assert(!"kern_matmul_rows: unsupported weight type");
+    }
+}
+
+/* ----------------------------------------------------------- elementwise */
+
+void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    /* The sum of squares is accumulated in double as the reference engine
+     * does (ggml_float); the scale itself is a float, applied as (x*scale)*w
+     * in the reference engine's order (norm, then a separate multiply). */
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    float mean = (float)(ss / n);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+void kern_softmax(float *x, int n) {
+    if (n <= 0) return;
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
+    if (max == -INFINITY) {
+        /* everything masked: no probability anywhere (not NaN, not uniform) */
+        for (int i = 0; i < n; i++) x[i] = 0.0f;
+        return;
+    }
+    double sum = 0.0; /* expf(-inf) = 0, so masked entries drop out naturally */
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    /* sum >= 1 (the max contributes exp(0)), so the reciprocal is finite */
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void kern_swiglu(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
