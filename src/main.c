@@ -609,9 +609,13 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        fprintf(stderr, "heed: no command given\n%s", usage_text);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(usage_text, stdout);
+        return 0;
     }
     if (!strcmp(argv[1], "--version")) {
         printf("heed %s\n", HEED_VERSION);
