@@ -178,11 +178,9 @@ static void attn_task(void *arg, int ith, int nth) {
             int n_keys = j->pos0 + i + 1; /* causal: keys 0..pos */
             float *row = c->att + h * j->head_stride + i * j->row_stride;
             const float *qv = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
-            for (int k = 0; k < n_keys; k++) row[k] = ops->dot_f32(qv, kl + (size_t)k * c->kv_dim + koff, hd) * scale;
+            ops->attn_scores(row, qv, kl + koff, c->kv_dim, n_keys, hd, scale);
             kern_softmax(row, n_keys);
-            float *out = c->ao + (size_t)i * c->q_dim + (size_t)h * hd;
-            memset(out, 0, sizeof(float) * hd);
-            for (int k = 0; k < n_keys; k++) ops->axpy(out, row[k], vl + (size_t)k * c->kv_dim + koff, hd);
+            ops->attn_wsum(c->ao + (size_t)i * c->q_dim + (size_t)h * hd, row, vl + koff, c->kv_dim, n_keys, hd);
         }
     }
 }

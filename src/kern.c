@@ -178,6 +178,16 @@ static void scale_scalar(float *y, float a, int n) {
     for (int i = 0; i < n; i++) y[i] *= a;
 }
 
+static void attn_scores_scalar(float *out, const float *q, const float *keys, size_t k_stride, int n_keys,
+                               int hd, float scale) {
+    for (int k = 0; k < n_keys; k++) out[k] = dot_f32_scalar(q, keys + (size_t)k * k_stride, hd) * scale;
+}
+
+static void attn_wsum_scalar(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd) {
+    for (int d = 0; d < hd; d++) out[d] = 0.0f;
+    for (int k = 0; k < n_keys; k++) axpy_scalar(out, p[k], vals + (size_t)k * v_stride, hd);
+}
+
 static const kern_ops scalar_table = {
     .name = "scalar",
     .dot_f32 = dot_f32_scalar,
@@ -186,6 +196,8 @@ static const kern_ops scalar_table = {
     .dot_q8_0 = dot_q8_0_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
+    .attn_scores = attn_scores_scalar,
+    .attn_wsum = attn_wsum_scalar,
 };
 
 /* ------------------------------------------------------------- dispatch */
@@ -322,7 +334,8 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps) 
 void kern_softmax(float *x, int n) {
     if (n <= 0) return;
     float max = -INFINITY;
-    for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
+    /* a plain compare, not fmaxf: no NaN handling needed, and it inlines */
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     if (max == -INFINITY) {
         /* everything masked: no probability anywhere (not NaN, not uniform) */
         for (int i = 0; i < n; i++) x[i] = 0.0f;

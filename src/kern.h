@@ -59,6 +59,13 @@ typedef struct kern_ops {
     void (*axpy)(float *y, float a, const float *x, int n);
     /* y[i] *= a */
     void (*scale)(float *y, float a, int n);
+    /* Attention scores of one query against n_keys keys (rows of hd floats,
+     * k_stride floats apart): out[k] = scale * dot(q, key k). */
+    void (*attn_scores)(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
+                        float scale);
+    /* Weighted sum of values: out[d] = sum_k p[k] * value_k[d] (out is
+     * overwritten), summed in key order. */
+    void (*attn_wsum)(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
 } kern_ops;
 
 const kern_ops *kern_ops_scalar(void);
@@ -72,6 +79,11 @@ const kern_ops *kern_ops_best(void);
 #if defined(__x86_64__)
 extern const kern_ops kern_ops_avx2_table;
 extern const kern_ops kern_ops_avx512_table;
+/* The AVX2 attention kernels, shared by the AVX-512 table: head vectors are
+ * short (8..256), where 256-bit registers are already as wide as useful. */
+void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
+                           float scale);
+void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
 #endif
 
 /*

@@ -141,6 +141,50 @@ static void scale_avx2(float *y, float a, int n) {
     for (; i < n; i++) y[i] *= a;
 }
 
+/* Lanes below `rem` (1..8) set: for masked loads and stores of a tail. */
+static inline __m256i lane_mask(int rem) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+#define ATT_MAX_CHUNKS 32 /* head_dim up to 256 keeps q in registers */
+
+void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
+                           float scale) {
+    int nc = (hd + 7) / 8;
+    if (nc > ATT_MAX_CHUNKS) {
+        for (int k = 0; k < n_keys; k++) out[k] = dot_f32_avx2(q, keys + (size_t)k * k_stride, hd) * scale;
+        return;
+    }
+    __m256i tail = lane_mask(hd - 8 * (nc - 1));
+    __m256 qv[ATT_MAX_CHUNKS];
+    for (int c = 0; c < nc - 1; c++) qv[c] = _mm256_loadu_ps(q + 8 * c);
+    qv[nc - 1] = _mm256_maskload_ps(q + 8 * (nc - 1), tail);
+    for (int k = 0; k < n_keys; k++) {
+        const float *kk = keys + (size_t)k * k_stride;
+        __m256 acc = _mm256_mul_ps(qv[nc - 1], _mm256_maskload_ps(kk + 8 * (nc - 1), tail));
+        for (int c = 0; c < nc - 1; c++) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kk + 8 * c), acc);
+        out[k] = hsum8(acc) * scale;
+    }
+}
+
+void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd) {
+    /* strips of up to 32 dims live in 4 accumulators across all keys, so
+     * out is written once instead of once per key */
+    for (int d0 = 0; d0 < hd; d0 += 32) {
+        int w = hd - d0 < 32 ? hd - d0 : 32, nc = (w + 7) / 8;
+        __m256i tail = lane_mask(w - 8 * (nc - 1));
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int k = 0; k < n_keys; k++) {
+            const float *vk = vals + (size_t)k * v_stride + d0;
+            __m256 pk = _mm256_set1_ps(p[k]);
+            for (int c = 0; c < nc - 1; c++) acc[c] = _mm256_fmadd_ps(pk, _mm256_loadu_ps(vk + 8 * c), acc[c]);
+            acc[nc - 1] = _mm256_fmadd_ps(pk, _mm256_maskload_ps(vk + 8 * (nc - 1), tail), acc[nc - 1]);
+        }
+        for (int c = 0; c < nc - 1; c++) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
+        _mm256_maskstore_ps(out + d0 + 8 * (nc - 1), tail, acc[nc - 1]);
+    }
+}
+
 const kern_ops kern_ops_avx2_table = {
     .name = "avx2",
     .dot_f32 = dot_f32_avx2,
@@ -149,6 +193,8 @@ const kern_ops kern_ops_avx2_table = {
     .dot_q8_0 = dot_q8_0_avx2,
     .axpy = axpy_avx2,
     .scale = scale_avx2,
+    .attn_scores = kern_attn_scores_avx2,
+    .attn_wsum = kern_attn_wsum_avx2,
 };
 
 #else

@@ -173,6 +173,8 @@ const kern_ops kern_ops_avx512_table = {
     .dot_q8_0 = dot_q8_0_avx512,
     .axpy = axpy_avx512,
     .scale = scale_avx512,
+    .attn_scores = kern_attn_scores_avx2,
+    .attn_wsum = kern_attn_wsum_avx2,
 };
 
 #else

@@ -458,6 +458,50 @@ static void test_axpy_scale(void **state) {
     }
 }
 
+/* Attention kernels: every table against the scalar reference, for head
+ * sizes with and without a full 8-lane tail, strides wider than a head (GQA
+ * rows hold several heads), and a sentinel past each output. */
+static void test_attention_kernels(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    const kern_ops *ref = kern_ops_scalar();
+    rng r = {11};
+    static const int hds[] = {1, 3, 8, 16, 33, 64, 100, 128, 256, 300};
+    static const int nks[] = {1, 7, 130};
+    enum { MAXK = 130, MAXHD = 300, STRIDE = MAXHD + 5 };
+    static float q[MAXHD], kv[MAXK * STRIDE], p[MAXK], o0[MAXHD + 1], o1[MAXHD + 1]; /* MAXHD >= MAXK */
+    fill(&r, kv, MAXK * STRIDE, 1.0f);
+    for (int k = 0; k < nt; k++)
+        for (size_t a = 0; a < sizeof hds / sizeof *hds; a++)
+            for (size_t b = 0; b < sizeof nks / sizeof *nks; b++) {
+                int hd = hds[a], nk = nks[b];
+                fill(&r, q, hd, 1.0f);
+                o0[nk] = o1[nk] = 777.0f;
+                ref->attn_scores(o0, q, kv + 1, STRIDE, nk, hd, 0.125f);
+                t[k]->attn_scores(o1, q, kv + 1, STRIDE, nk, hd, 0.125f);
+                for (int i = 0; i < nk; i++) {
+                    double mag = 0;
+                    for (int d = 0; d < hd; d++) mag += fabs((double)q[d] * kv[1 + (size_t)i * STRIDE + d]);
+                    check_close("attn_scores", t[k]->name, hd, o1[i], o0[i], 0.125 * (1e-5 * mag + 1e-6));
+                }
+                assert_true(o1[nk] == 777.0f);
+
+                double sum = 0;
+                for (int i = 0; i < nk; i++) sum += p[i] = rng_f(&r) * 0.5f + 0.5f;
+                for (int i = 0; i < nk; i++) p[i] = (float)(p[i] / sum);
+                o0[hd] = o1[hd] = 777.0f;
+                ref->attn_wsum(o0, p, kv + 2, STRIDE, nk, hd);
+                t[k]->attn_wsum(o1, p, kv + 2, STRIDE, nk, hd);
+                for (int d = 0; d < hd; d++) {
+                    double mag = 0;
+                    for (int i = 0; i < nk; i++) mag += fabs((double)p[i] * kv[2 + (size_t)i * STRIDE + d]);
+                    check_close("attn_wsum", t[k]->name, hd, o1[d], o0[d], 1e-5 * mag + 1e-7);
+                }
+                assert_true(o1[hd] == 777.0f);
+            }
+}
+
 /* ---------------------------------------------------------------- matmul */
 
 static void test_matmul_rows(void **state) {
@@ -646,6 +690,7 @@ int main(void) {
         cmocka_unit_test(test_dot_f16_bf16),
         cmocka_unit_test(test_dot_q8_0),
         cmocka_unit_test(test_axpy_scale),
+        cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_matmul_rows),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_softmax),
