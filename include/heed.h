@@ -120,6 +120,17 @@ int heed_model_tensor(const heed_model *model, int i, heed_tensor_info *info);
 int heed_tokenize(const heed_model *model, const char *text, size_t len, bool add_bos, int32_t *ids,
                   int n_max);
 
+/* Flags for heed_tokenize_flags. */
+enum {
+    HEED_TOK_ADD_BOS = 1,       /* prepend BOS */
+    HEED_TOK_PARSE_SPECIAL = 2, /* split out special-token strings such as "<|eot_id|>" (chat templates) */
+};
+
+/* heed_tokenize with flags; same returns. Special-token strings are parsed
+ * only with HEED_TOK_PARSE_SPECIAL. */
+int heed_tokenize_flags(const heed_model *model, const char *text, size_t len, unsigned flags, int32_t *ids,
+                        int n_max);
+
 /* The vocabulary's own string for a token ("▁the", "Ġthe", "<0x0A>"), or NULL for an invalid id. */
 const char *heed_token_piece(const heed_model *model, int32_t id);
 
@@ -154,6 +165,29 @@ size_t heed_utf8_stream_push(heed_utf8_stream *s, const char *in, size_t n_in, c
 /* Flushes what is held at the end of the text (as U+FFFD): writes 0 or 3 bytes. */
 size_t heed_utf8_stream_flush(heed_utf8_stream *s, char *out);
 
+/* ---------------------------------------------------------- chat templates */
+
+typedef struct heed_chat_msg {
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content; /* UTF-8 */
+} heed_chat_msg;
+
+/* The chat template family heed recognised in the model ("llama3", "chatml",
+ * "llama2", "mistral"), or NULL when the model has none heed knows. */
+const char *heed_chat_template(const heed_model *model);
+
+/* Renders messages with the model's template into buf (snprintf semantics:
+ * returns the full length). add_generation_prompt appends the opening of the
+ * assistant's turn. Returns HEED_ERR_UNSUPPORTED when the model has no known
+ * template, HEED_ERR_INVALID_ARG for an unknown role. */
+int heed_chat_format(const heed_model *model, const heed_chat_msg *msgs, int n, bool add_generation_prompt,
+                     char *buf, size_t size);
+
+/* Renders and tokenizes (special tokens parsed, BOS as the template writes
+ * it). Same returns as heed_tokenize, plus those of heed_chat_format. */
+int heed_chat_tokenize(const heed_model *model, const heed_chat_msg *msgs, int n, bool add_generation_prompt,
+                       int32_t *ids, int n_max);
+
 /* ------------------------------------------------------- attention hook */
 
 /*
@@ -178,14 +212,37 @@ typedef struct heed_attn_block {
 } heed_attn_block;
 
 /*
+ * Post-RoPE queries and keys of one layer for positions pos0 .. pos0+n-1:
+ * what attention is computed from. q[i * n_head * head_dim + h * head_dim + d]
+ * (after qwen3's q-norm, before the 1/sqrt(head_dim) scale);
+ * k[i * n_head_kv * head_dim + ...] likewise. With them any attention row can
+ * be recomputed exactly later: p = softmax(q . k_j / sqrt(head_dim)), j <= pos.
+ */
+typedef struct heed_qk_block {
+    int layer, pos0, n_query;
+    int n_head, n_head_kv, head_dim;
+    const float *q;
+    const float *k;
+} heed_qk_block;
+
+/* The residual stream after layer `layer` (n_embd floats per position), for
+ * the logit lens: heed_ctx_unembed turns a row into next-token logits. */
+typedef struct heed_resid_block {
+    int layer, pos0, n_query, n_embd;
+    const float *x;
+} heed_resid_block;
+
+/*
  * The hook is asked first (want: does the caller want layer L? NULL means
- * every layer) and then observes. observe is called on the thread that
- * called heed_decode, once per layer and batch, in layer order. When no hook
- * is set the cost is one branch per layer.
+ * every layer) and then observes. The observers are called on the thread
+ * that called heed_decode, once per layer and batch, in layer order; each is
+ * optional. When no hook is set the cost is one branch per layer.
  */
 typedef struct heed_attn_hook {
     bool (*want)(void *user, int layer);
     void (*observe)(void *user, const heed_attn_block *block);
+    void (*observe_qk)(void *user, const heed_qk_block *block);
+    void (*observe_resid)(void *user, const heed_resid_block *block);
     void *user;
 } heed_attn_hook;
 
@@ -229,6 +286,11 @@ int heed_decode(heed_ctx *ctx, const int32_t *ids, int n);
 /* n_vocab logits of the last decoded position; owned by ctx, overwritten by
  * the next heed_decode. */
 const float *heed_ctx_logits(const heed_ctx *ctx);
+
+/* Applies the model's final norm and output matrix to one residual row x
+ * (n_embd floats), writing n_vocab logits: the logit lens. Uses the
+ * context's scratch, so not during a heed_decode call. */
+int heed_ctx_unembed(heed_ctx *ctx, const float *x, float *logits);
 
 /* ---------------------------------------------------------------- sampler */
 

@@ -193,7 +193,7 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
     pool_run(c->pool, nth < m->n_head ? nth : m->n_head, attn_task, &j);
 
     /* the hook sees the probabilities the weighted sum above just used */
-    if (c->hooked && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
+    if (c->hooked && c->hook.observe && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
         heed_attn_block blk = {layer, m->n_head, pos0, n, j.row_stride, j.head_stride, c->att};
         c->hook.observe(c->hook.user, &blk);
     }
@@ -234,6 +234,10 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
         rope_apply(c, kt, m->n_head_kv, pos0 + t);
     }
 
+    if (c->hooked && c->hook.observe_qk && (!c->hook.want || c->hook.want(c->hook.user, il))) {
+        heed_qk_block qb = {il, pos0, n, m->n_head, m->n_head_kv, m->head_dim, c->q, kc};
+        c->hook.observe_qk(c->hook.user, &qb);
+    }
     attention(c, il, pos0, n);
     matmul(c, c->xb, E, &ly->wo, c->ao, n);
     for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
@@ -244,6 +248,24 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     kern_swiglu(c->hb, c->hb2, n * F);
     matmul(c, c->xb, E, &ly->w_down, c->hb, n);
     for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
+
+    if (c->hooked && c->hook.observe_resid && (!c->hook.want || c->hook.want(c->hook.user, il))) {
+        heed_resid_block rb = {il, pos0, n, E, c->x};
+        c->hook.observe_resid(c->hook.user, &rb);
+    }
+}
+
+/* logits = output . rmsnorm(x) for one residual row (xb row 0 as scratch) */
+static void unembed(heed_ctx *c, const float *x, float *logits) {
+    const heed_model *m = c->m;
+    kern_rmsnorm(c->xb, x, m->output_norm, m->n_embd, m->rms_eps);
+    matmul(c, logits, (size_t)m->n_vocab, &m->output, c->xb, 1);
+}
+
+int heed_ctx_unembed(heed_ctx *c, const float *x, float *logits) {
+    if (!c || !x || !logits) return HEED_ERR_INVALID_ARG;
+    unembed(c, x, logits);
+    return HEED_OK;
 }
 
 static void forward_batch(heed_ctx *c, const int32_t *ids, int n, bool want_logits) {
@@ -255,10 +277,7 @@ static void forward_batch(heed_ctx *c, const int32_t *ids, int n, bool want_logi
                          m->tok_embd.type, E);
     for (int il = 0; il < m->n_layer; il++) forward_layer(c, il, pos0, n);
     c->n_past += n;
-    if (!want_logits) return;
-    float *last = c->xb;
-    kern_rmsnorm(last, c->x + (size_t)(n - 1) * E, m->output_norm, E, m->rms_eps);
-    matmul(c, c->logits, (size_t)m->n_vocab, &m->output, last, 1);
+    if (want_logits) unembed(c, c->x + (size_t)(n - 1) * E, c->logits);
 }
 
 int heed_decode(heed_ctx *c, const int32_t *ids, int n) {
@@ -359,7 +378,7 @@ const float *heed_ctx_logits(const heed_ctx *c) { return c ? c->logits : NULL; }
 
 void heed_ctx_set_attn_hook(heed_ctx *c, const heed_attn_hook *hook) {
     if (!c) return;
-    c->hooked = hook && hook->observe;
+    c->hooked = hook && (hook->observe || hook->observe_qk || hook->observe_resid);
     if (c->hooked) c->hook = *hook;
     else memset(&c->hook, 0, sizeof c->hook);
 }

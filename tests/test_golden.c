@@ -319,6 +319,82 @@ static void test_context_limit(void **state) {
     heed_model_free(m);
 }
 
+/* The q/k and residual observers: recomputing attention from the observed
+ * post-RoPE q and k reproduces the captured probabilities, and unembedding
+ * the last layer's residual reproduces the logits (the logit lens's anchor). */
+typedef struct qk_grab {
+    grab att;
+    float *q, *k, *resid;
+    int n_query, q_dim, kv_dim, hd, n_head, n_head_kv, n_embd, n_layer;
+} qk_grab;
+
+static void qk_observe(void *user, const heed_qk_block *b) {
+    qk_grab *g = user;
+    if (b->layer != 0) return;
+    g->n_query = b->n_query;
+    g->hd = b->head_dim;
+    g->n_head = b->n_head;
+    g->n_head_kv = b->n_head_kv;
+    g->q_dim = b->n_head * b->head_dim;
+    g->kv_dim = b->n_head_kv * b->head_dim;
+    g->q = malloc(sizeof(float) * (size_t)b->n_query * g->q_dim);
+    g->k = malloc(sizeof(float) * (size_t)b->n_query * g->kv_dim);
+    memcpy(g->q, b->q, sizeof(float) * (size_t)b->n_query * g->q_dim);
+    memcpy(g->k, b->k, sizeof(float) * (size_t)b->n_query * g->kv_dim);
+}
+
+static void resid_observe(void *user, const heed_resid_block *b) {
+    qk_grab *g = user;
+    if (b->layer != g->n_layer - 1) return;
+    g->n_embd = b->n_embd;
+    g->resid = malloc(sizeof(float) * (size_t)b->n_embd);
+    memcpy(g->resid, b->x + (size_t)(b->n_query - 1) * b->n_embd, sizeof(float) * (size_t)b->n_embd);
+}
+
+static void qk_att_observe(void *user, const heed_attn_block *b) { grab_observe(&((qk_grab *)user)->att, b); }
+
+static void test_qk_and_residual_observers(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    qk_grab g = {.att = {.n_layer = info.n_layer}, .n_layer = info.n_layer};
+    heed_attn_hook hook = {.observe = qk_att_observe, .observe_qk = qk_observe, .observe_resid = resid_observe, .user = &g};
+    heed_ctx_set_attn_hook(c, &hook);
+    int32_t prompt[] = {1, 403, 407, 261, 378, 432, 383};
+    assert_int_equal(heed_decode(c, prompt, 7), HEED_OK);
+    double max_err = 0;
+    int group = g.n_head / g.n_head_kv;
+    for (int h = 0; h < g.n_head; h++)
+        for (int i = 0; i < g.n_query; i++) {
+            double s[16], mx = -1e30, sum = 0;
+            for (int j = 0; j <= i; j++) {
+                double d = 0;
+                for (int e = 0; e < g.hd; e++)
+                    d += (double)g.q[(size_t)i * g.q_dim + h * g.hd + e] * g.k[(size_t)j * g.kv_dim + (h / group) * g.hd + e];
+                s[j] = d / sqrt((double)g.hd);
+                if (s[j] > mx) mx = s[j];
+            }
+            for (int j = 0; j <= i; j++) sum += s[j] = exp(s[j] - mx);
+            for (int j = 0; j <= i; j++) {
+                double e = fabs(s[j] / sum - grab_at(&g.att, 0, h, i, j));
+                if (e > max_err) max_err = e;
+            }
+        }
+    assert_true(max_err < 1e-5);
+    float lens[512];
+    assert_int_equal(heed_ctx_unembed(c, g.resid, lens), HEED_OK);
+    assert_memory_equal(lens, heed_ctx_logits(c), sizeof lens);
+    free(g.q);
+    free(g.k);
+    free(g.resid);
+    free(g.att.att);
+    heed_ctx_free(c);
+    heed_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_once),
@@ -335,6 +411,7 @@ int main(void) {
         cmocka_unit_test(test_capture_changes_nothing),
         cmocka_unit_test(test_batch_equals_incremental),
         cmocka_unit_test(test_context_limit),
+        cmocka_unit_test(test_qk_and_residual_observers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
