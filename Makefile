@@ -21,7 +21,7 @@ LDFLAGS += -fsanitize=address,undefined
 else
 CFLAGS  += -O2
 endif
-LDLIBS  := -lm -lpthread
+LDLIBS  := -lpcre2-8 -ljansson -lm -lpthread
 
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
@@ -32,6 +32,8 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_SRC:= $(wildcard bench/bench_*.c)
 BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+# tools the benchmarks run (mkmodel writes the random-weight models)
+BENCH_TOOLS := $(BUILD)/bench/mkmodel
 HEADERS  := $(wildcard include/*.h src/*.h)
 
 .PHONY: all run test test-only bench fuzz deps clean
@@ -53,7 +55,7 @@ test: deps
 tests: $(TEST_BIN)
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(BENCH_TOOLS)
 	@sh bench/run.sh
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS) Makefile
@@ -89,7 +91,7 @@ fuzz:
 	@mkdir -p build-fuzz/fuzz
 	@for f in tests/fuzz/fuzz_*.c; do n=$$(basename $$f .c); \
 	  clang -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
-	    $$f build-fuzz/libheed.a -o build-fuzz/fuzz/$$n -lm -lpthread || exit 1; done
+	    $$f build-fuzz/libheed.a -o build-fuzz/fuzz/$$n $(LDLIBS) || exit 1; done
 	@echo "fuzzers in build-fuzz/fuzz/ (run e.g. build-fuzz/fuzz/fuzz_gguf tests/fuzz/corpus_gguf)"
 
 clean:

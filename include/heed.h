@@ -61,8 +61,12 @@ typedef struct heed_model_params {
 heed_model_params heed_model_default_params(void);
 
 /*
- * Maps the GGUF file at `path` and checks it completely: header, metadata,
- * tensor table, shapes, types and that every tensor lies inside the file.
+ * Loads a model: `path` is a GGUF file, a Hugging Face checkpoint folder
+ * (config.json, model.safetensors or shards with model.safetensors.index.json,
+ * tokenizer.json, tokenizer_config.json), or NULL for the bundled default
+ * model (stories260K). Files are mapped, not copied, and checked completely:
+ * header, metadata, tensor table, shapes, types and that every tensor lies
+ * inside its file.
  * On failure *out is NULL and `err` (if not NULL) receives a message such as
  * "model.gguf: tensor 'blk.3.attn_q.weight' extends past end of file".
  * Returns HEED_OK, HEED_ERR_IO, HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED or

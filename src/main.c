@@ -29,12 +29,15 @@
 static const char *usage_text =
     "usage:\n"
     "  heed generate [-m MODEL] (-p PROMPT | --ids 1,2,3) [options]\n"
+    "  heed tokenize [-m MODEL] [--json] [--no-bos] [--special] TEXT\n"
     "  heed info [-m MODEL]\n"
     "\n"
     "generate options:\n"
     "  -m, --model PATH        GGUF model (default: the bundled stories260K)\n"
     "  -p, --prompt TEXT       prompt text\n"
     "      --ids LIST          prompt as comma-separated token ids (no BOS is added)\n"
+    "      --chat              wrap the prompt as a user message in the model's chat template\n"
+    "      --system TEXT       system message for --chat\n"
     "  -n, --n-predict N       tokens to generate (default 64)\n"
     "      --temp T            temperature; 0 = greedy (default 0)\n"
     "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
@@ -53,20 +56,22 @@ typedef struct gen_opts {
     const char *model;
     const char *prompt;
     const char *ids;
+    const char *system;
+    bool chat;
     int n_predict;
     int n_threads, n_ctx;
     bool json, attention, stream;
     heed_sampler_params sp;
 } gen_opts;
 
-__attribute__((format(printf, 1, 2))) static int die(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "heed: ");
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    return 1;
+    return 2; /* the exit status of a usage error */
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out) {
@@ -331,7 +336,18 @@ static int run_generate(const gen_opts *o) {
             goto done;
         }
         const char *p = o->prompt ? o->prompt : "";
-        n_prompt = heed_tokenize(m, p, strlen(p), info.add_bos, prompt, MAX_IDS);
+        if (o->chat) {
+            if (!heed_chat_template(m)) {
+                fprintf(stderr, "heed: %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral)\n",
+                        info.path);
+                goto done;
+            }
+            heed_chat_msg msgs[2] = {{"system", o->system}, {"user", p}};
+            int first = o->system ? 0 : 1;
+            n_prompt = heed_chat_tokenize(m, msgs + first, 2 - first, true, prompt, MAX_IDS);
+        } else {
+            n_prompt = heed_tokenize(m, p, strlen(p), info.add_bos, prompt, MAX_IDS);
+        }
         if (n_prompt < 0) {
             fprintf(stderr, "heed: cannot tokenize the prompt: %s\n",
                     n_prompt == HEED_ERR_INVALID_ARG ? "it is not valid UTF-8" : heed_strerror(n_prompt));
@@ -482,6 +498,77 @@ done:
     return rc;
 }
 
+/* --------------------------------------------------------- tokenize */
+
+static int run_tokenize(int argc, char **argv) {
+    const char *model = NULL, *text = NULL;
+    bool json = false, bos = true, special = false;
+    for (int i = 0; i < argc; i++) {
+        if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--no-bos")) bos = false;
+        else if (!strcmp(argv[i], "--special")) special = true;
+        else if (argv[i][0] == '-' && argv[i][1]) return usage_error("tokenize: unknown option '%s'", argv[i]);
+        else if (!text) text = argv[i];
+        else return usage_error("%s", "tokenize: give the text as one argument (quote it)");
+    }
+    if (!text) return usage_error("%s", "tokenize needs a TEXT argument");
+    heed_model *m = NULL;
+    if (load_model(model, &m)) return 1;
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    unsigned flags = (bos && info.add_bos ? HEED_TOK_ADD_BOS : 0) | (special ? HEED_TOK_PARSE_SPECIAL : 0);
+    int n = heed_tokenize_flags(m, text, strlen(text), flags, NULL, 0);
+    int32_t *ids = n > 0 ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    if (n > 0 && ids) n = heed_tokenize_flags(m, text, strlen(text), flags, ids, n);
+    if (n < 0 || (n > 0 && !ids)) {
+        fprintf(stderr, "heed: cannot tokenize: %s\n",
+                n == HEED_ERR_INVALID_ARG ? "the text is not valid UTF-8"
+                : n == HEED_ERR_TOKENIZER ? "this vocabulary cannot encode text yet" : heed_strerror(n));
+        free(ids);
+        heed_model_free(m);
+        return 1;
+    }
+    char label[256], bytes[256];
+    if (json) {
+        jsonw w;
+        jw_init(&w, stdout);
+        jw_obj(&w);
+        const char *base = strrchr(info.path, '/');
+        jw_key(&w, "model"); jw_cstr(&w, base ? base + 1 : info.path);
+        jw_key(&w, "ids"); json_ids(&w, ids, n);
+        jw_key(&w, "tokens");
+        jw_arr(&w);
+        for (int i = 0; i < n; i++) {
+            const char *piece = heed_token_piece(m, ids[i]);
+            int nb = heed_token_bytes(m, ids[i], bytes, sizeof bytes);
+            heed_token_label(m, ids[i], label, sizeof label);
+            jw_obj(&w);
+            jw_key(&w, "id"); jw_int(&w, ids[i]);
+            jw_key(&w, "piece"); jw_cstr(&w, piece ? piece : "");
+            jw_key(&w, "label"); jw_cstr(&w, label);
+            jw_key(&w, "bytes");
+            jw_arr(&w);
+            for (int k = 0; k < nb && k < (int)sizeof bytes; k++) jw_int(&w, (unsigned char)bytes[k]);
+            jw_arr_end(&w);
+            jw_obj_end(&w);
+        }
+        jw_arr_end(&w);
+        jw_obj_end(&w);
+        fputc('\n', stdout);
+    } else {
+        printf("%d tokens\n", n);
+        for (int i = 0; i < n; i++) {
+            const char *piece = heed_token_piece(m, ids[i]);
+            heed_token_label(m, ids[i], label, sizeof label);
+            printf("%6d  %8d  %-24s  '%s'\n", i, ids[i], piece ? piece : "", label);
+        }
+    }
+    free(ids);
+    heed_model_free(m);
+    return 0;
+}
+
 /* ------------------------------------------------------------- info */
 
 static int run_info(const char *path) {
@@ -544,48 +631,50 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         long l;
         float f;
-#define NEED_VALUE() do { if (!v) return die("%s needs a value", a); i++; } while (0)
+#define NEED_VALUE() do { if (!v) return usage_error("%s needs a value", a); i++; } while (0)
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model = v; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); o->prompt = v; }
         else if (!strcmp(a, "--ids")) { NEED_VALUE(); o->ids = v; }
+        else if (!strcmp(a, "--chat")) { o->chat = true; }
+        else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE();
-            if (!parse_long(v, 0, 1 << 20, &l)) return die("-n: '%s' is not a count (0..1048576)", v);
+            if (!parse_long(v, 0, 1 << 20, &l)) return usage_error("-n: '%s' is not a count (0..1048576)", v);
             o->n_predict = (int)l;
         } else if (!strcmp(a, "--temp")) {
             NEED_VALUE();
-            if (!parse_float(v, &f) || f < 0) return die("--temp: '%s' is not a temperature >= 0", v);
+            if (!parse_float(v, &f) || f < 0) return usage_error("--temp: '%s' is not a temperature >= 0", v);
             o->sp.temperature = f;
         } else if (!strcmp(a, "--top-k")) {
             NEED_VALUE();
-            if (!parse_long(v, 0, INT_MAX, &l)) return die("--top-k: '%s' is not a count >= 0", v);
+            if (!parse_long(v, 0, INT_MAX, &l)) return usage_error("--top-k: '%s' is not a count >= 0", v);
             o->sp.top_k = (int)l;
         } else if (!strcmp(a, "--top-p")) {
             NEED_VALUE();
-            if (!parse_float(v, &f) || f <= 0 || f > 1) return die("--top-p: '%s' is not in (0, 1]", v);
+            if (!parse_float(v, &f) || f <= 0 || f > 1) return usage_error("--top-p: '%s' is not in (0, 1]", v);
             o->sp.top_p = f;
         } else if (!strcmp(a, "--min-p")) {
             NEED_VALUE();
-            if (!parse_float(v, &f) || f < 0 || f > 1) return die("--min-p: '%s' is not in [0, 1]", v);
+            if (!parse_float(v, &f) || f < 0 || f > 1) return usage_error("--min-p: '%s' is not in [0, 1]", v);
             o->sp.min_p = f;
         } else if (!strcmp(a, "--repeat-penalty")) {
             NEED_VALUE();
-            if (!parse_float(v, &f) || f <= 0) return die("--repeat-penalty: '%s' is not a number > 0", v);
+            if (!parse_float(v, &f) || f <= 0) return usage_error("--repeat-penalty: '%s' is not a number > 0", v);
             o->sp.repeat_penalty = f;
         } else if (!strcmp(a, "--repeat-last-n")) {
             NEED_VALUE();
-            if (!parse_long(v, 0, 1 << 20, &l)) return die("--repeat-last-n: '%s' is not a count", v);
+            if (!parse_long(v, 0, 1 << 20, &l)) return usage_error("--repeat-last-n: '%s' is not a count", v);
             o->sp.repeat_last_n = (int)l;
         } else if (!strcmp(a, "--seed")) {
             NEED_VALUE();
-            if (!parse_u64(v, &o->sp.seed)) return die("--seed: '%s' is not a non-negative integer", v);
+            if (!parse_u64(v, &o->sp.seed)) return usage_error("--seed: '%s' is not a non-negative integer", v);
         } else if (!strcmp(a, "--threads")) {
             NEED_VALUE();
-            if (!parse_long(v, 1, 1024, &l)) return die("--threads: '%s' is not in 1..1024", v);
+            if (!parse_long(v, 1, 1024, &l)) return usage_error("--threads: '%s' is not in 1..1024", v);
             o->n_threads = (int)l;
         } else if (!strcmp(a, "--ctx")) {
             NEED_VALUE();
-            if (!parse_long(v, 1, 1 << 24, &l)) return die("--ctx: '%s' is not a token count", v);
+            if (!parse_long(v, 1, 1 << 24, &l)) return usage_error("--ctx: '%s' is not a token count", v);
             o->n_ctx = (int)l;
         } else if (!strcmp(a, "--json")) {
             o->json = true;
@@ -593,18 +682,20 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
             NEED_VALUE();
             if (!strcmp(v, "full")) o->attention = true;
             else if (!strcmp(v, "none")) o->attention = false;
-            else return die("--attention: '%s' is not full or none", v);
+            else return usage_error("--attention: '%s' is not full or none", v);
             att_set = true;
         } else if (!strcmp(a, "--no-stream")) {
             o->stream = false;
         } else {
-            return die("unknown option '%s' (see heed --help)", a);
+            return usage_error("unknown option '%s' (see heed --help)", a);
         }
 #undef NEED_VALUE
     }
     if (!att_set) o->attention = o->json;
-    if (o->prompt && o->ids) return die("%s", "give either -p or --ids, not both");
-    if (!o->prompt && !o->ids) return die("%s", "generate needs a prompt: -p TEXT or --ids LIST");
+    if (o->prompt && o->ids) return usage_error("%s", "give either -p or --ids, not both");
+    if (!o->prompt && !o->ids) return usage_error("%s", "generate needs a prompt: -p TEXT or --ids LIST");
+    if (o->chat && o->ids) return usage_error("%s", "--chat needs a text prompt (-p), not --ids");
+    if (o->system && !o->chat) return usage_error("%s", "--system needs --chat");
     return 0;
 }
 
@@ -626,14 +717,12 @@ int main(int argc, char **argv) {
         if (parse_generate(argc - 2, argv + 2, &o)) return 2;
         return run_generate(&o);
     }
+    if (!strcmp(argv[1], "tokenize")) return run_tokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) {
         const char *model = NULL;
         for (int i = 2; i < argc; i++) {
             if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
-            else {
-                die("info: unknown argument '%s'", argv[i]);
-                return 2;
-            }
+            else return usage_error("info: unknown argument '%s'", argv[i]);
         }
         return run_info(model);
     }

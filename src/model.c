@@ -1,6 +1,8 @@
 /*
  * model.c - binds a GGUF file to the model structure (see model.h), and the
  * public model API: load, info, metadata and tensor listing, tokenizer calls.
+ * A directory is a Hugging Face checkpoint folder: hf.c reads it and binds
+ * its weights with the same checks (model_bind_weights).
  *
  * Every tensor the forward pass will touch is checked here, once: present,
  * of a supported type, of exactly the shape the hyperparameters imply. The
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "kern.h"
 
@@ -21,31 +24,37 @@ extern const unsigned char heed_bundled_model[];
 extern const unsigned long long heed_bundled_model_size;
 #define BUNDLED_NAME "stories260K.gguf"
 
-/* Named limits for values read from a file: far above any real model, low
- * enough that products of them cannot overflow. */
-#define MAX_LAYERS 1024
-#define MAX_DIM (1 << 20)
-#define MAX_HEADS 4096
-#define MAX_CTX (1 << 24)
-
 typedef struct loader {
     heed_model *m;
-    const gguf_file *f;
-    const char *file; /* name used in messages */
+    const gguf_file *f;       /* GGUF hyperparameter keys; NULL when binding another format */
+    const model_source *src;  /* where the tensors come from */
+    const char *file;         /* name used in messages */
     char *err;
     size_t err_size;
 } loader;
 
-static int fail(loader *L, int rc, const char *fmt, ...) {
-    if (L->err && L->err_size) {
-        int n = snprintf(L->err, L->err_size, "%s: ", L->file);
-        if (n >= 0 && (size_t)n < L->err_size) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(L->err + n, L->err_size - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
-    }
+__attribute__((format(printf, 3, 0))) static void vfail_in(loader *L, const char *file, const char *fmt,
+                                                         va_list ap) {
+    if (!L->err || !L->err_size) return;
+    int n = snprintf(L->err, L->err_size, "%s: ", file);
+    if (n >= 0 && (size_t)n < L->err_size) vsnprintf(L->err + n, L->err_size - (size_t)n, fmt, ap);
+}
+
+__attribute__((format(printf, 3, 4))) static int fail(loader *L, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail_in(L, L->file, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* A message about one tensor names the file that holds it (a shard). */
+__attribute__((format(printf, 4, 5))) static int tensor_fail(loader *L, const model_tensor *t, int rc,
+                                                             const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail_in(L, t->file ? t->file : L->file, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -81,24 +90,49 @@ static int arch_float(loader *L, const char *suffix, double def, double lo, doub
     return HEED_OK;
 }
 
-static const gguf_tensor *find_tensor(loader *L, const char *name, bool required, int *rc) {
-    const gguf_tensor *t = gguf_find_tensor(L->f, name);
-    *rc = HEED_OK;
-    if (!t && required) *rc = fail(L, HEED_ERR_FORMAT, "missing tensor '%s'", name);
-    return t;
+/* ------------------------------------------------------------ binding */
+
+/* Looks `name` (a GGUF name) up in the source; *found says whether it is there. */
+static int find_tensor(loader *L, const char *name, bool required, model_tensor *t, bool *found) {
+    memset(t, 0, sizeof *t);
+    *found = L->src->find(L->src->ctx, name, t);
+    if (!t->name) t->name = name;
+    if (!*found && required) return tensor_fail(L, t, HEED_ERR_FORMAT, "missing tensor '%s'", t->name);
+    return HEED_OK;
+}
+
+/* "[a, b]" outermost first over the tensor's dims (safetensors messages). */
+static const char *shape_text(const model_tensor *t, char *buf, size_t size) {
+    int nd = t->n_dims < GGUF_MAX_DIMS ? t->n_dims : GGUF_MAX_DIMS;
+    size_t n = (size_t)snprintf(buf, size, "[%s", t->n_dims > nd ? "..., " : "");
+    for (int d = nd - 1; d >= 0 && n < size; d--)
+        n += (size_t)snprintf(buf + n, size - n, "%lld%s", (long long)t->ne[d], d ? ", " : "");
+    if (n < size) snprintf(buf + n, size - n, "]");
+    return buf;
+}
+
+static int shape_fail(loader *L, const model_tensor *t, const char *want) {
+    char got[96];
+    return tensor_fail(L, t, HEED_ERR_FORMAT, "tensor '%s' has shape %s, expected %s", t->name,
+                       shape_text(t, got, sizeof got), want);
 }
 
 /* A matrix of n_out rows of n_in, any supported type. */
 static int bind_mat(loader *L, const char *name, int n_in, int n_out, bool required, model_mat *out) {
-    int rc;
-    const gguf_tensor *t = find_tensor(L, name, required, &rc);
+    model_tensor t;
+    bool found;
+    int rc = find_tensor(L, name, required, &t, &found);
     memset(out, 0, sizeof *out);
-    if (!t) return rc;
-    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
-        return fail(L, HEED_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld], expected [%d, %d]",
-                    name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], n_in, n_out);
-    out->type = t->type;
-    out->data = t->data;
+    if (rc || !found) return rc;
+    if (t.n_dims != 2 || t.ne[0] != n_in || t.ne[1] != n_out) {
+        char want[48];
+        snprintf(want, sizeof want, "[%d, %d]", n_out, n_in);
+        if (t.outer_first) return shape_fail(L, &t, want);
+        return tensor_fail(L, &t, HEED_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld], expected [%d, %d]",
+                           t.name, (long long)t.ne[0], (long long)t.ne[1], (long long)t.ne[2], n_in, n_out);
+    }
+    out->type = t.type;
+    out->data = t.data;
     out->n_in = n_in;
     out->n_out = n_out;
     return HEED_OK;
@@ -106,18 +140,24 @@ static int bind_mat(loader *L, const char *name, int n_in, int n_out, bool requi
 
 /* A 1-D vector of n, copied to f32 so the forward pass reads one type. */
 static int bind_vec(loader *L, const char *name, int n, bool required, float **out) {
-    int rc;
-    const gguf_tensor *t = find_tensor(L, name, required, &rc);
+    model_tensor t;
+    bool found;
+    int rc = find_tensor(L, name, required, &t, &found);
     *out = NULL;
-    if (!t) return rc;
-    if (t->n_dims != 1 || t->ne[0] != n)
-        return fail(L, HEED_ERR_FORMAT, "tensor '%s' has %lld elements in %d dims, expected a vector of %d",
-                    name, (long long)t->ne[0], t->n_dims, n);
-    if (t->type == GGML_Q8_0)
-        return fail(L, HEED_ERR_UNSUPPORTED, "tensor '%s': quantized vectors are not supported", name);
+    if (rc || !found) return rc;
+    if (t.n_dims != 1 || t.ne[0] != n) {
+        char want[24];
+        snprintf(want, sizeof want, "[%d]", n);
+        if (t.outer_first) return shape_fail(L, &t, want);
+        return tensor_fail(L, &t, HEED_ERR_FORMAT,
+                           "tensor '%s' has %lld elements in %d dims, expected a vector of %d", t.name,
+                           (long long)t.ne[0], t.n_dims, n);
+    }
+    if (t.type == GGML_Q8_0)
+        return tensor_fail(L, &t, HEED_ERR_UNSUPPORTED, "tensor '%s': quantized vectors are not supported", t.name);
     *out = malloc(sizeof(float) * (size_t)n);
-    if (!*out) return fail(L, HEED_ERR_NOMEM, "out of memory for tensor '%s'", name);
-    kern_dequant_row(*out, t->data, t->type, n);
+    if (!*out) return tensor_fail(L, &t, HEED_ERR_NOMEM, "out of memory for tensor '%s'", t.name);
+    kern_dequant_row(*out, t.data, t.type, n);
     return HEED_OK;
 }
 
@@ -143,23 +183,23 @@ static int load_arch(loader *L) {
 static int load_hparams(loader *L) {
     heed_model *m = L->m;
     int rc;
-    if ((rc = arch_int(L, "block_count", -1, 1, MAX_LAYERS, &m->n_layer))) return rc;
-    if ((rc = arch_int(L, "embedding_length", -1, 1, MAX_DIM, &m->n_embd))) return rc;
-    if ((rc = arch_int(L, "feed_forward_length", -1, 1, MAX_DIM, &m->n_ff))) return rc;
-    if ((rc = arch_int(L, "context_length", -1, 1, MAX_CTX, &m->n_ctx_train))) return rc;
-    if ((rc = arch_int(L, "attention.head_count", -1, 1, MAX_HEADS, &m->n_head))) return rc;
+    if ((rc = arch_int(L, "block_count", -1, 1, MODEL_MAX_LAYERS, &m->n_layer))) return rc;
+    if ((rc = arch_int(L, "embedding_length", -1, 1, MODEL_MAX_DIM, &m->n_embd))) return rc;
+    if ((rc = arch_int(L, "feed_forward_length", -1, 1, MODEL_MAX_DIM, &m->n_ff))) return rc;
+    if ((rc = arch_int(L, "context_length", -1, 1, MODEL_MAX_CTX, &m->n_ctx_train))) return rc;
+    if ((rc = arch_int(L, "attention.head_count", -1, 1, MODEL_MAX_HEADS, &m->n_head))) return rc;
     if ((rc = arch_int(L, "attention.head_count_kv", m->n_head, 1, m->n_head, &m->n_head_kv))) return rc;
     if (m->n_head % m->n_head_kv)
         return fail(L, HEED_ERR_FORMAT, "head_count %d is not a multiple of head_count_kv %d", m->n_head,
                     m->n_head_kv);
     /* without key_length the head size is n_embd / n_head, which must divide */
     int64_t def_hd = m->n_embd % m->n_head ? -1 : m->n_embd / m->n_head;
-    if ((rc = arch_int(L, "attention.key_length", def_hd, 2, MAX_DIM / 4, &m->head_dim))) return rc;
+    if ((rc = arch_int(L, "attention.key_length", def_hd, 2, MODEL_MAX_DIM / 4, &m->head_dim))) return rc;
     int v_len;
-    if ((rc = arch_int(L, "attention.value_length", m->head_dim, 1, MAX_DIM, &v_len))) return rc;
+    if ((rc = arch_int(L, "attention.value_length", m->head_dim, 1, MODEL_MAX_DIM, &v_len))) return rc;
     if (v_len != m->head_dim)
         return fail(L, HEED_ERR_UNSUPPORTED, "value_length %d differs from key_length %d", v_len, m->head_dim);
-    if ((int64_t)m->head_dim * m->n_head > MAX_DIM)
+    if ((int64_t)m->head_dim * m->n_head > MODEL_MAX_DIM)
         return fail(L, HEED_ERR_FORMAT, "head_count x key_length is too large");
     if ((rc = arch_int(L, "rope.dimension_count", m->head_dim, 2, m->head_dim, &m->n_rot))) return rc;
     if (m->n_rot % 2) return fail(L, HEED_ERR_FORMAT, "rope.dimension_count %d is odd", m->n_rot);
@@ -192,10 +232,12 @@ static int load_weights(loader *L) {
     const int q_dim = m->n_head * m->head_dim, kv_dim = m->n_head_kv * m->head_dim;
     if ((rc = bind_mat(L, "token_embd.weight", m->n_embd, m->n_vocab, true, &m->tok_embd))) return rc;
     if ((rc = bind_vec(L, "output_norm.weight", m->n_embd, true, &m->output_norm))) return rc;
-    if ((rc = bind_mat(L, "output.weight", m->n_embd, m->n_vocab, false, &m->output))) return rc;
+    bool need_output = L->src->output_required;
+    if ((rc = bind_mat(L, "output.weight", m->n_embd, m->n_vocab, need_output, &m->output))) return rc;
     m->tied_output = m->output.data == NULL;
     if (m->tied_output) m->output = m->tok_embd;
-    if ((rc = bind_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &m->rope_freqs))) return rc;
+    /* HF folders compute the llama3 factors from config.json instead */
+    if (!m->rope_freqs && (rc = bind_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &m->rope_freqs))) return rc;
     if (m->rope_freqs) {
         for (int i = 0; i < m->n_rot / 2; i++)
             if (!(m->rope_freqs[i] > 0.0f) || !isfinite(m->rope_freqs[i]))
@@ -229,31 +271,48 @@ static int load_weights(loader *L) {
     return HEED_OK;
 }
 
-/* Touches every page of a large mapping once so the first tokens do not
- * stall on page faults, drawing a progress bar on stderr. */
-static void prefault(const heed_model *m) {
-    const gguf_file *f = m->gguf;
-    const uint64_t page = 4096, step = f->file_size / 50 + 1;
+int model_bind_weights(heed_model *m, const model_source *src, const char *file, char *err, size_t err_size) {
+    loader L = {.m = m, .src = src, .file = file, .err = err, .err_size = err_size};
+    return load_weights(&L);
+}
+
+/* GGUF names are the canonical ones: a lookup in the file's tensor table. */
+static bool gguf_source_find(void *ctx, const char *name, model_tensor *t) {
+    const gguf_tensor *g = gguf_find_tensor(ctx, name);
+    if (!g) return false;
+    t->type = g->type;
+    t->n_dims = g->n_dims;
+    memcpy(t->ne, g->ne, sizeof t->ne);
+    t->data = g->data;
+    return true;
+}
+
+void model_prefault(const char *label, const void *map, uint64_t size) {
+    const unsigned char *p = map;
+    const uint64_t page = 4096, step = size / 50 + 1;
     volatile unsigned char sink = 0;
     uint64_t next = 0;
-    for (uint64_t off = 0; off < f->file_size; off += page) {
-        sink ^= f->map[off];
+    for (uint64_t off = 0; off < size; off += page) {
+        sink ^= p[off];
         if (off >= next) {
-            int pct = (int)(off * 100 / f->file_size);
-            fprintf(stderr, "\rloading %s: %3d%%", m->path, pct);
+            int pct = (int)(off * 100 / size);
+            fprintf(stderr, "\rloading %s: %3d%%", label, pct);
             next += step;
         }
     }
-    fprintf(stderr, "\rloading %s: 100%%\n", m->path);
+    fprintf(stderr, "\rloading %s: 100%%\n", label);
     (void)sink;
+}
+
+static bool is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 heed_model_params heed_model_default_params(void) {
     heed_model_params p = {.progress = false};
     return p;
 }
-
-#define PROGRESS_MIN_BYTES (64ull << 20)
 
 int heed_model_load(const char *path, const heed_model_params *params, heed_model **out, char *err,
                     size_t err_size) {
@@ -269,6 +328,10 @@ int heed_model_load(const char *path, const heed_model_params *params, heed_mode
     const char *shown = path ? path : BUNDLED_NAME;
     m->path = strdup(shown);
     if (!m->path) { rc = HEED_ERR_NOMEM; goto done; }
+    if (path && is_dir(path)) { /* a Hugging Face checkpoint folder */
+        rc = hf_load(m, path, params, err, err_size);
+        goto done;
+    }
     if (path)
         m->gguf = gguf_open(path, &rc, err, err_size);
     else
@@ -277,7 +340,9 @@ int heed_model_load(const char *path, const heed_model_params *params, heed_mode
     if (!m->gguf) goto done;
 
     const char *base = strrchr(shown, '/');
-    loader L = {.m = m, .f = m->gguf, .file = base ? base + 1 : shown, .err = err, .err_size = err_size};
+    model_source src = {.find = gguf_source_find, .ctx = m->gguf, .output_required = false};
+    loader L = {.m = m, .f = m->gguf, .src = &src, .file = base ? base + 1 : shown, .err = err,
+                .err_size = err_size};
     if ((rc = load_arch(&L))) goto done;
     if ((rc = load_hparams(&L))) goto done;
     m->vocab = tok_load(m->gguf, &rc, err, err_size);
@@ -288,7 +353,8 @@ int heed_model_load(const char *path, const heed_model_params *params, heed_mode
     if (gguf_get_str(m->gguf, "general.name", &name)) m->name = strndup(name.ptr, name.len > 256 ? 256 : name.len);
     else m->name = strdup("");
     if (!m->name) { rc = fail(&L, HEED_ERR_NOMEM, "out of memory"); goto done; }
-    if (params->progress && path && m->gguf->file_size >= PROGRESS_MIN_BYTES) prefault(m);
+    if (params->progress && path && m->gguf->file_size >= MODEL_PROGRESS_MIN_BYTES)
+        model_prefault(m->path, m->gguf->map, m->gguf->file_size);
 done:
     if (rc) {
         heed_model_free(m);
@@ -313,6 +379,7 @@ void heed_model_free(heed_model *m) {
     free(m->rope_freqs);
     tok_free(m->vocab);
     gguf_close(m->gguf);
+    hf_free(m->hf);
     free(m->name);
     free(m->path);
     free(m);
@@ -325,7 +392,7 @@ void heed_model_get_info(const heed_model *m, heed_model_info *info) {
     info->arch = m->arch_name;
     info->name = m->name;
     info->tokenizer = tok_model_name(m->vocab);
-    info->file_size = m->gguf->file_size;
+    info->file_size = m->hf ? hf_file_size(m->hf) : m->gguf->file_size;
     info->n_layer = m->n_layer;
     info->n_embd = m->n_embd;
     info->n_head = m->n_head;
@@ -344,21 +411,32 @@ void heed_model_get_info(const heed_model *m, heed_model_info *info) {
     info->can_tokenize = tok_can_encode(m->vocab);
 }
 
-int heed_model_n_meta(const heed_model *m) { return m ? m->gguf->n_kv : 0; }
+/* Metadata and tensor listings: an HF folder answers from hf.c. */
+
+int heed_model_n_meta(const heed_model *m) {
+    if (!m) return 0;
+    return m->hf ? hf_n_meta(m->hf) : m->gguf->n_kv;
+}
 
 const char *heed_model_meta_key(const heed_model *m, int i) {
+    if (m && m->hf) return hf_meta_key(m->hf, i);
     if (!m || i < 0 || i >= m->gguf->n_kv) return NULL;
     return m->gguf->kv[i].key;
 }
 
 int heed_model_meta_value(const heed_model *m, int i, char *buf, size_t size) {
+    if (m && m->hf) return hf_meta_value(m->hf, i, buf, size);
     if (!m || i < 0 || i >= m->gguf->n_kv) return HEED_ERR_INVALID_ARG;
     return gguf_kv_format(&m->gguf->kv[i], buf, size, 8);
 }
 
-int heed_model_n_tensors(const heed_model *m) { return m ? m->gguf->n_tensors : 0; }
+int heed_model_n_tensors(const heed_model *m) {
+    if (!m) return 0;
+    return m->hf ? hf_n_tensors(m->hf) : m->gguf->n_tensors;
+}
 
 int heed_model_tensor(const heed_model *m, int i, heed_tensor_info *info) {
+    if (m && m->hf) return info ? hf_tensor(m->hf, i, info) : HEED_ERR_INVALID_ARG;
     if (!m || !info || i < 0 || i >= m->gguf->n_tensors) return HEED_ERR_INVALID_ARG;
     const gguf_tensor *t = &m->gguf->tensors[i];
     info->name = t->name;
@@ -370,18 +448,39 @@ int heed_model_tensor(const heed_model *m, int i, heed_tensor_info *info) {
     return HEED_OK;
 }
 
-int heed_tokenize(const heed_model *m, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max) {
+int heed_tokenize_flags(const heed_model *m, const char *text, size_t len, unsigned flags, int32_t *ids,
+                        int n_max) {
     if (!m || (!text && len) || n_max < 0 || (!ids && n_max)) return HEED_ERR_INVALID_ARG;
-    return tok_encode(m->vocab, text ? text : "", len, add_bos, ids, n_max);
+    return tok_encode_ex(m->vocab, text ? text : "", len, flags & HEED_TOK_ADD_BOS, flags & HEED_TOK_PARSE_SPECIAL,
+                         ids, n_max);
 }
 
-const char *heed_token_piece(const heed_model *m, int32_t id) { return m ? tok_piece(m->vocab, id) : NULL; }
+int heed_tokenize(const heed_model *m, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max) {
+    return heed_tokenize_flags(m, text, len, add_bos ? HEED_TOK_ADD_BOS : 0, ids, n_max);
+}
+
+/* HF checkpoints may pad the embedding past the tokenizer (Qwen2.5: 151936
+ * rows, 151665 tokens): those ids are valid model outputs that no text maps
+ * to. They have an empty piece, no bytes and the label "[PAD]". */
+static bool is_pad_id(const heed_model *m, int32_t id) {
+    return id >= tok_n_vocab(m->vocab) && id < m->n_vocab;
+}
+
+const char *heed_token_piece(const heed_model *m, int32_t id) {
+    if (m && is_pad_id(m, id)) return "";
+    return m ? tok_piece(m->vocab, id) : NULL;
+}
 
 int heed_token_bytes(const heed_model *m, int32_t id, char *buf, size_t size) {
+    if (m && is_pad_id(m, id) && (buf || !size)) {
+        if (size) buf[0] = '\0';
+        return 0;
+    }
     return m ? tok_bytes(m->vocab, id, buf, size) : HEED_ERR_INVALID_ARG;
 }
 
 int heed_token_label(const heed_model *m, int32_t id, char *buf, size_t size) {
+    if (m && is_pad_id(m, id) && (buf || !size)) return snprintf(buf, size, "[PAD]");
     return m ? tok_label(m->vocab, id, buf, size) : HEED_ERR_INVALID_ARG;
 }
 

@@ -7,8 +7,13 @@
  * biases, rope factors), so the forward pass reads one layout whatever the
  * file stored. It knows nothing of contexts, kernels or attention.
  *
- * Ownership: heed_model owns the gguf_file (the mapping), the vocabulary and
- * the vector copies. Threads: read-only after heed_model_load.
+ * A model comes from a GGUF file (model.c) or a Hugging Face checkpoint
+ * folder (hf.c: config.json + safetensors). Both describe their tensors as a
+ * model_tensor, so one set of checks (model_bind_weights) binds either.
+ *
+ * Ownership: heed_model owns the gguf_file or the hf_model (the mappings),
+ * the vocabulary and the vector copies. Threads: read-only after
+ * heed_model_load.
  */
 #ifndef HEED_MODEL_H
 #define HEED_MODEL_H
@@ -20,6 +25,20 @@
 #include "tok.h"
 
 enum model_arch { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 };
+
+/* Named limits for hyperparameters read from a file (GGUF keys, config.json):
+ * far above any real model, low enough that products of them cannot overflow. */
+#define MODEL_MAX_LAYERS 1024
+#define MODEL_MAX_DIM (1 << 20)
+#define MODEL_MAX_HEADS 4096
+#define MODEL_MAX_CTX (1 << 24)
+#define MODEL_MAX_VOCAB (1 << 24)
+
+/* Weights at least this large are prefaulted with a progress bar when asked. */
+#define MODEL_PROGRESS_MIN_BYTES (64ull << 20)
+
+/* A checkpoint folder's files and config (hf.c); NULL for GGUF models. */
+typedef struct hf_model hf_model;
 
 /* A weight matrix: n_out rows of n_in elements of `type`, in the mapping. */
 typedef struct model_mat {
@@ -39,7 +58,8 @@ typedef struct model_layer {
 } model_layer;
 
 struct heed_model {
-    gguf_file *gguf;
+    gguf_file *gguf;     /* exactly one of gguf and hf is set */
+    hf_model *hf;
     tok_vocab *vocab;
     char *path;
     enum model_arch arch;
@@ -60,5 +80,61 @@ struct heed_model {
     bool tied_output;
     model_layer *layers; /* (n_layer) */
 };
+
+/* ------------------------------------------------ binding, for model.c and hf.c */
+
+/* A tensor as its file describes it, whatever the format. */
+typedef struct model_tensor {
+    const char *name;  /* the file's own name for it (for messages); NULL: the format has none */
+    const char *file;  /* the file holding it, for messages; NULL: the loader's file */
+    int type;          /* enum ggml_type */
+    int n_dims;        /* may exceed 4 (then ne holds the innermost 4) */
+    int64_t ne[GGUF_MAX_DIMS]; /* ne[0] is contiguous; unused dims are 1 */
+    bool outer_first;  /* messages print shapes outermost first, as the format does (safetensors) */
+    const void *data;
+} model_tensor;
+
+/* Where tensors come from: find() looks a tensor up by its GGUF name
+ * ("blk.3.attn_q.weight") and fills *t; when absent it returns false with
+ * t->name / t->file still naming what was looked for. */
+typedef struct model_source {
+    bool (*find)(void *ctx, const char *gguf_name, model_tensor *t);
+    void *ctx;
+    bool output_required; /* an untied output matrix must be present (else absent = tied) */
+} model_source;
+
+/*
+ * Binds every weight of the geometry already in *m (n_layer, n_embd, ...,
+ * n_vocab, arch) from src: presence, type and exact shape; matrices point
+ * into the source's mapping, vectors become owned f32 copies. rope_freqs is
+ * bound only if m->rope_freqs is still NULL. `file` names the source in
+ * messages that concern no single tensor. On failure the pointers bound so
+ * far stay in *m for heed_model_free. Returns HEED_OK or a negative code.
+ */
+int model_bind_weights(heed_model *m, const model_source *src, const char *file, char *err, size_t err_size);
+
+/* Touches every page of a mapping once so the first tokens do not stall on
+ * page faults, drawing a progress bar labelled `label` on stderr. */
+void model_prefault(const char *label, const void *map, uint64_t size);
+
+/* -------------------------------------------------- Hugging Face folders (hf.c) */
+
+/*
+ * Loads the checkpoint folder `dir` into *m (which heed_model_load has zeroed
+ * and given its path): config.json, the safetensors weights (one file or an
+ * index of shards) and the tokenizer. Sets m->hf first, so on failure
+ * heed_model_free(m) releases what was loaded. Same codes as heed_model_load.
+ */
+int hf_load(heed_model *m, const char *dir, const heed_model_params *params, char *err, size_t err_size);
+void hf_free(hf_model *h);
+
+uint64_t hf_file_size(const hf_model *h); /* total bytes of the weight files */
+/* config.json's top-level keys as metadata: "config.<key>" -> the value as text. */
+int hf_n_meta(const hf_model *h);
+const char *hf_meta_key(const hf_model *h, int i);
+int hf_meta_value(const hf_model *h, int i, char *buf, size_t size);
+/* Every tensor of every weight file, shards in order, each file in data order. */
+int hf_n_tensors(const hf_model *h);
+int hf_tensor(const hf_model *h, int i, heed_tensor_info *info);
 
 #endif

@@ -1,7 +1,9 @@
 /*
- * tok.c - the vocabulary of a GGUF model: loading, SentencePiece encoding,
- * decoding of SentencePiece and byte-level BPE tokens into bytes and display
- * labels, and the streaming UTF-8 assembler of the public API.
+ * tok.c - the vocabulary of a model: loading from GGUF, SentencePiece
+ * encoding, splitting special tokens out of text, decoding of SentencePiece
+ * and byte-level BPE tokens into bytes and display labels, and the
+ * streaming UTF-8 assembler of the public API. Byte-level BPE encoding and
+ * tokenizer.json live in tok_bpe.c.
  *
  * SentencePiece encoding reproduces the reference engine (llama.cpp's SPM
  * tokenizer) id for id, because heed must feed a model the same ids the
@@ -24,39 +26,12 @@
 #include <string.h>
 
 #include "heed.h"
-
-#define TOK_MAX_VOCAB (1 << 24) /* tokens in a vocabulary (real ones: < 300k) */
-#define TOK_MAX_PIECE (1 << 16) /* bytes in one piece */
-#define TOK_MAX_BLOB 0x7fffffffu /* bytes of all pieces together (offsets are u32) */
-#define TOK_MAX_TEXT (1 << 20)  /* bytes of text per tok_encode call (~250k tokens,
-                                 * beyond any context): the scratch is up to ~200
-                                 * bytes per input byte (a text of spaces) */
-#define TOK_MAX_EOG 8
+#include "tok_internal.h"
 
 /* "▁" (U+2581), SentencePiece's visible space */
 static const char SPM_SPACE[] = "\xe2\x96\x81";
 
-enum tok_kind { TOK_SPM, TOK_GPT2 };
-
-struct tok_vocab {
-    enum tok_kind kind;
-    int n_vocab;
-    char *blob;           /* every piece, NUL-terminated, back to back */
-    uint32_t *off;        /* (n_vocab) start of piece i in blob */
-    uint32_t *len;        /* (n_vocab) bytes of piece i (a piece may contain NUL) */
-    float *score;         /* (n_vocab) SPM merge priority, higher merges first; 0 without scores */
-    uint8_t *type;        /* (n_vocab) enum tok_type */
-    int32_t *slot;        /* (slot_mask + 1) open addressing, linear probing: id, or -1 */
-    uint32_t slot_mask;
-    int32_t byte_id[256]; /* SPM byte fallback: the token for each raw byte, or -1 */
-    int32_t bos, eos, eot, unk, pad; /* -1: none */
-    int32_t eog[TOK_MAX_EOG];        /* ids that end a generation */
-    int n_eog;
-    bool add_bos, add_space_prefix;
-};
-
-__attribute__((format(printf, 4, 5)))
-static int fail(int rc, char *err, size_t err_size, const char *fmt, ...) {
+int tok_fail(int rc, char *err, size_t err_size, const char *fmt, ...) {
     if (err && err_size) {
         va_list ap;
         va_start(ap, fmt);
@@ -115,7 +90,7 @@ static enum utf8_event utf8_offer(unsigned char *pend, int *n, unsigned char b) 
     return *n == utf8_seq_len(pend[0]) ? U8_CHAR : U8_HELD;
 }
 
-static bool utf8_valid(const char *s, size_t len) {
+bool tok_utf8_valid(const char *s, size_t len) {
     unsigned char pend[4];
     int n = 0;
     for (size_t i = 0; i < len; i++) {
@@ -233,7 +208,7 @@ static uint32_t hash_bytes(const char *s, size_t n) {
 static const char *piece_of(const tok_vocab *v, int32_t id) { return v->blob + v->off[id]; }
 
 /* The id of the piece s[0..n), or -1. */
-static int32_t vocab_find(const tok_vocab *v, const char *s, size_t n) {
+int32_t tok_find(const tok_vocab *v, const char *s, size_t n) {
     for (uint32_t i = hash_bytes(s, n) & v->slot_mask;; i = (i + 1) & v->slot_mask) {
         int32_t id = v->slot[i];
         if (id < 0) return -1;
@@ -275,39 +250,34 @@ static bool is_byte_piece(const char *s, size_t n, int *byte) {
 static int load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t es) {
     const char *key = "tokenizer.ggml.model";
     gguf_str m;
-    if (!gguf_find(f, key)) return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is missing", f->path, key);
+    if (!gguf_find(f, key)) return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is missing", f->path, key);
     if (!gguf_get_str(f, key, &m))
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a string", f->path, key);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a string", f->path, key);
     if (m.len == 5 && memcmp(m.ptr, "llama", 5) == 0) v->kind = TOK_SPM;
     else if (m.len == 4 && memcmp(m.ptr, "gpt2", 4) == 0) v->kind = TOK_GPT2;
     else
-        return fail(HEED_ERR_UNSUPPORTED, err, es,
-                    "%s: key '%s' is '%.*s': heed reads 'llama' (SentencePiece) and 'gpt2' (byte-level BPE)",
-                    f->path, key, (int)(m.len > 40 ? 40 : m.len), m.ptr);
+        return tok_fail(HEED_ERR_UNSUPPORTED, err, es,
+                        "%s: key '%s' is '%.*s': heed reads 'llama' (SentencePiece) and 'gpt2' (byte-level BPE)",
+                        f->path, key, (int)(m.len > 40 ? 40 : m.len), m.ptr);
     return HEED_OK;
 }
 
-/* Copies the pieces into one blob and builds the piece -> id table. */
-static int load_pieces(tok_vocab *v, const gguf_file *f, char *err, size_t es) {
-    const char *key = "tokenizer.ggml.tokens";
-    const gguf_kv *kv = gguf_find(f, key);
-    if (!kv) return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is missing", f->path, key);
-    if (kv->type != GGUF_ARRAY || kv->arr_type != GGUF_STRING || !kv->strs)
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not an array of strings", f->path, key);
-    if (kv->arr_n == 0 || kv->arr_n > TOK_MAX_VOCAB)
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' has %llu entries (allowed: 1..%d)", f->path,
-                    key, (unsigned long long)kv->arr_n, TOK_MAX_VOCAB);
-    int n = (int)kv->arr_n;
+int tok_set_pieces(tok_vocab *v, const gguf_str *pieces, uint64_t n_pieces, const char *where, char *err,
+                   size_t es) {
+    if (n_pieces == 0 || n_pieces > TOK_MAX_VOCAB)
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s has %llu entries (allowed: 1..%d)", where,
+                        (unsigned long long)n_pieces, TOK_MAX_VOCAB);
+    int n = (int)n_pieces;
     uint64_t total = 0;
     for (int i = 0; i < n; i++) {
-        if (kv->strs[i].len > TOK_MAX_PIECE)
-            return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s': token %d is %llu bytes long (limit %d)",
-                        f->path, key, i, (unsigned long long)kv->strs[i].len, TOK_MAX_PIECE);
-        total += kv->strs[i].len + 1;
+        if (pieces[i].len > TOK_MAX_PIECE)
+            return tok_fail(HEED_ERR_FORMAT, err, es, "%s: token %d is %llu bytes long (limit %d)", where, i,
+                            (unsigned long long)pieces[i].len, TOK_MAX_PIECE);
+        total += pieces[i].len + 1;
     }
     if (total > TOK_MAX_BLOB)
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s': %llu bytes of tokens is too much", f->path,
-                    key, (unsigned long long)total);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: %llu bytes of tokens is too much", where,
+                        (unsigned long long)total);
     uint32_t n_slot = 1;
     while (n_slot < 2u * (uint32_t)n) n_slot <<= 1; /* load factor <= 1/2 */
     v->n_vocab = n;
@@ -315,13 +285,13 @@ static int load_pieces(tok_vocab *v, const gguf_file *f, char *err, size_t es) {
     v->off = malloc((size_t)n * sizeof *v->off);
     v->len = malloc((size_t)n * sizeof *v->len);
     v->slot = malloc((size_t)n_slot * sizeof *v->slot);
-    if (!v->blob || !v->off || !v->len || !v->slot) return fail(HEED_ERR_NOMEM, err, es, "out of memory");
+    if (!v->blob || !v->off || !v->len || !v->slot) return tok_fail(HEED_ERR_NOMEM, err, es, "out of memory");
     v->slot_mask = n_slot - 1;
     memset(v->slot, 0xff, (size_t)n_slot * sizeof *v->slot);
     uint32_t pos = 0;
     for (int i = 0; i < n; i++) {
-        uint32_t len = (uint32_t)kv->strs[i].len;
-        if (len) memcpy(v->blob + pos, kv->strs[i].ptr, len);
+        uint32_t len = (uint32_t)pieces[i].len;
+        if (len) memcpy(v->blob + pos, pieces[i].ptr, len);
         v->blob[pos + len] = '\0';
         v->off[i] = pos;
         v->len[i] = len;
@@ -329,6 +299,17 @@ static int load_pieces(tok_vocab *v, const gguf_file *f, char *err, size_t es) {
         vocab_insert(v, i);
     }
     return HEED_OK;
+}
+
+static int load_pieces(tok_vocab *v, const gguf_file *f, char *err, size_t es) {
+    const char *key = "tokenizer.ggml.tokens";
+    const gguf_kv *kv = gguf_find(f, key);
+    if (!kv) return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is missing", f->path, key);
+    if (kv->type != GGUF_ARRAY || kv->arr_type != GGUF_STRING || !kv->strs)
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not an array of strings", f->path, key);
+    char where[512];
+    snprintf(where, sizeof where, "%s: key '%s'", f->path, key);
+    return tok_set_pieces(v, kv->strs, kv->arr_n, where, err, es);
 }
 
 /* An optional numeric array with one entry per token: NULL if absent. */
@@ -339,10 +320,10 @@ static int find_per_token(const gguf_file *f, const char *key, int n, const gguf
     if (!kv) return HEED_OK;
     if (kv->type != GGUF_ARRAY || kv->arr_type == GGUF_STRING || kv->arr_type == GGUF_ARRAY ||
         kv->arr_type == GGUF_BOOL)
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a numeric array", f->path, key);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a numeric array", f->path, key);
     if (kv->arr_n != (uint64_t)n)
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' has %llu entries, expected %d", f->path, key,
-                    (unsigned long long)kv->arr_n, n);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' has %llu entries, expected %d", f->path, key,
+                        (unsigned long long)kv->arr_n, n);
     *out = kv;
     return HEED_OK;
 }
@@ -355,16 +336,16 @@ static int load_scores_types(tok_vocab *v, const gguf_file *f, char *err, size_t
     if (rc) return rc;
     v->score = calloc((size_t)n, sizeof *v->score);
     v->type = malloc((size_t)n);
-    if (!v->score || !v->type) return fail(HEED_ERR_NOMEM, err, es, "out of memory");
+    if (!v->score || !v->type) return tok_fail(HEED_ERR_NOMEM, err, es, "out of memory");
     for (int i = 0; i < n; i++) {
         double d = 0;
         int64_t t = TOK_TYPE_NORMAL;
         if (scores && !gguf_arr_f64(scores, (uint64_t)i, &d))
-            return fail(HEED_ERR_FORMAT, err, es, "%s: key 'tokenizer.ggml.scores': entry %d unreadable",
-                        f->path, i);
+            return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key 'tokenizer.ggml.scores': entry %d unreadable",
+                            f->path, i);
         if (types && !gguf_arr_i64(types, (uint64_t)i, &t))
-            return fail(HEED_ERR_FORMAT, err, es,
-                        "%s: key 'tokenizer.ggml.token_type': entry %d unreadable", f->path, i);
+            return tok_fail(HEED_ERR_FORMAT, err, es,
+                            "%s: key 'tokenizer.ggml.token_type': entry %d unreadable", f->path, i);
         v->score[i] = d == d ? (float)d : -INFINITY; /* a NaN score would break the merge order */
         /* Unknown type values are read as normal text rather than refused. */
         v->type[i] = t >= TOK_TYPE_UNDEFINED && t <= TOK_TYPE_BYTE ? (uint8_t)t : TOK_TYPE_NORMAL;
@@ -386,14 +367,14 @@ static int load_id(const gguf_file *f, const char *key, int n, int32_t dflt, int
     *out = dflt < n ? dflt : -1;
     if (!gguf_find(f, key)) return HEED_OK;
     if (!gguf_get_i64(f, key, &val))
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not an integer", f->path, key);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not an integer", f->path, key);
     if (val == -1 || val == 0xffffffffLL) {
         *out = -1;
         return HEED_OK;
     }
     if (val < 0 || val >= n)
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is %lld, outside the vocabulary (0..%d)",
-                    f->path, key, (long long)val, n - 1);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is %lld, outside the vocabulary (0..%d)",
+                        f->path, key, (long long)val, n - 1);
     *out = (int32_t)val;
     return HEED_OK;
 }
@@ -402,7 +383,7 @@ static int load_bool(const gguf_file *f, const char *key, bool dflt, bool *out, 
     *out = dflt;
     if (!gguf_find(f, key)) return HEED_OK;
     if (!gguf_get_bool(f, key, out))
-        return fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a boolean", f->path, key);
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a boolean", f->path, key);
     return HEED_OK;
 }
 
@@ -416,11 +397,13 @@ static int load_specials(tok_vocab *v, const gguf_file *f, char *err, size_t es)
     if (!rc) rc = load_id(f, "tokenizer.ggml.eot_token_id", n, -1, &v->eot, err, es);
     if (!rc) rc = load_id(f, "tokenizer.ggml.unknown_token_id", n, spm ? 0 : -1, &v->unk, err, es);
     if (!rc) rc = load_id(f, "tokenizer.ggml.padding_token_id", n, -1, &v->pad, err, es);
-    if (!rc) rc = load_bool(f, "tokenizer.ggml.add_bos_token", spm, &v->add_bos, err, es);
+    /* Llama 3 GGUFs may omit add_bos_token: the reference engine then adds BOS */
+    bool dflt_bos = spm || (tok_bpe_default_add_bos(v->bpe) && v->bos >= 0);
+    if (!rc) rc = load_bool(f, "tokenizer.ggml.add_bos_token", dflt_bos, &v->add_bos, err, es);
     if (!rc) rc = load_bool(f, "tokenizer.ggml.add_space_prefix", spm, &v->add_space_prefix, err, es);
     if (!rc && v->add_bos && v->bos < 0)
-        rc = fail(HEED_ERR_FORMAT, err, es, "%s: key 'tokenizer.ggml.add_bos_token' is true but there is "
-                  "no BOS token", f->path);
+        rc = tok_fail(HEED_ERR_FORMAT, err, es, "%s: key 'tokenizer.ggml.add_bos_token' is true but there is "
+                      "no BOS token", f->path);
     return rc;
 }
 
@@ -431,8 +414,8 @@ static void init_byte_ids(tok_vocab *v) {
         char name[8];
         char one = (char)b;
         snprintf(name, sizeof name, "<0x%02X>", b);
-        int32_t id = vocab_find(v, name, 6);
-        if (id < 0) id = vocab_find(v, &one, 1);
+        int32_t id = tok_find(v, name, 6);
+        if (id < 0) id = tok_find(v, &one, 1);
         v->byte_id[b] = id >= 0 ? id : v->unk;
     }
 }
@@ -452,25 +435,91 @@ static void init_eog(tok_vocab *v) {
     add_eog(v, v->eot);
     if (v->kind != TOK_GPT2) return;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        int32_t id = vocab_find(v, names[i], strlen(names[i]));
+        int32_t id = tok_find(v, names[i], strlen(names[i]));
         if (id >= 0 && v->type[id] == TOK_TYPE_CONTROL) add_eog(v, id);
     }
+}
+
+/* Tokens that text may contain literally and that are split out of it
+ * before encoding, as in the reference engines: control and unknown tokens
+ * only when asked (parse_special), user-defined tokens always (Hugging Face
+ * splits every added token; the GPT-NeoX vocabulary's runs of spaces and
+ * its test vectors depend on it). */
+static bool splits_out(int type) {
+    return type == TOK_TYPE_CONTROL || type == TOK_TYPE_USER_DEFINED || type == TOK_TYPE_UNKNOWN;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Orders the special tokens by first byte, then longest first (so the
+ * first match at a position is the longest: leftmost-longest, as Hugging
+ * Face's added-token matcher), then by id. */
+static int init_special(tok_vocab *v, char *err, size_t es) {
+    int n = 0;
+    for (int i = 0; i < v->n_vocab; i++)
+        if (splits_out(v->type[i]) && v->len[i] > 0 && tok_utf8_valid(piece_of(v, i), v->len[i])) n++;
+    uint64_t *key = malloc((size_t)(n ? n : 1) * sizeof *key);
+    v->special = malloc((size_t)(n ? n : 1) * sizeof *v->special);
+    if (!key || !v->special) {
+        free(key);
+        return tok_fail(HEED_ERR_NOMEM, err, es, "out of memory");
+    }
+    n = 0;
+    for (int i = 0; i < v->n_vocab; i++) {
+        if (!splits_out(v->type[i]) || v->len[i] == 0 || !tok_utf8_valid(piece_of(v, i), v->len[i])) continue;
+        uint64_t first = (unsigned char)piece_of(v, i)[0];
+        key[n++] = first << 56 | (uint64_t)(0xffffffu - v->len[i]) << 32 | (uint32_t)i; /* len <= 2^16 */
+        if (v->type[i] == TOK_TYPE_USER_DEFINED) v->n_special_user++;
+    }
+    qsort(key, (size_t)n, sizeof *key, cmp_u64);
+    memset(v->special_at, 0, sizeof v->special_at);
+    for (int k = 0; k < n; k++) {
+        v->special[k] = (int32_t)(key[k] & 0xffffffffu);
+        v->special_at[(key[k] >> 56) + 1]++;
+    }
+    for (int b = 0; b < 256; b++) v->special_at[b + 1] += v->special_at[b];
+    v->n_special = n;
+    free(key);
+    return HEED_OK;
+}
+
+int tok_finish(tok_vocab *v, char *err, size_t es) {
+    init_byte_ids(v);
+    init_eog(v);
+    return init_special(v, err, es);
+}
+
+static int load_chat_template(tok_vocab *v, const gguf_file *f, char *err, size_t es) {
+    const char *key = "tokenizer.chat_template";
+    gguf_str t;
+    if (!gguf_find(f, key)) return HEED_OK;
+    if (!gguf_get_str(f, key, &t))
+        return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is not a string", f->path, key);
+    if (t.len > TOK_MAX_BLOB) return tok_fail(HEED_ERR_FORMAT, err, es, "%s: key '%s' is too long", f->path, key);
+    v->chat_template = malloc((size_t)t.len + 1);
+    if (!v->chat_template) return tok_fail(HEED_ERR_NOMEM, err, es, "out of memory");
+    memcpy(v->chat_template, t.ptr, (size_t)t.len);
+    v->chat_template[t.len] = '\0';
+    return HEED_OK;
 }
 
 tok_vocab *tok_load(const gguf_file *f, int *rc_out, char *err, size_t err_size) {
     int rc = HEED_OK;
     tok_vocab *v = calloc(1, sizeof *v);
     if (!v) {
-        rc = fail(HEED_ERR_NOMEM, err, err_size, "out of memory");
+        rc = tok_fail(HEED_ERR_NOMEM, err, err_size, "out of memory");
         goto done;
     }
     rc = load_kind(v, f, err, err_size);
     if (!rc) rc = load_pieces(v, f, err, err_size);
     if (!rc) rc = load_scores_types(v, f, err, err_size);
+    if (!rc && v->kind == TOK_GPT2) rc = tok_bpe_load(v, f, err, err_size);
     if (!rc) rc = load_specials(v, f, err, err_size);
-    if (rc) goto done;
-    init_byte_ids(v);
-    init_eog(v);
+    if (!rc) rc = load_chat_template(v, f, err, err_size);
+    if (!rc) rc = tok_finish(v, err, err_size);
 done:
     if (rc_out) *rc_out = rc;
     if (rc) {
@@ -488,17 +537,22 @@ void tok_free(tok_vocab *v) {
     free(v->score);
     free(v->type);
     free(v->slot);
+    free(v->special);
+    free(v->chat_template);
+    tok_bpe_free(v->bpe);
     free(v);
 }
 
 int tok_n_vocab(const tok_vocab *v) { return v->n_vocab; }
 const char *tok_model_name(const tok_vocab *v) { return v->kind == TOK_SPM ? "llama" : "gpt2"; }
-bool tok_can_encode(const tok_vocab *v) { return v->kind == TOK_SPM; }
+bool tok_can_encode(const tok_vocab *v) { return v->kind == TOK_SPM || v->bpe != NULL; }
+const char *tok_encode_refusal(const tok_vocab *v) { return tok_can_encode(v) ? NULL : v->refusal; }
 int32_t tok_bos(const tok_vocab *v) { return v->bos; }
 int32_t tok_eos(const tok_vocab *v) { return v->eos; }
 int32_t tok_eot(const tok_vocab *v) { return v->eot; }
 bool tok_add_bos(const tok_vocab *v) { return v->add_bos; }
 bool tok_add_space_prefix(const tok_vocab *v) { return v->kind == TOK_SPM && v->add_space_prefix; }
+const char *tok_chat_template(const tok_vocab *v) { return v->chat_template; }
 
 /* ------------------------------------------------------ SentencePiece encode */
 
@@ -559,7 +613,7 @@ static spm_pair heap_pop(spm_work *w) {
 static void spm_try_pair(spm_work *w, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     uint32_t n = w->sym[left].n + w->sym[right].n;
-    int32_t id = vocab_find(w->v, w->text + w->sym[left].off, n);
+    int32_t id = tok_find(w->v, w->text + w->sym[left].off, n);
     if (id < 0) return;
     spm_pair p = {w->v->score[id], left, right, n};
     heap_push(w, p);
@@ -598,7 +652,7 @@ static size_t spm_escape(const char *text, size_t len, bool prefix, char *out) {
     return n;
 }
 
-static void emit_id(int32_t id, int32_t *ids, int n_max, int *n_tok) {
+void tok_emit(int32_t id, int32_t *ids, int n_max, int *n_tok) {
     if (*n_tok < n_max) ids[*n_tok] = id;
     (*n_tok)++;
 }
@@ -607,15 +661,15 @@ static void emit_id(int32_t id, int32_t *ids, int n_max, int *n_tok) {
 static int spm_emit(const spm_work *w, int32_t *ids, int n_max, int *n_tok) {
     for (int32_t i = 0; i >= 0; i = w->sym[i].next) {
         const spm_sym *s = &w->sym[i];
-        int32_t id = vocab_find(w->v, w->text + s->off, s->n);
+        int32_t id = tok_find(w->v, w->text + s->off, s->n);
         if (id >= 0) {
-            emit_id(id, ids, n_max, n_tok);
+            tok_emit(id, ids, n_max, n_tok);
             continue;
         }
         for (uint32_t k = 0; k < s->n; k++) {
             int32_t b = w->v->byte_id[(unsigned char)w->text[s->off + k]];
             if (b < 0) return HEED_ERR_TOKENIZER; /* no byte tokens and no <unk> */
-            emit_id(b, ids, n_max, n_tok);
+            tok_emit(b, ids, n_max, n_tok);
         }
     }
     return HEED_OK;
@@ -652,27 +706,73 @@ done:
     return rc;
 }
 
+/* Encodes a run of text that holds no special token. */
+static int encode_run(const tok_vocab *v, const char *text, size_t len, int32_t *ids, int n_max, int *n_tok) {
+    if (v->kind == TOK_GPT2) return tok_bpe_encode(v, text, len, ids, n_max, n_tok);
+    return spm_encode(v, text, len, ids, n_max, n_tok);
+}
+
+/* The special token that starts s[0..n) (the longest one), or -1. */
+static int32_t special_at(const tok_vocab *v, const char *s, size_t n, bool parse_special) {
+    unsigned char b = (unsigned char)s[0];
+    for (int k = v->special_at[b]; k < v->special_at[b + 1]; k++) {
+        int32_t id = v->special[k];
+        if (!parse_special && v->type[id] != TOK_TYPE_USER_DEFINED) continue;
+        if (v->len[id] <= n && memcmp(piece_of(v, id), s, v->len[id]) == 0) return id;
+    }
+    return -1;
+}
+
+/* Splits the special tokens out of the text, leftmost-longest, and encodes
+ * the runs between them. Each run is encoded on its own, as the reference
+ * engine does (for SentencePiece each run gets the space prefix). */
+static int encode_text(const tok_vocab *v, const char *text, size_t len, bool parse_special, int32_t *ids,
+                       int n_max, int *n_tok) {
+    if (!parse_special && v->n_special_user == 0) return encode_run(v, text, len, ids, n_max, n_tok);
+    size_t run = 0; /* start of the text not yet encoded */
+    for (size_t pos = 0; pos < len;) {
+        int32_t id = special_at(v, text + pos, len - pos, parse_special);
+        if (id < 0) {
+            pos++;
+            continue;
+        }
+        if (pos > run) {
+            int rc = encode_run(v, text + run, pos - run, ids, n_max, n_tok);
+            if (rc) return rc;
+        }
+        tok_emit(id, ids, n_max, n_tok);
+        pos += v->len[id];
+        run = pos;
+    }
+    return run < len ? encode_run(v, text + run, len - run, ids, n_max, n_tok) : HEED_OK;
+}
+
 /*
  * Returns the token count (which may exceed n_max; ids gets the first
  * n_max), or HEED_ERR_INVALID_ARG (NULL arguments, invalid UTF-8, text
- * longer than TOK_MAX_TEXT), HEED_ERR_TOKENIZER (byte-level BPE; add_bos
- * without a BOS token; a character with neither a piece nor a byte token
- * nor <unk>), HEED_ERR_NOMEM.
+ * longer than TOK_MAX_TEXT), HEED_ERR_TOKENIZER (a vocabulary heed cannot
+ * encode; add_bos without a BOS token; a character with neither a piece
+ * nor a byte token nor <unk>), HEED_ERR_NOMEM.
  */
-int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max) {
+int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                  int32_t *ids, int n_max) {
     if (!v || (!text && len) || (!ids && n_max > 0) || len > TOK_MAX_TEXT) return HEED_ERR_INVALID_ARG;
     if (!tok_can_encode(v)) return HEED_ERR_TOKENIZER;
-    if (!utf8_valid(text, len)) return HEED_ERR_INVALID_ARG;
+    if (!tok_utf8_valid(text, len)) return HEED_ERR_INVALID_ARG;
     if (n_max < 0) n_max = 0;
     int n_tok = 0;
     if (add_bos) {
         if (v->bos < 0) return HEED_ERR_TOKENIZER;
-        emit_id(v->bos, ids, n_max, &n_tok);
+        tok_emit(v->bos, ids, n_max, &n_tok);
     }
     /* empty text: no tokens, and no space prefix either (as the reference) */
     if (len == 0) return n_tok;
-    int rc = spm_encode(v, text, len, ids, n_max, &n_tok);
+    int rc = encode_text(v, text, len, parse_special, ids, n_max, &n_tok);
     return rc ? rc : n_tok;
+}
+
+int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max) {
+    return tok_encode_ex(v, text, len, add_bos, false, ids, n_max);
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -685,7 +785,7 @@ const char *tok_piece(const tok_vocab *v, int32_t id) {
 /* GPT-2's bytes_to_unicode maps the printable bytes ('!'..'~', '¡'..'¬',
  * '®'..'ÿ') to themselves and the other 68 bytes, in increasing order, to
  * U+0100..U+0143. The inverse: the byte of code point cp, or -1. */
-static int gpt2_byte_of(uint32_t cp) {
+int tok_gpt2_byte_of(uint32_t cp) {
     if ((cp >= 0x21 && cp <= 0x7e) || (cp >= 0xa1 && cp <= 0xac) || (cp >= 0xae && cp <= 0xff))
         return (int)cp;
     if (cp < 0x100 || cp > 0x143) return -1;
@@ -712,7 +812,7 @@ static void gpt2_decode_text(const char *p, size_t n, byte_sink *k) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         int len = utf8_decode(s + i, n - i, &cp);
-        int b = len ? gpt2_byte_of(cp) : -1;
+        int b = len ? tok_gpt2_byte_of(cp) : -1;
         if (len == 0) len = 1; /* a corrupt piece: pass the byte on as is */
         if (b >= 0) {
             unsigned char c = (unsigned char)b;

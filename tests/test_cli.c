@@ -200,22 +200,82 @@ static void test_long_context_cut(void **state) {
     free(e);
 }
 
-static void test_bpe_model_refuses_text(void **state) {
+static void test_bpe_model_text_and_ids(void **state) {
     char buf[512];
     const char *p = tu_shared("models/tiny-llama3.gguf", buf, sizeof buf);
     if (!p) skip();
     char args[1024];
-    snprintf(args, sizeof args, "generate -m %s -p hello", p);
-    expect_err(args, 1, "--ids");
-    snprintf(args, sizeof args, "generate -m %s --ids 128000,9906,1917 -n 4 --json", p);
+    /* text and the equivalent ids give the same prompt */
+    snprintf(args, sizeof args, "generate -m %s -p 'Hello world' -n 4 --json --attention none", p);
     assert_int_equal(run(args), 0);
     json_error_t je;
+    json_t *a = json_load_file(out_path, 0, &je);
+    assert_non_null(a);
+    snprintf(args, sizeof args, "generate -m %s --ids 128000,9906,1917 -n 4 --json", p);
+    assert_int_equal(run(args), 0);
     json_t *o = json_load_file(out_path, 0, &je);
     assert_non_null(o);
+    assert_ids(json_object_get(a, "prompt_ids"), json_object_get(o, "prompt_ids"));
+    assert_ids(json_object_get(a, "output_ids"), json_object_get(o, "output_ids"));
     json_t *tok = json_object_get(o, "tokens");
     assert_string_equal(json_string_value(json_object_get(json_array_get(tok, 0), "label")), "[BOS]");
     assert_string_equal(json_string_value(json_object_get(json_array_get(tok, 1), "label")), "Hello");
     assert_string_equal(json_string_value(json_object_get(json_array_get(tok, 2), "label")), " world");
+    json_decref(o);
+    json_decref(a);
+}
+
+static void test_chat_and_tokenize(void **state) {
+    char buf[512];
+    const char *p = tu_shared("models/tiny-qwen2.gguf", buf, sizeof buf);
+    if (!p) skip();
+    char args[1024];
+    snprintf(args, sizeof args, "generate -m %s --chat --system 'Be brief.' -p Hi -n 2 --json --attention none", p);
+    assert_int_equal(run(args), 0);
+    json_error_t je;
+    json_t *o = json_load_file(out_path, 0, &je);
+    assert_non_null(o);
+    json_t *ids = json_object_get(o, "prompt_ids");
+    assert_int_equal(json_integer_value(json_array_get(ids, 0)), 151644); /* <|im_start|> */
+    json_decref(o);
+    snprintf(args, sizeof args, "tokenize -m %s --json '<|im_start|>x'", p);
+    assert_int_equal(run(args), 0);
+    o = json_load_file(out_path, 0, &je);
+    assert_non_null(o);
+    assert_true(json_integer_value(json_array_get(json_object_get(o, "ids"), 0)) != 151644); /* not parsed */
+    json_decref(o);
+    snprintf(args, sizeof args, "tokenize -m %s --json --special '<|im_start|>x'", p);
+    assert_int_equal(run(args), 0);
+    o = json_load_file(out_path, 0, &je);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "ids"), 0)), 151644);
+    json_decref(o);
+    expect_err("generate --chat -p hi", 1, "no chat template");
+    expect_err("generate --system x -p hi", 2, "--system needs --chat");
+    expect_err("tokenize", 2, "needs a TEXT");
+}
+
+static void test_tokenize_bundled(void **state) {
+    assert_int_equal(run("tokenize 'Once upon a time'"), 0);
+    char *o = slurp(out_path);
+    assert_non_null(strstr(o, "5 tokens"));
+    assert_non_null(strstr(o, "[BOS]"));
+    assert_non_null(strstr(o, "▁Once"));
+    free(o);
+}
+
+static void test_hf_folder(void **state) {
+    char buf[512];
+    const char *p = tu_shared("models/hf-tiny-llama3", buf, sizeof buf);
+    if (!p) skip();
+    char args[1024];
+    snprintf(args, sizeof args, "generate -m %s -p 'Hello world' -n 3 --json --attention none", p);
+    assert_int_equal(run(args), 0);
+    json_error_t je;
+    json_t *o = json_load_file(out_path, 0, &je);
+    assert_non_null(o);
+    json_t *ids = json_object_get(o, "prompt_ids");
+    assert_int_equal(json_array_size(ids), 3);
+    assert_int_equal(json_integer_value(json_array_get(ids, 0)), 128000);
     json_decref(o);
 }
 
@@ -239,7 +299,10 @@ int main(void) {
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_long_context_cut),
-        cmocka_unit_test(test_bpe_model_refuses_text),
+        cmocka_unit_test(test_bpe_model_text_and_ids),
+        cmocka_unit_test(test_chat_and_tokenize),
+        cmocka_unit_test(test_tokenize_bundled),
+        cmocka_unit_test(test_hf_folder),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     remove(out_path);

@@ -1,7 +1,8 @@
 /*
  * Tests of the tokenizer (src/tok.c): the bundled stories260K vocabulary,
  * llama.cpp's tokenizer test vectors in ../shared/vocab (SentencePiece
- * encode + decode, byte-level BPE decode), hand-made vocabularies for the
+ * encode + decode, byte-level BPE decode; BPE encoding is in
+ * test_tok_bpe.c), labels of each family, hand-made vocabularies for the
  * merge rules and the load errors, the streaming UTF-8 assembler, and a
  * bounded random loop.
  */
@@ -353,10 +354,9 @@ static void check_gpt2_decode(const char *name) {
     assert_int_equal(n, 46);
     loaded l = load_path(path);
     assert_string_equal(tok_model_name(l.v), "gpt2");
-    assert_false(tok_can_encode(l.v));
+    assert_true(tok_can_encode(l.v)); /* encoding: tests/test_tok_bpe.c */
+    assert_null(tok_encode_refusal(l.v));
     assert_false(tok_add_space_prefix(l.v));
-    int32_t ids[4];
-    assert_int_equal(tok_encode(l.v, "hi", 2, false, ids, 4), HEED_ERR_TOKENIZER);
     static char text[8 * MAX_IDS];
     int pass = 0;
     for (int i = 0; i < n; i++) {
@@ -414,6 +414,65 @@ static void test_gpt2_labels(void **state) {
     assert_true(tok_is_eog(l.v, 128009)); /* <|eot_id|> is a control token */
     assert_false(tok_is_eog(l.v, 128000));
     unload(&l);
+}
+
+/* Labels of the Llama 3, Qwen2 and SmolLM2 vocabularies: the byte
+ * alphabet decoded ('Ġ' a space, 'Ċ' a visible newline), BOS/EOS by the
+ * vocabulary's own ids, every token labelled as valid UTF-8 and none
+ * "[EMPTY]" (no real piece is empty). */
+typedef struct family_labels {
+    const char *model;
+    int32_t bos, eos;
+    const char *bos_piece, *eos_piece;
+} family_labels;
+
+static void check_family_labels(const family_labels *fam) {
+    char rel[128], path[512];
+    snprintf(rel, sizeof rel, "models/%s.gguf", fam->model);
+    if (!tu_shared(rel, path, sizeof path)) skip();
+    loaded l = load_path(path);
+    assert_int_equal(tok_bos(l.v), fam->bos);
+    assert_int_equal(tok_eos(l.v), fam->eos);
+    assert_string_equal(tok_piece(l.v, fam->bos), fam->bos_piece);
+    assert_string_equal(tok_piece(l.v, fam->eos), fam->eos_piece);
+    assert_label(l.v, fam->bos, "[BOS]");
+    assert_label(l.v, fam->eos, "[EOS]");
+    assert_label(l.v, find_piece(l.v, "\xc4\xa0"), " ");       /* Ġ */
+    assert_label(l.v, find_piece(l.v, "\xc4\x8a"), "\\n");     /* Ċ */
+    assert_label(l.v, find_piece(l.v, "\xc4\x89"), "\\t");     /* ĉ */
+    assert_label(l.v, find_piece(l.v, "\xc4\xa0the"), " the");
+    assert_label(l.v, find_piece(l.v, "\xc4\x8a\xc4\x8a"), "\\n\\n");
+    char buf[8];
+    assert_int_equal(tok_bytes(l.v, fam->bos, buf, sizeof buf), 0); /* control: no bytes */
+    assert_true(tok_is_eog(l.v, fam->eos));
+    int n_empty = 0;
+    for (int32_t id = 0; id < tok_n_vocab(l.v); id++) {
+        char lab[512];
+        int m = tok_label(l.v, id, lab, sizeof lab);
+        assert_true(m > 0 && m < (int)sizeof lab);
+        assert_true(valid_utf8((const unsigned char *)lab, (size_t)m));
+        n_empty += strcmp(lab, "[EMPTY]") == 0;
+    }
+    assert_int_equal(n_empty, 0);
+    unload(&l);
+}
+
+static void test_labels_llama3(void **state) {
+    (void)state;
+    const family_labels f = {"tiny-llama3", 128000, 128001, "<|begin_of_text|>", "<|end_of_text|>"};
+    check_family_labels(&f);
+}
+
+static void test_labels_qwen2(void **state) {
+    (void)state;
+    const family_labels f = {"tiny-qwen2", 151643, 151645, "<|endoftext|>", "<|im_end|>"};
+    check_family_labels(&f);
+}
+
+static void test_labels_smollm2(void **state) {
+    (void)state;
+    const family_labels f = {"tiny-smollm2", 1, 2, "<|im_start|>", "<|im_end|>"};
+    check_family_labels(&f);
 }
 
 static void test_load_time(void **state) {
@@ -676,6 +735,11 @@ static void test_labels_handmade(void **state) {
     assert_label(m.v, 7, "日");     /* outside the byte alphabet: as is */
     assert_label(m.v, 8, "\xe2\x96\x81x");
     assert_label(m.v, 9, "é");      /* bytes C3 A9 */
+    /* no merges: it decodes but cannot encode, and says why */
+    assert_false(tok_can_encode(m.v));
+    assert_non_null(strstr(tok_encode_refusal(m.v), "mem.gguf: key 'tokenizer.ggml.merges' is missing"));
+    int32_t ids[4];
+    assert_int_equal(tok_encode(m.v, "hello", 5, false, ids, 4), HEED_ERR_TOKENIZER);
     assert_true(tok_is_eog(m.v, 0)); /* <|endoftext|> is control */
     assert_true(tok_is_eog(m.v, 1));
     assert_false(tok_is_eog(m.v, 2));
@@ -946,6 +1010,9 @@ int main(void) {
         cmocka_unit_test(test_gpt2_decode_llama_bpe),
         cmocka_unit_test(test_gpt2_decode_others),
         cmocka_unit_test(test_gpt2_labels),
+        cmocka_unit_test(test_labels_llama3),
+        cmocka_unit_test(test_labels_qwen2),
+        cmocka_unit_test(test_labels_smollm2),
         cmocka_unit_test(test_load_time),
         cmocka_unit_test(test_spm_merge_rules),
         cmocka_unit_test(test_spm_duplicate_piece),

@@ -1,0 +1,44 @@
+/*
+ * chat - chat templates: messages -> the prompt text an instruct model was
+ * trained on.
+ *
+ * A model ships its template as a Jinja string (tokenizer.chat_template in
+ * GGUF, chat_template in tokenizer_config.json). heed does not run Jinja: it
+ * recognises the families it knows by their marker strings and renders them
+ * natively. Known: Llama 3 (and the 3.1+ "Cutting Knowledge Date" system
+ * preamble), ChatML (Qwen, SmolLM; a literal default system message in the
+ * template is honoured), Llama 2 ([INST] with <<SYS>>), Mistral ([INST]).
+ *
+ * The rendered text contains special-token strings (<|eot_id|>, <s>, ...)
+ * and must be tokenized with special-token parsing on. Pure functions, no
+ * allocation; threads: any.
+ */
+#ifndef HEED_CHAT_H
+#define HEED_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "heed.h"
+
+enum chat_kind { CHAT_NONE, CHAT_LLAMA3, CHAT_CHATML, CHAT_LLAMA2, CHAT_MISTRAL };
+
+#define CHAT_MAX_DEFAULT_SYSTEM 512
+
+typedef struct chat_style {
+    enum chat_kind kind;
+    bool llama31_preamble; /* Llama 3.1+: system text starts with the knowledge-date lines */
+    char default_system[CHAT_MAX_DEFAULT_SYSTEM]; /* ChatML: used when no system message is given */
+} chat_style;
+
+/* Recognises a template string (NULL or unknown -> CHAT_NONE). */
+void chat_detect(const char *tmpl, chat_style *out);
+const char *chat_kind_name(enum chat_kind kind); /* "llama3", "chatml", "llama2", "mistral", NULL */
+
+/* Renders messages (roles "system", "user", "assistant") into buf with
+ * snprintf semantics: returns the full length, or HEED_ERR_INVALID_ARG for
+ * an unknown role, a NULL content, or CHAT_NONE. */
+int chat_render(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
+                size_t size);
+
+#endif
