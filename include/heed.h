@@ -115,11 +115,13 @@ int heed_model_tensor(const heed_model *model, int i, heed_tensor_info *info);
 /* -------------------------------------------------------------- tokenizer */
 
 /*
- * Encodes UTF-8 text. Special-token strings in the text are never parsed.
- * Writes at most n_max ids and returns the number of tokens the text has
- * (which may exceed n_max: call again with a larger buffer), or
- * HEED_ERR_TOKENIZER for a vocabulary heed cannot encode yet (byte-level BPE:
- * use ids), HEED_ERR_INVALID_ARG for invalid UTF-8.
+ * Encodes UTF-8 text as the model was trained: SentencePiece or byte-level
+ * BPE with the model's pre-tokenizer. Special-token strings such as
+ * "<|eot_id|>" are not parsed (see heed_tokenize_flags). Writes at most n_max
+ * ids and returns the number of tokens the text has (which may exceed n_max:
+ * call again with a larger buffer), or HEED_ERR_TOKENIZER for a vocabulary
+ * heed cannot encode (an unknown pre-tokenizer: use ids),
+ * HEED_ERR_INVALID_ARG for invalid UTF-8.
  */
 int heed_tokenize(const heed_model *model, const char *text, size_t len, bool add_bos, int32_t *ids,
                   int n_max);

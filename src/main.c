@@ -331,7 +331,7 @@ static int run_generate(const gen_opts *o) {
     } else {
         if (!info.can_tokenize) {
             fprintf(stderr,
-                    "heed: %s has a %s (byte-level BPE) vocabulary, which heed cannot encode yet; "
+                    "heed: %s has a %s vocabulary heed cannot encode (unknown pre-tokenizer); "
                     "pass the prompt as token ids with --ids\n", info.path, info.tokenizer);
             goto done;
         }

@@ -5,7 +5,8 @@
  *
  * The stories260K files are committed in tests/fixtures (with the bundled
  * model), so the core check runs on a bare clone. The tiny-* models live in
- * ../shared; without it those cases say SKIP.
+ * ../shared; without it those cases say SKIP. Every case starts from the
+ * golden prompt text, so the tokenizers are checked too.
  */
 #include <jansson.h>
 #include <math.h>
@@ -219,7 +220,7 @@ static void shared_case(const char *model, const char *golden) {
     const char *mp = tu_shared(model, mb, sizeof mb);
     const char *gp = mp ? tu_shared(golden, gb, sizeof gb) : NULL;
     if (!mp || !gp) skip();
-    run_golden(gp, mp, false);
+    run_golden(gp, mp, true); /* the golden prompt as text: tokenizer included */
 }
 
 #define SHARED_CASE(fn, model, stem)                                                                       \
