@@ -349,6 +349,255 @@ void heed_sampler_accept(heed_sampler *s, const int32_t *ids, int n);
  * model's probabilities. Returns the number written (min(k, n_vocab)). */
 int heed_top_candidates(const float *logits, int n_vocab, int k, heed_candidate *out);
 
+/* ================================================== runs and analysis
+ *
+ * A recording (heed_run) of one generation: model identity, parameters,
+ * prompt and output ids with labels, per step the choice, its log-prob, the
+ * best candidates and the entropy, the logit lens, and attention in tiers
+ * (docs/RUN_FORMAT.md):
+ *   exact   post-RoPE q and k of every layer: any row is recomputed exactly
+ *           on demand, without the model;
+ *   summary top-k sources per (query, layer, head), fp16 head-mean rows;
+ *   full    every f32 probability, while under a size limit.
+ * Views (docs/ANALYSIS.md) read a run; a run loaded from a file needs no model.
+ *
+ * Threads: a recorder and a run are used by one thread at a time (views use
+ * the run's own thread pool internally).
+ */
+
+typedef struct heed_run heed_run;
+typedef struct heed_recorder heed_recorder;
+
+typedef struct heed_recorder_params {
+    int attn_top_k;          /* top sources kept per query, layer and head (32); 0: none */
+    bool keep_qk;            /* keep q and k for exact views (true) */
+    bool keep_head_mean;     /* fp16 head-mean rows per layer (true) */
+    size_t full_limit_bytes; /* full probabilities while they fit (256 MB); 0: never */
+    int n_cand;              /* candidates per step (20, at most 256) */
+    int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
+    int n_threads;           /* threads for the summaries while recording and for views; 0: all cores */
+    /* recorded as given, for the record only: */
+    heed_sampler_params sampler;
+    int n_predict;
+    const char *prompt_text; /* may be NULL (prompt given as ids) */
+} heed_recorder_params;
+
+heed_recorder_params heed_recorder_default_params(void);
+
+/*
+ * Creates a recorder and installs its hook on ctx (heed_ctx_set_attn_hook):
+ * a context has one hook, so this replaces any other, and
+ * heed_recorder_finish / heed_recorder_free remove it. ctx must be fresh
+ * (heed_ctx_n_past == 0). model and ctx must outlive the recorder. Returns
+ * HEED_OK, HEED_ERR_INVALID_ARG or HEED_ERR_NOMEM; the caller owns *out.
+ *
+ * Use:  heed_recorder_begin(rec, prompt, n);  heed_decode(ctx, prompt, n);
+ *       loop { heed_sampler_sample(..., &s);  heed_recorder_step(rec, &s, logits);
+ *              stop?  heed_decode(ctx, &s.id, 1); }
+ *       heed_recorder_finish(rec, &run);
+ */
+int heed_recorder_new(const heed_model *model, heed_ctx *ctx, const heed_recorder_params *params,
+                      heed_recorder **out);
+void heed_recorder_free(heed_recorder *rec);
+
+/* Records the prompt, before it is decoded. HEED_OK, HEED_ERR_INVALID_ARG. */
+int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n);
+
+/* Records one generated token: s from heed_sampler_sample on `logits` (the
+ * context's logits). Computes the candidates and the logit lens, so it must
+ * come before the next heed_decode. HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_NOMEM (also when an allocation inside the hook had failed). */
+int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *logits);
+
+/* Ends the recording: removes the hook and moves everything into *out (the
+ * caller owns it: heed_run_free). The recorder can then only be freed. */
+int heed_recorder_finish(heed_recorder *rec, heed_run **out);
+
+/* Writes the run (format: docs/RUN_FORMAT.md). HEED_OK, HEED_ERR_IO. */
+int heed_run_save(const heed_run *run, const char *path, char *err, size_t err_size);
+/* Reads and checks a run; errors name the file and the field. HEED_OK,
+ * HEED_ERR_IO, HEED_ERR_FORMAT (corrupt, truncated, checksum),
+ * HEED_ERR_UNSUPPORTED (unknown version), HEED_ERR_NOMEM. */
+int heed_run_load(const char *path, heed_run **out, char *err, size_t err_size);
+void heed_run_free(heed_run *run);
+
+typedef struct heed_run_info {
+    const char *model_file;  /* file name of the model, without directories */
+    const char *model_arch;
+    const char *model_name;
+    uint64_t model_size;     /* bytes */
+    uint64_t meta_hash;      /* FNV-1a 64 over the metadata keys and values */
+    int n_layer, n_head, n_head_kv, head_dim, n_embd, n_vocab;
+    int32_t bos, eos, eot;   /* -1 where none */
+    int n_prompt, n_output;
+    int n_pos;               /* positions with attention: n_prompt + n_output - 1 */
+    heed_sampler_params sampler;
+    int n_predict, n_ctx;
+    const char *prompt_text; /* "" when the prompt was given as ids */
+    int n_cand, lens_top_k, attn_top_k;
+    bool has_qk, has_topk, has_head_mean, has_full, eog; /* eog: stopped at an end token */
+    uint64_t attn_bytes;     /* attention data held in memory */
+} heed_run_info;
+
+void heed_run_get_info(const heed_run *run, heed_run_info *info);
+
+/* Token i of prompt then output (0 .. n_prompt+n_output-1): id and display
+ * label (owned by the run). HEED_OK or HEED_ERR_INVALID_ARG. */
+int heed_run_token(const heed_run *run, int i, int32_t *id, const char **label);
+
+typedef struct heed_run_step {
+    int32_t id;
+    float prob, logprob, entropy;
+    int n_cand;
+    const heed_candidate *cand; /* best first; owned by the run */
+} heed_run_step;
+
+int heed_run_get_step(const heed_run *run, int t, heed_run_step *out);
+
+/* Logit lens of step t at layer l: *n_out (lens_top_k) ids and
+ * probabilities, best first; pointers owned by the run. HEED_OK,
+ * HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (recorded without a lens). The
+ * lens matches the final choice when ids[0] == the step's id. */
+int heed_run_lens(const heed_run *run, int t, int layer, const int32_t **ids, const float **probs, int *n_out);
+
+/* ---- attention views; positions are query positions 0 .. n_pos-1. Step t
+ * (0-based output token t) was chosen by query position n_prompt - 1 + t. */
+
+typedef enum heed_agg { HEED_AGG_MEAN = 0, HEED_AGG_MAX = 1 } heed_agg;
+
+/* Which heads to combine: layers x heads (NULL lists = all), and how. */
+typedef struct heed_attn_sel {
+    const int *layers;
+    int n_layers;
+    const int *heads;
+    int n_heads;
+    heed_agg agg;
+} heed_attn_sel;
+
+/* All layers, all heads, mean. */
+heed_attn_sel heed_attn_sel_all(void);
+
+/* Row of query position pos: out[0..pos]. Exact (full tier or q/k); without
+ * them the mean over all heads falls back to the fp16 head-mean rows.
+ * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
+int heed_run_attn_row(heed_run *run, const heed_attn_sel *sel, int pos, float *out);
+/* Column of key position key: out[i] = attention of query key+i to key, for
+ * i = 0 .. n_pos-1-key. Same returns. */
+int heed_run_attn_col(heed_run *run, const heed_attn_sel *sel, int key, float *out);
+/* Dense n_pos x n_pos matrix, row-major, zeros above the diagonal. */
+int heed_run_attn_matrix(heed_run *run, const heed_attn_sel *sel, float *out);
+
+/* Options of the visualizer's step view. */
+enum {
+    HEED_VIEW_KEEP_BOS = 1, /* keep BOS (position 0 when it is the BOS id) as a source */
+    HEED_VIEW_DROP_EOG = 2, /* also remove end-of-generation tokens inside the prompt */
+};
+
+/* Step t as the visualizer shows it: attention to the prompt (in[0..n_prompt))
+ * and to earlier outputs (out[0..t)) normalized separately to sum 1
+ * (weight / (sum + 1e-8)); BOS removed unless HEED_VIEW_KEEP_BOS (entry 0.0).
+ * *in_mass / *out_mass (may be NULL) get the raw masses before
+ * normalization (after removals). Same returns as heed_run_attn_row. */
+int heed_run_step_view(heed_run *run, const heed_attn_sel *sel, int t, unsigned flags, float *in, float *out,
+                       float *in_mass, float *out_mass);
+
+typedef struct heed_edge {
+    int src;      /* key position */
+    float weight;
+} heed_edge;
+
+/* Sources of query pos with weight >= threshold, heaviest first (ties:
+ * lower position), at most top_k of them (0: no limit) and at most n_max
+ * written. Returns the number written or a negative code. */
+int heed_run_edges(heed_run *run, const heed_attn_sel *sel, int pos, float threshold, int top_k,
+                   heed_edge *out, int n_max);
+
+#define HEED_FINGERPRINT_DIM 20
+
+typedef enum heed_zone {
+    HEED_ZONE_NONE = 0,            /* no attention beyond the sink (position 0) */
+    HEED_ZONE_SYNTAX_FLOOR = 1,    /* mostly local (distance <= 7) */
+    HEED_ZONE_SEMANTIC_BRIDGE = 2, /* mostly mid (8 .. 255) */
+    HEED_ZONE_STRUCTURE_RIPPLE = 3 /* mostly long (>= 256) */
+} heed_zone;
+
+typedef struct heed_token_stats {
+    float entropy;         /* nats */
+    float sink;            /* mass on position 0 */
+    float local, mid, far; /* mass at distance <= 7, 8..255, >= 256 (position 0 excluded) */
+    float fingerprint[HEED_FINGERPRINT_DIM];
+    heed_zone zone;
+} heed_token_stats;
+
+/* Statistics of the (aggregated) row of query pos (docs/ANALYSIS.md). */
+int heed_run_token_stats(heed_run *run, const heed_attn_sel *sel, int pos, heed_token_stats *out);
+const char *heed_zone_name(heed_zone z);
+
+typedef enum heed_head_kind {
+    HEED_HEAD_OTHER = 0,
+    HEED_HEAD_PREV_TOKEN = 1,
+    HEED_HEAD_INDUCTION = 2,
+    HEED_HEAD_SINK = 3,
+    HEED_HEAD_LOCAL = 4
+} heed_head_kind;
+
+typedef struct heed_head_type {
+    float prev, induction, sink, local; /* scores in [0, 1] (docs/ANALYSIS.md) */
+    heed_head_kind kind;
+} heed_head_type;
+
+/* Scores and type of every head: out[layer * n_head + head]. Exact tier needed. */
+int heed_run_head_types(heed_run *run, heed_head_type *out);
+const char *heed_head_kind_name(heed_head_kind k);
+
+/* Attention each prompt token receives, summed over all steps:
+ * out[0..n_prompt). */
+int heed_run_input_importance(heed_run *run, const heed_attn_sel *sel, float *out);
+
+typedef enum heed_span_level { HEED_SPAN_WORD = 0, HEED_SPAN_SENTENCE = 1 } heed_span_level;
+
+typedef struct heed_span {
+    int first, n_tok; /* tokens first .. first+n_tok-1 (prompt then output) */
+} heed_span;
+
+/* Words (a token whose label starts with a space or a newline starts a new
+ * word; [BOS]-style labels are words of their own) or sentences (a word
+ * ending in '.', '!' or '?' ends one). Returns the span count (may exceed
+ * n_max: call again) or a negative code. */
+int heed_run_spans(const heed_run *run, heed_span_level level, heed_span *out, int n_max);
+/* out[s] = sum of tok_values over span s's tokens. */
+void heed_spans_sum(const heed_span *spans, int n, const float *tok_values, float *out);
+
+/* ---- export */
+
+typedef enum heed_dtype { HEED_DT_F32 = 0, HEED_DT_I32 = 1, HEED_DT_F16 = 2, HEED_DT_U32 = 3 } heed_dtype;
+
+typedef struct heed_array {
+    const char *name; /* member name in an .npz (".npy" is appended) */
+    heed_dtype dtype;
+    int ndim;         /* 1..4 */
+    uint64_t shape[4];
+    const void *data; /* C order */
+} heed_array;
+
+/* NumPy .npy v1.0 file of one array; .npz = uncompressed ZIP of .npy members. */
+int heed_npy_write(const char *path, const heed_array *a, char *err, size_t err_size);
+int heed_npz_write(const char *path, const heed_array *arrays, int n, char *err, size_t err_size);
+
+/* Arrays (views the caller computed) as one JSON object:
+ * {"name": {"dtype": "float32", "shape": [2, 3], "data": [...]}, ...} with
+ * data flat in C order (f16 written as its float value, 9 significant digits). */
+int heed_json_write_arrays(const char *path, const heed_array *arrays, int n, char *err, size_t err_size);
+
+/* The whole run: tokens, steps, lens, and the attention tiers held
+ * (docs/RUN_FORMAT.md lists the members). */
+int heed_run_export_npz(const heed_run *run, const char *path, char *err, size_t err_size);
+/* Metadata, tokens, steps and lens as one JSON object (attention stays in
+ * the .npz or the views). */
+int heed_run_export_json(const heed_run *run, const char *path, char *err, size_t err_size);
+
+/* ============================================ end of runs and analysis */
+
 #ifdef __cplusplus
 }
 #endif

@@ -50,13 +50,17 @@ static const char *usage_text =
     "      --ctx N             context limit in tokens (default: the model's, at most 4096)\n"
     "      --json              print one JSON object (format: docs/CLI.md)\n"
     "      --attention MODE    full | none: attention rows in the JSON (default full with --json)\n"
-    "      --no-stream         plain mode: print the text at the end, not token by token\n";
+    "      --no-stream         plain mode: print the text at the end, not token by token\n"
+    "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
+    "\n"
+    "  heed export RUN -o OUT.npz|OUT.json   a recorded run as NumPy arrays or JSON\n";
 
 typedef struct gen_opts {
     const char *model;
     const char *prompt;
     const char *ids;
     const char *system;
+    const char *save;
     bool chat;
     int n_predict;
     int n_threads, n_ctx;
@@ -162,6 +166,24 @@ static void capture_observe(void *user, const heed_attn_block *b) {
         }
     }
     if (b->layer == cap->n_layer - 1) cap->n_filled = b->pos0 + b->n_query;
+}
+
+/* With --save the recorder holds the hook: the rows are recomputed from the
+ * run's stored queries and keys (exact), one layer and head at a time. */
+static int capture_from_run(capture *cap, heed_run *run) {
+    heed_run_info ri;
+    heed_run_get_info(run, &ri);
+    size_t per_head = tri((size_t)cap->n_pos);
+    int n = ri.n_pos < cap->n_pos ? ri.n_pos : cap->n_pos;
+    for (int l = 0; l < cap->n_layer; l++)
+        for (int h = 0; h < cap->n_head; h++) {
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            float *base = cap->rows + ((size_t)l * cap->n_head + h) * per_head;
+            for (int p = 0; p < n; p++)
+                if (heed_run_attn_row(run, &sel, p, base + tri((size_t)p))) return -1;
+        }
+    cap->n_filled = n;
+    return 0;
 }
 
 /* ----------------------------------------------------------- output */
@@ -316,6 +338,8 @@ static int run_generate(const gen_opts *o) {
     int32_t *prompt = NULL, *out = NULL;
     step_rec *steps = NULL;
     capture cap = {0};
+    heed_recorder *rec = NULL;
+    heed_run *run = NULL;
     text_out text = {0};
     int rc = 1, n_prompt = 0, n_out = 0;
     const char *stop = "length";
@@ -406,6 +430,21 @@ static int run_generate(const gen_opts *o) {
     }
     heed_sampler_accept(smp, prompt, n_prompt);
 
+    if (o->save) {
+        /* the recorder owns the context's hook; JSON rows then come from the run */
+        heed_recorder_params rp = heed_recorder_default_params();
+        rp.sampler = o->sp;
+        rp.n_predict = n_predict;
+        rp.prompt_text = o->prompt;
+        rp.n_threads = o->n_threads;
+        int rrc = heed_recorder_new(m, ctx, &rp, &rec);
+        if (!rrc) rrc = heed_recorder_begin(rec, prompt, n_prompt);
+        if (rrc) {
+            fprintf(stderr, "heed: cannot record: %s\n", heed_strerror(rrc));
+            goto done;
+        }
+    }
+
     if (o->json && o->attention) {
         cap.n_layer = info.n_layer;
         cap.n_head = info.n_head;
@@ -419,7 +458,7 @@ static int run_generate(const gen_opts *o) {
         cap.rows = calloc(1, (size_t)bytes + 1);
         if (!cap.rows) goto oom;
         heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &cap};
-        heed_ctx_set_attn_hook(ctx, &hook);
+        if (!rec) heed_ctx_set_attn_hook(ctx, &hook);
     }
 
     text.print = !o->json && o->stream;
@@ -455,6 +494,10 @@ static int run_generate(const gen_opts *o) {
         st->entropy = smpl.entropy;
         st->n_top = heed_top_candidates(logits, info.n_vocab, N_TOP, st->top);
         out[n_out++] = smpl.id;
+        if (rec && heed_recorder_step(rec, &smpl, logits)) {
+            fprintf(stderr, "heed: recording step %d failed\n", s);
+            goto done;
+        }
 
         char b[512];
         int nb = heed_token_bytes(m, smpl.id, b, sizeof b);
@@ -472,6 +515,17 @@ static int run_generate(const gen_opts *o) {
     if (!text_push(&text, NULL, 0)) goto oom;
     double t2 = now_s();
 
+    if (rec) {
+        char err[512];
+        int rrc = heed_recorder_finish(rec, &run);
+        if (!rrc) rrc = heed_run_save(run, o->save, err, sizeof err);
+        if (rrc) {
+            fprintf(stderr, "heed: cannot save the run: %s\n", rrc == HEED_ERR_IO ? err : heed_strerror(rrc));
+            goto done;
+        }
+        if (cap.rows && capture_from_run(&cap, run)) goto oom;
+    }
+
     if (o->json) {
         write_json(o, m, prompt, n_prompt, out, n_out, steps, text.buf ? text.buf : "", text.len,
                    cap.rows ? &cap : NULL, stop);
@@ -487,6 +541,8 @@ static int run_generate(const gen_opts *o) {
 oom:
     fprintf(stderr, "heed: out of memory\n");
 done:
+    heed_run_free(run);
+    heed_recorder_free(rec);
     free(text.buf);
     free(cap.rows);
     free(steps);
@@ -569,6 +625,37 @@ static int run_tokenize(int argc, char **argv) {
     return 0;
 }
 
+/* ----------------------------------------------------------- export */
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static int run_export(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (argv[i][0] == '-') return usage_error("export: unknown option '%s'", argv[i]);
+        else if (!in) in = argv[i];
+        else return usage_error("%s", "export: one RUN file at a time");
+    }
+    if (!in || !out) return usage_error("%s", "export needs RUN and -o OUT.npz|OUT.json");
+    if (!ends_with(out, ".npz") && !ends_with(out, ".json"))
+        return usage_error("export: '%s' should end in .npz or .json", out);
+    char err[512] = "";
+    heed_run *run = NULL;
+    int rc = heed_run_load(in, &run, err, sizeof err);
+    if (!rc) rc = ends_with(out, ".npz") ? heed_run_export_npz(run, out, err, sizeof err)
+                                         : heed_run_export_json(run, out, err, sizeof err);
+    heed_run_free(run);
+    if (rc) {
+        fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------- info */
 
 static int run_info(const char *path) {
@@ -636,6 +723,7 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); o->prompt = v; }
         else if (!strcmp(a, "--ids")) { NEED_VALUE(); o->ids = v; }
         else if (!strcmp(a, "--chat")) { o->chat = true; }
+        else if (!strcmp(a, "--save")) { NEED_VALUE(); o->save = v; }
         else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE();
@@ -718,6 +806,7 @@ int main(int argc, char **argv) {
         return run_generate(&o);
     }
     if (!strcmp(argv[1], "tokenize")) return run_tokenize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "export")) return run_export(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) {
         const char *model = NULL;
         for (int i = 2; i < argc; i++) {

@@ -279,6 +279,44 @@ static void test_hf_folder(void **state) {
     json_decref(o);
 }
 
+/* --save records a run; its attention (recomputed from the stored q/k)
+ * equals the directly captured rows, and export writes NumPy and JSON. */
+static void test_save_and_export(void **state) {
+    assert_int_equal(run("generate -p 'Once upon a time' -n 8 --json"), 0);
+    char *direct = slurp(out_path);
+    assert_int_equal(run("generate -p 'Once upon a time' -n 8 --json --save test-output/cli.run"), 0);
+    char *saved = slurp(out_path);
+    json_error_t je;
+    json_t *a = json_loads(direct, 0, &je), *b = json_loads(saved, 0, &je);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ids(json_object_get(a, "output_ids"), json_object_get(b, "output_ids"));
+    json_t *ra = json_object_get(json_object_get(a, "attention"), "rows");
+    json_t *rb = json_object_get(json_object_get(b, "attention"), "rows");
+    assert_true(json_equal(ra, rb)); /* bit-identical floats print identically */
+    json_decref(a);
+    json_decref(b);
+    free(direct);
+    free(saved);
+
+    assert_int_equal(run("export test-output/cli.run -o test-output/cli.npz"), 0);
+    assert_int_equal(run("export test-output/cli.run -o test-output/cli.json"), 0);
+    json_t *e = json_load_file("test-output/cli.json", 0, &je);
+    assert_non_null(e);
+    json_decref(e);
+    FILE *f = fopen("test-output/cli.npz", "rb");
+    assert_non_null(f);
+    unsigned char sig[4];
+    assert_int_equal(fread(sig, 1, 4, f), 4);
+    fclose(f);
+    assert_memory_equal(sig, "PK\x03\x04", 4);
+
+    expect_err("export test-output/cli.run -o x.txt", 2, ".npz or .json");
+    expect_err("export test-output/missing.run -o test-output/x.npz", 1, "missing.run");
+    sh("head -c 100 test-output/cli.run > test-output/cut.run");
+    expect_err("export test-output/cut.run -o test-output/x.npz", 1, "cut.run");
+}
+
 int main(void) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -303,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_chat_and_tokenize),
         cmocka_unit_test(test_tokenize_bundled),
         cmocka_unit_test(test_hf_folder),
+        cmocka_unit_test(test_save_and_export),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     remove(out_path);

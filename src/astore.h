@@ -1,0 +1,103 @@
+/*
+ * astore - attention storage in tiers, fed by the attention hook.
+ *
+ *   (a) exact on demand: the post-RoPE queries and keys of every layer (f32).
+ *       Any row is recomputed with the forward pass's own kernels
+ *       (ops->attn_scores, kern_softmax) in the same order, so it equals the
+ *       probabilities generation used, usually bit for bit.
+ *   (b) compact summaries made while generating: the top-k sources of every
+ *       (query, layer, head) as u32 position + fp16 weight, and the per-layer
+ *       head-mean rows in fp16.
+ *   (c) full f32 probabilities, kept only while they fit under a byte limit.
+ *
+ * Every array is position-major (all layers of query position p, then p+1),
+ * so generation only appends: arrays grow by doubling, and a loaded run has
+ * exactly the bytes of the file. Row p of a triangular array starts at
+ * tri(p) = p(p+1)/2 times the per-row multiplier. Keys are the exception:
+ * recomputing a row streams every key of one (layer, KV head), so each of
+ * those gets its own contiguous array (a position-major k would put every
+ * key on its own page: 3x slower rows at 4,096 positions).
+ *
+ *   q     (n_pos, n_layer, n_head * head_dim)      f32
+ *   k     one array per (layer, KV head): (n_pos, head_dim) f32
+ *   tk_pos(n_pos, n_layer, n_head, top_k)          u32; UINT32_MAX pads rows shorter than top_k
+ *   tk_w  (n_pos, n_layer, n_head, top_k)          fp16 (IEEE half bits)
+ *   hmean tri rows: hmean[tri(p) * n_layer + l * (p + 1) + key]        fp16
+ *   full  tri rows: full[tri(p) * n_layer * n_head + (l * n_head + h) * (p + 1) + key]   f32
+ *
+ * Not here: file I/O (run.c), analysis (attn.c). The store is owned by one
+ * recorder or run and used by one thread at a time (astore_add_probs may
+ * fan out over a pool); astore_row only reads the store and may be called
+ * from several threads at once.
+ */
+#ifndef HEED_ASTORE_H
+#define HEED_ASTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "heed.h"
+#include "kern.h"
+#include "pool.h"
+
+#define ASTORE_TK_NONE UINT32_MAX
+
+typedef struct astore_params {
+    int top_k;           /* sources kept per (query, layer, head); 0: no top-k tier */
+    bool keep_qk;        /* tier (a) */
+    bool keep_head_mean; /* per-layer fp16 head-mean rows */
+    size_t full_limit;   /* bytes allowed for tier (c); 0: never */
+} astore_params;
+
+typedef struct astore {
+    int n_layer, n_head, n_head_kv, head_dim;
+    int q_dim, kv_dim;
+    int top_k;
+    bool has_qk, has_topk, has_hmean, has_full;
+    size_t full_limit;
+    int n_pos;      /* query positions complete in every layer */
+    int cap;        /* positions the arrays can hold */
+    float *q;       /* (cap, n_layer, q_dim) */
+    float **k;      /* (n_layer * n_head_kv) arrays of (cap, head_dim) */
+    uint32_t *tk_pos; /* (cap, n_layer, n_head, top_k) */
+    uint16_t *tk_w;   /* (cap, n_layer, n_head, top_k) fp16 */
+    uint16_t *hmean;  /* tri(cap) * n_layer fp16 */
+    float *full;      /* tri(cap) * n_layer * n_head f32 */
+    int full_cap;     /* positions tier (c) can hold (its own doubling, capped by full_limit) */
+    bool failed;      /* an allocation failed inside a hook; the recording is invalid */
+} astore;
+
+static inline size_t astore_tri(size_t p) { return p * (p + 1) / 2; }
+
+/* Sets geometry and tiers; allocates only the key array table. HEED_OK,
+ * HEED_ERR_INVALID_ARG or HEED_ERR_NOMEM. */
+int astore_init(astore *s, int n_layer, int n_head, int n_head_kv, int head_dim, const astore_params *p);
+void astore_free(astore *s);
+
+/* Makes room for positions 0..n_pos-1 in every tier kept. Tier (c) is dropped
+ * (freed, has_full = false) when it would pass full_limit. HEED_OK or
+ * HEED_ERR_NOMEM. */
+int astore_reserve(astore *s, int n_pos);
+
+/* Hook feeders (see heed_attn_hook). Allocation failures set s->failed.
+ * The summaries of a probability block are split over pool p (NULL: this
+ * thread); the hook runs between the forward pass's own pool jobs, so a
+ * second pool does not compete with it. */
+void astore_add_qk(astore *s, const heed_qk_block *b);
+void astore_add_probs(astore *s, const heed_attn_block *b, pool *p);
+
+/* Exact row of (layer, head) at query position pos: out[0..pos], recomputed
+ * from q and k (has_qk) with `ops`, else copied from tier (c). Returns
+ * HEED_OK, HEED_ERR_INVALID_ARG (out of range) or HEED_ERR_UNSUPPORTED (no
+ * exact tier). Thread-safe. */
+int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int pos, float *out);
+
+/* Bytes of attention data held (the n_pos used, not the capacity). */
+size_t astore_bytes(const astore *s);
+
+/* Top-k selection of one row: writes min(k, n) entries sorted by weight
+ * descending (ties: lower position first). Exposed for the tests. */
+int astore_topk(const float *row, int n, int k, uint32_t *pos, float *w);
+
+#endif

@@ -1,0 +1,387 @@
+/*
+ * attn.c - aggregation of exact attention rows and the per-token and
+ * per-head statistics defined in docs/ANALYSIS.md.
+ *
+ * One aggregated row (many heads, one query) is split over threads by
+ * (layer, head) pairs; many rows (a matrix, a column, importance) are split
+ * by query, interleaved because later rows are longer. Means accumulate in
+ * double so the thread split changes the result by rounding only.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn.h"
+
+/* Multiply-adds below which one thread does the job (as in forward.c). */
+#define WORK_PER_THREAD (1u << 18)
+
+/* ------------------------------------------------------------ selection */
+
+/* Resolves a selection into (layer, head) pairs; returns the count or a
+ * negative code (out of range, duplicates, empty). pairs holds 2*L*H ints. */
+static int sel_pairs(const astore *st, const heed_attn_sel *sel, int *pairs) {
+    int L = st->n_layer, H = st->n_head;
+    int nl = sel->layers ? sel->n_layers : L, nh = sel->heads ? sel->n_heads : H;
+    if (nl <= 0 || nl > L || nh <= 0 || nh > H || (sel->agg != HEED_AGG_MEAN && sel->agg != HEED_AGG_MAX))
+        return HEED_ERR_INVALID_ARG;
+    unsigned char seen_l[1024] = {0}, seen_h[1024] = {0};
+    if (L > 1024 || H > 1024) return HEED_ERR_UNSUPPORTED;
+    int n = 0;
+    for (int a = 0; a < nl; a++) {
+        int l = sel->layers ? sel->layers[a] : a;
+        if (l < 0 || l >= L || seen_l[l]++) return HEED_ERR_INVALID_ARG;
+    }
+    for (int b = 0; b < nh; b++) {
+        int h = sel->heads ? sel->heads[b] : b;
+        if (h < 0 || h >= H || seen_h[h]++) return HEED_ERR_INVALID_ARG;
+    }
+    for (int a = 0; a < nl; a++)
+        for (int b = 0; b < nh; b++) {
+            pairs[2 * n] = sel->layers ? sel->layers[a] : a;
+            pairs[2 * n + 1] = sel->heads ? sel->heads[b] : b;
+            n++;
+        }
+    return n;
+}
+
+static bool exact(const astore *st) { return st->has_full || st->has_qk; }
+
+int attn_n_threads(const attn_src *src) { return src->pool ? pool_size(src->pool) : 1; }
+
+static int threads_for(const attn_src *src, size_t work, size_t max_parts) {
+    size_t nth = work / WORK_PER_THREAD + 1, cap = (size_t)attn_n_threads(src);
+    if (nth > cap) nth = cap;
+    if (nth > max_parts) nth = max_parts;
+    return nth < 1 ? 1 : (int)nth;
+}
+
+/* acc (double, pos+1) combined with the pairs [p0, p1) of query pos; tmp is
+ * a row of scratch. */
+static int acc_pairs(const attn_src *src, const int *pairs, int p0, int p1, int pos, heed_agg agg, float *tmp,
+                     double *acc) {
+    for (int i = p0; i < p1; i++) {
+        int rc = astore_row(src->st, src->ops, pairs[2 * i], pairs[2 * i + 1], pos, tmp);
+        if (rc) return rc;
+        if (agg == HEED_AGG_MEAN)
+            for (int k = 0; k <= pos; k++) acc[k] += tmp[k];
+        else
+            for (int k = 0; k <= pos; k++) acc[k] = tmp[k] > acc[k] ? tmp[k] : acc[k];
+    }
+    return HEED_OK;
+}
+
+static void acc_init(double *acc, int n, heed_agg agg) {
+    for (int k = 0; k < n; k++) acc[k] = agg == HEED_AGG_MEAN ? 0.0 : -INFINITY;
+}
+
+/* Without an exact tier, the mean over every head of some layers is still
+ * available from the fp16 head-mean rows. */
+static int hmean_row(const astore *st, const heed_attn_sel *sel, int pos, float *out) {
+    if (!st->has_hmean || sel->heads || sel->agg != HEED_AGG_MEAN) return HEED_ERR_UNSUPPORTED;
+    int nl = sel->layers ? sel->n_layers : st->n_layer;
+    for (int k = 0; k <= pos; k++) {
+        double s = 0;
+        for (int a = 0; a < nl; a++) {
+            int l = sel->layers ? sel->layers[a] : a;
+            s += kern_f16_to_f32(st->hmean[astore_tri((size_t)pos) * st->n_layer + (size_t)l * (pos + 1) + k]);
+        }
+        out[k] = (float)(s / nl);
+    }
+    return HEED_OK;
+}
+
+/* ------------------------------------------------------- one row, threads */
+
+typedef struct row_job {
+    const attn_src *src;
+    const int *pairs;
+    int n_pairs, pos;
+    heed_agg agg;
+    float *tmp;  /* (nth, pos+1) */
+    double *acc; /* (nth, pos+1) */
+    int rc[64];
+} row_job;
+
+static void row_task(void *arg, int ith, int nth) {
+    row_job *j = arg;
+    size_t n = (size_t)j->pos + 1;
+    int per = (j->n_pairs + nth - 1) / nth;
+    int p0 = ith * per, p1 = p0 + per < j->n_pairs ? p0 + per : j->n_pairs;
+    acc_init(j->acc + ith * n, (int)n, j->agg);
+    j->rc[ith] = p0 < p1 ? acc_pairs(j->src, j->pairs, p0, p1, j->pos, j->agg, j->tmp + ith * n, j->acc + ith * n)
+                         : HEED_OK;
+}
+
+int attn_agg_row(const attn_src *src, const heed_attn_sel *sel, int pos, float *out) {
+    const astore *st = src->st;
+    if (!sel || !out || pos < 0 || pos >= st->n_pos) return HEED_ERR_INVALID_ARG;
+    int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
+    if (!pairs) return HEED_ERR_NOMEM;
+    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : HEED_OK;
+    if (!rc && !exact(st)) rc = hmean_row(st, sel, pos, out);
+    if (rc || !exact(st)) {
+        free(pairs);
+        return rc;
+    }
+    size_t n = (size_t)pos + 1;
+    int nth = threads_for(src, (size_t)n_pairs * n * st->head_dim, (size_t)n_pairs);
+    if (nth > 64) nth = 64;
+    row_job j = {.src = src, .pairs = pairs, .n_pairs = n_pairs, .pos = pos, .agg = sel->agg};
+    j.tmp = malloc(sizeof(float) * n * nth);
+    j.acc = malloc(sizeof(double) * n * nth);
+    if (!j.tmp || !j.acc) rc = HEED_ERR_NOMEM;
+    if (!rc) {
+        if (nth > 1) pool_run(src->pool, nth, row_task, &j);
+        else row_task(&j, 0, 1);
+        for (int t = 0; t < nth && !rc; t++) rc = j.rc[t];
+    }
+    for (size_t k = 0; !rc && k < n; k++) {
+        double v = j.acc[k];
+        for (int t = 1; t < nth; t++)
+            v = sel->agg == HEED_AGG_MEAN ? v + j.acc[t * n + k] : (j.acc[t * n + k] > v ? j.acc[t * n + k] : v);
+        out[k] = (float)(sel->agg == HEED_AGG_MEAN ? v / n_pairs : v);
+    }
+    free(j.tmp);
+    free(j.acc);
+    free(pairs);
+    return rc;
+}
+
+/* ----------------------------------------------------- many rows, threads */
+
+typedef struct rows_job {
+    const attn_src *src;
+    const heed_attn_sel *sel;
+    const int *pairs;
+    int n_pairs, q0, q1;
+    attn_row_fn fn;
+    void *user;
+    float *tmp, *row; /* (nth, q1) each */
+    double *acc;      /* (nth, q1) */
+    int rc[64];
+} rows_job;
+
+static void rows_task(void *arg, int ith, int nth) {
+    rows_job *j = arg;
+    size_t n = (size_t)j->q1;
+    float *tmp = j->tmp + ith * n, *row = j->row + ith * n;
+    double *acc = j->acc + ith * n;
+    j->rc[ith] = HEED_OK;
+    for (int q = j->q0 + ith; q < j->q1; q += nth) {
+        int rc;
+        if (exact(j->src->st)) {
+            acc_init(acc, q + 1, j->sel->agg);
+            rc = acc_pairs(j->src, j->pairs, 0, j->n_pairs, q, j->sel->agg, tmp, acc);
+            for (int k = 0; k <= q; k++) row[k] = (float)(j->sel->agg == HEED_AGG_MEAN ? acc[k] / j->n_pairs : acc[k]);
+        } else {
+            rc = hmean_row(j->src->st, j->sel, q, row);
+        }
+        if (rc) {
+            j->rc[ith] = rc;
+            return;
+        }
+        j->fn(j->user, ith, q, row);
+    }
+}
+
+int attn_agg_rows(const attn_src *src, const heed_attn_sel *sel, int q0, int q1, attn_row_fn fn, void *user) {
+    const astore *st = src->st;
+    if (!sel || q0 < 0 || q1 > st->n_pos || q0 > q1) return HEED_ERR_INVALID_ARG;
+    if (q0 == q1) return HEED_OK;
+    int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
+    if (!pairs) return HEED_ERR_NOMEM;
+    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : HEED_OK;
+    size_t n = (size_t)q1;
+    int nth = threads_for(src, (size_t)(n_pairs > 0 ? n_pairs : 1) * n * (q1 - q0) / 2 * st->head_dim,
+                          (size_t)(q1 - q0));
+    if (nth > 64) nth = 64;
+    rows_job j = {src, sel, pairs, n_pairs, q0, q1, fn, user, NULL, NULL, NULL, {0}};
+    if (!rc) {
+        j.tmp = malloc(sizeof(float) * n * nth);
+        j.row = malloc(sizeof(float) * n * nth);
+        j.acc = malloc(sizeof(double) * n * nth);
+        if (!j.tmp || !j.row || !j.acc) rc = HEED_ERR_NOMEM;
+    }
+    if (!rc) {
+        if (nth > 1) pool_run(src->pool, nth, rows_task, &j);
+        else rows_task(&j, 0, 1);
+        for (int t = 0; t < nth && !rc; t++) rc = j.rc[t];
+    }
+    free(j.tmp);
+    free(j.row);
+    free(j.acc);
+    free(pairs);
+    return rc;
+}
+
+/* ------------------------------------------------------------ statistics */
+
+/* Histogram bin of distance d: 0, 1, 2-3, 4-7, ..., 512-1023, >= 1024. */
+static int dist_bin(int d) {
+    int b = 0;
+    while (d > 0 && b < 11) {
+        d >>= 1;
+        b++;
+    }
+    return b;
+}
+
+heed_zone attn_zone(float local, float mid, float far) {
+    if (local + mid + far < ATTN_EPS) return HEED_ZONE_NONE;
+    /* the largest band wins; ties go to the nearer band */
+    if (local >= mid && local >= far) return HEED_ZONE_SYNTAX_FLOOR;
+    if (mid >= far) return HEED_ZONE_SEMANTIC_BRIDGE;
+    return HEED_ZONE_STRUCTURE_RIPPLE;
+}
+
+void attn_row_stats(const float *p, int pos, heed_token_stats *out) {
+    memset(out, 0, sizeof *out);
+    double h = 0, hist[12] = {0}, band[3] = {0}, mean_d = 0, mx = 0;
+    for (int k = 0; k <= pos; k++) {
+        double w = p[k];
+        int d = pos - k;
+        if (w > 0) h -= w * log(w);
+        if (w > mx) mx = w;
+        mean_d += w * d;
+        if (k == 0) continue; /* the sink is counted on its own */
+        hist[dist_bin(d)] += w;
+        band[d <= ATTN_LOCAL_MAX ? 0 : d <= ATTN_MID_MAX ? 1 : 2] += w;
+    }
+    out->entropy = (float)h;
+    out->sink = p[0];
+    out->local = (float)band[0];
+    out->mid = (float)band[1];
+    out->far = (float)band[2];
+    float *f = out->fingerprint;
+    for (int b = 0; b < 12; b++) f[b] = (float)hist[b];
+    f[12] = p[0];
+    f[13] = pos > 0 ? (float)(h / log((double)pos + 1)) : 0.0f;
+    f[14] = (float)mx;
+    f[15] = out->local;
+    f[16] = out->mid;
+    f[17] = out->far;
+    f[18] = pos > 0 ? (float)(mean_d / pos) : 0.0f;
+    f[19] = (float)(exp(h) / (pos + 1));
+    out->zone = attn_zone(out->local, out->mid, out->far);
+}
+
+void attn_step_view(const float *row, int n_prompt, int t, const bool *drop, float *in, float *out,
+                    float *in_mass, float *out_mass) {
+    double si = 0, so = 0;
+    for (int k = 0; k < n_prompt; k++) {
+        in[k] = drop && drop[k] ? 0.0f : row[k];
+        si += in[k];
+    }
+    for (int j = 0; j < t; j++) so += out[j] = row[n_prompt + j];
+    /* separately to sum 1: shares of the attention that went to each part */
+    for (int k = 0; k < n_prompt; k++) in[k] = (float)(in[k] / (si + ATTN_EPS));
+    for (int j = 0; j < t; j++) out[j] = (float)(out[j] / (so + ATTN_EPS));
+    if (in_mass) *in_mass = (float)si;
+    if (out_mass) *out_mass = (float)so;
+}
+
+static int edge_cmp(const void *a, const void *b) {
+    const heed_edge *x = a, *y = b;
+    if (x->weight != y->weight) return x->weight > y->weight ? -1 : 1;
+    return (x->src > y->src) - (x->src < y->src);
+}
+
+int attn_edges(const float *row, int n, float threshold, int top_k, heed_edge *out, int n_max) {
+    heed_edge *all = malloc(sizeof *all * (size_t)(n > 0 ? n : 1));
+    if (!all) return HEED_ERR_NOMEM;
+    int m = 0;
+    for (int k = 0; k < n; k++)
+        if (row[k] >= threshold) all[m++] = (heed_edge){k, row[k]};
+    qsort(all, (size_t)m, sizeof *all, edge_cmp);
+    if (top_k > 0 && m > top_k) m = top_k;
+    if (m > n_max) m = n_max;
+    if (m > 0) memcpy(out, all, sizeof *all * (size_t)m);
+    free(all);
+    return m;
+}
+
+/* ------------------------------------------------------------ head types */
+
+/* Scores are means over queries pos >= 2 (at 0 and 1 previous token, sink and
+ * local cannot be told apart). */
+void attn_head_add(attn_head_acc *a, const float *p, int pos, const int32_t *ids) {
+    if (pos < 2) return;
+    a->n++;
+    a->prev += p[pos - 1];
+    a->sink += p[0];
+    for (int k = pos - ATTN_LOCAL_MAX > 1 ? pos - ATTN_LOCAL_MAX : 1; k <= pos; k++) a->local += p[k];
+    /* induction: earlier occurrences j of this token (j + 1 < pos, so not the
+     * previous-token position) and the mass on the token after each */
+    double ind = 0;
+    bool any = false;
+    for (int j = 0; j + 1 < pos; j++)
+        if (ids[j] == ids[pos]) {
+            ind += p[j + 1];
+            any = true;
+        }
+    if (any) {
+        a->n_ind++;
+        a->induction += ind;
+    }
+}
+
+#define TH_PREV 0.5
+#define TH_INDUCTION 0.3
+#define TH_SINK 0.5
+#define TH_LOCAL 0.7
+
+void attn_head_finish(const attn_head_acc *a, heed_head_type *out) {
+    memset(out, 0, sizeof *out);
+    if (a->n > 0) {
+        out->prev = (float)(a->prev / a->n);
+        out->sink = (float)(a->sink / a->n);
+        out->local = (float)(a->local / a->n);
+    }
+    if (a->n_ind > 0) out->induction = (float)(a->induction / a->n_ind);
+    /* the kind whose score passes its threshold by the largest factor */
+    const double score[4] = {out->prev / TH_PREV, out->induction / TH_INDUCTION, out->sink / TH_SINK,
+                             out->local / TH_LOCAL};
+    const heed_head_kind kind[4] = {HEED_HEAD_PREV_TOKEN, HEED_HEAD_INDUCTION, HEED_HEAD_SINK, HEED_HEAD_LOCAL};
+    double best = 1.0;
+    out->kind = HEED_HEAD_OTHER;
+    for (int i = 0; i < 4; i++)
+        if (score[i] >= best) {
+            best = score[i];
+            out->kind = kind[i];
+        }
+}
+
+/* ----------------------------------------------------------------- spans */
+
+static bool is_control_label(const char *s) {
+    size_t n = strlen(s);
+    return n >= 3 && s[0] == '[' && s[n - 1] == ']';
+}
+
+static bool starts_word(const char *s) {
+    return s[0] == ' ' || s[0] == '\n' || (s[0] == '\\' && s[1] == 'n') || is_control_label(s);
+}
+
+static bool ends_sentence(const char *s) {
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ') n--;
+    return n > 0 && (s[n - 1] == '.' || s[n - 1] == '!' || s[n - 1] == '?');
+}
+
+int attn_spans(const char *const *labels, int n, heed_span_level level, heed_span *out, int n_max) {
+    if (n < 0 || (level != HEED_SPAN_WORD && level != HEED_SPAN_SENTENCE)) return HEED_ERR_INVALID_ARG;
+    int m = 0, first = 0;
+    for (int i = 0; i < n; i++) {
+        bool last = i + 1 == n;
+        /* a word ends before a token that starts one, and after a control token */
+        bool word_end = last || starts_word(labels[i + 1]) || is_control_label(labels[i]);
+        bool end = level == HEED_SPAN_WORD ? word_end : word_end && (last || ends_sentence(labels[i]) ||
+                                                                  is_control_label(labels[i]));
+        if (!end) continue;
+        if (m < n_max) out[m] = (heed_span){first, i + 1 - first};
+        m++;
+        first = i + 1;
+    }
+    return m;
+}
