@@ -21,7 +21,7 @@ LDFLAGS += -fsanitize=address,undefined
 else
 CFLAGS  += -O2
 endif
-LDLIBS  := -lpcre2-8 -ljansson -lm -lpthread
+LDLIBS  := -lpcre2-8 -ljansson -lmicrohttpd -lm -lpthread
 
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
@@ -79,7 +79,7 @@ $(BUILD)/heed: $(BUILD)/src/main.o $(BUILD)/libheed.a
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libheed.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS) -lcmocka -ljansson
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS) -lcmocka -ljansson -lcurl
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libheed.a
 	@mkdir -p $(dir $@)

@@ -2,10 +2,14 @@
  * main.c - the heed command line.
  *
  *   heed generate [-m MODEL] (-p PROMPT | --ids LIST) [options]   generate, stream or dump JSON
+ *   heed serve [options]                                          HTTP API (src/server.c)
+ *   heed tokenize [-m MODEL] TEXT                                 ids, pieces, labels
+ *   heed export RUN -o OUT                                        a recorded run as npz/json
  *   heed info [-m MODEL]                                          metadata, geometry, tensors
  *
  * Without -m, the bundled default model (stories260K) is used. The CLI speaks
- * only the public API (heed.h); the JSON format of `generate --json` is
+ * only the public API (heed.h) and hands `serve` to the HTTP layer
+ * (server.h), which does the same; the JSON format of `generate --json` is
  * documented in docs/CLI.md.
  */
 #include <errno.h>
@@ -19,6 +23,7 @@
 
 #include "heed.h"
 #include "jsonw.h"
+#include "server.h"
 
 #define MAX_IDS 65536
 #define N_TOP 10
@@ -29,6 +34,7 @@
 static const char *usage_text =
     "usage:\n"
     "  heed generate [-m MODEL] (-p PROMPT | --ids 1,2,3) [options]\n"
+    "  heed serve [-m MODEL] [--host H] [--port P] [...]   HTTP API (heed serve --help)\n"
     "  heed tokenize [-m MODEL] [--json] [--no-bos] [--special] TEXT\n"
     "  heed info [-m MODEL]\n"
     "\n"
@@ -805,6 +811,7 @@ int main(int argc, char **argv) {
         if (parse_generate(argc - 2, argv + 2, &o)) return 2;
         return run_generate(&o);
     }
+    if (!strcmp(argv[1], "serve")) return server_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return run_tokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export")) return run_export(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) {

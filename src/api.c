@@ -1,0 +1,1060 @@
+/*
+ * api.c - handlers of `heed serve` (contract in api.h; routes and shapes in
+ * docs/API.md).
+ *
+ * A generation ("gen") is built from a request in the handler - parameters
+ * checked, prompt tokenized and measured - so every client error is a plain
+ * JSON reply before any event is sent. It then waits for the engine in a FIFO
+ * ticket queue, runs one token per step, and ends in the run store. Streamed
+ * requests step from api_stream_read, on the connection's own thread, so a
+ * client that leaves stops its generation at the next token: the HTTP layer
+ * stops reading and frees the stream.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "api.h"
+#include "heed.h"
+
+#define API_N_TOP 5      /* candidates reported per token */
+#define API_MAX_RUNS 256 /* runs kept in memory; the oldest is dropped first */
+#define API_WAIT_MS 1000 /* a queued stream wakes this often to report and to notice a gone client */
+#define LABEL_MAX 256
+#define BYTES_MAX 512
+
+/* ------------------------------------------------------------ engine */
+
+/* A place in the engine's queue; the head owns the context. */
+typedef struct ticket {
+    struct ticket *prev, *next;
+    bool queued;
+} ticket;
+
+typedef struct engine {
+    heed_ctx *ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    ticket *head, *tail;
+    /* Written only by the hook, on the thread holding the head ticket: */
+    float *acc;  /* (n_ctx) row of the newest query position, summed over layers and heads */
+    int acc_pos; /* its position, -1 before the first block of a request */
+} engine;
+
+typedef struct run_entry {
+    struct run_entry *next; /* newer first */
+    char id[40];
+    long long created;
+    int n_prompt, n_output;
+    char stop[16];
+    const char *kind;
+    char *json; /* the whole run, serialized once: readers only copy it */
+} run_entry;
+
+struct api {
+    heed_model *model;
+    heed_model_info info;
+    char model_id[256];
+    api_config cfg;
+    int n_ctx;
+    atomic_bool stopping;
+    engine eng;
+    pthread_mutex_t runs_mu;
+    run_entry *runs;
+    int n_runs;
+    unsigned long long n_made; /* under runs_mu */
+    long long started;
+};
+
+static void hook_observe(void *user, const heed_attn_block *b) {
+    engine *e = user;
+    int q = b->n_query - 1, pos = b->pos0 + q;
+    if (pos != e->acc_pos) {
+        memset(e->acc, 0, sizeof(float) * ((size_t)pos + 1));
+        e->acc_pos = pos;
+    }
+    for (int h = 0; h < b->n_head; h++) {
+        const float *row = b->probs + h * b->head_stride + (size_t)q * b->row_stride;
+        for (int k = 0; k <= pos; k++) e->acc[k] += row[k];
+    }
+}
+
+static void engine_enqueue(engine *e, ticket *t) {
+    pthread_mutex_lock(&e->mu);
+    t->next = NULL;
+    t->prev = e->tail;
+    if (e->tail) e->tail->next = t;
+    else e->head = t;
+    e->tail = t;
+    t->queued = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Leaves the queue, whether holding the engine or still waiting. */
+static void engine_leave(engine *e, ticket *t) {
+    pthread_mutex_lock(&e->mu);
+    if (t->queued) {
+        if (t->prev) t->prev->next = t->next;
+        else e->head = t->next;
+        if (t->next) t->next->prev = t->prev;
+        else e->tail = t->prev;
+        t->queued = false;
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Waits up to ms for t to reach the head. Returns 1 (it holds the engine),
+ * 0 (still waiting; *ahead requests before it) or -1 (the server stops). */
+static int engine_wait(api *a, ticket *t, int ms, int *ahead) {
+    engine *e = &a->eng;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        if (atomic_load(&a->stopping)) { rc = -1; break; }
+        if (e->head == t) { rc = 1; break; }
+        if (pthread_cond_timedwait(&e->cv, &e->mu, &until)) break;
+    }
+    int n = 0;
+    for (ticket *p = e->head; p && p != t; p = p->next) n++;
+    *ahead = n;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------ replies */
+
+static void reply_json(api_reply *rp, int status, json_t *j) {
+    rp->status = status;
+    rp->content_type = "application/json";
+    rp->body = json_dumps(j, JSON_COMPACT);
+    rp->body_len = rp->body ? strlen(rp->body) : 0;
+    json_decref(j);
+    if (!rp->body) rp->status = 500;
+}
+
+static const char *error_type(int status) {
+    switch (status) {
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 405: return "method_not_allowed";
+    case 413: return "request_too_large";
+    case 503: return "service_unavailable";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+void api_error(api_reply *rp, int status, const char *param, const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *e = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type", error_type(status),
+                          "param", param, "code", code);
+    free(rp->body);
+    rp->body = NULL;
+    reply_json(rp, status, e);
+}
+
+/* ------------------------------------------------------------ parameters */
+
+typedef struct gen_params {
+    int max_tokens;
+    heed_sampler_params sp;
+    bool stream, attn_tokens;
+} gen_params;
+
+/* One numeric parameter: its range and the rule named in the error. */
+typedef struct num_rule {
+    const char *name;
+    double lo, hi;
+    bool lo_open, integer;
+    const char *rule;
+} num_rule;
+
+static const num_rule num_rules[] = {
+    {"max_tokens", 0, 1 << 30, false, true, "must be an integer >= 0"},
+    {"temperature", 0, 1e6, false, false, "must be >= 0"},
+    {"top_k", 0, 1 << 30, false, true, "must be an integer >= 0"},
+    {"top_p", 0, 1, true, false, "must be in (0, 1]"},
+    {"min_p", 0, 1, false, false, "must be in [0, 1]"},
+    {"repeat_penalty", 0, 1e6, true, false, "must be > 0"},
+    {"seed", 0, 9.2e18, false, true, "must be an integer >= 0"},
+};
+
+/* Reads member `name` of o (absent or null: *v unchanged). False, with rp
+ * filled, when it breaks its rule. */
+static bool get_num(json_t *o, const char *name, double *v, api_reply *rp) {
+    json_t *j = json_object_get(o, name);
+    if (!j || json_is_null(j)) return true;
+    const num_rule *r = NULL;
+    for (size_t i = 0; i < sizeof num_rules / sizeof *num_rules; i++)
+        if (!strcmp(num_rules[i].name, name)) r = &num_rules[i];
+    double x = json_is_integer(j) ? (double)json_integer_value(j) : json_is_real(j) ? json_real_value(j) : NAN;
+    bool ok = r && isfinite(x) && x <= r->hi && (r->lo_open ? x > r->lo : x >= r->lo) &&
+              (!r->integer || json_is_integer(j) || x == floor(x));
+    if (!ok) {
+        api_error(rp, 400, name, "invalid_parameter", "%s %s", name, r ? r->rule : "is invalid");
+        return false;
+    }
+    *v = x;
+    return true;
+}
+
+static bool get_bool(json_t *o, const char *name, bool *v, api_reply *rp) {
+    json_t *j = json_object_get(o, name);
+    if (!j || json_is_null(j)) return true;
+    if (!json_is_boolean(j)) {
+        api_error(rp, 400, name, "invalid_parameter", "%s must be true or false", name);
+        return false;
+    }
+    *v = json_is_true(j);
+    return true;
+}
+
+/* Sampling and output parameters shared by every generating route; the
+ * OpenAI routes start from OpenAI's defaults (temperature 1, top_p 1). */
+static bool parse_gen_params(api *a, json_t *body, bool openai, gen_params *p, api_reply *rp) {
+    p->sp = heed_sampler_default_params();
+    if (openai) {
+        p->sp.temperature = 1.0f;
+        p->sp.top_p = 1.0f;
+        p->sp.top_k = 0;
+        p->sp.min_p = 0.0f;
+    }
+    double mt = openai ? 16 : a->cfg.max_tokens, t = p->sp.temperature, tk = p->sp.top_k, tp = p->sp.top_p,
+           mp = p->sp.min_p, rpen = p->sp.repeat_penalty, seed = 0;
+    bool ok = get_num(body, "max_tokens", &mt, rp) && get_num(body, "temperature", &t, rp) &&
+              get_num(body, "top_k", &tk, rp) && get_num(body, "top_p", &tp, rp) &&
+              get_num(body, "min_p", &mp, rp) && get_num(body, "repeat_penalty", &rpen, rp) &&
+              get_num(body, "seed", &seed, rp) && get_bool(body, "stream", &p->stream, rp) &&
+              get_bool(body, "return_attention_tokens", &p->attn_tokens, rp);
+    if (!ok) return false;
+    json_t *n = json_object_get(body, "n");
+    if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1)) {
+        api_error(rp, 400, "n", "invalid_parameter", "n must be 1 (one choice per request)");
+        return false;
+    }
+    json_t *stop = json_object_get(body, "stop");
+    if (stop && !json_is_null(stop) && !(json_is_array(stop) && json_array_size(stop) == 0)) {
+        api_error(rp, 400, "stop", "unsupported_parameter", "stop sequences are not supported yet");
+        return false;
+    }
+    /* the server's cap wins over a larger request: clients often ask for "a lot" */
+    p->max_tokens = mt > a->cfg.max_tokens ? a->cfg.max_tokens : (int)mt;
+    p->sp.temperature = (float)t;
+    p->sp.top_k = (int)tk;
+    p->sp.top_p = (float)tp;
+    p->sp.min_p = (float)mp;
+    p->sp.repeat_penalty = (float)rpen;
+    p->sp.seed = (uint64_t)seed;
+    return true;
+}
+
+/* Parses the body as a JSON object; false with a 400 in rp otherwise
+ * (jansson also rejects invalid UTF-8 and NUL characters). */
+static json_t *parse_body(const api_req *rq, api_reply *rp) {
+    json_error_t je;
+    json_t *j = rq->body_len ? json_loadb(rq->body, rq->body_len, 0, &je) : NULL;
+    if (!j) {
+        api_error(rp, 400, NULL, "invalid_json", "the body is not valid JSON: %s",
+                  rq->body_len ? je.text : "it is empty");
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_error(rp, 400, NULL, "invalid_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* ------------------------------------------------------------ generation */
+
+enum { GEN_HEED, GEN_COMPLETION, GEN_CHAT };
+enum { G_QUEUED, G_RUNNING, G_END };
+
+typedef struct gen {
+    api *api;
+    int kind;
+    gen_params p;
+    int32_t *prompt;
+    int n_prompt, n_predict;
+    char *prompt_text; /* NULL when the prompt came as messages */
+    json_t *messages;  /* NULL when the prompt came as text */
+    ticket tk;
+    int phase;
+    bool holds;        /* the engine is ours: started and not finished */
+    heed_sampler *smp;
+    int32_t *out;
+    int n_out;
+    heed_utf8_stream us;
+    char *text;
+    size_t text_len, text_cap;
+    json_t *steps;
+    const char *stop;  /* "length", "eog", "cancelled", "error" */
+    char run_id[40];
+    long long created;
+    /* stream output not yet copied out */
+    char *pend;
+    size_t pend_len, pend_cap, pend_off;
+    int last_ahead;
+} gen;
+
+struct api_stream {
+    gen *g;
+};
+
+static void gen_free(gen *g) {
+    if (!g) return;
+    free(g->prompt);
+    free(g->prompt_text);
+    json_decref(g->messages);
+    heed_sampler_free(g->smp);
+    free(g->out);
+    free(g->text);
+    json_decref(g->steps);
+    free(g->pend);
+    free(g);
+}
+
+/* Renders and tokenizes messages [{role, content}] with the model's chat
+ * template. Returns the token count, or -1 with rp filled. */
+static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_reply *rp) {
+    if (!heed_chat_template(a->model)) {
+        api_error(rp, 400, "messages", "no_chat_template",
+                  "the model %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral)", a->model_id);
+        return -1;
+    }
+    size_t n = json_array_size(msgs);
+    if (!json_is_array(msgs) || n == 0 || n > 4096) {
+        api_error(rp, 400, "messages", "invalid_parameter", "messages must be a non-empty array (at most 4096)");
+        return -1;
+    }
+    heed_chat_msg *m = calloc(n, sizeof *m);
+    if (!m) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(msgs, i);
+        m[i].role = json_string_value(json_object_get(e, "role"));
+        m[i].content = json_string_value(json_object_get(e, "content"));
+        if (!m[i].role || !m[i].content) {
+            free(m);
+            api_error(rp, 400, "messages", "invalid_parameter",
+                      "messages[%zu] needs string members role and content", i);
+            return -1;
+        }
+    }
+    int r = heed_chat_tokenize(a->model, m, (int)n, true, ids, n_max);
+    free(m);
+    if (r < 0)
+        api_error(rp, 400, "messages", "invalid_parameter", "cannot render the messages: %s",
+                  r == HEED_ERR_INVALID_ARG ? "a role is not system, user or assistant" : heed_strerror(r));
+    return r;
+}
+
+/* Builds a generation from a request body: "prompt" (text) or "messages".
+ * Returns NULL with rp filled on a client error. */
+static gen *gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
+    gen *g = calloc(1, sizeof *g);
+    int limit = a->cfg.max_prompt < a->n_ctx ? a->cfg.max_prompt : a->n_ctx;
+    if (!g || !(g->prompt = malloc(sizeof(int32_t) * ((size_t)limit + 1)))) {
+        gen_free(g);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return NULL;
+    }
+    g->api = a;
+    g->kind = kind;
+    g->stop = "length";
+    pthread_mutex_lock(&a->runs_mu);
+    snprintf(g->run_id, sizeof g->run_id, "run_%llx_%llu", (unsigned long long)a->started, ++a->n_made);
+    pthread_mutex_unlock(&a->runs_mu);
+    g->last_ahead = -1;
+    if (!parse_gen_params(a, body, kind != GEN_HEED, &g->p, rp)) goto fail;
+    json_t *prompt = json_object_get(body, "prompt"), *msgs = json_object_get(body, "messages");
+    int n;
+    if (kind == GEN_CHAT || (kind == GEN_HEED && msgs && !prompt)) {
+        if ((n = tokenize_messages(a, msgs, g->prompt, limit + 1, rp)) < 0) goto fail;
+        g->messages = json_deep_copy(msgs);
+    } else {
+        if (!json_is_string(prompt)) {
+            api_error(rp, 400, "prompt", "invalid_parameter",
+                      kind == GEN_HEED ? "give prompt (a string) or messages" : "prompt must be a string");
+            goto fail;
+        }
+        if (!a->info.can_tokenize) {
+            api_error(rp, 400, "prompt", "cannot_tokenize", "this model's vocabulary cannot encode text");
+            goto fail;
+        }
+        const char *s = json_string_value(prompt);
+        n = heed_tokenize(a->model, s, json_string_length(prompt), a->info.add_bos, g->prompt, limit + 1);
+        if (n < 0) {
+            api_error(rp, 400, "prompt", "invalid_parameter", "cannot tokenize the prompt: %s", heed_strerror(n));
+            goto fail;
+        }
+        g->prompt_text = strdup(s);
+    }
+    if (n > limit) {
+        api_error(rp, 422, kind == GEN_CHAT ? "messages" : "prompt", "prompt_too_long",
+                  "the prompt has %d tokens; the limit is %d (%s)", n, limit,
+                  limit == a->cfg.max_prompt ? "--max-prompt" : "the context size");
+        goto fail;
+    }
+    if (n == 0) {
+        api_error(rp, 400, "prompt", "invalid_parameter", "the prompt is empty");
+        goto fail;
+    }
+    g->n_prompt = n;
+    /* every generated token but the last goes through the context */
+    int room = a->n_ctx - n + 1;
+    g->n_predict = g->p.max_tokens < room ? g->p.max_tokens : room;
+    g->out = malloc(sizeof(int32_t) * ((size_t)g->n_predict + 1));
+    g->steps = json_array();
+    if (!g->out || !g->steps || (g->prompt_text == NULL && g->messages == NULL)) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        goto fail;
+    }
+    return g;
+fail:
+    gen_free(g);
+    return NULL;
+}
+
+static bool text_append(gen *g, const char *s, size_t n) {
+    if (g->text_len + n + 1 > g->text_cap) {
+        size_t cap = g->text_cap * 2 + n + 256;
+        char *t = realloc(g->text, cap);
+        if (!t) return false;
+        g->text = t;
+        g->text_cap = cap;
+    }
+    memcpy(g->text + g->text_len, s, n);
+    g->text_len += n;
+    g->text[g->text_len] = 0;
+    return true;
+}
+
+static json_t *label_json(const heed_model *m, int32_t id) {
+    char label[LABEL_MAX];
+    heed_token_label(m, id, label, sizeof label);
+    return json_string(label);
+}
+
+/* The k heaviest positions of the accumulated row (ties: lower position),
+ * as [[position, weight], ...] with weights averaged over layers and heads. */
+static json_t *attn_top(api *a, int k) {
+    engine *e = &a->eng;
+    int n = e->acc_pos + 1, idx[API_MAX_ATTN_TOP];
+    if (k > API_MAX_ATTN_TOP) k = API_MAX_ATTN_TOP;
+    int m = 0;
+    json_t *arr = json_array();
+    if (k <= 0) return arr;
+    for (int i = 0; i < n; i++) {
+        if (m == k && e->acc[i] <= e->acc[idx[m - 1]]) continue;
+        int j = m < k ? m++ : m - 1;
+        while (j > 0 && e->acc[idx[j - 1]] < e->acc[i]) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = i;
+    }
+    float scale = 1.0f / ((float)a->info.n_layer * (float)a->info.n_head);
+    for (int i = 0; i < m; i++) json_array_append_new(arr, json_pack("[i, f]", idx[i], e->acc[idx[i]] * scale));
+    return arr;
+}
+
+/* Takes the engine: fresh context, hook, prompt decoded, sampler ready. */
+static int gen_start(gen *g) {
+    api *a = g->api;
+    heed_ctx_reset(a->eng.ctx);
+    a->eng.acc_pos = -1;
+    heed_attn_hook hook = {.want = NULL, .observe = hook_observe, .user = &a->eng};
+    heed_ctx_set_attn_hook(a->eng.ctx, &hook);
+    g->holds = true;
+    g->created = (long long)time(NULL);
+    g->smp = heed_sampler_new(&g->p.sp, a->info.n_vocab);
+    if (!g->smp) return HEED_ERR_NOMEM;
+    heed_sampler_accept(g->smp, g->prompt, g->n_prompt);
+    return heed_decode(a->eng.ctx, g->prompt, g->n_prompt);
+}
+
+/* Chooses one token and returns its event in *ev (borrowed from g->steps,
+ * valid while g lives); decodes it unless it is
+ * the last. Returns 0 (more to come), 1 (finished: g->stop says why) or a
+ * negative code. */
+static int gen_step(gen *g, json_t **ev) {
+    api *a = g->api;
+    const heed_model *m = a->model;
+    const float *logits = heed_ctx_logits(a->eng.ctx);
+    heed_sample s;
+    int rc = heed_sampler_sample(g->smp, logits, a->info.n_vocab, &s);
+    if (rc) return rc;
+    g->out[g->n_out++] = s.id;
+
+    char bytes[BYTES_MAX], delta[3 * BYTES_MAX + 8];
+    int nb = heed_token_bytes(m, s.id, bytes, sizeof bytes);
+    size_t nd = nb > 0 ? heed_utf8_stream_push(&g->us, bytes, nb < BYTES_MAX ? (size_t)nb : BYTES_MAX - 1, delta) : 0;
+    bool eog = heed_token_is_eog(m, s.id), last = eog || g->n_out == g->n_predict;
+    if (last) nd += heed_utf8_stream_flush(&g->us, delta + nd);
+    if (!text_append(g, delta, nd)) return HEED_ERR_NOMEM;
+
+    heed_candidate cand[API_N_TOP];
+    int nc = heed_top_candidates(logits, a->info.n_vocab, API_N_TOP, cand);
+    json_t *top = json_array();
+    for (int i = 0; i < nc; i++)
+        json_array_append_new(top, json_pack("{s:i, s:o, s:f}", "id", cand[i].id, "label", label_json(m, cand[i].id),
+                                             "prob", cand[i].prob));
+    json_t *e = json_pack("{s:i, s:i, s:o, s:s%, s:f, s:f, s:o, s:{s:o}}", "index", g->n_out - 1, "id", s.id,
+                          "label", label_json(m, s.id), "text", delta, nd, "prob", s.prob, "logprob", s.logprob,
+                          "top", top, "attention", "top", attn_top(a, a->cfg.attn_top_k));
+    if (!e || json_array_append_new(g->steps, e)) return HEED_ERR_NOMEM;
+    *ev = e; /* borrowed: g->steps holds it */
+    if (eog) g->stop = "eog";
+    if (last) return 1;
+    if (atomic_load(&a->stopping)) {
+        g->stop = "cancelled";
+        return 1;
+    }
+    rc = heed_decode(a->eng.ctx, &s.id, 1);
+    return rc ? rc : 0;
+}
+
+static json_t *ids_json(const int32_t *ids, int n) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+    return arr;
+}
+
+static const char *kind_name(int kind) {
+    return kind == GEN_CHAT ? "chat" : kind == GEN_COMPLETION ? "completion" : "heed";
+}
+
+/* Releases the engine and moves the finished run into the store. */
+static void gen_finish(gen *g) {
+    api *a = g->api;
+    if (!g->holds) return;
+    heed_ctx_set_attn_hook(a->eng.ctx, NULL);
+    g->holds = false;
+    engine_leave(&a->eng, &g->tk);
+
+    run_entry *r = calloc(1, sizeof *r);
+    if (!r) return;
+    snprintf(r->id, sizeof r->id, "%s", g->run_id);
+    json_t *tokens = json_array();
+    for (int i = 0; i < g->n_prompt + g->n_out; i++) {
+        int32_t id = i < g->n_prompt ? g->prompt[i] : g->out[i - g->n_prompt];
+        json_array_append_new(tokens, json_pack("{s:i, s:o}", "id", id, "label", label_json(a->model, id)));
+    }
+    const heed_sampler_params *sp = &g->p.sp;
+    json_t *run = json_pack(
+        "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
+        "s:s%, s:O}",
+        "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
+        g->prompt_text, "messages", g->messages, "params", "temperature", sp->temperature, "top_k", sp->top_k,
+        "top_p", sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed", (json_int_t)sp->seed,
+        "max_tokens", g->n_predict, "n_prompt", g->n_prompt, "n_output", g->n_out, "stop", g->stop, "prompt_ids",
+        ids_json(g->prompt, g->n_prompt), "output_ids", ids_json(g->out, g->n_out), "tokens", tokens, "text",
+        g->text ? g->text : "", g->text_len, "steps", g->steps);
+    r->json = run ? json_dumps(run, JSON_COMPACT) : NULL;
+    json_decref(run);
+    if (!r->json) {
+        free(r);
+        return;
+    }
+    r->created = g->created;
+    r->n_prompt = g->n_prompt;
+    r->n_output = g->n_out;
+    snprintf(r->stop, sizeof r->stop, "%s", g->stop);
+    r->kind = kind_name(g->kind);
+
+    pthread_mutex_lock(&a->runs_mu);
+    r->next = a->runs;
+    a->runs = r;
+    if (++a->n_runs > API_MAX_RUNS) {
+        run_entry **p = &a->runs;
+        while ((*p)->next) p = &(*p)->next;
+        free((*p)->json);
+        free(*p);
+        *p = NULL;
+        a->n_runs--;
+    }
+    pthread_mutex_unlock(&a->runs_mu);
+}
+
+/* Runs a whole generation on this thread (the non-streaming routes).
+ * Returns 0, or an HTTP status with rp filled. */
+static int gen_run(gen *g, api_reply *rp) {
+    api *a = g->api;
+    engine_enqueue(&a->eng, &g->tk);
+    int ahead, w;
+    while ((w = engine_wait(a, &g->tk, API_WAIT_MS, &ahead)) == 0) {
+    }
+    if (w < 0) {
+        engine_leave(&a->eng, &g->tk);
+        api_error(rp, 503, NULL, "shutting_down", "the server is shutting down");
+        return 503;
+    }
+    int rc = gen_start(g);
+    json_t *ev;
+    while (!rc && (rc = gen_step(g, &ev)) == 0) {
+    }
+    if (rc < 0) {
+        g->stop = "error";
+        api_error(rp, 500, NULL, "engine_error", "generation failed: %s", heed_ctx_error(a->eng.ctx));
+    }
+    gen_finish(g);
+    return rc < 0 ? 500 : 0;
+}
+
+/* ------------------------------------------------------------ streams */
+
+static bool pend_add(gen *g, const char *s, size_t n) {
+    if (g->pend_len + n > g->pend_cap) {
+        size_t cap = g->pend_cap * 2 + n + 1024;
+        char *p = realloc(g->pend, cap);
+        if (!p) return false;
+        g->pend = p;
+        g->pend_cap = cap;
+    }
+    memcpy(g->pend + g->pend_len, s, n);
+    g->pend_len += n;
+    return true;
+}
+
+/* Queues one SSE event: "event: NAME\ndata: JSON\n\n" (no event line when
+ * name is NULL, as OpenAI streams). Takes j. */
+static void sse_event(gen *g, const char *name, json_t *j) {
+    char *data = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (name) {
+        pend_add(g, "event: ", 7);
+        pend_add(g, name, strlen(name));
+        pend_add(g, "\n", 1);
+    }
+    pend_add(g, "data: ", 6);
+    if (data) pend_add(g, data, strlen(data));
+    pend_add(g, "\n\n", 2);
+    free(data);
+}
+
+/* An OpenAI chunk or response skeleton: id, object, created, model. */
+static json_t *oai_head(gen *g, const char *object) {
+    char id[64];
+    snprintf(id, sizeof id, "%s-%s", g->kind == GEN_CHAT ? "chatcmpl" : "cmpl", g->run_id);
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", object, "created", g->created ? g->created
+                                                                                                  : (json_int_t)time(NULL),
+                     "model", g->api->model_id);
+}
+
+static const char *finish_reason(const gen *g) { return !strcmp(g->stop, "eog") ? "stop" : "length"; }
+
+static json_t *attn_token(json_t *step) {
+    return json_pack("{s:O, s:O, s:O}", "token_index", json_object_get(step, "index"), "id",
+                     json_object_get(step, "id"), "top", json_object_get(json_object_get(step, "attention"), "top"));
+}
+
+/* One OpenAI stream chunk; step NULL: the closing chunk with finish_reason. */
+static json_t *oai_chunk(gen *g, json_t *step, bool first) {
+    bool chat = g->kind == GEN_CHAT;
+    json_t *c = oai_head(g, chat ? "chat.completion.chunk" : "text_completion");
+    json_t *choice = json_pack("{s:i, s:n}", "index", 0, "logprobs");
+    json_t *text = step ? json_incref(json_object_get(step, "text")) : json_string("");
+    if (chat) {
+        json_t *delta = json_object();
+        if (first) json_object_set_new(delta, "role", json_string("assistant"));
+        if (step) json_object_set(delta, "content", text);
+        json_object_set_new(choice, "delta", delta);
+    } else {
+        json_object_set(choice, "text", text);
+    }
+    json_decref(text);
+    json_object_set_new(choice, "finish_reason", step ? json_null() : json_string(finish_reason(g)));
+    if (step && g->p.attn_tokens) json_object_set_new(choice, "attention_tokens", json_pack("[o]", attn_token(step)));
+    json_object_set_new(c, "choices", json_pack("[o]", choice));
+    return c;
+}
+
+static void stream_error(gen *g, int code_status, const char *msg) {
+    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", error_type(code_status),
+                          "param", "code", code_status == 503 ? "shutting_down" : "engine_error");
+    sse_event(g, g->kind == GEN_HEED ? "error" : NULL, e);
+    if (g->kind != GEN_HEED) pend_add(g, "data: [DONE]\n\n", 14);
+}
+
+static void stream_done(gen *g) {
+    if (g->kind == GEN_HEED) {
+        sse_event(g, "done", json_pack("{s:s, s:i, s:i, s:s}", "run_id", g->run_id, "n_prompt", g->n_prompt,
+                                       "n_output", g->n_out, "stop", g->stop));
+        return;
+    }
+    json_t *c = oai_chunk(g, NULL, false);
+    json_object_set_new(c, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", g->n_prompt, "completion_tokens",
+                                              g->n_out, "total_tokens", g->n_prompt + g->n_out));
+    sse_event(g, NULL, c);
+    pend_add(g, "data: [DONE]\n\n", 14);
+}
+
+/* Produces the next events into g->pend. */
+static void stream_next(gen *g) {
+    api *a = g->api;
+    if (g->phase == G_QUEUED) {
+        int ahead, w = engine_wait(a, &g->tk, API_WAIT_MS, &ahead);
+        if (w < 0) {
+            engine_leave(&a->eng, &g->tk);
+            stream_error(g, 503, "the server is shutting down");
+            g->phase = G_END;
+        } else if (w == 0 && ahead != g->last_ahead) {
+            g->last_ahead = ahead;
+            if (g->kind == GEN_HEED) sse_event(g, "queued", json_pack("{s:i}", "position", ahead));
+            else pend_add(g, ": queued\n\n", 10);
+        } else if (w == 0) {
+            pend_add(g, ": waiting\n\n", 11); /* a heartbeat: writing it tells whether the client is still there */
+        } else if (gen_start(g)) {
+            g->stop = "error";
+            stream_error(g, 500, heed_ctx_error(a->eng.ctx));
+            gen_finish(g);
+            g->phase = G_END;
+        } else {
+            g->phase = G_RUNNING;
+            if (g->kind == GEN_CHAT) {
+                json_t *c = oai_chunk(g, NULL, true);
+                json_object_set_new(json_array_get(json_object_get(c, "choices"), 0), "finish_reason", json_null());
+                sse_event(g, NULL, c);
+            }
+        }
+        return;
+    }
+    json_t *ev = NULL;
+    int rc = gen_step(g, &ev);
+    if (ev) {
+        if (g->kind == GEN_HEED) sse_event(g, "token", json_incref(ev));
+        else sse_event(g, NULL, oai_chunk(g, ev, false));
+    }
+    if (rc < 0) {
+        g->stop = "error";
+        stream_error(g, 500, heed_strerror(rc));
+        gen_finish(g);
+        g->phase = G_END;
+    } else if (rc == 1) {
+        gen_finish(g);
+        stream_done(g);
+        g->phase = G_END;
+    }
+}
+
+ssize_t api_stream_read(api_stream *s, char *buf, size_t max) {
+    gen *g = s->g;
+    /* bounded: each round either adds bytes or moves the phase towards G_END */
+    while (g->pend_off == g->pend_len) {
+        g->pend_off = g->pend_len = 0;
+        if (g->phase == G_END) return -1;
+        stream_next(g);
+    }
+    size_t n = g->pend_len - g->pend_off;
+    if (n > max) n = max;
+    memcpy(buf, g->pend + g->pend_off, n);
+    g->pend_off += n;
+    return (ssize_t)n;
+}
+
+void api_stream_free(api_stream *s) {
+    if (!s) return;
+    gen *g = s->g;
+    if (g->holds) {
+        g->stop = "cancelled";
+        gen_finish(g);
+    } else {
+        engine_leave(&g->api->eng, &g->tk);
+    }
+    gen_free(g);
+    free(s);
+}
+
+/* Queues g and hands it to the HTTP layer as an SSE stream. */
+static int reply_stream(gen *g, api_reply *rp) {
+    api_stream *s = malloc(sizeof *s);
+    if (!s) {
+        gen_free(g);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return 0;
+    }
+    s->g = g;
+    engine_enqueue(&g->api->eng, &g->tk);
+    rp->status = 200;
+    rp->content_type = "text/event-stream";
+    rp->stream = s;
+    return 0;
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static int h_index(api *a, const api_req *rq, api_reply *rp) {
+    static const char page[] = "<!doctype html><meta charset=utf-8><title>heed</title>"
+                               "<h1>heed</h1><p>The web UI comes later. The API is at /api and /v1 "
+                               "(docs/API.md).</p>\n";
+    rp->status = 200;
+    rp->content_type = "text/html; charset=utf-8";
+    rp->body = strdup(page);
+    rp->body_len = rp->body ? strlen(page) : 0;
+    return 0;
+}
+
+static int h_health(api *a, const api_req *rq, api_reply *rp) {
+    reply_json(rp, 200, json_pack("{s:s}", "status", "ok"));
+    return 0;
+}
+
+static int h_model(api *a, const api_req *rq, api_reply *rp) {
+    const heed_model_info *i = &a->info;
+    const char *tmpl = heed_chat_template(a->model);
+    reply_json(rp, 200,
+               json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, "
+                         "s:b, s:i, s:i, s:i, s:b, s:b, s:s?, s:{s:i, s:i, s:i}}",
+                         "id", a->model_id, "path", i->path, "arch", i->arch, "name", i->name, "tokenizer",
+                         i->tokenizer, "file_size", (json_int_t)i->file_size, "n_layer", i->n_layer, "n_embd",
+                         i->n_embd, "n_head", i->n_head, "n_head_kv", i->n_head_kv, "head_dim", i->head_dim,
+                         "n_ff", i->n_ff, "n_vocab", i->n_vocab, "n_ctx_train", i->n_ctx_train, "n_ctx", a->n_ctx,
+                         "rope_base", i->rope_base, "rms_eps", i->rms_eps, "tied_output", i->tied_output, "bos",
+                         i->bos, "eos", i->eos, "eot", i->eot, "add_bos", i->add_bos, "can_tokenize",
+                         i->can_tokenize, "chat_template", tmpl, "limits", "max_tokens", a->cfg.max_tokens,
+                         "max_prompt", a->cfg.max_prompt, "attention_tokens_top_k", a->cfg.attn_top_k));
+    return 0;
+}
+
+static int h_tokenize(api *a, const api_req *rq, api_reply *rp) {
+    json_t *body = parse_body(rq, rp), *text = body ? json_object_get(body, "text") : NULL;
+    bool bos = a->info.add_bos, special = false;
+    if (!body || !get_bool(body, "add_bos", &bos, rp) || !get_bool(body, "special", &special, rp)) goto done;
+    if (!json_is_string(text)) {
+        api_error(rp, 400, "text", "invalid_parameter", "text must be a string");
+        goto done;
+    }
+    unsigned flags = (bos ? HEED_TOK_ADD_BOS : 0) | (special ? HEED_TOK_PARSE_SPECIAL : 0);
+    const char *s = json_string_value(text);
+    size_t len = json_string_length(text);
+    int n = heed_tokenize_flags(a->model, s, len, flags, NULL, 0);
+    int32_t *ids = n > 0 ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    if (ids) n = heed_tokenize_flags(a->model, s, len, flags, ids, n);
+    if (n < 0) {
+        api_error(rp, 400, "text", "cannot_tokenize", "cannot tokenize the text: %s", heed_strerror(n));
+    } else {
+        json_t *tokens = json_array();
+        for (int i = 0; i < n && ids; i++) {
+            const char *piece = heed_token_piece(a->model, ids[i]);
+            json_array_append_new(tokens, json_pack("{s:i, s:s, s:o}", "id", ids[i], "piece", piece ? piece : "",
+                                                    "label", label_json(a->model, ids[i])));
+        }
+        reply_json(rp, 200, json_pack("{s:o, s:o}", "ids", ids_json(ids, ids ? n : 0), "tokens", tokens));
+    }
+    free(ids);
+done:
+    json_decref(body);
+    return 0;
+}
+
+static int h_run_create(api *a, const api_req *rq, api_reply *rp) {
+    json_t *body = parse_body(rq, rp);
+    gen *g = body ? gen_from_body(a, body, GEN_HEED, rp) : NULL;
+    json_decref(body);
+    if (!g) return 0;
+    reply_stream(g, rp);
+    if (!rp->stream) return 0;
+    /* the first event says where the request stands in the queue */
+    int ahead, w = engine_wait(a, &g->tk, 0, &ahead);
+    g->last_ahead = ahead;
+    sse_event(g, "queued", json_pack("{s:i}", "position", w == 1 ? 0 : ahead));
+    return 0;
+}
+
+static int h_run_list(api *a, const api_req *rq, api_reply *rp) {
+    json_t *arr = json_array();
+    pthread_mutex_lock(&a->runs_mu);
+    for (run_entry *r = a->runs; r; r = r->next)
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:i, s:i, s:s}", "id", r->id, "kind", r->kind,
+                                             "created", (json_int_t)r->created, "n_prompt", r->n_prompt,
+                                             "n_output", r->n_output, "stop", r->stop));
+    pthread_mutex_unlock(&a->runs_mu);
+    reply_json(rp, 200, json_pack("{s:o}", "runs", arr));
+    return 0;
+}
+
+static int h_run_get(api *a, const api_req *rq, api_reply *rp) {
+    pthread_mutex_lock(&a->runs_mu);
+    run_entry *r = a->runs;
+    while (r && strcmp(r->id, rq->param)) r = r->next;
+    char *copy = r ? strdup(r->json) : NULL;
+    pthread_mutex_unlock(&a->runs_mu);
+    if (!r) {
+        api_error(rp, 404, "id", "run_not_found", "no run '%s'", rq->param);
+        return 0;
+    }
+    rp->status = copy ? 200 : 500;
+    rp->content_type = "application/json";
+    rp->body = copy;
+    rp->body_len = copy ? strlen(copy) : 0;
+    return 0;
+}
+
+static int h_run_delete(api *a, const api_req *rq, api_reply *rp) {
+    pthread_mutex_lock(&a->runs_mu);
+    run_entry **p = &a->runs;
+    while (*p && strcmp((*p)->id, rq->param)) p = &(*p)->next;
+    run_entry *r = *p;
+    if (r) {
+        *p = r->next;
+        a->n_runs--;
+    }
+    pthread_mutex_unlock(&a->runs_mu);
+    if (!r) {
+        api_error(rp, 404, "id", "run_not_found", "no run '%s'", rq->param);
+        return 0;
+    }
+    free(r->json);
+    free(r);
+    reply_json(rp, 200, json_pack("{s:s, s:b}", "id", rq->param, "deleted", 1));
+    return 0;
+}
+
+static int h_v1_models(api *a, const api_req *rq, api_reply *rp) {
+    reply_json(rp, 200, json_pack("{s:s, s:[{s:s, s:s, s:I, s:s}]}", "object", "list", "data", "id", a->model_id,
+                                  "object", "model", "created", (json_int_t)a->started, "owned_by", "heed"));
+    return 0;
+}
+
+/* The non-streaming OpenAI response of a finished generation. */
+static json_t *oai_response(gen *g) {
+    bool chat = g->kind == GEN_CHAT;
+    json_t *r = oai_head(g, chat ? "chat.completion" : "text_completion");
+    json_t *text = json_stringn(g->text ? g->text : "", g->text_len);
+    json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:o}}", "index", 0, "message", "role", "assistant", "content", text)
+                          : json_pack("{s:i, s:o}", "index", 0, "text", text);
+    json_object_set_new(choice, "finish_reason", json_string(finish_reason(g)));
+    json_object_set_new(choice, "logprobs", json_null());
+    if (g->p.attn_tokens) {
+        json_t *at = json_array();
+        for (size_t i = 0; i < json_array_size(g->steps); i++)
+            json_array_append_new(at, attn_token(json_array_get(g->steps, i)));
+        json_object_set_new(choice, "attention_tokens", at);
+    }
+    json_object_set_new(r, "choices", json_pack("[o]", choice));
+    json_object_set_new(r, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", g->n_prompt, "completion_tokens",
+                                              g->n_out, "total_tokens", g->n_prompt + g->n_out));
+    return r;
+}
+
+static int oai_generate(api *a, const api_req *rq, api_reply *rp, int kind) {
+    json_t *body = parse_body(rq, rp);
+    gen *g = body ? gen_from_body(a, body, kind, rp) : NULL;
+    json_decref(body);
+    if (!g) return 0;
+    if (g->p.stream) return reply_stream(g, rp);
+    if (!gen_run(g, rp)) reply_json(rp, 200, oai_response(g));
+    gen_free(g);
+    return 0;
+}
+
+static int h_v1_completions(api *a, const api_req *rq, api_reply *rp) {
+    return oai_generate(a, rq, rp, GEN_COMPLETION);
+}
+
+static int h_v1_chat(api *a, const api_req *rq, api_reply *rp) { return oai_generate(a, rq, rp, GEN_CHAT); }
+
+static const api_route routes[] = {
+    {"GET", "/", h_index, true},
+    {"GET", "/api/health", h_health, false},
+    {"GET", "/api/model", h_model, false},
+    {"POST", "/api/tokenize", h_tokenize, false},
+    {"GET", "/api/runs", h_run_list, false},
+    {"POST", "/api/runs", h_run_create, false},
+    {"GET", "/api/runs/{id}", h_run_get, false},
+    {"DELETE", "/api/runs/{id}", h_run_delete, false},
+    {"GET", "/v1/models", h_v1_models, false},
+    {"POST", "/v1/completions", h_v1_completions, false},
+    {"POST", "/v1/chat/completions", h_v1_chat, false},
+};
+
+const api_route *api_routes(int *n) {
+    *n = (int)(sizeof routes / sizeof *routes);
+    return routes;
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
+    *out = NULL;
+    api *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    a->cfg = *cfg;
+    a->started = (long long)time(NULL);
+    pthread_mutex_init(&a->eng.mu, NULL);
+    pthread_cond_init(&a->eng.cv, NULL);
+    pthread_mutex_init(&a->runs_mu, NULL);
+    heed_model_params mp = heed_model_default_params();
+    int rc = heed_model_load(cfg->model_path, &mp, &a->model, err, err_size);
+    if (rc) goto fail;
+    heed_model_get_info(a->model, &a->info);
+    const char *base = strrchr(a->info.path, '/');
+    snprintf(a->model_id, sizeof a->model_id, "%s", base ? base + 1 : a->info.path);
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_threads = cfg->n_threads;
+    if ((rc = heed_ctx_new(a->model, &cp, &a->eng.ctx))) {
+        snprintf(err, err_size, "cannot create a context: %s", heed_strerror(rc));
+        goto fail;
+    }
+    a->n_ctx = heed_ctx_n_ctx(a->eng.ctx);
+    a->eng.acc = calloc((size_t)a->n_ctx + 1, sizeof(float));
+    if (!a->eng.acc) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    *out = a;
+    return 0;
+fail:
+    api_free(a);
+    return -1;
+}
+
+void api_stop(api *a) {
+    if (!a) return;
+    pthread_mutex_lock(&a->eng.mu);
+    atomic_store(&a->stopping, true);
+    pthread_cond_broadcast(&a->eng.cv);
+    pthread_mutex_unlock(&a->eng.mu);
+}
+
+void api_free(api *a) {
+    if (!a) return;
+    for (run_entry *r = a->runs, *next; r; r = next) {
+        next = r->next;
+        free(r->json);
+        free(r);
+    }
+    free(a->eng.acc);
+    heed_ctx_free(a->eng.ctx);
+    heed_model_free(a->model);
+    pthread_mutex_destroy(&a->eng.mu);
+    pthread_cond_destroy(&a->eng.cv);
+    pthread_mutex_destroy(&a->runs_mu);
+    free(a);
+}

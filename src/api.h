@@ -1,0 +1,93 @@
+/*
+ * api.h - the handlers of `heed serve`: the heed API (/api/...), the
+ * OpenAI-compatible endpoints (/v1/...), the one inference engine with its
+ * FIFO queue, and the in-memory run store.
+ *
+ * What it does not do: HTTP. server.c owns libmicrohttpd, routing, auth, CORS
+ * and body limits; it hands each request over as an api_req and turns the
+ * api_reply back into a response. This module sees only heed.h and jansson,
+ * so it knows nothing of kernels, model internals or sockets.
+ *
+ * Ownership: an api_reply's body (malloc'd) and stream belong to the caller
+ * after the handler returns (free() / api_stream_free()).
+ *
+ * Threads: handlers run on any number of connection threads at once. One
+ * heed_ctx serves every generation, one at a time, in arrival order (a
+ * ticket queue under a mutex and a condition variable). The run store has
+ * its own lock, so reading runs or health never waits for a generation.
+ */
+#ifndef HEED_API_H
+#define HEED_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Request bodies larger than this are refused with 413 before they are read. */
+#define API_MAX_BODY (1u << 20)
+/* Most attended positions reported per token (--attention-tokens-top-k). */
+#define API_MAX_ATTN_TOP 256
+
+typedef struct api api;
+typedef struct api_stream api_stream;
+
+typedef struct api_config {
+    const char *model_path; /* NULL: the bundled model */
+    int max_tokens;         /* per-request cap on generated tokens */
+    int max_prompt;         /* prompt token limit (422 beyond it) */
+    int n_threads;          /* 0: all cores */
+    int attn_top_k;         /* attended positions reported per token */
+    const char *data_dir;   /* run store folder (phase 2); may be NULL */
+} api_config;
+
+typedef struct api_req {
+    const char *method;
+    const char *path;
+    const char *param; /* the {id} segment of the route, or "" */
+    const char *body;  /* not NUL-terminated; may be NULL when body_len is 0 */
+    size_t body_len;
+} api_req;
+
+typedef struct api_reply {
+    int status;
+    const char *content_type;
+    char *body;         /* malloc'd; NULL with a stream */
+    size_t body_len;
+    api_stream *stream; /* Server-Sent Events, read with api_stream_read */
+    const char *allow;  /* the Allow header of a 405 */
+} api_reply;
+
+typedef int (*api_handler)(api *a, const api_req *rq, api_reply *rp);
+
+/* A route: method, path pattern ("{id}" matches one path segment), handler.
+ * open: needs no API key (static content). */
+typedef struct api_route {
+    const char *method;
+    const char *pattern;
+    api_handler fn;
+    bool open;
+} api_route;
+
+/* Loads the model and creates the engine. Returns 0, or -1 with a message in err. */
+int api_new(const api_config *cfg, api **out, char *err, size_t err_size);
+/* Asks every generation and waiting request to end (they finish with stop
+ * "cancelled"); called before the HTTP daemon stops. */
+void api_stop(api *a);
+void api_free(api *a);
+
+const api_route *api_routes(int *n);
+
+/* Fills rp with a JSON error {"error": {"message", "type", "param", "code"}}
+ * (OpenAI's shape, used on every route). param may be NULL. */
+__attribute__((format(printf, 5, 6))) void api_error(api_reply *rp, int status, const char *param,
+                                                     const char *code, const char *fmt, ...);
+
+/* Copies up to max bytes of the next events into buf. Returns the count (> 0;
+ * it blocks until it has something, sending SSE comments as a heartbeat
+ * while queued) or -1 at the end of the stream. */
+ssize_t api_stream_read(api_stream *s, char *buf, size_t max);
+/* Ends the stream; a generation still running is cancelled (the client left)
+ * and stored with stop "cancelled". */
+void api_stream_free(api_stream *s);
+
+#endif

@@ -1,0 +1,396 @@
+/*
+ * server.c - libmicrohttpd glue of `heed serve` (contract in server.h).
+ *
+ * One thread per connection: a streamed generation blocks its own thread
+ * inside the content reader (waiting for the engine, then one token per
+ * call), which keeps the engine's FIFO queue and cancellation simple - when
+ * the client leaves, MHD stops calling the reader and frees the stream, and
+ * the generation ends at the next token.
+ *
+ * Per request, on the first call (headers only): route, auth and the body
+ * limit are checked, so a refused request never has its body read. The body
+ * is then collected and the handler runs on the last call.
+ *
+ * The only global is the signal flag.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "api.h"
+#include "server.h"
+
+#define MAX_CONNECTIONS 64   /* each holds a thread */
+#define IDLE_TIMEOUT_S 60    /* an idle keep-alive connection is closed after this */
+#define SSE_BLOCK 4096       /* bytes MHD asks the event reader for at a time */
+#define MAX_PARAM 128        /* longest {id} path segment */
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) { stop_signal = sig; }
+
+typedef struct server {
+    api *api;
+    struct MHD_Daemon *daemon;
+    const char *cors;    /* allowed origin, or NULL */
+    const char *api_key; /* or NULL */
+    const api_route *routes;
+    int n_routes;
+} server;
+
+/* Per-request state, from the first call to the completion notice. */
+typedef struct request {
+    const api_route *route;
+    char param[MAX_PARAM];
+    char *body;
+    size_t len, cap;
+    bool too_large;
+} request;
+
+/* ------------------------------------------------------------ routing */
+
+/* Does path match pattern? "{id}" matches one non-empty segment of
+ * [A-Za-z0-9_.-], copied into param. */
+static bool route_match(const char *pattern, const char *path, char *param) {
+    while (*pattern) {
+        if (!strncmp(pattern, "{id}", 4)) {
+            size_t n = strcspn(path, "/");
+            if (n == 0 || n >= MAX_PARAM || strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                      "0123456789_.-") < n)
+                return false;
+            memcpy(param, path, n);
+            param[n] = 0;
+            path += n;
+            pattern += 4;
+        } else if (*pattern++ != *path++) {
+            return false;
+        }
+    }
+    return *path == 0;
+}
+
+/* Finds the route of method and path. NULL when none: *path_known says
+ * whether another method serves the path (405, with its methods in allow). */
+static const api_route *route_find(const server *s, const char *method, const char *path, char *param,
+                                   bool *path_known, char *allow, size_t allow_size) {
+    *path_known = false;
+    allow[0] = 0;
+    for (int i = 0; i < s->n_routes; i++) {
+        const api_route *r = &s->routes[i];
+        if (!route_match(r->pattern, path, param)) continue;
+        if (!strcmp(r->method, method)) return r;
+        *path_known = true;
+        size_t n = strlen(allow);
+        snprintf(allow + n, allow_size - n, "%s%s", n ? ", " : "", r->method);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ replies */
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    ssize_t n = api_stream_read(cls, buf, max);
+    return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
+}
+
+static void sse_free(void *cls) { api_stream_free(cls); }
+
+static enum MHD_Result send_reply(const server *s, struct MHD_Connection *c, api_reply *rp) {
+    struct MHD_Response *resp;
+    if (rp->stream) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, sse_read, rp->stream, sse_free);
+        if (!resp) api_stream_free(rp->stream);
+        else {
+            MHD_add_response_header(resp, "Cache-Control", "no-cache");
+            MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies must not hold events back */
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(rp->body_len, rp->body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) free(rp->body);
+    }
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", rp->content_type ? rp->content_type : "application/json");
+    if (rp->allow) MHD_add_response_header(resp, "Allow", rp->allow);
+    if (rp->status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    if (s->cors) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cors);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)rp->status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* The CORS preflight: any route, no key (browsers send none). */
+static enum MHD_Result send_preflight(const server *s, struct MHD_Connection *c, const char *allow) {
+    api_reply rp = {.status = 204, .content_type = "text/plain", .body = NULL, .body_len = 0};
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cors);
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    MHD_add_response_header(resp, "Vary", "Origin");
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)rp.status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* Compares the whole key whatever the first difference, so the time taken
+ * does not tell how much of a guess was right. */
+static bool key_ok(const server *s, struct MHD_Connection *c) {
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    size_t n = strlen(h), k = strlen(s->api_key);
+    unsigned diff = n != k;
+    for (size_t i = 0; i < k; i++) diff |= (unsigned char)s->api_key[i] ^ (unsigned char)(i < n ? h[i] : 0);
+    return diff == 0;
+}
+
+/* Checks done on the headers alone. Returns true with rp filled when the
+ * request is refused. */
+static bool refuse_early(const server *s, struct MHD_Connection *c, const char *method, const char *url,
+                         request *r, api_reply *rp, char *allow, size_t allow_size) {
+    bool known;
+    r->route = route_find(s, method, url, r->param, &known, allow, allow_size);
+    if (!r->route && known) {
+        api_error(rp, 405, NULL, "method_not_allowed", "%s %s is not allowed (allowed: %s)", method, url, allow);
+        rp->allow = allow;
+        return true;
+    }
+    if (!r->route) {
+        api_error(rp, 404, NULL, "not_found", "no route %s %s", method, url);
+        return true;
+    }
+    if (s->api_key && !r->route->open && !key_ok(s, c)) {
+        api_error(rp, 401, NULL, "invalid_api_key", "missing or wrong API key (send Authorization: Bearer KEY)");
+        return true;
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > API_MAX_BODY) {
+        api_error(rp, 413, NULL, "body_too_large", "the body has %s bytes; the limit is %u", cl, API_MAX_BODY);
+        return true;
+    }
+    return false;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    server *s = cls;
+    request *r = *con_cls;
+    api_reply rp = {0};
+    if (!r) {
+        if (!(r = calloc(1, sizeof *r))) return MHD_NO;
+        *con_cls = r;
+        if (!strcmp(method, "OPTIONS") && s->cors) {
+            char allow[128];
+            bool known;
+            route_find(s, "", url, r->param, &known, allow, sizeof allow);
+            if (known) return send_preflight(s, c, allow);
+        }
+        char allow[128];
+        if (refuse_early(s, c, method, url, r, &rp, allow, sizeof allow)) {
+            r->route = NULL;
+            return send_reply(s, c, &rp);
+        }
+        return MHD_YES;
+    }
+    if (!r->route) { /* refused on the first call; the rest of the body is dropped */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->too_large || r->len + n > API_MAX_BODY) { /* a chunked body without Content-Length */
+            r->too_large = true;
+            return MHD_YES;
+        }
+        if (r->len + n > r->cap) {
+            size_t cap = r->cap * 2 + n;
+            if (cap > API_MAX_BODY) cap = API_MAX_BODY;
+            char *b = realloc(r->body, cap);
+            if (!b) return MHD_NO;
+            r->body = b;
+            r->cap = cap;
+        }
+        memcpy(r->body + r->len, upload, n);
+        r->len += n;
+        return MHD_YES;
+    }
+    if (r->too_large) {
+        api_error(&rp, 413, NULL, "body_too_large", "the body is larger than %u bytes", API_MAX_BODY);
+        return send_reply(s, c, &rp);
+    }
+    api_req rq = {.method = method, .path = url, .param = r->param, .body = r->body, .body_len = r->len};
+    r->route->fn(s->api, &rq, &rp);
+    return send_reply(s, c, &rp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
+    request *r = *con_cls;
+    if (r) {
+        free(r->body);
+        free(r);
+        *con_cls = NULL;
+    }
+}
+
+/* ------------------------------------------------------------ flags */
+
+static const char *usage_text =
+    "usage: heed serve [options]\n"
+    "  --host HOST                   address to listen on (default 127.0.0.1)\n"
+    "  --port N                      port (default 8080; 0 = any free port)\n"
+    "  -m, --model PATH              GGUF file or Hugging Face folder (default: the bundled model)\n"
+    "  --max-tokens N                cap on generated tokens per request (default 512)\n"
+    "  --max-prompt N                prompt token limit (default 2048)\n"
+    "  --threads N                   inference threads (default: all cores)\n"
+    "  --cors ORIGIN                 allow browser requests from ORIGIN\n"
+    "  --api-key KEY                 require Authorization: Bearer KEY\n"
+    "  --data-dir DIR                folder for stored runs (created)\n"
+    "  --attention-tokens-top-k N    attended positions reported per token (default 32)\n";
+
+typedef struct serve_opts {
+    const char *host, *cors, *api_key;
+    long port;
+    api_config cfg;
+} serve_opts;
+
+static bool parse_count(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+/* Returns 0, or 2 (the usage-error exit status) after a message. */
+static int parse_flags(int argc, char **argv, serve_opts *o) {
+    *o = (serve_opts){.host = "127.0.0.1", .port = 8080};
+    o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage_text, stdout);
+            return 1;
+        }
+        if (!v) {
+            fprintf(stderr, "heed: serve: %s %s\n", a, a[0] == '-' ? "needs a value" : "is not an option");
+            return 2;
+        }
+        i++;
+        bool ok = true;
+        if (!strcmp(a, "--host")) o->host = v;
+        else if (!strcmp(a, "--port")) ok = parse_count(v, 0, 65535, &o->port);
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->cfg.model_path = v;
+        else if (!strcmp(a, "--max-tokens") && (ok = parse_count(v, 1, 1 << 20, &n))) o->cfg.max_tokens = (int)n;
+        else if (!strcmp(a, "--max-prompt") && (ok = parse_count(v, 1, 1 << 24, &n))) o->cfg.max_prompt = (int)n;
+        else if (!strcmp(a, "--threads") && (ok = parse_count(v, 1, 1024, &n))) o->cfg.n_threads = (int)n;
+        else if (!strcmp(a, "--attention-tokens-top-k") && (ok = parse_count(v, 0, API_MAX_ATTN_TOP, &n)))
+            o->cfg.attn_top_k = (int)n;
+        else if (!strcmp(a, "--cors")) o->cors = v;
+        else if (!strcmp(a, "--api-key")) o->api_key = v;
+        else if (!strcmp(a, "--data-dir")) o->cfg.data_dir = v;
+        else if (ok) {
+            fprintf(stderr, "heed: serve: unknown option '%s'\n", a);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "heed: serve: %s: '%s' is not a valid value\n", a, v);
+            return 2;
+        }
+    }
+    if (o->api_key && !o->api_key[0]) {
+        fprintf(stderr, "heed: serve: --api-key must not be empty\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ main */
+
+static struct MHD_Daemon *start_daemon(server *s, const serve_opts *o, unsigned *port) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%ld", o->port);
+    int gai = getaddrinfo(o->host, port_s, &hints, &ai);
+    if (gai) {
+        fprintf(stderr, "heed: serve: --host %s: %s\n", o->host, gai_strerror(gai));
+        return NULL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!d) {
+        fprintf(stderr, "heed: serve: cannot listen on %s port %ld (in use, or not an address here)\n", o->host,
+                o->port);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    *port = di ? di->port : (unsigned)o->port;
+    return d;
+}
+
+int server_main(int argc, char **argv) {
+    serve_opts o;
+    int rc = parse_flags(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (o.cfg.data_dir && mkdir(o.cfg.data_dir, 0755) && errno != EEXIST) {
+        fprintf(stderr, "heed: serve: --data-dir %s: %s\n", o.cfg.data_dir, strerror(errno));
+        return 1;
+    }
+    server s = {.cors = o.cors, .api_key = o.api_key};
+    s.routes = api_routes(&s.n_routes);
+    char err[512] = "";
+    if (api_new(&o.cfg, &s.api, err, sizeof err)) {
+        fprintf(stderr, "heed: %s\n", err[0] ? err : "cannot load the model");
+        return 1;
+    }
+    /* a client that leaves mid-stream must not kill the server */
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    unsigned port = 0;
+    s.daemon = start_daemon(&s, &o, &port);
+    if (!s.daemon) {
+        api_free(s.api);
+        return 1;
+    }
+    bool v6 = strchr(o.host, ':') != NULL;
+    printf("heed: listening on http://%s%s%s:%u\n", v6 ? "[" : "", o.host, v6 ? "]" : "", port);
+    fflush(stdout);
+
+    while (!stop_signal) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "heed: %s received, shutting down\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    /* generations end at their next token; then the daemon closes every
+     * connection and joins its threads, so nothing uses the engine when it goes */
+    api_stop(s.api);
+    MHD_stop_daemon(s.daemon);
+    api_free(s.api);
+    return 0;
+}

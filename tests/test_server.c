@@ -1,0 +1,615 @@
+/*
+ * test_server.c - black-box tests of `heed serve`: the real binary built
+ * beside this test (build/heed or build-asan/heed) is started on a free port
+ * of 127.0.0.1 and spoken to over HTTP with libcurl. Every wait is bounded.
+ */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "testutil.h"
+
+#define START_TIMEOUT_MS 20000 /* model load under ASan included */
+#define STOP_TIMEOUT_MS 10000
+#define REQ_TIMEOUT_S 30L
+
+static char heed_bin[PATH_MAX + 16];
+
+typedef struct srv {
+    pid_t pid;
+    int port;
+} srv;
+
+static srv main_srv; /* bundled model, default flags: shared by most tests */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Starts `heed serve --port 0 ARGS...` and reads the port from its banner. */
+static void srv_start(srv *s, const char *const *args) {
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    const char *argv[32] = {heed_bin, "serve", "--port", "0", "--threads", "1"};
+    int n = 6;
+    for (int i = 0; args && args[i] && n < 30; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execv(heed_bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    char line[256];
+    size_t len = 0;
+    double t0 = now_ms();
+    s->port = 0;
+    while (!s->port && now_ms() - t0 < START_TIMEOUT_MS && len < sizeof line - 1) {
+        struct pollfd p = {.fd = fd[0], .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0) continue;
+        ssize_t r = read(fd[0], line + len, sizeof line - 1 - len);
+        if (r <= 0) break;
+        len += (size_t)r;
+        line[len] = 0;
+        const char *at = strstr(line, "heed: listening on http://127.0.0.1:");
+        if (at && strchr(at, '\n')) s->port = atoi(at + strlen("heed: listening on http://127.0.0.1:"));
+    }
+    close(fd[0]);
+    if (!s->port) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        fail_msg("heed serve did not print its address: '%.*s'", (int)len, line);
+    }
+}
+
+/* SIGTERM, then waits (bounded) for a clean exit. */
+static void srv_stop(srv *s) {
+    kill(s->pid, SIGTERM);
+    int st = 0;
+    double t0 = now_ms();
+    pid_t r;
+    while ((r = waitpid(s->pid, &st, WNOHANG)) == 0 && now_ms() - t0 < STOP_TIMEOUT_MS) usleep(10000);
+    if (r == 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, &st, 0);
+        fail_msg("heed serve did not stop within %d ms of SIGTERM", STOP_TIMEOUT_MS);
+    }
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+typedef struct resp {
+    long status;
+    char *body;
+    size_t len;
+    char allow[128];
+    int abort_after; /* events (blank-line ends) after which the client hangs up; 0: never */
+} resp;
+
+static size_t on_body(char *d, size_t sz, size_t nm, void *u) {
+    resp *r = u;
+    size_t n = sz * nm;
+    char *b = realloc(r->body, r->len + n + 1);
+    if (!b) return 0;
+    r->body = b;
+    memcpy(r->body + r->len, d, n);
+    r->len += n;
+    r->body[r->len] = 0;
+    if (r->abort_after) {
+        int ev = 0;
+        for (const char *p = r->body; (p = strstr(p, "\n\n")); p += 2) ev++;
+        if (ev >= r->abort_after) return 0;
+    }
+    return n;
+}
+
+static size_t on_header(char *d, size_t sz, size_t nm, void *u) {
+    resp *r = u;
+    size_t n = sz * nm;
+    if (n > 6 && !strncasecmp(d, "Allow:", 6)) {
+        snprintf(r->allow, sizeof r->allow, "%.*s", (int)(n - 6), d + 6);
+        r->allow[strcspn(r->allow, "\r\n")] = 0;
+    }
+    return n;
+}
+
+/* One request; returns the curl code (CURLE_WRITE_ERROR after an abort). */
+static CURLcode http_ex(const srv *s, const char *method, const char *path, const char *body, size_t body_len,
+                        const char *header, resp *r) {
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->port, path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (header) h = curl_slist_append(h, header);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, REQ_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+/* A request that must complete; returns the status and the body as JSON
+ * (NULL when it is not JSON). */
+static long http(const srv *s, const char *method, const char *path, const char *body, const char *header,
+                 json_t **json) {
+    resp r = {0};
+    CURLcode rc = http_ex(s, method, path, body, body ? strlen(body) : 0, header, &r);
+    if (rc != CURLE_OK) fail_msg("%s %s: %s", method, path, curl_easy_strerror(rc));
+    if (json) *json = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    free(r.body);
+    return r.status;
+}
+
+/* Expects an error reply with status and, when given, the param named. */
+static void expect_error(const srv *s, const char *method, const char *path, const char *body, long status,
+                         const char *param) {
+    json_t *j = NULL;
+    long st = http(s, method, path, body, NULL, &j);
+    if (st != status) fail_msg("%s %s %s: status %ld, want %ld", method, path, body ? body : "", st, status);
+    json_t *e = json_object_get(j, "error");
+    assert_non_null(json_string_value(json_object_get(e, "message")));
+    assert_non_null(json_string_value(json_object_get(e, "type")));
+    assert_non_null(json_object_get(e, "code"));
+    if (param) assert_string_equal(json_string_value(json_object_get(e, "param")), param);
+    json_decref(j);
+}
+
+/* ------------------------------------------------------------ SSE */
+
+typedef struct sse_ev {
+    char name[32];
+    json_t *data; /* NULL for [DONE] or non-JSON */
+    bool done_marker;
+} sse_ev;
+
+/* Splits an SSE body into events (comments skipped). Returns the count. */
+static int sse_parse(const char *body, sse_ev *ev, int n_max) {
+    int n = 0;
+    const char *p = body;
+    while (p && *p && n < n_max) {
+        const char *end = strstr(p, "\n\n");
+        if (!end) break;
+        sse_ev e = {.name = "message"};
+        bool any = false;
+        for (const char *l = p; l < end;) {
+            const char *nl = memchr(l, '\n', (size_t)(end - l));
+            size_t ll = nl ? (size_t)(nl - l) : (size_t)(end - l);
+            if (ll > 7 && !strncmp(l, "event: ", 7)) snprintf(e.name, sizeof e.name, "%.*s", (int)ll - 7, l + 7);
+            else if (ll > 6 && !strncmp(l, "data: ", 6)) {
+                any = true;
+                if (ll == 12 && !strncmp(l + 6, "[DONE]", 6)) e.done_marker = true;
+                else e.data = json_loadb(l + 6, ll - 6, 0, NULL);
+            }
+            l += ll + 1;
+        }
+        if (any) ev[n++] = e;
+        p = end + 2;
+    }
+    return n;
+}
+
+static void sse_free(sse_ev *ev, int n) {
+    for (int i = 0; i < n; i++) json_decref(ev[i].data);
+}
+
+#define MAX_EV 1100
+
+/* ------------------------------------------------------------ tests */
+
+static void test_routes_basic(void **state) {
+    json_t *j;
+    assert_int_equal(http(&main_srv, "GET", "/api/health", NULL, NULL, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "ok");
+    json_decref(j);
+
+    assert_int_equal(http(&main_srv, "GET", "/api/model", NULL, NULL, &j), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_layer")), 5);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_head")), 8);
+    assert_string_equal(json_string_value(json_object_get(j, "arch")), "llama");
+    assert_true(json_is_null(json_object_get(j, "chat_template")));
+    json_decref(j);
+
+    assert_int_equal(http(&main_srv, "GET", "/v1/models", NULL, NULL, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "list");
+    json_t *m = json_array_get(json_object_get(j, "data"), 0);
+    assert_string_equal(json_string_value(json_object_get(m, "id")), "stories260K.gguf");
+    assert_string_equal(json_string_value(json_object_get(m, "object")), "model");
+    json_decref(j);
+
+    resp r = {0};
+    assert_int_equal(http_ex(&main_srv, "GET", "/", NULL, 0, NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "<h1>heed</h1>"));
+    free(r.body);
+}
+
+static void test_tokenize(void **state) {
+    json_t *j;
+    assert_int_equal(http(&main_srv, "POST", "/api/tokenize", "{\"text\": \"Once upon a time\"}", NULL, &j), 200);
+    json_t *ids = json_object_get(j, "ids"), *toks = json_object_get(j, "tokens");
+    assert_int_equal(json_array_size(ids), 5);
+    assert_int_equal(json_integer_value(json_array_get(ids, 1)), 403);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(toks, 0), "label")), "[BOS]");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(toks, 1), "piece")), "▁Once");
+    json_decref(j);
+    assert_int_equal(http(&main_srv, "POST", "/api/tokenize", "{\"text\": \"Once\", \"add_bos\": false}", NULL, &j),
+                     200);
+    assert_int_equal(json_array_size(json_object_get(j, "ids")), 1);
+    json_decref(j);
+}
+
+static void test_errors(void **state) {
+    expect_error(&main_srv, "POST", "/api/tokenize", "{\"text\": ", 400, NULL);         /* malformed */
+    expect_error(&main_srv, "POST", "/api/tokenize", "[1, 2]", 400, NULL);              /* not an object */
+    expect_error(&main_srv, "POST", "/api/tokenize", "{\"text\": 3}", 400, "text");
+    expect_error(&main_srv, "POST", "/api/tokenize", "{\"text\": \"\xff\xfe\"}", 400, NULL); /* bad UTF-8 */
+    expect_error(&main_srv, "POST", "/api/runs", "{\"prompt\": \"x\", \"temperature\": -1}", 400, "temperature");
+    expect_error(&main_srv, "POST", "/api/runs", "{\"prompt\": \"x\", \"top_p\": 0}", 400, "top_p");
+    expect_error(&main_srv, "POST", "/api/runs", "{\"prompt\": \"x\", \"max_tokens\": 1.5}", 400, "max_tokens");
+    expect_error(&main_srv, "POST", "/api/runs", "{\"max_tokens\": 3}", 400, "prompt");
+    expect_error(&main_srv, "POST", "/v1/completions", "{\"prompt\": \"x\", \"seed\": -3}", 400, "seed");
+    expect_error(&main_srv, "POST", "/v1/completions", "{\"prompt\": \"x\", \"n\": 2}", 400, "n");
+    /* the bundled model has no chat template */
+    expect_error(&main_srv, "POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+                 400, "messages");
+    expect_error(&main_srv, "GET", "/api/nothing", NULL, 404, NULL);
+    expect_error(&main_srv, "GET", "/api/runs/run_nope", NULL, 404, "id");
+    expect_error(&main_srv, "DELETE", "/api/runs/run_nope", NULL, 404, "id");
+    expect_error(&main_srv, "DELETE", "/api/health", NULL, 405, NULL);
+
+    resp r = {0};
+    http_ex(&main_srv, "PUT", "/api/runs", "{}", 2, NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_non_null(strstr(r.allow, "GET"));
+    assert_non_null(strstr(r.allow, "POST"));
+    free(r.body);
+
+    /* 413: refused on its Content-Length, before the body is read */
+    size_t big = (1u << 20) + 16;
+    char *body = malloc(big + 1);
+    assert_non_null(body);
+    memset(body, ' ', big);
+    body[big] = 0;
+    memset(&r, 0, sizeof r);
+    http_ex(&main_srv, "POST", "/api/tokenize", body, big, NULL, &r);
+    free(body);
+    assert_int_equal(r.status, 413);
+    json_t *j = json_loads(r.body, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "body_too_large");
+    json_decref(j);
+    free(r.body);
+
+    /* still serving */
+    assert_int_equal(http(&main_srv, "GET", "/api/health", NULL, NULL, NULL), 200);
+}
+
+/* POST /api/runs: queued, one token per step, done; then the stored run. */
+static void test_run_stream_and_store(void **state) {
+    resp r = {0};
+    const char *body = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 24, \"temperature\": 0}";
+    assert_int_equal(http_ex(&main_srv, "POST", "/api/runs", body, strlen(body), NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    static sse_ev ev[MAX_EV];
+    int n = sse_parse(r.body, ev, MAX_EV);
+    assert_true(n >= 3);
+    assert_string_equal(ev[0].name, "queued");
+    assert_non_null(json_object_get(ev[0].data, "position"));
+    int n_tok = 0;
+    char text[4096] = "";
+    for (int i = 1; i < n - 1; i++) {
+        assert_string_equal(ev[i].name, "token");
+        json_t *d = ev[i].data;
+        assert_int_equal(json_integer_value(json_object_get(d, "index")), n_tok);
+        json_t *top = json_object_get(d, "top");
+        assert_int_equal(json_array_size(top), 5);
+        json_t *att = json_object_get(json_object_get(d, "attention"), "top");
+        int pos = 5 - 1 + n_tok; /* query position that chose this token */
+        assert_int_equal(json_array_size(att), (size_t)(pos + 1 < 32 ? pos + 1 : 32));
+        double sum = 0, prev = 2;
+        for (size_t k = 0; k < json_array_size(att); k++) {
+            json_t *pw = json_array_get(att, k);
+            int p = (int)json_integer_value(json_array_get(pw, 0));
+            double w = json_number_value(json_array_get(pw, 1));
+            assert_true(p >= 0 && p <= pos);
+            assert_true(w >= 0 && w <= prev + 1e-6);
+            prev = w;
+            sum += w;
+        }
+        assert_true(sum <= 1.0 + 1e-3);
+        if (pos + 1 <= 32) assert_true(fabs(sum - 1.0) < 1e-3); /* every source listed: the row sums to 1 */
+        strncat(text, json_string_value(json_object_get(d, "text")), sizeof text - strlen(text) - 1);
+        n_tok++;
+    }
+    assert_int_equal(n_tok, 24);
+    assert_string_equal(ev[n - 1].name, "done");
+    json_t *done = ev[n - 1].data;
+    const char *run_id = json_string_value(json_object_get(done, "run_id"));
+    assert_non_null(run_id);
+    assert_int_equal(json_integer_value(json_object_get(done, "n_output")), 24);
+    assert_int_equal(json_integer_value(json_object_get(done, "n_prompt")), 5);
+    assert_string_equal(json_string_value(json_object_get(done, "stop")), "length");
+
+    /* greedy output matches the reference engine's */
+    json_t *g = json_load_file("tests/fixtures/stories260K__once-upon-a-time.json", 0, NULL);
+    char path[128];
+    snprintf(path, sizeof path, "/api/runs/%s", run_id);
+    json_t *run;
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &run), 200);
+    json_t *out = json_object_get(run, "output_ids");
+    assert_int_equal(json_array_size(out), 24);
+    if (g) {
+        json_t *gi = json_object_get(g, "greedy_ids");
+        for (size_t i = 0; i < 24; i++)
+            assert_int_equal(json_integer_value(json_array_get(out, i)), json_integer_value(json_array_get(gi, i)));
+    }
+    json_decref(g);
+    assert_string_equal(json_string_value(json_object_get(run, "text")), text);
+    assert_int_equal(json_array_size(json_object_get(run, "tokens")), 29);
+    assert_int_equal(json_array_size(json_object_get(run, "steps")), 24);
+    assert_string_equal(json_string_value(json_object_get(run, "prompt")), "Once upon a time");
+    json_decref(run);
+
+    json_t *list;
+    assert_int_equal(http(&main_srv, "GET", "/api/runs", NULL, NULL, &list), 200);
+    bool found = false;
+    json_t *runs = json_object_get(list, "runs");
+    for (size_t i = 0; i < json_array_size(runs); i++)
+        found |= !strcmp(json_string_value(json_object_get(json_array_get(runs, i), "id")), run_id);
+    assert_true(found);
+    json_decref(list);
+
+    assert_int_equal(http(&main_srv, "DELETE", path, NULL, NULL, NULL), 200);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, NULL), 404);
+    sse_free(ev, n);
+    free(r.body);
+}
+
+static void test_v1_completions(void **state) {
+    json_t *j;
+    const char *body = "{\"model\": \"x\", \"prompt\": \"Once upon a time\", \"max_tokens\": 6, \"temperature\": 0, "
+                       "\"return_attention_tokens\": true}";
+    assert_int_equal(http(&main_srv, "POST", "/v1/completions", body, NULL, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "text_completion");
+    assert_non_null(json_string_value(json_object_get(j, "id")));
+    assert_true(json_is_integer(json_object_get(j, "created")));
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "stories260K.gguf");
+    json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+    assert_int_equal(json_integer_value(json_object_get(ch, "index")), 0);
+    assert_true(strlen(json_string_value(json_object_get(ch, "text"))) > 0);
+    assert_string_equal(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    assert_true(json_is_null(json_object_get(ch, "logprobs")));
+    json_t *at = json_object_get(ch, "attention_tokens");
+    assert_int_equal(json_array_size(at), 6);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(at, 2), "token_index")), 2);
+    assert_true(json_array_size(json_object_get(json_array_get(at, 2), "top")) == 7);
+    json_t *u = json_object_get(j, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "prompt_tokens")), 5);
+    assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), 6);
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 11);
+    json_decref(j);
+
+    /* without the flag, no attention */
+    assert_int_equal(http(&main_srv, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"max_tokens\": 2}", NULL, &j),
+                     200);
+    assert_null(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "attention_tokens"));
+    json_decref(j);
+
+    resp r = {0};
+    body = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 5, \"temperature\": 0, \"stream\": true, "
+           "\"return_attention_tokens\": true}";
+    assert_int_equal(http_ex(&main_srv, "POST", "/v1/completions", body, strlen(body), NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    static sse_ev ev[64];
+    int n = sse_parse(r.body, ev, 64);
+    assert_int_equal(n, 5 + 2); /* one chunk per token, the closing chunk, [DONE] */
+    assert_true(ev[n - 1].done_marker);
+    for (int i = 0; i < n - 1; i++) {
+        json_t *c = ev[i].data;
+        assert_non_null(c);
+        assert_string_equal(json_string_value(json_object_get(c, "object")), "text_completion");
+        json_t *cc = json_array_get(json_object_get(c, "choices"), 0);
+        assert_non_null(json_string_value(json_object_get(cc, "text")));
+        if (i < 5) {
+            assert_true(json_is_null(json_object_get(cc, "finish_reason")));
+            json_t *a = json_array_get(json_object_get(cc, "attention_tokens"), 0);
+            assert_int_equal(json_integer_value(json_object_get(a, "token_index")), i);
+        } else {
+            assert_string_equal(json_string_value(json_object_get(cc, "finish_reason")), "length");
+        }
+    }
+    sse_free(ev, n);
+    free(r.body);
+}
+
+/* A client that hangs up after the first token: the server carries on and
+ * the next generation starts promptly. */
+static void test_cancel_on_disconnect(void **state) {
+    resp r = {.abort_after = 2}; /* queued, first token */
+    const char *body = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 512}";
+    CURLcode rc = http_ex(&main_srv, "POST", "/api/runs", body, strlen(body), NULL, &r);
+    assert_int_equal(rc, CURLE_WRITE_ERROR);
+    free(r.body);
+
+    double t0 = now_ms();
+    memset(&r, 0, sizeof r);
+    body = "{\"prompt\": \"Once\", \"max_tokens\": 3}";
+    assert_int_equal(http_ex(&main_srv, "POST", "/api/runs", body, strlen(body), NULL, &r), CURLE_OK);
+    assert_true(now_ms() - t0 < 10000);
+    assert_non_null(strstr(r.body, "event: done"));
+    free(r.body);
+
+    /* the abandoned run is stored as cancelled (or complete when it beat the hang-up) */
+    json_t *list;
+    assert_int_equal(http(&main_srv, "GET", "/api/runs", NULL, NULL, &list), 200);
+    json_t *runs = json_object_get(list, "runs");
+    for (size_t i = 0; i < json_array_size(runs); i++) {
+        json_t *e = json_array_get(runs, i);
+        if (!strcmp(json_string_value(json_object_get(e, "stop")), "cancelled"))
+            assert_true(json_integer_value(json_object_get(e, "n_output")) < 512);
+    }
+    json_decref(list);
+}
+
+typedef struct reader_arg {
+    int ok, total;
+} reader_arg;
+
+static void *reader_main(void *p) {
+    reader_arg *a = p;
+    for (int i = 0; i < 20; i++) {
+        const char *path = i % 2 ? "/api/health" : "/api/runs";
+        resp r = {0};
+        if (http_ex(&main_srv, "GET", path, NULL, 0, NULL, &r) == CURLE_OK && r.status == 200) a->ok++;
+        a->total++;
+        free(r.body);
+    }
+    return NULL;
+}
+
+static void *stream_main(void *p) {
+    resp *r = p;
+    const char *body = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 400}";
+    http_ex(&main_srv, "POST", "/api/runs", body, strlen(body), NULL, r);
+    return NULL;
+}
+
+/* Readers never wait for a generation. */
+static void test_concurrent_readers(void **state) {
+    pthread_t gen, th[8];
+    resp gr = {0};
+    reader_arg ra[8] = {{0}};
+    assert_int_equal(pthread_create(&gen, NULL, stream_main, &gr), 0);
+    for (int i = 0; i < 8; i++) assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
+    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+    pthread_join(gen, NULL);
+    for (int i = 0; i < 8; i++) assert_int_equal(ra[i].ok, ra[i].total);
+    assert_int_equal(gr.status, 200);
+    assert_non_null(strstr(gr.body, "event: done"));
+    free(gr.body);
+}
+
+/* Two streams at once: both finish, each with its own run. */
+static void test_queue_two_streams(void **state) {
+    pthread_t a, b;
+    resp ra = {0}, rb = {0};
+    assert_int_equal(pthread_create(&a, NULL, stream_main, &ra), 0);
+    assert_int_equal(pthread_create(&b, NULL, stream_main, &rb), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    assert_non_null(strstr(ra.body, "event: done"));
+    assert_non_null(strstr(rb.body, "event: done"));
+    free(ra.body);
+    free(rb.body);
+}
+
+static void test_api_key_and_cors(void **state) {
+    srv s;
+    const char *args[] = {"--api-key", "sekrit", "--cors", "http://example.test", "--max-prompt", "8",
+                          "--max-tokens", "4", "--data-dir", "test-output/serve-data", NULL};
+    srv_start(&s, args);
+    expect_error(&s, "GET", "/api/health", NULL, 401, NULL);
+    assert_int_equal(http(&s, "GET", "/api/health", NULL, "Authorization: Bearer wrong", NULL), 401);
+    assert_int_equal(http(&s, "GET", "/api/health", NULL, "Authorization: Bearer sekri", NULL), 401);
+    assert_int_equal(http(&s, "GET", "/api/health", NULL, "Authorization: Bearer sekrit", NULL), 200);
+    assert_int_equal(http(&s, "GET", "/", NULL, NULL, NULL), 200); /* static: open */
+    assert_int_equal(http(&s, "OPTIONS", "/api/runs", NULL, NULL, NULL), 204);
+
+    /* 422: over --max-prompt, naming the limit */
+    json_t *j;
+    const char *key = "Authorization: Bearer sekrit";
+    long st = http(&s, "POST", "/api/runs", "{\"prompt\": \"Once upon a time there was a little girl named Lily\"}",
+                   key, &j);
+    assert_int_equal(st, 422);
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    assert_non_null(strstr(msg, "8"));
+    assert_non_null(strstr(msg, "--max-prompt"));
+    json_decref(j);
+
+    /* --max-tokens caps a larger request */
+    assert_int_equal(http(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"max_tokens\": 100}", key, &j), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 4);
+    json_decref(j);
+    assert_int_equal(access("test-output/serve-data", F_OK), 0);
+    srv_stop(&s);
+}
+
+static void test_bad_flags(void **state) {
+    char cmd[PATH_MAX + 128];
+    snprintf(cmd, sizeof cmd, "%s serve --port 99999 >/dev/null 2>&1", heed_bin);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    snprintf(cmd, sizeof cmd, "%s serve --bogus 1 >/dev/null 2>&1", heed_bin);
+    st = system(cmd);
+    assert_int_equal(WEXITSTATUS(st), 2);
+}
+
+static int group_setup(void **state) {
+    curl_global_init(CURL_GLOBAL_ALL);
+    srv_start(&main_srv, NULL);
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    srv_stop(&main_srv);
+    curl_global_cleanup();
+    return 0;
+}
+
+int main(void) {
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return 1;
+    self[n] = 0;
+    char *slash = strrchr(self, '/'); /* .../build/tests/test_server */
+    *slash = 0;
+    slash = strrchr(self, '/');
+    *slash = 0;
+    snprintf(heed_bin, sizeof heed_bin, "%s/heed", self);
+    if (system("mkdir -p test-output")) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routes_basic),
+        cmocka_unit_test(test_tokenize),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_run_stream_and_store),
+        cmocka_unit_test(test_v1_completions),
+        cmocka_unit_test(test_cancel_on_disconnect),
+        cmocka_unit_test(test_concurrent_readers),
+        cmocka_unit_test(test_queue_two_streams),
+        cmocka_unit_test(test_api_key_and_cors),
+        cmocka_unit_test(test_bad_flags),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
