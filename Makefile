@@ -21,7 +21,7 @@ LDFLAGS += -fsanitize=address,undefined
 else
 CFLAGS  += -O2
 endif
-LDLIBS  := -lpcre2-8 -ljansson -lmicrohttpd -lm -lpthread
+LDLIBS  := -lpcre2-8 -ljansson -lmicrohttpd -lsqlite3 -lzstd -lm -lpthread
 
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16

@@ -477,6 +477,14 @@ typedef struct heed_attn_sel {
 /* All layers, all heads, mean. */
 heed_attn_sel heed_attn_sel_all(void);
 
+/* The row of the newest query position while recording (a live summary:
+ * the recorder holds the context's one hook, so a caller cannot observe the
+ * attention itself): out[0..pos] for pos = positions decoded - 1, combined
+ * by sel like heed_run_attn_row. n is out's capacity. Returns pos + 1, or
+ * HEED_ERR_INVALID_ARG (nothing decoded yet, n too small, after finish),
+ * HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
+int heed_recorder_last_row(heed_recorder *rec, const heed_attn_sel *sel, float *out, int n);
+
 /* Row of query position pos: out[0..pos]. Exact (full tier or q/k); without
  * them the mean over all heads falls back to the fp16 head-mean rows.
  * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */

@@ -2,7 +2,7 @@
 # Installs the Debian packages heed needs to build and test, if missing.
 # Says what it installs. Needs root (or sudo) only when something is missing.
 set -e
-PKGS="gcc make libc6-dev pkg-config libcmocka-dev libjansson-dev libpcre2-dev libmicrohttpd-dev libcurl4-openssl-dev"
+PKGS="gcc make libc6-dev pkg-config libcmocka-dev libjansson-dev libpcre2-dev libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libzstd-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

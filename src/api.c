@@ -23,9 +23,9 @@
 
 #include "api.h"
 #include "heed.h"
+#include "store.h"
 
 #define API_N_TOP 5      /* candidates reported per token */
-#define API_MAX_RUNS 256 /* runs kept in memory; the oldest is dropped first */
 #define API_WAIT_MS 1000 /* a queued stream wakes this often to report and to notice a gone client */
 #define LABEL_MAX 256
 #define BYTES_MAX 512
@@ -43,20 +43,9 @@ typedef struct engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ticket *head, *tail;
-    /* Written only by the hook, on the thread holding the head ticket: */
-    float *acc;  /* (n_ctx) row of the newest query position, summed over layers and heads */
-    int acc_pos; /* its position, -1 before the first block of a request */
+    /* Used only by the thread holding the head ticket: */
+    float *row; /* (n_ctx) newest query's row, mean over layers and heads (the live summary) */
 } engine;
-
-typedef struct run_entry {
-    struct run_entry *next; /* newer first */
-    char id[40];
-    long long created;
-    int n_prompt, n_output;
-    char stop[16];
-    const char *kind;
-    char *json; /* the whole run, serialized once: readers only copy it */
-} run_entry;
 
 struct api {
     heed_model *model;
@@ -66,25 +55,12 @@ struct api {
     int n_ctx;
     atomic_bool stopping;
     engine eng;
+    store *store;
     pthread_mutex_t runs_mu;
-    run_entry *runs;
-    int n_runs;
     unsigned long long n_made; /* under runs_mu */
+    unsigned long long id_stem; /* run ids: run_STEM_N */
     long long started;
 };
-
-static void hook_observe(void *user, const heed_attn_block *b) {
-    engine *e = user;
-    int q = b->n_query - 1, pos = b->pos0 + q;
-    if (pos != e->acc_pos) {
-        memset(e->acc, 0, sizeof(float) * ((size_t)pos + 1));
-        e->acc_pos = pos;
-    }
-    for (int h = 0; h < b->n_head; h++) {
-        const float *row = b->probs + h * b->head_stride + (size_t)q * b->row_stride;
-        for (int k = 0; k <= pos; k++) e->acc[k] += row[k];
-    }
-}
 
 static void engine_enqueue(engine *e, ticket *t) {
     pthread_mutex_lock(&e->mu);
@@ -302,6 +278,7 @@ typedef struct gen {
     int phase;
     bool holds;        /* the engine is ours: started and not finished */
     heed_sampler *smp;
+    heed_recorder *rec; /* while it holds the engine */
     int32_t *out;
     int n_out;
     heed_utf8_stream us;
@@ -327,6 +304,7 @@ static void gen_free(gen *g) {
     free(g->prompt_text);
     json_decref(g->messages);
     heed_sampler_free(g->smp);
+    heed_recorder_free(g->rec);
     free(g->out);
     free(g->text);
     json_decref(g->steps);
@@ -385,7 +363,8 @@ static gen *gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     g->kind = kind;
     g->stop = "length";
     pthread_mutex_lock(&a->runs_mu);
-    snprintf(g->run_id, sizeof g->run_id, "run_%llx_%llu", (unsigned long long)a->started, ++a->n_made);
+    /* the start time in ns keeps ids unique across restarts on one data folder */
+    snprintf(g->run_id, sizeof g->run_id, "run_%llx_%llu", a->id_stem, ++a->n_made);
     pthread_mutex_unlock(&a->runs_mu);
     g->last_ahead = -1;
     if (!parse_gen_params(a, body, kind != GEN_HEED, &g->p, rp)) goto fail;
@@ -458,26 +437,27 @@ static json_t *label_json(const heed_model *m, int32_t id) {
     return json_string(label);
 }
 
-/* The k heaviest positions of the accumulated row (ties: lower position),
- * as [[position, weight], ...] with weights averaged over layers and heads. */
-static json_t *attn_top(api *a, int k) {
-    engine *e = &a->eng;
-    int n = e->acc_pos + 1, idx[API_MAX_ATTN_TOP];
+/* The k heaviest of the n positions of the newest query's row (ties: lower
+ * position), as [[position, weight], ...], weights averaged over layers and
+ * heads. The recorder holds the context's hook, so the row comes from it. */
+static json_t *attn_top(gen *g, int k) {
+    api *a = g->api;
+    const float *row = a->eng.row;
+    heed_attn_sel all = heed_attn_sel_all();
+    int n = heed_recorder_last_row(g->rec, &all, a->eng.row, a->n_ctx), idx[API_MAX_ATTN_TOP];
     if (k > API_MAX_ATTN_TOP) k = API_MAX_ATTN_TOP;
     int m = 0;
     json_t *arr = json_array();
-    if (k <= 0) return arr;
-    for (int i = 0; i < n; i++) {
-        if (m == k && e->acc[i] <= e->acc[idx[m - 1]]) continue;
+    for (int i = 0; i < n && k > 0; i++) {
+        if (m == k && row[i] <= row[idx[m - 1]]) continue;
         int j = m < k ? m++ : m - 1;
-        while (j > 0 && e->acc[idx[j - 1]] < e->acc[i]) {
+        while (j > 0 && row[idx[j - 1]] < row[i]) {
             idx[j] = idx[j - 1];
             j--;
         }
         idx[j] = i;
     }
-    float scale = 1.0f / ((float)a->info.n_layer * (float)a->info.n_head);
-    for (int i = 0; i < m; i++) json_array_append_new(arr, json_pack("[i, f]", idx[i], e->acc[idx[i]] * scale));
+    for (int i = 0; i < m; i++) json_array_append_new(arr, json_pack("[i, f]", idx[i], row[idx[i]]));
     return arr;
 }
 
@@ -485,13 +465,21 @@ static json_t *attn_top(api *a, int k) {
 static int gen_start(gen *g) {
     api *a = g->api;
     heed_ctx_reset(a->eng.ctx);
-    a->eng.acc_pos = -1;
-    heed_attn_hook hook = {.want = NULL, .observe = hook_observe, .user = &a->eng};
-    heed_ctx_set_attn_hook(a->eng.ctx, &hook);
     g->holds = true;
     g->created = (long long)time(NULL);
+    /* exact rows come back from q/k, so neither the top-k nor the full tier
+     * is kept: the stored run stays small */
+    heed_recorder_params rp = heed_recorder_default_params();
+    rp.attn_top_k = 0;
+    rp.full_limit_bytes = 0;
+    rp.n_threads = a->cfg.n_threads;
+    rp.sampler = g->p.sp;
+    rp.n_predict = g->n_predict;
+    rp.prompt_text = g->prompt_text;
+    int rc = heed_recorder_new(a->model, a->eng.ctx, &rp, &g->rec);
+    if (!rc) rc = heed_recorder_begin(g->rec, g->prompt, g->n_prompt);
     g->smp = heed_sampler_new(&g->p.sp, a->info.n_vocab);
-    if (!g->smp) return HEED_ERR_NOMEM;
+    if (rc || !g->smp) return rc ? rc : HEED_ERR_NOMEM;
     heed_sampler_accept(g->smp, g->prompt, g->n_prompt);
     return heed_decode(a->eng.ctx, g->prompt, g->n_prompt);
 }
@@ -506,6 +494,7 @@ static int gen_step(gen *g, json_t **ev) {
     const float *logits = heed_ctx_logits(a->eng.ctx);
     heed_sample s;
     int rc = heed_sampler_sample(g->smp, logits, a->info.n_vocab, &s);
+    if (!rc) rc = heed_recorder_step(g->rec, &s, logits);
     if (rc) return rc;
     g->out[g->n_out++] = s.id;
 
@@ -524,7 +513,7 @@ static int gen_step(gen *g, json_t **ev) {
                                              "prob", cand[i].prob));
     json_t *e = json_pack("{s:i, s:i, s:o, s:s%, s:f, s:f, s:o, s:{s:o}}", "index", g->n_out - 1, "id", s.id,
                           "label", label_json(m, s.id), "text", delta, nd, "prob", s.prob, "logprob", s.logprob,
-                          "top", top, "attention", "top", attn_top(a, a->cfg.attn_top_k));
+                          "top", top, "attention", "top", attn_top(g, a->cfg.attn_top_k));
     if (!e || json_array_append_new(g->steps, e)) return HEED_ERR_NOMEM;
     *ev = e; /* borrowed: g->steps holds it */
     if (eog) g->stop = "eog";
@@ -547,24 +536,16 @@ static const char *kind_name(int kind) {
     return kind == GEN_CHAT ? "chat" : kind == GEN_COMPLETION ? "completion" : "heed";
 }
 
-/* Releases the engine and moves the finished run into the store. */
-static void gen_finish(gen *g) {
+/* The JSON of GET /api/runs/{id} (metadata, tokens, steps as streamed). */
+static json_t *run_doc(gen *g) {
     api *a = g->api;
-    if (!g->holds) return;
-    heed_ctx_set_attn_hook(a->eng.ctx, NULL);
-    g->holds = false;
-    engine_leave(&a->eng, &g->tk);
-
-    run_entry *r = calloc(1, sizeof *r);
-    if (!r) return;
-    snprintf(r->id, sizeof r->id, "%s", g->run_id);
     json_t *tokens = json_array();
     for (int i = 0; i < g->n_prompt + g->n_out; i++) {
         int32_t id = i < g->n_prompt ? g->prompt[i] : g->out[i - g->n_prompt];
         json_array_append_new(tokens, json_pack("{s:i, s:o}", "id", id, "label", label_json(a->model, id)));
     }
     const heed_sampler_params *sp = &g->p.sp;
-    json_t *run = json_pack(
+    return json_pack(
         "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
         "s:s%, s:O}",
         "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
@@ -573,30 +554,34 @@ static void gen_finish(gen *g) {
         "max_tokens", g->n_predict, "n_prompt", g->n_prompt, "n_output", g->n_out, "stop", g->stop, "prompt_ids",
         ids_json(g->prompt, g->n_prompt), "output_ids", ids_json(g->out, g->n_out), "tokens", tokens, "text",
         g->text ? g->text : "", g->text_len, "steps", g->steps);
-    r->json = run ? json_dumps(run, JSON_COMPACT) : NULL;
-    json_decref(run);
-    if (!r->json) {
-        free(r);
-        return;
-    }
-    r->created = g->created;
-    r->n_prompt = g->n_prompt;
-    r->n_output = g->n_out;
-    snprintf(r->stop, sizeof r->stop, "%s", g->stop);
-    r->kind = kind_name(g->kind);
+}
 
-    pthread_mutex_lock(&a->runs_mu);
-    r->next = a->runs;
-    a->runs = r;
-    if (++a->n_runs > API_MAX_RUNS) {
-        run_entry **p = &a->runs;
-        while ((*p)->next) p = &(*p)->next;
-        free((*p)->json);
-        free(*p);
-        *p = NULL;
-        a->n_runs--;
-    }
-    pthread_mutex_unlock(&a->runs_mu);
+/* Releases the engine and saves the recording with its JSON in the store.
+ * A generation that failed before its prompt was recorded leaves no run. */
+static void gen_finish(gen *g) {
+    api *a = g->api;
+    if (!g->holds) return;
+    heed_run *run = NULL;
+    int rc = g->rec ? heed_recorder_finish(g->rec, &run) : HEED_ERR_INVALID_ARG;
+    heed_recorder_free(g->rec); /* also removes the hook when finish was refused */
+    g->rec = NULL;
+    g->holds = false;
+    engine_leave(&a->eng, &g->tk);
+    if (rc) return;
+
+    json_t *doc = run_doc(g);
+    char *doc_s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_t *params = doc ? json_object_get(doc, "params") : NULL;
+    char *params_s = params ? json_dumps(params, JSON_COMPACT) : NULL;
+    store_row row = {.id = g->run_id, .model = a->model_id, .prompt = g->prompt_text, .params = params_s,
+                     .text = g->text ? g->text : "", .kind = kind_name(g->kind), .stop = g->stop, .doc = doc_s,
+                     .created = g->created, .n_prompt = g->n_prompt, .n_output = g->n_out};
+    char err[512];
+    if (!doc_s || !params_s) heed_run_free(run);
+    else if (store_put(a->store, &row, run, err, sizeof err)) fprintf(stderr, "heed: cannot store %s: %s\n", g->run_id, err);
+    free(doc_s);
+    free(params_s);
+    json_decref(doc);
 }
 
 /* Runs a whole generation on this thread (the non-streaming routes).
@@ -884,54 +869,391 @@ static int h_run_create(api *a, const api_req *rq, api_reply *rp) {
     return 0;
 }
 
+/* ------------------------------------------------------------ stored runs */
+
+/* Query argument `name`, or NULL. */
+static const char *arg(const api_req *rq, const char *name) {
+    for (int i = 0; rq->args && rq->args[i]; i += 2)
+        if (!strcmp(rq->args[i], name)) return rq->args[i + 1] ? rq->args[i + 1] : "";
+    return NULL;
+}
+
+/* Integer argument in [lo, hi]; absent: *v unchanged. False with a 400 naming it. */
+static bool arg_int(const api_req *rq, const char *name, long lo, long hi, long *v, api_reply *rp) {
+    const char *s = arg(rq, name);
+    if (!s) return true;
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (!*s || *end || x < lo || x > hi) {
+        api_error(rp, 400, name, "invalid_parameter", "%s must be an integer in [%ld, %ld]", name, lo, hi);
+        return false;
+    }
+    *v = x;
+    return true;
+}
+
+static bool arg_float(const api_req *rq, const char *name, double lo, double hi, double *v, api_reply *rp) {
+    const char *s = arg(rq, name);
+    if (!s) return true;
+    char *end;
+    double x = strtod(s, &end);
+    if (!*s || *end || !(x >= lo && x <= hi)) {
+        api_error(rp, 400, name, "invalid_parameter", "%s must be a number in [%g, %g]", name, lo, hi);
+        return false;
+    }
+    *v = x;
+    return true;
+}
+
+/* One of the words in choices (absent: index 0). Returns the index or -1 with a 400. */
+static int arg_enum(const api_req *rq, const char *name, const char *const *choices, int n, api_reply *rp) {
+    const char *s = arg(rq, name);
+    if (!s) return 0;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s, choices[i])) return i;
+    api_error(rp, 400, name, "invalid_parameter", "%s must be %s or %s", name, choices[0], choices[n - 1]);
+    return -1;
+}
+
+static void reply_body(api_reply *rp, char *body, size_t len, const char *type) {
+    rp->status = body ? 200 : 500;
+    rp->content_type = type;
+    rp->body = body;
+    rp->body_len = body ? len : 0;
+}
+
+static void reply_store_error(api_reply *rp, int found, const char *id, const char *err) {
+    if (found == 0) api_error(rp, 404, "id", "run_not_found", "no run '%s'", id);
+    else api_error(rp, 500, NULL, "store_error", "run store: %s", err);
+}
+
 static int h_run_list(api *a, const api_req *rq, api_reply *rp) {
-    json_t *arr = json_array();
-    pthread_mutex_lock(&a->runs_mu);
-    for (run_entry *r = a->runs; r; r = r->next)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:i, s:i, s:s}", "id", r->id, "kind", r->kind,
-                                             "created", (json_int_t)r->created, "n_prompt", r->n_prompt,
-                                             "n_output", r->n_output, "stop", r->stop));
-    pthread_mutex_unlock(&a->runs_mu);
-    reply_json(rp, 200, json_pack("{s:o}", "runs", arr));
+    long limit = 100, offset = 0;
+    if (!arg_int(rq, "limit", 1, 1000, &limit, rp) || !arg_int(rq, "offset", 0, 1L << 40, &offset, rp)) return 0;
+    char *runs;
+    long long total;
+    if (store_list(a->store, (int)limit, (int)offset, &runs, &total)) {
+        reply_store_error(rp, -1, rq->param, "cannot list the runs");
+        return 0;
+    }
+    json_t *arr = json_loads(runs, 0, NULL);
+    free(runs);
+    reply_json(rp, 200, json_pack("{s:o, s:I, s:i, s:I}", "runs", arr ? arr : json_array(), "total",
+                                  (json_int_t)total, "limit", (int)limit, "offset", (json_int_t)offset));
     return 0;
 }
 
 static int h_run_get(api *a, const api_req *rq, api_reply *rp) {
-    pthread_mutex_lock(&a->runs_mu);
-    run_entry *r = a->runs;
-    while (r && strcmp(r->id, rq->param)) r = r->next;
-    char *copy = r ? strdup(r->json) : NULL;
-    pthread_mutex_unlock(&a->runs_mu);
-    if (!r) {
-        api_error(rp, 404, "id", "run_not_found", "no run '%s'", rq->param);
-        return 0;
-    }
-    rp->status = copy ? 200 : 500;
-    rp->content_type = "application/json";
-    rp->body = copy;
-    rp->body_len = copy ? strlen(copy) : 0;
+    char *doc;
+    int found = store_get_doc(a->store, rq->param, &doc);
+    if (found <= 0) reply_store_error(rp, found, rq->param, "cannot read the run");
+    else reply_body(rp, doc, strlen(doc), "application/json");
     return 0;
 }
 
 static int h_run_delete(api *a, const api_req *rq, api_reply *rp) {
-    pthread_mutex_lock(&a->runs_mu);
-    run_entry **p = &a->runs;
-    while (*p && strcmp((*p)->id, rq->param)) p = &(*p)->next;
-    run_entry *r = *p;
-    if (r) {
-        *p = r->next;
-        a->n_runs--;
-    }
-    pthread_mutex_unlock(&a->runs_mu);
-    if (!r) {
-        api_error(rp, 404, "id", "run_not_found", "no run '%s'", rq->param);
-        return 0;
-    }
-    free(r->json);
-    free(r);
-    reply_json(rp, 200, json_pack("{s:s, s:b}", "id", rq->param, "deleted", 1));
+    int found = store_delete(a->store, rq->param);
+    if (found <= 0) reply_store_error(rp, found, rq->param, "cannot delete the run");
+    else reply_json(rp, 200, json_pack("{s:s, s:b}", "id", rq->param, "deleted", 1));
     return 0;
 }
+
+/* ---- views of a stored run
+ *
+ * Each view handler parses and checks its arguments against the run, then
+ * computes one heed_run view while holding the run's lock. The reply is
+ * kept in the run's cache under the normalized request (path and sorted
+ * arguments), so a repeated read only copies bytes. */
+
+typedef struct view_args {
+    heed_attn_sel sel;
+    int layer, head; /* the one selected, or -1 for all */
+} view_args;
+
+typedef int (*view_fn)(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
+
+/* layer, head and agg against the run's geometry. */
+static bool parse_sel(const api_req *rq, const heed_run_info *ri, view_args *v, api_reply *rp) {
+    static const char *const aggs[] = {"mean", "max"};
+    long layer = -1, head = -1;
+    int agg = arg_enum(rq, "agg", aggs, 2, rp);
+    if (agg < 0 || !arg_int(rq, "layer", 0, ri->n_layer - 1, &layer, rp) ||
+        !arg_int(rq, "head", 0, ri->n_head - 1, &head, rp))
+        return false;
+    v->layer = (int)layer;
+    v->head = (int)head;
+    v->sel = heed_attn_sel_all();
+    v->sel.agg = agg ? HEED_AGG_MAX : HEED_AGG_MEAN;
+    if (layer >= 0) v->sel.layers = &v->layer, v->sel.n_layers = 1;
+    if (head >= 0) v->sel.heads = &v->head, v->sel.n_heads = 1;
+    return true;
+}
+
+static json_t *floats_json(const float *x, int n) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(arr, json_real(x[i]));
+    return arr;
+}
+
+static void view_error(api_reply *rp, int rc) {
+    if (rc == HEED_ERR_UNSUPPORTED)
+        api_error(rp, 400, NULL, "view_unsupported", "the run does not hold the attention this view needs");
+    else api_error(rp, 500, NULL, "engine_error", "view failed: %s", heed_strerror(rc));
+}
+
+/* IEEE binary16 bits of f, rounded to nearest even (the binary form's f16). */
+static uint16_t f16_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xff, m = x & 0x7fffffu;
+    if (e == 0xff) return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0)); /* inf, NaN */
+    int ex = (int)e - 127 + 15;
+    if (ex >= 31) return (uint16_t)(sign | 0x7c00u);                       /* overflow: inf */
+    if (ex <= 0) {                                                          /* subnormal or zero */
+        if (ex < -10) return (uint16_t)sign;
+        m |= 0x800000u;
+        int shift = 14 - ex;
+        uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)ex << 10) | (m >> 13), rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* a carry into the exponent is right */
+    return (uint16_t)(sign | h);
+}
+
+/* The binary form (docs/API.md): one JSON header line, then the raw
+ * little-endian values. x86-64 and ARM64 hosts are little-endian already. */
+static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool f16) {
+    char head[128];
+    int hn = snprintf(head, sizeof head, "{\"dtype\":\"%s\",\"shape\":[%d,%d]}\n", f16 ? "float16" : "float32",
+                      rows, cols);
+    size_t n = (size_t)rows * (size_t)cols, esz = f16 ? 2 : 4;
+    char *body = malloc((size_t)hn + n * esz);
+    if (body) {
+        memcpy(body, head, (size_t)hn);
+        if (f16) {
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h = f16_bits(x[i]);
+                memcpy(body + hn + 2 * i, &h, 2);
+            }
+        } else {
+            memcpy(body + hn, x, n * 4);
+        }
+    }
+    reply_body(rp, body, (size_t)hn + n * esz, "application/octet-stream");
+}
+
+/* Matrices up to this many entries are JSON unless format=bin is asked. */
+#define API_JSON_MAX_ENTRIES 4096
+
+/* The whole n_pos x n_pos matrix of the selection. */
+static void attn_matrix(heed_run *run, const heed_run_info *ri, const view_args *v, int format, bool f16,
+                        api_reply *rp) {
+    int n = ri->n_pos;
+    float *m = malloc(sizeof(float) * (size_t)n * (size_t)n + 1);
+    int rc = m ? heed_run_attn_matrix(run, &v->sel, m) : HEED_ERR_NOMEM;
+    if (rc) view_error(rp, rc);
+    else if (format == 2 || (format == 0 && (size_t)n * n > API_JSON_MAX_ENTRIES)) reply_binary(rp, m, n, n, f16);
+    else
+        reply_json(rp, 200, json_pack("{s:s, s:[i, i], s:o}", "dtype", "float32", "shape", n, n, "data",
+                                      floats_json(m, n * n)));
+    free(m);
+}
+
+/* The row of one step: raw (with edges when threshold or topk is given) or
+ * the visualizer's split normalization. */
+static void attn_step(api_reply *rp, heed_run *run, const heed_run_info *ri, const view_args *v, int step,
+                      bool split, double threshold, long topk, bool edges) {
+    int pos = ri->n_prompt - 1 + step;
+    json_t *j = json_pack("{s:i, s:i}", "step", step, "pos", pos);
+    int rc;
+    if (split) {
+        float *in = malloc(sizeof(float) * ((size_t)ri->n_prompt + (size_t)step + 1)), *out = in + ri->n_prompt;
+        float in_mass = 0, out_mass = 0;
+        rc = in ? heed_run_step_view(run, &v->sel, step, 0, in, out, &in_mass, &out_mass) : HEED_ERR_NOMEM;
+        if (!rc)
+            json_object_set_new(j, "split", json_pack("{s:o, s:o, s:f, s:f}", "prompt", floats_json(in, ri->n_prompt),
+                                                      "output", floats_json(out, step), "prompt_mass", in_mass,
+                                                      "output_mass", out_mass));
+        free(in);
+    } else {
+        float *row = malloc(sizeof(float) * ((size_t)pos + 1));
+        rc = row ? heed_run_attn_row(run, &v->sel, pos, row) : HEED_ERR_NOMEM;
+        if (!rc) json_object_set_new(j, "row", floats_json(row, pos + 1));
+        free(row);
+    }
+    if (!rc && edges) {
+        heed_edge *e = malloc(sizeof *e * ((size_t)pos + 1));
+        int n = e ? heed_run_edges(run, &v->sel, pos, (float)threshold, (int)topk, e, pos + 1) : HEED_ERR_NOMEM;
+        json_t *arr = json_array();
+        for (int i = 0; i < n; i++) json_array_append_new(arr, json_pack("[i, f]", e[i].src, e[i].weight));
+        json_object_set_new(j, "edges", arr);
+        rc = n < 0 ? n : 0;
+        free(e);
+    }
+    if (rc) {
+        json_decref(j);
+        view_error(rp, rc);
+    } else {
+        reply_json(rp, 200, j);
+    }
+}
+
+static int view_attention(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    static const char *const norms[] = {"raw", "split"}, *const formats[] = {"auto", "json", "bin"},
+                             *const dtypes[] = {"float32", "float16"};
+    view_args v;
+    long step = -1, topk = 0;
+    double threshold = 0;
+    int norm, format, dtype;
+    if (!parse_sel(rq, ri, &v, rp) || (norm = arg_enum(rq, "norm", norms, 2, rp)) < 0 ||
+        (format = arg_enum(rq, "format", formats, 3, rp)) < 0 || (dtype = arg_enum(rq, "dtype", dtypes, 2, rp)) < 0 ||
+        !arg_float(rq, "threshold", 0, 1, &threshold, rp) || !arg_int(rq, "topk", 0, 1L << 30, &topk, rp))
+        return 0;
+    if (ri->n_output > 0 && !arg_int(rq, "step", 0, ri->n_output - 1, &step, rp)) return 0;
+    if (ri->n_output == 0 && arg(rq, "step")) {
+        api_error(rp, 400, "step", "invalid_parameter", "the run has no steps");
+        return 0;
+    }
+    if (step < 0) attn_matrix(run, ri, &v, format, dtype == 1, rp);
+    else attn_step(rp, run, ri, &v, (int)step, norm == 1, threshold, topk, arg(rq, "threshold") || arg(rq, "topk"));
+    return 0;
+}
+
+static int view_lens(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    if (ri->lens_top_k <= 0) {
+        api_error(rp, 400, NULL, "view_unsupported", "the run was recorded without a logit lens");
+        return 0;
+    }
+    /* labels come from the served model when the run was made with it */
+    bool labels = !strcmp(ri->model_file, a->model_id) && ri->n_vocab == a->info.n_vocab;
+    json_t *steps = json_array();
+    for (int t = 0; t < ri->n_output; t++) {
+        heed_run_step st;
+        heed_run_get_step(run, t, &st);
+        json_t *layers = json_array();
+        for (int l = 0; l < ri->n_layer; l++) {
+            const int32_t *ids;
+            const float *probs;
+            int n;
+            if (heed_run_lens(run, t, l, &ids, &probs, &n)) continue;
+            json_t *top = json_array();
+            for (int i = 0; i < n && ids[i] >= 0; i++)
+                json_array_append_new(top, json_pack("{s:i, s:o?, s:f}", "id", ids[i], "label",
+                                                     labels ? label_json(a->model, ids[i]) : NULL, "prob", probs[i]));
+            json_array_append_new(layers, json_pack("{s:i, s:b, s:o}", "layer", l, "match", n > 0 && ids[0] == st.id,
+                                                    "top", top));
+        }
+        json_array_append_new(steps, json_pack("{s:i, s:i, s:o}", "step", t, "id", st.id, "layers", layers));
+    }
+    reply_json(rp, 200, json_pack("{s:i, s:i, s:i, s:o}", "n_layer", ri->n_layer, "n_output", ri->n_output,
+                                  "top_k", ri->lens_top_k, "steps", steps));
+    return 0;
+}
+
+static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const heed_attn_sel *sel, int *rc) {
+    json_t *arr = json_array();
+    for (int p = 0; p < ri->n_pos && !*rc; p++) {
+        heed_token_stats ts;
+        if ((*rc = heed_run_token_stats(run, sel, p, &ts))) break;
+        json_array_append_new(arr, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:s, s:o}", "pos", p, "entropy",
+                                             ts.entropy, "sink", ts.sink, "local", ts.local, "mid", ts.mid, "far",
+                                             ts.far, "zone", heed_zone_name(ts.zone), "fingerprint",
+                                             floats_json(ts.fingerprint, HEED_FINGERPRINT_DIM)));
+    }
+    return arr;
+}
+
+static json_t *head_types_json(heed_run *run, const heed_run_info *ri, int *rc) {
+    json_t *arr = json_array();
+    heed_head_type *ht = malloc(sizeof *ht * (size_t)ri->n_layer * (size_t)ri->n_head);
+    *rc = ht ? heed_run_head_types(run, ht) : HEED_ERR_NOMEM;
+    for (int i = 0; !*rc && i < ri->n_layer * ri->n_head; i++)
+        json_array_append_new(arr, json_pack("{s:i, s:i, s:f, s:f, s:f, s:f, s:s}", "layer", i / ri->n_head, "head",
+                                             i % ri->n_head, "prev", ht[i].prev, "induction", ht[i].induction, "sink",
+                                             ht[i].sink, "local", ht[i].local, "kind", heed_head_kind_name(ht[i].kind)));
+    free(ht);
+    return arr;
+}
+
+static int view_stats(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    view_args v;
+    if (!parse_sel(rq, ri, &v, rp)) return 0;
+    int rc = 0;
+    json_t *tokens = token_stats_json(run, ri, &v.sel, &rc), *heads = rc ? NULL : head_types_json(run, ri, &rc);
+    float *imp = rc ? NULL : malloc(sizeof(float) * (size_t)ri->n_prompt);
+    if (!rc) rc = imp ? heed_run_input_importance(run, &v.sel, imp) : HEED_ERR_NOMEM;
+    json_t *j = json_pack("{s:o, s:o*, s:o*}", "tokens", tokens, "head_types", heads, "input_importance",
+                          rc ? NULL : floats_json(imp, ri->n_prompt));
+    free(imp);
+    if (rc) {
+        json_decref(j);
+        view_error(rp, rc);
+    } else {
+        reply_json(rp, 200, j);
+    }
+    return 0;
+}
+
+static int cmp_pair(const void *x, const void *y) {
+    const char *const *p = x, *const *q = y;
+    int c = strcmp(p[0], q[0]);
+    return c ? c : strcmp(p[1] ? p[1] : "", q[1] ? q[1] : "");
+}
+
+/* The cache key: the path and the arguments sorted by name, so the same
+ * view asked with its arguments in another order is the same entry. */
+static char *view_key(const api_req *rq) {
+    const char *pairs[2 * API_MAX_ARGS];
+    int n = 0;
+    for (int i = 0; rq->args && rq->args[i] && n < API_MAX_ARGS; i += 2, n++) {
+        pairs[2 * n] = rq->args[i];
+        pairs[2 * n + 1] = rq->args[i + 1];
+    }
+    qsort(pairs, (size_t)n, 2 * sizeof *pairs, cmp_pair);
+    size_t len = strlen(rq->path) + 2;
+    for (int i = 0; i < 2 * n; i++) len += (pairs[i] ? strlen(pairs[i]) : 0) + 1;
+    char *k = malloc(len);
+    if (!k) return NULL;
+    size_t off = (size_t)snprintf(k, len, "%s", rq->path);
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(k + off, len - off, "%c%s=%s", i ? '&' : '?', pairs[2 * i],
+                                pairs[2 * i + 1] ? pairs[2 * i + 1] : "");
+    return k;
+}
+
+/* Finds the run, answers from the view cache or computes fn under the run's
+ * lock, and caches a successful reply. */
+static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
+    store_run *sr;
+    char err[512] = "";
+    int found = store_acquire(a->store, rq->param, &sr, err, sizeof err);
+    if (found <= 0) {
+        reply_store_error(rp, found, rq->param, err);
+        return 0;
+    }
+    char *key = view_key(rq);
+    if (key && store_view_get(a->store, sr, key, &rp->body, &rp->body_len, &rp->content_type)) {
+        rp->status = 200;
+    } else {
+        heed_run *run = store_run_get(sr);
+        heed_run_info ri;
+        store_run_lock(sr);
+        heed_run_get_info(run, &ri);
+        fn(a, rq, run, &ri, rp);
+        store_run_unlock(sr);
+        if (key && rp->status == 200 && rp->body)
+            store_view_put(a->store, sr, key, rp->body, rp->body_len, rp->content_type);
+    }
+    free(key);
+    store_release(a->store, sr);
+    return 0;
+}
+
+static int h_run_attention(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_attention); }
+static int h_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_lens); }
+static int h_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_stats); }
 
 static int h_v1_models(api *a, const api_req *rq, api_reply *rp) {
     reply_json(rp, 200, json_pack("{s:s, s:[{s:s, s:s, s:I, s:s}]}", "object", "list", "data", "id", a->model_id,
@@ -986,6 +1308,9 @@ static const api_route routes[] = {
     {"POST", "/api/runs", h_run_create, false},
     {"GET", "/api/runs/{id}", h_run_get, false},
     {"DELETE", "/api/runs/{id}", h_run_delete, false},
+    {"GET", "/api/runs/{id}/attention", h_run_attention, false},
+    {"GET", "/api/runs/{id}/logit-lens", h_run_lens, false},
+    {"GET", "/api/runs/{id}/stats", h_run_stats, false},
     {"GET", "/v1/models", h_v1_models, false},
     {"POST", "/v1/completions", h_v1_completions, false},
     {"POST", "/v1/chat/completions", h_v1_chat, false},
@@ -1007,6 +1332,9 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     }
     a->cfg = *cfg;
     a->started = (long long)time(NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    a->id_stem = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
     pthread_mutex_init(&a->eng.mu, NULL);
     pthread_cond_init(&a->eng.cv, NULL);
     pthread_mutex_init(&a->runs_mu, NULL);
@@ -1023,11 +1351,12 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
         goto fail;
     }
     a->n_ctx = heed_ctx_n_ctx(a->eng.ctx);
-    a->eng.acc = calloc((size_t)a->n_ctx + 1, sizeof(float));
-    if (!a->eng.acc) {
+    a->eng.row = calloc((size_t)a->n_ctx + 1, sizeof(float));
+    if (!a->eng.row) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
+    if (store_open(cfg->data_dir, cfg->cache_runs, &a->store, err, err_size)) goto fail;
     *out = a;
     return 0;
 fail:
@@ -1045,12 +1374,8 @@ void api_stop(api *a) {
 
 void api_free(api *a) {
     if (!a) return;
-    for (run_entry *r = a->runs, *next; r; r = next) {
-        next = r->next;
-        free(r->json);
-        free(r);
-    }
-    free(a->eng.acc);
+    store_close(a->store);
+    free(a->eng.row);
     heed_ctx_free(a->eng.ctx);
     heed_model_free(a->model);
     pthread_mutex_destroy(&a->eng.mu);

@@ -1,7 +1,7 @@
 /*
  * api.h - the handlers of `heed serve`: the heed API (/api/...), the
  * OpenAI-compatible endpoints (/v1/...), the one inference engine with its
- * FIFO queue, and the in-memory run store.
+ * FIFO queue, and the views of stored runs (the store itself: store.h).
  *
  * What it does not do: HTTP. server.c owns libmicrohttpd, routing, auth, CORS
  * and body limits; it hands each request over as an api_req and turns the
@@ -13,8 +13,10 @@
  *
  * Threads: handlers run on any number of connection threads at once. One
  * heed_ctx serves every generation, one at a time, in arrival order (a
- * ticket queue under a mutex and a condition variable). The run store has
- * its own lock, so reading runs or health never waits for a generation.
+ * ticket queue under a mutex and a condition variable). Generations are
+ * recorded (heed_recorder) and saved in the SQLite run store; reading runs
+ * and their views uses the store's own connections and locks, so it never
+ * waits for a generation.
  */
 #ifndef HEED_API_H
 #define HEED_API_H
@@ -27,6 +29,8 @@
 #define API_MAX_BODY (1u << 20)
 /* Most attended positions reported per token (--attention-tokens-top-k). */
 #define API_MAX_ATTN_TOP 256
+/* Query arguments passed to a handler; more are ignored. */
+#define API_MAX_ARGS 16
 
 typedef struct api api;
 typedef struct api_stream api_stream;
@@ -37,13 +41,15 @@ typedef struct api_config {
     int max_prompt;         /* prompt token limit (422 beyond it) */
     int n_threads;          /* 0: all cores */
     int attn_top_k;         /* attended positions reported per token */
-    const char *data_dir;   /* run store folder (phase 2); may be NULL */
+    const char *data_dir;   /* run store folder (exists) */
+    int cache_runs;         /* stored runs kept loaded, with their computed views */
 } api_config;
 
 typedef struct api_req {
     const char *method;
     const char *path;
     const char *param; /* the {id} segment of the route, or "" */
+    const char *const *args; /* query arguments: name, value (NULL: none), ...; NULL-terminated; may be NULL */
     const char *body;  /* not NUL-terminated; may be NULL when body_len is 0 */
     size_t body_len;
 } api_req;

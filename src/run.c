@@ -345,6 +345,14 @@ int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *lo
     return HEED_OK;
 }
 
+int heed_recorder_last_row(heed_recorder *rec, const heed_attn_sel *sel, float *out, int n) {
+    if (!rec || rec->done || !rec->run || !sel || !out) return HEED_ERR_INVALID_ARG;
+    int n_row = rec->run->st.n_pos;
+    if (n_row <= 0 || n < n_row) return HEED_ERR_INVALID_ARG;
+    int rc = heed_run_attn_row(rec->run, sel, n_row - 1, out);
+    return rc ? rc : n_row;
+}
+
 int heed_recorder_finish(heed_recorder *rec, heed_run **out) {
     if (!rec || rec->done || !out || !rec->begun) return HEED_ERR_INVALID_ARG;
     heed_ctx_set_attn_hook(rec->ctx, NULL);

@@ -186,6 +186,22 @@ static bool refuse_early(const server *s, struct MHD_Connection *c, const char *
     return false;
 }
 
+/* Collects the query arguments (name, value pairs; MHD owns the strings
+ * until the request completes). */
+typedef struct arg_list {
+    const char *v[2 * API_MAX_ARGS + 1];
+    int n;
+} arg_list;
+
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    arg_list *l = cls;
+    if (l->n >= API_MAX_ARGS) return MHD_NO;
+    l->v[2 * l->n] = key;
+    l->v[2 * l->n + 1] = value;
+    l->n++;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     server *s = cls;
@@ -234,7 +250,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         api_error(&rp, 413, NULL, "body_too_large", "the body is larger than %u bytes", API_MAX_BODY);
         return send_reply(s, c, &rp);
     }
-    api_req rq = {.method = method, .path = url, .param = r->param, .body = r->body, .body_len = r->len};
+    arg_list args = {.n = 0};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_arg, &args);
+    args.v[2 * args.n] = NULL;
+    api_req rq = {.method = method, .path = url, .param = r->param, .args = args.v, .body = r->body,
+                  .body_len = r->len};
     r->route->fn(s->api, &rq, &rp);
     return send_reply(s, c, &rp);
 }
@@ -260,7 +280,9 @@ static const char *usage_text =
     "  --threads N                   inference threads (default: all cores)\n"
     "  --cors ORIGIN                 allow browser requests from ORIGIN\n"
     "  --api-key KEY                 require Authorization: Bearer KEY\n"
-    "  --data-dir DIR                folder for stored runs (created)\n"
+    "  --data-dir DIR                folder of the run store (created; default $XDG_DATA_HOME/heed\n"
+    "                                or ~/.local/share/heed)\n"
+    "  --cache-runs N                stored runs kept loaded with their views (default 10)\n"
     "  --attention-tokens-top-k N    attended positions reported per token (default 32)\n";
 
 typedef struct serve_opts {
@@ -281,7 +303,7 @@ static bool parse_count(const char *s, long lo, long hi, long *out) {
 /* Returns 0, or 2 (the usage-error exit status) after a message. */
 static int parse_flags(int argc, char **argv, serve_opts *o) {
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080};
-    o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32};
+    o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32, .cache_runs = 10};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
@@ -303,6 +325,7 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--threads") && (ok = parse_count(v, 1, 1024, &n))) o->cfg.n_threads = (int)n;
         else if (!strcmp(a, "--attention-tokens-top-k") && (ok = parse_count(v, 0, API_MAX_ATTN_TOP, &n)))
             o->cfg.attn_top_k = (int)n;
+        else if (!strcmp(a, "--cache-runs") && (ok = parse_count(v, 1, 1 << 16, &n))) o->cfg.cache_runs = (int)n;
         else if (!strcmp(a, "--cors")) o->cors = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--data-dir")) o->cfg.data_dir = v;
@@ -350,14 +373,42 @@ static struct MHD_Daemon *start_daemon(server *s, const serve_opts *o, unsigned 
     return d;
 }
 
+/* mkdir -p: the default data folder's parents (~/.local/share) may be missing. */
+static int make_dirs(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        int rc = mkdir(path, 0755) && errno != EEXIST ? -1 : 0;
+        *p = '/';
+        if (rc) return -1;
+    }
+    return mkdir(path, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+/* The per-user data folder: $XDG_DATA_HOME/heed, else ~/.local/share/heed. */
+static bool default_data_dir(char *buf, size_t size) {
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    int n = xdg && xdg[0] == '/' ? snprintf(buf, size, "%s/heed", xdg)
+            : home && home[0]    ? snprintf(buf, size, "%s/.local/share/heed", home)
+                                 : -1;
+    return n > 0 && (size_t)n < size;
+}
+
 int server_main(int argc, char **argv) {
     serve_opts o;
     int rc = parse_flags(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
-    if (o.cfg.data_dir && mkdir(o.cfg.data_dir, 0755) && errno != EEXIST) {
-        fprintf(stderr, "heed: serve: --data-dir %s: %s\n", o.cfg.data_dir, strerror(errno));
+    char dir[PATH_MAX];
+    if (!(o.cfg.data_dir ? snprintf(dir, sizeof dir, "%s", o.cfg.data_dir) < (int)sizeof dir
+                         : default_data_dir(dir, sizeof dir))) {
+        fprintf(stderr, "heed: serve: no data folder (set --data-dir, XDG_DATA_HOME or HOME)\n");
         return 1;
     }
+    if (make_dirs(dir)) {
+        fprintf(stderr, "heed: serve: --data-dir %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    o.cfg.data_dir = dir;
     server s = {.cors = o.cors, .api_key = o.api_key};
     s.routes = api_routes(&s.n_routes);
     char err[512] = "";

@@ -144,6 +144,54 @@ static void spit(const char *path, const unsigned char *b, size_t n) {
     fclose(f);
 }
 
+/* heed_recorder_last_row: while recording, the newest query's row equals the
+ * finished run's row of that position; refused before any decode and after
+ * finish. */
+static void test_recorder_last_row(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    heed_ctx *ctx;
+    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
+    heed_recorder_params rp = heed_recorder_default_params();
+    heed_recorder *rec;
+    assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
+    heed_attn_sel all = heed_attn_sel_all();
+    float live[8][64], row[64];
+    assert_int_equal(heed_recorder_last_row(rec, &all, live[0], 64), HEED_ERR_INVALID_ARG);
+    int32_t prompt[16];
+    int n = heed_tokenize(m, "Once upon a time", 16, true, prompt, 16);
+    assert_int_equal(heed_recorder_begin(rec, prompt, n), HEED_OK);
+    assert_int_equal(heed_decode(ctx, prompt, n), HEED_OK);
+    assert_int_equal(heed_recorder_last_row(rec, &all, live[0], n - 1), HEED_ERR_INVALID_ARG); /* too small */
+    heed_sampler *s = heed_sampler_new(&rp.sampler, mi.n_vocab);
+    heed_sample smp;
+    for (int t = 0; t < 8; t++) {
+        assert_int_equal(heed_recorder_last_row(rec, &all, live[t], 64), n + t);
+        assert_int_equal(heed_sampler_sample(s, heed_ctx_logits(ctx), mi.n_vocab, &smp), HEED_OK);
+        assert_int_equal(heed_recorder_step(rec, &smp, heed_ctx_logits(ctx)), HEED_OK);
+        if (t + 1 < 8) assert_int_equal(heed_decode(ctx, &smp.id, 1), HEED_OK);
+    }
+    heed_run *run;
+    assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
+    assert_int_equal(heed_recorder_last_row(rec, &all, row, 64), HEED_ERR_INVALID_ARG);
+    for (int t = 0; t < 8; t++) {
+        assert_int_equal(heed_run_attn_row(run, &all, n - 1 + t, row), HEED_OK);
+        double sum = 0;
+        for (int k = 0; k < n + t; k++) {
+            assert_float_equal(live[t][k], row[k], 1e-7);
+            sum += live[t][k];
+        }
+        assert_float_equal(sum, 1.0, 1e-4);
+    }
+    heed_run_free(run);
+    heed_recorder_free(rec);
+    heed_sampler_free(s);
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+}
+
 static void test_round_trip(void **state) {
     heed_run *r = record(N_GEN, NULL);
     char err[256];
@@ -467,6 +515,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_steps_and_lens),
         cmocka_unit_test(test_recorder_misuse),
+        cmocka_unit_test(test_recorder_last_row),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_corrupt_table),
         cmocka_unit_test(test_npy_header_bytes),

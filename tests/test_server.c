@@ -28,7 +28,7 @@ typedef struct srv {
     int port;
 } srv;
 
-static srv main_srv; /* bundled model, default flags: shared by most tests */
+static srv main_srv; /* bundled model, default flags, its own data folder: shared by most tests */
 
 static double now_ms(void) {
     struct timespec ts;
@@ -452,6 +452,41 @@ static void test_v1_completions(void **state) {
     free(r.body);
 }
 
+/* ------------------------------------------------------------ stored runs */
+
+/* Generates greedily on s and returns the run id (malloc'd). */
+static char *generate(const srv *s, const char *prompt, int n) {
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": %d, \"temperature\": 0}", prompt, n);
+    resp r = {0};
+    assert_int_equal(http_ex(s, "POST", "/api/runs", body, strlen(body), NULL, &r), CURLE_OK);
+    const char *at = strstr(r.body, "\"run_id\":\"");
+    assert_non_null(at);
+    at += strlen("\"run_id\":\"");
+    char *id = strndup(at, strcspn(at, "\""));
+    free(r.body);
+    return id;
+}
+
+/* GET s path as text (status 200 expected). */
+static char *get_text(const srv *s, const char *path, size_t *len) {
+    resp r = {0};
+    assert_int_equal(http_ex(s, "GET", path, NULL, 0, NULL, &r), CURLE_OK);
+    if (r.status != 200) fail_msg("GET %s: status %ld: %s", path, r.status, r.body ? r.body : "");
+    if (len) *len = r.len;
+    return r.body;
+}
+
+/* GET /api/runs/{id}/{what}{args} as JSON (status 200 expected). */
+static json_t *get_json(const srv *s, const char *id, const char *what, const char *args) {
+    char path[512];
+    snprintf(path, sizeof path, "/api/runs/%s/%s%s", id, what, args);
+    json_t *j;
+    assert_int_equal(http(s, "GET", path, NULL, NULL, &j), 200);
+    assert_non_null(j);
+    return j;
+}
+
 /* A client that hangs up after the first token: the server carries on and
  * the next generation starts promptly. */
 static void test_cancel_on_disconnect(void **state) {
@@ -483,12 +518,13 @@ static void test_cancel_on_disconnect(void **state) {
 
 typedef struct reader_arg {
     int ok, total;
+    const char *view; /* a stored run's view */
 } reader_arg;
 
 static void *reader_main(void *p) {
     reader_arg *a = p;
-    for (int i = 0; i < 20; i++) {
-        const char *path = i % 2 ? "/api/health" : "/api/runs";
+    for (int i = 0; i < 30; i++) {
+        const char *path = i % 3 == 0 ? "/api/health" : i % 3 == 1 ? "/api/runs" : a->view;
         resp r = {0};
         if (http_ex(&main_srv, "GET", path, NULL, 0, NULL, &r) == CURLE_OK && r.status == 200) a->ok++;
         a->total++;
@@ -504,11 +540,17 @@ static void *stream_main(void *p) {
     return NULL;
 }
 
-/* Readers never wait for a generation. */
+/* Readers of stored runs and their views never wait for a generation. */
 static void test_concurrent_readers(void **state) {
     pthread_t gen, th[8];
     resp gr = {0};
     reader_arg ra[8] = {{0}};
+    char *id = generate(&main_srv, "Once upon a time", 12);
+    char views[8][256];
+    for (int i = 0; i < 8; i++) {
+        snprintf(views[i], sizeof views[i], "/api/runs/%s/attention?step=%d%s", id, i, i % 2 ? "&norm=split" : "");
+        ra[i].view = views[i];
+    }
     assert_int_equal(pthread_create(&gen, NULL, stream_main, &gr), 0);
     for (int i = 0; i < 8; i++) assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
     for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
@@ -517,6 +559,7 @@ static void test_concurrent_readers(void **state) {
     assert_int_equal(gr.status, 200);
     assert_non_null(strstr(gr.body, "event: done"));
     free(gr.body);
+    free(id);
 }
 
 /* Two streams at once: both finish, each with its own run. */
@@ -531,6 +574,204 @@ static void test_queue_two_streams(void **state) {
     assert_non_null(strstr(rb.body, "event: done"));
     free(ra.body);
     free(rb.body);
+}
+
+/* The full capture of `heed generate --json` for the same greedy run. */
+static json_t *cli_capture(const char *prompt, int n) {
+    char cmd[PATH_MAX + 256];
+    snprintf(cmd, sizeof cmd, "%s generate --json --temp 0 -n %d -p '%s' 2>/dev/null", heed_bin, n, prompt);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    json_t *j = json_loadf(f, 0, NULL);
+    assert_int_equal(pclose(f), 0);
+    assert_non_null(j);
+    return j;
+}
+
+/* Attention views equal the CLI's full capture: one (layer, head) row, and
+ * the mean over every layer and head computed here from the capture. */
+static void test_attention_views_match_cli(void **state) {
+    char *id = generate(&main_srv, "Once upon a time", 8);
+    json_t *cli = cli_capture("Once upon a time", 8);
+    json_t *rows = json_object_get(json_object_get(cli, "attention"), "rows");
+    int n_layer = (int)json_array_size(rows), n_head = (int)json_array_size(json_array_get(rows, 0));
+    assert_int_equal(n_layer, 5);
+    for (int step = 0; step < 8; step += 7) {
+        int pos = 4 + step;
+        char args[128];
+        snprintf(args, sizeof args, "step=%d&layer=2&head=3", step);
+        json_t *v = get_json(&main_srv, id, "attention?", args);
+        json_t *row = json_object_get(v, "row"), *ref = json_array_get(json_array_get(json_array_get(rows, 2), 3), pos);
+        assert_int_equal(json_array_size(row), pos + 1);
+        for (int k = 0; k <= pos; k++)
+            assert_float_equal(json_number_value(json_array_get(row, k)), json_number_value(json_array_get(ref, k)),
+                               1e-5);
+        json_decref(v);
+        snprintf(args, sizeof args, "step=%d", step);
+        v = get_json(&main_srv, id, "attention?", args);
+        row = json_object_get(v, "row");
+        for (int k = 0; k <= pos; k++) {
+            double mean = 0;
+            for (int l = 0; l < n_layer; l++)
+                for (int h = 0; h < n_head; h++)
+                    mean += json_number_value(json_array_get(json_array_get(json_array_get(json_array_get(rows, l), h), pos), k));
+            assert_float_equal(json_number_value(json_array_get(row, k)), mean / (n_layer * n_head), 1e-5);
+        }
+        json_decref(v);
+    }
+    /* edges: the top 3 of the row, heaviest first */
+    json_t *v = get_json(&main_srv, id, "attention?", "step=3&topk=3");
+    json_t *edges = json_object_get(v, "edges"), *row = json_object_get(v, "row");
+    assert_int_equal(json_array_size(edges), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *e = json_array_get(edges, i);
+        double w = json_number_value(json_array_get(e, 1));
+        assert_float_equal(w, json_number_value(json_array_get(row, (size_t)json_integer_value(json_array_get(e, 0)))), 1e-7);
+        for (size_t k = 0; k < json_array_size(row); k++) /* nothing heavier was left out */
+            if (json_number_value(json_array_get(row, k)) > w + 1e-7 && i == 0) fail_msg("edge 0 is not the heaviest");
+    }
+    json_decref(v);
+    /* split normalization: BOS removed, each part sums to 1 */
+    v = get_json(&main_srv, id, "attention?", "step=3&norm=split");
+    json_t *sp = json_object_get(v, "split"), *in = json_object_get(sp, "prompt"), *out = json_object_get(sp, "output");
+    assert_int_equal(json_array_size(in), 5);
+    assert_int_equal(json_array_size(out), 3);
+    assert_true(json_number_value(json_array_get(in, 0)) == 0.0);
+    double si = 0, so = 0;
+    for (size_t k = 0; k < 5; k++) si += json_number_value(json_array_get(in, k));
+    for (size_t k = 0; k < 3; k++) so += json_number_value(json_array_get(out, k));
+    assert_float_equal(si, 1.0, 1e-5);
+    assert_float_equal(so, 1.0, 1e-5);
+    json_decref(v);
+    json_decref(cli);
+    free(id);
+}
+
+/* The binary matrix: a JSON header line, then little-endian floats equal
+ * to the JSON matrix (float16 within its rounding). */
+static void test_attention_binary(void **state) {
+    char *id = generate(&main_srv, "Once upon a time", 6);
+    json_t *m = get_json(&main_srv, id, "attention?", "layer=1&agg=max&format=json");
+    json_t *data = json_object_get(m, "data");
+    int n = (int)json_integer_value(json_array_get(json_object_get(m, "shape"), 0));
+    assert_int_equal(n, 5 + 6 - 1);
+    assert_int_equal(json_array_size(data), (size_t)(n * n));
+    for (int dt = 0; dt < 2; dt++) {
+        char path[256];
+        snprintf(path, sizeof path, "/api/runs/%s/attention?format=bin&agg=max&layer=1%s", id, dt ? "&dtype=float16" : "");
+        size_t len;
+        char *b = get_text(&main_srv, path, &len);
+        char *nl = memchr(b, '\n', len);
+        assert_non_null(nl);
+        json_t *h = json_loadb(b, (size_t)(nl - b), 0, NULL);
+        assert_string_equal(json_string_value(json_object_get(h, "dtype")), dt ? "float16" : "float32");
+        assert_int_equal(json_integer_value(json_array_get(json_object_get(h, "shape"), 1)), n);
+        size_t esz = dt ? 2 : 4, off = (size_t)(nl - b) + 1;
+        assert_int_equal(len - off, (size_t)(n * n) * esz);
+        for (int i = 0; i < n * n; i++) {
+            double want = json_number_value(json_array_get(data, (size_t)i)), got;
+            if (dt) {
+                unsigned char *p = (unsigned char *)b + off + 2 * (size_t)i;
+                unsigned hb = p[0] | (unsigned)p[1] << 8, e = (hb >> 10) & 31, mant = hb & 1023;
+                got = e ? ldexp(1.0 + mant / 1024.0, (int)e - 15) : ldexp(mant / 1024.0, -14);
+                assert_float_equal(got, want, want * 1e-3 + 1e-7);
+            } else {
+                float f;
+                memcpy(&f, b + off + 4 * (size_t)i, 4);
+                assert_true(f == (float)want);
+            }
+        }
+        json_decref(h);
+        free(b);
+    }
+    json_decref(m);
+    free(id);
+}
+
+static void test_lens_stats_and_paging(void **state) {
+    char *id = generate(&main_srv, "Once upon a time", 5);
+    json_t *l = get_json(&main_srv, id, "logit-lens", "");
+    json_t *steps = json_object_get(l, "steps");
+    assert_int_equal(json_array_size(steps), 5);
+    for (size_t t = 0; t < 5; t++) {
+        json_t *layers = json_object_get(json_array_get(steps, t), "layers");
+        assert_int_equal(json_array_size(layers), 5);
+        json_t *last = json_array_get(layers, 4);
+        assert_true(json_is_true(json_object_get(last, "match"))); /* the last layer is the model's own choice */
+        assert_int_equal(json_array_size(json_object_get(last, "top")), 5);
+    }
+    json_decref(l);
+    json_t *st = get_json(&main_srv, id, "stats", "");
+    assert_int_equal(json_array_size(json_object_get(st, "tokens")), 5 + 5 - 1);
+    assert_int_equal(json_array_size(json_object_get(st, "head_types")), 5 * 8);
+    assert_int_equal(json_array_size(json_object_get(st, "input_importance")), 5);
+    json_t *t0 = json_array_get(json_object_get(st, "tokens"), 3);
+    assert_int_equal(json_array_size(json_object_get(t0, "fingerprint")), 20);
+    assert_non_null(json_string_value(json_object_get(t0, "zone")));
+    json_decref(st);
+
+    char *id2 = generate(&main_srv, "Once", 2);
+    json_t *list;
+    assert_int_equal(http(&main_srv, "GET", "/api/runs?limit=1", NULL, NULL, &list), 200);
+    assert_int_equal(json_array_size(json_object_get(list, "runs")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(list, "runs"), 0), "id")), id2);
+    assert_true(json_integer_value(json_object_get(list, "total")) >= 2);
+    json_decref(list);
+    assert_int_equal(http(&main_srv, "GET", "/api/runs?limit=1&offset=1", NULL, NULL, &list), 200);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(list, "runs"), 0), "id")), id);
+    json_decref(list);
+
+    /* errors: unknown run, bad arguments named */
+    const char *bad[][2] = {{"attention?step=5", "step"}, {"attention?step=-1", "step"}, {"attention?layer=5", "layer"},
+                            {"attention?head=8", "head"}, {"attention?head=x", "head"}, {"attention?agg=sum", "agg"},
+                            {"attention?norm=max", "norm"}, {"attention?format=xml", "format"},
+                            {"attention?step=1&threshold=2", "threshold"}, {"stats?layer=9", "layer"}};
+    char path[256];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(path, sizeof path, "/api/runs/%s/%s", id, bad[i][0]);
+        expect_error(&main_srv, "GET", path, NULL, 400, bad[i][1]);
+    }
+    expect_error(&main_srv, "GET", "/api/runs/run_nope/attention", NULL, 404, "id");
+    expect_error(&main_srv, "GET", "/api/runs/run_nope/logit-lens", NULL, 404, "id");
+    expect_error(&main_srv, "GET", "/api/runs/run_nope/stats", NULL, 404, "id");
+    expect_error(&main_srv, "GET", "/api/runs?limit=0", NULL, 400, "limit");
+    /* deleted: the views go too */
+    snprintf(path, sizeof path, "/api/runs/%s", id2);
+    assert_int_equal(http(&main_srv, "DELETE", path, NULL, NULL, NULL), 200);
+    snprintf(path, sizeof path, "/api/runs/%s/attention?step=0", id2);
+    expect_error(&main_srv, "GET", path, NULL, 404, "id");
+    free(id);
+    free(id2);
+}
+
+/* Runs survive a restart: the run and a view read back equal. */
+static void test_restart_keeps_runs(void **state) {
+    if (system("rm -rf test-output/serve-restart")) fail_msg("rm");
+    const char *args[] = {"--data-dir", "test-output/serve-restart", "--cache-runs", "1", NULL};
+    srv s;
+    srv_start(&s, args);
+    char *id = generate(&s, "Once upon a time", 6);
+    char *other = generate(&s, "Once", 2); /* evicts the first from the cache of one */
+    char p_run[256], p_view[256];
+    snprintf(p_run, sizeof p_run, "/api/runs/%s", id);
+    snprintf(p_view, sizeof p_view, "/api/runs/%s/attention?step=4&layer=1&head=2", id);
+    char *run1 = get_text(&s, p_run, NULL), *view1 = get_text(&s, p_view, NULL);
+    srv_stop(&s);
+    srv_start(&s, args);
+    char *run2 = get_text(&s, p_run, NULL), *view2 = get_text(&s, p_view, NULL);
+    assert_string_equal(run1, run2);
+    assert_string_equal(view1, view2);
+    json_t *list;
+    assert_int_equal(http(&s, "GET", "/api/runs", NULL, NULL, &list), 200);
+    assert_int_equal(json_integer_value(json_object_get(list, "total")), 2);
+    json_decref(list);
+    srv_stop(&s);
+    free(run1);
+    free(run2);
+    free(view1);
+    free(view2);
+    free(id);
+    free(other);
 }
 
 static void test_api_key_and_cors(void **state) {
@@ -577,7 +818,9 @@ static void test_bad_flags(void **state) {
 
 static int group_setup(void **state) {
     curl_global_init(CURL_GLOBAL_ALL);
-    srv_start(&main_srv, NULL);
+    if (system("rm -rf test-output/serve-main")) return -1;
+    const char *args[] = {"--data-dir", "test-output/serve-main", NULL};
+    srv_start(&main_srv, args);
     return 0;
 }
 
@@ -608,6 +851,10 @@ int main(void) {
         cmocka_unit_test(test_cancel_on_disconnect),
         cmocka_unit_test(test_concurrent_readers),
         cmocka_unit_test(test_queue_two_streams),
+        cmocka_unit_test(test_attention_views_match_cli),
+        cmocka_unit_test(test_attention_binary),
+        cmocka_unit_test(test_lens_stats_and_paging),
+        cmocka_unit_test(test_restart_keeps_runs),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };

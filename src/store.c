@@ -1,0 +1,518 @@
+/*
+ * store.c - the run store of `heed serve` (contract in store.h).
+ *
+ * A run goes into SQLite as the bytes heed_run_save writes, compressed with
+ * zstd: the public API saves to and loads from paths only, so the bytes pass
+ * through a temporary file in the data folder (same file system, removed at
+ * once). Each call opens its own connection: SQLite connections are not to
+ * be shared across threads without a lock, and with WAL a reader's
+ * connection never waits for the writer's transaction.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+#include <zstd.h>
+
+#include "store.h"
+
+#define STORE_BUSY_MS 5000              /* a writer waits this long for another writer */
+#define STORE_MAX_RUN_BYTES (8ull << 30) /* a stored run decompresses to at most this */
+#define STORE_ZSTD_LEVEL 3
+
+typedef struct view {
+    struct view *next; /* newer first */
+    char *key;
+    char *body;
+    size_t len;
+    const char *type;
+} view;
+
+struct store_run {
+    store_run *prev, *next; /* LRU list, most recent first; under store.mu */
+    char id[STORE_ID_MAX];
+    int refs;     /* the cache's own reference while listed, plus one per acquire */
+    bool listed;
+    heed_run *run;
+    pthread_mutex_t mu; /* held while a view is computed on run */
+    view *views;        /* under store.mu */
+    int n_views;
+};
+
+struct store {
+    char *dir, *db_path;
+    int cap;
+    pthread_mutex_t mu;
+    store_run *head, *tail;
+    int n_cached;
+};
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE IF NOT EXISTS runs(id TEXT PRIMARY KEY, created INTEGER, model TEXT, prompt TEXT,"
+    " params TEXT, n_prompt INTEGER, n_output INTEGER, text TEXT, blob BLOB, kind TEXT, stop TEXT, doc TEXT);"
+    "CREATE INDEX IF NOT EXISTS runs_created ON runs(created);";
+
+static sqlite3 *db_open(const store *s, bool write) {
+    sqlite3 *db = NULL;
+    int flags = (write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(s->db_path, &db, flags, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, STORE_BUSY_MS);
+    return db;
+}
+
+/* ------------------------------------------------------------ cache */
+
+static void run_unref_locked(store_run *r, store_run **dead) {
+    if (--r->refs == 0) {
+        r->next = *dead; /* freed outside the lock */
+        *dead = r;
+    }
+}
+
+static void run_free(store_run *r) {
+    for (view *v = r->views, *n; v; v = n) {
+        n = v->next;
+        free(v->key);
+        free(v->body);
+        free(v);
+    }
+    heed_run_free(r->run);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static void free_dead(store_run *dead) {
+    for (store_run *n; dead; dead = n) {
+        n = dead->next;
+        run_free(dead);
+    }
+}
+
+static void unlist_locked(store *s, store_run *r, store_run **dead) {
+    if (!r->listed) return;
+    if (r->prev) r->prev->next = r->next;
+    else s->head = r->next;
+    if (r->next) r->next->prev = r->prev;
+    else s->tail = r->prev;
+    r->prev = r->next = NULL;
+    r->listed = false;
+    s->n_cached--;
+    run_unref_locked(r, dead);
+}
+
+static void push_front_locked(store *s, store_run *r) {
+    r->prev = NULL;
+    r->next = s->head;
+    if (s->head) s->head->prev = r;
+    else s->tail = r;
+    s->head = r;
+    r->listed = true;
+    s->n_cached++;
+}
+
+static store_run *find_locked(store *s, const char *id) {
+    for (store_run *r = s->head; r; r = r->next)
+        if (!strcmp(r->id, id)) return r;
+    return NULL;
+}
+
+/* Lists r (taking the caller's reference as the cache's) and evicts the
+ * least recently used beyond the capacity. */
+static void cache_insert_locked(store *s, store_run *r, store_run **dead) {
+    push_front_locked(s, r);
+    while (s->n_cached > s->cap) unlist_locked(s, s->tail, dead);
+}
+
+static store_run *run_new(const char *id, heed_run *run) {
+    store_run *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    snprintf(r->id, sizeof r->id, "%s", id);
+    r->run = run;
+    r->refs = 1;
+    pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+/* ------------------------------------------------------------ files */
+
+/* Reads a whole file. Returns a malloc'd buffer or NULL. */
+static unsigned char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *buf = NULL;
+    long n = fseek(f, 0, SEEK_END) ? -1 : ftell(f);
+    if (n >= 0 && !fseek(f, 0, SEEK_SET) && (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/* A fresh temporary file in the data folder; path gets its name. */
+static int temp_file(const store *s, char *path, size_t size) {
+    snprintf(path, size, "%s/.tmp-run-XXXXXX", s->dir);
+    return mkstemp(path);
+}
+
+/* The run file's bytes, compressed. */
+static void *run_compress(const store *s, const heed_run *run, size_t *len, char *err, size_t err_size) {
+    char path[4096];
+    int fd = temp_file(s, path, sizeof path);
+    if (fd < 0) {
+        snprintf(err, err_size, "%s: cannot create a temporary file: %s", s->dir, strerror(errno));
+        return NULL;
+    }
+    close(fd);
+    size_t n = 0;
+    unsigned char *raw = NULL;
+    void *z = NULL;
+    if (heed_run_save(run, path, err, err_size) == HEED_OK && (raw = read_all(path, &n))) {
+        size_t cap = ZSTD_compressBound(n);
+        z = malloc(cap);
+        size_t zn = z ? ZSTD_compress(z, cap, raw, n, STORE_ZSTD_LEVEL) : 0;
+        if (!z || ZSTD_isError(zn)) {
+            snprintf(err, err_size, "cannot compress the run: %s", z ? ZSTD_getErrorName(zn) : "out of memory");
+            free(z);
+            z = NULL;
+        }
+        *len = zn;
+    }
+    unlink(path);
+    free(raw);
+    return z;
+}
+
+/* Decompresses a blob into a run. */
+static int run_decompress(const store *s, const void *blob, size_t n, heed_run **out, char *err, size_t err_size) {
+    unsigned long long size = ZSTD_getFrameContentSize(blob, n);
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > STORE_MAX_RUN_BYTES) {
+        snprintf(err, err_size, "stored run: the compressed blob is corrupt or too large");
+        return -1;
+    }
+    void *raw = malloc(size ? (size_t)size : 1);
+    size_t got = raw ? ZSTD_decompress(raw, (size_t)size, blob, n) : 0;
+    char path[4096];
+    int rc = -1, fd = -1;
+    if (!raw || ZSTD_isError(got) || got != size) {
+        snprintf(err, err_size, "stored run: cannot decompress: %s", raw ? ZSTD_getErrorName(got) : "out of memory");
+    } else if ((fd = temp_file(s, path, sizeof path)) < 0) {
+        snprintf(err, err_size, "%s: cannot create a temporary file: %s", s->dir, strerror(errno));
+    } else {
+        FILE *f = fdopen(fd, "wb");
+        bool ok = f && fwrite(raw, 1, got, f) == got;
+        if (f ? fclose(f) : close(fd)) ok = false;
+        if (!ok) snprintf(err, err_size, "%s: cannot write a temporary file", s->dir);
+        else rc = heed_run_load(path, out, err, err_size) == HEED_OK ? 0 : -1;
+        unlink(path);
+    }
+    free(raw);
+    return rc;
+}
+
+/* ------------------------------------------------------------ API */
+
+int store_open(const char *dir, int cache_runs, store **out, char *err, size_t err_size) {
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    size_t n = strlen(dir) + sizeof "/runs.db";
+    if (!s || !(s->dir = strdup(dir)) || !(s->db_path = malloc(n))) {
+        snprintf(err, err_size, "out of memory");
+        store_close(s);
+        return -1;
+    }
+    snprintf(s->db_path, n, "%s/runs.db", dir);
+    s->cap = cache_runs > 0 ? cache_runs : 1;
+    pthread_mutex_init(&s->mu, NULL);
+    sqlite3 *db = db_open(s, true);
+    char *msg = NULL;
+    if (!db || sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, err_size, "%s: %s", s->db_path, msg ? msg : db ? sqlite3_errmsg(db) : "cannot open");
+        sqlite3_free(msg);
+        sqlite3_close(db);
+        store_close(s);
+        return -1;
+    }
+    sqlite3_close(db);
+    *out = s;
+    return 0;
+}
+
+void store_close(store *s) {
+    if (!s) return;
+    store_run *dead = NULL;
+    while (s->head) unlist_locked(s, s->head, &dead);
+    free_dead(dead);
+    pthread_mutex_destroy(&s->mu);
+    free(s->dir);
+    free(s->db_path);
+    free(s);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v) {
+    if (v) sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(st, i);
+}
+
+int store_put(store *s, const store_row *row, heed_run *run, char *err, size_t err_size) {
+    size_t zn = 0;
+    void *z = run_compress(s, run, &zn, err, err_size);
+    sqlite3 *db = z ? db_open(s, true) : NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (db &&
+        sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO runs(id, created, model, prompt, params, n_prompt, n_output, text,"
+                           " blob, kind, stop, doc) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        bind_text(st, 1, row->id);
+        sqlite3_bind_int64(st, 2, row->created);
+        bind_text(st, 3, row->model);
+        bind_text(st, 4, row->prompt);
+        bind_text(st, 5, row->params);
+        sqlite3_bind_int(st, 6, row->n_prompt);
+        sqlite3_bind_int(st, 7, row->n_output);
+        bind_text(st, 8, row->text);
+        sqlite3_bind_blob64(st, 9, z, zn, SQLITE_STATIC);
+        bind_text(st, 10, row->kind);
+        bind_text(st, 11, row->stop);
+        bind_text(st, 12, row->doc);
+        /* one statement is one transaction: the row and its blob land together */
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    }
+    if (rc && z) snprintf(err, err_size, "%s: %s", s->db_path, db ? sqlite3_errmsg(db) : "cannot open");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(z);
+    store_run *r = rc ? NULL : run_new(row->id, run);
+    if (!r) {
+        heed_run_free(run);
+        return rc;
+    }
+    store_run *dead = NULL;
+    pthread_mutex_lock(&s->mu);
+    store_run *old = find_locked(s, row->id);
+    if (old) unlist_locked(s, old, &dead);
+    cache_insert_locked(s, r, &dead);
+    pthread_mutex_unlock(&s->mu);
+    free_dead(dead);
+    return 0;
+}
+
+int store_get_doc(store *s, const char *id, char **json) {
+    *json = NULL;
+    sqlite3 *db = db_open(s, false);
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (db && sqlite3_prepare_v2(db, "SELECT doc FROM runs WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_DONE) rc = 0;
+        else if (r == SQLITE_ROW) {
+            const char *doc = (const char *)sqlite3_column_text(st, 0);
+            *json = strdup(doc ? doc : "{}");
+            rc = *json ? 1 : -1;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Appends to a growing text; false when out of memory. */
+static bool cat(char **buf, size_t *len, size_t *cap, const char *s) {
+    size_t n = strlen(s);
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap * 2 + n + 256;
+        char *b = realloc(*buf, c);
+        if (!b) return false;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, s, n + 1);
+    *len += n;
+    return true;
+}
+
+int store_list(store *s, int limit, int offset, char **json, long long *total) {
+    *json = NULL;
+    *total = 0;
+    sqlite3 *db = db_open(s, false);
+    sqlite3_stmt *st = NULL;
+    /* json_object() builds each entry in SQLite, so no text needs escaping here */
+    static const char sql[] = "SELECT json_object('id', id, 'kind', kind, 'created', created, 'model', model,"
+                              " 'n_prompt', n_prompt, 'n_output', n_output, 'stop', stop), (SELECT count(*) FROM runs)"
+                              " FROM runs ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?";
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = db && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && cat(&buf, &len, &cap, "[");
+    if (ok) {
+        sqlite3_bind_int(st, 1, limit);
+        sqlite3_bind_int(st, 2, offset);
+    }
+    int r, n = 0;
+    while (ok && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        *total = sqlite3_column_int64(st, 1);
+        ok = (!n++ || cat(&buf, &len, &cap, ",")) && cat(&buf, &len, &cap, (const char *)sqlite3_column_text(st, 0));
+    }
+    ok = ok && r == SQLITE_DONE && cat(&buf, &len, &cap, "]");
+    sqlite3_finalize(st);
+    if (ok && n == 0) { /* past the end: the count still tells the client how many there are */
+        ok = sqlite3_prepare_v2(db, "SELECT count(*) FROM runs", -1, &st, NULL) == SQLITE_OK &&
+             sqlite3_step(st) == SQLITE_ROW;
+        if (ok) *total = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    if (!ok) {
+        free(buf);
+        return -1;
+    }
+    *json = buf;
+    return 0;
+}
+
+int store_delete(store *s, const char *id) {
+    sqlite3 *db = db_open(s, true);
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (db && sqlite3_prepare_v2(db, "DELETE FROM runs WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db) > 0;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    store_run *dead = NULL;
+    pthread_mutex_lock(&s->mu);
+    store_run *r = find_locked(s, id);
+    if (r) unlist_locked(s, r, &dead);
+    pthread_mutex_unlock(&s->mu);
+    free_dead(dead);
+    return rc;
+}
+
+/* Loads a run's blob from the database. 1, 0 (none) or -1. */
+static int load_run(store *s, const char *id, heed_run **out, char *err, size_t err_size) {
+    sqlite3 *db = db_open(s, false);
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    snprintf(err, err_size, "%s: cannot read", s->db_path);
+    if (db && sqlite3_prepare_v2(db, "SELECT blob FROM runs WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_DONE) rc = 0;
+        else if (r == SQLITE_ROW)
+            rc = run_decompress(s, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), out, err,
+                                err_size) ? -1 : 1;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+int store_acquire(store *s, const char *id, store_run **out, char *err, size_t err_size) {
+    *out = NULL;
+    store_run *dead = NULL, *r;
+    pthread_mutex_lock(&s->mu);
+    if ((r = find_locked(s, id))) {
+        r->refs++;
+        unlist_locked(s, r, &dead); /* cannot free: we hold a reference */
+        r->refs++;
+        push_front_locked(s, r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (r) {
+        *out = r;
+        return 1;
+    }
+    /* loaded outside the lock: other runs stay readable meanwhile */
+    heed_run *run = NULL;
+    int rc = load_run(s, id, &run, err, err_size);
+    if (rc <= 0) return rc;
+    if (!(r = run_new(id, run))) {
+        heed_run_free(run);
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&s->mu);
+    store_run *other = find_locked(s, id);
+    if (other) { /* another request loaded it first: use that one */
+        other->refs++;
+        dead = r;
+        r->next = NULL;
+        r = other;
+    } else {
+        r->refs++;
+        cache_insert_locked(s, r, &dead);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free_dead(dead);
+    *out = r;
+    return 1;
+}
+
+void store_release(store *s, store_run *r) {
+    if (!r) return;
+    store_run *dead = NULL;
+    pthread_mutex_lock(&s->mu);
+    run_unref_locked(r, &dead);
+    pthread_mutex_unlock(&s->mu);
+    free_dead(dead);
+}
+
+heed_run *store_run_get(store_run *r) { return r->run; }
+void store_run_lock(store_run *r) { pthread_mutex_lock(&r->mu); }
+void store_run_unlock(store_run *r) { pthread_mutex_unlock(&r->mu); }
+
+bool store_view_get(store *s, store_run *r, const char *key, char **body, size_t *len, const char **type) {
+    bool hit = false;
+    pthread_mutex_lock(&s->mu);
+    for (view *v = r->views; v && !hit; v = v->next) {
+        if (strcmp(v->key, key)) continue;
+        if ((*body = malloc(v->len + 1))) {
+            memcpy(*body, v->body, v->len);
+            (*body)[v->len] = 0;
+            *len = v->len;
+            *type = v->type;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return hit;
+}
+
+void store_view_put(store *s, store_run *r, const char *key, const char *body, size_t len, const char *type) {
+    view *v = calloc(1, sizeof *v);
+    if (!v || !(v->key = strdup(key)) || !(v->body = malloc(len ? len : 1))) {
+        if (v) free(v->key);
+        free(v);
+        return;
+    }
+    memcpy(v->body, body, len);
+    v->len = len;
+    v->type = type;
+    pthread_mutex_lock(&s->mu);
+    v->next = r->views;
+    r->views = v;
+    if (++r->n_views > STORE_VIEWS_PER_RUN) {
+        view **p = &r->views;
+        while ((*p)->next) p = &(*p)->next;
+        view *old = *p;
+        *p = NULL;
+        r->n_views--;
+        free(old->key);
+        free(old->body);
+        free(old);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
