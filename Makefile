@@ -27,7 +27,9 @@ AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
 
 LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/src/%.o,$(LIB_SRC)) $(BUILD)/src/bundled.o
+LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/src/%.o,$(LIB_SRC)) $(BUILD)/src/bundled.o $(BUILD)/src/assets_data.o
+# web assets embedded into the binary: the built UI, or a fallback page until it exists
+WEB_ASSETS := $(if $(wildcard web/dist/index.html),web/dist,web/fallback)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_SRC:= $(wildcard bench/bench_*.c)
@@ -69,6 +71,13 @@ $(BUILD)/src/kern_avx512.o: CFLAGS += $(AVX512_FLAGS)
 $(BUILD)/src/bundled.o: src/bundled.S models/stories260K.gguf
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
+
+$(BUILD)/assets_data.c: scripts/embed_assets.sh $(shell find $(WEB_ASSETS) -type f)
+	@mkdir -p $(dir $@)
+	sh scripts/embed_assets.sh $(WEB_ASSETS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/src/assets_data.o: $(BUILD)/assets_data.c src/assets.h Makefile
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libheed.a: $(LIB_OBJ)
 	@rm -f $@

@@ -791,17 +791,6 @@ static int reply_stream(gen *g, api_reply *rp) {
 
 /* ------------------------------------------------------------ handlers */
 
-static int h_index(api *a, const api_req *rq, api_reply *rp) {
-    static const char page[] = "<!doctype html><meta charset=utf-8><title>heed</title>"
-                               "<h1>heed</h1><p>The web UI comes later. The API is at /api and /v1 "
-                               "(docs/API.md).</p>\n";
-    rp->status = 200;
-    rp->content_type = "text/html; charset=utf-8";
-    rp->body = strdup(page);
-    rp->body_len = rp->body ? strlen(page) : 0;
-    return 0;
-}
-
 static int h_health(api *a, const api_req *rq, api_reply *rp) {
     reply_json(rp, 200, json_pack("{s:s}", "status", "ok"));
     return 0;
@@ -1300,7 +1289,6 @@ static int h_v1_completions(api *a, const api_req *rq, api_reply *rp) {
 static int h_v1_chat(api *a, const api_req *rq, api_reply *rp) { return oai_generate(a, rq, rp, GEN_CHAT); }
 
 static const api_route routes[] = {
-    {"GET", "/", h_index, true},
     {"GET", "/api/health", h_health, false},
     {"GET", "/api/model", h_model, false},
     {"POST", "/api/tokenize", h_tokenize, false},

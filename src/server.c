@@ -29,12 +29,14 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "assets.h"
 #include "server.h"
 
 #define MAX_CONNECTIONS 64   /* each holds a thread */
 #define IDLE_TIMEOUT_S 60    /* an idle keep-alive connection is closed after this */
 #define SSE_BLOCK 4096       /* bytes MHD asks the event reader for at a time */
 #define MAX_PARAM 128        /* longest {id} path segment */
+#define MAX_STATIC_BYTES (64u << 20) /* largest file served from --web-dir */
 
 static volatile sig_atomic_t stop_signal;
 
@@ -45,6 +47,7 @@ typedef struct server {
     struct MHD_Daemon *daemon;
     const char *cors;    /* allowed origin, or NULL */
     const char *api_key; /* or NULL */
+    const char *web_dir; /* realpath of --web-dir, or NULL: the embedded assets */
     const api_route *routes;
     int n_routes;
 } server;
@@ -128,6 +131,68 @@ static enum MHD_Result send_reply(const server *s, struct MHD_Connection *c, api
         MHD_add_response_header(resp, "Vary", "Origin");
     }
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)rp->status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* ------------------------------------------------------------ static files */
+
+/* The API's own prefixes never fall through to static files, so an unknown
+ * API path is a JSON 404, not a web page. */
+static bool is_api_path(const char *url) {
+    return !strncmp(url, "/api/", 5) || !strcmp(url, "/api") || !strncmp(url, "/v1/", 4) || !strcmp(url, "/v1");
+}
+
+/* Reads web_dir + path when it resolves (symlinks included) to a regular
+ * file inside web_dir. Returns a malloc'd buffer or NULL. */
+static char *read_static(const char *web_dir, const char *path, size_t *len) {
+    char full[PATH_MAX], real[PATH_MAX];
+    if (snprintf(full, sizeof full, "%s%s", web_dir, path) >= (int)sizeof full) return NULL;
+    if (!realpath(full, real)) return NULL;
+    size_t n = strlen(web_dir);
+    if (strncmp(real, web_dir, n) || real[n] != '/') return NULL; /* escaped the root */
+    FILE *f = fopen(real, "rb");
+    if (!f) return NULL;
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uintmax_t)st.st_size <= MAX_STATIC_BYTES) {
+        *len = (size_t)st.st_size;
+        buf = malloc(*len + 1);
+        if (buf && fread(buf, 1, *len, f) != *len) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/* GET/HEAD outside the API: the web UI, from --web-dir or embedded. No key
+ * is needed (the page itself holds no data). */
+static enum MHD_Result serve_static(const server *s, struct MHD_Connection *c, const char *url) {
+    const char *path = strcmp(url, "/") ? url : "/index.html";
+    api_reply rp = {0};
+    if (!assets_path_ok(path)) {
+        api_error(&rp, 404, NULL, "not_found", "no file %s", url);
+        return send_reply(s, c, &rp);
+    }
+    struct MHD_Response *resp = NULL;
+    if (s->web_dir) {
+        size_t len = 0;
+        char *buf = read_static(s->web_dir, path, &len);
+        if (buf) resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+        if (buf && !resp) free(buf);
+    } else {
+        const asset *a = assets_find(path);
+        if (a) resp = MHD_create_response_from_buffer(a->size, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    }
+    if (!resp) {
+        api_error(&rp, 404, NULL, "not_found", "no file %s", url);
+        return send_reply(s, c, &rp);
+    }
+    MHD_add_response_header(resp, "Content-Type", assets_mime(path));
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ok;
 }
@@ -216,6 +281,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             route_find(s, "", url, r->param, &known, allow, sizeof allow);
             if (known) return send_preflight(s, c, allow);
         }
+        if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && !is_api_path(url)) {
+            r->route = NULL;
+            return serve_static(s, c, url);
+        }
         char allow[128];
         if (refuse_early(s, c, method, url, r, &rp, allow, sizeof allow)) {
             r->route = NULL;
@@ -283,10 +352,11 @@ static const char *usage_text =
     "  --data-dir DIR                folder of the run store (created; default $XDG_DATA_HOME/heed\n"
     "                                or ~/.local/share/heed)\n"
     "  --cache-runs N                stored runs kept loaded with their views (default 10)\n"
-    "  --attention-tokens-top-k N    attended positions reported per token (default 32)\n";
+    "  --attention-tokens-top-k N    attended positions reported per token (default 32)\n"
+    "  --web-dir DIR                 serve the web UI from DIR instead of the embedded copy\n";
 
 typedef struct serve_opts {
-    const char *host, *cors, *api_key;
+    const char *host, *cors, *api_key, *web_dir;
     long port;
     api_config cfg;
 } serve_opts;
@@ -328,6 +398,7 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--cache-runs") && (ok = parse_count(v, 1, 1 << 16, &n))) o->cfg.cache_runs = (int)n;
         else if (!strcmp(a, "--cors")) o->cors = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
+        else if (!strcmp(a, "--web-dir")) o->web_dir = v;
         else if (!strcmp(a, "--data-dir")) o->cfg.data_dir = v;
         else if (ok) {
             fprintf(stderr, "heed: serve: unknown option '%s'\n", a);
@@ -409,7 +480,12 @@ int server_main(int argc, char **argv) {
         return 1;
     }
     o.cfg.data_dir = dir;
-    server s = {.cors = o.cors, .api_key = o.api_key};
+    char web[PATH_MAX];
+    if (o.web_dir && !realpath(o.web_dir, web)) {
+        fprintf(stderr, "heed: serve: --web-dir %s: %s\n", o.web_dir, strerror(errno));
+        return 1;
+    }
+    server s = {.cors = o.cors, .api_key = o.api_key, .web_dir = o.web_dir ? web : NULL};
     s.routes = api_routes(&s.n_routes);
     char err[512] = "";
     if (api_new(&o.cfg, &s.api, err, sizeof err)) {

@@ -144,6 +144,7 @@ static CURLcode http_ex(const srv *s, const char *method, const char *path, cons
     curl_easy_setopt(c, CURLOPT_TIMEOUT, REQ_TIMEOUT_S);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send "/../" as is: the server must refuse it */
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -774,6 +775,52 @@ static void test_restart_keeps_runs(void **state) {
     free(other);
 }
 
+/* Static files: the embedded page, and --web-dir with every way out of the
+ * root refused (dot segments, encoded dots, symlinks, dotfiles). */
+static void test_static_files(void **state) {
+    resp r = {0};
+    assert_int_equal(http_ex(&main_srv, "GET", "/index.html", NULL, 0, NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "<h1>heed</h1>"));
+    free(r.body);
+    assert_int_equal(http(&main_srv, "GET", "/missing.js", NULL, NULL, NULL), 404);
+    assert_int_equal(http(&main_srv, "GET", "/api/missing", NULL, NULL, NULL), 404);
+
+    assert_int_equal(system("rm -rf test-output/web test-output/secret.txt && mkdir -p test-output/web/sub && "
+                            "printf 'hello-web' > test-output/web/index.html && "
+                            "printf 'var x = 1;' > test-output/web/app.js && "
+                            "printf 'p{}' > test-output/web/sub/x.css && printf 'h' > test-output/web/.hidden && "
+                            "printf 'top-secret' > test-output/secret.txt && "
+                            "ln -s ../secret.txt test-output/web/link.txt"),
+                     0);
+    srv s;
+    const char *args[] = {"--web-dir", "test-output/web", "--data-dir", "test-output/web-data", NULL};
+    srv_start(&s, args);
+    static const struct { const char *path; long status; const char *body; } cases[] = {
+        {"/", 200, "hello-web"},
+        {"/app.js", 200, "var x = 1;"},
+        {"/sub/x.css", 200, "p{}"},
+        {"/../secret.txt", 404, NULL},
+        {"/%2e%2e/secret.txt", 404, NULL},
+        {"/sub/../../secret.txt", 404, NULL},
+        {"/sub/%2E%2E/app.js", 404, NULL},
+        {"/link.txt", 404, NULL},
+        {"/.hidden", 404, NULL},
+        {"//etc/passwd", 404, NULL},
+        {"/sub", 404, NULL},
+        {"/nope.html", 404, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        resp q = {0};
+        assert_int_equal(http_ex(&s, "GET", cases[i].path, NULL, 0, NULL, &q), CURLE_OK);
+        if (q.status != cases[i].status) fail_msg("GET %s: %ld, want %ld", cases[i].path, q.status, cases[i].status);
+        if (cases[i].body) assert_string_equal(q.body, cases[i].body);
+        else assert_null(q.body ? strstr(q.body, "top-secret") : NULL);
+        free(q.body);
+    }
+    srv_stop(&s);
+}
+
 static void test_api_key_and_cors(void **state) {
     srv s;
     const char *args[] = {"--api-key", "sekrit", "--cors", "http://example.test", "--max-prompt", "8",
@@ -855,6 +902,7 @@ int main(void) {
         cmocka_unit_test(test_attention_binary),
         cmocka_unit_test(test_lens_stats_and_paging),
         cmocka_unit_test(test_restart_keeps_runs),
+        cmocka_unit_test(test_static_files),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
