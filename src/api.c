@@ -47,6 +47,16 @@ typedef struct engine {
     float *row; /* (n_ctx) newest query's row, mean over layers and heads (the live summary) */
 } engine;
 
+/* The request cache of the original design: a finished /api/runs request
+ * (whitespace-normalized prompt plus parameters) maps to its stored run, and
+ * the same request again replays that run instead of generating. Sampling is
+ * deterministic for a seed, so the replay is what generation would give. */
+typedef struct req_cache_entry {
+    char *key;
+    char run_id[40];
+    unsigned long long used; /* LRU clock */
+} req_cache_entry;
+
 struct api {
     heed_model *model;
     heed_model_info info;
@@ -59,6 +69,8 @@ struct api {
     pthread_mutex_t runs_mu;
     unsigned long long n_made; /* under runs_mu */
     unsigned long long id_stem; /* run ids: run_STEM_N */
+    req_cache_entry *rcache;    /* (cfg.cache_runs), under runs_mu */
+    unsigned long long rclock;
     long long started;
 };
 
@@ -264,7 +276,7 @@ static json_t *parse_body(const api_req *rq, api_reply *rp) {
 /* ------------------------------------------------------------ generation */
 
 enum { GEN_HEED, GEN_COMPLETION, GEN_CHAT };
-enum { G_QUEUED, G_RUNNING, G_END };
+enum { G_QUEUED, G_RUNNING, G_REPLAY, G_END };
 
 typedef struct gen {
     api *api;
@@ -292,6 +304,8 @@ typedef struct gen {
     char *pend;
     size_t pend_len, pend_cap, pend_off;
     int last_ahead;
+    char *cache_key;  /* /api/runs requests: the request-cache key, or NULL */
+    json_t *replay;   /* a cached run's document being replayed */
 } gen;
 
 struct api_stream {
@@ -309,7 +323,71 @@ static void gen_free(gen *g) {
     free(g->text);
     json_decref(g->steps);
     free(g->pend);
+    free(g->cache_key);
+    json_decref(g->replay);
     free(g);
+}
+
+/* ------------------------------------------------------------ request cache */
+
+/* prompt with every whitespace run as one space, trimmed; messages as
+ * compact JSON; then the parameters that decide the output. */
+static char *req_cache_key(const gen *g) {
+    size_t n = g->prompt_text ? strlen(g->prompt_text) : 0;
+    char *norm = malloc(n + 1), *o = norm;
+    if (!norm) return NULL;
+    for (const char *p = g->prompt_text ? g->prompt_text : ""; *p; p++) {
+        bool ws = *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v';
+        if (!ws) *o++ = *p;
+        else if (o > norm && o[-1] != ' ') *o++ = ' ';
+    }
+    if (o > norm && o[-1] == ' ') o--;
+    *o = 0;
+    char *msgs = g->messages ? json_dumps(g->messages, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    const heed_sampler_params *sp = &g->p.sp;
+    json_t *k = json_pack("{s:s, s:s?, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:i}", "prompt", norm, "messages", msgs,
+                          "temperature", sp->temperature, "top_k", sp->top_k, "top_p", sp->top_p, "min_p",
+                          sp->min_p, "repeat_penalty", sp->repeat_penalty, "repeat_last_n", sp->repeat_last_n,
+                          "seed", (json_int_t)sp->seed, "max_tokens", g->n_predict);
+    char *key = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(k);
+    free(msgs);
+    free(norm);
+    return key;
+}
+
+/* The run id cached for key, copied into id; false when none. */
+static bool req_cache_get(api *a, const char *key, char *id, size_t size) {
+    bool hit = false;
+    pthread_mutex_lock(&a->runs_mu);
+    for (int i = 0; i < a->cfg.cache_runs && !hit; i++) {
+        req_cache_entry *e = &a->rcache[i];
+        if (e->key && !strcmp(e->key, key)) {
+            e->used = ++a->rclock;
+            snprintf(id, size, "%s", e->run_id);
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&a->runs_mu);
+    return hit;
+}
+
+/* Remembers key -> id, evicting the least recently used entry. */
+static void req_cache_put(api *a, const char *key, const char *id) {
+    char *k = strdup(key);
+    if (!k) return;
+    pthread_mutex_lock(&a->runs_mu);
+    req_cache_entry *victim = &a->rcache[0];
+    for (int i = 0; i < a->cfg.cache_runs; i++) {
+        req_cache_entry *e = &a->rcache[i];
+        if (e->key && !strcmp(e->key, key)) { victim = e; break; }
+        if (!e->key || e->used < victim->used) victim = e;
+    }
+    free(victim->key);
+    victim->key = k;
+    snprintf(victim->run_id, sizeof victim->run_id, "%s", id);
+    victim->used = ++a->rclock;
+    pthread_mutex_unlock(&a->runs_mu);
 }
 
 /* Renders and tokenizes messages [{role, content}] with the model's chat
@@ -579,6 +657,8 @@ static void gen_finish(gen *g) {
     char err[512];
     if (!doc_s || !params_s) heed_run_free(run);
     else if (store_put(a->store, &row, run, err, sizeof err)) fprintf(stderr, "heed: cannot store %s: %s\n", g->run_id, err);
+    else if (g->cache_key && (!strcmp(g->stop, "length") || !strcmp(g->stop, "eog")))
+        req_cache_put(a, g->cache_key, g->run_id);
     free(doc_s);
     free(params_s);
     json_decref(doc);
@@ -697,9 +777,24 @@ static void stream_done(gen *g) {
     pend_add(g, "data: [DONE]\n\n", 14);
 }
 
+/* A cached run: its token events again, then done with "cached": true. */
+static void stream_replay(gen *g) {
+    json_t *d = g->replay, *steps = json_object_get(d, "steps");
+    sse_event(g, "queued", json_pack("{s:i}", "position", 0)); /* the same event sequence as a generation */
+    for (size_t i = 0; i < json_array_size(steps); i++) sse_event(g, "token", json_incref(json_array_get(steps, i)));
+    sse_event(g, "done", json_pack("{s:O?, s:O?, s:O?, s:O?, s:b}", "run_id", json_object_get(d, "id"), "n_prompt",
+                                   json_object_get(d, "n_prompt"), "n_output", json_object_get(d, "n_output"),
+                                   "stop", json_object_get(d, "stop"), "cached", 1));
+    g->phase = G_END;
+}
+
 /* Produces the next events into g->pend. */
 static void stream_next(gen *g) {
     api *a = g->api;
+    if (g->phase == G_REPLAY) {
+        stream_replay(g);
+        return;
+    }
     if (g->phase == G_QUEUED) {
         int ahead, w = engine_wait(a, &g->tk, API_WAIT_MS, &ahead);
         if (w < 0) {
@@ -766,7 +861,7 @@ void api_stream_free(api_stream *s) {
     if (g->holds) {
         g->stop = "cancelled";
         gen_finish(g);
-    } else {
+    } else if (!g->replay) {
         engine_leave(&g->api->eng, &g->tk);
     }
     gen_free(g);
@@ -844,11 +939,41 @@ done:
     return 0;
 }
 
+/* A stored run for the same request (request cache), as a document to
+ * replay; NULL when there is none (or it was deleted). */
+static json_t *cached_run(api *a, const char *key) {
+    char id[40], *doc = NULL;
+    if (!key || !req_cache_get(a, key, id, sizeof id) || store_get_doc(a->store, id, &doc) <= 0) return NULL;
+    json_t *d = json_loads(doc, 0, NULL);
+    free(doc);
+    return d;
+}
+
 static int h_run_create(api *a, const api_req *rq, api_reply *rp) {
     json_t *body = parse_body(rq, rp);
     gen *g = body ? gen_from_body(a, body, GEN_HEED, rp) : NULL;
+    bool use_cache = true;
+    if (g && !get_bool(body, "cache", &use_cache, rp)) {
+        gen_free(g);
+        g = NULL;
+    }
     json_decref(body);
     if (!g) return 0;
+    g->cache_key = req_cache_key(g);
+    if (use_cache && (g->replay = cached_run(a, g->cache_key))) {
+        api_stream *st = malloc(sizeof *st);
+        if (!st) {
+            gen_free(g);
+            api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+            return 0;
+        }
+        st->g = g;
+        g->phase = G_REPLAY;
+        rp->status = 200;
+        rp->content_type = "text/event-stream";
+        rp->stream = st;
+        return 0;
+    }
     reply_stream(g, rp);
     if (!rp->stream) return 0;
     /* the first event says where the request stands in the queue */
@@ -1345,6 +1470,11 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
         goto fail;
     }
     if (store_open(cfg->data_dir, cfg->cache_runs, &a->store, err, err_size)) goto fail;
+    a->rcache = calloc((size_t)cfg->cache_runs, sizeof *a->rcache);
+    if (!a->rcache) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
     *out = a;
     return 0;
 fail:
@@ -1363,6 +1493,8 @@ void api_stop(api *a) {
 void api_free(api *a) {
     if (!a) return;
     store_close(a->store);
+    for (int i = 0; a->rcache && i < a->cfg.cache_runs; i++) free(a->rcache[i].key);
+    free(a->rcache);
     free(a->eng.row);
     heed_ctx_free(a->eng.ctx);
     heed_model_free(a->model);

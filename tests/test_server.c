@@ -821,6 +821,67 @@ static void test_static_files(void **state) {
     srv_stop(&s);
 }
 
+/* POSTs a run and returns its done event's data (owned by the caller) and
+ * the output ids of its token events. */
+static json_t *post_run(const char *body, int32_t *ids, int *n_ids) {
+    resp r = {0};
+    assert_int_equal(http_ex(&main_srv, "POST", "/api/runs", body, strlen(body), NULL, &r), CURLE_OK);
+    if (r.status != 200) fail_msg("POST /api/runs %s: %ld %s", body, r.status, r.body ? r.body : "");
+    static sse_ev ev[MAX_EV];
+    int n = sse_parse(r.body, ev, MAX_EV);
+    json_t *done = NULL;
+    *n_ids = 0;
+    assert_string_equal(ev[0].name, "queued");
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(ev[i].name, "token")) ids[(*n_ids)++] = (int32_t)json_integer_value(json_object_get(ev[i].data, "id"));
+        if (!strcmp(ev[i].name, "done")) done = json_incref(ev[i].data);
+    }
+    sse_free(ev, n);
+    free(r.body);
+    assert_non_null(done);
+    return done;
+}
+
+/* The request cache: the same whitespace-normalized prompt and parameters
+ * replay the stored run; any other parameter, or "cache": false, generates. */
+static void test_request_cache(void **state) {
+    int32_t a[64], b[64], c[64];
+    int na, nb, nc;
+    json_t *d1 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 6}", a, &na);
+    json_t *d2 = post_run("{\"prompt\": \"  Lily and  Ben went\\tto the park \", \"max_tokens\": 6}", b, &nb);
+    assert_false(json_is_true(json_object_get(d1, "cached")));
+    assert_true(json_is_true(json_object_get(d2, "cached")));
+    assert_string_equal(json_string_value(json_object_get(d1, "run_id")), json_string_value(json_object_get(d2, "run_id")));
+    assert_int_equal(na, 6);
+    assert_int_equal(nb, na);
+    assert_memory_equal(a, b, sizeof(int32_t) * (size_t)na);
+
+    json_t *d3 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 7}", c, &nc);
+    assert_false(json_is_true(json_object_get(d3, "cached")));
+    assert_int_equal(nc, 7);
+    json_t *d4 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 6, \"cache\": false}", c, &nc);
+    assert_false(json_is_true(json_object_get(d4, "cached")));
+    assert_string_not_equal(json_string_value(json_object_get(d4, "run_id")), json_string_value(json_object_get(d1, "run_id")));
+    assert_memory_equal(a, c, sizeof(int32_t) * (size_t)na); /* greedy: the same tokens anyway */
+    expect_error(&main_srv, "POST", "/api/runs", "{\"prompt\": \"x\", \"cache\": 3}", 400, "cache");
+
+    /* a deleted run is generated again, not replayed */
+    char path[128];
+    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d4, "run_id")));
+    json_t *d5 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 6}", c, &nc);
+    assert_true(json_is_true(json_object_get(d5, "cached")));
+    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d5, "run_id")));
+    assert_int_equal(http(&main_srv, "DELETE", path, NULL, NULL, NULL), 200);
+    json_t *d6 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 6}", c, &nc);
+    assert_false(json_is_true(json_object_get(d6, "cached")));
+    json_decref(d1);
+    json_decref(d2);
+    json_decref(d3);
+    json_decref(d4);
+    json_decref(d5);
+    json_decref(d6);
+}
+
 static void test_api_key_and_cors(void **state) {
     srv s;
     const char *args[] = {"--api-key", "sekrit", "--cors", "http://example.test", "--max-prompt", "8",
@@ -903,6 +964,7 @@ int main(void) {
         cmocka_unit_test(test_lens_stats_and_paging),
         cmocka_unit_test(test_restart_keeps_runs),
         cmocka_unit_test(test_static_files),
+        cmocka_unit_test(test_request_cache),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
