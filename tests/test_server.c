@@ -517,6 +517,40 @@ static void test_cancel_on_disconnect(void **state) {
     json_decref(list);
 }
 
+/* With a model slow enough that 2000 tokens take seconds, a hang-up after
+ * the first token must leave a run stored as cancelled, well short of 2000. */
+static void test_cancel_long_generation(void **state) {
+    char buf[512];
+    const char *model = tu_shared("models/tiny-qwen3.gguf", buf, sizeof buf);
+    if (!model) skip();
+    srv s;
+    const char *args[] = {"-m", model, "--max-tokens", "2000", "--data-dir", "test-output/cancel-data", NULL};
+    assert_int_equal(system("rm -rf test-output/cancel-data"), 0);
+    srv_start(&s, args);
+    resp r = {.abort_after = 2};
+    const char *body = "{\"prompt\": \"Hello\", \"max_tokens\": 2000, \"cache\": false}";
+    assert_int_equal(http_ex(&s, "POST", "/api/runs", body, strlen(body), NULL, &r), CURLE_WRITE_ERROR);
+    free(r.body);
+    const char *stop = NULL;
+    long long n_out = -1;
+    for (double t0 = now_ms(); now_ms() - t0 < 20000 && !stop;) {
+        json_t *list;
+        assert_int_equal(http(&s, "GET", "/api/runs", NULL, NULL, &list), 200);
+        json_t *e = json_array_get(json_object_get(list, "runs"), 0);
+        if (e) {
+            stop = strcmp(json_string_value(json_object_get(e, "stop")), "cancelled") ? "other" : "cancelled";
+            n_out = json_integer_value(json_object_get(e, "n_output"));
+        }
+        json_decref(list);
+        if (!stop) usleep(50 * 1000);
+    }
+    assert_non_null(stop);
+    assert_string_equal(stop, "cancelled");
+    assert_true(n_out >= 1 && n_out < 2000);
+    printf("  cancelled after %lld of 2000 tokens\n", n_out);
+    srv_stop(&s);
+}
+
 typedef struct reader_arg {
     int ok, total;
     const char *view; /* a stored run's view */
@@ -965,6 +999,7 @@ int main(void) {
         cmocka_unit_test(test_restart_keeps_runs),
         cmocka_unit_test(test_static_files),
         cmocka_unit_test(test_request_cache),
+        cmocka_unit_test(test_cancel_long_generation),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
