@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
             if (pp > best_pp) best_pp = pp;
             if (tg > best_tg) best_tg = tg;
         }
-        printf("%-22s threads %d  capture %-3s  prompt %4d: %9.0f tok/s   decode %4d: %9.0f tok/s\n",
+        printf("%-22s threads %d  capture %-3s  prompt %4d: %9.1f tok/s   decode %4d: %9.1f tok/s\n",
                base ? base + 1 : info.path, n_threads, cap ? "on" : "off", n_prompt, best_pp, n_gen, best_tg);
         fflush(stdout);
     }

@@ -11,6 +11,11 @@
  *   pool          us per empty job: the hand-off cost paid ~7 times a layer
  *
  * Each figure is the best of 5 runs (50 for the short in-L2 matvec).
+ *
+ *   bench_kern -b   prints only the memory figures, one "name value" a line
+ *                   (read_gbs_1, read_gbs_2: a 256 MB f32 dot product with
+ *                   the best table, the read-only rate decoding is bound by;
+ *                   triad_gbs_1, triad_gbs_2), for bench/run.sh
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -51,7 +56,7 @@ typedef struct mv_job {
     int type;
     const void *w;
     const float *x;
-    const block_q8_0 *xq;
+    const void *xq;
     float *out;
     int n_out;
 } mv_job;
@@ -104,7 +109,46 @@ static void empty_fn(void *arg, int ith, int nth) {
 
 static float dot_sink;
 
-int main(void) {
+typedef struct read_job {
+    const kern_ops *ops;
+    const float *a;
+    size_t n;
+    float sum[2];
+} read_job;
+
+static void read_fn(void *arg, int ith, int nth) {
+    read_job *j = arg;
+    size_t per = (j->n + (size_t)nth - 1) / (size_t)nth;
+    size_t lo = (size_t)ith * per, hi = lo + per < j->n ? lo + per : j->n;
+    float s = 0.0f;
+    for (size_t i = lo; i < hi; i += 1u << 20) {
+        size_t k = hi - i < (1u << 20) ? hi - i : (1u << 20);
+        s += j->ops->dot_f32(j->a + i, j->a + i, (int)k);
+    }
+    j->sum[ith & 1] = s;
+}
+
+/* read-only bandwidth: the dot product of a 256 MB array with itself (one stream) */
+static double read_gbs(pool *p, int nth) {
+    size_t n = WEIGHT_BYTES / sizeof(float);
+    float *a = malloc(WEIGHT_BYTES);
+    if (!a) return 0.0;
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7);
+    read_job j = {kern_ops_best(), a, n, {0, 0}};
+    double best = 1e30;
+    for (int r = 0; r < 3 * REPS; r++) {
+        double t0 = now_s();
+        pool_run(p, nth, read_fn, &j);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    dot_sink += j.sum[0] + j.sum[1];
+    free(a);
+    return (double)WEIGHT_BYTES / best / 1e9;
+}
+
+int main(int argc, char **argv) {
+    bool mem_only = argc > 1 && !strcmp(argv[1], "-b");
     pool *p = pool_new(2);
     if (!p) {
         fprintf(stderr, "bench_kern: cannot start threads\n");
@@ -115,7 +159,13 @@ int main(void) {
     tabs[nt++] = kern_ops_scalar();
     if (kern_ops_avx2()) tabs[nt++] = kern_ops_avx2();
     if (kern_ops_avx512()) tabs[nt++] = kern_ops_avx512();
-    printf("bench_kern: %d CPUs online, best table %s\n\n", pool_n_cpus(), kern_ops_best()->name);
+    if (mem_only) {
+        for (int nth = 1; nth <= 2; nth++) printf("read_gbs_%d %.1f\n", nth, read_gbs(p, nth));
+    } else {
+        printf("bench_kern: %d CPUs online, best table %s\n\n", pool_n_cpus(), kern_ops_best()->name);
+        for (int nth = 1; nth <= 2; nth++) printf("read    %d thread%s  %6.1f GB/s  (256 MB, dot_f32)\n", nth,
+                                                 nth > 1 ? "s" : " ", read_gbs(p, nth));
+    }
 
     /* --- memory bandwidth reference */
     size_t n3 = TRIAD_BYTES / sizeof(float);
@@ -136,28 +186,35 @@ int main(void) {
             double dt = now_s() - t0;
             if (dt < best) best = dt;
         }
-        printf("triad   %d thread%s  %6.1f GB/s  (3 x %.0f MB)\n", nth, nth > 1 ? "s" : " ",
-               3.0 * (double)n3 * sizeof(float) / best / 1e9, (double)n3 * sizeof(float) / MB);
+        if (mem_only)
+            printf("triad_gbs_%d %.1f\n", nth, 3.0 * (double)n3 * sizeof(float) / best / 1e9);
+        else
+            printf("triad   %d thread%s  %6.1f GB/s  (3 x %.0f MB)\n", nth, nth > 1 ? "s" : " ",
+                   3.0 * (double)n3 * sizeof(float) / best / 1e9, (double)n3 * sizeof(float) / MB);
     }
     free(ta);
     free(tb);
     free(tc);
+    if (mem_only) {
+        pool_free(p);
+        return 0;
+    }
 
     /* --- weights: the same random values in every type, 64 MB each */
     uint64_t seed = 1;
-    static float x[N_IN], out[WEIGHT_BYTES / N_IN]; /* >= rows of any type (q8_0: 1.06 B each) */
-    static block_q8_0 xq[N_IN / QK8_0];
+    static float x[N_IN], out[WEIGHT_BYTES / (N_IN / 2)]; /* >= rows of any type (q4_0: 0.5625 B each) */
+    static uint8_t xq[N_IN / QK_K * sizeof(block_q8_K)]; /* the largest activation format */
     for (int i = 0; i < N_IN; i++) x[i] = rnd_f(&seed);
-    kern_quantize_q8_0(xq, x, N_IN);
 
-    static const int types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0};
-    static const char *type_names[] = {"f32", "f16", "bf16", "q8_0"};
+    static const int types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q4_K, GGML_Q6_K};
+    static const char *type_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"};
     printf("\nmatvec, n_in %d, GB/s of weights read: %.0f MB matrix on 1 and 2 threads,\n"
            "and a %.1f MB matrix in L2 on 1 thread (the compute-bound rate)\n",
            N_IN, WEIGHT_BYTES / MB, HOT_BYTES / MB);
     printf("%-8s %-6s %9s %9s %9s\n", "table", "type", "1 thread", "2 threads", "L2");
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < (int)(sizeof types / sizeof types[0]); ti++) {
         int type = types[ti];
+        kern_quantize_act(xq, x, type, N_IN);
         size_t row = kern_row_bytes(type, N_IN);
         int n_out = (int)(WEIGHT_BYTES / row);
         void *w = malloc(row * (size_t)n_out);
@@ -168,8 +225,8 @@ int main(void) {
             char *dst = (char *)w + row * (size_t)o;
             if (type == GGML_F32)
                 memcpy(dst, tmp, row);
-            else if (type == GGML_Q8_0)
-                kern_quantize_q8_0((block_q8_0 *)dst, tmp, N_IN);
+            else if (type != GGML_F16 && type != GGML_BF16)
+                kern_quantize(type, dst, tmp, N_IN);
             else
                 for (int i = 0; i < N_IN; i++) {
                     uint32_t u;

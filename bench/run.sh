@@ -1,8 +1,24 @@
 #!/bin/sh
 # make bench: engine throughput (bench_decode) and kernel/bandwidth figures
 # (bench_kern). Figures only: nothing here passes or fails.
+#
+# The model matrix: random-weight models written by build/bench/mkmodel into
+# $HEED_BENCH_MODELS (default build/bench-models; generated once, ~5 GB in
+# all) at SmolLM2-135M and Llama-3.2-1B geometry, in F16, Q8_0 and Q4_K
+# (135M: its 576-wide rows are not a multiple of 256, so most tensors fall
+# back to Q5_0 as in the reference engine; 1B: the Q4_K_M mix). Each is run
+# with prompts of 64 and 512 tokens, then decodes (128 tokens for 135M, 32
+# for 1B to keep `make bench` within minutes), on 1 and 2 threads, capture
+# off and on. The summary gives decode as a fraction of the bandwidth limit:
+# read bandwidth / weight bytes per token.
+#
+#   HEED_BENCH_QUICK=1   only the 135M models and prompt 64
+#   HEED_BENCH_SKIP_MATRIX=1   only the old small-model and kernel figures
 set -e
 B=build/bench
+M=${HEED_BENCH_MODELS:-build/bench-models}
+OUT=${HEED_BENCH_OUT:-build/bench-results.txt}
+
 echo "== engine: bundled stories260K"
 for t in 1 2; do $B/bench_decode -p 64 -n 256 -t $t; done
 for f in tiny-llama3 tiny-llama3-q8_0 tiny-qwen3; do
@@ -14,7 +30,66 @@ for f in tiny-llama3 tiny-llama3-q8_0 tiny-qwen3; do
         echo "== engine: $f: SKIP ($m absent)"
     fi
 done
+[ -n "$HEED_BENCH_SKIP_MATRIX" ] && exec $B/bench_kern
+
+# Memory bandwidth is measured before and after the model runs and the
+# larger figure kept: a machine shared with other work only ever lowers it.
+echo "== memory bandwidth"
+$B/bench_kern -b | tee build/bench-bw.txt
+
+mkdir -p "$M"
+SMOL="--layers 30 --embd 576 --heads 9 --kv-heads 3 --ff 1536 --vocab 49152 --ctx 2048 --tied"
+L1B="--layers 16 --embd 2048 --heads 32 --kv-heads 8 --ff 8192 --vocab 128256 --ctx 4096 --tied"
+models="smol135m:f16 smol135m:q8_0 smol135m:q4_k"
+[ -z "$HEED_BENCH_QUICK" ] && models="$models llama1b:f16 llama1b:q8_0 llama1b:q4_k_m"
+for mt in $models; do
+    g=${mt%%:*}; ty=${mt#*:}
+    f="$M/$g-$ty.gguf"
+    if [ ! -f "$f" ]; then
+        if [ "$g" = smol135m ]; then geo=$SMOL; else geo=$L1B; fi
+        echo "== mkmodel $f"
+        $B/mkmodel --arch llama $geo --type "$ty" --seed 1 -o "$f.tmp" && mv "$f.tmp" "$f"
+    fi
+done
+
+: >"$OUT"
+for mt in $models; do
+    g=${mt%%:*}; ty=${mt#*:}
+    f="$M/$g-$ty.gguf"
+    if [ "$g" = smol135m ]; then n=128; r=2; else n=32; r=1; fi
+    prompts="64 512"
+    [ -n "$HEED_BENCH_QUICK" ] && prompts=64
+    for p in $prompts; do
+        for t in 1 2; do
+            echo "== $g $ty prompt $p threads $t"
+            $B/bench_decode -m "$f" -p $p -n $n -t $t -r $r | tee -a "$OUT"
+        done
+    done
+done
+
+$B/bench_kern -b | tee -a build/bench-bw.txt
+BW=$(awk '$1 == "read_gbs_2" && $2 > m {m = $2} END {print m}' build/bench-bw.txt)
+BW1=$(awk '$1 == "read_gbs_1" && $2 > m {m = $2} END {print m}' build/bench-bw.txt)
+echo
+echo "== summary (read bandwidth: 1 thread $BW1 GB/s, 2 threads $BW GB/s; limit = bandwidth / weight bytes)"
+printf "%-24s %3s %3s %-3s %9s %9s %9s %6s\n" model thr cap pp "pp tok/s" "tg tok/s" "limit" "% bw"
+for f in "$M"/*.gguf; do
+    b=$(basename "$f")
+    bytes=$(stat -c %s "$f")
+    awk -v b="$b" -v bytes="$bytes" -v bw1="$BW1" -v bw2="$BW" '
+        $1 == b {
+            thr = $3; cap = $5; pp = $7; sub(":", "", pp); pps = $8; tg = $12
+            bw = thr == 1 ? bw1 : bw2
+            lim = bw * 1e9 / bytes
+            printf "%-24s %3s %3s %-4s %9.1f %9.1f %9.1f %5.0f%%\n", b, thr, cap, pp, pps, tg, lim, 100 * tg / lim
+        }' "$OUT"
+done
 if [ -x $B/bench_kern ]; then
     echo "== kernels"
     $B/bench_kern
+fi
+
+if command -v wrk >/dev/null 2>&1; then
+    echo "== HTTP: stored-view reads"
+    sh bench/bench_http.sh "$B/../heed" || true
 fi

@@ -102,7 +102,7 @@ int heed_model_meta_value(const heed_model *model, int i, char *buf, size_t size
 
 typedef struct heed_tensor_info {
     const char *name;
-    const char *type; /* "F32", "F16", "BF16", "Q8_0" */
+    const char *type; /* "F32", "F16", "BF16", "Q8_0", "Q4_K", ... */
     int n_dims;
     int64_t ne[4];    /* ne[0] is the row length (contiguous) */
     uint64_t offset;  /* file offset of the data */

@@ -59,7 +59,7 @@ struct heed_ctx {
     float *hb;       /* (n_ub, n_ff) gate, then silu(gate) * up */
     float *hb2;      /* (n_ub, n_ff) up */
     float *att;      /* (n_head, n_ub, row) post-softmax probabilities of one layer */
-    block_q8_0 *xq;  /* (n_ub, max_in / 32) activations quantized for Q8_0 weights */
+    void *xq;        /* (n_ub, act row bytes of max_in) activations quantized for block-type weights */
     float *logits;   /* (n_vocab) next-token logits of the last position */
 
     heed_attn_hook hook;
@@ -88,7 +88,7 @@ typedef struct mm_job {
     size_t out_stride;
     const model_mat *w;
     const float *x;
-    const block_q8_0 *xq;
+    const void *xq;
     int n_tok;
 } mm_job;
 
@@ -103,12 +103,33 @@ static void mm_task(void *arg, int ith, int nth) {
                          j->n_tok, o0, o1);
 }
 
+typedef struct quant_job {
+    const kern_ops *ops;
+    void *xq;
+    const float *x;
+    size_t act_bytes;
+    int w_type, n_in, n_tok;
+} quant_job;
+
+static void quant_task(void *arg, int ith, int nth) {
+    const quant_job *j = arg;
+    int per = (j->n_tok + nth - 1) / nth;
+    int t0 = ith * per, t1 = t0 + per < j->n_tok ? t0 + per : j->n_tok;
+    for (int t = t0; t < t1; t++)
+        kern_quantize_act_ops(j->ops, (char *)j->xq + j->act_bytes * t, j->x + (size_t)t * j->n_in, j->w_type,
+                              j->n_in);
+}
+
 /* out[t * out_stride + o] = W[o] . x[t] for n_tok rows of x (stride n_in). */
 static void matmul(heed_ctx *c, float *out, size_t out_stride, const model_mat *w, const float *x, int n_tok) {
-    const block_q8_0 *xq = NULL;
-    if (w->type == GGML_Q8_0) {
-        int nb = w->n_in / QK8_0;
-        for (int t = 0; t < n_tok; t++) kern_quantize_q8_0(c->xq + (size_t)t * nb, x + (size_t)t * w->n_in, w->n_in);
+    const void *xq = NULL;
+    size_t ab = kern_act_row_bytes(w->type, w->n_in);
+    if (ab) {
+        /* activations in the weight type's partner format (Q8_0, Q8_1 or Q8_K);
+         * a prompt's rows are quantized on every thread (else it is a serial
+         * step of a few percent of prefill) */
+        quant_job qj = {c->ops, c->xq, x, ab, w->type, w->n_in, n_tok};
+        pool_run(c->pool, n_tok >= 8 ? c->n_threads : 1, quant_task, &qj);
         xq = c->xq;
     }
     mm_job j = {c->ops, out, out_stride, w, x, xq, n_tok};
@@ -347,7 +368,10 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     c->hb = zalloc(U * m->n_ff, sizeof(float), &ok);
     c->hb2 = zalloc(U * m->n_ff, sizeof(float), &ok);
     c->att = zalloc((size_t)m->n_head * U * c->n_ctx, sizeof(float), &ok);
-    c->xq = zalloc(U * (max_in / QK8_0 + 1), sizeof(block_q8_0), &ok);
+    /* the largest activation format per element is Q8_K (292 bytes per 256) */
+    size_t act_bytes = kern_row_bytes(GGML_Q8_K, (int)(max_in / QK_K + 1) * QK_K);
+    size_t act_q81 = kern_row_bytes(GGML_Q8_1, (int)(max_in / QK8_1 + 1) * QK8_1);
+    c->xq = zalloc(U, act_bytes > act_q81 ? act_bytes : act_q81, &ok);
     c->logits = zalloc((size_t)m->n_vocab, sizeof(float), &ok);
     c->pool = ok ? pool_new(c->n_threads) : NULL;
     if (!ok || !c->pool) {

@@ -164,7 +164,14 @@ int gguf_type_block_elems(int type) {
 }
 
 bool gguf_type_supported(int type) {
-    return type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || type == GGML_Q8_0;
+    /* the weight types kern.c can dequantize and multiply (Q8_1/Q8_K are
+     * activation formats only, never stored in model files) */
+    switch (type) {
+    case GGML_F32: case GGML_F16: case GGML_BF16: case GGML_Q8_0:
+    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1:
+    case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return true;
+    default: return false;
+    }
 }
 
 /* ---------------------------------------------------------------- errors */

@@ -89,19 +89,30 @@ float kern_bf16_to_f32(uint16_t b) {
 
 /* ------------------------------------------------------------ Q8_0, rows */
 
+int kern_round_small(float v) {
+    /* roundf (half away from zero) for |v| < 2^23, inline: the truncation
+     * and the fraction v - i are exact there */
+    int i = (int)v;
+    float frac = v - (float)i;
+    return i + (frac >= 0.5f) - (frac <= -0.5f);
+}
+
 void kern_quantize_q8_0(block_q8_0 *out, const float *x, int n) {
     assert(n % QK8_0 == 0);
     for (int b = 0; b < n / QK8_0; b++) {
         const float *xb = x + (size_t)b * QK8_0;
         float amax = 0.0f;
-        for (int i = 0; i < QK8_0; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        for (int i = 0; i < QK8_0; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax; /* fmaxf without the libm call (NaN is skipped alike) */
+        }
         /* The scale is computed and applied in f32; only the stored copy is
          * rounded to f16 (the dot product then uses the rounded one), which is
          * what the reference engine does. |x * id| <= 127, so q never hits -128. */
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         out[b].d = kern_f32_to_f16(d);
-        for (int i = 0; i < QK8_0; i++) out[b].qs[i] = (int8_t)roundf(xb[i] * id);
+        for (int i = 0; i < QK8_0; i++) out[b].qs[i] = (int8_t)kern_round_small(xb[i] * id);
     }
 }
 
@@ -111,6 +122,15 @@ size_t kern_row_bytes(int type, int n) {
     case GGML_F16:
     case GGML_BF16: return (size_t)n * 2;
     case GGML_Q8_0: return (size_t)(n / QK8_0) * sizeof(block_q8_0);
+    case GGML_Q4_0: return (size_t)(n / QK4_0) * sizeof(block_q4_0);
+    case GGML_Q4_1: return (size_t)(n / QK4_1) * sizeof(block_q4_1);
+    case GGML_Q5_0: return (size_t)(n / QK5_0) * sizeof(block_q5_0);
+    case GGML_Q5_1: return (size_t)(n / QK5_1) * sizeof(block_q5_1);
+    case GGML_Q8_1: return (size_t)(n / QK8_1) * sizeof(block_q8_1);
+    case GGML_Q4_K: return (size_t)(n / QK_K) * sizeof(block_q4_K);
+    case GGML_Q5_K: return (size_t)(n / QK_K) * sizeof(block_q5_K);
+    case GGML_Q6_K: return (size_t)(n / QK_K) * sizeof(block_q6_K);
+    case GGML_Q8_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
     default: return 0;
     }
 }
@@ -136,7 +156,11 @@ void kern_dequant_row(float *out, const void *row, int type, int n) {
         }
         break;
     }
-    default: assert(!"kern_dequant_row: unsupported type");
+    default: {
+        int rc = kern_dequant_quant(out, row, type, n);
+        assert(rc == 0 && "kern_dequant_row: unsupported type");
+        (void)rc;
+    }
     }
 }
 
@@ -198,6 +222,11 @@ static const kern_ops scalar_table = {
     .scale = scale_scalar,
     .attn_scores = attn_scores_scalar,
     .attn_wsum = attn_wsum_scalar,
+    .quantize_q8_0 = kern_quantize_q8_0,
+    .vec_dot = {[GGML_Q4_0] = kern_vec_dot_q4_0_ref, [GGML_Q4_1] = kern_vec_dot_q4_1_ref,
+                [GGML_Q5_0] = kern_vec_dot_q5_0_ref, [GGML_Q5_1] = kern_vec_dot_q5_1_ref,
+                [GGML_Q8_0] = kern_vec_dot_q8_0_ref, [GGML_Q4_K] = kern_vec_dot_q4_K_ref,
+                [GGML_Q5_K] = kern_vec_dot_q5_K_ref, [GGML_Q6_K] = kern_vec_dot_q6_K_ref},
 };
 
 /* ------------------------------------------------------------- dispatch */
@@ -278,10 +307,34 @@ const kern_ops *kern_ops_best(void) {
 
 /* ---------------------------------------------------------------- matmul */
 
+/* Bytes of weight rows a prefill tile sweep keeps hot: well inside L2, so
+ * the rows are read from memory once and from L2 for every token group. */
+#define TILE_ROW_BYTES (128u << 10)
+
+/* Groups of 4 tokens through a prefill tile; returns the tokens it covered.
+ * Cache blocking: a block of rows (TILE_ROW_BYTES) meets every token group
+ * before the next block is loaded; the activations stream from L2/L3. */
+static int matmul_tiles(const kern_ops *ops, float *out, size_t out_stride, int w_type, const char *w, size_t rb,
+                        const void *x, size_t ab, int n_in, int n_tok, int o0, int o1) {
+    if (n_tok < 4 || w_type < 0 || w_type >= KERN_N_QTYPES || !ops->tile4[w_type]) return 0;
+    int n_groups = n_tok / 4;
+    int rows = (int)(TILE_ROW_BYTES / rb) & ~3;
+    if (rows < 4) rows = 4;
+    for (int ob = o0; ob < o1; ob += rows) {
+        int nr = o1 - ob < rows ? o1 - ob : rows;
+        for (int g = 0; g < n_groups; g++)
+            ops->tile4[w_type](out + (size_t)4 * g * out_stride + ob, out_stride, w + rb * ob, rb, nr,
+                               (const char *)x + ab * 4 * g, ab, n_in);
+    }
+    return 4 * n_groups;
+}
+
 void kern_matmul_rows(const kern_ops *ops, float *out, size_t out_stride, int w_type, const void *w,
-                      int n_in, const float *x, const block_q8_0 *xq, int n_tok, int o0, int o1) {
+                      int n_in, const float *x, const void *xq, int n_tok, int o0, int o1) {
     /* Rows outer, tokens inner: a weight row is streamed from memory once and
-     * then stays in L1 while every token's activations are dotted with it. */
+     * then stays in L1 while every token's activations are dotted with it.
+     * Several tokens (prefill) go through the tiles in groups of 4, the rest
+     * through the dot products. */
     switch (w_type) {
     case GGML_F32:
         for (int o = o0; o < o1; o++) {
@@ -290,13 +343,16 @@ void kern_matmul_rows(const kern_ops *ops, float *out, size_t out_stride, int w_
                 out[t * out_stride + o] = ops->dot_f32(row, x + (size_t)t * n_in, n_in);
         }
         break;
-    case GGML_F16:
+    case GGML_F16: {
+        int t0 = matmul_tiles(ops, out, out_stride, w_type, w, (size_t)n_in * 2, x, (size_t)n_in * 4, n_in, n_tok,
+                              o0, o1);
         for (int o = o0; o < o1; o++) {
             const uint16_t *row = (const uint16_t *)w + (size_t)o * n_in;
-            for (int t = 0; t < n_tok; t++)
+            for (int t = t0; t < n_tok; t++)
                 out[t * out_stride + o] = ops->dot_f16(row, x + (size_t)t * n_in, n_in);
         }
         break;
+    }
     case GGML_BF16:
         for (int o = o0; o < o1; o++) {
             const uint16_t *row = (const uint16_t *)w + (size_t)o * n_in;
@@ -304,17 +360,19 @@ void kern_matmul_rows(const kern_ops *ops, float *out, size_t out_stride, int w_
                 out[t * out_stride + o] = ops->dot_bf16(row, x + (size_t)t * n_in, n_in);
         }
         break;
-    case GGML_Q8_0: {
-        assert(xq && n_in % QK8_0 == 0);
-        size_t nb = (size_t)(n_in / QK8_0);
+    default: {
+        /* the block types: integer dot products against quantized activations */
+        assert(w_type >= 0 && w_type < KERN_N_QTYPES && ops->vec_dot[w_type] && xq);
+        kern_vec_dot_fn dot = ops->vec_dot[w_type];
+        size_t rb = kern_row_bytes(w_type, n_in), ab = kern_act_row_bytes(w_type, n_in);
+        const char *wb = w, *xb = xq;
+        int t0 = matmul_tiles(ops, out, out_stride, w_type, wb, rb, xq, ab, n_in, n_tok, o0, o1);
         for (int o = o0; o < o1; o++) {
-            const block_q8_0 *row = (const block_q8_0 *)w + (size_t)o * nb;
-            for (int t = 0; t < n_tok; t++)
-                out[t * out_stride + o] = ops->dot_q8_0(row, xq + (size_t)t * nb, n_in);
+            const char *row = wb + rb * o;
+            for (int t = t0; t < n_tok; t++) out[t * out_stride + o] = dot(row, xb + ab * t, n_in);
         }
         break;
     }
-    default: assert(!"kern_matmul_rows: unsupported weight type");
     }
 }
 

@@ -1,16 +1,23 @@
 /*
  * kern - the numeric kernels of the forward pass.
  *
- * Every kernel exists as a plain scalar reference (kern.c), which is the
- * oracle, and as SIMD variants (kern_avx2.c, kern_avx512.c: compiled with
- * their own target flags) chosen at run time by CPU detection. Kernels are
+ * Every kernel exists as a plain scalar reference (kern.c; the block formats
+ * in kern_quant.c), which is the oracle, and as SIMD variants (kern_avx2.c,
+ * kern_avx512.c: compiled with their own target flags, both including the
+ * block-format kernels of kern_quant_simd.h) chosen at run time by CPU
+ * detection. Kernels are
  * pure: output first, no allocation, no threads, no knowledge of models or
  * files. Threading is the caller's (see pool.h): kernels work on row ranges.
  *
  * Weight matrices are ggml-style: n_out rows of n_in elements, rows
- * contiguous. Types: F32, F16, BF16, Q8_0. For Q8_0 weights the activations
- * are first quantized to Q8_0 blocks (as the reference engine does) and the
- * dot product runs on int8 values.
+ * contiguous. Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+ * Q5_K, Q6_K, with GGML's block layouts byte for byte (below). For quantized
+ * weights the activations are first quantized to the matching 8-bit format
+ * (kern_act_type: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
+ * K-quants, as the reference engine does) and the dot products run on
+ * integers; only the block scales are applied in float.
+ *
+ * All halves (d, dmin, m, s) are IEEE f16; everything is little-endian.
  */
 #ifndef HEED_KERN_H
 #define HEED_KERN_H
@@ -28,6 +35,105 @@ typedef struct block_q8_0 {
 
 _Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block must be 34 bytes as in GGUF");
 
+#define QK4_0 32
+#define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK8_1 32
+#define QK_K 256 /* super-block of the K-quants */
+#define K_SCALE_SIZE 12
+
+/* Q4_0: x[i] = d * ((qs[i] & 15) - 8), x[i + 16] = d * ((qs[i] >> 4) - 8), i < 16 */
+typedef struct block_q4_0 {
+    uint16_t d;
+    uint8_t qs[QK4_0 / 2];
+} block_q4_0;
+
+/* Q4_1: x = d * q + m, the nibble order of Q4_0 */
+typedef struct block_q4_1 {
+    uint16_t d, m;
+    uint8_t qs[QK4_1 / 2];
+} block_q4_1;
+
+/* Q5_0: q = nibble as in Q4_0 | bit j of qh (a little-endian u32) << 4 for
+ * element j; x = d * (q - 16) */
+typedef struct block_q5_0 {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[QK5_0 / 2];
+} block_q5_0;
+
+/* Q5_1: q as in Q5_0; x = d * q + m */
+typedef struct block_q5_1 {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} block_q5_1;
+
+/* Q8_1 (activations for Q4_1/Q5_1): x = d * qs[i]; s = d * sum(qs) */
+typedef struct block_q8_1 {
+    uint16_t d, s;
+    int8_t qs[QK8_1];
+} block_q8_1;
+
+/*
+ * Q4_K: 256 elements in 8 sub-blocks of 32; sub-block j has a 6-bit scale
+ * sc_j and a 6-bit min m_j packed in scales[12] (kern_scale_min_k4), and
+ * x = d * sc_j * q - dmin * m_j. qs holds four 64-element chunks of 32
+ * bytes: the low nibbles are the chunk's first 32 elements (sub-block 2c),
+ * the high nibbles the next 32 (sub-block 2c + 1).
+ */
+typedef struct block_q4_K {
+    uint16_t d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+
+/* Q5_K: Q4_K plus a fifth bit: element 64c + l (l < 32) takes bit 2c of
+ * qh[l], element 64c + 32 + l bit 2c + 1. */
+typedef struct block_q5_K {
+    uint16_t d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+
+/*
+ * Q6_K: 16 sub-blocks of 16 with int8 scales; x = d * scales[e / 16] * (q - 32).
+ * For each 128-element half h (ql += 64h, qh += 32h), l < 32:
+ *   q[l]      = (ql[l] & 15)      | ((qh[l] >> 0) & 3) << 4
+ *   q[l + 32] = (ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4
+ *   q[l + 64] = (ql[l] >> 4)      | ((qh[l] >> 4) & 3) << 4
+ *   q[l + 96] = (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4
+ */
+typedef struct block_q6_K {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    uint16_t d;
+} block_q6_K;
+
+/* Q8_K (activations for the K-quants): x = d * qs[i] (d is f32); bsums[j]
+ * = sum of qs[16j .. 16j + 15]. */
+typedef struct block_q8_K {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
+
+_Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block must be 18 bytes");
+_Static_assert(sizeof(block_q4_1) == 20, "Q4_1 block must be 20 bytes");
+_Static_assert(sizeof(block_q5_0) == 22, "Q5_0 block must be 22 bytes");
+_Static_assert(sizeof(block_q5_1) == 24, "Q5_1 block must be 24 bytes");
+_Static_assert(sizeof(block_q8_1) == 36, "Q8_1 block must be 36 bytes");
+_Static_assert(sizeof(block_q4_K) == 144, "Q4_K block must be 144 bytes");
+_Static_assert(sizeof(block_q5_K) == 176, "Q5_K block must be 176 bytes");
+_Static_assert(sizeof(block_q6_K) == 210, "Q6_K block must be 210 bytes");
+_Static_assert(sizeof(block_q8_K) == 292, "Q8_K block must be 292 bytes");
+
+/* Sub-block j (0..7) of a Q4_K/Q5_K scales[12]: 6-bit scale and min. */
+void kern_scale_min_k4(int j, const uint8_t *scales, uint8_t *sc, uint8_t *m);
+
 /* Exact IEEE conversions (round to nearest even for f32 -> f16). */
 float kern_f16_to_f32(uint16_t h);
 uint16_t kern_f32_to_f16(float f);
@@ -37,11 +143,38 @@ float kern_bf16_to_f32(uint16_t b);
  * q = round(x / d) (round half away from zero), as the reference engine does. */
 void kern_quantize_q8_0(block_q8_0 *out, const float *x, int n);
 
+/*
+ * Reference quantizers (model writing, tests; not on the forward path for
+ * weights). n is a multiple of the type's block (32, or 256 for K-quants).
+ * Q4_0/Q4_1/Q5_0/Q5_1/Q8_1/Q8_K follow the reference engine's *_ref
+ * quantizers; the K-quant weight quantizers are simpler than its iterative
+ * search (min/max per sub-block, scales rounded to 6 or 8 bits) but emit the
+ * same layout, so any reader dequantizes them identically. Returns 0, or -1
+ * for a type it cannot quantize to.
+ */
+int kern_quantize(int type, void *out, const float *x, int n);
+
 /* Converts one row of n elements of a supported type to f32 (embedding lookup). */
 void kern_dequant_row(float *out, const void *row, int type, int n);
 
-/* Bytes of one row of n elements of `type`. */
+/* Bytes of one row of n elements of `type`; 0 for unsupported types. */
 size_t kern_row_bytes(int type, int n);
+
+/* The activation format a weight type's dot product wants: GGML_Q8_0,
+ * GGML_Q8_1, GGML_Q8_K, or -1 (float activations: F32/F16/BF16). */
+int kern_act_type(int w_type);
+/* Bytes of one activation row of n elements for weights of w_type (0 for float). */
+size_t kern_act_row_bytes(int w_type, int n);
+/* Quantizes one row of n activations to kern_act_type(w_type) (no-op for
+ * float); with ops, the table's own (bit-identical) quantizer where it has one. */
+void kern_quantize_act(void *out, const float *x, int w_type, int n);
+struct kern_ops;
+void kern_quantize_act_ops(const struct kern_ops *ops, void *out, const float *x, int w_type, int n);
+
+/* Dot product of one quantized weight row with one activation row in
+ * kern_act_type(type), n elements. */
+typedef float (*kern_vec_dot_fn)(const void *w, const void *xq, int n);
+#define KERN_N_QTYPES 16 /* vec_dot is indexed by ggml type id below this */
 
 typedef struct kern_ops {
     const char *name; /* "scalar", "avx2", "avx512" */
@@ -64,8 +197,24 @@ typedef struct kern_ops {
     void (*attn_scores)(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
                         float scale);
     /* Weighted sum of values: out[d] = sum_k p[k] * value_k[d] (out is
-     * overwritten), summed in key order. */
+     * overwritten); the scalar reference sums in key order, SIMD variants
+     * may sum even and odd keys separately. */
     void (*attn_wsum)(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
+    /* kern_quantize_q8_0, bit for bit (the activation side of most dot
+     * products: a serial share of every matmul) */
+    void (*quantize_q8_0)(block_q8_0 *out, const float *x, int n);
+    /* Per quantized weight type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K,
+     * Q6_K; NULL elsewhere): row . activations, see kern_vec_dot_fn. */
+    kern_vec_dot_fn vec_dot[KERN_N_QTYPES];
+    /* Prefill tiles, per weight type (F16 and the block types; NULL where
+     * absent): rows [0, n_rows) x 4 tokens,
+     *   out[t * out_stride + r] = row r . activation row t   (t < 4)
+     * rows row_bytes apart, activation rows act_bytes apart (quantized as
+     * for vec_dot; for F16 they are floats). Each weight row is loaded and
+     * unpacked once for the 4 tokens. Equals vec_dot / dot_f16 up to float
+     * summation order. */
+    void (*tile4[KERN_N_QTYPES])(float *out, size_t out_stride, const void *w, size_t row_bytes, int n_rows,
+                                 const void *x, size_t act_bytes, int n);
 } kern_ops;
 
 const kern_ops *kern_ops_scalar(void);
@@ -73,6 +222,19 @@ const kern_ops *kern_ops_avx2(void);   /* NULL when the CPU lacks AVX2/FMA/F16C 
 const kern_ops *kern_ops_avx512(void); /* NULL when the CPU lacks AVX-512 F/BW/VL/DQ/VNNI/BF16 */
 /* The fastest the CPU supports; HEED_KERN=scalar|avx2|avx512 in the environment overrides. */
 const kern_ops *kern_ops_best(void);
+
+/* Internal to kern*.c: roundf for |v| < 2^23 without a libm call (kern.c);
+ * the block formats' scalar pieces (kern_quant.c). */
+int kern_round_small(float v);
+int kern_dequant_quant(float *out, const void *row, int type, int n); /* -1: not a block type */
+float kern_vec_dot_q4_0_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q4_1_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q5_0_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q5_1_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q8_0_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q4_K_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q5_K_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q6_K_ref(const void *w, const void *xq, int n);
 
 /* The SIMD tables themselves (kern_avx2.c, kern_avx512.c; x86-64 only). Reach
  * them through kern_ops_avx2()/kern_ops_avx512(), which check the CPU first. */
@@ -89,12 +251,13 @@ void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v
 /*
  * Matrix product on a row range, for one or more tokens:
  *   out[t * out_stride + o] = dot(W row o, x_t)   for t < n_tok, o0 <= o < o1
- * x is n_tok rows of n_in floats (stride n_in). For Q8_0 weights xq must hold
- * the same rows quantized with kern_quantize_q8_0 (n_in/32 blocks per row);
- * otherwise xq is ignored. Each weight row is read once for all tokens.
+ * x is n_tok rows of n_in floats (stride n_in). For quantized weights xq must
+ * hold the same rows quantized with kern_quantize_act (kern_act_row_bytes
+ * apart; for Q8_0 that is kern_quantize_q8_0); for float weights xq is
+ * ignored. Each weight row is read once for all tokens.
  */
 void kern_matmul_rows(const kern_ops *ops, float *out, size_t out_stride, int w_type, const void *w,
-                      int n_in, const float *x, const block_q8_0 *xq, int n_tok, int o0, int o1);
+                      int n_in, const float *x, const void *xq, int n_tok, int o0, int o1);
 
 /* ---- small elementwise kernels (scalar; the compiler vectorizes them) ---- */
 

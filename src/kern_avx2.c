@@ -11,6 +11,7 @@
  * which is what bounds decoding. Short vectors (head_dim 8..128 in
  * attention) pass through the same loops with no setup besides zeroing.
  */
+#include "gguf.h"
 #include "kern.h"
 
 #if defined(__x86_64__)
@@ -168,21 +169,44 @@ void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t
 }
 
 void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd) {
-    /* strips of up to 32 dims live in 4 accumulators across all keys, so
-     * out is written once instead of once per key */
+    /* strips of up to 32 dims live in registers across all keys, so out is
+     * written once instead of once per key; even and odd keys go to two
+     * accumulator sets, which halves the FMA latency chain (a prompt's
+     * attention is latency-bound otherwise), added at the end */
     for (int d0 = 0; d0 < hd; d0 += 32) {
         int w = hd - d0 < 32 ? hd - d0 : 32, nc = (w + 7) / 8;
         __m256i tail = lane_mask(w - 8 * (nc - 1));
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int k = 0; k < n_keys; k++) {
+        __m256 acc2[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        int k = 0;
+        for (; k + 2 <= n_keys; k += 2) {
+            const float *vk = vals + (size_t)k * v_stride + d0, *vk2 = vk + v_stride;
+            __m256 pk = _mm256_set1_ps(p[k]), pk2 = _mm256_set1_ps(p[k + 1]);
+            for (int c = 0; c < nc - 1; c++) {
+                acc[c] = _mm256_fmadd_ps(pk, _mm256_loadu_ps(vk + 8 * c), acc[c]);
+                acc2[c] = _mm256_fmadd_ps(pk2, _mm256_loadu_ps(vk2 + 8 * c), acc2[c]);
+            }
+            acc[nc - 1] = _mm256_fmadd_ps(pk, _mm256_maskload_ps(vk + 8 * (nc - 1), tail), acc[nc - 1]);
+            acc2[nc - 1] = _mm256_fmadd_ps(pk2, _mm256_maskload_ps(vk2 + 8 * (nc - 1), tail), acc2[nc - 1]);
+        }
+        if (k < n_keys) {
             const float *vk = vals + (size_t)k * v_stride + d0;
             __m256 pk = _mm256_set1_ps(p[k]);
             for (int c = 0; c < nc - 1; c++) acc[c] = _mm256_fmadd_ps(pk, _mm256_loadu_ps(vk + 8 * c), acc[c]);
             acc[nc - 1] = _mm256_fmadd_ps(pk, _mm256_maskload_ps(vk + 8 * (nc - 1), tail), acc[nc - 1]);
         }
-        for (int c = 0; c < nc - 1; c++) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
-        _mm256_maskstore_ps(out + d0 + 8 * (nc - 1), tail, acc[nc - 1]);
+        for (int c = 0; c < nc - 1; c++) _mm256_storeu_ps(out + d0 + 8 * c, _mm256_add_ps(acc[c], acc2[c]));
+        _mm256_maskstore_ps(out + d0 + 8 * (nc - 1), tail, _mm256_add_ps(acc[nc - 1], acc2[nc - 1]));
     }
+}
+
+/* the block formats (kern_quant_simd.h), compiled with this file's flags */
+#define KQ_INCLUDED_FROM_TABLE
+#define KQ(name) name##_avx2
+#include "kern_quant_simd.h"
+
+static float vec_dot_q8_0_avx2(const void *w, const void *x, int n) {
+    return dot_q8_0_avx2(w, x, n);
 }
 
 const kern_ops kern_ops_avx2_table = {
@@ -195,6 +219,13 @@ const kern_ops kern_ops_avx2_table = {
     .scale = scale_avx2,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
+    .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,
+                [GGML_Q5_1] = dot_q5_1_avx2, [GGML_Q8_0] = vec_dot_q8_0_avx2, [GGML_Q4_K] = dot_q4_K_avx2,
+                [GGML_Q5_K] = dot_q5_K_avx2, [GGML_Q6_K] = dot_q6_K_avx2},
+    .quantize_q8_0 = quantize_q8_0_avx2,
+    .tile4 = {[GGML_F16] = tile4_f16_avx2, [GGML_Q4_0] = tile4_q4_0_avx2, [GGML_Q4_1] = tile4_q4_1_avx2,
+              [GGML_Q5_0] = tile4_q5_0_avx2, [GGML_Q5_1] = tile4_q5_1_avx2, [GGML_Q8_0] = tile4_q8_0_avx2,
+              [GGML_Q4_K] = tile4_q4_K_avx2, [GGML_Q5_K] = tile4_q5_K_avx2, [GGML_Q6_K] = tile4_q6_K_avx2},
 };
 
 #else

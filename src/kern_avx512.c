@@ -11,6 +11,7 @@
  * multiplied with FMA on purpose: VDPBF16PS would also round x to bf16 and
  * change the numbers.
  */
+#include "gguf.h"
 #include "kern.h"
 
 #if defined(__x86_64__)
@@ -165,6 +166,17 @@ static void scale_avx512(float *y, float a, int n) {
     }
 }
 
+
+/* the block formats (kern_quant_simd.h), compiled with this file's flags */
+#define KQ_INCLUDED_FROM_TABLE
+#define KQ_VNNI
+#define KQ(name) name##_avx512
+#include "kern_quant_simd.h"
+
+static float vec_dot_q8_0_avx512(const void *w, const void *x, int n) {
+    return dot_q8_0_avx512(w, x, n);
+}
+
 const kern_ops kern_ops_avx512_table = {
     .name = "avx512",
     .dot_f32 = dot_f32_avx512,
@@ -175,6 +187,13 @@ const kern_ops kern_ops_avx512_table = {
     .scale = scale_avx512,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
+    .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx512, [GGML_Q4_1] = dot_q4_1_avx512, [GGML_Q5_0] = dot_q5_0_avx512,
+                [GGML_Q5_1] = dot_q5_1_avx512, [GGML_Q8_0] = vec_dot_q8_0_avx512, [GGML_Q4_K] = dot_q4_K_avx512,
+                [GGML_Q5_K] = dot_q5_K_avx512, [GGML_Q6_K] = dot_q6_K_avx512},
+    .quantize_q8_0 = quantize_q8_0_avx512,
+    .tile4 = {[GGML_F16] = tile4_f16_avx512, [GGML_Q4_0] = tile4_q4_0_avx512, [GGML_Q4_1] = tile4_q4_1_avx512,
+              [GGML_Q5_0] = tile4_q5_0_avx512, [GGML_Q5_1] = tile4_q5_1_avx512, [GGML_Q8_0] = tile4_q8_0_avx512,
+              [GGML_Q4_K] = tile4_q4_K_avx512, [GGML_Q5_K] = tile4_q5_K_avx512, [GGML_Q6_K] = tile4_q6_K_avx512},
 };
 
 #else

@@ -262,7 +262,8 @@ static void test_dequant_row(void **state) {
     assert_int_equal(kern_row_bytes(GGML_F16, 100), 200);
     assert_int_equal(kern_row_bytes(GGML_BF16, 100), 200);
     assert_int_equal(kern_row_bytes(GGML_Q8_0, 4096), 128 * 34);
-    assert_int_equal(kern_row_bytes(GGML_Q4_K, 256), 0); /* unsupported */
+    assert_int_equal(kern_row_bytes(GGML_Q4_K, 256), 144);
+    assert_int_equal(kern_row_bytes(GGML_Q2_K, 256), 0); /* unsupported */
 }
 
 /* ------------------------------------------------- ops vs scalar oracle */

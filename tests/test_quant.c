@@ -1,0 +1,482 @@
+/*
+ * test_quant - the block-quantized formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_1,
+ * Q4_K, Q5_K, Q6_K, Q8_K) and their dot products.
+ *
+ * 1. Layouts: blocks built byte by byte from the layout rules (kern.h,
+ *    GGML's ggml-common.h), with the expected floats written by hand.
+ * 2. Reference quantizers: quantize -> dequantize round trips stay within
+ *    the format's step (documented per type below).
+ * 3. The scalar dot products against a double-precision sum of the
+ *    dequantized values, and every SIMD table against the scalar one, on
+ *    random values, random *bytes* (every bit pattern of nibbles, high bits
+ *    and scales), all-zero blocks and extreme scales.
+ *
+ * Tolerances: integer block sums are exact in every variant; only scaling
+ * and the accumulation across blocks round, in a different order, so
+ *   |simd - scalar| <= 2e-6 * sum|w_i x_i| + 1e-30
+ * The scalar reference against double-precision dequantized values: the
+ * same bound, except Q4_1/Q5_1, whose m * s term uses s = d * sum(q) rounded
+ * to f16 as the reference engine stores it (2^-11 relative: 1e-3 * |m| *
+ * sum|x| is allowed on top).
+ */
+#include "testutil.h"
+
+#include <math.h>
+
+#include "gguf.h"
+#include "kern.h"
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rng_next(rng *r) {
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return r->s * UINT64_C(2685821657736338717);
+}
+
+static float rng_f(rng *r) { return (float)((double)(rng_next(r) >> 11) * 0x1p-52 - 1.0); }
+
+static int tables(const kern_ops **out) {
+    int n = 0;
+    out[n++] = kern_ops_scalar();
+    if (kern_ops_avx2()) out[n++] = kern_ops_avx2();
+    if (kern_ops_avx512()) out[n++] = kern_ops_avx512();
+    return n;
+}
+
+static void expect_row(const float *got, const float *want, int n, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (got[i] != want[i]) fail_msg("%s: element %d is %.9g, expected %.9g", what, i, got[i], want[i]);
+}
+
+/* -------------------------------------------------- 1. hand-built blocks */
+
+static void test_q4_0_by_hand(void **state) {
+    (void)state;
+    block_q4_0 b;
+    memset(&b, 0x88, sizeof b); /* every nibble 8: value 0 */
+    b.d = 0x3800;               /* 0.5 */
+    b.qs[0] = 0x1F;             /* element 0: 15 - 8 = 7; element 16: 1 - 8 = -7 */
+    b.qs[1] = 0x80;             /* element 1: 0 - 8 = -8; element 17: 0 */
+    float want[32] = {0}, got[32];
+    want[0] = 3.5f, want[16] = -3.5f, want[1] = -4.0f;
+    kern_dequant_row(got, &b, GGML_Q4_0, 32);
+    expect_row(got, want, 32, "Q4_0");
+}
+
+static void test_q4_1_by_hand(void **state) {
+    (void)state;
+    block_q4_1 b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3800; /* 0.5 */
+    b.m = 0xBC00; /* -1.0 */
+    b.qs[0] = 0x1F;
+    float want[32], got[32];
+    for (int i = 0; i < 32; i++) want[i] = -1.0f;
+    want[0] = 6.5f;   /* 0.5 * 15 - 1 */
+    want[16] = -0.5f; /* 0.5 * 1 - 1 */
+    kern_dequant_row(got, &b, GGML_Q4_1, 32);
+    expect_row(got, want, 32, "Q4_1");
+}
+
+static void test_q5_0_by_hand(void **state) {
+    (void)state;
+    block_q5_0 b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3C00;   /* 1.0 */
+    b.qh[0] = 0x01; /* bit 0: element 0 gets 16 */
+    b.qh[3] = 0x80; /* bit 31: element 31 gets 16 */
+    b.qs[0] = 0x2F; /* element 0: 15 | 16; element 16: 2 */
+    b.qs[15] = 0x30; /* element 15: 0; element 31: 3 | 16 */
+    float want[32], got[32];
+    for (int i = 0; i < 32; i++) want[i] = -16.0f;
+    want[0] = 15.0f, want[16] = -14.0f, want[15] = -16.0f, want[31] = 3.0f;
+    kern_dequant_row(got, &b, GGML_Q5_0, 32);
+    expect_row(got, want, 32, "Q5_0");
+}
+
+static void test_q5_1_by_hand(void **state) {
+    (void)state;
+    block_q5_1 b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x4000;   /* 2.0 */
+    b.m = 0x3800;   /* 0.5 */
+    b.qh[2] = 0x01; /* bit 16: element 16 */
+    b.qs[0] = 0x31; /* element 0: 1; element 16: 3 | 16 = 19 */
+    float want[32], got[32];
+    for (int i = 0; i < 32; i++) want[i] = 0.5f;
+    want[0] = 2.5f, want[16] = 38.5f;
+    kern_dequant_row(got, &b, GGML_Q5_1, 32);
+    expect_row(got, want, 32, "Q5_1");
+}
+
+static void test_q4_K_by_hand(void **state) {
+    (void)state;
+    block_q4_K b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3C00;    /* 1.0 */
+    b.dmin = 0x3800; /* 0.5 */
+    /* sub-block 0: scale 1, min 2 (scales[0], scales[4], low 6 bits);
+     * sub-block 5: scale 33 = 0b10'0001, min 20 = 0b01'0100: low nibbles in
+     * scales[9] (0x41), high two bits in the top of scales[1] (scale) and
+     * scales[5] (min) */
+    const uint8_t sc[12] = {0x01, 0x80, 0, 0, 0x02, 0x40, 0, 0, 0, 0x41, 0, 0};
+    memcpy(b.scales, sc, 12);
+    uint8_t s, m;
+    kern_scale_min_k4(5, b.scales, &s, &m);
+    assert_int_equal(s, 33);
+    assert_int_equal(m, 20);
+    kern_scale_min_k4(1, b.scales, &s, &m);
+    assert_int_equal(s, 0);
+    assert_int_equal(m, 0);
+    b.qs[0] = 0x07;  /* element 0 (chunk 0, low nibble) = 7; element 32 = 0 */
+    b.qs[64] = 0xA0; /* chunk 2: element 128 = 0, element 160 (high nibble) = 10 */
+    float want[256] = {0}, got[256];
+    want[0] = 6.0f; /* 1 * 1 * 7 - 0.5 * 2 */
+    for (int i = 1; i < 32; i++) want[i] = -1.0f;
+    want[160] = 320.0f; /* 33 * 10 - 0.5 * 20 */
+    for (int i = 161; i < 192; i++) want[i] = -10.0f;
+    kern_dequant_row(got, &b, GGML_Q4_K, 256);
+    expect_row(got, want, 256, "Q4_K");
+}
+
+static void test_q5_K_by_hand(void **state) {
+    (void)state;
+    block_q5_K b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3C00;      /* 1.0, dmin 0 */
+    b.scales[0] = 2;   /* sub-block 0 scale 2 */
+    b.scales[2] = 3;   /* sub-block 2 scale 3 */
+    b.qh[0] = 0x01;    /* bit 0 of qh[0]: element 0 gets 16 */
+    b.qh[3] = 0x04;    /* bit 2 of qh[3]: chunk 1, low half, l = 3: element 67 */
+    b.qs[3] = 0x05;    /* element 3 = 5 (element 35: sub-block 1, scale 0) */
+    b.qs[32 + 3] = 0x01; /* element 67 = 1 | 16 */
+    float want[256] = {0}, got[256];
+    want[0] = 32.0f, want[3] = 10.0f, want[67] = 51.0f;
+    kern_dequant_row(got, &b, GGML_Q5_K, 256);
+    expect_row(got, want, 256, "Q5_K");
+}
+
+static void test_q6_K_by_hand(void **state) {
+    (void)state;
+    block_q6_K b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3800; /* 0.5 */
+    b.scales[0] = 2, b.scales[2] = -1, b.scales[15] = 4;
+    b.ql[0] = 0x21; /* element 0 low bits 1; element 64 low bits 2 */
+    b.qh[0] = 0x06; /* element 0 high bits 2 (q 33), element 32 high bits 1 (q 16) */
+    b.ql[127] = 0xF0; /* half 1, l = 31: element 255 low bits 15 */
+    b.qh[63] = 0xC0;  /* element 255 high bits 3: q = 63 */
+    float want[256] = {0}, got[256];
+    want[0] = 1.0f; /* 0.5 * 2 * (33 - 32) */
+    for (int i = 1; i < 16; i++) want[i] = -32.0f;  /* 0.5 * 2 * (0 - 32) */
+    want[32] = 8.0f;                                 /* 0.5 * -1 * (16 - 32) */
+    for (int i = 33; i < 48; i++) want[i] = 16.0f;  /* 0.5 * -1 * -32 */
+    for (int i = 240; i < 255; i++) want[i] = -64.0f; /* 0.5 * 4 * -32 */
+    want[255] = 62.0f;                              /* 0.5 * 4 * 31 */
+    kern_dequant_row(got, &b, GGML_Q6_K, 256);
+    expect_row(got, want, 256, "Q6_K");
+}
+
+static void test_q8_K_by_hand(void **state) {
+    (void)state;
+    float x[256] = {0};
+    x[0] = -2.0f; /* the max magnitude, negative: d = 1 / (-127 / -2) */
+    x[1] = 1.0f, x[17] = 0.5f;
+    block_q8_K q;
+    assert_int_equal(kern_quantize(GGML_Q8_K, &q, x, 256), 0);
+    assert_true(q.d == 1.0f / (-127.0f / -2.0f));
+    assert_int_equal(q.qs[0], -127);
+    assert_int_equal(q.qs[1], 64); /* 63.5 rounds to even */
+    assert_int_equal(q.qs[17], 32); /* 31.75 */
+    assert_int_equal(q.bsums[0], -127 + 64);
+    assert_int_equal(q.bsums[1], 32);
+    for (int j = 2; j < 16; j++) assert_int_equal(q.bsums[j], 0);
+    /* Q8_1: s = d * sum(q) */
+    float y[32] = {0};
+    y[0] = 1.27f, y[5] = -0.5f;
+    block_q8_1 r;
+    assert_int_equal(kern_quantize(GGML_Q8_1, &r, y, 32), 0);
+    assert_int_equal(r.qs[0], 127);
+    assert_int_equal(r.qs[5], -50);
+    assert_true(r.s == kern_f32_to_f16(77.0f * (1.27f / 127.0f)));
+}
+
+/* ---------------------------------------------- 2. quantizer round trips */
+
+typedef struct qtype {
+    int type, block;
+    double step; /* max |x - deq| allowed, as a fraction of the block's max |x| */
+} qtype;
+
+/* half a quantization step plus f16 rounding of the scales, with margin.
+ * Q4_0/Q5_0 map the signed max to -8 (-16), so the opposite end reaches only
+ * 7/8 (15/16) of it: a full step there. K-quants: the 6-bit (Q6_K: 8-bit)
+ * scales cost some resolution. */
+static const qtype qtypes[] = {
+    {GGML_Q4_0, 32, 1.0 / 7}, {GGML_Q4_1, 32, 2.0 / 25}, {GGML_Q5_0, 32, 1.0 / 15}, {GGML_Q5_1, 32, 2.0 / 50},
+    {GGML_Q8_0, 32, 1.0 / 200}, {GGML_Q8_1, 32, 1.0 / 200}, {GGML_Q4_K, 256, 1.0 / 8}, {GGML_Q5_K, 256, 1.0 / 16},
+    {GGML_Q6_K, 256, 1.0 / 24}, {GGML_Q8_K, 256, 1.0 / 200},
+};
+#define N_QTYPES (int)(sizeof qtypes / sizeof qtypes[0])
+
+static void test_round_trip(void **state) {
+    (void)state;
+    rng r = {7};
+    enum { N = 1024 };
+    static float x[N], y[N];
+    static uint8_t q[N * 2];
+    for (int k = 0; k < N_QTYPES; k++)
+        for (int rep = 0; rep < 20; rep++) {
+            /* 1e-2, not smaller: a Q8 scale of 1e-3 / 127 is an f16 subnormal and loses bits */
+            float scale = rep < 10 ? 1.0f : (rep < 15 ? 1e-2f : 300.0f);
+            for (int i = 0; i < N; i++) x[i] = rng_f(&r) * scale + (rep % 3 == 2 ? 0.3f * scale : 0.0f);
+            if (rep == 4) memset(x, 0, sizeof x); /* all zero: exact zeros back */
+            assert_int_equal(kern_quantize(qtypes[k].type, q, x, N), 0);
+            kern_dequant_row(y, q, qtypes[k].type, N);
+            for (int b = 0; b < N; b += qtypes[k].block) {
+                float amax = 0.0f;
+                for (int i = b; i < b + qtypes[k].block; i++) amax = fmaxf(amax, fabsf(x[i]));
+                for (int i = b; i < b + qtypes[k].block; i++)
+                    if (!(fabs((double)x[i] - y[i]) <= qtypes[k].step * amax))
+                        fail_msg("%s rep %d: x[%d] = %g came back as %g (block max %g)",
+                                 gguf_type_name(qtypes[k].type), rep, i, x[i], y[i], amax);
+            }
+        }
+}
+
+/* ------------------------------------------------------ 3. dot products */
+
+static const int wtypes[] = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+#define N_WTYPES (int)(sizeof wtypes / sizeof wtypes[0])
+
+/* a plausible f16 scale in [lo, hi) */
+static uint16_t rand_half(rng *r, float lo, float hi) {
+    return kern_f32_to_f16(lo + (hi - lo) * (rng_f(r) * 0.5f + 0.5f));
+}
+
+/* random bytes everywhere, then the f16 fields set to sane scales */
+static void random_block_bytes(rng *r, int type, void *w, int n, float dscale) {
+    size_t bytes = kern_row_bytes(type, n);
+    uint8_t *p = w;
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rng_next(r);
+    size_t bb = gguf_type_block_bytes(type);
+    for (size_t off = 0; off < bytes; off += bb) {
+        uint16_t *h = (uint16_t *)(p + off);
+        switch (type) {
+        case GGML_Q4_0: case GGML_Q5_0: case GGML_Q8_0: h[0] = rand_half(r, -dscale, dscale); break;
+        case GGML_Q4_1: case GGML_Q5_1: case GGML_Q4_K: case GGML_Q5_K:
+            h[0] = rand_half(r, -dscale, dscale), h[1] = rand_half(r, -dscale, dscale); break;
+        case GGML_Q6_K: memcpy(p + off + 208, &(uint16_t){rand_half(r, -dscale, dscale)}, 2); break;
+        default: break;
+        }
+    }
+}
+
+/* activations from random int8 in -127..127 (consistent s / bsums) */
+static void random_act(rng *r, int act, void *x, int n, float d) {
+    float *tmp = malloc(sizeof(float) * (size_t)n);
+    for (int i = 0; i < n; i++) tmp[i] = (float)((int)(rng_next(r) % 255) - 127) * d;
+    kern_quantize(act, x, tmp, n);
+    free(tmp);
+}
+
+/* sum of dequantized products in double, and the magnitude sum for the tolerance */
+static void dot_double(int type, const void *w, int act, const void *x, int n, double *ref, double *mag,
+                       double *mag_m) {
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    kern_dequant_row(a, w, type, n);
+    kern_dequant_row(b, x, act, n);
+    *ref = *mag = *mag_m = 0.0;
+    for (int i = 0; i < n; i++) {
+        *ref += (double)a[i] * b[i];
+        *mag += fabs((double)a[i] * b[i]);
+        *mag_m += fabs((double)b[i]);
+    }
+    if (type == GGML_Q4_1 || type == GGML_Q5_1) {
+        double mmax = 0.0;
+        for (int bl = 0; bl < n / 32; bl++)
+            mmax = fmax(mmax, fabs(kern_f16_to_f32(((const uint16_t *)((const char *)w + bl * kern_row_bytes(type, 32)))[1])));
+        *mag_m *= mmax;
+    } else {
+        *mag_m = 0.0;
+    }
+    free(a);
+    free(b);
+}
+
+static void check_dots(int type, const void *w, const void *x, int n, const char *what) {
+    const kern_ops *t[3];
+    int nt = tables(t);
+    int act = kern_act_type(type);
+    double ref, mag, mag_m;
+    dot_double(type, w, act, x, n, &ref, &mag, &mag_m);
+    float s = t[0]->vec_dot[type](w, x, n);
+    double tol = 2e-6 * mag + 1e-3 * mag_m + 1e-30;
+    if (!(fabs(s - ref) <= tol))
+        fail_msg("%s %s n=%d scalar: %.9g vs double %.9g (tol %.3g)", gguf_type_name(type), what, n, s, ref, tol);
+    for (int k = 1; k < nt; k++) {
+        float v = t[k]->vec_dot[type](w, x, n);
+        if (!(fabs(v - s) <= 2e-6 * mag + 1e-30))
+            fail_msg("%s %s n=%d %s: %.9g vs scalar %.9g", gguf_type_name(type), what, n, t[k]->name, v, s);
+    }
+}
+
+static void test_dots(void **state) {
+    (void)state;
+    rng r = {11};
+    enum { MAXN = 2048 };
+    static float wf[MAXN], xf[MAXN];
+    static uint8_t w[MAXN * 2], x[MAXN * 2];
+    for (int k = 0; k < N_WTYPES; k++) {
+        int type = wtypes[k], act = kern_act_type(type), blk = gguf_type_block_elems(type);
+        assert_true(act >= 0);
+        for (int n = blk; n <= MAXN; n *= 2) {
+            for (int rep = 0; rep < 8; rep++) {
+                /* quantized random values */
+                for (int i = 0; i < n; i++) wf[i] = rng_f(&r) * 0.1f, xf[i] = rng_f(&r) * 3.0f;
+                kern_quantize(type, w, wf, n);
+                kern_quantize(act, x, xf, n);
+                check_dots(type, w, x, n, "random values");
+                /* random bytes: every nibble, high bit and scale pattern */
+                random_block_bytes(&r, type, w, n, 1.0f);
+                random_act(&r, act, x, n, 0.01f);
+                check_dots(type, w, x, n, "random bytes");
+            }
+            /* extreme scales: the largest halves, activations at +-127 */
+            random_block_bytes(&r, type, w, n, 60000.0f);
+            for (int i = 0; i < n; i++) xf[i] = (rng_next(&r) & 1) ? 1e3f : -1e3f;
+            kern_quantize(act, x, xf, n);
+            check_dots(type, w, x, n, "extreme scales");
+            /* all-zero blocks */
+            memset(wf, 0, sizeof(float) * (size_t)n);
+            kern_quantize(type, w, wf, n);
+            kern_quantize(act, x, xf, n);
+            check_dots(type, w, x, n, "zero weights");
+            for (int kk = 0; kk < 3; kk++) assert_true(kern_ops_scalar()->vec_dot[type](w, x, n) == 0.0f);
+            memset(xf, 0, sizeof(float) * (size_t)n);
+            random_block_bytes(&r, type, w, n, 1.0f);
+            kern_quantize(act, x, xf, n);
+            check_dots(type, w, x, n, "zero activations");
+        }
+    }
+}
+
+/* kern_matmul_rows on every block type: odd row counts and sub-ranges, several tokens
+ * (the Q8_0 prefill tile and its remainders), against the table's own vec_dot */
+static void test_matmul_rows_quant(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {13};
+    enum { N_OUT = 23, N_TOK = 7, N_IN = 512, STRIDE = N_OUT + 3 };
+    static float wf[N_OUT * N_IN], x[N_TOK * N_IN], out[N_TOK * STRIDE];
+    static uint8_t w[N_OUT * N_IN * 2], xq[N_TOK * N_IN * 2];
+    for (int k = 0; k < N_WTYPES; k++) {
+        int type = wtypes[k];
+        for (int i = 0; i < N_OUT * N_IN; i++) wf[i] = rng_f(&r);
+        for (int i = 0; i < N_TOK * N_IN; i++) x[i] = rng_f(&r);
+        size_t rb = kern_row_bytes(type, N_IN), ab = kern_act_row_bytes(type, N_IN);
+        for (int o = 0; o < N_OUT; o++) kern_quantize(type, w + rb * o, wf + (size_t)o * N_IN, N_IN);
+        for (int tk = 0; tk < N_TOK; tk++) kern_quantize_act(xq + ab * tk, x + (size_t)tk * N_IN, type, N_IN);
+        for (int n_tok = 1; n_tok <= N_TOK; n_tok += 3)
+            for (int ti = 0; ti < nt; ti++) {
+                int o0 = 1, o1 = N_OUT - 2; /* 20 rows from an odd start */
+                for (int i = 0; i < N_TOK * STRIDE; i++) out[i] = 12345.0f;
+                kern_matmul_rows(t[ti], out, STRIDE, type, w, N_IN, x, xq, n_tok, o0, o1);
+                for (int tk = 0; tk < N_TOK; tk++)
+                    for (int o = 0; o < STRIDE; o++) {
+                        float got = out[tk * STRIDE + o];
+                        if (tk >= n_tok || o < o0 || o >= o1) {
+                            assert_true(got == 12345.0f);
+                            continue;
+                        }
+                        float want = kern_ops_scalar()->vec_dot[type](w + rb * o, xq + ab * tk, N_IN);
+                        double tol = 1e-5 * fabs(want) + 1e-3; /* |w|,|x| <= 1: mag <= 512 */
+                        if (!(fabs(got - want) <= tol))
+                            fail_msg("%s %s n_tok %d row %d tok %d: %g vs %g", gguf_type_name(type), t[ti]->name,
+                                     n_tok, o, tk, got, want);
+                    }
+            }
+    }
+}
+
+/* the inline roundf of the activation quantizers: exact on every float in
+ * [-300, 300] at a stride, and on the halfway points */
+static void test_round_small(void **state) {
+    (void)state;
+    for (float v = -300.0f; v <= 300.0f; v += 0.0078125f * 0.37f)
+        if (kern_round_small(v) != (int)roundf(v)) fail_msg("kern_round_small(%.9g) = %d", v, kern_round_small(v));
+    for (int i = -200; i <= 200; i++) {
+        float h = (float)i + 0.5f;
+        assert_int_equal(kern_round_small(h), (int)roundf(h));
+        assert_int_equal(kern_round_small(nextafterf(h, 0.0f)), (int)roundf(nextafterf(h, 0.0f)));
+        assert_int_equal(kern_round_small(nextafterf(h, 1e9f)), (int)roundf(nextafterf(h, 1e9f)));
+    }
+}
+
+/* every table's activation quantizer writes the scalar reference's bytes */
+static void test_quantize_q8_0_tables(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {17};
+    enum { N = 4096 };
+    static float x[N];
+    static block_q8_0 a[N / 32], b[N / 32];
+    for (int rep = 0; rep < 40; rep++) {
+        float scale = rep % 4 == 0 ? 1e-6f : rep % 4 == 1 ? 1.0f : rep % 4 == 2 ? 1e4f : 0.01f;
+        for (int i = 0; i < N; i++) x[i] = rng_f(&r) * scale;
+        if (rep == 5) memset(x, 0, sizeof x);
+        if (rep == 6) /* halfway cases: x * id lands on k + 0.5 */
+            for (int i = 0; i < N; i++) x[i] = (float)((int)(rng_next(&r) % 255) - 127) * 0.5f;
+        kern_quantize_q8_0(a, x, N);
+        for (int k = 0; k < nt; k++) {
+            t[k]->quantize_q8_0(b, x, N);
+            if (memcmp(a, b, sizeof a)) fail_msg("%s quantize_q8_0 differs from the reference (rep %d)", t[k]->name, rep);
+        }
+    }
+}
+
+static void test_sizes_and_dispatch(void **state) {
+    (void)state;
+    static const struct {
+        int type;
+        size_t bytes;
+    } want[] = {{GGML_Q4_0, 18}, {GGML_Q4_1, 20}, {GGML_Q5_0, 22}, {GGML_Q5_1, 24}, {GGML_Q8_0, 34},
+                {GGML_Q8_1, 36}, {GGML_Q4_K, 144}, {GGML_Q5_K, 176}, {GGML_Q6_K, 210}, {GGML_Q8_K, 292}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int be = gguf_type_block_elems(want[i].type);
+        assert_int_equal(kern_row_bytes(want[i].type, be * 3), want[i].bytes * 3);
+        assert_int_equal(gguf_type_block_bytes(want[i].type), want[i].bytes);
+    }
+    assert_int_equal(kern_act_type(GGML_Q4_0), GGML_Q8_0);
+    assert_int_equal(kern_act_type(GGML_Q5_1), GGML_Q8_1);
+    assert_int_equal(kern_act_type(GGML_Q6_K), GGML_Q8_K);
+    assert_int_equal(kern_act_type(GGML_F16), -1);
+    assert_int_equal(kern_act_row_bytes(GGML_F32, 64), 0);
+    const kern_ops *t[3];
+    int nt = tables(t);
+    for (int k = 0; k < nt; k++)
+        for (int i = 0; i < N_WTYPES; i++) {
+            assert_non_null(t[k]->vec_dot[wtypes[i]]);
+            if (k > 0) assert_non_null(t[k]->tile4[wtypes[i]]); /* SIMD tables tile every block type */
+        }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_q4_0_by_hand),     cmocka_unit_test(test_q4_1_by_hand),
+        cmocka_unit_test(test_q5_0_by_hand),     cmocka_unit_test(test_q5_1_by_hand),
+        cmocka_unit_test(test_q4_K_by_hand),     cmocka_unit_test(test_q5_K_by_hand),
+        cmocka_unit_test(test_q6_K_by_hand),     cmocka_unit_test(test_q8_K_by_hand),
+        cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_dots),
+        cmocka_unit_test(test_matmul_rows_quant), cmocka_unit_test(test_round_small),
+        cmocka_unit_test(test_quantize_q8_0_tables),
+        cmocka_unit_test(test_sizes_and_dispatch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
