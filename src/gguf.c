@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fmap.h"
 #include "heed.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -172,17 +173,6 @@ bool gguf_type_supported(int type) {
     case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return true;
     default: return false;
     }
-}
-
-/* ---------------------------------------------------------------- errors */
-
-/* For errors before the reader exists (open, stat, mmap). */
-__attribute__((format(printf, 3, 4))) static void errorf(char *err, size_t err_size, const char *fmt, ...) {
-    if (!err || err_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
 }
 
 /* ---------------------------------------------------------------- reader */
@@ -556,48 +546,18 @@ gguf_file *gguf_open_buffer(const void *buf, size_t size, const char *name, int 
     return g ? &g->pub : NULL;
 }
 
-/* Maps path read-only; *map is NULL for an empty file (mmap refuses 0 bytes). */
-static int map_file(const char *path, const void **map, size_t *size, char *err, size_t err_size) {
-    struct stat st;
-    int rc = HEED_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errorf(err, err_size, "%s: cannot open: %s", path, strerror(errno));
-        return HEED_ERR_IO;
-    }
-    if (fstat(fd, &st) != 0) {
-        errorf(err, err_size, "%s: cannot stat: %s", path, strerror(errno));
-        rc = HEED_ERR_IO;
-    } else if (!S_ISREG(st.st_mode)) {
-        errorf(err, err_size, "%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
-        rc = HEED_ERR_IO;
-    } else if ((uintmax_t)st.st_size > SIZE_MAX) {
-        errorf(err, err_size, "%s: too large to map (%jd bytes)", path, (intmax_t)st.st_size);
-        rc = HEED_ERR_IO;
-    } else {
-        *size = (size_t)st.st_size;
-        *map = NULL;
-        if (*size > 0 && (*map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
-            errorf(err, err_size, "%s: cannot mmap: %s", path, strerror(errno));
-            *map = NULL;
-            rc = HEED_ERR_IO;
-        }
-    }
-    close(fd);
-    return rc;
-}
 
 gguf_file *gguf_open(const char *path, int *rc, char *err, size_t err_size) {
     const void *map = NULL;
     size_t size = 0;
-    int r = map_file(path, &map, &size, err, err_size);
+    int r = fmap_open(path, &map, &size, err, err_size);
     if (r) {
         if (rc) *rc = r;
         return NULL;
     }
     struct gguf_impl *g = parse(map, size, path, rc, err, err_size);
     if (!g) {
-        if (map) munmap((void *)map, size);
+        fmap_close(map, size);
         return NULL;
     }
     g->map_len = size;
@@ -607,7 +567,7 @@ gguf_file *gguf_open(const char *path, int *rc, char *err, size_t err_size) {
 void gguf_close(gguf_file *f) {
     if (!f) return;
     struct gguf_impl *g = (struct gguf_impl *)f;
-    if (g->map_len) munmap((void *)f->map, g->map_len);
+    fmap_close(f->map, g->map_len);
     free_impl(g);
 }
 

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fmap.h"
 #include "heed.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -65,13 +66,6 @@ struct reader {
     size_t err_size;
 };
 
-__attribute__((format(printf, 3, 4))) static void errorf(char *err, size_t err_size, const char *fmt, ...) {
-    if (!err || err_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /* Writes "file: message" and returns rc, so callers can `return fail(...)`. */
 __attribute__((format(printf, 3, 4))) static int fail(const struct reader *r, int rc, const char *fmt, ...) {
@@ -313,48 +307,19 @@ st_file *st_open_buffer(const void *buf, size_t size, const char *name, int *rc,
     return g ? &g->pub : NULL;
 }
 
-/* Maps path read-only; *map stays NULL for an empty file (mmap refuses 0 bytes). */
-static int map_file(const char *path, const void **map, size_t *size, char *err, size_t err_size) {
-    struct stat st;
-    int rc = HEED_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errorf(err, err_size, "%s: cannot open: %s", path, strerror(errno));
-        return HEED_ERR_IO;
-    }
-    if (fstat(fd, &st) != 0) {
-        errorf(err, err_size, "%s: cannot stat: %s", path, strerror(errno));
-        rc = HEED_ERR_IO;
-    } else if (!S_ISREG(st.st_mode)) {
-        errorf(err, err_size, "%s: not a regular file", path);
-        rc = HEED_ERR_IO;
-    } else if ((uintmax_t)st.st_size > SIZE_MAX) {
-        errorf(err, err_size, "%s: too large to map (%jd bytes)", path, (intmax_t)st.st_size);
-        rc = HEED_ERR_IO;
-    } else {
-        *size = (size_t)st.st_size;
-        if (*size > 0 && (*map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
-            errorf(err, err_size, "%s: cannot mmap: %s", path, strerror(errno));
-            *map = NULL;
-            rc = HEED_ERR_IO;
-        }
-    }
-    close(fd);
-    return rc;
-}
 
 st_file *st_open(const char *path, const char *name, int *rc, char *err, size_t err_size) {
     const void *map = NULL;
     size_t size = 0;
     if (err && err_size) err[0] = '\0';
-    int r = map_file(path, &map, &size, err, err_size);
+    int r = fmap_open(path, &map, &size, err, err_size);
     if (r) {
         if (rc) *rc = r;
         return NULL;
     }
     struct st_impl *g = parse(map, size, name ? name : path, rc, err, err_size);
     if (!g) {
-        if (map) munmap((void *)map, size);
+        fmap_close(map, size);
         return NULL;
     }
     g->map_len = size;
@@ -364,7 +329,7 @@ st_file *st_open(const char *path, const char *name, int *rc, char *err, size_t 
 void st_close(st_file *f) {
     if (!f) return;
     struct st_impl *g = (struct st_impl *)f;
-    if (g->map_len) munmap((void *)f->map, g->map_len);
+    fmap_close(f->map, g->map_len);
     free_impl(g);
 }
 
