@@ -260,7 +260,7 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
     const float *qv = s->q + ((size_t)pos * L + layer) * s->q_dim + (size_t)head * hd;
     const float *keys = s->k[layer * s->n_head_kv + head / group];
     ops->attn_scores(out, qv, keys, (size_t)hd, pos + 1, hd, scale);
-    kern_softmax(out, pos + 1);
+    ops->softmax(out, pos + 1);
     return HEED_OK;
 }
 

@@ -3,7 +3,7 @@
  *
  *   (a) exact on demand: the post-RoPE queries and keys of every layer (f32).
  *       Any row is recomputed with the forward pass's own kernels
- *       (ops->attn_scores, kern_softmax) in the same order, so it equals the
+ *       (ops->attn_scores, ops->softmax) in the same order, so it equals the
  *       probabilities generation used, usually bit for bit.
  *   (b) compact summaries made while generating: the top-k sources of every
  *       (query, layer, head) as u32 position + fp16 weight, and the per-layer

@@ -200,7 +200,7 @@ static void attn_task(void *arg, int ith, int nth) {
             float *row = c->att + h * j->head_stride + i * j->row_stride;
             const float *qv = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
             ops->attn_scores(row, qv, kl + koff, c->kv_dim, n_keys, hd, scale);
-            kern_softmax(row, n_keys);
+            ops->softmax(row, n_keys);
             ops->attn_wsum(c->ao + (size_t)i * c->q_dim + (size_t)h * hd, row, vl + koff, c->kv_dim, n_keys, hd);
         }
     }

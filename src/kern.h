@@ -200,6 +200,10 @@ typedef struct kern_ops {
      * overwritten); the scalar reference sums in key order, SIMD variants
      * may sum even and odd keys separately. */
     void (*attn_wsum)(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
+    /* x = softmax(x) in place, as kern_softmax (the scalar reference); the
+     * SIMD variants use a polynomial exp within 2 ulp, flush results below
+     * FLT_MIN (x - max < -87.3) to 0, and sum in float lanes. */
+    void (*softmax)(float *x, int n);
     /* kern_quantize_q8_0, bit for bit (the activation side of most dot
      * products: a serial share of every matmul) */
     void (*quantize_q8_0)(block_q8_0 *out, const float *x, int n);
@@ -246,6 +250,7 @@ extern const kern_ops kern_ops_avx512_table;
 void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
                            float scale);
 void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
+void kern_softmax_avx2(float *x, int n);
 #endif
 
 /*

@@ -209,6 +209,63 @@ static float vec_dot_q8_0_avx2(const void *w, const void *x, int n) {
     return dot_q8_0_avx2(w, x, n);
 }
 
+/* exp(x) for x <= 88, within 2 ulp: x = n ln2 + r with |r| <= ln2/2 (ln2 in
+ * two parts so r is exact), a degree-6 polynomial for e^r, and 2^n put into
+ * the exponent. Below -87.3 (results under FLT_MIN) it gives 0, so masked
+ * -INFINITY entries come out as exact zeros, as in the scalar reference. */
+static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+void kern_softmax_avx2(float *x, int n) {
+    if (n <= 0) return;
+    int body = n & ~7, rem = n - body;
+    __m256i tail = lane_mask(rem ? rem : 8);
+    __m256 ninf = _mm256_set1_ps(-INFINITY), vm = ninf;
+    for (int i = 0; i < body; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    if (rem)
+        vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + body, tail), _mm256_castsi256_ps(tail)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float max = _mm_cvtss_f32(m4);
+    if (max == -INFINITY) { /* everything masked: no probability anywhere */
+        for (int i = 0; i < n; i++) x[i] = 0.0f;
+        return;
+    }
+    __m256 vmax = _mm256_set1_ps(max), vs = _mm256_setzero_ps();
+    for (int i = 0; i < body; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(x + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    if (rem) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(x + body, tail), vmax));
+        e = _mm256_and_ps(e, _mm256_castsi256_ps(tail));
+        _mm256_maskstore_ps(x + body, tail, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    /* sum >= 1 (the max contributes exp(0)), so the reciprocal is finite */
+    __m256 inv = _mm256_set1_ps(1.0f / hsum8(vs));
+    for (int i = 0; i < body; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    if (rem) _mm256_maskstore_ps(x + body, tail, _mm256_mul_ps(_mm256_maskload_ps(x + body, tail), inv));
+}
+
 const kern_ops kern_ops_avx2_table = {
     .name = "avx2",
     .dot_f32 = dot_f32_avx2,
@@ -219,6 +276,7 @@ const kern_ops kern_ops_avx2_table = {
     .scale = scale_avx2,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
+    .softmax = kern_softmax_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,
                 [GGML_Q5_1] = dot_q5_1_avx2, [GGML_Q8_0] = vec_dot_q8_0_avx2, [GGML_Q4_K] = dot_q4_K_avx2,
                 [GGML_Q5_K] = dot_q5_K_avx2, [GGML_Q6_K] = dot_q6_K_avx2},

@@ -538,6 +538,7 @@ static int run_generate(const gen_opts *o) {
     } else {
         if (!o->stream && text.len) fwrite(text.buf, 1, text.len, stdout);
         fputc('\n', stdout);
+        fflush(stdout); /* the text, then the timings on stderr */
         fprintf(stderr, "heed: prompt %d tokens in %.1f ms (%.0f tok/s), generated %d tokens (%.0f tok/s)\n",
                 n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0 + 1e-12), n_out,
                 n_out > 1 ? (n_out - 1) / (t2 - t1 + 1e-12) : 0.0);

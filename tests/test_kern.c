@@ -627,6 +627,46 @@ static void test_softmax(void **state) {
     for (int i = 0; i < 4; i++) assert_true(masked[i] == 0.0f);
 }
 
+/* Every table's softmax against the scalar reference: relative error of each
+ * probability within 2e-6 (a 2-ulp exp, a float sum), masked entries exactly
+ * 0, tails of every length, rows that underflow, a sentinel past the end. */
+static void test_softmax_tables(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {9};
+    static float x[1001], a[1001], b[1001];
+    static const int sizes_sm[] = {1, 2, 7, 8, 9, 15, 16, 17, 63, 100, 1000};
+    static const float scales[] = {1.0f, 20.0f, 200.0f};
+    for (int k = 0; k < nt; k++)
+        for (size_t si = 0; si < sizeof sizes_sm / sizeof *sizes_sm; si++)
+            for (size_t sc = 0; sc < sizeof scales / sizeof *scales; sc++) {
+                int n = sizes_sm[si];
+                fill(&r, x, n, scales[sc]);
+                for (int i = 3; i < n; i += 11) x[i] = -INFINITY;
+                memcpy(a, x, sizeof(float) * (size_t)n);
+                memcpy(b, x, sizeof(float) * (size_t)n);
+                a[n] = b[n] = 777.0f;
+                kern_softmax(a, n);
+                t[k]->softmax(b, n);
+                double sum = 0;
+                for (int i = 0; i < n; i++) {
+                    if (x[i] == -INFINITY) assert_true(b[i] == 0.0f);
+                    /* results below FLT_MIN may be flushed to 0 */
+                    check_close("softmax", t[k]->name, n, b[i], a[i], 2e-6 * a[i] + 1.2e-38);
+                    sum += b[i];
+                }
+                check_close("softmax sum", t[k]->name, n, sum, 1.0, 1e-5);
+                assert_true(b[n] == 777.0f);
+            }
+    static float all[9];
+    for (int k = 0; k < nt; k++) {
+        for (int i = 0; i < 9; i++) all[i] = -INFINITY;
+        t[k]->softmax(all, 9);
+        for (int i = 0; i < 9; i++) assert_true(all[i] == 0.0f);
+    }
+}
+
 static void test_swiglu(void **state) {
     (void)state;
     rng r = {9};
@@ -695,6 +735,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_rows),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_softmax_tables),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_dispatch),
     };
