@@ -67,7 +67,7 @@ struct heed_ctx {
     char err[256];
 };
 
-static int ctx_fail(heed_ctx *c, int rc, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int ctx_fail(heed_ctx *c, int rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->err, sizeof c->err, fmt, ap);

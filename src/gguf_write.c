@@ -38,7 +38,7 @@ struct gguf_writer {
     char err[256];
 };
 
-static int wfail(gguf_writer *w, int rc, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int wfail(gguf_writer *w, int rc, const char *fmt, ...) {
     if (w->rc) return w->rc;
     va_list ap;
     va_start(ap, fmt);

@@ -76,7 +76,7 @@ struct heed_recorder {
     bool begun, done;
 };
 
-static int fail(char *err, size_t n, int rc, const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t n, int rc, const char *fmt, ...) {
     if (err && n) {
         va_list ap;
         va_start(ap, fmt);
@@ -1126,6 +1126,23 @@ static int load_header(rd *d) {
     return HEED_OK;
 }
 
+int run_load_stream(FILE *f, uint64_t size, const char *name, heed_run **out, char *err, size_t err_size) {
+    *out = NULL;
+    uint32_t table[256];
+    crc_table(table);
+    rd d = {.f = f, .path = name, .left = size, .table = table, .err = err, .err_size = err_size};
+    heed_run *r = calloc(1, sizeof *r);
+    int rc = r ? load_header(&d) : HEED_ERR_NOMEM;
+    if (!rc) rc = load_body(&d, r);
+    if (rc == HEED_ERR_NOMEM) fail(err, err_size, rc, "%s: out of memory", name);
+    if (rc) {
+        heed_run_free(r);
+        return rc;
+    }
+    *out = r;
+    return HEED_OK;
+}
+
 int heed_run_load(const char *path, heed_run **out, char *err, size_t err_size) {
     if (!path || !out) return HEED_ERR_INVALID_ARG;
     *out = NULL;
@@ -1137,20 +1154,9 @@ int heed_run_load(const char *path, heed_run **out, char *err, size_t err_size) 
         fclose(f);
         return fail(err, err_size, HEED_ERR_IO, "%s: cannot stat", path);
     }
-    uint32_t table[256];
-    crc_table(table);
-    rd d = {.f = f, .path = path, .left = (uint64_t)sb.st_size, .table = table, .err = err, .err_size = err_size};
-    heed_run *r = calloc(1, sizeof *r);
-    int rc = r ? load_header(&d) : HEED_ERR_NOMEM;
-    if (!rc) rc = load_body(&d, r);
+    int rc = run_load_stream(f, (uint64_t)sb.st_size, path, out, err, err_size);
     fclose(f);
-    if (rc == HEED_ERR_NOMEM) fail(err, err_size, rc, "%s: out of memory", path);
-    if (rc) {
-        heed_run_free(r);
-        return rc;
-    }
-    *out = r;
-    return HEED_OK;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- export */

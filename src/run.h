@@ -15,6 +15,7 @@
 #define HEED_RUN_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "heed.h"
@@ -24,6 +25,11 @@
 
 /* CRC-32 (IEEE 802.3, reflected, as zip and PNG use) of n bytes, continuing
  * from crc (start with 0). */
+/* Loads a run from an open stream of `size` bytes (heed_run_load's body;
+ * the fuzz target feeds it memory through fmemopen). `name` is used in
+ * messages. Same returns as heed_run_load. */
+int run_load_stream(FILE *f, uint64_t size, const char *name, heed_run **out, char *err, size_t err_size);
+
 uint32_t run_crc32(uint32_t crc, const void *data, size_t n);
 
 /* FNV-1a 64 of n bytes, continuing from h (start with RUN_FNV_INIT). */

@@ -533,7 +533,7 @@ typedef struct hf_ctx {
 
 /* "PATH: message" into the error buffer; returns rc. */
 __attribute__((format(printf, 4, 5)))
-static int hf_fail(hf_ctx *c, int rc, const char *path, const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static int hf_fail(hf_ctx *c, int rc, const char *path, const char *fmt, ...) {
     char msg[384];
     va_list ap;
     va_start(ap, fmt);

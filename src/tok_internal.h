@@ -60,7 +60,7 @@ struct tok_vocab {
 
 /* tok.c */
 __attribute__((format(printf, 4, 5)))
-int tok_fail(int rc, char *err, size_t err_size, const char *fmt, ...);
+__attribute__((format(printf, 4, 5))) int tok_fail(int rc, char *err, size_t err_size, const char *fmt, ...);
 int32_t tok_find(const tok_vocab *v, const char *s, size_t n); /* the id of piece s[0..n), or -1 */
 bool tok_utf8_valid(const char *s, size_t len);
 int tok_gpt2_byte_of(uint32_t cp); /* GPT-2 byte alphabet: the byte of code point cp, or -1 */
