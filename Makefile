@@ -86,7 +86,7 @@ $(BUILD)/libheed.a: $(LIB_OBJ)
 $(BUILD)/heed: $(BUILD)/src/main.o $(BUILD)/libheed.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libheed.a
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libheed.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS) -lcmocka -ljansson -lcurl
 

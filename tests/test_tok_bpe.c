@@ -13,6 +13,7 @@
 
 #include "gguf.h"
 #include "heed.h"
+#include "memvocab.h"
 #include "tok.h"
 
 #define MAX_IDS 4096
@@ -308,90 +309,6 @@ static void test_special_spm(void **state) {
 
 /* ----------------------------------------------- hand-made vocabularies */
 
-/* A GGUF written in memory: key/values only. */
-typedef struct gbuf {
-    unsigned char *p;
-    size_t n, cap;
-    uint64_t n_kv;
-} gbuf;
-
-static void gb_put(gbuf *b, const void *p, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-static void gb_u32(gbuf *b, uint32_t x) { gb_put(b, &x, 4); }
-static void gb_u64(gbuf *b, uint64_t x) { gb_put(b, &x, 8); }
-
-static void gb_str(gbuf *b, const char *s) {
-    gb_u64(b, strlen(s));
-    gb_put(b, s, strlen(s));
-}
-
-static void gb_key(gbuf *b, const char *key, uint32_t type) {
-    gb_str(b, key);
-    gb_u32(b, type);
-    b->n_kv++;
-}
-
-static void gb_kv_str(gbuf *b, const char *key, const char *val) {
-    gb_key(b, key, GGUF_STRING);
-    gb_str(b, val);
-}
-
-static void gb_kv_u32(gbuf *b, const char *key, uint32_t val) {
-    gb_key(b, key, GGUF_U32);
-    gb_u32(b, val);
-}
-
-static void gb_kv_strs(gbuf *b, const char *key, const char *const *vals, int n) {
-    gb_key(b, key, GGUF_ARRAY);
-    gb_u32(b, GGUF_STRING);
-    gb_u64(b, (uint64_t)n);
-    for (int i = 0; i < n; i++) gb_str(b, vals[i]);
-}
-
-static void gb_kv_i32s(gbuf *b, const char *key, const int32_t *vals, int n) {
-    gb_key(b, key, GGUF_ARRAY);
-    gb_u32(b, GGUF_I32);
-    gb_u64(b, (uint64_t)n);
-    gb_put(b, vals, (size_t)n * 4);
-}
-
-typedef struct mem_vocab {
-    unsigned char *file;
-    gguf_file *f;
-    tok_vocab *v;
-    int rc;
-    char err[256];
-} mem_vocab;
-
-static mem_vocab mem_load(gbuf *b) {
-    mem_vocab m = {0};
-    gbuf f = {0};
-    gb_u32(&f, 0x46554747u);
-    gb_u32(&f, 3);
-    gb_u64(&f, 0);
-    gb_u64(&f, b->n_kv);
-    gb_put(&f, b->p, b->n);
-    m.file = f.p;
-    m.f = gguf_open_buffer(m.file, f.n, "mem.gguf", &m.rc, m.err, sizeof m.err);
-    if (!m.f) fail_msg("gguf_open_buffer: %s", m.err);
-    m.v = tok_load(m.f, &m.rc, m.err, sizeof m.err);
-    free(b->p);
-    return m;
-}
-
-static void mem_free(mem_vocab *m) {
-    tok_free(m->v);
-    gguf_close(m->f);
-    free(m->file);
-}
 
 /*                                 0    1    2    3     4     5      6          7      8        9 */
 static const char *const ABC[] = {"a", "b", "c", "ab", "bc", "abc", "\xc4\xa0", "<u>", "<u><v>", "aa"};
