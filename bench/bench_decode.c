@@ -5,8 +5,10 @@
  *   bench_decode [-m MODEL] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [-r REPEATS]
  *
  * Capture "on" installs a hook that copies every attention row into a
- * preallocated triangular store, as `heed generate --json` does; "off" has no
- * hook. Prints the best of REPEATS runs (least disturbed by the machine).
+ * preallocated triangular store, as `heed generate --json` does; "rec"
+ * records with heed_recorder as `--save` and `heed serve` do (q/k, top-k and
+ * head-mean tiers, 20 candidates per step; logit lens off), choosing tokens
+ * through the sampler; "off" has no hook. Prints the best of REPEATS runs (least disturbed by the machine).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +49,9 @@ static int argmax(const float *x, int n) {
 }
 
 /* One run: prefill n_prompt tokens, then decode n_gen greedily. */
-static void run(const heed_model *m, int n_threads, bool capture, int n_prompt, int n_gen, double *pp_tps,
+enum { CAP_OFF, CAP_ON, CAP_REC };
+
+static void run(const heed_model *m, int n_threads, int capture, int n_prompt, int n_gen, double *pp_tps,
                 double *tg_tps) {
     heed_model_info info;
     heed_model_get_info(m, &info);
@@ -60,7 +64,7 @@ static void run(const heed_model *m, int n_threads, bool capture, int n_prompt, 
         exit(1);
     }
     store s = {info.n_layer, info.n_head, cp.n_ctx, NULL};
-    if (capture) {
+    if (capture == CAP_ON) {
         s.rows = calloc((size_t)info.n_layer * info.n_head * tri((size_t)cp.n_ctx), sizeof(float));
         if (!s.rows) {
             fprintf(stderr, "bench: no memory for capture\n");
@@ -71,16 +75,44 @@ static void run(const heed_model *m, int n_threads, bool capture, int n_prompt, 
     }
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
     for (int i = 0; i < n_prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % info.n_vocab);
+    heed_recorder *rec = NULL;
+    heed_sampler *smp = NULL;
+    if (capture == CAP_REC) {
+        heed_recorder_params rp = heed_recorder_default_params();
+        rp.lens_top_k = 0;
+        rp.n_threads = n_threads;
+        heed_sampler_params sp = heed_sampler_default_params();
+        smp = heed_sampler_new(&sp, info.n_vocab);
+        if (!smp || heed_recorder_new(m, ctx, &rp, &rec) || heed_recorder_begin(rec, ids, n_prompt)) {
+            fprintf(stderr, "bench: cannot record\n");
+            exit(1);
+        }
+    }
     double t0 = now_s();
     heed_decode(ctx, ids, n_prompt);
     double t1 = now_s();
     for (int i = 0; i < n_gen; i++) {
-        int32_t id = argmax(heed_ctx_logits(ctx), info.n_vocab);
+        int32_t id;
+        if (rec) {
+            heed_sample smpl;
+            heed_sampler_sample(smp, heed_ctx_logits(ctx), info.n_vocab, &smpl);
+            heed_recorder_step(rec, &smpl, heed_ctx_logits(ctx));
+            id = smpl.id;
+        } else {
+            id = argmax(heed_ctx_logits(ctx), info.n_vocab);
+        }
         heed_decode(ctx, &id, 1);
     }
     double t2 = now_s();
     *pp_tps = n_prompt / (t1 - t0);
     *tg_tps = n_gen / (t2 - t1);
+    if (rec) {
+        heed_run *r = NULL;
+        heed_recorder_finish(rec, &r);
+        heed_run_free(r);
+        heed_recorder_free(rec);
+        heed_sampler_free(smp);
+    }
     free(ids);
     free(s.rows);
     heed_ctx_free(ctx);
@@ -106,7 +138,8 @@ int main(int argc, char **argv) {
     heed_model_get_info(m, &info);
     if (n_prompt + n_gen + 1 > info.n_ctx_train) n_gen = info.n_ctx_train - n_prompt - 1;
     const char *base = strrchr(info.path, '/');
-    for (int cap = 0; cap <= 1; cap++) {
+    static const char *const cap_names[] = {"off", "on", "rec"};
+    for (int cap = CAP_OFF; cap <= CAP_REC; cap++) {
         double best_pp = 0, best_tg = 0;
         for (int r = 0; r < repeats; r++) {
             double pp, tg;
@@ -115,7 +148,7 @@ int main(int argc, char **argv) {
             if (tg > best_tg) best_tg = tg;
         }
         printf("%-22s threads %d  capture %-3s  prompt %4d: %9.1f tok/s   decode %4d: %9.1f tok/s\n",
-               base ? base + 1 : info.path, n_threads, cap ? "on" : "off", n_prompt, best_pp, n_gen, best_tg);
+               base ? base + 1 : info.path, n_threads, cap_names[cap], n_prompt, best_pp, n_gen, best_tg);
         fflush(stdout);
     }
     heed_model_free(m);
