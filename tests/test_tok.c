@@ -13,32 +13,10 @@
 
 #include "gguf.h"
 #include "heed.h"
-#include "memvocab.h"
+#include "tokutil.h"
 #include "tok.h"
 
 #define STORIES "models/stories260K.gguf"
-#define MAX_IDS 4096
-
-typedef struct loaded {
-    gguf_file *f;
-    tok_vocab *v;
-} loaded;
-
-static loaded load_path(const char *path) {
-    char err[256] = "";
-    int rc = -1;
-    loaded l = {gguf_open(path, &rc, err, sizeof err), NULL};
-    if (!l.f) fail_msg("%s: %s", path, err);
-    l.v = tok_load(l.f, &rc, err, sizeof err);
-    if (!l.v) fail_msg("%s: tok_load: %s", path, err);
-    assert_int_equal(rc, HEED_OK);
-    return l;
-}
-
-static void unload(loaded *l) {
-    tok_free(l->v);
-    gguf_close(l->f);
-}
 
 static double now_ms(void) {
     struct timespec t;
@@ -46,33 +24,11 @@ static double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-/* Concatenated tok_bytes of ids into out (NUL-terminated); returns the length. */
-static size_t decode_ids(const tok_vocab *v, const int32_t *ids, int n, char *out, size_t size) {
-    size_t len = 0;
-    for (int i = 0; i < n; i++) {
-        char buf[512];
-        int k = tok_bytes(v, ids[i], buf, sizeof buf);
-        assert_true(k >= 0 && (size_t)k < sizeof buf);
-        assert_true(len + (size_t)k < size);
-        memcpy(out + len, buf, (size_t)k);
-        len += (size_t)k;
-    }
-    out[len] = '\0';
-    return len;
-}
-
 static void assert_label(const tok_vocab *v, int32_t id, const char *want) {
     char buf[128];
     int n = tok_label(v, id, buf, sizeof buf);
     assert_int_equal(n, (int)strlen(want));
     assert_string_equal(buf, want);
-}
-
-static int32_t find_piece(const tok_vocab *v, const char *piece) {
-    for (int32_t i = 0; i < tok_n_vocab(v); i++)
-        if (strcmp(tok_piece(v, i), piece) == 0) return i;
-    fail_msg("no piece '%s'", piece);
-    return -1;
 }
 
 /* An independent strict UTF-8 check (code point arithmetic, not tables). */
@@ -250,59 +206,6 @@ static void test_invalid_utf8(void **state) {
 
 /* --------------------------------------------------- shared test vectors */
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    *len = fread(buf, 1, (size_t)n, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
-#define VOCAB_SEP "\n__ggml_vocab_test__\n"
-
-typedef struct vocab_case {
-    const char *text;
-    size_t len;
-    int32_t ids[MAX_IDS];
-    int n_ids;
-} vocab_case;
-
-/* Reads NAME.gguf.inp / .out into cases; returns the count, or -1 if absent. */
-static int read_cases(const char *gguf_path, vocab_case *cases, int max, char **inp_buf, char **out_buf) {
-    char path[512];
-    size_t n_inp, n_out;
-    snprintf(path, sizeof path, "%s.inp", gguf_path);
-    *inp_buf = slurp(path, &n_inp);
-    snprintf(path, sizeof path, "%s.out", gguf_path);
-    *out_buf = slurp(path, &n_out);
-    if (!*inp_buf || !*out_buf) return -1;
-    int n = 0;
-    char *s = *inp_buf, *o = *out_buf;
-    for (char *e; (e = strstr(s, VOCAB_SEP)) != NULL; s = e + strlen(VOCAB_SEP)) {
-        assert_true(n < max);
-        char *eol = strchr(o, '\n');
-        assert_non_null(eol);
-        *eol = '\0';
-        vocab_case *c = &cases[n++];
-        c->text = s;
-        c->len = (size_t)(e - s);
-        c->n_ids = 0;
-        for (char *q = o; *q;) {
-            assert_true(c->n_ids < MAX_IDS);
-            c->ids[c->n_ids++] = (int32_t)strtol(q, &q, 10);
-        }
-        o = eol + 1;
-    }
-    assert_string_equal(s, ""); /* the last element after the final separator */
-    return n;
-}
-
 static vocab_case g_cases[64];
 
 static void check_spm_vectors(const char *name) {
@@ -403,13 +306,13 @@ static void test_gpt2_labels(void **state) {
     assert_label(l.v, 128000, "[BOS]");
     assert_label(l.v, 128001, "[EOS]");
     assert_label(l.v, 128009, "<|eot_id|>"); /* another control token: its piece */
-    assert_label(l.v, find_piece(l.v, "\xc4\xa0the"), " the");
-    assert_label(l.v, find_piece(l.v, "\xc4\x8a"), "\\n");
-    assert_label(l.v, find_piece(l.v, "\xc4\xa0\xc4\xa0"), "  ");
-    assert_label(l.v, find_piece(l.v, "\xc3\x83"), "<0xC3>"); /* byte 0xC3 alone */
+    assert_label(l.v, piece_id(l.v, "\xc4\xa0the"), " the");
+    assert_label(l.v, piece_id(l.v, "\xc4\x8a"), "\\n");
+    assert_label(l.v, piece_id(l.v, "\xc4\xa0\xc4\xa0"), "  ");
+    assert_label(l.v, piece_id(l.v, "\xc3\x83"), "<0xC3>"); /* byte 0xC3 alone */
     char buf[8];
     assert_int_equal(tok_bytes(l.v, 128000, buf, sizeof buf), 0);
-    assert_int_equal(tok_bytes(l.v, find_piece(l.v, "\xc3\x83"), buf, sizeof buf), 1);
+    assert_int_equal(tok_bytes(l.v, piece_id(l.v, "\xc3\x83"), buf, sizeof buf), 1);
     assert_int_equal((unsigned char)buf[0], 0xc3);
     assert_true(tok_is_eog(l.v, 128001));
     assert_true(tok_is_eog(l.v, 128009)); /* <|eot_id|> is a control token */
@@ -438,11 +341,11 @@ static void check_family_labels(const family_labels *fam) {
     assert_string_equal(tok_piece(l.v, fam->eos), fam->eos_piece);
     assert_label(l.v, fam->bos, "[BOS]");
     assert_label(l.v, fam->eos, "[EOS]");
-    assert_label(l.v, find_piece(l.v, "\xc4\xa0"), " ");       /* Ġ */
-    assert_label(l.v, find_piece(l.v, "\xc4\x8a"), "\\n");     /* Ċ */
-    assert_label(l.v, find_piece(l.v, "\xc4\x89"), "\\t");     /* ĉ */
-    assert_label(l.v, find_piece(l.v, "\xc4\xa0the"), " the");
-    assert_label(l.v, find_piece(l.v, "\xc4\x8a\xc4\x8a"), "\\n\\n");
+    assert_label(l.v, piece_id(l.v, "\xc4\xa0"), " ");       /* Ġ */
+    assert_label(l.v, piece_id(l.v, "\xc4\x8a"), "\\n");     /* Ċ */
+    assert_label(l.v, piece_id(l.v, "\xc4\x89"), "\\t");     /* ĉ */
+    assert_label(l.v, piece_id(l.v, "\xc4\xa0the"), " the");
+    assert_label(l.v, piece_id(l.v, "\xc4\x8a\xc4\x8a"), "\\n\\n");
     char buf[8];
     assert_int_equal(tok_bytes(l.v, fam->bos, buf, sizeof buf), 0); /* control: no bytes */
     assert_true(tok_is_eog(l.v, fam->eos));
@@ -500,7 +403,7 @@ static void test_load_time(void **state) {
             assert_int_equal(tok_bos(v), -1);
             assert_false(tok_add_bos(v));
             assert_true(tok_is_eog(v, tok_eos(v)));               /* <|im_end|> */
-            assert_true(tok_is_eog(v, find_piece(v, "<|endoftext|>"))); /* a control token */
+            assert_true(tok_is_eog(v, piece_id(v, "<|endoftext|>"))); /* a control token */
         }
         tok_free(v);
         gguf_close(f);

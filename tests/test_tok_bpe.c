@@ -13,59 +13,15 @@
 
 #include "gguf.h"
 #include "heed.h"
-#include "memvocab.h"
+#include "tokutil.h"
 #include "tok.h"
 
-#define MAX_IDS 4096
-
-typedef struct loaded {
-    gguf_file *f;
-    tok_vocab *v;
-} loaded;
-
-static loaded load_path(const char *path) {
-    char err[256] = "";
-    int rc = -1;
-    loaded l = {gguf_open(path, &rc, err, sizeof err), NULL};
-    if (!l.f) fail_msg("%s: %s", path, err);
-    l.v = tok_load(l.f, &rc, err, sizeof err);
-    if (!l.v) fail_msg("%s: tok_load: %s", path, err);
-    assert_int_equal(rc, HEED_OK);
-    return l;
-}
 
 /* A file of ../shared, loaded; skips the test when the data is absent. */
 static loaded load_shared(const char *rel) {
     char path[512];
     if (!tu_shared(rel, path, sizeof path)) skip();
     return load_path(path);
-}
-
-static void unload(loaded *l) {
-    tok_free(l->v);
-    gguf_close(l->f);
-}
-
-/* Concatenated tok_bytes of ids into out; returns the length. */
-static size_t decode_ids(const tok_vocab *v, const int32_t *ids, int n, char *out, size_t size) {
-    size_t len = 0;
-    for (int i = 0; i < n; i++) {
-        char buf[512];
-        int k = tok_bytes(v, ids[i], buf, sizeof buf);
-        assert_true(k >= 0 && (size_t)k < sizeof buf);
-        assert_true(len + (size_t)k < size);
-        memcpy(out + len, buf, (size_t)k);
-        len += (size_t)k;
-    }
-    out[len] = '\0';
-    return len;
-}
-
-static int32_t piece_id(const tok_vocab *v, const char *piece) {
-    for (int32_t i = 0; i < tok_n_vocab(v); i++)
-        if (strcmp(tok_piece(v, i), piece) == 0) return i;
-    fail_msg("no piece '%s'", piece);
-    return -1;
 }
 
 static void expect_ids(const tok_vocab *v, const char *text, bool parse_special, const int32_t *want, int n) {
@@ -76,62 +32,7 @@ static void expect_ids(const tok_vocab *v, const char *text, bool parse_special,
         if (ids[i] != want[i]) fail_msg("'%s': id %d is %d, expected %d", text, i, ids[i], want[i]);
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    *len = fread(buf, 1, (size_t)n, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* ------------------------------------------------------- test vectors */
-
-#define VOCAB_SEP "\n__ggml_vocab_test__\n"
-
-typedef struct vocab_case {
-    const char *text;
-    size_t len;
-    int32_t ids[MAX_IDS];
-    int n_ids;
-} vocab_case;
-
 static vocab_case g_cases[64];
-
-/* Reads NAME.gguf.inp / .out into g_cases; returns the count. */
-static int read_cases(const char *gguf_path, char **inp_buf, char **out_buf) {
-    char path[600];
-    size_t n_inp, n_out;
-    snprintf(path, sizeof path, "%s.inp", gguf_path);
-    *inp_buf = slurp(path, &n_inp);
-    snprintf(path, sizeof path, "%s.out", gguf_path);
-    *out_buf = slurp(path, &n_out);
-    if (!*inp_buf || !*out_buf) fail_msg("%s: .inp/.out missing", gguf_path);
-    int n = 0;
-    char *s = *inp_buf, *o = *out_buf;
-    for (char *e; (e = strstr(s, VOCAB_SEP)) != NULL; s = e + strlen(VOCAB_SEP)) {
-        assert_true(n < 64);
-        char *eol = strchr(o, '\n');
-        assert_non_null(eol);
-        *eol = '\0';
-        vocab_case *c = &g_cases[n++];
-        c->text = s;
-        c->len = (size_t)(e - s);
-        c->n_ids = 0;
-        for (char *q = o; *q;) {
-            assert_true(c->n_ids < MAX_IDS);
-            c->ids[c->n_ids++] = (int32_t)strtol(q, &q, 10);
-        }
-        o = eol + 1;
-    }
-    assert_string_equal(s, ""); /* the last element after the final separator */
-    return n;
-}
 
 /* Every case encodes to the expected ids (no BOS, no special parsing) and
  * the ids decode to the text. */
@@ -140,7 +41,7 @@ static void check_vectors(const char *name) {
     snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", name);
     if (!tu_shared(rel, path, sizeof path)) skip();
     char *inp, *out;
-    int n = read_cases(path, &inp, &out);
+    int n = read_cases(path, g_cases, 64, &inp, &out);
     assert_int_equal(n, 46);
     loaded l = load_path(path);
     assert_true(tok_can_encode(l.v));
@@ -510,7 +411,7 @@ static void test_hf_equivalence(void **state) {
     char vpath[512];
     if (tu_shared("vocab/ggml-vocab-llama-bpe.gguf", vpath, sizeof vpath)) {
         char *inp, *out;
-        int n = read_cases(vpath, &inp, &out), same = 0;
+        int n = read_cases(vpath, g_cases, 64, &inp, &out), same = 0;
         static int32_t a[MAX_IDS], b[MAX_IDS];
         for (int i = 0; i < n; i++) {
             int ka = tok_encode_ex(h, g_cases[i].text, g_cases[i].len, false, true, a, MAX_IDS);
