@@ -6,6 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "utf8.h"
+
 void jw_init(jsonw *w, FILE *f) {
     memset(w, 0, sizeof *w);
     w->f = f;
@@ -41,26 +43,6 @@ void jw_obj_end(jsonw *w) { close_(w, '}'); }
 void jw_arr(jsonw *w) { open(w, '['); }
 void jw_arr_end(jsonw *w) { close_(w, ']'); }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
-    else return 0;
-    if (len > n) return 0;
-    unsigned cp = c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 static void write_str(FILE *f, const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
@@ -79,7 +61,8 @@ static void write_str(FILE *f, const char *s, size_t len) {
             }
             i++;
         } else {
-            size_t n = utf8_len(p + i, len - i);
+            uint32_t cp;
+            size_t n = (size_t)utf8_decode(p + i, len - i, &cp);
             if (n == 0) {
                 fputs("\xEF\xBF\xBD", f); /* U+FFFD for a byte that is not UTF-8 */
                 i++;
