@@ -485,6 +485,12 @@ heed_attn_sel heed_attn_sel_all(void);
  * HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
 int heed_recorder_last_row(heed_recorder *rec, const heed_attn_sel *sel, float *out, int n);
 
+/* The step view (heed_run_step_view) of the newest step while recording:
+ * in[0..n_prompt), out[0..t) for t = steps recorded - 1. Returns t, or the
+ * codes of heed_recorder_last_row (no step recorded yet: HEED_ERR_INVALID_ARG). */
+int heed_recorder_step_view(heed_recorder *rec, const heed_attn_sel *sel, unsigned flags, float *in, float *out,
+                            float *in_mass, float *out_mass);
+
 /* Row of query position pos: out[0..pos]. Exact (full tier or q/k); without
  * them the mean over all heads falls back to the fp16 head-mean rows.
  * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
@@ -519,6 +525,11 @@ typedef struct heed_edge {
  * written. Returns the number written or a negative code. */
 int heed_run_edges(heed_run *run, const heed_attn_sel *sel, int pos, float threshold, int top_k,
                    heed_edge *out, int n_max);
+/* The same selection over any row of n weights (a step view, say): entries
+ * with weight >= threshold, heaviest first (ties: lower index), at most top_k
+ * (0: no limit), at most n_max written. Returns the number written or a
+ * negative code. */
+int heed_edges(const float *row, int n, float threshold, int top_k, heed_edge *out, int n_max);
 
 #define HEED_FINGERPRINT_DIM 20
 

@@ -127,14 +127,18 @@ static int engine_wait(api *a, ticket *t, int ms, int *ahead) {
 
 /* ------------------------------------------------------------ replies */
 
-static void reply_json(api_reply *rp, int status, json_t *j) {
+/* Replies j (taken) with reals printed to prec significant digits (0: 17,
+ * jansson's default; 9 is enough for any float to read back exactly). */
+static void reply_json_prec(api_reply *rp, int status, json_t *j, int prec) {
     rp->status = status;
     rp->content_type = "application/json";
-    rp->body = json_dumps(j, JSON_COMPACT);
+    rp->body = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(prec));
     rp->body_len = rp->body ? strlen(rp->body) : 0;
     json_decref(j);
     if (!rp->body) rp->status = 500;
 }
+
+static void reply_json(api_reply *rp, int status, json_t *j) { reply_json_prec(rp, status, j, 0); }
 
 static const char *error_type(int status) {
     switch (status) {
@@ -166,6 +170,7 @@ typedef struct gen_params {
     int max_tokens;
     heed_sampler_params sp;
     bool stream, attn_tokens;
+    bool attn_split; /* /api/runs: token events carry the step's split view */
 } gen_params;
 
 /* One numeric parameter: its range and the rule named in the error. */
@@ -232,7 +237,8 @@ static bool parse_gen_params(api *a, json_t *body, bool openai, gen_params *p, a
               get_num(body, "top_k", &tk, rp) && get_num(body, "top_p", &tp, rp) &&
               get_num(body, "min_p", &mp, rp) && get_num(body, "repeat_penalty", &rpen, rp) &&
               get_num(body, "seed", &seed, rp) && get_bool(body, "stream", &p->stream, rp) &&
-              get_bool(body, "return_attention_tokens", &p->attn_tokens, rp);
+              get_bool(body, "return_attention_tokens", &p->attn_tokens, rp) &&
+              get_bool(body, "attention_split", &p->attn_split, rp);
     if (!ok) return false;
     json_t *n = json_object_get(body, "n");
     if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1)) {
@@ -509,6 +515,12 @@ static bool text_append(gen *g, const char *s, size_t n) {
     return true;
 }
 
+static json_t *floats_json(const float *x, int n) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(arr, json_real(x[i]));
+    return arr;
+}
+
 static json_t *label_json(const heed_model *m, int32_t id) {
     char label[LABEL_MAX];
     heed_token_label(m, id, label, sizeof label);
@@ -704,10 +716,31 @@ static bool pend_add(gen *g, const char *s, size_t n) {
     return true;
 }
 
+/* The token event as streamed: with "attention_split", a copy whose
+ * attention also holds the step's split view (as GET .../attention?norm=split
+ * gives it; not stored: the run's views give it later). */
+static json_t *with_split(gen *g, json_t *ev) {
+    if (!g->p.attn_split) return json_incref(ev);
+    int np = g->n_prompt;
+    float *w = malloc(sizeof(float) * ((size_t)np + (size_t)g->n_out)), im = 0, om = 0;
+    heed_attn_sel all = heed_attn_sel_all();
+    int t = w ? heed_recorder_step_view(g->rec, &all, 0, w, w + np, &im, &om) : HEED_ERR_NOMEM;
+    json_t *e = json_copy(ev), *att = json_copy(json_object_get(ev, "attention"));
+    if (t >= 0 && e && att) {
+        json_object_set_new(att, "split", json_pack("{s:o, s:o, s:f, s:f}", "prompt", floats_json(w, np), "output",
+                                                    floats_json(w + np, t), "prompt_mass", im, "output_mass", om));
+        json_object_set_new(e, "attention", att);
+    } else {
+        json_decref(att);
+    }
+    free(w);
+    return e ? e : json_incref(ev);
+}
+
 /* Queues one SSE event: "event: NAME\ndata: JSON\n\n" (no event line when
  * name is NULL, as OpenAI streams). Takes j. */
-static void sse_event(gen *g, const char *name, json_t *j) {
-    char *data = j ? json_dumps(j, JSON_COMPACT) : NULL;
+static void sse_event_prec(gen *g, const char *name, json_t *j, int prec) {
+    char *data = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(prec)) : NULL;
     json_decref(j);
     if (name) {
         pend_add(g, "event: ", 7);
@@ -719,6 +752,8 @@ static void sse_event(gen *g, const char *name, json_t *j) {
     pend_add(g, "\n\n", 2);
     free(data);
 }
+
+static void sse_event(gen *g, const char *name, json_t *j) { sse_event_prec(g, name, j, 0); }
 
 /* An OpenAI chunk or response skeleton: id, object, created, model. */
 static json_t *oai_head(gen *g, const char *object) {
@@ -825,7 +860,7 @@ static void stream_next(gen *g) {
     json_t *ev = NULL;
     int rc = gen_step(g, &ev);
     if (ev) {
-        if (g->kind == GEN_HEED) sse_event(g, "token", json_incref(ev));
+        if (g->kind == GEN_HEED) sse_event_prec(g, "token", with_split(g, ev), g->p.attn_split ? 9 : 0);
         else sse_event(g, NULL, oai_chunk(g, ev, false));
     }
     if (rc < 0) {
@@ -1103,12 +1138,6 @@ static bool parse_sel(const api_req *rq, const heed_run_info *ri, view_args *v, 
     return true;
 }
 
-static json_t *floats_json(const float *x, int n) {
-    json_t *arr = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(arr, json_real(x[i]));
-    return arr;
-}
-
 static void view_error(api_reply *rp, int rc) {
     if (rc == HEED_ERR_UNSUPPORTED)
         api_error(rp, 400, NULL, "view_unsupported", "the run does not hold the attention this view needs");
@@ -1175,22 +1204,24 @@ static void attn_matrix(heed_run *run, const heed_run_info *ri, const view_args 
     free(m);
 }
 
-/* The row of one step: raw (with edges when threshold or topk is given) or
- * the visualizer's split normalization. */
+/* The row of one step: raw or the visualizer's split normalization, with
+ * edges (of what is shown: split weights index positions like a row) when
+ * threshold or topk is given. */
 static void attn_step(api_reply *rp, heed_run *run, const heed_run_info *ri, const view_args *v, int step,
                       bool split, double threshold, long topk, bool edges) {
     int pos = ri->n_prompt - 1 + step;
     json_t *j = json_pack("{s:i, s:i}", "step", step, "pos", pos);
     int rc;
+    /* the split view, prompt then outputs: indexed by position like a row */
+    float *split_w = split ? malloc(sizeof(float) * ((size_t)ri->n_prompt + (size_t)step + 1)) : NULL;
     if (split) {
-        float *in = malloc(sizeof(float) * ((size_t)ri->n_prompt + (size_t)step + 1)), *out = in + ri->n_prompt;
+        float *in = split_w, *out = in + ri->n_prompt;
         float in_mass = 0, out_mass = 0;
         rc = in ? heed_run_step_view(run, &v->sel, step, 0, in, out, &in_mass, &out_mass) : HEED_ERR_NOMEM;
         if (!rc)
             json_object_set_new(j, "split", json_pack("{s:o, s:o, s:f, s:f}", "prompt", floats_json(in, ri->n_prompt),
                                                       "output", floats_json(out, step), "prompt_mass", in_mass,
                                                       "output_mass", out_mass));
-        free(in);
     } else {
         float *row = malloc(sizeof(float) * ((size_t)pos + 1));
         rc = row ? heed_run_attn_row(run, &v->sel, pos, row) : HEED_ERR_NOMEM;
@@ -1199,13 +1230,16 @@ static void attn_step(api_reply *rp, heed_run *run, const heed_run_info *ri, con
     }
     if (!rc && edges) {
         heed_edge *e = malloc(sizeof *e * ((size_t)pos + 1));
-        int n = e ? heed_run_edges(run, &v->sel, pos, (float)threshold, (int)topk, e, pos + 1) : HEED_ERR_NOMEM;
+        int n = !e ? HEED_ERR_NOMEM
+                : split ? heed_edges(split_w, pos + 1, (float)threshold, (int)topk, e, pos + 1)
+                        : heed_run_edges(run, &v->sel, pos, (float)threshold, (int)topk, e, pos + 1);
         json_t *arr = json_array();
         for (int i = 0; i < n; i++) json_array_append_new(arr, json_pack("[i, f]", e[i].src, e[i].weight));
         json_object_set_new(j, "edges", arr);
         rc = n < 0 ? n : 0;
         free(e);
     }
+    free(split_w);
     if (rc) {
         json_decref(j);
         view_error(rp, rc);
@@ -1232,6 +1266,34 @@ static int view_attention(api *a, const api_req *rq, heed_run *run, const heed_r
     }
     if (step < 0) attn_matrix(run, ri, &v, format, dtype == 1, rp);
     else attn_step(rp, run, ri, &v, (int)step, norm == 1, threshold, topk, arg(rq, "threshold") || arg(rq, "topk"));
+    return 0;
+}
+
+/* Every step's split view at once (what the web UI's token graph draws). */
+static int view_graph(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    view_args v;
+    if (!parse_sel(rq, ri, &v, rp)) return 0;
+    int np = ri->n_prompt, n = ri->n_output, rc = 0;
+    float *w = malloc(sizeof(float) * ((size_t)np + (size_t)n + 1));
+    json_t *prompt = json_array(), *output = json_array(), *pmass = json_array(), *omass = json_array();
+    if (!w) rc = HEED_ERR_NOMEM;
+    for (int t = 0; t < n && !rc; t++) {
+        float im = 0, om = 0;
+        if ((rc = heed_run_step_view(run, &v.sel, t, 0, w, w + np, &im, &om))) break;
+        json_array_append_new(prompt, floats_json(w, np));
+        json_array_append_new(output, floats_json(w + np, t));
+        json_array_append_new(pmass, json_real(im));
+        json_array_append_new(omass, json_real(om));
+    }
+    free(w);
+    json_t *j = json_pack("{s:i, s:i, s:o, s:o, s:o, s:o}", "n_prompt", np, "n_output", n, "prompt", prompt, "output",
+                          output, "prompt_mass", pmass, "output_mass", omass);
+    if (rc) {
+        json_decref(j);
+        view_error(rp, rc);
+    } else {
+        reply_json_prec(rp, 200, j, 9);
+    }
     return 0;
 }
 
@@ -1366,6 +1428,7 @@ static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
 }
 
 static int h_run_attention(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_attention); }
+static int h_run_graph(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_graph); }
 static int h_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_lens); }
 static int h_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_stats); }
 
@@ -1422,6 +1485,7 @@ static const api_route routes[] = {
     {"GET", "/api/runs/{id}", h_run_get, false},
     {"DELETE", "/api/runs/{id}", h_run_delete, false},
     {"GET", "/api/runs/{id}/attention", h_run_attention, false},
+    {"GET", "/api/runs/{id}/graph", h_run_graph, false},
     {"GET", "/api/runs/{id}/logit-lens", h_run_lens, false},
     {"GET", "/api/runs/{id}/stats", h_run_stats, false},
     {"GET", "/v1/models", h_v1_models, false},

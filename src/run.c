@@ -353,6 +353,14 @@ int heed_recorder_last_row(heed_recorder *rec, const heed_attn_sel *sel, float *
     return rc ? rc : n_row;
 }
 
+int heed_recorder_step_view(heed_recorder *rec, const heed_attn_sel *sel, unsigned flags, float *in, float *out,
+                            float *in_mass, float *out_mass) {
+    if (!rec || rec->done || !rec->run || rec->run->n_output < 1) return HEED_ERR_INVALID_ARG;
+    int t = rec->run->n_output - 1;
+    int rc = heed_run_step_view(rec->run, sel, t, flags, in, out, in_mass, out_mass);
+    return rc ? rc : t;
+}
+
 int heed_recorder_finish(heed_recorder *rec, heed_run **out) {
     if (!rec || rec->done || !out || !rec->begun) return HEED_ERR_INVALID_ARG;
     heed_ctx_set_attn_hook(rec->ctx, NULL);
@@ -502,6 +510,11 @@ int heed_run_step_view(heed_run *r, const heed_attn_sel *sel, int t, unsigned fl
     free(drop);
     free(row);
     return HEED_OK;
+}
+
+int heed_edges(const float *row, int n, float threshold, int top_k, heed_edge *out, int n_max) {
+    if (!row || !out || n < 0 || n_max < 0 || top_k < 0) return HEED_ERR_INVALID_ARG;
+    return attn_edges(row, n, threshold, top_k, out, n_max);
 }
 
 int heed_run_edges(heed_run *r, const heed_attn_sel *sel, int pos, float threshold, int top_k, heed_edge *out,

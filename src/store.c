@@ -351,7 +351,9 @@ int store_list(store *s, int limit, int offset, char **json, long long *total) {
     sqlite3_stmt *st = NULL;
     /* json_object() builds each entry in SQLite, so no text needs escaping here */
     static const char sql[] = "SELECT json_object('id', id, 'kind', kind, 'created', created, 'model', model,"
-                              " 'n_prompt', n_prompt, 'n_output', n_output, 'stop', stop), (SELECT count(*) FROM runs)"
+                              " 'n_prompt', n_prompt, 'n_output', n_output, 'stop', stop, 'preview',"
+                              " substr(coalesce(prompt, json_extract(doc, '$.messages[#-1].content')), 1, 80)),"
+                              " (SELECT count(*) FROM runs)"
                               " FROM runs ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?";
     char *buf = NULL;
     size_t len = 0, cap = 0;

@@ -682,6 +682,79 @@ static void test_attention_views_match_cli(void **state) {
     free(id);
 }
 
+/* What the web UI draws: token events with "attention_split" carry each
+ * step's split view; /graph gives every step's at once; both equal the
+ * per-step view, and split edges select from what is shown. The run list
+ * previews the prompt. */
+static void test_graph_and_split_stream(void **state) {
+    const char *body = "{\"prompt\": \"Once upon a time there was\", \"max_tokens\": 6, \"temperature\": 0,"
+                       " \"attention_split\": true, \"cache\": false}";
+    resp r = {0};
+    assert_int_equal(http_ex(&main_srv, "POST", "/api/runs", body, strlen(body), NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    static sse_ev ev[MAX_EV];
+    int n = sse_parse(r.body, ev, MAX_EV), n_tok = 0;
+    const char *id = NULL;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ev[i].name, "done")) id = json_string_value(json_object_get(ev[i].data, "run_id"));
+    assert_non_null(id);
+    json_t *g = get_json(&main_srv, id, "graph", ""), *gl = get_json(&main_srv, id, "graph?", "layer=1&head=2");
+    int np = (int)json_integer_value(json_object_get(g, "n_prompt"));
+    assert_int_equal(json_integer_value(json_object_get(g, "n_output")), 6);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(ev[i].name, "token")) continue;
+        int t = n_tok++;
+        json_t *sp = json_object_get(json_object_get(ev[i].data, "attention"), "split");
+        assert_non_null(sp);
+        char args[96];
+        snprintf(args, sizeof args, "step=%d&norm=split", t);
+        json_t *v = get_json(&main_srv, id, "attention?", args), *vs = json_object_get(v, "split");
+        snprintf(args, sizeof args, "step=%d&norm=split&layer=1&head=2&threshold=0.05", t);
+        json_t *vl = get_json(&main_srv, id, "attention?", args), *vls = json_object_get(vl, "split");
+        static const char *const parts[] = {"prompt", "output"};
+        for (int p = 0; p < 2; p++) {
+            json_t *live = json_object_get(sp, parts[p]), *ref = json_object_get(vs, parts[p]);
+            json_t *all = json_array_get(json_object_get(g, parts[p]), (size_t)t);
+            json_t *one = json_array_get(json_object_get(gl, parts[p]), (size_t)t), *one_ref = json_object_get(vls, parts[p]);
+            size_t len = p ? (size_t)t : (size_t)np;
+            assert_int_equal(json_array_size(live), len);
+            assert_int_equal(json_array_size(all), len);
+            assert_int_equal(json_array_size(one), len);
+            for (size_t k = 0; k < len; k++) {
+                double x = json_number_value(json_array_get(ref, k));
+                assert_float_equal(json_number_value(json_array_get(live, k)), x, 1e-7);
+                assert_float_equal(json_number_value(json_array_get(all, k)), x, 1e-7);
+                assert_float_equal(json_number_value(json_array_get(one, k)), json_number_value(json_array_get(one_ref, k)), 1e-7);
+            }
+        }
+        /* split edges: every shown weight >= 0.05, as positions (outputs after the prompt) */
+        int want = 0;
+        for (int p = 0; p < 2; p++)
+            for (size_t k = 0; k < json_array_size(json_object_get(vls, parts[p])); k++)
+                want += json_number_value(json_array_get(json_object_get(vls, parts[p]), k)) >= 0.05;
+        json_t *edges = json_object_get(vl, "edges");
+        assert_int_equal(json_array_size(edges), want);
+        for (size_t e = 0; e < json_array_size(edges); e++) {
+            int pos = (int)json_integer_value(json_array_get(json_array_get(edges, e), 0));
+            json_t *src = pos < np ? json_array_get(json_object_get(vls, "prompt"), (size_t)pos)
+                                   : json_array_get(json_object_get(vls, "output"), (size_t)(pos - np));
+            assert_float_equal(json_number_value(json_array_get(json_array_get(edges, e), 1)), json_number_value(src), 1e-7);
+        }
+        json_decref(v);
+        json_decref(vl);
+    }
+    assert_int_equal(n_tok, 6);
+    json_t *list;
+    assert_int_equal(http(&main_srv, "GET", "/api/runs?limit=1", NULL, NULL, &list), 200);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(list, "runs"), 0), "preview")),
+                        "Once upon a time there was");
+    json_decref(list);
+    json_decref(g);
+    json_decref(gl);
+    sse_free(ev, n);
+    free(r.body);
+}
+
 /* The binary matrix: a JSON header line, then little-endian floats equal
  * to the JSON matrix (float16 within its rounding). */
 static void test_attention_binary(void **state) {
@@ -994,6 +1067,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_readers),
         cmocka_unit_test(test_queue_two_streams),
         cmocka_unit_test(test_attention_views_match_cli),
+        cmocka_unit_test(test_graph_and_split_stream),
         cmocka_unit_test(test_attention_binary),
         cmocka_unit_test(test_lens_stats_and_paging),
         cmocka_unit_test(test_restart_keeps_runs),
