@@ -1,7 +1,8 @@
 # heed - build, run, test, bench.
 #
-#   make run     install missing Debian packages, build, generate on the bundled model
-#   make test    install missing Debian packages, build (normal + ASan/UBSan), run every test
+#   make run     install missing Debian and npm packages, build the web UI and heed,
+#                generate on the bundled model, then serve the UI on http://127.0.0.1:8080
+#   make test    install missing packages, build (normal + ASan/UBSan), run every test
 #   make bench   benchmarks (figures, not pass/fail)
 #   make fuzz    libFuzzer targets (needs clang)
 #
@@ -38,25 +39,35 @@ BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_TOOLS := $(BUILD)/bench/mkmodel
 HEADERS  := $(wildcard include/*.h src/*.h)
 
-.PHONY: all run test test-only bench fuzz deps clean
+.PHONY: all run test test-only bench fuzz deps web clean
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
 
 all: $(BUILD)/heed
 
 deps:
 	@sh scripts/deps.sh
 
-run: deps
-	@$(MAKE) --no-print-directory all
-	./$(BUILD)/heed generate -p "Once upon a time" -n 80
+# The web UI (web/ -> web/dist, embedded by the next link). Without node/npm
+# or the registry the binary embeds the placeholder page of web/fallback.
+web:
+	@sh scripts/web-build.sh || echo "heed: the web UI could not be built (see above); embedding the placeholder page"
 
-test: deps
+run: deps web
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/heed generate -p "Once upon a time" -n 40
+	@echo
+	./$(BUILD)/heed serve --host $(HOST) --port $(PORT)
+
+test: deps web
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all tests
 	@sh tests/run.sh
 
 tests: $(TEST_BIN)
 
-bench: deps
+bench: deps web
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(BENCH_TOOLS)
 	@sh bench/run.sh
 
@@ -104,4 +115,4 @@ fuzz:
 	@echo "fuzzers in build-fuzz/fuzz/ (run e.g. build-fuzz/fuzz/fuzz_gguf tests/fuzz/corpus_gguf)"
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz web/dist

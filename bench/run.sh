@@ -93,3 +93,10 @@ if command -v wrk >/dev/null 2>&1; then
     echo "== HTTP: stored-view reads"
     sh bench/bench_http.sh "$B/../heed" || true
 fi
+
+echo "== web UI: 500 + 500 tokens in headless chromium"
+if sh scripts/browser-deps.sh >/dev/null 2>&1; then
+    node bench/ui_bench.mjs 500 500 || true
+else
+    echo "web UI: SKIP (chromium or playwright-core could not be installed: sh scripts/browser-deps.sh)"
+fi

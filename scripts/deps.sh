@@ -9,14 +9,6 @@ for p in $PKGS; do
 done
 [ -z "$missing" ] && exit 0
 echo "heed: installing missing Debian packages:$missing"
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-        echo "heed: please install as root: apt-get install$missing" >&2; exit 1
-    fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing
+sh "$(dirname "$0")/apt-install.sh" $missing
 echo "heed: installed$missing"

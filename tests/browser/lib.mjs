@@ -1,0 +1,63 @@
+// Shared by the browser tests (tests/browser) and the UI benchmark
+// (bench/ui_bench.mjs): a real `heed serve` on a free port with its own data
+// folder, and Debian's chromium driven by playwright-core.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const outDir = join(root, 'test-output', 'browser');
+
+// Starts HEED_BIN (default build/heed) serve; resolves { url, stop }.
+export async function startServer(extra = []) {
+  const bin = process.env.HEED_BIN || join(root, 'build', 'heed');
+  const data = mkdtempSync(join(tmpdir(), 'heed-ui-'));
+  const proc = spawn(bin, ['serve', '--port', '0', '--data-dir', data, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`heed serve did not start:\n${log}`)), 20000);
+    const onData = (d) => {
+      log += d;
+      const m = /listening on (http:\/\/\S+)/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', (d) => (log += d));
+    proc.on('exit', (code) => reject(new Error(`heed serve exited (${code}):\n${log}`)));
+  });
+  const stop = async () => {
+    if (proc.exitCode === null) {
+      const exited = new Promise((r) => proc.on('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(data, { recursive: true, force: true });
+  };
+  return { url, stop };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.HEED_CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+}
+
+export async function getJson(base, path) {
+  const r = await fetch(base + path);
+  if (!r.ok) throw new Error(`GET ${path}: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+export function screenshotPath(name) {
+  mkdirSync(outDir, { recursive: true });
+  return join(outDir, `${name}.png`);
+}
