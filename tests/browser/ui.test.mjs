@@ -172,7 +172,9 @@ test('hovering a token shows its id and weight', async () => {
   await page.locator(`button.token[data-side="input"][data-index="${k}"]`).hover();
   const tip = page.locator('#tooltip');
   await tip.waitFor({ state: 'visible' });
-  assert.match(await tip.textContent(), new RegExp(`\\b${run.tokens[k].id}\\b`));
+  const text = await tip.textContent();
+  assert.match(text, new RegExp(`(?<!\\d)${run.tokens[k].id}(?!\\d)`), text);
+  assert.match(text, /\d\.\d{3}/, `a weight in: ${text}`);
 });
 
 test('a link with the run and step reopens that view', async () => {
@@ -185,6 +187,7 @@ test('a link with the run and step reopens that view', async () => {
 });
 
 test('one layer or one head redraws from that selection', async () => {
+  await page.locator('#reset-selection').click();
   await page.locator('#sel-layer').selectOption('2');
   await page.locator('#sel-head').selectOption('1');
   const t = Number(await attr('data-step'));
@@ -218,20 +221,24 @@ test('the view exports as SVG and PNG', async () => {
 
 test('every control is reachable by keyboard with a visible focus', async () => {
   const ids = new Set();
-  await page.locator('body').focus();
+  const p2 = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await p2.goto(`${server.url}/#run=${encodeURIComponent(run.id)}&step=2`);
+  await p2.waitForSelector('#graph[data-status="done"]', { timeout: 30000 });
   for (let i = 0; i < 40; i++) {
-    await page.keyboard.press('Tab');
-    const f = await page.evaluate(() => {
+    await p2.keyboard.press('Tab');
+    const f = await p2.evaluate(() => {
       const el = document.activeElement;
       const cs = getComputedStyle(el);
       const ring = (cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) > 0) || cs.boxShadow !== 'none';
-      return { id: el.id, ring };
+      return { id: el.id, what: `${el.tagName.toLowerCase()}#${el.id}.${el.className}`, ring };
     });
+    if (f.what.startsWith('body')) break; // past the last control
     if (f.id) ids.add(f.id);
-    assert.ok(f.ring, `#${f.id} shows where the focus is`);
+    assert.ok(f.ring, `${f.what} shows where the focus is`);
   }
   for (const id of ['prompt', 'max-tokens', 'threshold', 'generate', 'step', 'reset-selection', 'show-all'])
     assert.ok(ids.has(id), `Tab reaches #${id} (reached: ${[...ids].join(' ')})`);
+  await p2.close();
 });
 
 test('a server error is shown, not swallowed', async () => {
