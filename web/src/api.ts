@@ -1,0 +1,184 @@
+// The heed HTTP API (same origin): JSON routes and the POST /api/runs event stream.
+import type { GraphReply, Step, Token, TokenEvent } from './model';
+import { SseParser } from './sse';
+
+export interface ModelInfo {
+  id: string;
+  name?: string;
+  arch: string;
+  n_layer: number;
+  n_head: number;
+  n_head_kv?: number;
+  n_vocab: number;
+  n_ctx: number;
+  chat_template: string | null;
+  bos?: number;
+  eos?: number;
+  limits?: { max_tokens?: number; max_prompt?: number; attention_tokens_top_k?: number };
+}
+
+export interface RunSummary {
+  id: string;
+  kind?: string;
+  created?: number;
+  model?: string;
+  n_prompt: number;
+  n_output: number;
+  stop?: string;
+  preview?: string | null;
+}
+
+export interface RunDoc {
+  id: string;
+  kind?: string;
+  created?: number;
+  model?: string;
+  prompt?: string | null;
+  messages?: { role: string; content: string }[] | null;
+  params?: Record<string, number>;
+  max_tokens?: number;
+  n_prompt: number;
+  n_output: number;
+  stop?: string;
+  tokens: Token[];
+  text?: string;
+  steps: Step[];
+}
+
+export interface GenerateRequest {
+  prompt?: string;
+  messages?: { role: string; content: string }[];
+  max_tokens: number;
+  temperature: number;
+  top_k: number;
+  top_p: number;
+  min_p: number;
+  seed: number;
+  attention_split: true;
+}
+
+export interface DoneEvent {
+  run_id: string;
+  n_prompt: number;
+  n_output: number;
+  stop: string;
+  cached?: boolean;
+}
+
+/** An error the server explained ({"error": {"message", "param", "code"}}), or a network failure. */
+export class ApiError extends Error {
+  status: number;
+  code?: string;
+  param?: string;
+  constructor(message: string, status = 0, code?: string, param?: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.param = param;
+  }
+}
+
+async function errorOf(r: Response): Promise<ApiError> {
+  let text = '';
+  try {
+    text = await r.text();
+    const j = JSON.parse(text);
+    const e = j && j.error;
+    if (e && typeof e.message === 'string') return new ApiError(e.message, r.status, e.code, e.param);
+  } catch {
+    /* not JSON */
+  }
+  return new ApiError(`${r.status} ${r.statusText}${text ? ': ' + text.slice(0, 200) : ''}`, r.status);
+}
+
+async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+  const r = await fetch(path, { signal, headers: { Accept: 'application/json' } });
+  if (!r.ok) throw await errorOf(r);
+  return (await r.json()) as T;
+}
+
+async function postJson<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  const r = await fetch(path, {
+    method: 'POST',
+    signal,
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!r.ok) throw await errorOf(r);
+  return (await r.json()) as T;
+}
+
+export const api = {
+  model: () => getJson<ModelInfo>('api/model'),
+  runs: (limit = 100) => getJson<{ runs: RunSummary[]; total: number }>(`api/runs?limit=${limit}`),
+  run: (id: string, signal?: AbortSignal) => getJson<RunDoc>(`api/runs/${encodeURIComponent(id)}`, signal),
+  graph: (id: string, layer: number | null, head: number | null, signal?: AbortSignal) => {
+    const q = new URLSearchParams();
+    if (layer !== null) q.set('layer', String(layer));
+    if (layer !== null && head !== null) q.set('head', String(head));
+    const qs = q.toString();
+    return getJson<GraphReply>(`api/runs/${encodeURIComponent(id)}/graph${qs ? '?' + qs : ''}`, signal);
+  },
+  tokenize: (text: string, signal?: AbortSignal) =>
+    postJson<{ ids: number[]; tokens: { id: number; piece?: string; label: string }[] }>('api/tokenize', { text }, signal),
+  deleteRun: async (id: string) => {
+    const r = await fetch(`api/runs/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    if (!r.ok) throw await errorOf(r);
+  },
+};
+
+export interface StreamHandlers {
+  queued?: (position: number) => void;
+  token: (ev: TokenEvent) => void;
+  done: (ev: DoneEvent) => void;
+}
+
+/**
+ * POST /api/runs and reads its event stream until `done` (resolves), an
+ * `error` event or a non-200 reply (rejects with ApiError), or the signal
+ * aborts (rejects with the AbortError).
+ */
+export async function streamRun(req: GenerateRequest, h: StreamHandlers, signal: AbortSignal): Promise<DoneEvent> {
+  const r = await fetch('api/runs', {
+    method: 'POST',
+    signal,
+    headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
+    body: JSON.stringify(req),
+  });
+  if (!r.ok) throw await errorOf(r);
+  if (!r.body) throw new ApiError('the server sent no event stream');
+  const reader = r.body.getReader();
+  const dec = new TextDecoder('utf-8');
+  const parser = new SseParser();
+  let done: DoneEvent | null = null;
+  try {
+    for (;;) {
+      const { value, done: end } = await reader.read();
+      const text = end ? dec.decode() : dec.decode(value, { stream: true });
+      for (const ev of parser.push(text)) {
+        let data: unknown;
+        try {
+          data = JSON.parse(ev.data);
+        } catch {
+          continue; // not JSON: not ours
+        }
+        const d = data as Record<string, unknown>;
+        if (ev.event === 'queued') h.queued?.(Number(d.position) || 0);
+        else if (ev.event === 'token') h.token(d as unknown as TokenEvent);
+        else if (ev.event === 'done') {
+          done = d as unknown as DoneEvent;
+          h.done(done);
+        } else if (ev.event === 'error') {
+          const e = (d.error || {}) as { message?: string; code?: string };
+          throw new ApiError(e.message || 'the generation failed', 500, e.code);
+        }
+      }
+      if (end || done) break;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  if (!done) throw new ApiError('the event stream ended before the run was done');
+  return done;
+}

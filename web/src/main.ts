@@ -1,0 +1,811 @@
+// Wiring: controls, the live generation, stored runs, URL state, exports.
+import './style.css';
+import { api, ApiError, streamRun, type GenerateRequest, type ModelInfo, type RunDoc, type RunSummary } from './api';
+import { buildSvg, download, svgToPng, type ExportToken } from './export';
+import { GraphView } from './graph';
+import {
+  clampStep,
+  decodeHash,
+  DEFAULT_THRESHOLD,
+  displayLabel,
+  encodeHash,
+  GraphData,
+  LiveRun,
+  type Mode,
+  type Side,
+  type Step,
+  type Token,
+  type UrlState,
+  type ViewState,
+} from './model';
+
+type Status = 'idle' | 'generating' | 'done' | 'error';
+
+const $ = <T extends HTMLElement = HTMLElement>(sel: string): T => {
+  const el = document.querySelector(sel);
+  if (!el) throw new Error(`missing ${sel}`);
+  return el as T;
+};
+
+const el = {
+  form: $<HTMLFormElement>('#gen-form'),
+  prompt: $<HTMLTextAreaElement>('#prompt'),
+  maxTokens: $<HTMLInputElement>('#max-tokens'),
+  maxTokensNum: $<HTMLInputElement>('#max-tokens-num'),
+  chat: $<HTMLInputElement>('#chat'),
+  chatNote: $('#chat-note'),
+  temperature: $<HTMLInputElement>('#temperature'),
+  topK: $<HTMLInputElement>('#top-k'),
+  topP: $<HTMLInputElement>('#top-p'),
+  minP: $<HTMLInputElement>('#min-p'),
+  seed: $<HTMLInputElement>('#seed'),
+  generate: $<HTMLButtonElement>('#generate'),
+  stop: $<HTMLButtonElement>('#stop'),
+  threshold: $<HTMLInputElement>('#threshold'),
+  thresholdValue: $<HTMLOutputElement>('#threshold-value'),
+  modelInfo: $('#model-info'),
+  step: $<HTMLInputElement>('#step'),
+  stepLabel: $('#step-label'),
+  showAll: $<HTMLButtonElement>('#show-all'),
+  reset: $<HTMLButtonElement>('#reset-selection'),
+  selLayer: $<HTMLSelectElement>('#sel-layer'),
+  selHead: $<HTMLSelectElement>('#sel-head'),
+  exportPng: $<HTMLButtonElement>('#export-png'),
+  exportSvg: $<HTMLButtonElement>('#export-svg'),
+  graph: $('#graph'),
+  status: $('#status'),
+  text: $('#text'),
+  runs: $('#runs'),
+  deleteRun: $<HTMLButtonElement>('#delete-run'),
+  tooltip: $('#tooltip'),
+};
+
+// ------------------------------------------------------------------ state
+
+const st = {
+  model: null as ModelInfo | null,
+  modelReady: null as Promise<ModelInfo | null> | null,
+  status: 'idle' as Status,
+  runId: null as string | null, // the stored run on screen (null while streaming)
+  runDoc: null as RunDoc | null,
+  inputs: [] as Token[],
+  outputs: [] as Step[],
+  data: null as GraphData | null,
+  nOutRows: 0,
+  view: { step: 0, mode: 'current', selected: null, threshold: DEFAULT_THRESHOLD } as ViewState,
+  layer: null as number | null,
+  head: null as number | null,
+  abort: null as AbortController | null,
+  gen: 0, // generation counter: late replies of an older generation are dropped
+  load: 0, // run / graph load counter
+  textStep: -2, // the step the #text panel shows as current
+};
+
+const graph = new GraphView(el.graph, el.tooltip, {
+  tokenClick: (side, index) => toggleSelect(side, index),
+});
+
+function setStatus(s: Status, message: string): void {
+  st.status = s;
+  el.graph.dataset.status = s;
+  if (el.status.textContent !== message) el.status.textContent = message;
+  el.status.classList.toggle('error', s === 'error');
+  const busy = s === 'generating';
+  el.generate.disabled = busy;
+  el.stop.disabled = !busy;
+  el.selLayer.disabled = busy || !st.model;
+  el.selHead.disabled = busy || st.layer === null;
+  el.deleteRun.disabled = busy || !st.runId;
+}
+
+// ------------------------------------------------------------------ rendering
+
+function nOutput(): number {
+  return st.outputs.length;
+}
+
+/** Pushes the model (tokens, data) to the graph. */
+function pushModel(): void {
+  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data: st.data, nOutRows: st.nOutRows });
+}
+
+/** Applies st.view: graph, step slider, text, buttons, hash. */
+function applyView(updateHash: boolean | 'later' = true): void {
+  const n = nOutput();
+  const t = clampStep(st.view.step, n);
+  st.view.step = Math.max(0, t);
+  graph.render(st.view);
+  el.step.max = String(Math.max(0, n - 1));
+  el.step.disabled = n === 0;
+  if (el.step.value !== String(Math.max(0, t))) el.step.value = String(Math.max(0, t));
+  if (n === 0) el.stepLabel.textContent = 'Step –';
+  else {
+    const tok = st.outputs[t];
+    el.stepLabel.textContent = `Step ${t + 1} of ${n}: “${displayLabel(tok?.label)}”`;
+  }
+  el.showAll.setAttribute('aria-pressed', String(st.view.mode === 'all' && !st.view.selected));
+  el.showAll.textContent = st.view.mode === 'all' ? 'Showing all connections' : 'Show all connections';
+  el.reset.disabled = false;
+  const canExport = st.inputs.length > 0 || n > 0;
+  el.exportPng.disabled = !canExport;
+  el.exportSvg.disabled = !canExport;
+  updateTextCurrent(t);
+  if (updateHash === 'later') writeHashSoon();
+  else if (updateHash) writeHash();
+}
+
+function urlState(): UrlState {
+  return {
+    run: st.runId,
+    step: st.runId && nOutput() > 0 ? st.view.step : null,
+    layer: st.layer,
+    head: st.head,
+    threshold: st.view.threshold,
+    mode: st.view.mode,
+  };
+}
+
+let hashTimer = 0;
+
+/** The hash while a slider is dragged: at most every 200 ms (history.replaceState costs a few ms). */
+function writeHashSoon(): void {
+  if (!hashTimer) hashTimer = window.setTimeout(writeHash, 200);
+}
+
+function writeHash(): void {
+  if (hashTimer) {
+    clearTimeout(hashTimer);
+    hashTimer = 0;
+  }
+  if (!st.runId) return;
+  const h = encodeHash(urlState());
+  if (location.hash.replace(/^#/, '') !== h) history.replaceState(null, '', h ? '#' + h : location.pathname + location.search);
+}
+
+// ------------------------------------------------------------------ text panel
+
+function renderText(): void {
+  const box = el.text;
+  box.textContent = '';
+  st.textStep = -2;
+  if (st.outputs.length === 0) {
+    const p = document.createElement('p');
+    p.className = 'note';
+    p.textContent = st.status === 'generating' ? 'Waiting for the first token…' : 'Nothing generated yet.';
+    box.appendChild(p);
+    return;
+  }
+  const frag = document.createDocumentFragment();
+  st.outputs.forEach((s, i) => frag.appendChild(textSpan(s, i)));
+  box.appendChild(frag);
+}
+
+function textSpan(s: Step, i: number): HTMLSpanElement {
+  const sp = document.createElement('span');
+  sp.className = 'out-tok';
+  sp.dataset.index = String(i);
+  sp.setAttribute('role', 'button');
+  sp.tabIndex = -1;
+  const txt = s.text !== undefined ? s.text : s.label;
+  sp.textContent = txt;
+  if (!txt) sp.classList.add('blank');
+  sp.title = `step ${i}: ${displayLabel(s.label)} (id ${s.id})`;
+  return sp;
+}
+
+function appendText(s: Step, i: number): void {
+  if (i === 0 || el.text.querySelector('.note')) {
+    renderText();
+    return;
+  }
+  el.text.appendChild(textSpan(s, i));
+}
+
+function updateTextCurrent(t: number): void {
+  const spans = el.text.children;
+  const prev = st.textStep;
+  st.textStep = t;
+  const focusWasIn = document.activeElement instanceof HTMLElement && document.activeElement.classList.contains('out-tok');
+  const lo = prev < -1 ? 0 : Math.min(prev, t);
+  const hi = prev < -1 ? spans.length - 1 : Math.max(prev, t);
+  for (let i = Math.max(0, lo); i <= Math.min(hi, spans.length - 1); i++) {
+    const sp = spans[i] as HTMLElement;
+    if (!sp.classList.contains('out-tok')) continue;
+    sp.classList.toggle('current', i === t);
+    sp.classList.toggle('future', i > t);
+    sp.tabIndex = i === t ? 0 : -1;
+    if (i === t) sp.setAttribute('aria-current', 'step');
+    else sp.removeAttribute('aria-current');
+  }
+  if (t >= 0 && t < spans.length) {
+    const cur = spans[t] as HTMLElement;
+    if (focusWasIn && document.activeElement !== cur) cur.focus();
+  }
+}
+
+el.text.addEventListener('click', (e) => {
+  const sp = (e.target as HTMLElement).closest('.out-tok') as HTMLElement | null;
+  if (sp) setStep(Number(sp.dataset.index));
+});
+el.text.addEventListener('keydown', (e) => {
+  const sp = (e.target as HTMLElement).closest('.out-tok') as HTMLElement | null;
+  if (sp && (e.key === 'Enter' || e.key === ' ')) {
+    e.preventDefault();
+    setStep(Number(sp.dataset.index));
+  }
+});
+
+// ------------------------------------------------------------------ view changes
+
+function setStep(t: number, hash: boolean | 'later' = true): void {
+  const n = nOutput();
+  if (n === 0) return;
+  st.view = { ...st.view, step: Math.max(0, Math.min(n - 1, t)) };
+  applyView(hash);
+  graph.ensureVisible('output', st.view.step);
+}
+
+function setMode(mode: Mode): void {
+  st.view = { ...st.view, mode, selected: null };
+  applyView();
+}
+
+function toggleSelect(side: Side, index: number): void {
+  const s = st.view.selected;
+  const same = s && s.side === side && s.index === index;
+  st.view = { ...st.view, selected: same ? null : { side, index } };
+  applyView();
+}
+
+function resetSelection(): void {
+  st.view = { ...st.view, selected: null, mode: 'current' };
+  applyView();
+}
+
+function setThreshold(x: number, fromSlider = false): void {
+  const v = Number.isFinite(x) ? Math.max(0, Math.min(1, x)) : DEFAULT_THRESHOLD;
+  st.view = { ...st.view, threshold: v };
+  if (!fromSlider) el.threshold.value = String(v);
+  el.thresholdValue.textContent = v.toFixed(3);
+  applyView(fromSlider ? 'later' : true);
+}
+
+el.step.addEventListener('input', () => setStep(Number(el.step.value), 'later'));
+el.step.addEventListener('change', () => writeHash());
+el.showAll.addEventListener('click', () => setMode(st.view.mode === 'all' && !st.view.selected ? 'current' : 'all'));
+el.reset.addEventListener('click', resetSelection);
+el.threshold.addEventListener('input', () => setThreshold(Number(el.threshold.value), true));
+el.threshold.addEventListener('change', () => writeHash());
+
+// keyboard: arrows move the step when the focus is not in a field that uses them
+document.addEventListener('keydown', (e) => {
+  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey) return;
+  const tgt = e.target as HTMLElement;
+  const tag = tgt.tagName;
+  const typing =
+    tag === 'TEXTAREA' ||
+    tag === 'SELECT' ||
+    tgt.isContentEditable ||
+    (tag === 'INPUT' && (tgt as HTMLInputElement).type !== 'checkbox' && (tgt as HTMLInputElement).type !== 'button');
+  if (typing) return; // text fields, number fields, and range sliders (which move themselves)
+  if (e.key === 'Escape') {
+    if (st.view.selected || st.view.mode !== 'current') resetSelection();
+    graph.hideTip();
+    return;
+  }
+  const n = nOutput();
+  if (n === 0) return;
+  const t = st.view.step;
+  let to = -1;
+  if (e.key === 'ArrowLeft') to = t - 1;
+  else if (e.key === 'ArrowRight') to = t + 1;
+  else if (e.key === 'Home') to = 0;
+  else if (e.key === 'End') to = n - 1;
+  else return;
+  e.preventDefault();
+  setStep(Math.max(0, Math.min(n - 1, to)));
+});
+
+// ------------------------------------------------------------------ max tokens, chat, model
+
+function maxTokenLimit(): number {
+  return st.model?.limits?.max_tokens ?? 512;
+}
+
+el.maxTokens.addEventListener('input', () => {
+  el.maxTokensNum.value = el.maxTokens.value;
+});
+const syncNum = () => {
+  const v = Math.trunc(Number(el.maxTokensNum.value));
+  if (Number.isFinite(v) && v >= 1) el.maxTokens.value = String(Math.min(50, v));
+};
+el.maxTokensNum.addEventListener('input', syncNum);
+el.maxTokensNum.addEventListener('change', () => {
+  let v = Math.trunc(Number(el.maxTokensNum.value));
+  if (!Number.isFinite(v) || v < 1) v = 1;
+  v = Math.min(v, maxTokenLimit());
+  el.maxTokensNum.value = String(v);
+  syncNum();
+});
+
+function showModel(m: ModelInfo): void {
+  const box = el.modelInfo;
+  box.querySelectorAll('dl, p').forEach((x) => x.remove());
+  const dl = document.createElement('dl');
+  const rows: [string, string][] = [
+    ['Name', m.id],
+    ['Architecture', m.arch],
+    ['Layers', String(m.n_layer)],
+    ['Heads', m.n_head_kv && m.n_head_kv !== m.n_head ? `${m.n_head} (${m.n_head_kv} KV)` : String(m.n_head)],
+    ['Context', `${m.n_ctx} tokens`],
+    ['Vocabulary', `${m.n_vocab} tokens`],
+    ['Chat template', m.chat_template ?? 'none'],
+  ];
+  for (const [k, v] of rows) {
+    const dt = document.createElement('dt');
+    dt.textContent = k;
+    const dd = document.createElement('dd');
+    dd.textContent = v;
+    dl.append(dt, dd);
+  }
+  box.appendChild(dl);
+
+  if (m.chat_template) {
+    el.chat.disabled = false;
+    el.chatNote.textContent = `Uses the model's ${m.chat_template} chat template.`;
+  } else {
+    el.chat.checked = false;
+    el.chat.disabled = true;
+    el.chatNote.textContent = 'Not available: this model has no chat template heed knows.';
+  }
+  const lim = maxTokenLimit();
+  el.maxTokensNum.max = String(lim);
+
+  fillSelect(el.selLayer, 'all layers', m.n_layer, 'layer');
+  fillSelect(el.selHead, 'all heads', m.n_head, 'head');
+  syncSelects();
+}
+
+function fillSelect(s: HTMLSelectElement, all: string, n: number, word: string): void {
+  s.textContent = '';
+  s.add(new Option(all, ''));
+  for (let i = 0; i < n; i++) s.add(new Option(`${word} ${i}`, String(i)));
+}
+
+function syncSelects(): void {
+  el.selLayer.value = st.layer === null ? '' : String(st.layer);
+  el.selHead.value = st.head === null ? '' : String(st.head);
+  el.selHead.disabled = st.layer === null || st.status === 'generating';
+  el.selLayer.disabled = st.status === 'generating' || !st.model;
+}
+
+function onSelection(): void {
+  const l = el.selLayer.value === '' ? null : Number(el.selLayer.value);
+  let h = el.selHead.value === '' ? null : Number(el.selHead.value);
+  if (l === null) h = null;
+  if (l === st.layer && h === st.head) return;
+  st.layer = l;
+  st.head = h;
+  // other attention, a fresh look: the current step's edges, no selection
+  st.view = { ...st.view, mode: 'current', selected: null };
+  syncSelects();
+  writeHash();
+  if (st.runId) void reloadGraph();
+}
+el.selLayer.addEventListener('change', onSelection);
+el.selHead.addEventListener('change', onSelection);
+
+function selectionText(): string {
+  if (st.layer === null) return 'mean of all layers and heads';
+  if (st.head === null) return `layer ${st.layer}, mean of its heads`;
+  return `layer ${st.layer}, head ${st.head}`;
+}
+
+// ------------------------------------------------------------------ stored runs
+
+/** Opens a stored run (GET run + graph) at the hash's step / selection. */
+async function openRun(id: string, u: UrlState): Promise<void> {
+  stopGeneration();
+  const my = ++st.load;
+  setStatus('idle', `Opening ${id}…`);
+  await st.modelReady;
+  if (my !== st.load) return;
+  st.layer = u.layer !== null && (!st.model || u.layer < st.model.n_layer) ? u.layer : null;
+  st.head = st.layer !== null && u.head !== null && (!st.model || u.head < st.model.n_head) ? u.head : null;
+  syncSelects();
+  try {
+    const [doc, g] = await Promise.all([api.run(id), api.graph(id, st.layer, st.head)]);
+    if (my !== st.load) return;
+    st.runId = id;
+    st.runDoc = doc;
+    showRunData(doc, GraphData.fromReply(g));
+    st.view = {
+      step: u.step ?? doc.n_output - 1,
+      mode: u.mode,
+      selected: null,
+      threshold: u.threshold,
+    };
+    el.threshold.value = String(u.threshold);
+    el.thresholdValue.textContent = u.threshold.toFixed(3);
+    applyView();
+    graph.ensureVisible('output', st.view.step);
+    setStatus('done', `Opened ${id}: ${doc.n_prompt} prompt tokens, ${doc.n_output} generated (${selectionText()}).`);
+    markCurrentRun();
+  } catch (err) {
+    if (my !== st.load) return;
+    fail(err, `Could not open ${id}`);
+  }
+}
+
+/** Puts a stored run's tokens and graph data on screen. */
+function showRunData(doc: RunDoc, data: GraphData): void {
+  st.inputs = doc.tokens.slice(0, doc.n_prompt);
+  st.outputs = doc.steps.length ? doc.steps : doc.tokens.slice(doc.n_prompt).map((t, i) => ({ index: i, ...t }));
+  st.data = data;
+  st.nOutRows = st.outputs.length;
+  pushModel();
+  renderText();
+}
+
+/** Re-reads /graph for the layer/head selection. */
+async function reloadGraph(): Promise<void> {
+  const id = st.runId;
+  if (!id) return;
+  const my = ++st.load;
+  el.status.textContent = `Loading ${selectionText()}…`;
+  try {
+    const g = await api.graph(id, st.layer, st.head);
+    if (my !== st.load || id !== st.runId) return;
+    st.data = GraphData.fromReply(g);
+    pushModel();
+    applyView();
+    setStatus('done', `Showing ${selectionText()}.`);
+  } catch (err) {
+    if (my !== st.load) return;
+    fail(err, 'Could not load that layer/head');
+  }
+}
+
+function fail(err: unknown, what: string): void {
+  const msg = err instanceof Error ? err.message : String(err);
+  setStatus('error', `${what}: ${msg}`);
+}
+
+async function refreshRuns(): Promise<void> {
+  let list: RunSummary[];
+  try {
+    list = (await api.runs(100)).runs;
+  } catch (err) {
+    el.runs.textContent = '';
+    const p = document.createElement('p');
+    p.className = 'note';
+    p.textContent = `The run list could not be read: ${err instanceof Error ? err.message : err}`;
+    el.runs.appendChild(p);
+    return;
+  }
+  el.runs.textContent = '';
+  if (list.length === 0) {
+    const p = document.createElement('p');
+    p.className = 'note';
+    p.textContent = 'No saved runs yet.';
+    el.runs.appendChild(p);
+    return;
+  }
+  const ul = document.createElement('ul');
+  for (const r of list) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.className = 'run-item';
+    a.dataset.runId = r.id;
+    a.href = '#run=' + encodeURIComponent(r.id);
+    const title = document.createElement('span');
+    title.className = 'run-preview';
+    title.textContent = r.preview ? r.preview : r.kind === 'chat' ? '(chat)' : '(no prompt text)';
+    const meta = document.createElement('span');
+    meta.className = 'run-meta';
+    const when = r.created ? new Date(r.created * 1000).toLocaleString() : '';
+    meta.textContent = `${r.n_prompt} → ${r.n_output} tokens${r.stop && r.stop !== 'length' ? ` (${r.stop})` : ''}${when ? ' · ' + when : ''}`;
+    a.append(title, meta);
+    li.appendChild(a);
+    ul.appendChild(li);
+  }
+  el.runs.appendChild(ul);
+  markCurrentRun();
+}
+
+function markCurrentRun(): void {
+  el.runs.querySelectorAll<HTMLAnchorElement>('.run-item').forEach((a) => {
+    if (a.dataset.runId === st.runId) a.setAttribute('aria-current', 'true');
+    else a.removeAttribute('aria-current');
+  });
+}
+
+el.runs.addEventListener('click', (e) => {
+  const a = (e.target as HTMLElement).closest('a.run-item') as HTMLAnchorElement | null;
+  if (!a || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return;
+  e.preventDefault();
+  const id = a.dataset.runId!;
+  if (location.hash !== '#run=' + encodeURIComponent(id)) history.pushState(null, '', '#run=' + encodeURIComponent(id));
+  void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold });
+});
+
+el.deleteRun.addEventListener('click', async () => {
+  const id = st.runId;
+  if (!id || !confirm(`Delete ${id} from the store?`)) return;
+  try {
+    await api.deleteRun(id);
+  } catch (err) {
+    fail(err, `Could not delete ${id}`);
+    return;
+  }
+  clearRun();
+  history.replaceState(null, '', location.pathname + location.search);
+  setStatus('idle', `Deleted ${id}.`);
+  void refreshRuns();
+});
+
+function clearRun(): void {
+  st.runId = null;
+  st.runDoc = null;
+  st.inputs = [];
+  st.outputs = [];
+  st.data = null;
+  st.nOutRows = 0;
+  st.view = { ...st.view, step: 0, selected: null };
+  pushModel();
+  renderText();
+  applyView(false);
+}
+
+window.addEventListener('hashchange', () => {
+  const u = decodeHash(location.hash);
+  if (u.run && u.run !== st.runId) void openRun(u.run, u);
+  else if (u.run && u.run === st.runId) {
+    const sel = u.layer !== st.layer || u.head !== st.head;
+    st.layer = u.layer;
+    st.head = u.layer === null ? null : u.head;
+    syncSelects();
+    st.view = { ...st.view, step: u.step ?? nOutput() - 1, mode: u.mode, threshold: u.threshold };
+    el.threshold.value = String(u.threshold);
+    el.thresholdValue.textContent = u.threshold.toFixed(3);
+    if (sel) void reloadGraph();
+    else applyView();
+  }
+});
+
+// ------------------------------------------------------------------ generation
+
+function num(input: HTMLInputElement, dflt: number): number {
+  const v = Number(input.value);
+  return input.value.trim() !== '' && Number.isFinite(v) ? v : dflt;
+}
+
+function stopGeneration(): void {
+  if (st.abort) {
+    st.abort.abort();
+    st.abort = null;
+  }
+}
+
+async function generate(): Promise<void> {
+  if (st.status === 'generating') return;
+  const prompt = el.prompt.value;
+  const chat = el.chat.checked && !el.chat.disabled;
+  const maxTokens = Math.max(1, Math.min(maxTokenLimit(), Math.trunc(num(el.maxTokensNum, 20))));
+  const req: GenerateRequest = {
+    max_tokens: maxTokens,
+    temperature: num(el.temperature, 0),
+    top_k: Math.trunc(num(el.topK, 40)),
+    top_p: num(el.topP, 0.95),
+    min_p: num(el.minP, 0.05),
+    seed: Math.trunc(num(el.seed, 0)),
+    attention_split: true,
+  };
+  if (chat) req.messages = [{ role: 'user', content: prompt }];
+  else req.prompt = prompt;
+
+  stopGeneration();
+  const my = ++st.gen;
+  st.load++; // drop pending run loads
+  const ctl = new AbortController();
+  st.abort = ctl;
+  st.runId = null;
+  st.runDoc = null;
+  st.layer = null;
+  st.head = null;
+  st.inputs = [];
+  st.outputs = [];
+  st.data = null;
+  st.nOutRows = maxTokens;
+  st.view = { ...st.view, step: 0, mode: 'current', selected: null };
+  history.replaceState(null, '', location.pathname + location.search);
+  setStatus('generating', 'Sending the prompt…');
+  syncSelects();
+  markCurrentRun();
+  pushModel();
+  renderText();
+  applyView(false);
+
+  const live = new LiveRun(0);
+  // the prompt's tokens, to show the input column before the first token
+  if (!chat)
+    api
+      .tokenize(prompt, ctl.signal)
+      .then((r) => {
+        // labels for the input column; the stream's split length stays authoritative
+        if (my !== st.gen || (live.hasSplit && r.tokens.length !== live.nPrompt)) return;
+        st.inputs = r.tokens.map((t) => ({ id: t.id, label: t.label }));
+        if (!live.hasSplit) live.nPrompt = st.inputs.length;
+        pushModel();
+        applyView(false);
+      })
+      .catch(() => {});
+
+  let dirty = false;
+  const flush = () => {
+    dirty = false;
+    if (my !== st.gen) return;
+    const t = live.nOutput - 1;
+    st.outputs = live.steps;
+    st.data = live.data;
+    if (live.hasSplit && st.inputs.length !== live.nPrompt) {
+      // the authoritative prompt length; unknown labels (chat template) as placeholders
+      const ins: Token[] = [];
+      for (let k = 0; k < live.nPrompt; k++) ins.push(st.inputs[k] ?? { id: -1, label: k === 0 ? '[BOS]' : '…' });
+      st.inputs = ins;
+    }
+    st.nOutRows = Math.max(maxTokens, live.nOutput);
+    st.view = { ...st.view, step: t };
+    pushModel();
+    applyView(false);
+    graph.ensureVisible('output', t);
+  };
+
+  try {
+    const done = await streamRun(
+      req,
+      {
+        queued: (pos) => {
+          if (my === st.gen)
+            el.status.textContent = pos > 0 ? `Queued: ${pos} generation${pos > 1 ? 's' : ''} ahead.` : 'Generating…';
+        },
+        token: (ev) => {
+          if (my !== st.gen) return;
+          const t = live.add(ev);
+          appendText(live.steps[t], t);
+          if (!dirty) {
+            dirty = true;
+            requestAnimationFrame(flush);
+          }
+        },
+        done: () => {},
+      },
+      ctl.signal,
+    );
+    if (my !== st.gen) return;
+    flush();
+    st.abort = null;
+    el.status.textContent = `Generated ${done.n_output} tokens; loading the stored run…`;
+    // replace the live data with the stored run (labels of every prompt token, the graph)
+    const my2 = ++st.load;
+    const [doc, g] = await Promise.all([api.run(done.run_id), api.graph(done.run_id, null, null)]);
+    if (my !== st.gen || my2 !== st.load) return;
+    st.runId = done.run_id;
+    st.runDoc = doc;
+    showRunData(doc, GraphData.fromReply(g));
+    st.view = { ...st.view, step: doc.n_output - 1 };
+    applyView();
+    graph.ensureVisible('output', st.view.step);
+    const why = done.stop === 'eog' ? 'the model ended the text' : done.stop === 'length' ? 'token limit' : done.stop;
+    setStatus(
+      'done',
+      `Done: ${done.n_prompt} prompt tokens, ${done.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.`,
+    );
+    void refreshRuns();
+  } catch (err) {
+    if (my !== st.gen) return;
+    st.abort = null;
+    if (err instanceof DOMException && err.name === 'AbortError') {
+      flush();
+      setStatus(
+        live.nOutput > 0 ? 'done' : 'idle',
+        live.nOutput > 0 ? `Stopped after ${live.nOutput} tokens (saved as a cancelled run).` : 'Stopped.',
+      );
+      void refreshRuns();
+      return;
+    }
+    if (live.nOutput > 0) flush();
+    fail(err, err instanceof ApiError && err.status >= 400 && err.status < 500 ? 'Not generated' : 'Generation failed');
+    void refreshRuns();
+  }
+}
+
+el.form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  void generate();
+});
+el.stop.addEventListener('click', () => {
+  if (st.status === 'generating') stopGeneration();
+});
+el.prompt.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+    e.preventDefault();
+    void generate();
+  }
+});
+
+// ------------------------------------------------------------------ export
+
+function exportView() {
+  const t = clampStep(st.view.step, nOutput());
+  const sel = st.view.selected;
+  const inputs: ExportToken[] = st.inputs.map((tk, i) => ({
+    id: tk.id,
+    label: tk.label,
+    state: sel && sel.side === 'input' && sel.index === i ? 'selected' : 'input',
+  }));
+  const outputs: ExportToken[] = st.outputs.slice(0, t + 1).map((tk, i) => ({
+    id: tk.id,
+    label: tk.label,
+    state: sel && sel.side === 'output' && sel.index === i ? 'selected' : i === t ? 'current' : 'previous',
+  }));
+  const what = sel
+    ? `edges of ${sel.side} token ${sel.index}`
+    : st.view.mode === 'all'
+      ? 'all connections up to this step'
+      : "the current step's edges";
+  return buildSvg({
+    title: `heed · ${st.model?.id ?? 'model'} · ${st.runId ?? 'live run'}`,
+    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · weight ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
+    inputs,
+    outputs,
+    nOutRows: outputs.length, // the outputs shown at this step, laid out over the whole height
+    edges: graph.currentEdges(),
+    width: Math.max(760, Math.min(1400, el.graph.clientWidth)),
+  });
+}
+
+function exportName(ext: string): string {
+  const base = (st.runId ?? 'live').replace(/[^\w.-]/g, '_');
+  return `heed-${base}-step${st.view.step}.${ext}`;
+}
+
+el.exportSvg.addEventListener('click', () => {
+  const r = exportView();
+  download(new Blob([r.svg], { type: 'image/svg+xml' }), exportName('svg'));
+});
+el.exportPng.addEventListener('click', async () => {
+  try {
+    const r = exportView();
+    download(await svgToPng(r, 2), exportName('png'));
+  } catch (err) {
+    el.status.textContent = `PNG export failed: ${err instanceof Error ? err.message : err}`;
+  }
+});
+
+// ------------------------------------------------------------------ start
+
+function start(): void {
+  const u = decodeHash(location.hash);
+  st.view.threshold = u.threshold;
+  st.view.mode = u.mode;
+  el.threshold.value = String(u.threshold);
+  el.thresholdValue.textContent = u.threshold.toFixed(3);
+  st.modelReady = api
+    .model()
+    .then((m) => {
+      st.model = m;
+      showModel(m);
+      setStatus(st.status, el.status.textContent || '');
+      return m;
+    })
+    .catch((err) => {
+      el.modelInfo.querySelector('p')?.replaceChildren(`The model information could not be read: ${err instanceof Error ? err.message : err}`);
+      return null;
+    });
+  void refreshRuns();
+  applyView(false);
+  if (u.run) void openRun(u.run, u);
+}
+
+start();
