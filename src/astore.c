@@ -13,10 +13,16 @@
 
 #include "astore.h"
 
+/* GCC's -O2 vectorizer only takes loops that vector code replaces whole,
+ * so hot loops over rows of unknown length walk them in blocks of BLOCK
+ * floats (fixed-width inner loops it vectorizes) and finish the tail
+ * scalar. */
+enum { BLOCK = 16 };
+
 int astore_init(astore *s, int n_layer, int n_head, int n_head_kv, int head_dim, const astore_params *p) {
     memset(s, 0, sizeof *s);
     if (n_layer <= 0 || n_head <= 0 || n_head_kv <= 0 || head_dim <= 0 || n_head % n_head_kv || !p ||
-        p->top_k < 0 || p->top_k > 4096)
+        p->top_k < 0 || p->top_k > ASTORE_TOPK_MAX)
         return HEED_ERR_INVALID_ARG;
     s->n_layer = n_layer;
     s->n_head = n_head;
@@ -113,6 +119,43 @@ void astore_add_qk(astore *s, const heed_qk_block *b) {
     }
 }
 
+/* astore_f16 (see astore.h), inlined into the row loops */
+static inline uint16_t f16_bits(float f) {
+    int32_t w, b;
+    memcpy(&w, &f, sizeof w);
+    int32_t sign = (w >> 16) & 0x8000, mag = w & 0x7fffffff;
+    /* 4|f|; scaling up first turns |f| >= 65520 into infinity */
+    float base = fabsf(f) * 0x1.0p+112f * 0x1.0p-110f;
+    /* Adding 2^(E + 15), E = max(exponent of |f|, -14), leaves float ulps of
+     * 2^(E - 8): the half's ulp at |f|, times 4. So the addition rounds to
+     * nearest even just as the half must, normal or subnormal, and the
+     * sum's low bits are the half's exponent and mantissa. (Signed 32-bit
+     * compares only: baseline x86-64 vectors have no unsigned ones.) */
+    int32_t e = mag & 0x7f800000;
+    uint32_t bias = (uint32_t)(e < 0x38800000 ? 0x38800000 : e) + 0x07800000u; /* wraps for inf/NaN: unused */
+    float add;
+    memcpy(&add, &bias, sizeof add);
+    base += add;
+    memcpy(&b, &base, sizeof b);
+    int32_t h = ((b >> 13) & 0x7c00) + (b & 0x0fff);
+    /* NaN: the top 10 payload bits, and the quiet bit if they are all zero */
+    int32_t man = (w >> 13) & 0x3ff, nan = 0x7c00 | man | (man == 0) << 9;
+    int32_t is_nan = -(mag > 0x7f800000); /* masks, not branches, so blocks vectorize */
+    return (uint16_t)(sign | (nan & is_nan) | (h & ~is_nan));
+}
+
+uint16_t astore_f16(float f) { return f16_bits(f); }
+
+/* dst[k] = f16(src[k]): whole blocks become vector code */
+static void f16_row(uint16_t *restrict dst, const float *restrict src, size_t n) {
+    size_t k = 0;
+    for (; k + BLOCK <= n; k += BLOCK)
+        for (int j = 0; j < BLOCK; j++) dst[k + j] = f16_bits(src[k + j]);
+    for (; k < n; k++) dst[k] = f16_bits(src[k]);
+}
+
+/* ------------------------------------------------------------------ top-k */
+
 /* min-heap on (weight, -position): the root is the entry to evict next */
 static bool tk_less(float wa, uint32_t pa, float wb, uint32_t pb) { return wa < wb || (wa == wb && pa > pb); }
 
@@ -128,29 +171,12 @@ static void tk_sift(float *w, uint32_t *p, int n, int i) {
     }
 }
 
-/* A lower bound for the k-th largest of a long row: split it into k blocks;
- * their k maxima are k distinct entries, so the k-th largest is at least
- * the smallest of them. Entries below it cannot make the top k, which
- * spares the heap almost all of a long row (one vectorizable pass). */
-static float topk_floor(const float *row, int n, int k) {
-    int bs = n / k;
-    float t = INFINITY;
-    for (int b = 0; b < k; b++) {
-        int lo = b * bs, hi = b == k - 1 ? n : lo + bs;
-        float mx = row[lo];
-        for (int i = lo + 1; i < hi; i++) mx = row[i] > mx ? row[i] : mx;
-        t = mx < t ? mx : t;
-    }
-    return t;
-}
-
-int astore_topk(const float *row, int n, int k, uint32_t *pos, float *w) {
+int astore_topk_ref(const float *row, int n, int k, uint32_t *pos, float *w) {
     int m = n < k ? n : k;
     if (m <= 0) return 0;
-    float floor = n > 2 * k ? topk_floor(row, n, k) : -INFINITY;
     int filled = 0;
     for (int i = 0; i < n; i++) {
-        if (!(row[i] >= floor)) continue;
+        if (row[i] != row[i]) continue; /* NaN */
         if (filled < m) {
             w[filled] = row[i];
             pos[filled++] = (uint32_t)i;
@@ -162,7 +188,10 @@ int astore_topk(const float *row, int n, int k, uint32_t *pos, float *w) {
             tk_sift(w, pos, m, 0);
         }
     }
-    m = filled; /* fewer only when NaNs were skipped */
+    if (filled < m) { /* NaNs kept the heap from filling: make one of what there is */
+        m = filled;
+        for (int j = m / 2 - 1; j >= 0; j--) tk_sift(w, pos, m, j);
+    }
     /* heap sort: repeatedly move the smallest to the end -> descending order */
     for (int e = m - 1; e > 0; e--) {
         float tw = w[0]; w[0] = w[e]; w[e] = tw;
@@ -172,15 +201,207 @@ int astore_topk(const float *row, int n, int k, uint32_t *pos, float *w) {
     return m;
 }
 
+/* The fast path sorts one 64-bit key per entry, ordered as the contract
+ * orders entries: the weight's bits mapped so that unsigned order is float
+ * order (both zeros made +0, as they compare equal), above the complemented
+ * position, so that of equal weights the lower position has the larger key.
+ * Keys are distinct, so the top m is one set whatever order the selection
+ * visits them in. Weights are read back from the row by position. */
+static inline uint64_t tk_key(float x, int i) {
+    uint32_t b;
+    x += 0.0f; /* -0 + 0 = +0 */
+    memcpy(&b, &x, sizeof b);
+    b ^= -(b >> 31) | 0x80000000u; /* negative: flip all bits; else the sign bit */
+    return (uint64_t)b << 32 | (uint32_t)~(uint32_t)i;
+}
+
+static inline uint32_t tk_key_pos(uint64_t key) { return ~(uint32_t)key; }
+
+/* Permutes a[lo], a[mid], a[last] so that a[last] is their median. Keys
+ * of a row compare unpredictably, so here and below comparisons feed
+ * selects and indices rather than branches. */
+static void tk_median3(uint64_t *a, int lo, int mid, int last) {
+    uint64_t x = a[lo], y = a[mid], z = a[last];
+    uint64_t mn = x < y ? x : y, mx = x < y ? y : x;
+    a[lo] = z < mn ? z : mn;
+    a[mid] = z > mx ? z : mx;
+    a[last] = z < mn ? mn : z > mx ? mx : z;
+}
+
+/* Partitions a[lo..hi) (hi - lo >= 3) around the median of its first,
+ * middle and last keys: larger keys first. Returns the pivot's index. */
+static int tk_partition(uint64_t *a, int lo, int hi) {
+    int last = hi - 1;
+    tk_median3(a, lo, lo + (hi - lo) / 2, last);
+    uint64_t p = a[last];
+    int j = lo;
+    for (int i = lo; i < last; i++) {
+        uint64_t x = a[i];
+        a[i] = a[j];
+        a[j] = x;
+        j += x > p;
+    }
+    a[last] = a[j];
+    a[j] = p;
+    return j;
+}
+
+/* Runs of up to TK_RUN keys are sorted by counting: a key's place is the
+ * number of larger keys (keys are distinct). Quadratic, but without the
+ * mispredicted branch insertion sort takes at every key. */
+enum { TK_RUN = 16 };
+
+static void tk_small_sort(uint64_t *a, int lo, int hi) {
+    uint64_t t[TK_RUN];
+    int r = hi - lo;
+    memcpy(t, a + lo, sizeof *t * r);
+    for (int i = 0; i < r; i++) {
+        int above = 0;
+        for (int j = 0; j < r; j++) above += t[j] > t[i];
+        a[lo + above] = t[i];
+    }
+}
+
+/* Sorts a[lo..hi) descending as far as index m: positions below m get
+ * their final keys, the rest any order. Quicksort that skips parts lying
+ * wholly at or past m; it recurses into the smaller part and loops on the
+ * larger, so the stack stays logarithmic whatever the pivots. */
+static void tk_partial_sort(uint64_t *a, int lo, int hi, int m) {
+    while (hi - lo > TK_RUN && lo < m) {
+        int j = tk_partition(a, lo, hi);
+        if (j >= m) {
+            hi = j;
+        } else if (j - lo < hi - j) {
+            tk_partial_sort(a, lo, j, m);
+            lo = j + 1;
+        } else {
+            tk_partial_sort(a, j + 1, hi, m);
+            hi = j;
+        }
+    }
+    if (lo < m) tk_small_sort(a, lo, hi);
+}
+
+/* Moves the m largest keys of a[0..n) to a[0..m), in no particular order,
+ * and returns the smallest of them. */
+static uint64_t tk_select(uint64_t *a, int n, int m) {
+    int lo = 0, hi = n;
+    while (hi - lo > TK_RUN && lo < m && hi > m) {
+        int j = tk_partition(a, lo, hi);
+        if (j >= m) hi = j;
+        else lo = j + 1;
+    }
+    if (lo < m && hi > m) tk_small_sort(a, lo, hi);
+    uint64_t min = a[0];
+    for (int i = 1; i < m; i++) min = a[i] < min ? a[i] : min;
+    return min;
+}
+
+/* The key buffer holds the top k found so far plus the candidates since,
+ * and is cut back to k when it passes 2k + 4 blocks. A row gets a floor
+ * once it has TK_FLOOR_MIN entries per group to sample. */
+enum { TK_BUF = 2 * ASTORE_TOPK_MAX + 5 * BLOCK, TK_FLOOR_MIN = 4 };
+
+/* Whether any of the BLOCK floats at x reaches t: a fixed-width loop the
+ * compiler turns into a few vector compares, so blocks of a long row that
+ * cannot enter the top k cost almost nothing. */
+static bool tk_block_hits(const float *x, float t) {
+    int hit = 0;
+    for (int j = 0; j < BLOCK; j++) hit |= x[j] >= t;
+    return hit;
+}
+
+/* keys of the BLOCK entries at x, the first at position i: vector code */
+static void tk_block_keys(uint64_t *restrict out, const float *restrict x, int i) {
+    for (int j = 0; j < BLOCK; j++) out[j] = tk_key(x[j], i + j);
+}
+
+/* mx[j] = max(mx[j], x[j]) for a block; NaNs never win (x > mx is false). */
+static void tk_block_max(float *mx, const float *x) {
+    for (int j = 0; j < BLOCK; j++) mx[j] = x[j] > mx[j] ? x[j] : mx[j];
+}
+
+/* A lower bound for the k-th largest weight of a row: entries i, i + g,
+ * i + 2g... form one of g >= k disjoint groups, whose g maxima are distinct
+ * entries, so the k-th largest is at least the smallest of them. Strided
+ * groups make the pass whole vector maxima, and each samples the whole row,
+ * so the bound holds up on rows whose weight sits in a few places. */
+static float tk_floor(const float *row, int n, int k) {
+    float mx[ASTORE_TOPK_MAX + BLOCK];
+    int g = (k + BLOCK - 1) / BLOCK * BLOCK, i = 0;
+    for (int j = 0; j < g; j++) mx[j] = -INFINITY;
+    for (; i + g <= n; i += g)
+        for (int b = 0; b < g; b += BLOCK) tk_block_max(mx + b, row + i + b);
+    for (int j = 0; i + j < n; j++) mx[j] = row[i + j] > mx[j] ? row[i + j] : mx[j];
+    float t = INFINITY;
+    for (int j = 0; j < g; j++) t = mx[j] < t ? mx[j] : t;
+    return t;
+}
+
+int astore_topk(const float *row, int n, int k, uint32_t *pos, float *w) {
+    if (k > ASTORE_TOPK_MAX) return astore_topk_ref(row, n, k, pos, w);
+    int m = n < k ? n : k;
+    if (m <= 0) return 0;
+    uint64_t keys[TK_BUF];
+    int cap = 2 * k + 4 * BLOCK, c = 0;
+    /* Entries below t cannot make the top k. It starts at a floor on long
+     * rows, else below every weight (NaNs never pass), and each time the
+     * buffer is cut back to the top k it rises past the k-th weight: a later
+     * entry of equal weight loses the tie by its higher position. */
+    float t = n >= TK_FLOOR_MIN * k ? tk_floor(row, n, k) : -INFINITY;
+    for (int i = 0; i < n; i += BLOCK) {
+        int len = n - i < BLOCK ? n - i : BLOCK;
+        uint64_t blk[BLOCK];
+        if (len == BLOCK) {
+            if (!tk_block_hits(row + i, t)) continue;
+            tk_block_keys(blk, row + i, i);
+        } else {
+            for (int j = 0; j < len; j++) blk[j] = tk_key(row[i + j], i + j);
+        }
+        for (int j = 0; j < len; j++) { /* append the keys that pass, without branches */
+            keys[c] = blk[j];
+            c += row[i + j] >= t;
+        }
+        if (c > cap) {
+            uint64_t kth = tk_select(keys, c, m);
+            c = m;
+            t = nextafterf(row[tk_key_pos(kth)], INFINITY);
+        }
+    }
+    if (c < m) m = c; /* NaNs were skipped */
+    tk_partial_sort(keys, 0, c, m);
+    for (int i = 0; i < m; i++) {
+        pos[i] = tk_key_pos(keys[i]);
+        w[i] = row[pos[i]];
+    }
+    return m;
+}
+
 static void add_topk(astore *s, int layer, int h, int pos, const float *row) {
     size_t K = (size_t)s->top_k;
     size_t base = (((size_t)pos * s->n_layer + layer) * s->n_head + h) * K;
     uint32_t *tp = s->tk_pos + base;
     uint16_t *tw = s->tk_w + base;
-    float w[4096];
+    float w[ASTORE_TOPK_MAX];
     int m = astore_topk(row, pos + 1, s->top_k, tp, w);
-    for (int i = 0; i < m; i++) tw[i] = kern_f32_to_f16(w[i]);
+    f16_row(tw, w, (size_t)m);
     for (size_t i = (size_t)m; i < K; i++) { tp[i] = ASTORE_TK_NONE; tw[i] = 0; }
+}
+
+/* acc[k] += row[k] (the buffers never overlap) */
+static void add_row(float *restrict acc, const float *restrict row, size_t n) {
+    size_t k = 0;
+    for (; k + BLOCK <= n; k += BLOCK)
+        for (int j = 0; j < BLOCK; j++) acc[k + j] += row[k + j];
+    for (; k < n; k++) acc[k] += row[k];
+}
+
+/* x[k] /= d */
+static void div_row(float *x, float d, size_t n) {
+    size_t k = 0;
+    for (; k + BLOCK <= n; k += BLOCK)
+        for (int j = 0; j < BLOCK; j++) x[k + j] /= d;
+    for (; k < n; k++) x[k] /= d;
 }
 
 /* Head mean of one layer's row at query i: heads added in head order in
@@ -191,11 +412,9 @@ static void add_hmean(astore *s, const heed_attn_block *b, int i, float *acc) {
     size_t pos = (size_t)b->pos0 + i, n = pos + 1;
     uint16_t *dst = s->hmean + astore_tri(pos) * s->n_layer + (size_t)b->layer * n;
     memcpy(acc, b->probs + i * b->row_stride, sizeof(float) * n);
-    for (int h = 1; h < b->n_head; h++) {
-        const float *row = b->probs + h * b->head_stride + i * b->row_stride;
-        for (size_t k = 0; k < n; k++) acc[k] += row[k];
-    }
-    for (size_t k = 0; k < n; k++) dst[k] = kern_f32_to_f16(acc[k] / (float)b->n_head);
+    for (int h = 1; h < b->n_head; h++) add_row(acc, b->probs + h * b->head_stride + i * b->row_stride, n);
+    div_row(acc, (float)b->n_head, n);
+    f16_row(dst, acc, n);
 }
 
 typedef struct probs_job {

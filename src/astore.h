@@ -42,6 +42,7 @@
 #include "pool.h"
 
 #define ASTORE_TK_NONE UINT32_MAX
+#define ASTORE_TOPK_MAX 4096 /* largest top_k a store keeps */
 
 typedef struct astore_params {
     int top_k;           /* sources kept per (query, layer, head); 0: no top-k tier */
@@ -96,8 +97,20 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
 /* Bytes of attention data held (the n_pos used, not the capacity). */
 size_t astore_bytes(const astore *s);
 
-/* Top-k selection of one row: writes min(k, n) entries sorted by weight
- * descending (ties: lower position first). Exposed for the tests. */
+/* Top-k selection of one row: writes the min(k, n) heaviest entries sorted
+ * by weight descending (ties, -0 == +0 included: lower position first) and
+ * returns their count; NaNs are skipped, so fewer when the row has them.
+ * astore_topk is the recorder's hot path (k above ASTORE_TOPK_MAX falls
+ * back to the reference); astore_topk_ref is the plain heap it must equal
+ * entry for entry, exposed for the tests. */
 int astore_topk(const float *row, int n, int k, uint32_t *pos, float *w);
+int astore_topk_ref(const float *row, int n, int k, uint32_t *pos, float *w);
+
+/* kern_f32_to_f16, bit for bit (NaN payloads included), without branches:
+ * the summary tiers convert every weight they keep, and attention weights
+ * straddle the half's normal/subnormal edge, where kern's branches
+ * mispredict. The method of the FP16 library (Maratyszcza): float addition
+ * does the rounding. Exposed for the tests. */
+uint16_t astore_f16(float f);
 
 #endif

@@ -37,7 +37,7 @@
 #define MAX_TOKENS (1 << 20)
 #define MAX_CAND 256
 #define MAX_LENS 64
-#define MAX_ATTN_TOPK 4096
+#define MAX_ATTN_TOPK ASTORE_TOPK_MAX
 #define MAX_STR (1u << 20)
 #define LABEL_MAX 256
 

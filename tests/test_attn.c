@@ -555,6 +555,142 @@ static void test_summaries(void **state) {
     heed_model_free(m);
 }
 
+/* ------------------------------------------- fast paths against references */
+
+static uint64_t tk_rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t tk_rand(void) {
+    tk_rng ^= tk_rng << 13;
+    tk_rng ^= tk_rng >> 7;
+    tk_rng ^= tk_rng << 17;
+    return (uint32_t)(tk_rng >> 32);
+}
+
+static float tk_bits(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+/* Row kind `kind` of length n: softmax-like weights, heavy ties, constant
+ * rows, signed zeros, denormals, infinities, NaNs, and sorted orders (the
+ * worst case for a naive quickselect pivot). */
+static void tk_make_row(float *row, int n, int kind) {
+    float peak = 1.0f + (float)(tk_rand() % 40);
+    for (int i = 0; i < n; i++) {
+        float u = (float)(tk_rand() >> 8) / 16777216.0f;
+        switch (kind) {
+        case 0: row[i] = expf(peak * (u - 1.0f)); break;
+        case 1: row[i] = (float)(tk_rand() % 5) / 4.0f; break; /* 5 values: ties everywhere */
+        case 2: row[i] = 0.25f; break;
+        case 3: row[i] = tk_rand() % 2 ? 0.0f : -0.0f; break;
+        case 4: row[i] = tk_bits(tk_rand() % 4); break; /* +0 and the three smallest denormals */
+        case 5: row[i] = tk_rand() % 3 ? tk_bits(tk_rand() & 0x807fffffu) : u; break; /* denormals of both signs */
+        case 6: row[i] = (float)i / (float)n; break;
+        case 7: row[i] = 1.0f - (float)i / (float)n; break;
+        case 8: row[i] = (float)(i % 7); break;
+        case 9: row[i] = tk_bits(tk_rand()); break; /* every bit pattern, NaNs and infinities included */
+        default: {
+            static const float sp[] = {INFINITY, -INFINITY, NAN, 0.0f, -0.0f, 1.0f};
+            row[i] = tk_rand() % 4 ? u * u : sp[tk_rand() % 6];
+        }
+        }
+    }
+}
+
+static void test_topk_fast_matches_ref(void **state) {
+    enum { NMAX = 5000, KINDS = 11 };
+    float *row = malloc(sizeof(float) * NMAX), *w1 = malloc(sizeof(float) * NMAX), *w2 = malloc(sizeof(float) * NMAX);
+    uint32_t *p1 = malloc(sizeof(uint32_t) * NMAX), *p2 = malloc(sizeof(uint32_t) * NMAX);
+    static const int ks[] = {1, 2, 3, 7, 16, 31, 32, 33, 64, 100, 1000, ASTORE_TOPK_MAX, ASTORE_TOPK_MAX + 1};
+    int checked = 0;
+    for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+        int k = ks[ki];
+        /* around k, around the floor's start (4k) and a buffer cut (2k + 64), long rows, random */
+        int ns[] = {0, 1, 2, k - 1, k, k + 1, 2 * k + 64, 2 * k + 65, 4 * k - 1, 4 * k, 4 * k + 1,
+                    4096, NMAX, 1 + (int)(tk_rand() % 700), 1 + (int)(tk_rand() % NMAX)};
+        int reps = k >= 1000 ? 1 : 3;
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+            int n = ns[ni];
+            if (n < 0 || n > NMAX) continue;
+            for (int kind = 0; kind < KINDS; kind++)
+                for (int r = 0; r < reps; r++) {
+                    tk_make_row(row, n, kind);
+                    int m1 = astore_topk_ref(row, n, k, p1, w1), m2 = astore_topk(row, n, k, p2, w2);
+                    if (m1 != m2 || memcmp(p1, p2, sizeof *p1 * m1) || memcmp(w1, w2, sizeof *w1 * m1))
+                        fail_msg("top-k differs from the reference: k %d n %d kind %d (%d vs %d entries)", k, n,
+                                 kind, m2, m1);
+                    checked++;
+                }
+        }
+    }
+    assert_true(checked > 1000);
+    /* the reference itself on a known case: ties by position, -0 == +0, NaN skipped */
+    const float t[] = {0.0f, NAN, 0.5f, -0.0f, 0.5f, 0.0f};
+    assert_int_equal(astore_topk_ref(t, 6, 4, p1, w1), 4);
+    assert_int_equal(p1[0], 2);
+    assert_int_equal(p1[1], 4);
+    assert_int_equal(p1[2], 0);
+    assert_int_equal(p1[3], 3);
+    assert_true(signbit(w1[3]));
+    assert_int_equal(astore_topk_ref(t, 6, 6, p1, w1), 5);
+    free(row);
+    free(w1);
+    free(w2);
+    free(p1);
+    free(p2);
+}
+
+/* Float j of the f16 test set: every sign, exponent and top-10 mantissa
+ * pattern, with low bits on and around the rounding halfway points (for
+ * subnormal halves these lie in the top 10 bits, all covered), then one
+ * random low part. */
+enum { F16_LOW = 7, F16_SET = F16_LOW << 19 };
+
+static float f16_case(uint32_t j) {
+    static const uint32_t low[F16_LOW - 1] = {0, 1, 0x0fff, 0x1000, 0x1001, 0x1fff};
+    uint32_t r = j % F16_LOW;
+    return tk_bits((j / F16_LOW) << 13 | (r < F16_LOW - 1 ? low[r] : tk_rand() & 0x1fff));
+}
+
+/* The branchless f16 conversion against kern's, alone and as the head-mean
+ * tier runs it (in vector blocks, after the division by n_head). Checked
+ * over all 2^32 floats once by hand; too slow for every run. */
+static void test_f16_fast_matches_kern(void **state) {
+    for (uint32_t j = 0; j < F16_SET; j++) {
+        float f = f16_case(j);
+        if (astore_f16(f) != kern_f32_to_f16(f))
+            fail_msg("f16 of %08x: %04x, kern %04x", (unsigned)j, astore_f16(f), kern_f32_to_f16(f));
+    }
+    for (int i = 0; i < 1 << 20; i++) {
+        float f = tk_bits(tk_rand());
+        assert_int_equal(astore_f16(f), kern_f32_to_f16(f));
+    }
+    /* two heads, so each key is (a + b) / 2; query 4095 has a row of 4096.
+     * Which payload a NaN sum carries is the compiler's choice of operand
+     * order, so a NaN need only stay a NaN there. */
+    enum { N = 4096 };
+    astore st;
+    astore_params ap = {0, false, true, 0};
+    assert_int_equal(astore_init(&st, 1, 2, 1, 1, &ap), HEED_OK);
+    float *probs = malloc(sizeof(float) * 2 * N);
+    for (uint32_t j0 = 0; j0 < F16_SET; j0 += N) {
+        for (int k = 0; k < 2 * N; k++) probs[k] = f16_case((j0 + (uint32_t)k / 2) % F16_SET);
+        heed_attn_block blk = {0, 2, N - 1, 1, N, N, probs};
+        astore_add_probs(&st, &blk, NULL);
+        assert_false(st.failed);
+        const uint16_t *got = st.hmean + astore_tri(N - 1);
+        for (int k = 0; k < N; k++) {
+            float mean = (probs[k] + probs[N + k]) / 2.0f;
+            uint16_t want = kern_f32_to_f16(mean);
+            if (isnan(mean) ? (got[k] & 0x7c00) != 0x7c00 || !(got[k] & 0x3ff) : got[k] != want)
+                fail_msg("head mean of %08x: %04x, want %04x", (unsigned)j0 + k, got[k], want);
+        }
+    }
+    free(probs);
+    astore_free(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topk_select),
@@ -568,6 +704,8 @@ int main(void) {
         cmocka_unit_test(test_views_tiny_llama3),
         cmocka_unit_test(test_views_tiny_qwen3),
         cmocka_unit_test(test_views_tiny_q8),
+        cmocka_unit_test(test_topk_fast_matches_ref),
+        cmocka_unit_test(test_f16_fast_matches_kern),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
