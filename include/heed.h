@@ -342,6 +342,12 @@ typedef struct heed_sample {
  */
 int heed_sampler_sample(heed_sampler *s, const float *logits, int n_vocab, heed_sample *out);
 
+/* As heed_sampler_sample, but the choice is token id (0 <= id < n_vocab):
+ * reported under the model's distribution and added to the history; the
+ * random state is not advanced (a branch that forces the tokens of an
+ * earlier run, say). */
+int heed_sampler_force(heed_sampler *s, const float *logits, int n_vocab, int32_t id, heed_sample *out);
+
 /* Adds tokens (e.g. the prompt) to the repetition history without sampling. */
 void heed_sampler_accept(heed_sampler *s, const int32_t *ids, int n);
 

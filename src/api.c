@@ -221,6 +221,11 @@ static bool get_bool(json_t *o, const char *name, bool *v, api_reply *rp) {
     return true;
 }
 
+static void reply_store_error(api_reply *rp, int found, const char *id, const char *err) {
+    if (found == 0) api_error(rp, 404, "id", "run_not_found", "no run '%s'", id);
+    else api_error(rp, 500, NULL, "store_error", "run store: %s", err);
+}
+
 /* Sampling and output parameters shared by every generating route; the
  * OpenAI routes start from OpenAI's defaults (temperature 1, top_p 1). */
 static bool parse_gen_params(api *a, json_t *body, bool openai, gen_params *p, api_reply *rp) {
@@ -311,6 +316,9 @@ typedef struct gen {
     size_t pend_len, pend_cap, pend_off;
     int last_ahead;
     char *cache_key;  /* /api/runs requests: the request-cache key, or NULL */
+    int32_t *forced;  /* a branch: output tokens taken, not sampled (the earlier run's prefix) */
+    int n_forced;
+    json_t *branch;   /* a branch: {"run","step","token"?}, kept in the run's document */
     json_t *replay;   /* a cached run's document being replayed */
 } gen;
 
@@ -330,6 +338,8 @@ static void gen_free(gen *g) {
     json_decref(g->steps);
     free(g->pend);
     free(g->cache_key);
+    free(g->forced);
+    json_decref(g->branch);
     json_decref(g->replay);
     free(g);
 }
@@ -435,6 +445,54 @@ static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_
 
 /* Builds a generation from a request body: "prompt" (text) or "messages".
  * Returns NULL with rp filled on a client error. */
+/* A branch of a stored run (POST /api/runs with "branch"): its prompt, and
+ * its outputs before step (then token, if given) as forced outputs.
+ * Returns the prompt's length, or -1 with the error in rp. */
+static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
+    json_t *jrun = json_object_get(br, "run"), *jstep = json_object_get(br, "step"), *jtok = json_object_get(br, "token");
+    if (!json_is_object(br) || !json_is_string(jrun) || !json_is_integer(jstep) || json_integer_value(jstep) < 0 ||
+        (jtok && !json_is_null(jtok) &&
+         (!json_is_integer(jtok) || json_integer_value(jtok) < 0 || json_integer_value(jtok) >= a->info.n_vocab))) {
+        api_error(rp, 400, "branch", "invalid_parameter",
+                  "branch must be {\"run\": id, \"step\": integer >= 0, \"token\": a token id (optional)}");
+        return -1;
+    }
+    char *text = NULL;
+    int found = store_get_doc(a->store, json_string_value(jrun), &text);
+    if (found <= 0) {
+        reply_store_error(rp, found, json_string_value(jrun), "cannot read the run to branch from");
+        return -1;
+    }
+    json_t *doc = json_loads(text, 0, NULL), *pids = json_object_get(doc, "prompt_ids"),
+           *oids = json_object_get(doc, "output_ids");
+    free(text);
+    int n = (int)json_array_size(pids), step = (int)json_integer_value(jstep), rc = -1;
+    bool tok = jtok && !json_is_null(jtok);
+    if (!doc || strcmp(json_string_value(json_object_get(doc, "model")) ? json_string_value(json_object_get(doc, "model")) : "",
+                       a->model_id)) {
+        api_error(rp, 400, "branch", "invalid_parameter", "the run was made with another model");
+    } else if ((size_t)step > json_array_size(oids)) {
+        api_error(rp, 400, "branch", "invalid_parameter", "step must be at most the run's %d outputs",
+                  (int)json_array_size(oids));
+    } else if (n > limit) {
+        api_error(rp, 422, "branch", "prompt_too_long", "the run's prompt has %d tokens; the limit is %d", n, limit);
+    } else if (!(g->forced = malloc(sizeof(int32_t) * ((size_t)step + 1)))) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+    } else {
+        for (int i = 0; i < n; i++) g->prompt[i] = (int32_t)json_integer_value(json_array_get(pids, (size_t)i));
+        for (int i = 0; i < step; i++) g->forced[i] = (int32_t)json_integer_value(json_array_get(oids, (size_t)i));
+        if (tok) g->forced[step] = (int32_t)json_integer_value(jtok);
+        g->n_forced = step + tok;
+        json_t *pt = json_object_get(doc, "prompt"), *msgs = json_object_get(doc, "messages");
+        if (json_is_string(pt)) g->prompt_text = strdup(json_string_value(pt));
+        else if (msgs) g->messages = json_deep_copy(msgs);
+        g->branch = json_pack("{s:O, s:i, s:O?}", "run", jrun, "step", step, "token", tok ? jtok : NULL);
+        rc = n;
+    }
+    json_decref(doc);
+    return rc;
+}
+
 static gen *gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     gen *g = calloc(1, sizeof *g);
     int limit = a->cfg.max_prompt < a->n_ctx ? a->cfg.max_prompt : a->n_ctx;
@@ -452,9 +510,12 @@ static gen *gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     pthread_mutex_unlock(&a->runs_mu);
     g->last_ahead = -1;
     if (!parse_gen_params(a, body, kind != GEN_HEED, &g->p, rp)) goto fail;
-    json_t *prompt = json_object_get(body, "prompt"), *msgs = json_object_get(body, "messages");
+    json_t *prompt = json_object_get(body, "prompt"), *msgs = json_object_get(body, "messages"),
+           *branch = kind == GEN_HEED ? json_object_get(body, "branch") : NULL;
     int n;
-    if (kind == GEN_CHAT || (kind == GEN_HEED && msgs && !prompt)) {
+    if (branch && !json_is_null(branch)) {
+        if ((n = branch_prompt(a, branch, g, limit, rp)) < 0) goto fail;
+    } else if (kind == GEN_CHAT || (kind == GEN_HEED && msgs && !prompt)) {
         if ((n = tokenize_messages(a, msgs, g->prompt, limit + 1, rp)) < 0) goto fail;
         g->messages = json_deep_copy(msgs);
     } else {
@@ -489,6 +550,12 @@ static gen *gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     /* every generated token but the last goes through the context */
     int room = a->n_ctx - n + 1;
     g->n_predict = g->p.max_tokens < room ? g->p.max_tokens : room;
+    int need = g->branch ? (int)json_integer_value(json_object_get(g->branch, "step")) + 1 : 0;
+    if (g->n_predict < need) {
+        api_error(rp, 400, "max_tokens", "invalid_parameter",
+                  "a branch at step %d needs max_tokens >= %d (the reused outputs count)", need - 1, need);
+        goto fail;
+    }
     g->out = malloc(sizeof(int32_t) * ((size_t)g->n_predict + 1));
     g->steps = json_array();
     if (!g->out || !g->steps || (g->prompt_text == NULL && g->messages == NULL)) {
@@ -583,7 +650,8 @@ static int gen_step(gen *g, json_t **ev) {
     const heed_model *m = a->model;
     const float *logits = heed_ctx_logits(a->eng.ctx);
     heed_sample s;
-    int rc = heed_sampler_sample(g->smp, logits, a->info.n_vocab, &s);
+    int rc = g->n_out < g->n_forced ? heed_sampler_force(g->smp, logits, a->info.n_vocab, g->forced[g->n_out], &s)
+                                    : heed_sampler_sample(g->smp, logits, a->info.n_vocab, &s);
     if (!rc) rc = heed_recorder_step(g->rec, &s, logits);
     if (rc) return rc;
     g->out[g->n_out++] = s.id;
@@ -637,13 +705,13 @@ static json_t *run_doc(gen *g) {
     const heed_sampler_params *sp = &g->p.sp;
     return json_pack(
         "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
-        "s:s%, s:O}",
+        "s:s%, s:O, s:O?}",
         "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
         g->prompt_text, "messages", g->messages, "params", "temperature", sp->temperature, "top_k", sp->top_k,
         "top_p", sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed", (json_int_t)sp->seed,
         "max_tokens", g->n_predict, "n_prompt", g->n_prompt, "n_output", g->n_out, "stop", g->stop, "prompt_ids",
         ids_json(g->prompt, g->n_prompt), "output_ids", ids_json(g->out, g->n_out), "tokens", tokens, "text",
-        g->text ? g->text : "", g->text_len, "steps", g->steps);
+        g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch);
 }
 
 /* Releases the engine and saves the recording with its JSON in the store.
@@ -943,6 +1011,15 @@ static int h_model(api *a, const api_req *rq, api_reply *rp) {
     return 0;
 }
 
+/* The bytes token id decodes to (special tokens: none), as numbers. */
+static json_t *bytes_json(const heed_model *m, int32_t id) {
+    char b[BYTES_MAX];
+    int n = heed_token_bytes(m, id, b, sizeof b);
+    json_t *arr = json_array();
+    for (int i = 0; i < n && i < BYTES_MAX; i++) json_array_append_new(arr, json_integer((unsigned char)b[i]));
+    return arr;
+}
+
 static int h_tokenize(api *a, const api_req *rq, api_reply *rp) {
     json_t *body = parse_body(rq, rp), *text = body ? json_object_get(body, "text") : NULL;
     bool bos = a->info.add_bos, special = false;
@@ -963,8 +1040,9 @@ static int h_tokenize(api *a, const api_req *rq, api_reply *rp) {
         json_t *tokens = json_array();
         for (int i = 0; i < n && ids; i++) {
             const char *piece = heed_token_piece(a->model, ids[i]);
-            json_array_append_new(tokens, json_pack("{s:i, s:s, s:o}", "id", ids[i], "piece", piece ? piece : "",
-                                                    "label", label_json(a->model, ids[i])));
+            json_array_append_new(tokens, json_pack("{s:i, s:s, s:o, s:o}", "id", ids[i], "piece", piece ? piece : "",
+                                                    "label", label_json(a->model, ids[i]), "bytes",
+                                                    bytes_json(a->model, ids[i])));
         }
         reply_json(rp, 200, json_pack("{s:o, s:o}", "ids", ids_json(ids, ids ? n : 0), "tokens", tokens));
     }
@@ -994,7 +1072,7 @@ static int h_run_create(api *a, const api_req *rq, api_reply *rp) {
     }
     json_decref(body);
     if (!g) return 0;
-    g->cache_key = req_cache_key(g);
+    g->cache_key = g->branch ? NULL : req_cache_key(g); /* a branch always generates */
     if (use_cache && (g->replay = cached_run(a, g->cache_key))) {
         api_stream *st = malloc(sizeof *st);
         if (!st) {
@@ -1069,11 +1147,6 @@ static void reply_body(api_reply *rp, char *body, size_t len, const char *type) 
     rp->content_type = type;
     rp->body = body;
     rp->body_len = body ? len : 0;
-}
-
-static void reply_store_error(api_reply *rp, int found, const char *id, const char *err) {
-    if (found == 0) api_error(rp, 404, "id", "run_not_found", "no run '%s'", id);
-    else api_error(rp, 500, NULL, "store_error", "run store: %s", err);
 }
 
 static int h_run_list(api *a, const api_req *rq, api_reply *rp) {
@@ -1165,12 +1238,17 @@ static uint16_t f16_bits(float f) {
     return (uint16_t)(sign | h);
 }
 
-/* The binary form (docs/API.md): one JSON header line, then the raw
- * little-endian values. x86-64 and ARM64 hosts are little-endian already. */
-static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool f16) {
-    char head[128];
-    int hn = snprintf(head, sizeof head, "{\"dtype\":\"%s\",\"shape\":[%d,%d]}\n", f16 ? "float16" : "float32",
-                      rows, cols);
+/* The binary form (docs/API.md): one JSON header line (extra's members, if
+ * any (taken), then dtype and shape), then the raw little-endian values.
+ * x86-64 and ARM64 hosts are little-endian already. */
+static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool f16, json_t *extra) {
+    json_t *hj = extra ? extra : json_object();
+    json_object_set_new(hj, "dtype", json_string(f16 ? "float16" : "float32"));
+    json_object_set_new(hj, "shape", json_pack("[i, i]", rows, cols));
+    char *hs = json_dumps(hj, JSON_COMPACT | JSON_PRESERVE_ORDER), head[512];
+    json_decref(hj);
+    int hn = snprintf(head, sizeof head, "%s\n", hs ? hs : "{}");
+    free(hs);
     size_t n = (size_t)rows * (size_t)cols, esz = f16 ? 2 : 4;
     char *body = malloc((size_t)hn + n * esz);
     if (body) {
@@ -1197,11 +1275,29 @@ static void attn_matrix(heed_run *run, const heed_run_info *ri, const view_args 
     float *m = malloc(sizeof(float) * (size_t)n * (size_t)n + 1);
     int rc = m ? heed_run_attn_matrix(run, &v->sel, m) : HEED_ERR_NOMEM;
     if (rc) view_error(rp, rc);
-    else if (format == 2 || (format == 0 && (size_t)n * n > API_JSON_MAX_ENTRIES)) reply_binary(rp, m, n, n, f16);
+    else if (format == 2 || (format == 0 && (size_t)n * n > API_JSON_MAX_ENTRIES)) reply_binary(rp, m, n, n, f16, NULL);
     else
         reply_json(rp, 200, json_pack("{s:s, s:[i, i], s:o}", "dtype", "float32", "shape", n, n, "data",
                                       floats_json(m, n * n)));
     free(m);
+}
+
+/* The row of query position p (what p attended to: {"pos","row"[p+1]}), or
+ * with column the column of key position p (how much each later query
+ * attended to p: {"key","col"[n_pos-p]}, entry i for query p+i). */
+static void attn_line(api_reply *rp, heed_run *run, const heed_run_info *ri, const view_args *v, int p, bool column) {
+    float *row = malloc(sizeof(float) * (size_t)ri->n_pos), *col = column ? malloc(sizeof(float) * (size_t)ri->n_pos) : NULL;
+    int rc = row && (!column || col) ? 0 : HEED_ERR_NOMEM;
+    if (!rc && !column) rc = heed_run_attn_row(run, &v->sel, p, row);
+    for (int q = p; !rc && column && q < ri->n_pos; q++) {
+        rc = heed_run_attn_row(run, &v->sel, q, row);
+        col[q - p] = row[p];
+    }
+    if (rc) view_error(rp, rc);
+    else if (column) reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "key", p, "col", floats_json(col, ri->n_pos - p)), 9);
+    else reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "pos", p, "row", floats_json(row, p + 1)), 9);
+    free(row);
+    free(col);
 }
 
 /* The row of one step: raw or the visualizer's split normalization, with
@@ -1264,7 +1360,14 @@ static int view_attention(api *a, const api_req *rq, heed_run *run, const heed_r
         api_error(rp, 400, "step", "invalid_parameter", "the run has no steps");
         return 0;
     }
-    if (step < 0) attn_matrix(run, ri, &v, format, dtype == 1, rp);
+    long pos = -1, key = -1;
+    if (!arg_int(rq, "pos", 0, ri->n_pos - 1, &pos, rp) || !arg_int(rq, "key", 0, ri->n_pos - 1, &key, rp)) return 0;
+    if ((step >= 0) + (pos >= 0) + (key >= 0) > 1) {
+        api_error(rp, 400, "pos", "invalid_parameter", "give at most one of step, pos and key");
+        return 0;
+    }
+    if (pos >= 0 || key >= 0) attn_line(rp, run, ri, &v, pos >= 0 ? (int)pos : (int)key, key >= 0);
+    else if (step < 0) attn_matrix(run, ri, &v, format, dtype == 1, rp);
     else attn_step(rp, run, ri, &v, (int)step, norm == 1, threshold, topk, arg(rq, "threshold") || arg(rq, "topk"));
     return 0;
 }
@@ -1294,6 +1397,85 @@ static int view_graph(api *a, const api_req *rq, heed_run *run, const heed_run_i
     } else {
         reply_json_prec(rp, 200, j, 9);
     }
+    return 0;
+}
+
+/* A window of the attention matrix pooled to at most size x size cells
+ * (docs/API.md): the zoomable heatmap and the per-head thumbnails. */
+static int view_heatmap(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    static const char *const pools[] = {"max", "mean"}, *const formats[] = {"json", "bin"},
+                             *const dtypes[] = {"float32", "float16"};
+    view_args v;
+    long q0 = 0, q1 = ri->n_pos, k0 = 0, k1 = ri->n_pos, size = 256;
+    int pool, format, dtype;
+    if (!parse_sel(rq, ri, &v, rp) || (pool = arg_enum(rq, "pool", pools, 2, rp)) < 0 ||
+        (format = arg_enum(rq, "format", formats, 2, rp)) < 0 || (dtype = arg_enum(rq, "dtype", dtypes, 2, rp)) < 0 ||
+        !arg_int(rq, "q0", 0, ri->n_pos, &q0, rp) || !arg_int(rq, "q1", 0, ri->n_pos, &q1, rp) ||
+        !arg_int(rq, "k0", 0, ri->n_pos, &k0, rp) || !arg_int(rq, "k1", 0, ri->n_pos, &k1, rp) ||
+        !arg_int(rq, "size", 1, 1024, &size, rp))
+        return 0;
+    if (q0 >= q1 || k0 >= k1) {
+        api_error(rp, 400, q0 >= q1 ? "q1" : "k1", "invalid_parameter", "the window is empty (q0 < q1 and k0 < k1)");
+        return 0;
+    }
+    long bq = (q1 - q0 + size - 1) / size, bk = (k1 - k0 + size - 1) / size;
+    long rows = (q1 - q0 + bq - 1) / bq, cols = (k1 - k0 + bk - 1) / bk;
+    float *cell = calloc((size_t)(rows * cols), sizeof(float)), *row = malloc(sizeof(float) * (size_t)ri->n_pos);
+    int *cnt = calloc((size_t)(rows * cols), sizeof(int)), rc = cell && row && cnt ? 0 : HEED_ERR_NOMEM;
+    for (long q = q0; !rc && q < q1; q++) {
+        if ((rc = heed_run_attn_row(run, &v.sel, (int)q, row))) break;
+        float *c = cell + (q - q0) / bq * cols;
+        int *n = cnt + (q - q0) / bq * cols;
+        for (long k = k0; k < k1 && k <= q; k++) { /* keys after q are masked: not part of any cell */
+            long j = (k - k0) / bk;
+            if (pool == 0) c[j] = row[k] > c[j] ? row[k] : c[j];
+            else c[j] += row[k];
+            n[j]++;
+        }
+    }
+    for (long i = 0; !rc && pool == 1 && i < rows * cols; i++) cell[i] = cnt[i] ? cell[i] / (float)cnt[i] : 0.0f;
+    if (rc) {
+        view_error(rp, rc);
+    } else {
+        json_t *head = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:b}", "q0", (int)q0, "q1", (int)q1,
+                                 "k0", (int)k0, "k1", (int)k1, "bq", (int)bq, "bk", (int)bk, "rows", (int)rows,
+                                 "cols", (int)cols, "pool", pools[pool], "exact", bq == 1 && bk == 1);
+        if (format == 1) {
+            reply_binary(rp, cell, (int)rows, (int)cols, dtype == 1, head);
+        } else {
+            json_object_set_new(head, "data", floats_json(cell, (int)(rows * cols)));
+            reply_json_prec(rp, 200, head, 9);
+        }
+    }
+    free(cell);
+    free(row);
+    free(cnt);
+    return 0;
+}
+
+/* The stored next-token candidates of one step (the model's own
+ * distribution before sampling), best first: the sampling explorer's data. */
+static int view_candidates(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    long step = -1;
+    if (!arg_int(rq, "step", 0, ri->n_output - 1, &step, rp)) return 0;
+    if (step < 0) {
+        api_error(rp, 400, "step", "invalid_parameter", ri->n_output ? "step is required" : "the run has no steps");
+        return 0;
+    }
+    heed_run_step st;
+    int rc = heed_run_get_step(run, (int)step, &st);
+    if (rc) {
+        view_error(rp, rc);
+        return 0;
+    }
+    bool labels = !strcmp(ri->model_file, a->model_id) && ri->n_vocab == a->info.n_vocab;
+    json_t *cands = json_array();
+    for (int i = 0; i < st.n_cand; i++)
+        json_array_append_new(cands, json_pack("{s:i, s:o?, s:f, s:f}", "id", st.cand[i].id, "label",
+                                               labels ? label_json(a->model, st.cand[i].id) : NULL, "logit",
+                                               st.cand[i].logit, "prob", st.cand[i].prob));
+    reply_json_prec(rp, 200, json_pack("{s:i, s:i, s:f, s:f, s:o}", "step", (int)step, "chosen", st.id, "prob", st.prob,
+                                       "entropy", st.entropy, "candidates", cands), 9);
     return 0;
 }
 
@@ -1429,6 +1611,10 @@ static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
 
 static int h_run_attention(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_attention); }
 static int h_run_graph(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_graph); }
+static int h_run_heatmap(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_heatmap); }
+static int h_run_candidates(api *a, const api_req *rq, api_reply *rp) {
+    return run_view(a, rq, rp, view_candidates);
+}
 static int h_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_lens); }
 static int h_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, view_stats); }
 
@@ -1486,6 +1672,8 @@ static const api_route routes[] = {
     {"DELETE", "/api/runs/{id}", h_run_delete, false},
     {"GET", "/api/runs/{id}/attention", h_run_attention, false},
     {"GET", "/api/runs/{id}/graph", h_run_graph, false},
+    {"GET", "/api/runs/{id}/heatmap", h_run_heatmap, false},
+    {"GET", "/api/runs/{id}/candidates", h_run_candidates, false},
     {"GET", "/api/runs/{id}/logit-lens", h_run_lens, false},
     {"GET", "/api/runs/{id}/stats", h_run_stats, false},
     {"GET", "/v1/models", h_v1_models, false},

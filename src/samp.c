@@ -338,13 +338,15 @@ static int32_t choose(heed_sampler *s, const float *logits) {
     return draw(s, c, n);
 }
 
-int heed_sampler_sample(heed_sampler *s, const float *logits, int n_vocab, heed_sample *out) {
-    if (!s || !logits || !out || n_vocab != s->n_vocab) return HEED_ERR_INVALID_ARG;
+/* Samples (force < 0) or takes token force, reporting it under the model's
+ * own distribution either way. */
+static int sample_or_force(heed_sampler *s, const float *logits, int n_vocab, int32_t force, heed_sample *out) {
+    if (!s || !logits || !out || n_vocab != s->n_vocab || force >= n_vocab) return HEED_ERR_INVALID_ARG;
     float max;
     double log_z;
     double entropy = model_distribution(s, logits, &max, &log_z);
     if (max == -INFINITY) return HEED_ERR_INVALID_ARG; /* no token has any probability */
-    int32_t id = choose(s, logits);
+    int32_t id = force >= 0 ? force : choose(s, logits);
     heed_sampler_accept(s, &id, 1);
     out->id = id;
     out->prob = s->probs[id];
@@ -352,4 +354,12 @@ int heed_sampler_sample(heed_sampler *s, const float *logits, int n_vocab, heed_
     out->entropy = (float)entropy;
     out->probs = s->probs;
     return HEED_OK;
+}
+
+int heed_sampler_sample(heed_sampler *s, const float *logits, int n_vocab, heed_sample *out) {
+    return sample_or_force(s, logits, n_vocab, -1, out);
+}
+
+int heed_sampler_force(heed_sampler *s, const float *logits, int n_vocab, int32_t id, heed_sample *out) {
+    return id < 0 ? HEED_ERR_INVALID_ARG : sample_or_force(s, logits, n_vocab, id, out);
 }

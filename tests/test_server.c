@@ -949,6 +949,125 @@ static json_t *post_run(const char *body, int32_t *ids, int *n_ids) {
     return done;
 }
 
+/* The deep views' routes: heatmap windows (exact and pooled), rows and
+ * columns of any position, stored candidates, token bytes, and branches. */
+static void test_heatmap_candidates_branch(void **state) {
+    char *id = generate(&main_srv, "Once upon a time", 8);
+    json_t *m = get_json(&main_srv, id, "attention?", "layer=1&format=json");
+    int n = (int)json_integer_value(json_array_get(json_object_get(m, "shape"), 0));
+    json_t *data = json_object_get(m, "data");
+#define M(q, k) json_number_value(json_array_get(data, (size_t)(q) * (size_t)n + (size_t)(k)))
+    /* exact window */
+    json_t *h = get_json(&main_srv, id, "heatmap?", "layer=1&q0=2&q1=6&k0=1&k1=5");
+    assert_true(json_is_true(json_object_get(h, "exact")));
+    assert_int_equal(json_integer_value(json_object_get(h, "rows")), 4);
+    assert_int_equal(json_integer_value(json_object_get(h, "cols")), 4);
+    for (int q = 2; q < 6; q++)
+        for (int k = 1; k < 5; k++)
+            assert_float_equal(json_number_value(json_array_get(json_object_get(h, "data"), (size_t)((q - 2) * 4 + k - 1))),
+                               M(q, k), 1e-7);
+    json_decref(h);
+    /* pooled: max and causal mean of each block */
+    for (int pool = 0; pool < 2; pool++) {
+        h = get_json(&main_srv, id, "heatmap?", pool ? "layer=1&size=3&pool=mean" : "layer=1&size=3");
+        int bq = (int)json_integer_value(json_object_get(h, "bq")), cols = (int)json_integer_value(json_object_get(h, "cols"));
+        assert_int_equal(bq, (n + 2) / 3);
+        for (int r = 0; r < (int)json_integer_value(json_object_get(h, "rows")); r++)
+            for (int c = 0; c < cols; c++) {
+                double want = 0;
+                int cnt = 0;
+                for (int q = r * bq; q < (r + 1) * bq && q < n; q++)
+                    for (int k = c * bq; k < (c + 1) * bq && k < n && k <= q; k++) {
+                        want = pool ? want + M(q, k) : (M(q, k) > want ? M(q, k) : want);
+                        cnt++;
+                    }
+                if (pool && cnt) want /= cnt;
+                assert_float_equal(json_number_value(json_array_get(json_object_get(h, "data"), (size_t)(r * cols + c))),
+                                   want, 1e-6);
+            }
+        json_decref(h);
+    }
+    /* a row and a column of any position */
+    json_t *r = get_json(&main_srv, id, "attention?", "layer=1&pos=5"), *c = get_json(&main_srv, id, "attention?", "layer=1&key=3");
+    assert_int_equal(json_array_size(json_object_get(r, "row")), 6);
+    for (int k = 0; k <= 5; k++) assert_float_equal(json_number_value(json_array_get(json_object_get(r, "row"), (size_t)k)), M(5, k), 1e-7);
+    assert_int_equal(json_array_size(json_object_get(c, "col")), (size_t)(n - 3));
+    for (int q = 3; q < n; q++) assert_float_equal(json_number_value(json_array_get(json_object_get(c, "col"), (size_t)(q - 3))), M(q, 3), 1e-7);
+    json_decref(r);
+    json_decref(c);
+#undef M
+    json_decref(m);
+    char path[256];
+    snprintf(path, sizeof path, "/api/runs/%s/heatmap?q0=4&q1=4", id);
+    expect_error(&main_srv, "GET", path, NULL, 400, "q1");
+    snprintf(path, sizeof path, "/api/runs/%s/attention?pos=2&key=1", id);
+    expect_error(&main_srv, "GET", path, NULL, 400, "pos");
+    snprintf(path, sizeof path, "/api/runs/%s/candidates", id);
+    expect_error(&main_srv, "GET", path, NULL, 400, "step");
+
+    /* candidates: the model's distribution, best first, the chosen one as streamed */
+    json_t *doc;
+    snprintf(path, sizeof path, "/api/runs/%s", id);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
+    json_t *cand = get_json(&main_srv, id, "candidates?", "step=2"), *cl = json_object_get(cand, "candidates");
+    json_t *st = json_array_get(json_object_get(doc, "steps"), 2);
+    assert_int_equal(json_integer_value(json_object_get(cand, "chosen")), json_integer_value(json_object_get(st, "id")));
+    assert_int_equal(json_array_size(cl), 20);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(cl, i), "id")),
+                         json_integer_value(json_object_get(json_array_get(json_object_get(st, "top"), i), "id")));
+    for (size_t i = 1; i < 20; i++)
+        assert_true(json_number_value(json_object_get(json_array_get(cl, i), "logit")) <=
+                    json_number_value(json_object_get(json_array_get(cl, i - 1), "logit")));
+    json_decref(cand);
+
+    /* token bytes */
+    json_t *tk;
+    const char *tb = "{\"text\": \"Once \\u00e9\"}";
+    assert_int_equal(http(&main_srv, "POST", "/api/tokenize", tb, NULL, &tk), 200);
+    json_t *toks = json_object_get(tk, "tokens"), *last = json_array_get(toks, json_array_size(toks) - 1);
+    assert_int_equal(json_array_size(json_object_get(json_array_get(toks, 0), "bytes")), 0); /* BOS: none */
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(last, "bytes"), 0)), 0xc3);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(last, "bytes"), 1)), 0xa9);
+    json_decref(tk);
+
+    /* branches: the prefix is the earlier run's, the token at the step is forced */
+    json_t *outs = json_object_get(doc, "output_ids");
+    int32_t forced = (int32_t)json_integer_value(json_object_get(json_array_get(json_object_get(st, "top"), 1), "id"));
+    char body[512];
+    snprintf(body, sizeof body, "{\"branch\": {\"run\": \"%s\", \"step\": 2, \"token\": %d}, \"max_tokens\": 6, \"temperature\": 0}", id, forced);
+    int32_t ids[64];
+    int n_ids;
+    json_t *done = post_run(body, ids, &n_ids);
+    assert_int_equal(n_ids, 6);
+    assert_int_equal(ids[0], json_integer_value(json_array_get(outs, 0)));
+    assert_int_equal(ids[1], json_integer_value(json_array_get(outs, 1)));
+    assert_int_equal(ids[2], forced);
+    json_t *bdoc;
+    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(done, "run_id")));
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &bdoc), 200);
+    assert_string_equal(json_string_value(json_object_get(bdoc, "prompt")), "Once upon a time");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(bdoc, "branch"), "run")), id);
+    assert_true(json_equal(json_object_get(bdoc, "prompt_ids"), json_object_get(doc, "prompt_ids")));
+    json_decref(bdoc);
+    json_decref(done);
+    /* without a token, greedy from the same prefix gives the earlier run back */
+    snprintf(body, sizeof body, "{\"branch\": {\"run\": \"%s\", \"step\": 3}, \"max_tokens\": 8, \"temperature\": 0}", id);
+    done = post_run(body, ids, &n_ids);
+    for (int i = 0; i < 8; i++) assert_int_equal(ids[i], json_integer_value(json_array_get(outs, (size_t)i)));
+    json_decref(done);
+    expect_error(&main_srv, "POST", "/api/runs", "{\"branch\": {\"run\": \"run_nope\", \"step\": 1}}", 404, "id");
+    snprintf(body, sizeof body, "{\"branch\": {\"run\": \"%s\", \"step\": 99}}", id);
+    expect_error(&main_srv, "POST", "/api/runs", body, 400, "branch");
+    snprintf(body, sizeof body, "{\"branch\": {\"run\": \"%s\", \"step\": 1, \"token\": -3}}", id);
+    expect_error(&main_srv, "POST", "/api/runs", body, 400, "branch");
+    snprintf(body, sizeof body, "{\"branch\": {\"run\": \"%s\", \"step\": 5}, \"max_tokens\": 3}", id);
+    expect_error(&main_srv, "POST", "/api/runs", body, 400, "max_tokens");
+    expect_error(&main_srv, "POST", "/api/runs", "{\"branch\": \"run_x\"}", 400, "branch");
+    json_decref(doc);
+    free(id);
+}
+
 /* The request cache: the same whitespace-normalized prompt and parameters
  * replay the stored run; any other parameter, or "cache": false, generates. */
 static void test_request_cache(void **state) {
@@ -1068,6 +1187,7 @@ int main(void) {
         cmocka_unit_test(test_queue_two_streams),
         cmocka_unit_test(test_attention_views_match_cli),
         cmocka_unit_test(test_graph_and_split_stream),
+        cmocka_unit_test(test_heatmap_candidates_branch),
         cmocka_unit_test(test_attention_binary),
         cmocka_unit_test(test_lens_stats_and_paging),
         cmocka_unit_test(test_restart_keeps_runs),
