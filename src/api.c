@@ -1686,6 +1686,173 @@ const api_route *api_routes(int *n) {
     return routes;
 }
 
+/* ------------------------------------------------------------ snapshot */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* A binary reply as {"$bin": base64} (the exported viewer decodes it). */
+static json_t *bin_json(const char *d, size_t n) {
+    char *o = malloc(4 * ((n + 2) / 3) + 1), *w = o;
+    if (!o) return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)(unsigned char)d[i] << 16 | (i + 1 < n ? (uint32_t)(unsigned char)d[i + 1] << 8 : 0) |
+                     (i + 2 < n ? (unsigned char)d[i + 2] : 0);
+        *w++ = b64[v >> 18];
+        *w++ = b64[(v >> 12) & 63];
+        *w++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+        *w++ = i + 2 < n ? b64[v & 63] : '=';
+    }
+    *w = 0;
+    json_t *j = json_pack("{s:s}", "$bin", o);
+    free(o);
+    return j;
+}
+
+typedef struct snap {
+    api *a; /* a stand-in: the model (or none) for labels */
+    heed_run *run;
+    heed_run_info ri;
+    const char *id;
+    json_t *map;
+    size_t bytes, budget;
+} snap;
+
+/* Computes one view exactly as the server answers it and keeps it under the
+ * key the server's view cache would use. False when it failed or would pass
+ * the budget (then it is left out). */
+static bool snap_view(snap *s, const char *route, view_fn fn, const char *const *args) {
+    char path[320];
+    snprintf(path, sizeof path, "/api/runs/%s/%s", s->id, route);
+    api_req rq = {.method = "GET", .path = path, .param = s->id, .args = args};
+    api_reply rp = {0};
+    fn(s->a, &rq, s->run, &s->ri, &rp);
+    bool ok = rp.status == 200 && rp.body && s->bytes + rp.body_len <= s->budget;
+    char *key = ok ? view_key(&rq) : NULL;
+    json_t *v = !key ? NULL
+                : strcmp(rp.content_type, "application/json") ? bin_json(rp.body, rp.body_len)
+                                                              : json_loadb(rp.body, rp.body_len, 0, NULL);
+    ok = v && !json_object_set_new(s->map, key, v);
+    if (ok) s->bytes += rp.body_len;
+    free(key);
+    free(rp.body);
+    return ok;
+}
+
+/* GET /api/runs/{id}'s document, rebuilt from the recording. */
+static json_t *snap_doc(snap *s) {
+    const heed_run_info *ri = &s->ri;
+    bool labels = s->a->model != NULL;
+    json_t *tokens = json_array(), *pids = json_array(), *oids = json_array(), *steps = json_array();
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (int i = 0; i < ri->n_prompt + ri->n_output; i++) {
+        int32_t id;
+        const char *label;
+        heed_run_token(s->run, i, &id, &label);
+        json_array_append_new(tokens, json_pack("{s:i, s:s}", "id", id, "label", label));
+        json_array_append_new(i < ri->n_prompt ? pids : oids, json_integer(id));
+        size_t n = strlen(label);
+        if (i >= ri->n_prompt && len + n + 1 > cap) {
+            char *t = realloc(text, cap = 2 * cap + n + 64);
+            if (!t) break;
+            text = t;
+        }
+        if (i >= ri->n_prompt) memcpy(text + len, label, n + 1), len += n;
+    }
+    heed_attn_sel all = heed_attn_sel_all();
+    heed_edge top[32];
+    for (int t = 0; t < ri->n_output; t++) {
+        heed_run_step st;
+        heed_run_get_step(s->run, t, &st);
+        int32_t id;
+        const char *label;
+        heed_run_token(s->run, ri->n_prompt + t, &id, &label);
+        json_t *cand = json_array(), *att = json_array();
+        for (int i = 0; i < st.n_cand && i < API_N_TOP; i++)
+            json_array_append_new(cand, json_pack("{s:i, s:o?, s:f}", "id", st.cand[i].id, "label",
+                                                  labels ? label_json(s->a->model, st.cand[i].id) : NULL, "prob",
+                                                  st.cand[i].prob));
+        int ne = heed_run_edges(s->run, &all, ri->n_prompt - 1 + t, 0.0f, 32, top, 32);
+        for (int i = 0; i < ne; i++) json_array_append_new(att, json_pack("[i, f]", top[i].src, top[i].weight));
+        json_array_append_new(steps, json_pack("{s:i, s:i, s:s, s:s, s:f, s:f, s:o, s:{s:o}}", "index", t, "id", st.id,
+                                               "label", label, "text", label, "prob", st.prob, "logprob", st.logprob,
+                                               "top", cand, "attention", "top", att));
+    }
+    const heed_sampler_params *sp = &ri->sampler;
+    json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:s, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, "
+                            "s:o, s:s, s:o}",
+                            "id", s->id, "kind", "heed", "created", (json_int_t)0, "model", ri->model_file, "prompt",
+                            ri->prompt_text, "params", "temperature", sp->temperature, "top_k", sp->top_k, "top_p",
+                            sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed",
+                            (json_int_t)sp->seed, "max_tokens", ri->n_predict, "n_prompt", ri->n_prompt, "n_output",
+                            ri->n_output, "stop", ri->eog ? "eog" : "length", "prompt_ids", pids, "output_ids", oids,
+                            "tokens", tokens, "text", text ? text : "", "steps", steps);
+    free(text);
+    return doc;
+}
+
+char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, size_t err_size) {
+    api stub = {.model = model};
+    snap s = {.a = &stub, .run = run, .id = "run", .map = json_object(), .budget = budget};
+    heed_run_get_info(run, &s.ri);
+    const heed_run_info *ri = &s.ri;
+    if (model) {
+        heed_model_get_info(model, &stub.info);
+        snprintf(stub.model_id, sizeof stub.model_id, "%s", ri->model_file);
+        if (stub.info.n_vocab != ri->n_vocab) stub.model = NULL; /* not the run's model: no labels */
+    }
+    json_object_set_new(s.map, "/api/model",
+                        json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:n, s:b, "
+                                  "s:{s:i, s:i, s:i}}",
+                                  "id", ri->model_file, "arch", ri->model_arch, "name", ri->model_name, "n_layer",
+                                  ri->n_layer, "n_head", ri->n_head, "n_head_kv", ri->n_head_kv, "head_dim", ri->head_dim,
+                                  "n_embd", ri->n_embd, "n_vocab", ri->n_vocab, "n_ctx", ri->n_ctx, "bos", ri->bos,
+                                  "eos", ri->eos, "eot", ri->eot, "chat_template", "exported", 1, "limits",
+                                  "max_tokens", 0, "max_prompt", 0, "attention_tokens_top_k", ri->attn_top_k));
+    json_object_set_new(s.map, "/api/runs",
+                        json_pack("{s:[{s:s, s:s, s:I, s:s, s:i, s:i, s:s, s:s}], s:i, s:i, s:i}", "runs", "id", s.id,
+                                  "kind", "heed", "created", (json_int_t)0, "model", ri->model_file, "n_prompt",
+                                  ri->n_prompt, "n_output", ri->n_output, "stop", ri->eog ? "eog" : "length", "preview",
+                                  ri->prompt_text, "total", 1, "limit", 100, "offset", 0));
+    json_object_set_new(s.map, "/api/runs/run", snap_doc(&s));
+    /* the views, most wanted first, while the budget lasts: the graph's mean,
+     * then per layer, then per head; the other tabs' data */
+    char lbuf[16], hbuf[16], tbuf[16];
+    const char *const none[] = {NULL}, *const layer[] = {"layer", lbuf, NULL}, *const head[] = {"layer", lbuf, "head", hbuf, NULL},
+                      *const step[] = {"step", tbuf, NULL},
+                      *const f16[] = {"format", "bin", "dtype", "float16", NULL};
+    bool ok = snap_view(&s, "graph", view_graph, none);
+    if (!ok) snprintf(err, err_size, "the run's token graph does not fit in %zu bytes, or cannot be computed", budget);
+    if (ri->lens_top_k > 0) snap_view(&s, "logit-lens", view_lens, none);
+    snap_view(&s, "stats", view_stats, none);
+    snap_view(&s, "heatmap", view_heatmap, none);
+    for (int t = 0; t < ri->n_output; t++) {
+        snprintf(tbuf, sizeof tbuf, "%d", t);
+        snap_view(&s, "candidates", view_candidates, step);
+    }
+    if (ri->n_pos <= 2048) snap_view(&s, "attention", view_attention, f16);
+    for (int l = 0; ok && l < ri->n_layer; l++) {
+        snprintf(lbuf, sizeof lbuf, "%d", l);
+        snap_view(&s, "graph", view_graph, layer);
+    }
+    /* every head or none: a viewer that has some heads and not others misleads */
+    char mean_key[320];
+    snprintf(mean_key, sizeof mean_key, "/api/runs/%s/graph", s.id);
+    size_t one = json_dumpb(json_object_get(s.map, mean_key), NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    bool heads = ok && s.bytes + one * (size_t)ri->n_layer * (size_t)ri->n_head <= s.budget;
+    for (int l = 0; heads && l < ri->n_layer; l++)
+        for (int h = 0; h < ri->n_head; h++) {
+            snprintf(lbuf, sizeof lbuf, "%d", l);
+            snprintf(hbuf, sizeof hbuf, "%d", h);
+            snap_view(&s, "graph", view_graph, head);
+        }
+    /* 7 digits: a viewer's precision (the server's views keep 9) */
+    char *text = ok ? json_dumps(s.map, JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(7)) : NULL;
+    if (ok && !text) snprintf(err, err_size, "out of memory");
+    json_decref(s.map);
+    return text;
+}
+
 /* ------------------------------------------------------------ lifetime */
 
 int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {

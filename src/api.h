@@ -74,6 +74,18 @@ typedef struct api_route {
     bool open;
 } api_route;
 
+/* The responses the web UI reads for one recorded run, computed here
+ * without a server: a JSON object from "path?sorted-args" to the response
+ * (binary ones as {"$bin": base64}), the run named "run"; the views go in
+ * while they fit in budget bytes (the mean token graph first, then the other
+ * tabs' data, then per-layer and per-head graphs). model (may be NULL: no
+ * labels for candidates and the logit lens) must be the run's. The exported
+ * HTML viewer (webexport.h) carries it. Returns malloc'd text, or NULL with
+ * a message in err. */
+struct heed_run;
+struct heed_model;
+char *api_snapshot(struct heed_run *run, struct heed_model *model, size_t budget, char *err, size_t err_size);
+
 /* Loads the model and creates the engine. Returns 0, or -1 with a message in err. */
 int api_new(const api_config *cfg, api **out, char *err, size_t err_size);
 /* Asks every generation and waiting request to end (they finish with stop

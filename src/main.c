@@ -4,7 +4,7 @@
  *   heed generate [-m MODEL] (-p PROMPT | --ids LIST) [options]   generate, stream or dump JSON
  *   heed serve [options]                                          HTTP API (src/server.c)
  *   heed tokenize [-m MODEL] TEXT                                 ids, pieces, labels
- *   heed export RUN -o OUT                                        a recorded run as npz/json
+ *   heed export RUN -o OUT                                        a recorded run as npz/json/html
  *   heed info [-m MODEL]                                          metadata, geometry, tensors
  *
  * Without -m, the bundled default model (stories260K) is used. The CLI speaks
@@ -24,6 +24,7 @@
 #include "heed.h"
 #include "jsonw.h"
 #include "server.h"
+#include "webexport.h"
 
 #define MAX_IDS 65536
 #define N_TOP 10
@@ -59,7 +60,8 @@ static const char *usage_text =
     "      --no-stream         plain mode: print the text at the end, not token by token\n"
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
     "\n"
-    "  heed export RUN -o OUT.npz|OUT.json   a recorded run as NumPy arrays or JSON\n";
+    "  heed export RUN -o OUT.npz|OUT.json|OUT.html [-m MODEL]\n"
+    "                                        a recorded run as NumPy arrays, JSON, or an offline HTML viewer\n";
 
 typedef struct gen_opts {
     const char *model;
@@ -639,22 +641,51 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
+/* The model that labels an exported viewer's candidates and logit lens: -m,
+ * else the bundled one when the run was made with it, else none. */
+static heed_model *export_model(const char *path, const heed_run *run) {
+    heed_run_info ri;
+    heed_run_get_info(run, &ri);
+    heed_model *m = NULL;
+    if (path) {
+        if (load_model(path, &m)) return NULL;
+    } else if (heed_model_load(NULL, NULL, &m, NULL, 0)) {
+        return NULL;
+    }
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    const char *base = strrchr(mi.path, '/');
+    if (mi.n_vocab != ri.n_vocab || (!path && strcmp(base ? base + 1 : mi.path, ri.model_file))) {
+        if (path) fprintf(stderr, "heed: %s is not the run's model (%s); exporting without its labels\n", path, ri.model_file);
+        heed_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 static int run_export(int argc, char **argv) {
-    const char *in = NULL, *out = NULL;
+    const char *in = NULL, *out = NULL, *model_path = NULL;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model_path = argv[++i];
         else if (argv[i][0] == '-') return usage_error("export: unknown option '%s'", argv[i]);
         else if (!in) in = argv[i];
         else return usage_error("%s", "export: one RUN file at a time");
     }
-    if (!in || !out) return usage_error("%s", "export needs RUN and -o OUT.npz|OUT.json");
-    if (!ends_with(out, ".npz") && !ends_with(out, ".json"))
-        return usage_error("export: '%s' should end in .npz or .json", out);
+    if (!in || !out) return usage_error("%s", "export needs RUN and -o OUT.npz|OUT.json|OUT.html");
+    if (!ends_with(out, ".npz") && !ends_with(out, ".json") && !ends_with(out, ".html"))
+        return usage_error("export: '%s' should end in .npz, .json or .html", out);
     char err[512] = "";
     heed_run *run = NULL;
     int rc = heed_run_load(in, &run, err, sizeof err);
-    if (!rc) rc = ends_with(out, ".npz") ? heed_run_export_npz(run, out, err, sizeof err)
-                                         : heed_run_export_json(run, out, err, sizeof err);
+    if (!rc && ends_with(out, ".html")) {
+        heed_model *m = export_model(model_path, run);
+        rc = webexport_html(run, m, out, WEBEXPORT_BUDGET, err, sizeof err) ? HEED_ERR_IO : 0;
+        heed_model_free(m);
+    } else if (!rc) {
+        rc = ends_with(out, ".npz") ? heed_run_export_npz(run, out, err, sizeof err)
+                                    : heed_run_export_json(run, out, err, sizeof err);
+    }
     heed_run_free(run);
     if (rc) {
         fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));

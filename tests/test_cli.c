@@ -311,7 +311,31 @@ static void test_save_and_export(void **state) {
     fclose(f);
     assert_memory_equal(sig, "PK\x03\x04", 4);
 
-    expect_err("export test-output/cli.run -o x.txt", 2, ".npz or .json");
+    /* the offline HTML viewer: the UI inlined, the data before it, nothing
+     * left to load (the browser suite opens it from file://) */
+    if (access("web/dist/index.html", F_OK) == 0) {
+        assert_int_equal(run("export test-output/cli.run -o test-output/cli.html"), 0);
+        char *html = slurp("test-output/cli.html");
+        const char *data = strstr(html, "<script id=\"heed-data\" type=\"application/json\">");
+        assert_non_null(data);
+        assert_non_null(strstr(html, "<script type=\"module\">"));
+        assert_non_null(strstr(html, "<style>"));
+        assert_null(strstr(html, "src=\"./assets/"));
+        assert_null(strstr(html, "href=\"./assets/"));
+        data = strchr(data, '>') + 1;
+        json_t *snap = json_loadb(data, (size_t)(strstr(data, "</script>") - data), 0, &je);
+        assert_non_null(snap);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(snap, "/api/runs/run"), "n_output")), 8);
+        assert_non_null(json_object_get(snap, "/api/runs/run/graph"));
+        assert_non_null(json_object_get(snap, "/api/runs/run/graph?head=3&layer=1"));
+        assert_non_null(json_object_get(snap, "/api/runs/run/candidates?step=7"));
+        json_decref(snap);
+        free(html);
+    } else {
+        printf("SKIP: html export: web/dist was not built (no npm); expecting the explanation instead\n");
+        expect_err("export test-output/cli.run -o test-output/cli.html", 1, "without the web UI");
+    }
+    expect_err("export test-output/cli.run -o x.txt", 2, ".npz, .json or .html");
     expect_err("export test-output/missing.run -o test-output/x.npz", 1, "missing.run");
     sh("head -c 100 test-output/cli.run > test-output/cut.run");
     expect_err("export test-output/cut.run -o test-output/x.npz", 1, "cut.run");
