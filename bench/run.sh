@@ -94,6 +94,9 @@ if command -v wrk >/dev/null 2>&1; then
     sh bench/bench_http.sh "$B/../heed" || true
 fi
 
+echo "== views of a 500-token run (uncached and cached reads)"
+sh bench/bench_views.sh "$B/../heed" || true
+
 echo "== web UI: 500 + 500 tokens in headless chromium"
 if sh scripts/browser-deps.sh >/dev/null 2>&1; then
     node bench/ui_bench.mjs 500 500 || true
