@@ -1815,37 +1815,40 @@ char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, s
                                   ri->n_prompt, "n_output", ri->n_output, "stop", ri->eog ? "eog" : "length", "preview",
                                   ri->prompt_text, "total", 1, "limit", 100, "offset", 0));
     json_object_set_new(s.map, "/api/runs/run", snap_doc(&s));
-    /* the views, most wanted first, while the budget lasts: the graph's mean,
-     * then per layer, then per head; the other tabs' data */
+    /* the views, most wanted first, while the budget lasts: the graph's mean
+     * and the other tabs' data, then per layer, then per head (each level
+     * whole or not at all: a viewer with some heads and not others misleads).
+     * Up to 2048 positions the dense float16 matrices go in too: the text
+     * view reads them and the viewer pools heatmap windows from them. */
     char lbuf[16], hbuf[16], tbuf[16];
-    const char *const none[] = {NULL}, *const layer[] = {"layer", lbuf, NULL}, *const head[] = {"layer", lbuf, "head", hbuf, NULL},
-                      *const step[] = {"step", tbuf, NULL},
-                      *const f16[] = {"format", "bin", "dtype", "float16", NULL};
-    bool ok = snap_view(&s, "graph", view_graph, none);
+    const char *const none[] = {NULL}, *const step[] = {"step", tbuf, NULL},
+                      *const graph[3][5] = {{NULL}, {"layer", lbuf, NULL}, {"layer", lbuf, "head", hbuf, NULL}},
+                      *const dense[3][9] = {{"format", "bin", "dtype", "float16", NULL},
+                                            {"format", "bin", "dtype", "float16", "layer", lbuf, NULL},
+                                            {"format", "bin", "dtype", "float16", "layer", lbuf, "head", hbuf, NULL}};
+    size_t before = s.bytes;
+    bool ok = snap_view(&s, "graph", view_graph, none), small = ri->n_pos <= 2048;
     if (!ok) snprintf(err, err_size, "the run's token graph does not fit in %zu bytes, or cannot be computed", budget);
+    size_t one_graph = s.bytes - before, one_dense = (size_t)ri->n_pos * (size_t)ri->n_pos * 8 / 3 + 128;
     if (ri->lens_top_k > 0) snap_view(&s, "logit-lens", view_lens, none);
     snap_view(&s, "stats", view_stats, none);
-    snap_view(&s, "heatmap", view_heatmap, none);
     for (int t = 0; t < ri->n_output; t++) {
         snprintf(tbuf, sizeof tbuf, "%d", t);
         snap_view(&s, "candidates", view_candidates, step);
     }
-    if (ri->n_pos <= 2048) snap_view(&s, "attention", view_attention, f16);
-    for (int l = 0; ok && l < ri->n_layer; l++) {
-        snprintf(lbuf, sizeof lbuf, "%d", l);
-        snap_view(&s, "graph", view_graph, layer);
+    if (!small || !snap_view(&s, "attention", view_attention, dense[0])) snap_view(&s, "heatmap", view_heatmap, none);
+    for (int level = 1; ok && level <= 4; level++) { /* layer graphs, head graphs, layer matrices, head matrices */
+        bool heads = level == 2 || level == 4, matrices = level >= 3;
+        size_t n = (size_t)ri->n_layer * (heads ? (size_t)ri->n_head : 1);
+        if ((matrices && !small) || s.bytes + n * (matrices ? one_dense : one_graph) > s.budget) continue;
+        for (int l = 0; l < ri->n_layer; l++)
+            for (int h = 0; h < (heads ? ri->n_head : 1); h++) {
+                snprintf(lbuf, sizeof lbuf, "%d", l);
+                snprintf(hbuf, sizeof hbuf, "%d", h);
+                if (matrices) snap_view(&s, "attention", view_attention, dense[heads ? 2 : 1]);
+                else snap_view(&s, "graph", view_graph, graph[heads ? 2 : 1]);
+            }
     }
-    /* every head or none: a viewer that has some heads and not others misleads */
-    char mean_key[320];
-    snprintf(mean_key, sizeof mean_key, "/api/runs/%s/graph", s.id);
-    size_t one = json_dumpb(json_object_get(s.map, mean_key), NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    bool heads = ok && s.bytes + one * (size_t)ri->n_layer * (size_t)ri->n_head <= s.budget;
-    for (int l = 0; heads && l < ri->n_layer; l++)
-        for (int h = 0; h < ri->n_head; h++) {
-            snprintf(lbuf, sizeof lbuf, "%d", l);
-            snprintf(hbuf, sizeof hbuf, "%d", h);
-            snap_view(&s, "graph", view_graph, head);
-        }
     /* 7 digits: a viewer's precision (the server's views keep 9) */
     char *text = ok ? json_dumps(s.map, JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(7)) : NULL;
     if (ok && !text) snprintf(err, err_size, "out of memory");

@@ -55,6 +55,34 @@ test('the exported file shows the graph from file:// with no server', async () =
   await page.close();
 });
 
+test('the other views work offline from the embedded data', async () => {
+  const { html } = exportRun(10);
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const open = async (view) => {
+    await page.goto('about:blank');
+    await page.goto(`${pathToFileURL(html).href}#run=run&step=4&view=${view}`);
+    await page.waitForSelector('#graph[data-status="done"]', { state: 'attached', timeout: 30000 });
+  };
+  await open('lens');
+  await page.waitForFunction(() => document.querySelectorAll('#view-lens .lc').length >= 5 * 10);
+  await open('heatmap');
+  await page.waitForFunction(() => [...document.querySelectorAll('.hm-root')].some((r) => r.dataset.status === 'ready' && +r.dataset.cellsLoaded > 0));
+  await open('heads');
+  await page.waitForFunction(() => document.querySelectorAll('.mg-cell[data-state="loaded"]').length === 40, null, { timeout: 30000 });
+  await page.screenshot({ path: screenshotPath('export-heads') });
+  await open('stats');
+  await page.waitForFunction(() => /syntax|semantic|structure|none/i.test(document.querySelector('#view-stats')?.textContent || ''));
+  // generating needs a server: the file says so instead of failing silently
+  await open('graph');
+  await page.locator('#generate').click();
+  await page.waitForSelector('#graph[data-status="error"]', { state: 'attached' });
+  assert.match(await page.locator('#status').textContent(), /exported file/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the exported file stays small on a long run: views, not the tensor', () => {
   const { html } = exportRun(400);
   const size = statSync(html).size;

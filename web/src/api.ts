@@ -55,6 +55,8 @@ export interface GenerateRequest {
   min_p: number;
   seed: number;
   attention_split: true;
+  /** a new run from step `step` of a stored run (token: forced there, else sampled) */
+  branch?: { run: string; step: number; token?: number };
 }
 
 export interface DoneEvent {

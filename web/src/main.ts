@@ -1,23 +1,38 @@
 // Wiring: controls, the live generation, stored runs, URL state, exports.
 import './style.css';
 import { api, ApiError, streamRun, type GenerateRequest, type ModelInfo, type RunDoc, type RunSummary } from './api';
+import { matrixCsv, npyBytes, toCsv, type ExportData, type Exportable } from './datafile';
 import { buildSvg, download, svgToPng, type ExportToken } from './export';
 import { GraphView } from './graph';
 import {
   clampStep,
   decodeHash,
   DEFAULT_THRESHOLD,
+  defaultUrlState,
   displayLabel,
   encodeHash,
   GraphData,
+  isViewName,
   LiveRun,
+  VIEW_NAMES,
   type Mode,
   type Side,
   type Step,
   type Token,
   type UrlState,
+  type ViewName,
   type ViewState,
 } from './model';
+import { getJson, runPath } from './views/common';
+import { createCompareView } from './views/compare';
+import { createHeatmapView } from './views/heatmap';
+import { createLensView } from './views/lens';
+import { createModelView } from './views/modelgrid';
+import { createSamplingView, type BranchRequest } from './views/sampling';
+import { createStatsView, type StatsReply } from './views/stats';
+import { createTextView, loadDenseMatrix, matrixExport } from './views/text';
+import { createTokensView } from './views/tokens';
+import type { View, ViewContext } from './views/types';
 
 type Status = 'idle' | 'generating' | 'done' | 'error';
 
@@ -58,6 +73,11 @@ const el = {
   runs: $('#runs'),
   deleteRun: $<HTMLButtonElement>('#delete-run'),
   tooltip: $('#tooltip'),
+  graphPanel: $('.graph-panel'),
+  tabs: $('#view-tabs'),
+  exportCsv: $<HTMLButtonElement>('#export-csv'),
+  exportJson: $<HTMLButtonElement>('#export-json'),
+  exportNpy: $<HTMLButtonElement>('#export-npy'),
 };
 
 // ------------------------------------------------------------------ state
@@ -79,6 +99,8 @@ const st = {
   gen: 0, // generation counter: late replies of an older generation are dropped
   load: 0, // run / graph load counter
   textStep: -2, // the step the #text panel shows as current
+  tab: 'graph' as ViewName, // the tab on screen
+  cmp: null as string | null, // the Compare tab's second run
 };
 
 const graph = new GraphView(el.graph, el.tooltip, {
@@ -86,6 +108,7 @@ const graph = new GraphView(el.graph, el.tooltip, {
 });
 
 function setStatus(s: Status, message: string): void {
+  const was = st.status;
   st.status = s;
   el.graph.dataset.status = s;
   if (el.status.textContent !== message) el.status.textContent = message;
@@ -96,6 +119,7 @@ function setStatus(s: Status, message: string): void {
   el.selLayer.disabled = busy || !st.model;
   el.selHead.disabled = busy || st.layer === null;
   el.deleteRun.disabled = busy || !st.runId;
+  if (was !== s && (was === 'generating' || busy)) refreshView();
 }
 
 // ------------------------------------------------------------------ rendering
@@ -130,6 +154,7 @@ function applyView(updateHash: boolean | 'later' = true): void {
   el.exportPng.disabled = !canExport;
   el.exportSvg.disabled = !canExport;
   updateTextCurrent(t);
+  refreshView();
   if (updateHash === 'later') writeHashSoon();
   else if (updateHash) writeHash();
 }
@@ -142,6 +167,8 @@ function urlState(): UrlState {
     head: st.head,
     threshold: st.view.threshold,
     mode: st.view.mode,
+    view: st.tab,
+    cmp: st.cmp,
   };
 }
 
@@ -157,7 +184,7 @@ function writeHash(): void {
     clearTimeout(hashTimer);
     hashTimer = 0;
   }
-  if (!st.runId) return;
+  if (!st.runId && st.tab === 'graph') return;
   const h = encodeHash(urlState());
   if (location.hash.replace(/^#/, '') !== h) history.replaceState(null, '', h ? '#' + h : location.pathname + location.search);
 }
@@ -381,15 +408,21 @@ function syncSelects(): void {
 
 function onSelection(): void {
   const l = el.selLayer.value === '' ? null : Number(el.selLayer.value);
-  let h = el.selHead.value === '' ? null : Number(el.selHead.value);
+  const h = el.selHead.value === '' ? null : Number(el.selHead.value);
+  setSelection(l, h);
+}
+
+/** Selects all layers (null), one layer (head null) or one head; re-reads the graph, refreshes the tab. */
+function setSelection(l: number | null, h: number | null): void {
   if (l === null) h = null;
-  if (l === st.layer && h === st.head) return;
+  if (st.status === 'generating' || (l === st.layer && h === st.head)) return;
   st.layer = l;
   st.head = h;
   // other attention, a fresh look: the current step's edges, no selection
   st.view = { ...st.view, mode: 'current', selected: null };
   syncSelects();
   writeHash();
+  refreshView();
   if (st.runId) void reloadGraph();
 }
 el.selLayer.addEventListener('change', onSelection);
@@ -410,6 +443,8 @@ async function openRun(id: string, u: UrlState): Promise<void> {
   setStatus('idle', `Opening ${id}…`);
   await st.modelReady;
   if (my !== st.load) return;
+  setTab(u.view ?? 'graph', false);
+  st.cmp = u.cmp ?? null;
   st.layer = u.layer !== null && (!st.model || u.layer < st.model.n_layer) ? u.layer : null;
   st.head = st.layer !== null && u.head !== null && (!st.model || u.head < st.model.n_head) ? u.head : null;
   syncSelects();
@@ -526,7 +561,7 @@ el.runs.addEventListener('click', (e) => {
   e.preventDefault();
   const id = a.dataset.runId!;
   if (location.hash !== '#run=' + encodeURIComponent(id)) history.pushState(null, '', '#run=' + encodeURIComponent(id));
-  void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold });
+  void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold, view: st.tab, cmp: st.cmp });
 });
 
 el.deleteRun.addEventListener('click', async () => {
@@ -560,7 +595,12 @@ function clearRun(): void {
 window.addEventListener('hashchange', () => {
   const u = decodeHash(location.hash);
   if (u.run && u.run !== st.runId) void openRun(u.run, u);
-  else if (u.run && u.run === st.runId) {
+  else if (!u.run) {
+    st.cmp = u.cmp ?? null;
+    setTab(u.view ?? 'graph', false);
+  } else if (u.run && u.run === st.runId) {
+    st.cmp = u.cmp ?? null;
+    setTab(u.view ?? 'graph', false);
     const sel = u.layer !== st.layer || u.head !== st.head;
     st.layer = u.layer;
     st.head = u.layer === null ? null : u.head;
@@ -587,21 +627,34 @@ function stopGeneration(): void {
   }
 }
 
-async function generate(): Promise<void> {
+/** A generation that is not the prompt box's: a branch of a stored run (the Sampling tab). */
+interface GenOverride {
+  req: GenerateRequest;
+  /** the step to show once the run is stored */
+  atStep: number;
+  /** what the status line calls it */
+  label: string;
+}
+
+async function generate(over?: GenOverride): Promise<void> {
   if (st.status === 'generating') return;
-  const prompt = el.prompt.value;
-  const chat = el.chat.checked && !el.chat.disabled;
-  const maxTokens = Math.max(1, Math.min(maxTokenLimit(), Math.trunc(num(el.maxTokensNum, 20))));
-  const req: GenerateRequest = {
-    max_tokens: maxTokens,
-    temperature: num(el.temperature, 0),
-    top_k: Math.trunc(num(el.topK, 40)),
-    top_p: num(el.topP, 0.95),
-    min_p: num(el.minP, 0.05),
-    seed: Math.trunc(num(el.seed, 0)),
-    attention_split: true,
-  };
-  if (chat) req.messages = [{ role: 'user', content: prompt }];
+  const prompt = over ? '' : el.prompt.value;
+  const chat = !over && el.chat.checked && !el.chat.disabled;
+  const maxTokens = over ? over.req.max_tokens : Math.max(1, Math.min(maxTokenLimit(), Math.trunc(num(el.maxTokensNum, 20))));
+  const req: GenerateRequest = over
+    ? over.req
+    : {
+        max_tokens: maxTokens,
+        temperature: num(el.temperature, 0),
+        top_k: Math.trunc(num(el.topK, 40)),
+        top_p: num(el.topP, 0.95),
+        min_p: num(el.minP, 0.05),
+        seed: Math.trunc(num(el.seed, 0)),
+        attention_split: true,
+      };
+  if (over) {
+    /* the branch names the run and step */
+  } else if (chat) req.messages = [{ role: 'user', content: prompt }];
   else req.prompt = prompt;
 
   stopGeneration();
@@ -618,8 +671,9 @@ async function generate(): Promise<void> {
   st.data = null;
   st.nOutRows = maxTokens;
   st.view = { ...st.view, step: 0, mode: 'current', selected: null };
-  history.replaceState(null, '', location.pathname + location.search);
-  setStatus('generating', 'Sending the prompt…');
+  const keep = encodeHash({ ...defaultUrlState(), view: st.tab, cmp: st.cmp });
+  history.replaceState(null, '', keep ? '#' + keep : location.pathname + location.search);
+  setStatus('generating', over ? `${over.label}: sending the request…` : 'Sending the prompt…');
   syncSelects();
   markCurrentRun();
   pushModel();
@@ -628,7 +682,7 @@ async function generate(): Promise<void> {
 
   const live = new LiveRun(0);
   // the prompt's tokens, to show the input column before the first token
-  if (!chat)
+  if (!chat && !over)
     api
       .tokenize(prompt, ctl.signal)
       .then((r) => {
@@ -693,13 +747,13 @@ async function generate(): Promise<void> {
     st.runId = done.run_id;
     st.runDoc = doc;
     showRunData(doc, GraphData.fromReply(g));
-    st.view = { ...st.view, step: doc.n_output - 1 };
+    st.view = { ...st.view, step: over ? Math.max(0, Math.min(over.atStep, doc.n_output - 1)) : doc.n_output - 1 };
     applyView();
     graph.ensureVisible('output', st.view.step);
     const why = done.stop === 'eog' ? 'the model ended the text' : done.stop === 'length' ? 'token limit' : done.stop;
     setStatus(
       'done',
-      `Done: ${done.n_prompt} prompt tokens, ${done.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.`,
+      `${over ? `${over.label}: new run ${done.run_id}` : 'Done'}: ${done.n_prompt} prompt tokens, ${done.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.`,
     );
     void refreshRuns();
   } catch (err) {
@@ -783,10 +837,230 @@ el.exportPng.addEventListener('click', async () => {
   }
 });
 
+// ------------------------------------------------------------------ tabs and deep views
+
+const panels = {} as Record<ViewName, HTMLElement>;
+const tabButtons = {} as Record<ViewName, HTMLButtonElement>;
+for (const v of VIEW_NAMES) {
+  panels[v] = $(`#panel-${v}`);
+  tabButtons[v] = $<HTMLButtonElement>(`#tab-${v}`);
+}
+const viewRoot = (v: ViewName) => $(`#view-${v}`);
+
+const deep: Record<Exclude<ViewName, 'graph'>, View & Partial<Exportable>> = {
+  text: createTextView(viewRoot('text')),
+  lens: createLensView(viewRoot('lens')),
+  stats: createStatsView(viewRoot('stats'), { selectHead: (l, h) => setSelection(l, h) }),
+  tokens: createTokensView(viewRoot('tokens'), { prompt: el.prompt, runPrompt: () => (st.runId && st.runDoc ? (st.runDoc.prompt ?? null) : null) }),
+  sampling: createSamplingView(viewRoot('sampling'), {
+    runParams: () => st.runDoc?.params,
+    nVocab: () => st.model?.n_vocab ?? 0,
+    busy: () => st.status === 'generating',
+    branch: (req: BranchRequest, label: string) => void generate({ req, atStep: req.branch.step, label }),
+  }),
+  compare: createCompareView(viewRoot('compare'), {
+    cmp: () => st.cmp,
+    setCmp: (id) => {
+      st.cmp = id;
+      writeHash();
+      refreshView();
+    },
+  }),
+  heatmap: createHeatmapView(viewRoot('heatmap')),
+  heads: createModelView(viewRoot('heads')),
+};
+
+let shownTab: Exclude<ViewName, 'graph'> | null = null; // the deep view whose show() ran last, not hidden since
+
+/** The context the deep views read: the open run, the selection and the step. */
+function viewCtx(): ViewContext | null {
+  const doc = st.runDoc;
+  if (!st.runId || !doc) return null;
+  const n = doc.n_output;
+  return {
+    base: '',
+    runId: st.runId,
+    nPrompt: doc.n_prompt,
+    nOutput: n,
+    tokens: doc.tokens,
+    nLayer: st.model?.n_layer ?? 0,
+    nHead: st.model?.n_head ?? 0,
+    layer: st.layer,
+    head: st.layer === null ? null : st.head,
+    step: Math.max(0, clampStep(st.view.step, n)),
+    setStep: (t: number) => setStep(t),
+  };
+}
+
+/** Shows the tab's view for the current run / selection / step (cheap when nothing changed). */
+function refreshView(): void {
+  const tab = st.tab;
+  if (shownTab && shownTab !== tab) {
+    deep[shownTab].hide();
+    shownTab = null;
+  }
+  updateExportButtons();
+  if (tab === 'graph') return;
+  const panel = panels[tab];
+  const empty = panel.querySelector('.view-empty') as HTMLElement;
+  const root = viewRoot(tab);
+  const c = viewCtx();
+  if (tab === 'tokens') {
+    empty.hidden = true;
+    root.hidden = false;
+    deep.tokens.show(c as ViewContext);
+    shownTab = 'tokens';
+    return;
+  }
+  if (!c) {
+    if (shownTab) deep[shownTab].hide();
+    shownTab = null;
+    empty.hidden = false;
+    empty.textContent =
+      st.status === 'generating' ? 'Generating… this view opens with the stored run.' : 'Generate text, or open a saved run, to see this view.';
+    root.hidden = true;
+    return;
+  }
+  empty.hidden = true;
+  root.hidden = false;
+  deep[tab].show(c);
+  shownTab = tab;
+}
+
+/** Switches the tab (hash: replaced when `hash`, the view state is in it). */
+function setTab(v: ViewName, hash = true, focus = false): void {
+  if (!isViewName(v)) v = 'graph';
+  const changed = v !== st.tab;
+  st.tab = v;
+  for (const name of VIEW_NAMES) {
+    const on = name === v;
+    tabButtons[name].setAttribute('aria-selected', String(on));
+    tabButtons[name].tabIndex = on ? 0 : -1;
+    panels[name].hidden = !on;
+  }
+  el.graphPanel.dataset.view = v;
+  if (focus) tabButtons[v].focus();
+  if (changed) graph.hideTip();
+  refreshView();
+  if (hash && changed) writeHash();
+}
+
+el.tabs.addEventListener('click', (e) => {
+  const b = (e.target as HTMLElement).closest('[role="tab"]') as HTMLElement | null;
+  if (b && isViewName(b.dataset.view)) setTab(b.dataset.view);
+});
+el.tabs.addEventListener('keydown', (e) => {
+  if (e.altKey || e.ctrlKey || e.metaKey) return;
+  const i = VIEW_NAMES.indexOf(st.tab);
+  let to = -1;
+  if (e.key === 'ArrowRight') to = (i + 1) % VIEW_NAMES.length;
+  else if (e.key === 'ArrowLeft') to = (i - 1 + VIEW_NAMES.length) % VIEW_NAMES.length;
+  else if (e.key === 'Home') to = 0;
+  else if (e.key === 'End') to = VIEW_NAMES.length - 1;
+  else return;
+  e.preventDefault();
+  setTab(VIEW_NAMES[to], true, true);
+});
+
+// ------------------------------------------------------------------ data export (CSV, JSON, NPY)
+
+function updateExportButtons(): void {
+  const can = st.status !== 'generating' && (st.tab === 'tokens' || (st.tab === 'graph' ? !!st.data && st.outputs.length > 0 : !!st.runId));
+  el.exportCsv.disabled = el.exportJson.disabled = el.exportNpy.disabled = !can;
+}
+
+/** The graph's data: every step's split rows (prompt part, then output part) as one n_output x (n_prompt + n_output) matrix. */
+function graphExport(): ExportData | null {
+  const d = st.data;
+  if (!d || d.nOutput === 0) return null;
+  const nP = d.nPrompt;
+  const nO = d.nOutput;
+  const cols = nP + nO;
+  const arr = new Float32Array(nO * cols);
+  for (let t = 0; t < nO; t++) {
+    arr.set(d.prompt[t], t * cols);
+    for (let j = 0; j < t; j++) arr[t * cols + nP + j] = d.output[t][j];
+  }
+  const inLab = (k: number) => displayLabel(st.inputs[k]?.label);
+  const outLab = (j: number) => displayLabel(st.outputs[j]?.label);
+  return {
+    name: 'graph',
+    json: {
+      run: st.runId,
+      selection: selectionText(),
+      layer: st.layer,
+      head: st.head,
+      n_prompt: nP,
+      n_output: nO,
+      step: st.view.step,
+      threshold: st.view.threshold,
+      inputs: st.inputs,
+      outputs: st.outputs.map((o) => ({ id: o.id, label: o.label, prob: o.prob })),
+      prompt: d.prompt.map((r) => Array.from(r)),
+      output: d.output.map((r) => Array.from(r)),
+    },
+    csv: matrixCsv(nO, cols, arr, (t) => `step ${t}: ${outLab(t)}`, (k) => (k < nP ? `in ${k}: ${inLab(k)}` : `out ${k - nP}: ${outLab(k - nP)}`), 'step\\source'),
+    npy: { shape: [nO, cols], data: arr },
+  };
+}
+
+/** The Heads tab's data: every head's type scores (GET /stats head_types). */
+async function headsExport(c: ViewContext): Promise<ExportData> {
+  const s = await getJson<StatsReply>(c.base, runPath(c.runId, '/stats'));
+  const rows = s.head_types;
+  const arr = new Float32Array(c.nLayer * c.nHead * 4);
+  for (const r of rows) arr.set([r.prev, r.induction, r.sink, r.local], (r.layer * c.nHead + r.head) * 4);
+  return {
+    name: 'head-types',
+    json: { run: c.runId, head_types: rows },
+    csv: toCsv([['layer', 'head', 'kind', 'prev', 'induction', 'sink', 'local'], ...rows.map((r) => [r.layer, r.head, r.kind, r.prev, r.induction, r.sink, r.local])]),
+    npy: { shape: [c.nLayer, c.nHead, 4], data: arr },
+  };
+}
+
+async function viewExport(): Promise<ExportData | null> {
+  const tab = st.tab;
+  if (tab === 'graph') return graphExport();
+  const c = viewCtx();
+  if (tab === 'heatmap') return c ? matrixExport(c, await loadDenseMatrix(c), 'heatmap') : null;
+  if (tab === 'heads') return c ? headsExport(c) : null;
+  const v = deep[tab];
+  return v.exportData ? v.exportData() : null;
+}
+
+async function exportAs(kind: 'csv' | 'json' | 'npy'): Promise<void> {
+  try {
+    const d = await viewExport();
+    if (!d) {
+      el.status.textContent = 'Nothing to export in this view yet.';
+      return;
+    }
+    const base = `heed-${(st.runId ?? 'prompt').replace(/[^\w.-]/g, '_')}-${d.name.replace(/[^\w.-]/g, '_')}`;
+    if (kind === 'csv') download(new Blob([d.csv], { type: 'text/csv' }), base + '.csv');
+    else if (kind === 'json') download(new Blob([JSON.stringify(d.json)], { type: 'application/json' }), base + '.json');
+    else {
+      if (!d.npy) {
+        el.status.textContent = 'This view has no numeric array to export as NPY.';
+        return;
+      }
+      const bytes = npyBytes(d.npy.shape, d.npy.data);
+      download(new Blob([bytes.buffer as ArrayBuffer], { type: 'application/octet-stream' }), base + '.npy');
+    }
+  } catch (err) {
+    el.status.textContent = `Export failed: ${err instanceof Error ? err.message : err}`;
+  }
+}
+
+el.exportCsv.addEventListener('click', () => void exportAs('csv'));
+el.exportJson.addEventListener('click', () => void exportAs('json'));
+el.exportNpy.addEventListener('click', () => void exportAs('npy'));
+
 // ------------------------------------------------------------------ start
 
 function start(): void {
   const u = decodeHash(location.hash);
+  st.cmp = u.cmp ?? null;
+  setTab(u.view ?? 'graph', false);
   st.view.threshold = u.threshold;
   st.view.mode = u.mode;
   el.threshold.value = String(u.threshold);

@@ -393,6 +393,14 @@ export function curveControlX(xOut: number, y1: number, y2: number, width: numbe
 
 // ---------------------------------------------------------------- URL hash state
 
+/** The tabs of the main area ('graph' is the default and is left out of the hash). */
+export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads'] as const;
+export type ViewName = (typeof VIEW_NAMES)[number];
+
+export function isViewName(v: unknown): v is ViewName {
+  return typeof v === 'string' && (VIEW_NAMES as readonly string[]).includes(v);
+}
+
 export interface UrlState {
   run: string | null;
   step: number | null; // null: the last step
@@ -400,7 +408,13 @@ export interface UrlState {
   head: number | null; // null: all heads
   threshold: number;
   mode: Mode;
+  /** the tab; absent: graph */
+  view?: ViewName;
+  /** the second run of the Compare tab; absent: none */
+  cmp?: string | null;
 }
+
+const RUN_ID = /^[\w.:-]+$/;
 
 export const DEFAULT_THRESHOLD = 0.05;
 
@@ -424,7 +438,7 @@ export function decodeHash(hash: string | null | undefined): UrlState {
     return s;
   }
   const run = p.get('run');
-  if (run && run.length <= 200 && /^[\w.:-]+$/.test(run)) s.run = run;
+  if (run && run.length <= 200 && RUN_ID.test(run)) s.run = run;
   s.step = nonNegInt(p.get('step'));
   s.layer = nonNegInt(p.get('layer'));
   s.head = s.layer === null ? null : nonNegInt(p.get('head'));
@@ -434,6 +448,10 @@ export function decodeHash(hash: string | null | undefined): UrlState {
     if (Number.isFinite(x) && x >= 0 && x <= 1) s.threshold = x;
   }
   if (p.get('mode') === 'all') s.mode = 'all';
+  const view = p.get('view');
+  if (isViewName(view) && view !== 'graph') s.view = view;
+  const cmp = p.get('cmp');
+  if (cmp && cmp.length <= 200 && RUN_ID.test(cmp)) s.cmp = cmp;
   return s;
 }
 
@@ -449,6 +467,8 @@ export function encodeHash(s: UrlState): string {
   if (Number.isFinite(s.threshold) && Math.abs(s.threshold - DEFAULT_THRESHOLD) > 1e-12)
     parts.push('threshold=' + Number(s.threshold.toFixed(4)));
   if (s.mode === 'all') parts.push('mode=all');
+  if (s.view && s.view !== 'graph' && isViewName(s.view)) parts.push('view=' + s.view);
+  if (s.cmp) parts.push('cmp=' + encodeURIComponent(s.cmp));
   return parts.join('&');
 }
 

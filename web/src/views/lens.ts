@@ -1,0 +1,239 @@
+// Logit lens: layers (rows, the last layer on top) x generation steps
+// (columns); each cell the layer's top-1 token; cells whose top-1 is the
+// token the step chose are highlighted (colour, border and a ✓). Columns are
+// virtualized: only those in view are in the DOM.
+import { lensCell, lensLabel, type LensReply } from '../analysis';
+import { csvField, type ExportData, type Exportable } from '../datafile';
+import { displayLabel } from '../model';
+import { errText, getJson, h, hideTip, Lru, runPath, showTip, showTipAt } from './common';
+import type { View, ViewContext } from './types';
+
+const CW = 86; // column width
+const RH = 26; // row height
+const HEAD_H = 42; // column header height
+const LABEL_W = 66; // row label width
+const OVERSCAN = 3;
+
+const cache = new Lru<string, Promise<LensReply>>(8);
+
+export function createLensView(root: HTMLElement): View & Exportable {
+  root.classList.add('lens-view');
+  const info = h('p', { class: 'note' }, 'Each cell: the layer’s most likely next token (residual stream → final norm → output). ', h('span', { class: 'lens-key match', text: '✓ match' }), ' = the token the step chose. Hover or focus a cell for the top 5; click a column to move the step.');
+  const status = h('p', { class: 'note view-note' });
+  const scroller = h('div', { class: 'lens-scroll', tabindex: 0, role: 'group', 'aria-label': 'Logit lens grid: ←/→ step, ↑/↓ layer', 'aria-describedby': 'lens-live' });
+  const inner = h('div', { class: 'lens-inner' });
+  const colhead = h('div', { class: 'lens-colhead' });
+  const corner = h('div', { class: 'lens-corner', text: 'layer \\ step' });
+  const rowhead = h('div', { class: 'lens-rowhead' });
+  const cells = h('div', { class: 'lens-cells' });
+  const live = h('p', { class: 'visually-hidden', id: 'lens-live', 'aria-live': 'polite' });
+  colhead.append(corner);
+  inner.append(colhead, rowhead, cells);
+  scroller.append(inner);
+  root.append(info, status, scroller, live);
+
+  let ctx: ViewContext | null = null;
+  let data: LensReply | null = null;
+  let runKey = '';
+  let load = 0;
+  let nL = 0;
+  let nS = 0;
+  let range: [number, number] = [0, -1];
+  let cursorLayer: number | null = null;
+  let raf = 0;
+
+  function ensure(c: ViewContext): void {
+    if (c.runId === runKey) return;
+    runKey = c.runId;
+    data = null;
+    const my = ++load;
+    root.dataset.status = 'loading';
+    status.textContent = 'Loading the logit lens…';
+    cells.textContent = '';
+    rowhead.textContent = '';
+    let p = cache.get(c.runId);
+    if (!p) {
+      p = getJson<LensReply>(c.base, runPath(c.runId, '/logit-lens'));
+      cache.set(c.runId, p);
+      p.catch(() => cache.delete(c.runId));
+    }
+    p.then((d) => {
+      if (my !== load) return;
+      data = d;
+      status.textContent = '';
+      root.dataset.status = 'ready';
+      layout();
+      scrollToStep(true);
+    }).catch((err) => {
+      if (my !== load) return;
+      root.dataset.status = 'error';
+      status.textContent = `The logit lens could not be read: ${errText(err)}`;
+    });
+  }
+
+  function layout(): void {
+    if (!data) return;
+    nL = data.n_layer;
+    nS = data.steps.length;
+    inner.style.width = `${LABEL_W + nS * CW}px`;
+    inner.style.height = `${HEAD_H + nL * RH}px`;
+    rowhead.style.height = `${nL * RH}px`;
+    rowhead.textContent = '';
+    for (let r = 0; r < nL; r++) {
+      const layer = nL - 1 - r;
+      rowhead.append(h('div', { class: 'lens-rowlabel', style: `top:${r * RH}px`, text: `L${layer}` }));
+    }
+    root.dataset.nLayer = String(nL);
+    root.dataset.nStep = String(nS);
+    range = [0, -1];
+    render();
+  }
+
+  function visibleCols(): [number, number] {
+    const w = scroller.clientWidth - LABEL_W;
+    const first = Math.max(0, Math.floor(scroller.scrollLeft / CW) - OVERSCAN);
+    const last = Math.min(nS - 1, Math.ceil((scroller.scrollLeft + Math.max(w, CW)) / CW) + OVERSCAN);
+    return [first, last];
+  }
+
+  function render(): void {
+    if (!data || !ctx) return;
+    const [a, b] = visibleCols();
+    range = [a, b];
+    const step = ctx.step;
+    const frag = document.createDocumentFragment();
+    const hfrag = document.createDocumentFragment();
+    for (let s = a; s <= b; s++) {
+      const st = data.steps[s];
+      const chosen = ctx.tokens[ctx.nPrompt + s];
+      const x = LABEL_W + s * CW;
+      const head = h(
+        'div',
+        { class: 'lens-collabel' + (s === step ? ' current' : ''), style: `left:${x}px`, 'data-step': s, title: `step ${s + 1} of ${nS}: chose “${displayLabel(chosen?.label)}” (id ${st.id})` },
+        h('span', { class: 'lens-stepno', text: (s === step ? '▶ ' : '') + String(s + 1) }),
+        h('span', { class: 'lens-chosen', text: displayLabel(chosen?.label ?? `#${st.id}`) }),
+      );
+      hfrag.append(head);
+      for (let r = 0; r < nL; r++) {
+        const layer = nL - 1 - r;
+        const cell = lensCell(st.layers[layer], st.id);
+        const el = h('div', {
+          class: 'lc' + (cell.match ? ' match' : '') + (s === step ? ' current' : '') + (s === step && layer === cursorLayer ? ' cursor' : ''),
+          style: `left:${x}px;top:${HEAD_H + r * RH}px;--p:${Math.max(0.04, Math.min(1, cell.prob)).toFixed(3)}`,
+          'data-step': s,
+          'data-layer': layer,
+          'data-match': String(cell.match),
+        });
+        el.append(h('span', { class: 'lc-text', text: cell.text }));
+        if (cell.match) el.append(h('span', { class: 'lc-mark', 'aria-label': 'matches the chosen token', text: '✓' }));
+        frag.append(el);
+      }
+    }
+    cells.replaceChildren(frag);
+    colhead.replaceChildren(corner, hfrag);
+    root.dataset.range = `${a}-${b}`;
+  }
+
+  function scrollToStep(center = false): void {
+    if (!ctx || !data) return;
+    const s = ctx.step;
+    const x = s * CW;
+    const w = scroller.clientWidth - LABEL_W;
+    if (center || x < scroller.scrollLeft || x + CW > scroller.scrollLeft + w) scroller.scrollLeft = Math.max(0, x - w / 2 + CW / 2);
+  }
+
+  scroller.addEventListener('scroll', () => {
+    if (raf) return;
+    raf = requestAnimationFrame(() => {
+      raf = 0;
+      const [a, b] = visibleCols();
+      if (a !== range[0] || b !== range[1]) render();
+    });
+  });
+  new ResizeObserver(() => {
+    if (data && ctx) render();
+  }).observe(scroller);
+
+  function tipLines(s: number, layer: number): [string, string[]] {
+    const st = data!.steps[s];
+    const cell = lensCell(st.layers[layer], st.id);
+    const chosen = ctx!.tokens[ctx!.nPrompt + s];
+    return [`Step ${s + 1}, layer ${layer}: top ${cell.lines.length}`, [...cell.lines, `chosen: ${displayLabel(chosen?.label ?? `#${st.id}`)}`]];
+  }
+
+  cells.addEventListener('mousemove', (e) => {
+    const c = (e.target as HTMLElement).closest('.lc') as HTMLElement | null;
+    if (!c || !data) return hideTip(root);
+    const [title, lines] = tipLines(Number(c.dataset.step), Number(c.dataset.layer));
+    showTip(root, e.clientX, e.clientY, title, lines);
+  });
+  cells.addEventListener('mouseleave', () => hideTip(root));
+  inner.addEventListener('click', (e) => {
+    const c = (e.target as HTMLElement).closest('[data-step]') as HTMLElement | null;
+    if (c && ctx) ctx.setStep(Number(c.dataset.step));
+  });
+  scroller.addEventListener('keydown', (e) => {
+    if (!ctx || !data || e.altKey || e.ctrlKey || e.metaKey) return;
+    if (e.key !== 'ArrowUp' && e.key !== 'ArrowDown') return;
+    e.preventDefault();
+    const cur = cursorLayer ?? nL;
+    cursorLayer = Math.max(0, Math.min(nL - 1, cur + (e.key === 'ArrowUp' ? 1 : -1)));
+    const r = nL - 1 - cursorLayer;
+    if (HEAD_H + r * RH < scroller.scrollTop + HEAD_H) scroller.scrollTop = r * RH;
+    else if (HEAD_H + (r + 1) * RH > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = HEAD_H + (r + 1) * RH - scroller.clientHeight;
+    render();
+    focusTip();
+  });
+  scroller.addEventListener('blur', () => {
+    cursorLayer = null;
+    hideTip(root);
+    render();
+  });
+
+  function focusTip(): void {
+    if (!ctx || !data || cursorLayer === null || document.activeElement !== scroller) return;
+    const el = cells.querySelector(`.lc[data-step="${ctx.step}"][data-layer="${cursorLayer}"]`);
+    const [title, lines] = tipLines(ctx.step, cursorLayer);
+    live.textContent = `${title}: ${lines.join('; ')}`;
+    if (el) showTipAt(root, el, title, lines);
+  }
+
+  return {
+    show(c: ViewContext): void {
+      const stepMoved = ctx !== null && ctx.step !== c.step;
+      ctx = c;
+      ensure(c);
+      if (data) {
+        if (stepMoved) scrollToStep();
+        render();
+        focusTip();
+      }
+    },
+    hide(): void {
+      hideTip(root);
+    },
+    exportData(): ExportData | null {
+      const c = ctx;
+      const d = data;
+      if (!c || !d) return null;
+      const rows = ['step,chosen_id,chosen_label,layer,rank,id,label,prob,match'];
+      const top1 = new Float32Array(d.n_layer * d.steps.length);
+      d.steps.forEach((st, s) => {
+        const lab = c.tokens[c.nPrompt + s]?.label ?? '';
+        st.layers.forEach((L) => {
+          L.top.forEach((t, r) =>
+            rows.push([s, st.id, csvField(lab), L.layer, r + 1, t.id, csvField(lensLabel(t)), t.prob, r === 0 ? L.match : ''].join(',')),
+          );
+          top1[L.layer * d.steps.length + s] = L.top[0]?.prob ?? 0;
+        });
+      });
+      return {
+        name: 'logit-lens',
+        json: { run: c.runId, ...d },
+        csv: rows.join('\r\n') + '\r\n',
+        npy: { shape: [d.n_layer, d.steps.length], data: top1 },
+      };
+    },
+  };
+}
+
