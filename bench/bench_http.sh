@@ -9,17 +9,8 @@
 set -e
 HEED=${1:-build/heed}
 command -v wrk >/dev/null 2>&1 || { echo "bench_http: wrk is missing (apt-get install wrk)"; exit 1; }
-dir=$(mktemp -d)
-out="$dir/serve.out"
-: >"$out"
-"$HEED" serve --port 0 --data-dir "$dir/data" >"$out" 2>"$dir/serve.err" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-i=0
-while ! grep -q "listening on" "$out" && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
-port=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out")
-[ -n "$port" ] || { echo "bench_http: the server did not start"; cat "$dir/serve.err"; exit 1; }
-base="http://127.0.0.1:$port"
+name=bench_http
+. "$(dirname "$0")/serve.sh"
 id=$(curl -s -N -d '{"prompt":"Once upon a time","max_tokens":64,"temperature":0}' "$base/api/runs" |
      sed -n 's/.*"run_id":"\([^"]*\)".*/\1/p')
 url="$base/api/runs/$id/attention?step=32&norm=split"

@@ -6,17 +6,8 @@
 # Figures only. Usage: sh bench/bench_views.sh [build/heed]
 set -e
 HEED=${1:-build/heed}
-dir=$(mktemp -d)
-out="$dir/serve.out"
-: >"$out"
-"$HEED" serve --port 0 --data-dir "$dir/data" >"$out" 2>"$dir/serve.err" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-i=0
-while ! grep -q "listening on" "$out" && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
-port=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out")
-[ -n "$port" ] || { echo "bench_views: the server did not start"; cat "$dir/serve.err"; exit 1; }
-base="http://127.0.0.1:$port"
+name=bench_views
+. "$(dirname "$0")/serve.sh"
 t0=$(date +%s.%N)
 id=$(curl -s -N -d '{"prompt":"Once upon a time","max_tokens":500,"temperature":0.8,"seed":1}' "$base/api/runs" |
      sed -n 's/.*"run_id":"\([^"]*\)".*/\1/p')
