@@ -16,7 +16,7 @@ import { startServer, launchBrowser, getJson, screenshotPath } from './lib.mjs';
 let server, browser, run;
 
 before(async () => {
-  server = await startServer(process.env.HEED_WEB_DIR ? ['--web-dir', process.env.HEED_WEB_DIR] : []);
+  server = await startServer();
   browser = await launchBrowser();
 });
 

@@ -12,8 +12,11 @@ export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const outDir = join(root, 'test-output', 'browser');
 
 // Starts HEED_BIN (default build/heed) serve; resolves { url, stop }.
+// HEED_WEB_DIR=DIR serves the UI from DIR (--web-dir, e.g. web/dist while
+// developing) instead of the copy embedded in the binary.
 export async function startServer(extra = []) {
   const bin = process.env.HEED_BIN || join(root, 'build', 'heed');
+  if (process.env.HEED_WEB_DIR) extra = ['--web-dir', process.env.HEED_WEB_DIR, ...extra];
   const data = mkdtempSync(join(tmpdir(), 'heed-ui-'));
   const proc = spawn(bin, ['serve', '--port', '0', '--data-dir', data, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -60,4 +63,14 @@ export async function getJson(base, path) {
 export function screenshotPath(name) {
   mkdirSync(outDir, { recursive: true });
   return join(outDir, `${name}.png`);
+}
+
+// Sets a range (or any) input the way a user's drag ends: value, then the
+// input and change events.
+export async function setRange(page, sel, value) {
+  await page.locator(sel).evaluate((el, v) => {
+    el.value = String(v);
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+    el.dispatchEvent(new Event('change', { bubbles: true }));
+  }, value);
 }

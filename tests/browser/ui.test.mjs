@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startServer, launchBrowser, getJson, screenshotPath } from './lib.mjs';
+import { startServer, launchBrowser, getJson, screenshotPath, setRange as setRangeOf } from './lib.mjs';
 
 let server, browser, page, run;
 
@@ -35,13 +35,7 @@ const graph = () => page.locator('#graph');
 const attr = async (name) => graph().getAttribute(name);
 const num = async (name) => Number(await attr(name));
 
-async function setRange(sel, value) {
-  await page.locator(sel).evaluate((el, v) => {
-    el.value = String(v);
-    el.dispatchEvent(new Event('input', { bubbles: true }));
-    el.dispatchEvent(new Event('change', { bubbles: true }));
-  }, value);
-}
+const setRange = (sel, value) => setRangeOf(page, sel, value);
 
 before(async () => {
   server = await startServer();

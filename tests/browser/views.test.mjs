@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startServer, launchBrowser, getJson, screenshotPath } from './lib.mjs';
+import { startServer, launchBrowser, getJson, screenshotPath, setRange as setRangeOf } from './lib.mjs';
 
 let server, browser, page, runA, runB;
 
@@ -78,13 +78,7 @@ async function openView(view, run = runA, extra = '') {
 
 const data = (sel, name) => page.locator(sel).getAttribute(`data-${name}`);
 
-async function setRange(sel, value) {
-  await page.locator(sel).evaluate((el, v) => {
-    el.value = String(v);
-    el.dispatchEvent(new Event('input', { bubbles: true }));
-    el.dispatchEvent(new Event('change', { bubbles: true }));
-  }, value);
-}
+const setRange = (sel, value) => setRangeOf(page, sel, value);
 
 /** Clicks a button that downloads; returns the file's bytes. */
 async function download(sel) {
@@ -109,7 +103,7 @@ function readNpy(bytes) {
 // ---------------------------------------------------------------- setup
 
 before(async () => {
-  server = await startServer(process.env.HEED_WEB_DIR ? ['--web-dir', process.env.HEED_WEB_DIR] : []);
+  server = await startServer();
   browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
   page.on('pageerror', (e) => console.error('page error:', e));
