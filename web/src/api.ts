@@ -45,9 +45,15 @@ export interface RunDoc {
   steps: Step[];
 }
 
-export interface GenerateRequest {
-  prompt?: string;
-  messages?: { role: string; content: string }[];
+/** Where a branch run starts: step `step` of stored run `run` (token: forced there, else sampled). */
+export interface BranchFrom {
+  run: string;
+  step: number;
+  token?: number;
+}
+
+/** The sampler settings every generation request carries (a new run's or a branch's). */
+export interface SamplingRequest {
   max_tokens: number;
   temperature: number;
   top_k: number;
@@ -55,8 +61,13 @@ export interface GenerateRequest {
   min_p: number;
   seed: number;
   attention_split: true;
+}
+
+export interface GenerateRequest extends SamplingRequest {
+  prompt?: string;
+  messages?: { role: string; content: string }[];
   /** a new run from step `step` of a stored run (token: forced there, else sampled) */
-  branch?: { run: string; step: number; token?: number };
+  branch?: BranchFrom;
 }
 
 export interface DoneEvent {

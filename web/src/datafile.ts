@@ -95,7 +95,10 @@ export interface Exportable {
 
 // ---------------------------------------------------------------- binary attention
 
-/** IEEE binary16 bits to a number. */
+/** The element types of the API's binary replies (docs/API.md). */
+export type Dtype = 'float32' | 'float16';
+
+/** IEEE binary16 bits to a number (subnormals, infinities and NaN included). */
 export function f16ToF32(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
@@ -111,6 +114,31 @@ const F16_TABLE = (() => {
   return t;
 })();
 
+/**
+ * A reply's first line: its text (the whole body when there is no LF) and
+ * where the values after it start (-1: no LF).
+ */
+export function binHeader(buf: ArrayBuffer): { text: string; off: number } {
+  const bytes = new Uint8Array(buf);
+  const nl = bytes.indexOf(0x0a);
+  const text = new TextDecoder().decode(nl < 0 ? bytes : bytes.subarray(0, nl));
+  return { text, off: nl < 0 ? -1 : nl + 1 };
+}
+
+/** Bytes per value of a binary reply (anything but float16 is float32). */
+export function dtypeBytes(dtype: unknown): 2 | 4 {
+  return dtype === 'float16' ? 2 : 4;
+}
+
+/** n little-endian float16 or float32 values from byte `off` on (the caller has checked the length). */
+export function binValues(buf: ArrayBuffer, off: number, n: number, dtype: unknown): Float32Array {
+  const dv = new DataView(buf, off);
+  const data = new Float32Array(n);
+  if (dtype === 'float16') for (let i = 0; i < n; i++) data[i] = F16_TABLE[dv.getUint16(2 * i, true)];
+  else for (let i = 0; i < n; i++) data[i] = dv.getFloat32(4 * i, true);
+  return data;
+}
+
 export interface Matrix {
   rows: number;
   cols: number;
@@ -119,23 +147,14 @@ export interface Matrix {
 
 /** Parses the binary form of /attention (or /heatmap): `{"dtype","shape"}\n` then LE float32/float16 values. */
 export function parseBinMatrix(buf: ArrayBuffer): Matrix & { header: Record<string, unknown> } {
-  const bytes = new Uint8Array(buf);
-  const nl = bytes.indexOf(0x0a);
-  if (nl < 0) throw new Error('binary matrix: no header line');
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(0, nl))) as Record<string, unknown>;
+  const { text, off } = binHeader(buf);
+  if (off < 0) throw new Error('binary matrix: no header line');
+  const header = JSON.parse(text) as Record<string, unknown>;
   const shape = header.shape as number[];
   if (!Array.isArray(shape) || shape.length !== 2) throw new Error('binary matrix: bad shape');
   const [rows, cols] = shape;
   const n = rows * cols;
-  const off = nl + 1;
-  const data = new Float32Array(n);
-  const dv = new DataView(buf, off);
-  if (header.dtype === 'float16') {
-    if (buf.byteLength - off < 2 * n) throw new Error('binary matrix: short body');
-    for (let i = 0; i < n; i++) data[i] = F16_TABLE[dv.getUint16(2 * i, true)];
-  } else if (header.dtype === 'float32') {
-    if (buf.byteLength - off < 4 * n) throw new Error('binary matrix: short body');
-    for (let i = 0; i < n; i++) data[i] = dv.getFloat32(4 * i, true);
-  } else throw new Error(`binary matrix: dtype ${String(header.dtype)}`);
-  return { rows, cols, data, header };
+  if (header.dtype !== 'float16' && header.dtype !== 'float32') throw new Error(`binary matrix: dtype ${String(header.dtype)}`);
+  if (buf.byteLength - off < dtypeBytes(header.dtype) * n) throw new Error('binary matrix: short body');
+  return { rows, cols, data: binValues(buf, off, n, header.dtype), header };
 }

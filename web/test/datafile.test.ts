@@ -1,5 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { csvField, f16ToF32, fmtNum, matrixCsv, npyBytes, npyHeader, parseBinMatrix, toCsv } from '../src/datafile';
+import {
+  binHeader,
+  binValues,
+  csvField,
+  dtypeBytes,
+  f16ToF32,
+  fmtNum,
+  matrixCsv,
+  npyBytes,
+  npyHeader,
+  parseBinMatrix,
+  toCsv,
+} from '../src/datafile';
 
 const ascii = (b: Uint8Array) => String.fromCharCode(...b);
 
@@ -79,14 +91,18 @@ describe('CSV', () => {
 
 describe('binary attention matrix', () => {
   it('decodes IEEE binary16', () => {
-    expect(f16ToF32(0x3c00)).toBe(1);
-    expect(f16ToF32(0xc000)).toBe(-2);
-    expect(f16ToF32(0x3800)).toBe(0.5);
-    expect(f16ToF32(0x7bff)).toBe(65504);
-    expect(f16ToF32(0x0001)).toBe(2 ** -24);
-    expect(f16ToF32(0x7c00)).toBe(Infinity);
-    expect(Number.isNaN(f16ToF32(0x7e00))).toBe(true);
     expect(f16ToF32(0x0000)).toBe(0);
+    expect(f16ToF32(0x3c00)).toBe(1);
+    expect(f16ToF32(0x3800)).toBe(0.5);
+    expect(f16ToF32(0xc000)).toBe(-2);
+    expect(f16ToF32(0x7bff)).toBe(65504);
+    expect(f16ToF32(0x0001)).toBe(2 ** -24); // smallest subnormal
+    expect(f16ToF32(0x03ff)).toBe(1023 * 2 ** -24);
+    expect(f16ToF32(0x0400)).toBe(2 ** -14); // smallest normal
+    expect(f16ToF32(0x7c00)).toBe(Infinity);
+    expect(f16ToF32(0xfc00)).toBe(-Infinity);
+    expect(f16ToF32(0x7e00)).toBeNaN();
+    expect(f16ToF32(0x3555)).toBeCloseTo(1 / 3, 3);
   });
 
   const body = (header: string, values: number[], bytesPer: 2 | 4) => {
@@ -97,6 +113,17 @@ describe('binary attention matrix', () => {
     values.forEach((v, i) => (bytesPer === 2 ? dv.setUint16(2 * i, v, true) : dv.setFloat32(4 * i, v, true)));
     return buf;
   };
+
+  it('splits the header line from the values (shared with the /heatmap parser)', () => {
+    const b = body('{"dtype":"float16","shape":[1,2]}', [0x3c00, 0xc000], 2);
+    const h = binHeader(b);
+    expect(h.text).toBe('{"dtype":"float16","shape":[1,2]}');
+    expect(h.off).toBe(h.text.length + 1);
+    expect(Array.from(binValues(b, h.off, 2, 'float16'))).toEqual([1, -2]);
+    expect([dtypeBytes('float16'), dtypeBytes('float32'), dtypeBytes(undefined)]).toEqual([2, 4, 4]);
+    // no LF: the whole body is the header text
+    expect(binHeader(new TextEncoder().encode('{"a":1}').buffer as ArrayBuffer)).toEqual({ text: '{"a":1}', off: -1 });
+  });
 
   it('parses the float16 form', () => {
     const m = parseBinMatrix(body('{"dtype":"float16","shape":[2,2]}', [0x3c00, 0, 0x3800, 0x3800], 2));

@@ -5,7 +5,6 @@ import {
   buildLut,
   cellAt,
   clampView,
-  decodeF16,
   EXACT_PX,
   FetchQueue,
   firstTick,
@@ -305,20 +304,6 @@ describe('requests and cache keys', () => {
 });
 
 describe('binary replies', () => {
-  it('decodes binary16', () => {
-    expect(decodeF16(0x0000)).toBe(0);
-    expect(decodeF16(0x3c00)).toBe(1);
-    expect(decodeF16(0x3800)).toBe(0.5);
-    expect(decodeF16(0xc000)).toBe(-2);
-    expect(decodeF16(0x7bff)).toBe(65504);
-    expect(decodeF16(0x0001)).toBe(2 ** -24); // smallest subnormal
-    expect(decodeF16(0x03ff)).toBe(1023 * 2 ** -24);
-    expect(decodeF16(0x0400)).toBe(2 ** -14); // smallest normal
-    expect(decodeF16(0x7c00)).toBe(Infinity);
-    expect(decodeF16(0xfc00)).toBe(-Infinity);
-    expect(decodeF16(0x7e00)).toBeNaN();
-    expect(decodeF16(0x3555)).toBeCloseTo(1 / 3, 3);
-  });
   it('reads a float32 reply exactly (header of any length: unaligned data)', () => {
     const n = 37;
     const tile = pool(matrix(n), n, { q0: 3, q1: n, k0: 0, k1: 20 }, 16, 'max');

@@ -1,5 +1,5 @@
 // Shared pieces of the deep views: fetch with the API base, a small LRU
-// cache, element helpers, the shared tooltip, canvas sizing.
+// cache, element helpers, the shared tooltip, animation frames, canvas sizing.
 import type { ViewContext } from './types';
 
 export class HttpError extends Error {
@@ -159,6 +159,26 @@ export function hideTip(owner?: unknown): void {
   if (owner !== undefined && owner !== tipOwner) return;
   tipOwner = null;
   tip().hidden = true;
+}
+
+// ---------------------------------------------------------------- frames
+
+/** Runs `fn` at the next animation frame, once however often it is requested before then. */
+export function frameTask(fn: () => void): { request(): void; cancel(): void } {
+  let raf = 0;
+  return {
+    request(): void {
+      if (raf) return;
+      raf = requestAnimationFrame(() => {
+        raf = 0;
+        fn();
+      });
+    },
+    cancel(): void {
+      cancelAnimationFrame(raf);
+      raf = 0;
+    },
+  };
 }
 
 // ---------------------------------------------------------------- canvas

@@ -6,7 +6,7 @@
 import { alignTokens, diffAligned, matchedCount, partnersOfA, signed, splitRow, type AlignPair, type DiffRow } from '../analysis';
 import { csvField, fmtNum, type ExportData, type Exportable } from '../datafile';
 import { displayLabel, formatWeight, type GraphReply } from '../model';
-import { errText, getJson, h, hideTip, Lru, runPath, selKey, selQuery, selText, showTip } from './common';
+import { errText, frameTask, getJson, h, hideTip, Lru, runPath, selKey, selQuery, selText, showTip } from './common';
 import type { View, ViewContext } from './types';
 
 interface RunDocLite {
@@ -104,7 +104,6 @@ export function createCompareView(root: HTMLElement, deps: CompareDeps): View & 
   let maxAbs = 0;
   let load = 0;
   let range: [number, number] = [0, -1];
-  let raf = 0;
 
   async function loadList(c: ViewContext): Promise<void> {
     try {
@@ -276,14 +275,11 @@ export function createCompareView(root: HTMLElement, deps: CompareDeps): View & 
     rowsEl.replaceChildren(frag);
   }
 
-  scroller.addEventListener('scroll', () => {
-    if (raf) return;
-    raf = requestAnimationFrame(() => {
-      raf = 0;
-      const [a, b] = visibleRows();
-      if (a !== range[0] || b !== range[1]) render();
-    });
+  const onScroll = frameTask(() => {
+    const [a, b] = visibleRows();
+    if (a !== range[0] || b !== range[1]) render();
   });
+  scroller.addEventListener('scroll', () => onScroll.request());
   new ResizeObserver(() => {
     if (docB) render();
   }).observe(scroller);

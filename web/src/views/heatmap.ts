@@ -9,6 +9,7 @@
 // ("loaded/needed"), data-cells-loaded, data-selection, data-transform
 // ("left,top,x0,y0,s": the plot's offset in the canvas and the view).
 import { displayLabel } from '../model';
+import { frameTask } from './common';
 import type { View, ViewContext } from './types';
 import {
   allMasked,
@@ -274,7 +275,7 @@ class Heatmap implements View {
   private queue = new FetchQueue(CONCURRENCY);
   private inflight = new Map<string, AbortController>();
   private timer = 0;
-  private raf = 0;
+  private frame = frameTask(() => this.draw());
   private error: string | null = null;
   private failed = new Set<string>();
 
@@ -389,8 +390,7 @@ class Heatmap implements View {
     this.active = false;
     clearTimeout(this.timer);
     this.timer = 0;
-    cancelAnimationFrame(this.raf);
-    this.raf = 0;
+    this.frame.cancel();
     this.queue.clear();
     for (const ac of this.inflight.values()) ac.abort();
     this.inflight.clear();
@@ -595,11 +595,7 @@ class Heatmap implements View {
   // ------------------------------------------------------------ drawing
 
   private requestDraw(): void {
-    if (this.raf || !this.active) return;
-    this.raf = requestAnimationFrame(() => {
-      this.raf = 0;
-      this.draw();
-    });
+    if (this.active) this.frame.request();
   }
 
   private draw(): void {

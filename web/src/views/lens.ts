@@ -5,7 +5,7 @@
 import { lensCell, lensLabel, type LensReply } from '../analysis';
 import { csvField, type ExportData, type Exportable } from '../datafile';
 import { displayLabel } from '../model';
-import { errText, getJson, h, hideTip, Lru, runPath, showTip, showTipAt } from './common';
+import { errText, frameTask, getJson, h, hideTip, Lru, runPath, showTip, showTipAt } from './common';
 import type { View, ViewContext } from './types';
 
 const CW = 86; // column width
@@ -40,7 +40,6 @@ export function createLensView(root: HTMLElement): View & Exportable {
   let nS = 0;
   let range: [number, number] = [0, -1];
   let cursorLayer: number | null = null;
-  let raf = 0;
 
   function ensure(c: ViewContext): void {
     if (c.runId === runKey) return;
@@ -142,14 +141,11 @@ export function createLensView(root: HTMLElement): View & Exportable {
     if (center || x < scroller.scrollLeft || x + CW > scroller.scrollLeft + w) scroller.scrollLeft = Math.max(0, x - w / 2 + CW / 2);
   }
 
-  scroller.addEventListener('scroll', () => {
-    if (raf) return;
-    raf = requestAnimationFrame(() => {
-      raf = 0;
-      const [a, b] = visibleCols();
-      if (a !== range[0] || b !== range[1]) render();
-    });
+  const onScroll = frameTask(() => {
+    const [a, b] = visibleCols();
+    if (a !== range[0] || b !== range[1]) render();
   });
+  scroller.addEventListener('scroll', () => onScroll.request());
   new ResizeObserver(() => {
     if (data && ctx) render();
   }).observe(scroller);

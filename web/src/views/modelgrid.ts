@@ -11,6 +11,7 @@
 // data-cells-onscreen, data-cells-seen (ever in or near it).
 import { displayLabel } from '../model';
 import { createHeatmapView, createLegend, ensureStyle, fetchTile, MASKED, tileCache, tileCost, tileImage } from './heatmap';
+import { frameTask } from './common';
 import type { View, ViewContext } from './types';
 import {
   blockText,
@@ -72,6 +73,16 @@ type CellState = 'placeholder' | 'loading' | 'loaded' | 'error';
 
 let dialogSeq = 0;
 
+/** A div of the grid: its class, ARIA role, and text and title when given. */
+function gridDiv(cls: string, role: string, text?: string, title?: string): HTMLDivElement {
+  const d = document.createElement('div');
+  d.className = cls;
+  d.setAttribute('role', role);
+  if (text !== undefined) d.textContent = text;
+  if (title !== undefined) d.title = title;
+  return d;
+}
+
 class ModelGrid implements View {
   private root: HTMLElement;
   private info: HTMLElement;
@@ -100,7 +111,7 @@ class ModelGrid implements View {
   private cellPx = 0;
   private queue = new FetchQueue(CONCURRENCY);
   private inflight = new Map<number, AbortController>();
-  private raf = 0;
+  private frame = frameTask(() => this.update());
   private tipCell = -1;
 
   constructor(root: HTMLElement) {
@@ -210,8 +221,7 @@ class ModelGrid implements View {
 
   hide(): void {
     this.active = false;
-    cancelAnimationFrame(this.raf);
-    this.raf = 0;
+    this.frame.cancel();
     this.abortAll();
     this.hideTip();
     if (this.dialog.open) this.dialog.close();
@@ -228,39 +238,17 @@ class ModelGrid implements View {
     this.grid.setAttribute('aria-rowcount', String(nLayer + 1));
     this.grid.setAttribute('aria-colcount', String(nHead + 1));
     const frag = document.createDocumentFragment();
-    const hr = document.createElement('div');
-    hr.className = 'mg-row';
-    hr.setAttribute('role', 'row');
-    const corner = document.createElement('div');
-    corner.className = 'mg-corner';
-    corner.setAttribute('role', 'columnheader');
-    corner.textContent = 'L \\ H';
-    hr.appendChild(corner);
-    for (let h = 0; h < nHead; h++) {
-      const c = document.createElement('div');
-      c.className = 'mg-colhead';
-      c.setAttribute('role', 'columnheader');
-      c.textContent = `H${h}`;
-      c.title = `head ${h}`;
-      hr.appendChild(c);
-    }
+    const hr = gridDiv('mg-row', 'row');
+    hr.appendChild(gridDiv('mg-corner', 'columnheader', 'L \\ H'));
+    for (let h = 0; h < nHead; h++) hr.appendChild(gridDiv('mg-colhead', 'columnheader', `H${h}`, `head ${h}`));
     frag.appendChild(hr);
     this.cells = [];
     this.state = [];
     for (let l = 0; l < nLayer; l++) {
-      const row = document.createElement('div');
-      row.className = 'mg-row';
-      row.setAttribute('role', 'row');
-      const rh = document.createElement('div');
-      rh.className = 'mg-rowhead';
-      rh.setAttribute('role', 'rowheader');
-      rh.textContent = `L${l}`;
-      rh.title = `layer ${l}`;
-      row.appendChild(rh);
+      const row = gridDiv('mg-row', 'row');
+      row.appendChild(gridDiv('mg-rowhead', 'rowheader', `L${l}`, `layer ${l}`));
       for (let h = 0; h < nHead; h++) {
-        const c = document.createElement('div');
-        c.className = 'mg-cell';
-        c.setAttribute('role', 'gridcell');
+        const c = gridDiv('mg-cell', 'gridcell');
         c.dataset.layer = String(l);
         c.dataset.head = String(h);
         c.dataset.index = String(this.cells.length);
@@ -327,11 +315,7 @@ class ModelGrid implements View {
   }
 
   private requestUpdate(): void {
-    if (this.raf || !this.active) return;
-    this.raf = requestAnimationFrame(() => {
-      this.raf = 0;
-      this.update();
-    });
+    if (this.active) this.frame.request();
   }
 
   /** Which cells are in or near the viewport: fetch those not loaded, nearest rows first. */

@@ -3,6 +3,7 @@
 // filters for the slider settings, with their renormalized probabilities.
 // "Resample here" and "Choose this token" branch a new run from this step.
 import { formatProb, sampleFilter, type SampleCandidate, type SamplingParams, type SamplingResult } from '../analysis';
+import type { BranchFrom, SamplingRequest } from '../api';
 import { csvField, fmtNum, type ExportData, type Exportable } from '../datafile';
 import { displayLabel } from '../model';
 import { errText, getJson, h, Lru, runPath } from './common';
@@ -16,15 +17,9 @@ export interface CandidatesReply {
   candidates: SampleCandidate[];
 }
 
-export interface BranchRequest {
-  branch: { run: string; step: number; token?: number };
-  max_tokens: number;
-  temperature: number;
-  top_k: number;
-  top_p: number;
-  min_p: number;
-  seed: number;
-  attention_split: true;
+/** A branch from the current step: the sampler settings of the sliders. */
+export interface BranchRequest extends SamplingRequest {
+  branch: BranchFrom;
 }
 
 export interface SamplingDeps {

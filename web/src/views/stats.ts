@@ -79,34 +79,21 @@ export function drawMarker(g: CanvasRenderingContext2D, zone: Zone, x: number, y
   }
 }
 
+/** An SVG element with attributes (set in the order given). */
+function svgEl<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string>): SVGElementTagNameMap[K] {
+  const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
 function markerSvg(zone: Zone): SVGSVGElement {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('width', '12');
-  svg.setAttribute('height', '12');
-  svg.setAttribute('aria-hidden', 'true');
+  const svg = svgEl('svg', { width: '12', height: '12', 'aria-hidden': 'true' });
   const info = ZONE_INFO[zone];
   let el: SVGElement;
-  if (info.shape === 'circle') {
-    el = document.createElementNS(ns, 'circle');
-    el.setAttribute('cx', '6');
-    el.setAttribute('cy', '6');
-    el.setAttribute('r', '4.5');
-  } else if (info.shape === 'square') {
-    el = document.createElementNS(ns, 'rect');
-    el.setAttribute('x', '1.5');
-    el.setAttribute('y', '1.5');
-    el.setAttribute('width', '9');
-    el.setAttribute('height', '9');
-  } else if (info.shape === 'triangle') {
-    el = document.createElementNS(ns, 'path');
-    el.setAttribute('d', 'M6 1 L11 10 L1 10 Z');
-  } else {
-    el = document.createElementNS(ns, 'path');
-    el.setAttribute('d', 'M2 2 L10 10 M10 2 L2 10');
-    el.setAttribute('stroke', info.color);
-    el.setAttribute('stroke-width', '2');
-  }
+  if (info.shape === 'circle') el = svgEl('circle', { cx: '6', cy: '6', r: '4.5' });
+  else if (info.shape === 'square') el = svgEl('rect', { x: '1.5', y: '1.5', width: '9', height: '9' });
+  else if (info.shape === 'triangle') el = svgEl('path', { d: 'M6 1 L11 10 L1 10 Z' });
+  else el = svgEl('path', { d: 'M2 2 L10 10 M10 2 L2 10', stroke: info.color, 'stroke-width': '2' });
   if (info.shape !== 'cross') el.setAttribute('fill', info.color);
   svg.append(el);
   return svg;

@@ -1,8 +1,11 @@
 // Pure helpers of the heatmap and heads views (no DOM): the view transform
 // (zoom, pan, visible window), the tile pyramid over GET /api/runs/{id}/heatmap
 // (levels, tile windows, request parameters, cache keys), pooled-cell lookup,
-// the colour scale, axis label density, the binary reply decoder (float32 /
-// float16), an LRU cache, a small fetch queue and the grid's visible cells.
+// the colour scale, axis label density, the /heatmap reply parser (its
+// float32 / float16 values decoded by ../datafile), an LRU cache, a small
+// fetch queue and the grid's visible cells.
+
+import { binHeader, binValues, dtypeBytes, type Dtype } from '../datafile';
 
 // ------------------------------------------------------------------ constants
 
@@ -23,7 +26,7 @@ export const MAX_SIZE = 1024;
 
 export type Pool = 'max' | 'mean';
 export type ScaleKind = 'sqrt' | 'linear';
-export type Dtype = 'float32' | 'float16';
+export type { Dtype };
 
 export interface Selection {
   layer: number | null;
@@ -400,27 +403,11 @@ export function firstTick(from: number, step: number): number {
 
 // ------------------------------------------------------------------ binary replies
 
-/** IEEE binary16 bits to a number (subnormals, infinities and NaN included). */
-export function decodeF16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
-}
-
-interface HeatHeader extends Win {
-  bq: number;
-  bk: number;
-  rows: number;
-  cols: number;
-  pool: Pool;
-  exact: boolean;
+type HeatHeader = Omit<HeatTile, 'data'> & {
   dtype?: Dtype;
   shape?: [number, number];
   data?: number[];
-}
+};
 
 function tileFrom(h: HeatHeader, data: Float32Array): HeatTile {
   for (const k of ['q0', 'q1', 'k0', 'k1', 'bq', 'bk', 'rows', 'cols'] as const)
@@ -437,30 +424,20 @@ function tileFrom(h: HeatHeader, data: Float32Array): HeatTile {
  * line, LF, rows*cols little-endian float32 or float16 values).
  */
 export function parseHeatmap(buf: ArrayBuffer): HeatTile {
-  const bytes = new Uint8Array(buf);
-  const nl = bytes.indexOf(0x0a);
-  const dec = new TextDecoder();
-  const headText = dec.decode(nl < 0 ? bytes : bytes.subarray(0, nl));
+  const { text, off } = binHeader(buf);
   let h: HeatHeader;
   try {
-    h = JSON.parse(headText);
+    h = JSON.parse(text);
   } catch {
     // a JSON reply spread over several lines
-    h = JSON.parse(dec.decode(bytes));
+    h = JSON.parse(new TextDecoder().decode(buf));
   }
   if (Array.isArray(h.data)) return tileFrom(h, Float32Array.from(h.data));
-  if (nl < 0) throw new Error('heatmap reply: no data');
+  if (off < 0) throw new Error('heatmap reply: no data');
   const n = h.rows * h.cols;
-  const off = nl + 1;
-  const f16 = h.dtype === 'float16';
-  const width = f16 ? 2 : 4;
-  if (buf.byteLength - off !== n * width)
+  if (buf.byteLength - off !== n * dtypeBytes(h.dtype))
     throw new Error(`heatmap reply: ${buf.byteLength - off} bytes for ${n} ${h.dtype ?? 'float32'} values`);
-  const dv = new DataView(buf, off);
-  const data = new Float32Array(n);
-  if (f16) for (let i = 0; i < n; i++) data[i] = decodeF16(dv.getUint16(i * 2, true));
-  else for (let i = 0; i < n; i++) data[i] = dv.getFloat32(i * 4, true);
-  return tileFrom(h, data);
+  return tileFrom(h, binValues(buf, off, n, h.dtype));
 }
 
 // ------------------------------------------------------------------ cache
