@@ -81,6 +81,7 @@ static void run(const heed_model *m, int n_threads, int capture, int n_prompt, i
         heed_recorder_params rp = heed_recorder_default_params();
         rp.lens_top_k = 0;
         rp.n_threads = n_threads;
+        rp.n_predict = n_gen; /* as --save and heed serve do: the store is reserved at once */
         heed_sampler_params sp = heed_sampler_default_params();
         smp = heed_sampler_new(&sp, info.n_vocab);
         if (!smp || heed_recorder_new(m, ctx, &rp, &rec) || heed_recorder_begin(rec, ids, n_prompt)) {

@@ -381,7 +381,7 @@ typedef struct heed_recorder_params {
     size_t full_limit_bytes; /* full probabilities while they fit (256 MB); 0: never */
     int n_cand;              /* candidates per step (20, at most 256) */
     int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
-    int n_threads;           /* threads for the summaries while recording and for views; 0: all cores */
+    int n_threads;           /* threads for the run's views after recording; 0: all cores (while recording, the summaries and live views use the context's threads) */
     /* recorded as given, for the record only: */
     heed_sampler_params sampler;
     int n_predict;

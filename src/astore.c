@@ -5,7 +5,8 @@
  * Queries and keys are copied as they come; probabilities are reduced at
  * once to top-k entries and head-mean rows, and copied whole only while the
  * full tier fits its limit. Arrays are position-major so a generation only
- * appends; they grow by doubling with realloc.
+ * appends; they are reserved for the planned length (astore_plan) or grow
+ * by doubling with realloc.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ void astore_free(astore *s) {
     free(s->tk_w);
     free(s->hmean);
     free(s->full);
+    free(s->acc);
     memset(s, 0, sizeof *s);
 }
 
@@ -62,29 +64,46 @@ static int grow(void **p, size_t have, size_t want, size_t size) {
     return HEED_OK;
 }
 
-/* Tier (c) has its own capacity: doubling must not carry it past its limit. */
-static int reserve_full(astore *s, size_t need, size_t want) {
+/* Most positions whose tier (c) fits full_limit. */
+static size_t full_fit(const astore *s) {
+    size_t per = (size_t)s->n_layer * s->n_head * sizeof(float), rows = s->full_limit / per;
+    size_t p = (size_t)sqrt(2.0 * (double)rows); /* tri(p) <= rows, within one either way */
+    while (p > 0 && astore_tri(p) > rows) p--;
+    while (astore_tri(p + 1) <= rows) p++;
+    return p;
+}
+
+/* Tier (c) has its own capacity: doubling must not carry it past its limit.
+ * When it reaches the limit it is reserved there at once rather than a
+ * position at a time. drop: a run that needs more than the limit loses
+ * the tier (else the call only reserves what fits). */
+static int reserve_full(astore *s, size_t need, size_t want, bool drop) {
     size_t LH = (size_t)s->n_layer * s->n_head, cap = (size_t)s->full_cap;
     if (!s->has_full || need <= cap) return HEED_OK;
-    if (astore_tri(need) * LH * sizeof(float) > s->full_limit) {
-        free(s->full); /* the run outgrew the full tier: q/k and summaries remain */
-        s->full = NULL;
-        s->has_full = false;
-        s->full_cap = 0;
-        return HEED_OK;
+    size_t fit = full_fit(s);
+    if (need > fit) {
+        if (!drop) {
+            need = want = fit;
+            if (need <= cap) return HEED_OK;
+        } else {
+            free(s->full); /* the run outgrew the full tier: q/k and summaries remain */
+            s->full = NULL;
+            s->has_full = false;
+            s->full_cap = 0;
+            return HEED_OK;
+        }
     }
-    if (astore_tri(want) * LH * sizeof(float) > s->full_limit) want = need;
+    if (want > fit) want = fit;
     int rc = grow((void **)&s->full, astore_tri(cap) * LH, astore_tri(want) * LH, sizeof(float));
     if (!rc) s->full_cap = (int)want;
     return rc;
 }
 
-int astore_reserve(astore *s, int n_pos) {
-    size_t old = (size_t)s->cap, need = (size_t)n_pos;
-    size_t want = old * 2 > need ? old * 2 : need;
-    if (want < 64) want = 64;
-    int rc = reserve_full(s, need, want);
-    if (rc || n_pos <= s->cap) return rc;
+/* Room for `need` positions, `want` (>= need) if it is grown. */
+static int reserve(astore *s, size_t need, size_t want, bool drop_full) {
+    size_t old = (size_t)s->cap;
+    int rc = reserve_full(s, need, want, drop_full);
+    if (rc || need <= old) return rc;
     size_t L = (size_t)s->n_layer, H = (size_t)s->n_head, K = (size_t)s->top_k;
     if (s->has_qk) {
         rc = grow((void **)&s->q, old * L * s->q_dim, want * L * s->q_dim, sizeof(float));
@@ -100,6 +119,18 @@ int astore_reserve(astore *s, int n_pos) {
     /* on failure some arrays are larger than cap: harmless, cap is what counts */
     if (!rc) s->cap = (int)want;
     return rc;
+}
+
+int astore_reserve(astore *s, int n_pos) {
+    size_t old = (size_t)s->cap, need = (size_t)n_pos;
+    if (need <= old && (!s->has_full || n_pos <= s->full_cap)) return HEED_OK; /* the hooks' common case */
+    size_t want = old * 2 > need ? old * 2 : need;
+    if (want < 64) want = 64;
+    return reserve(s, need, want, true);
+}
+
+int astore_plan(astore *s, int n_pos) {
+    return n_pos > 0 ? reserve(s, (size_t)n_pos, (size_t)n_pos, false) : HEED_OK;
 }
 
 void astore_add_qk(astore *s, const heed_qk_block *b) {
@@ -404,15 +435,17 @@ static void div_row(float *x, float d, size_t n) {
     for (; k < n; k++) x[k] /= d;
 }
 
-/* Head mean of one layer's row at query i: heads added in head order in
- * float (row by row, so the loop vectorizes; each key still sees the same
- * additions in the same order), divided by n_head: the reference the tests
- * repeat exactly. acc holds pos + 1 floats. */
-static void add_hmean(astore *s, const heed_attn_block *b, int i, float *acc) {
-    size_t pos = (size_t)b->pos0 + i, n = pos + 1;
-    uint16_t *dst = s->hmean + astore_tri(pos) * s->n_layer + (size_t)b->layer * n;
-    memcpy(acc, b->probs + i * b->row_stride, sizeof(float) * n);
-    for (int h = 1; h < b->n_head; h++) add_row(acc, b->probs + h * b->head_stride + i * b->row_stride, n);
+/* Head mean of one layer's row at query i, keys k0..k1-1: heads added in
+ * head order in float (row by row, so the loop vectorizes; each key still
+ * sees the same additions in the same order), divided by n_head: the
+ * reference the tests repeat exactly. Each key is its own sum, so any split
+ * of a row into key ranges gives the same bits. acc holds k1 - k0 floats. */
+static void add_hmean(astore *s, const heed_attn_block *b, int i, size_t k0, size_t k1, float *acc) {
+    size_t pos = (size_t)b->pos0 + i, n = k1 - k0;
+    uint16_t *dst = s->hmean + astore_tri(pos) * s->n_layer + (size_t)b->layer * (pos + 1) + k0;
+    const float *row = b->probs + i * b->row_stride + k0;
+    memcpy(acc, row, sizeof(float) * n);
+    for (int h = 1; h < b->n_head; h++) add_row(acc, row + h * b->head_stride, n);
     div_row(acc, (float)b->n_head, n);
     f16_row(dst, acc, n);
 }
@@ -423,24 +456,58 @@ typedef struct probs_job {
     float *acc; /* (nth, pos0 + n_query) */
 } probs_job;
 
-/* (query, head) pairs for top-k and the full tier, queries for the head
- * mean, interleaved over threads. */
+/* keys per part when a head-mean row is split over threads: whole cache
+ * lines of the output, so threads do not write the same line */
+enum { HMEAN_PART = 64 };
+
+/* (query, head) pairs for top-k and the full tier, interleaved over threads;
+ * the head mean by query, or, for blocks of fewer queries than threads (a
+ * decode step), each query's keys in one range per thread. */
 static void probs_task(void *arg, int ith, int nth) {
     probs_job *j = arg;
     astore *s = j->s;
     const heed_attn_block *b = j->b;
     size_t LH = (size_t)s->n_layer * s->n_head;
-    for (int idx = ith; idx < b->n_query * b->n_head; idx += nth) {
-        int i = idx / b->n_head, h = idx % b->n_head, pos = b->pos0 + i;
-        const float *row = b->probs + h * b->head_stride + i * b->row_stride;
-        if (s->has_topk) add_topk(s, b->layer, h, pos, row);
-        if (s->has_full)
-            memcpy(s->full + astore_tri((size_t)pos) * LH + ((size_t)b->layer * s->n_head + h) * (pos + 1), row,
-                   sizeof(float) * (pos + 1));
+    if (s->has_topk || s->has_full)
+        for (int idx = ith; idx < b->n_query * b->n_head; idx += nth) {
+            int i = idx / b->n_head, h = idx % b->n_head, pos = b->pos0 + i;
+            const float *row = b->probs + h * b->head_stride + i * b->row_stride;
+            if (s->has_topk) add_topk(s, b->layer, h, pos, row);
+            if (s->has_full)
+                memcpy(s->full + astore_tri((size_t)pos) * LH + ((size_t)b->layer * s->n_head + h) * (pos + 1),
+                       row, sizeof(float) * (pos + 1));
+        }
+    if (!s->has_hmean) return;
+    float *acc = j->acc + (size_t)ith * (b->pos0 + b->n_query);
+    if (b->n_query >= nth) {
+        for (int i = ith; i < b->n_query; i += nth) add_hmean(s, b, i, 0, (size_t)b->pos0 + i + 1, acc);
+        return;
     }
-    if (s->has_hmean)
-        for (int i = ith; i < b->n_query; i += nth)
-            add_hmean(s, b, i, j->acc + (size_t)ith * (b->pos0 + b->n_query));
+    for (int i = 0; i < b->n_query; i++) {
+        size_t n = (size_t)b->pos0 + i + 1, per = ((n + nth - 1) / nth + HMEAN_PART - 1) / HMEAN_PART * HMEAN_PART;
+        size_t k0 = (size_t)ith * per, k1 = k0 + per < n ? k0 + per : n;
+        if (k0 < k1) add_hmean(s, b, i, k0, k1, acc);
+    }
+}
+
+/* Work per thread below which a block stays on this thread, in units of
+ * about a third of a nanosecond: per row entry, top-k costs 8 (it reads the
+ * row twice and sorts its candidates), tier (c) 2 (a copy into new pages),
+ * the head mean 1 (an add). Handing work to a worker that is still
+ * spinning costs about a microsecond, so only blocks of a few microseconds
+ * stay: a small model's first decode steps, or a decode step's head means
+ * alone (the server's tiers) on a small model. */
+#define WORK_PER_THREAD ((size_t)8192)
+
+static int probs_threads(const astore *s, const heed_attn_block *b, const pool *p) {
+    int rows = b->n_query * b->n_head, nth = p ? pool_size(p) : 1;
+    if (nth <= 1) return 1;
+    /* row i has pos0 + i + 1 entries */
+    size_t entries = (size_t)b->n_head * b->n_query * ((size_t)b->pos0 + ((size_t)b->n_query + 1) / 2);
+    size_t work = entries * ((size_t)s->has_topk * 8 + (size_t)s->has_full * 2 + s->has_hmean);
+    size_t want = work / WORK_PER_THREAD + 1;
+    if (want < (size_t)nth) nth = (int)want;
+    return nth < rows ? nth : rows;
 }
 
 void astore_add_probs(astore *s, const heed_attn_block *b, pool *p) {
@@ -450,16 +517,24 @@ void astore_add_probs(astore *s, const heed_attn_block *b, pool *p) {
         s->failed = true;
         return;
     }
-    int nth = p ? pool_size(p) : 1;
-    if (nth > b->n_query * b->n_head) nth = b->n_query * b->n_head;
-    probs_job j = {s, b, NULL};
-    if (s->has_hmean && !(j.acc = malloc(sizeof(float) * (size_t)nth * (b->pos0 + b->n_query)))) {
-        s->failed = true;
-        return;
+    int nth = probs_threads(s, b, p);
+    if (s->has_hmean) { /* per-thread head-mean rows, kept for the next block */
+        size_t need = (size_t)nth * (b->pos0 + b->n_query);
+        if (need > s->acc_cap) {
+            size_t cap = s->acc_cap * 2 > need ? s->acc_cap * 2 : need;
+            float *a = malloc(sizeof(float) * cap);
+            if (!a) {
+                s->failed = true;
+                return;
+            }
+            free(s->acc);
+            s->acc = a;
+            s->acc_cap = cap;
+        }
     }
+    probs_job j = {s, b, s->acc};
     if (nth > 1) pool_run(p, nth, probs_task, &j);
     else probs_task(&j, 0, 1);
-    free(j.acc);
     if (b->layer == s->n_layer - 1 && b->pos0 + b->n_query > s->n_pos) s->n_pos = b->pos0 + b->n_query;
 }
 

@@ -11,8 +11,9 @@
  *   (c) full f32 probabilities, kept only while they fit under a byte limit.
  *
  * Every array is position-major (all layers of query position p, then p+1),
- * so generation only appends: arrays grow by doubling, and a loaded run has
- * exactly the bytes of the file. Row p of a triangular array starts at
+ * so generation only appends: arrays are reserved for the planned length
+ * (astore_plan) or grow by doubling, and a loaded run has exactly the bytes
+ * of the file. Row p of a triangular array starts at
  * tri(p) = p(p+1)/2 times the per-row multiplier. Keys are the exception:
  * recomputing a row streams every key of one (layer, KV head), so each of
  * those gets its own contiguous array (a position-major k would put every
@@ -66,6 +67,8 @@ typedef struct astore {
     uint16_t *hmean;  /* tri(cap) * n_layer fp16 */
     float *full;      /* tri(cap) * n_layer * n_head f32 */
     int full_cap;     /* positions tier (c) can hold (its own doubling, capped by full_limit) */
+    float *acc;       /* head-mean scratch: acc_cap floats, kept between blocks */
+    size_t acc_cap;
     bool failed;      /* an allocation failed inside a hook; the recording is invalid */
 } astore;
 
@@ -81,10 +84,20 @@ void astore_free(astore *s);
  * HEED_ERR_NOMEM. */
 int astore_reserve(astore *s, int n_pos);
 
+/* A recording's plan: room for the n_pos positions it expects to reach
+ * (prompt plus tokens to generate) is made at once, in one allocation per
+ * array, so generating never grows (copies) one. Tier (c) gets what its
+ * limit allows and is never dropped here: a run that ends early keeps it.
+ * n_pos <= 0 does nothing. HEED_OK or HEED_ERR_NOMEM (the store stays
+ * usable and grows as it goes). */
+int astore_plan(astore *s, int n_pos);
+
 /* Hook feeders (see heed_attn_hook). Allocation failures set s->failed.
  * The summaries of a probability block are split over pool p (NULL: this
- * thread); the hook runs between the forward pass's own pool jobs, so a
- * second pool does not compete with it. */
+ * thread) when the block is large enough to repay waking its workers (a
+ * prompt, long rows); a decode step's block is done on this thread. The
+ * split is by (query, head) and query, each written by one thread, so the
+ * store is the same bit for bit on any number of threads. */
 void astore_add_qk(astore *s, const heed_qk_block *b);
 void astore_add_probs(astore *s, const heed_attn_block *b, pool *p);
 

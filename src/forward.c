@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward.h"
 #include "heed.h"
 #include "kern.h"
 #include "model.h"
@@ -395,6 +396,8 @@ void heed_ctx_free(heed_ctx *c) {
 }
 
 int heed_ctx_n_ctx(const heed_ctx *c) { return c ? c->n_ctx : 0; }
+
+pool *forward_pool(heed_ctx *c) { return c->pool; }
 int heed_ctx_n_past(const heed_ctx *c) { return c ? c->n_past : 0; }
 void heed_ctx_reset(heed_ctx *c) { if (c) c->n_past = 0; }
 const char *heed_ctx_error(const heed_ctx *c) { return c ? c->err : "no context"; }

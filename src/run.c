@@ -25,6 +25,7 @@
 #include "attn.h"
 #include "jsonw.h"
 #include "kern.h"
+#include "forward.h"
 #include "pool.h"
 #include "run.h"
 
@@ -64,6 +65,7 @@ struct heed_run {
     float *lens_p;    /* (cap_tok, n_layer, lens_k) */
     astore st;
     pool *pool;       /* views' threads, made on first use */
+    bool pool_borrowed; /* while recording: the context's pool (forward.h) */
 };
 
 struct heed_recorder {
@@ -140,7 +142,7 @@ static void run_free_data(heed_run *r) {
     free(r->labels); free(r->ids); free(r->steps); free(r->cand);
     free(r->lens_id); free(r->lens_p);
     astore_free(&r->st);
-    pool_free(r->pool);
+    if (!r->pool_borrowed) pool_free(r->pool);
 }
 
 void heed_run_free(heed_run *r) {
@@ -265,9 +267,12 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
         rec->resid = calloc((size_t)r->n_layer * r->n_embd, sizeof(float));
         rec->logits = malloc(sizeof(float) * (size_t)r->n_vocab);
         rec->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
-        /* the summaries' threads while recording, the views' afterwards */
-        r->pool = pool_new(p.n_threads > 0 ? p.n_threads : pool_n_cpus());
-        if (!rec->resid || !rec->logits || !rec->tmp || !r->pool) rc = HEED_ERR_NOMEM;
+        /* the summaries' and live views' threads while recording: the
+         * context's own pool, idle then (a second pool would fight it for
+         * the same cores); the views' own pool is made after finishing */
+        r->pool = forward_pool(ctx);
+        r->pool_borrowed = true;
+        if (!rec->resid || !rec->logits || !rec->tmp) rc = HEED_ERR_NOMEM;
     }
     if (rc) {
         if (!rec) {
@@ -310,6 +315,13 @@ int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n) {
         int rc = run_add_token(r, rec->m, prompt[i]);
         if (rc) return rc;
         r->n_prompt++;
+    }
+    /* With the length known the store is reserved now (at most the context):
+     * generating then never grows (copies) its arrays. A failure here is no
+     * error: the store grows as it goes instead. */
+    if (r->n_predict > 0) {
+        long long expect = (long long)n + r->n_predict;
+        (void)astore_plan(&r->st, expect < r->n_ctx ? (int)expect : r->n_ctx);
     }
     rec->begun = true;
     return HEED_OK;
@@ -365,6 +377,8 @@ int heed_recorder_finish(heed_recorder *rec, heed_run **out) {
     if (!rec || rec->done || !out || !rec->begun) return HEED_ERR_INVALID_ARG;
     heed_ctx_set_attn_hook(rec->ctx, NULL);
     rec->done = true;
+    rec->run->pool = NULL; /* the context's: the run makes its own when a view needs it */
+    rec->run->pool_borrowed = false;
     if (rec->run->st.failed) return HEED_ERR_NOMEM;
     *out = rec->run;
     rec->run = NULL;

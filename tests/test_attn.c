@@ -691,6 +691,213 @@ static void test_f16_fast_matches_kern(void **state) {
     astore_free(&st);
 }
 
+/* ------------------------------------------- summaries on any number of threads */
+
+/* Every array of two stores, position for position: they must be equal bit for bit. */
+static void stores_equal(const astore *a, const astore *b) {
+    assert_int_equal(a->n_pos, b->n_pos);
+    assert_int_equal(a->has_full, b->has_full);
+    assert_false(a->failed || b->failed);
+    size_t P = (size_t)a->n_pos, L = (size_t)a->n_layer, H = (size_t)a->n_head, K = (size_t)a->top_k;
+    if (a->has_qk) {
+        assert_memory_equal(a->q, b->q, sizeof(float) * P * L * a->q_dim);
+        for (int i = 0; i < a->n_layer * a->n_head_kv; i++)
+            assert_memory_equal(a->k[i], b->k[i], sizeof(float) * P * a->head_dim);
+    }
+    if (a->has_topk) {
+        assert_memory_equal(a->tk_pos, b->tk_pos, sizeof(uint32_t) * P * L * H * K);
+        assert_memory_equal(a->tk_w, b->tk_w, sizeof(uint16_t) * P * L * H * K);
+    }
+    if (a->has_hmean) assert_memory_equal(a->hmean, b->hmean, sizeof(uint16_t) * astore_tri(P) * L);
+    if (a->has_full) assert_memory_equal(a->full, b->full, sizeof(float) * astore_tri(P) * L * H);
+}
+
+/* Feeds blocks of (pos0, n_query) to stores summarised on this thread, and on
+ * pools of 2 and 3: long blocks and long rows are split over the pool,
+ * short ones stay on the calling thread; every store must be the same. */
+static void feed_threads(int n_layer, int n_head, int n_head_kv, int head_dim, int top_k, bool full,
+                         const int (*blocks)[2], int n_blocks, bool plan) {
+    enum { NS = 3 };
+    pool *pools[NS] = {NULL, pool_new(2), pool_new(3)};
+    astore st[NS];
+    astore_params ap = {top_k, true, true, full ? (size_t)1 << 30 : 0};
+    for (int i = 0; i < NS; i++) {
+        assert_non_null(i ? pools[i] : (void *)1);
+        assert_int_equal(astore_init(&st[i], n_layer, n_head, n_head_kv, head_dim, &ap), HEED_OK);
+        /* the first store grows as it goes, the others as planned */
+        if (plan && i) assert_int_equal(astore_plan(&st[i], blocks[n_blocks - 1][0] + blocks[n_blocks - 1][1]), HEED_OK);
+    }
+    int q_dim = n_head * head_dim, kv_dim = n_head_kv * head_dim;
+    for (int bi = 0; bi < n_blocks; bi++) {
+        int pos0 = blocks[bi][0], nq = blocks[bi][1], n_keys = pos0 + nq;
+        size_t row_stride = (size_t)n_keys, head_stride = (size_t)nq * n_keys;
+        float *probs = malloc(sizeof(float) * n_head * head_stride);
+        float *q = malloc(sizeof(float) * (size_t)nq * q_dim), *k = malloc(sizeof(float) * (size_t)nq * kv_dim);
+        assert_true(probs && q && k);
+        for (int l = 0; l < n_layer; l++) {
+            for (int h = 0; h < n_head; h++)
+                for (int i = 0; i < nq; i++) /* mostly softmax-like rows, now and then ties, zeros, NaNs */
+                    tk_make_row(probs + h * head_stride + i * row_stride, pos0 + i + 1,
+                                tk_rand() % 4 ? 0 : (int)(tk_rand() % 11));
+            for (int i = 0; i < nq * q_dim; i++) q[i] = (float)(tk_rand() >> 8) / 16777216.0f - 0.5f;
+            for (int i = 0; i < nq * kv_dim; i++) k[i] = (float)(tk_rand() >> 8) / 16777216.0f - 0.5f;
+            heed_qk_block qb = {l, pos0, nq, n_head, n_head_kv, head_dim, q, k};
+            heed_attn_block pb = {l, n_head, pos0, nq, row_stride, head_stride, probs};
+            for (int i = 0; i < NS; i++) {
+                astore_add_qk(&st[i], &qb);
+                astore_add_probs(&st[i], &pb, pools[i]);
+            }
+        }
+        free(probs);
+        free(q);
+        free(k);
+        for (int i = 1; i < NS; i++) stores_equal(&st[0], &st[i]);
+    }
+    assert_int_equal(st[0].n_pos, blocks[n_blocks - 1][0] + blocks[n_blocks - 1][1]);
+    assert_int_equal(st[0].has_full, full);
+    for (int i = 0; i < NS; i++) {
+        astore_free(&st[i]);
+        pool_free(pools[i]);
+    }
+}
+
+static void test_summaries_threads(void **state) {
+    /* Blocks of under 8192 units of work stay on the caller: here the
+     * first ones (4 heads x 9 entries x 11 units), later decode steps are
+     * split (4 x 311 x 11: 13.7k; the head mean of one query by key
+     * ranges), prompts too (4 x 300 rows of 160 entries on average x 11) */
+    static const int small[][2] = {{0, 8}, {8, 1}, {9, 1}, {10, 300}, {310, 1}, {311, 40}, {351, 1}, {352, 3}};
+    feed_threads(3, 4, 2, 8, 8, true, small, 8, false);
+    feed_threads(3, 4, 2, 8, 8, true, small, 8, true);
+    /* the server's tiers, q/k and head means only: decode steps (4 x 311
+     * entries) stay on the caller, prompts are split by query */
+    feed_threads(3, 4, 2, 8, 0, false, small, 8, true);
+    /* 32 heads of long rows: a decode step's head means alone are split too
+     * (32 x 601: 19k) */
+    static const int wide[][2] = {{0, 600}, {600, 1}, {601, 1}, {602, 5}, {607, 1}};
+    feed_threads(1, 32, 8, 4, 32, true, wide, 5, true);
+    feed_threads(1, 32, 8, 4, 0, false, wide, 5, false);
+}
+
+/* A plan reserves every tier at once, tier (c) up to its limit without
+ * dropping it; growth past it doubles as before. */
+static void test_plan(void **state) {
+    astore st;
+    /* 2 layers x 2 heads x 4 bytes: 16 bytes per row, 100 rows fit tri(13) = 91 */
+    astore_params ap = {4, true, true, 100 * 16};
+    assert_int_equal(astore_init(&st, 2, 2, 1, 4, &ap), HEED_OK);
+    assert_int_equal(astore_plan(&st, 40), HEED_OK);
+    assert_int_equal(st.cap, 40);
+    assert_true(st.has_full);
+    assert_int_equal(st.full_cap, 13);
+    assert_int_equal(astore_reserve(&st, 13), HEED_OK);
+    assert_true(st.has_full);
+    assert_int_equal(st.cap, 40);
+    assert_int_equal(astore_reserve(&st, 14), HEED_OK); /* past the limit: the tier goes */
+    assert_false(st.has_full);
+    assert_int_equal(astore_reserve(&st, 40), HEED_OK);
+    assert_int_equal(st.cap, 40);
+    assert_int_equal(astore_reserve(&st, 41), HEED_OK);
+    assert_int_equal(st.cap, 80);
+    assert_int_equal(astore_plan(&st, 0), HEED_OK);
+    assert_int_equal(astore_plan(&st, 20), HEED_OK); /* never shrinks */
+    assert_int_equal(st.cap, 80);
+    astore_free(&st);
+    /* no plan: doubling from 64 */
+    assert_int_equal(astore_init(&st, 2, 2, 1, 4, &ap), HEED_OK);
+    assert_int_equal(astore_reserve(&st, 10), HEED_OK);
+    assert_int_equal(st.cap, 64);
+    assert_int_equal(astore_reserve(&st, 65), HEED_OK);
+    assert_int_equal(st.cap, 128);
+    assert_false(st.has_full); /* 65 positions are past the limit */
+    astore_free(&st);
+    /* a full tier that grows reserves up to its limit at once, not a row at a time */
+    assert_int_equal(astore_init(&st, 2, 2, 1, 4, &ap), HEED_OK);
+    assert_int_equal(astore_reserve(&st, 5), HEED_OK);
+    assert_int_equal(st.full_cap, 13);
+    assert_true(st.has_full);
+    astore_free(&st);
+}
+
+/* A whole recording (prompt long enough to be split over the pool) on 1 and
+ * on 3 threads, saved: the files are the same byte for byte (n_threads is
+ * not stored), so every q/k entry, top-k slot, head-mean and full row is. */
+static unsigned char *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)sz);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)sz, f), (size_t)sz);
+    fclose(f);
+    *n = (size_t)sz;
+    return b;
+}
+
+static void test_recorder_threads(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    enum { NP = 200, NG = 24 };
+    int32_t prompt[NP], ids[NP + NG];
+    for (int i = 0; i < NP; i++) prompt[i] = 260 + (i * 37) % 200;
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    /* the split recording first: a store made after another is freed may
+     * get its memory back, and a slot the split left unwritten would then
+     * hold the right value by chance */
+    const char *paths[3] = {"test-output/thr3.heedrun", "test-output/thr1.heedrun", "test-output/thr3g.heedrun"};
+    for (int pass = 0; pass < 3; pass++) {
+        heed_ctx_params cp = heed_ctx_default_params();
+        cp.n_ctx = 256;
+        heed_ctx *ctx;
+        assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+        heed_recorder_params rp = heed_recorder_default_params();
+        rp.n_threads = pass == 1 ? 1 : 3;
+        rp.n_predict = pass < 2 ? NG : 0; /* the last one grows as it goes */
+        heed_recorder *rec;
+        assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
+        assert_int_equal(generate(m, ctx, rec, prompt, NP, NG, ids), NG);
+        heed_run *run;
+        assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
+        heed_run_info ri;
+        heed_run_get_info(run, &ri);
+        assert_true(ri.has_qk && ri.has_topk && ri.has_head_mean && ri.has_full);
+        assert_int_equal(ri.n_pos, NP + NG - 1);
+        char err[256];
+        assert_int_equal(heed_run_save(run, paths[pass], err, sizeof err), HEED_OK);
+        heed_run_free(run);
+        heed_recorder_free(rec);
+        heed_ctx_free(ctx);
+    }
+    size_t n1, n2;
+    unsigned char *b1 = read_all(paths[0], &n1), *b2 = read_all(paths[1], &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(b1, b2, n1);
+    free(b2);
+    /* grown rather than planned: the same attention (the header records n_predict) */
+    heed_run *a, *b;
+    char err[256];
+    assert_int_equal(heed_run_load(paths[0], &a, err, sizeof err), HEED_OK);
+    assert_int_equal(heed_run_load(paths[2], &b, err, sizeof err), HEED_OK);
+    size_t n = NP + NG - 1;
+    float *ma = malloc(sizeof(float) * n * n), *mb = malloc(sizeof(float) * n * n);
+    heed_attn_sel all = heed_attn_sel_all();
+    assert_int_equal(heed_run_attn_matrix(a, &all, ma), HEED_OK);
+    assert_int_equal(heed_run_attn_matrix(b, &all, mb), HEED_OK);
+    assert_memory_equal(ma, mb, sizeof(float) * n * n);
+    heed_run_info ia, ib;
+    heed_run_get_info(a, &ia);
+    heed_run_get_info(b, &ib);
+    assert_true(ia.attn_bytes == ib.attn_bytes);
+    free(ma);
+    free(mb);
+    free(b1);
+    heed_run_free(a);
+    heed_run_free(b);
+    heed_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topk_select),
@@ -706,6 +913,9 @@ int main(void) {
         cmocka_unit_test(test_views_tiny_q8),
         cmocka_unit_test(test_topk_fast_matches_ref),
         cmocka_unit_test(test_f16_fast_matches_kern),
+        cmocka_unit_test(test_summaries_threads),
+        cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_recorder_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
