@@ -235,6 +235,37 @@ test('every control is reachable by keyboard with a visible focus', async () => 
   await p2.close();
 });
 
+test('live: tokens and edges appear while the run streams', async () => {
+  const p2 = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await p2.goto(server.url + '/');
+  await p2.waitForFunction(() => /stories260K/.test(document.querySelector('#model-info')?.textContent || ''));
+  // a slow link (CDP throttling) so the stream takes about a second
+  const cdp = await p2.context().newCDPSession(p2);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 40 * 1024, uploadThroughput: -1 });
+  // record what #graph shows during the stream
+  await p2.evaluate(() => {
+    window.seen = [];
+    const g = document.querySelector('#graph');
+    new MutationObserver(() => {
+      if (g.dataset.status === 'generating') window.seen.push([+g.dataset.nOutput, +g.dataset.edgeCount, +g.dataset.step]);
+    }).observe(g, { attributes: true });
+  });
+  await p2.locator('#prompt').fill('Once upon a time');
+  await p2.locator('#max-tokens-num').fill('40');
+  await p2.locator('#max-tokens-num').dispatchEvent('change');
+  await p2.locator('#generate').click();
+  await p2.waitForSelector('#graph[data-status="done"]', { timeout: 60000 });
+  const seen = await p2.evaluate(() => window.seen);
+  const counts = [...new Set(seen.map((x) => x[0]))];
+  assert.ok(counts.length >= 3, `outputs appeared one by one: ${JSON.stringify(counts)}`);
+  for (let i = 1; i < counts.length; i++) assert.ok(counts[i] > counts[i - 1], 'never fewer outputs');
+  assert.ok(seen.some(([n, e]) => n > 0 && n < 40 && e > 0), 'edges drawn before the run ended');
+  assert.ok(seen.every(([n, , t]) => n === 0 || t === n - 1), 'the step follows the newest token');
+  assert.equal(await p2.locator('#graph').getAttribute('data-n-output'), '40');
+  await p2.close();
+});
+
 test('a server error is shown, not swallowed', async () => {
   await page.locator('#prompt').fill('x'.repeat(5000)); // over the bundled model's context
   await page.locator('#generate').click();
