@@ -331,6 +331,8 @@ typedef struct heed_sample {
     float entropy;      /* entropy of the model's distribution, in nats */
     const float *probs; /* the model's full distribution (n_vocab), owned by the
                            sampler, valid until its next call */
+    float max_logit;    /* the distribution's normaliser: p(i) = exp(logit_i - max_logit - log_z) */
+    double log_z;
 } heed_sample;
 
 /*
@@ -354,6 +356,9 @@ void heed_sampler_accept(heed_sampler *s, const int32_t *ids, int n);
 /* The k highest logits, in descending order (ties: lower id first), with the
  * model's probabilities. Returns the number written (min(k, n_vocab)). */
 int heed_top_candidates(const float *logits, int n_vocab, int k, heed_candidate *out);
+/* The same for the logits s was drawn from, reusing the normaliser the
+ * sampler computed (one pass over the vocabulary fewer): identical values. */
+int heed_sample_candidates(const heed_sample *s, const float *logits, int n_vocab, int k, heed_candidate *out);
 
 /* ================================================== runs and analysis
  *

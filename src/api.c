@@ -664,7 +664,7 @@ static int gen_step(gen *g, json_t **ev) {
     if (!text_append(g, delta, nd)) return HEED_ERR_NOMEM;
 
     heed_candidate cand[API_N_TOP];
-    int nc = heed_top_candidates(logits, a->info.n_vocab, API_N_TOP, cand);
+    int nc = heed_sample_candidates(&s, logits, a->info.n_vocab, API_N_TOP, cand);
     json_t *top = json_array();
     for (int i = 0; i < nc; i++)
         json_array_append_new(top, json_pack("{s:i, s:o, s:f}", "id", cand[i].id, "label", label_json(m, cand[i].id),

@@ -500,7 +500,7 @@ static int run_generate(const gen_opts *o) {
         st->prob = smpl.prob;
         st->logprob = smpl.logprob;
         st->entropy = smpl.entropy;
-        st->n_top = heed_top_candidates(logits, info.n_vocab, N_TOP, st->top);
+        st->n_top = heed_sample_candidates(&smpl, logits, info.n_vocab, N_TOP, st->top);
         out[n_out++] = smpl.id;
         if (rec && heed_recorder_step(rec, &smpl, logits)) {
             fprintf(stderr, "heed: recording step %d failed\n", s);

@@ -350,7 +350,7 @@ int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *lo
     int rc = run_add_token(r, rec->m, s->id);
     if (rc) return rc;
     r->steps[t] = (run_step){s->id, s->prob, s->logprob, s->entropy};
-    heed_top_candidates(logits, r->n_vocab, r->n_cand, r->cand + (size_t)t * r->n_cand);
+    heed_sample_candidates(s, logits, r->n_vocab, r->n_cand, r->cand + (size_t)t * r->n_cand);
     if (r->lens_k > 0) rec_lens(rec, t);
     r->n_output++;
     r->eog = s->id == r->eos || s->id == r->eot;

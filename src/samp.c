@@ -209,17 +209,28 @@ static float log_normaliser(const float *logits, int n, double *log_z) {
     return max;
 }
 
-int heed_top_candidates(const float *logits, int n_vocab, int k, heed_candidate *out) {
-    if (k <= 0 || n_vocab <= 0) return 0;
-    if (!logits || !out) return HEED_ERR_INVALID_ARG;
-    double log_z;
-    float max = log_normaliser(logits, n_vocab, &log_z);
+/* The k best of logits with their probabilities under normaliser max, log_z. */
+static int candidates(const float *logits, int n_vocab, int k, float max, double log_z, heed_candidate *out) {
     int n = select_best(out, k, n_vocab, get_raw, logits);
     for (int i = 0; i < n; i++) {
         out[i].prob = max == -INFINITY ? 0.0f : (float)exp((double)out[i].logit - max - log_z);
         out[i].logit = logits[out[i].id]; /* raw, NaN included */
     }
     return n;
+}
+
+int heed_top_candidates(const float *logits, int n_vocab, int k, heed_candidate *out) {
+    if (k <= 0 || n_vocab <= 0) return 0;
+    if (!logits || !out) return HEED_ERR_INVALID_ARG;
+    double log_z;
+    float max = log_normaliser(logits, n_vocab, &log_z);
+    return candidates(logits, n_vocab, k, max, log_z, out);
+}
+
+int heed_sample_candidates(const heed_sample *s, const float *logits, int n_vocab, int k, heed_candidate *out) {
+    if (k <= 0 || n_vocab <= 0) return 0;
+    if (!s || !logits || !out) return HEED_ERR_INVALID_ARG;
+    return candidates(logits, n_vocab, k, s->max_logit, s->log_z, out);
 }
 
 /* Softmax of the raw logits into s->probs; returns the entropy in nats,
@@ -353,6 +364,8 @@ static int sample_or_force(heed_sampler *s, const float *logits, int n_vocab, in
     out->logprob = (float)((double)clean_logit(logits[id]) - max - log_z); /* exact where prob underflows */
     out->entropy = (float)entropy;
     out->probs = s->probs;
+    out->max_logit = max;
+    out->log_z = log_z; /* the same sums as log_normaliser: heed_sample_candidates equals heed_top_candidates */
     return HEED_OK;
 }
 

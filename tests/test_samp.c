@@ -381,8 +381,35 @@ static void test_top_k_top_p_min_p_big_vocab(void **state) {
     free(logits);
 }
 
+/* The candidates of a sample reuse the sampler's normaliser and equal the
+ * stand-alone computation bit for bit (the recorder and the server use them). */
+static void test_sample_candidates_equal(void **state) {
+    enum { N = 5000 };
+    static float logits[N];
+    heed_sampler_params p = heed_sampler_default_params();
+    p.temperature = 0.8f;
+    heed_sampler *s = heed_sampler_new(&p, N);
+    uint32_t x = 7;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < N; i++) {
+            x = x * 1664525u + 1013904223u;
+            logits[i] = (float)(x >> 8) / (float)(1u << 24) * (round % 2 ? 40.0f : 4.0f) - 2.0f;
+        }
+        if (round == 3) logits[17] = -INFINITY;
+        if (round == 5) logits[99] = NAN;
+        heed_sample sm;
+        assert_int_equal(heed_sampler_sample(s, logits, N, &sm), HEED_OK);
+        heed_candidate a[20], b[20];
+        assert_int_equal(heed_top_candidates(logits, N, 20, a), 20);
+        assert_int_equal(heed_sample_candidates(&sm, logits, N, 20, b), 20);
+        assert_memory_equal(a, b, sizeof a);
+    }
+    heed_sampler_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sample_candidates_equal),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_invalid_params),
         cmocka_unit_test(test_bad_calls),
