@@ -1720,19 +1720,52 @@ typedef struct snap {
 /* Computes one view exactly as the server answers it and keeps it under the
  * key the server's view cache would use. False when it failed or would pass
  * the budget (then it is left out). */
+/* Graph rows above this size go in sparse: weights under SNAP_MIN_WEIGHT
+ * dropped, the rest as [index, weight, index, weight, ...]; the viewer's shim
+ * expands them. A long run's graph is mostly tiny weights. */
+#define SNAP_SPARSE_BYTES ((size_t)1 << 20)
+#define SNAP_MIN_WEIGHT 1e-3
+
+static json_t *sparse_rows(json_t *rows) {
+    json_t *out = json_array();
+    for (size_t t = 0; t < json_array_size(rows); t++) {
+        json_t *row = json_array_get(rows, t), *sp = json_array();
+        for (size_t k = 0; k < json_array_size(row); k++) {
+            double w = json_number_value(json_array_get(row, k));
+            if (w >= SNAP_MIN_WEIGHT) {
+                json_array_append_new(sp, json_integer((json_int_t)k));
+                json_array_append_new(sp, json_real(w));
+            }
+        }
+        json_array_append_new(out, sp);
+    }
+    return out;
+}
+
+/* Computes one view exactly as the server answers it and keeps it under the
+ * key the server's view cache would use. False when it failed or would pass
+ * the budget (then it is left out). */
 static bool snap_view(snap *s, const char *route, view_fn fn, const char *const *args) {
     char path[320];
     snprintf(path, sizeof path, "/api/runs/%s/%s", s->id, route);
     api_req rq = {.method = "GET", .path = path, .param = s->id, .args = args};
     api_reply rp = {0};
     fn(s->a, &rq, s->run, &s->ri, &rp);
-    bool ok = rp.status == 200 && rp.body && s->bytes + rp.body_len <= s->budget;
-    char *key = ok ? view_key(&rq) : NULL;
-    json_t *v = !key ? NULL
-                : strcmp(rp.content_type, "application/json") ? bin_json(rp.body, rp.body_len)
-                                                              : json_loadb(rp.body, rp.body_len, 0, NULL);
-    ok = v && !json_object_set_new(s->map, key, v);
-    if (ok) s->bytes += rp.body_len;
+    bool json = rp.content_type && !strcmp(rp.content_type, "application/json");
+    json_t *v = rp.status != 200 || !rp.body ? NULL
+                : json                       ? json_loadb(rp.body, rp.body_len, 0, NULL)
+                                             : bin_json(rp.body, rp.body_len);
+    size_t size = rp.body_len;
+    if (v && fn == view_graph && size > SNAP_SPARSE_BYTES) {
+        json_object_set_new(v, "prompt", sparse_rows(json_object_get(v, "prompt")));
+        json_object_set_new(v, "output", sparse_rows(json_object_get(v, "output")));
+        json_object_set_new(v, "$sparse", json_real(SNAP_MIN_WEIGHT));
+        size = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(7));
+    }
+    char *key = v && s->bytes + size <= s->budget ? view_key(&rq) : NULL;
+    bool ok = key && !json_object_set_new(s->map, key, v);
+    if (ok) s->bytes += size;
+    else if (!key) json_decref(v);
     free(key);
     free(rp.body);
     return ok;

@@ -116,6 +116,22 @@
     return reply(200, body, 'application/octet-stream');
   }
 
+  // A long run's graph is stored sparse (weights under v.$sparse dropped,
+  // rows as [index, weight, ...]); the app reads dense rows.
+  function denseGraph(v) {
+    var g = {}, expand = function (rows, len) {
+      return rows.map(function (sp, t) {
+        var row = new Array(len(t)).fill(0);
+        for (var i = 0; i + 1 < sp.length; i += 2) row[sp[i]] = sp[i + 1];
+        return row;
+      });
+    };
+    Object.keys(v).forEach(function (k) { if (k !== '$sparse') g[k] = v[k]; });
+    g.prompt = expand(v.prompt, function () { return v.n_prompt; });
+    g.output = expand(v.output, function (t) { return t; });
+    return g;
+  }
+
   var realFetch = window.fetch.bind(window);
   window.fetch = function (input, init) {
     var u = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
@@ -127,6 +143,6 @@
     if (hm) return hm;
     if (v === undefined) return error(404, 'this view is not in the exported file (heed export computes the common ones)');
     if (v && typeof v === 'object' && typeof v.$bin === 'string') return reply(200, b64bytes(v.$bin), 'application/octet-stream');
-    return reply(200, JSON.stringify(v), 'application/json');
+    return reply(200, JSON.stringify(v && v.$sparse !== undefined ? denseGraph(v) : v), 'application/json');
   };
 })();
