@@ -5,10 +5,12 @@
  *   bench_decode [-m MODEL] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [-r REPEATS]
  *
  * Capture "on" installs a hook that copies every attention row into a
- * preallocated triangular store, as `heed generate --json` does; "rec"
- * records with heed_recorder as `--save` and `heed serve` do (q/k, top-k and
- * head-mean tiers, 20 candidates per step; logit lens off), choosing tokens
- * through the sampler; "off" has no hook. Prints the best of REPEATS runs (least disturbed by the machine).
+ * preallocated triangular store, as `heed generate --json` does; "qk"
+ * records with heed_recorder keeping only the exact tier (post-RoPE q/k of
+ * every layer, from which every attention row is recomputed bit for bit) and
+ * 20 candidates per step; "rec" records as `--save` does (q/k, top-k and
+ * head-mean tiers, 20 candidates; logit lens off); both choose tokens through
+ * the sampler; "off" has no hook. Prints the best of REPEATS runs (least disturbed by the machine).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +51,7 @@ static int argmax(const float *x, int n) {
 }
 
 /* One run: prefill n_prompt tokens, then decode n_gen greedily. */
-enum { CAP_OFF, CAP_ON, CAP_REC };
+enum { CAP_OFF, CAP_ON, CAP_QK, CAP_REC };
 
 static void run(const heed_model *m, int n_threads, int capture, int n_prompt, int n_gen, double *pp_tps,
                 double *tg_tps) {
@@ -77,9 +79,14 @@ static void run(const heed_model *m, int n_threads, int capture, int n_prompt, i
     for (int i = 0; i < n_prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % info.n_vocab);
     heed_recorder *rec = NULL;
     heed_sampler *smp = NULL;
-    if (capture == CAP_REC) {
+    if (capture == CAP_QK || capture == CAP_REC) {
         heed_recorder_params rp = heed_recorder_default_params();
         rp.lens_top_k = 0;
+        if (capture == CAP_QK) {
+            rp.attn_top_k = 0;
+            rp.keep_head_mean = false;
+            rp.full_limit_bytes = 0;
+        }
         rp.n_threads = n_threads;
         rp.n_predict = n_gen; /* as --save and heed serve do: the store is reserved at once */
         heed_sampler_params sp = heed_sampler_default_params();
@@ -139,7 +146,7 @@ int main(int argc, char **argv) {
     heed_model_get_info(m, &info);
     if (n_prompt + n_gen + 1 > info.n_ctx_train) n_gen = info.n_ctx_train - n_prompt - 1;
     const char *base = strrchr(info.path, '/');
-    static const char *const cap_names[] = {"off", "on", "rec"};
+    static const char *const cap_names[] = {"off", "on", "qk", "rec"};
     for (int cap = CAP_OFF; cap <= CAP_REC; cap++) {
         double best_pp = 0, best_tg = 0;
         for (int r = 0; r < repeats; r++) {
