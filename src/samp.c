@@ -192,6 +192,36 @@ static heed_candidate get_raw(const void *src, int i) {
     return c;
 }
 
+/* select_best over raw logits, with the same result: once the heap is full,
+ * a later token enters only with a logit above the worst kept (an equal one
+ * loses the tie, its id being higher), so most of the vocabulary is one
+ * compare each, with no call per token (this runs for every generated token). */
+static int select_best_raw(heed_candidate *out, int k, int n, const float *logits) {
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    int m = select_best(out, k, k, get_raw, logits); /* the first k, sorted best first */
+    for (int i = 0, j = m - 1; i < j; i++, j--) { /* as a worst-first heap: reversed order is one */
+        heed_candidate t = out[i];
+        out[i] = out[j];
+        out[j] = t;
+    }
+    float worst = out[0].logit;
+    for (int i = k; i < n; i++) {
+        float x = clean_logit(logits[i]);
+        if (!(x > worst)) continue;
+        out[0] = (heed_candidate){i, x, 0.0f};
+        worst_sift_down(out, k, 0);
+        worst = out[0].logit;
+    }
+    for (int r = k - 1; r > 0; r--) { /* move the worst to the back, repeatedly */
+        heed_candidate t = out[0];
+        out[0] = out[r];
+        out[r] = t;
+        worst_sift_down(out, r, 0);
+    }
+    return k;
+}
+
 static heed_candidate get_cand(const void *src, int i) { return ((const heed_candidate *)src)[i]; }
 
 /* ------------------------------------------------------- the model's view */
@@ -211,7 +241,7 @@ static float log_normaliser(const float *logits, int n, double *log_z) {
 
 /* The k best of logits with their probabilities under normaliser max, log_z. */
 static int candidates(const float *logits, int n_vocab, int k, float max, double log_z, heed_candidate *out) {
-    int n = select_best(out, k, n_vocab, get_raw, logits);
+    int n = select_best_raw(out, k, n_vocab, logits);
     for (int i = 0; i < n; i++) {
         out[i].prob = max == -INFINITY ? 0.0f : (float)exp((double)out[i].logit - max - log_z);
         out[i].logit = logits[out[i].id]; /* raw, NaN included */

@@ -381,6 +381,37 @@ static void test_top_k_top_p_min_p_big_vocab(void **state) {
     free(logits);
 }
 
+/* The top candidates equal a full sort by (logit desc, id asc), NaN as
+ * -inf, on rows with many ties, for k from 1 past n. */
+static int by_logit_then_id(const void *a, const void *b) {
+    const heed_candidate *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static void test_top_candidates_vs_sort(void **state) {
+    enum { N = 700 };
+    static float logits[N];
+    static heed_candidate want[N], got[N + 5];
+    uint32_t x = 99;
+    const int ks[] = {1, 2, 5, 20, 64, N - 1, N, N + 5};
+    for (int round = 0; round < 40; round++) {
+        for (int i = 0; i < N; i++) {
+            x = x * 1664525u + 1013904223u;
+            logits[i] = round % 3 == 0 ? (float)((x >> 24) % 7) : (float)(x >> 8) / (float)(1u << 24) * 10.0f;
+        }
+        if (round % 4 == 1) logits[x % N] = NAN;
+        if (round % 5 == 2) logits[(x >> 3) % N] = -INFINITY;
+        for (int i = 0; i < N; i++) want[i] = (heed_candidate){i, logits[i] == logits[i] ? logits[i] : -INFINITY, 0.0f};
+        qsort(want, N, sizeof *want, by_logit_then_id);
+        for (size_t j = 0; j < sizeof ks / sizeof *ks; j++) {
+            int n = heed_top_candidates(logits, N, ks[j], got);
+            assert_int_equal(n, ks[j] < N ? ks[j] : N);
+            for (int i = 0; i < n; i++) assert_int_equal(got[i].id, want[i].id);
+        }
+    }
+}
+
 /* The candidates of a sample reuse the sampler's normaliser and equal the
  * stand-alone computation bit for bit (the recorder and the server use them). */
 static void test_sample_candidates_equal(void **state) {
@@ -410,6 +441,7 @@ static void test_sample_candidates_equal(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sample_candidates_equal),
+        cmocka_unit_test(test_top_candidates_vs_sort),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_invalid_params),
         cmocka_unit_test(test_bad_calls),
