@@ -588,6 +588,13 @@ static json_t *floats_json(const float *x, int n) {
     return arr;
 }
 
+/* A step's split view as the API gives it: w = prompt part (np) then the
+ * output part (t), with the raw masses. */
+static json_t *split_json(const float *w, int np, int t, float in_mass, float out_mass) {
+    return json_pack("{s:o, s:o, s:f, s:f}", "prompt", floats_json(w, np), "output", floats_json(w + np, t),
+                     "prompt_mass", in_mass, "output_mass", out_mass);
+}
+
 static json_t *label_json(const heed_model *m, int32_t id) {
     char label[LABEL_MAX];
     heed_token_label(m, id, label, sizeof label);
@@ -795,8 +802,7 @@ static json_t *with_split(gen *g, json_t *ev) {
     int t = w ? heed_recorder_step_view(g->rec, &all, 0, w, w + np, &im, &om) : HEED_ERR_NOMEM;
     json_t *e = json_copy(ev), *att = json_copy(json_object_get(ev, "attention"));
     if (t >= 0 && e && att) {
-        json_object_set_new(att, "split", json_pack("{s:o, s:o, s:f, s:f}", "prompt", floats_json(w, np), "output",
-                                                    floats_json(w + np, t), "prompt_mass", im, "output_mass", om));
+        json_object_set_new(att, "split", split_json(w, np, t, im, om));
         json_object_set_new(e, "attention", att);
     } else {
         json_decref(att);
@@ -1286,18 +1292,12 @@ static void attn_matrix(heed_run *run, const heed_run_info *ri, const view_args 
  * with column the column of key position p (how much each later query
  * attended to p: {"key","col"[n_pos-p]}, entry i for query p+i). */
 static void attn_line(api_reply *rp, heed_run *run, const heed_run_info *ri, const view_args *v, int p, bool column) {
-    float *row = malloc(sizeof(float) * (size_t)ri->n_pos), *col = column ? malloc(sizeof(float) * (size_t)ri->n_pos) : NULL;
-    int rc = row && (!column || col) ? 0 : HEED_ERR_NOMEM;
-    if (!rc && !column) rc = heed_run_attn_row(run, &v->sel, p, row);
-    for (int q = p; !rc && column && q < ri->n_pos; q++) {
-        rc = heed_run_attn_row(run, &v->sel, q, row);
-        col[q - p] = row[p];
-    }
+    float *x = malloc(sizeof(float) * (size_t)ri->n_pos);
+    int rc = !x ? HEED_ERR_NOMEM : column ? heed_run_attn_col(run, &v->sel, p, x) : heed_run_attn_row(run, &v->sel, p, x);
     if (rc) view_error(rp, rc);
-    else if (column) reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "key", p, "col", floats_json(col, ri->n_pos - p)), 9);
-    else reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "pos", p, "row", floats_json(row, p + 1)), 9);
-    free(row);
-    free(col);
+    else if (column) reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "key", p, "col", floats_json(x, ri->n_pos - p)), 9);
+    else reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "pos", p, "row", floats_json(x, p + 1)), 9);
+    free(x);
 }
 
 /* The row of one step: raw or the visualizer's split normalization, with
@@ -1314,10 +1314,7 @@ static void attn_step(api_reply *rp, heed_run *run, const heed_run_info *ri, con
         float *in = split_w, *out = in + ri->n_prompt;
         float in_mass = 0, out_mass = 0;
         rc = in ? heed_run_step_view(run, &v->sel, step, 0, in, out, &in_mass, &out_mass) : HEED_ERR_NOMEM;
-        if (!rc)
-            json_object_set_new(j, "split", json_pack("{s:o, s:o, s:f, s:f}", "prompt", floats_json(in, ri->n_prompt),
-                                                      "output", floats_json(out, step), "prompt_mass", in_mass,
-                                                      "output_mass", out_mass));
+        if (!rc) json_object_set_new(j, "split", split_json(in, ri->n_prompt, step, in_mass, out_mass));
     } else {
         float *row = malloc(sizeof(float) * ((size_t)pos + 1));
         rc = row ? heed_run_attn_row(run, &v->sel, pos, row) : HEED_ERR_NOMEM;
