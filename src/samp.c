@@ -159,6 +159,17 @@ static void worst_sift_up(heed_candidate *h, int i) {
     h[i] = x;
 }
 
+/* A full worst-first heap h[0..k) sorted in place, best first. Returns k. */
+static int heap_sort_best_first(heed_candidate *h, int k) {
+    for (int m = k - 1; m > 0; m--) { /* move the worst to the back, repeatedly */
+        heed_candidate t = h[0];
+        h[0] = h[m];
+        h[m] = t;
+        worst_sift_down(h, m, 0);
+    }
+    return k;
+}
+
 /*
  * Keeps the k best of the n candidates produced by get(i) in out[0..k),
  * sorted best first: a bounded heap, O(n log k) time and no memory beyond
@@ -178,13 +189,7 @@ static int select_best(heed_candidate *out, int k, int n, heed_candidate (*get)(
             worst_sift_down(out, k, 0);
         }
     }
-    for (int m = k - 1; m > 0; m--) { /* move the worst to the back, repeatedly */
-        heed_candidate t = out[0];
-        out[0] = out[m];
-        out[m] = t;
-        worst_sift_down(out, m, 0);
-    }
-    return k;
+    return heap_sort_best_first(out, k);
 }
 
 static heed_candidate get_raw(const void *src, int i) {
@@ -199,11 +204,9 @@ static heed_candidate get_raw(const void *src, int i) {
 static int select_best_raw(heed_candidate *out, int k, int n, const float *logits) {
     if (k > n) k = n;
     if (k <= 0) return 0;
-    int m = select_best(out, k, k, get_raw, logits); /* the first k, sorted best first */
-    for (int i = 0, j = m - 1; i < j; i++, j--) { /* as a worst-first heap: reversed order is one */
-        heed_candidate t = out[i];
-        out[i] = out[j];
-        out[j] = t;
+    for (int i = 0; i < k; i++) {
+        out[i] = get_raw(logits, i);
+        worst_sift_up(out, i);
     }
     float worst = out[0].logit;
     for (int i = k; i < n; i++) {
@@ -213,13 +216,7 @@ static int select_best_raw(heed_candidate *out, int k, int n, const float *logit
         worst_sift_down(out, k, 0);
         worst = out[0].logit;
     }
-    for (int r = k - 1; r > 0; r--) { /* move the worst to the back, repeatedly */
-        heed_candidate t = out[0];
-        out[0] = out[r];
-        out[r] = t;
-        worst_sift_down(out, r, 0);
-    }
-    return k;
+    return heap_sort_best_first(out, k);
 }
 
 static heed_candidate get_cand(const void *src, int i) { return ((const heed_candidate *)src)[i]; }
