@@ -432,6 +432,7 @@ class Heatmap implements View {
     this.view = nv;
     this.fitted = Math.abs(nv.s - fitScale(this.n, pw, ph)) < 1e-9 && nv.x0 === 0 && nv.y0 === 0;
     this.requestDraw();
+    this.updateState(); // level, window and status follow the view at once, not after the debounce
     this.schedule(debounce ? DEBOUNCE_MS : 0);
   }
 
@@ -446,6 +447,7 @@ class Heatmap implements View {
     this.fitted = true;
     this.view = fitView(this.n, pw, ph);
     this.requestDraw();
+    this.updateState();
     this.schedule(DEBOUNCE_MS);
   }
 
@@ -454,6 +456,7 @@ class Heatmap implements View {
     this.pool = p;
     this.poolSeg.set(p);
     this.requestDraw();
+    this.updateState();
     this.schedule(0);
   }
 

@@ -617,7 +617,9 @@ class ModelGrid implements View {
     this.markCurrent();
     const o = this.opener;
     this.opener = null;
-    if (o && o.isConnected) o.focus();
+    // the browser gives the focus back as the dialog closes, before this event: keys pressed since
+    // then may have moved it to another cell, which stays focused
+    if (o && o.isConnected && !this.grid.contains(document.activeElement)) o.focus();
   }
 }
 
