@@ -128,43 +128,47 @@ static float KQ(dot_q5_1)(const void *vw, const void *vx, int n) {
     return kq_hsum8(s0) + sm;
 }
 
-/* the 8 scales and 8 mins of a Q4_K/Q5_K super-block as bytes */
-static inline void kq_unpack_k4(const uint8_t *scales, uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t u[4];
-    memcpy(u, scales, 12);
+/* The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K/Q5_K
+ * super-block, 6 bits each, in one register: unpacked in general registers
+ * and moved over whole (bytes written to memory and read back as a wider
+ * word would stall on store forwarding, once per super-block). */
+static inline __m128i kq_unpack_k4(const uint8_t *scales) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, scales, 4);
+    memcpy(&u1, scales + 4, 4);
+    memcpy(&u2, scales + 8, 4);
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    uint32_t a = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[2] = a;
-    u[0] &= k1;
-    memcpy(sc, u, 8);
-    memcpy(mn, u + 2, 8);
+    uint32_t sc_lo = u0 & k1, sc_hi = (u2 & k2) | (((u0 >> 6) & k3) << 4);
+    uint32_t mn_lo = u1 & k1, mn_hi = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4);
+    return _mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo);
 }
 
-/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]) */
-static inline int kq_mins_dot(const uint8_t mn[8], const int16_t *bsums) {
+/* the mins of kq_unpack_k4 as int16 */
+static inline __m128i kq_mins16(__m128i scmn) { return _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scmn, scmn)); }
+
+/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]), mn16 from kq_mins16 */
+static inline int kq_mins_dot(__m128i mn16, const int16_t *bsums) {
     __m128i b0 = _mm_loadu_si128((const __m128i *)bsums), b1 = _mm_loadu_si128((const __m128i *)(bsums + 8));
     __m128i pair = _mm_hadd_epi16(b0, b1); /* 8 sums of 32 (|.| <= 32 * 127) */
-    int64_t m8;
-    memcpy(&m8, mn, 8);
-    __m128i m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m8));
-    __m128i p = _mm_madd_epi16(m16, pair);
+    __m128i p = _mm_madd_epi16(mn16, pair);
     p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4E));
     p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xB1));
     return _mm_cvtsi128_si32(p);
 }
 
+/* the 8 scales of kq_unpack_k4 as int16, the same in both 128-bit lanes */
+static inline __m256i kq_scales16(__m128i scmn) { return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scmn)); }
+
+/* Q6_K: sum_j sc[j] * bsums[j] as 8 int32 lanes (exact: |sc| <= 128,
+ * |bsum| <= 16 * 127), for the -32 offset of every q */
+static inline __m256i kq_q6_offset(const int8_t *sc, const int16_t *bsums) {
+    __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+    return _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)bsums));
+}
+
 /* 32 unsigned q (<= 31) times 32 int8 x, times int16 scales: int32 x 8 (exact) */
 static inline __m256i kq_scaled32(__m256i q, __m256i x, __m256i scale) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scale);
-}
-
-/* 8 unsigned byte scales as int16, the same in both 128-bit lanes */
-static inline __m256i kq_scales16(const uint8_t sc[8]) {
-    int64_t v;
-    memcpy(&v, sc, 8);
-    return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(v)));
 }
 
 /* int16 element lo of each lane in the low lane, element hi in the high
@@ -182,11 +186,10 @@ static float KQ(dot_q4_K)(const void *vw, const void *vx, int n) {
     float accm = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int b = 0; b < n / QK_K; b++) {
-        uint8_t sc[8], mn[8];
-        kq_unpack_k4(w[b].scales, sc, mn);
+        __m128i scmn = kq_unpack_k4(w[b].scales);
         float d = _cvtsh_ss(w[b].d) * x[b].d, dmin = _cvtsh_ss(w[b].dmin) * x[b].d;
-        accm += dmin * (float)kq_mins_dot(mn, x[b].bsums);
-        __m256i sumi = _mm256_setzero_si256(), sc16 = kq_scales16(sc);
+        accm += dmin * (float)kq_mins_dot(kq_mins16(scmn), x[b].bsums);
+        __m256i sumi = _mm256_setzero_si256(), sc16 = kq_scales16(scmn);
         KQ_UNROLL for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
@@ -207,12 +210,11 @@ static float KQ(dot_q5_K)(const void *vw, const void *vx, int n) {
     float accm = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int b = 0; b < n / QK_K; b++) {
-        uint8_t sc[8], mn[8];
-        kq_unpack_k4(w[b].scales, sc, mn);
+        __m128i scmn = kq_unpack_k4(w[b].scales);
         float d = _cvtsh_ss(w[b].d) * x[b].d, dmin = _cvtsh_ss(w[b].dmin) * x[b].d;
-        accm += dmin * (float)kq_mins_dot(mn, x[b].bsums);
+        accm += dmin * (float)kq_mins_dot(kq_mins16(scmn), x[b].bsums);
         __m256i hb = _mm256_loadu_si256((const __m256i *)w[b].qh);
-        __m256i sumi = _mm256_setzero_si256(), sc16 = kq_scales16(sc);
+        __m256i sumi = _mm256_setzero_si256(), sc16 = kq_scales16(scmn);
         KQ_UNROLL for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
             /* bit 2c of qh -> 16 in the low element, bit 2c+1 -> the high one */
@@ -239,9 +241,7 @@ static float KQ(dot_q6_K)(const void *vw, const void *vx, int n) {
     for (int b = 0; b < n / QK_K; b++) {
         const int8_t *sc = w[b].scales;
         /* q - 32: sum(q * x) - 32 * sum(x), the latter from the bsums */
-        int sub = 0;
-        for (int j = 0; j < 16; j++) sub += sc[j] * x[b].bsums[j];
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(kq_q6_offset(sc, x[b].bsums), 5));
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = w[b].ql + 64 * h, *qh = w[b].qh + 32 * h;
             const int8_t *xs = x[b].qs + 128 * h, *s = sc + 8 * h;
@@ -264,7 +264,6 @@ static float KQ(dot_q6_K)(const void *vw, const void *vx, int n) {
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p2, kq_pick16(s16, 4, 5)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p3, kq_pick16(s16, 6, 7)));
         }
-        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * sub, 0, 0, 0, 0, 0, 0, 0));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d), _mm256_cvtepi32_ps(sumi), acc);
     }
     return kq_hsum8(acc);
@@ -441,12 +440,11 @@ KQ_TILE_32(tile4_q5_1, block_q5_1, block_q8_1, 0,
 static inline __attribute__((always_inline)) void kq_tile_k_min(float *out, size_t out_stride, const uint16_t *dd, const uint8_t *scales,
                                  const uint8_t *qs, const uint8_t *qh, const char *x, size_t act_bytes,
                                  __m256 acc[4], float accm[4]) {
-    uint8_t sc[8], mn[8];
-    kq_unpack_k4(scales, sc, mn);
+    __m128i scmn = kq_unpack_k4(scales), mn16 = kq_mins16(scmn);
     float d = _cvtsh_ss(dd[0]), dmin = _cvtsh_ss(dd[1]);
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    __m256i sumi[4], sc16 = kq_scales16(sc);
+    __m256i sumi[4], sc16 = kq_scales16(scmn);
     KQ_UNROLL for (int t = 0; t < 4; t++) sumi[t] = _mm256_setzero_si256();
     KQ_UNROLL for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -467,7 +465,7 @@ static inline __attribute__((always_inline)) void kq_tile_k_min(float *out, size
     KQ_UNROLL for (int t = 0; t < 4; t++) {
         const block_q8_K *xb = (const block_q8_K *)(x + act_bytes * t);
         acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-        accm[t] += dmin * xb->d * (float)kq_mins_dot(mn, xb->bsums);
+        accm[t] += dmin * xb->d * (float)kq_mins_dot(mn16, xb->bsums);
     }
     (void)out;
     (void)out_stride;
@@ -535,9 +533,7 @@ static void KQ(tile4_q6_K)(float *out, size_t out_stride, const void *w, size_t 
             float d = _cvtsh_ss(wb[b].d);
             KQ_UNROLL for (int t = 0; t < 4; t++) {
                 const block_q8_K *xb = (const block_q8_K *)((const char *)x + act_bytes * t) + b;
-                int sub = 0;
-                for (int j = 0; j < 16; j++) sub += sc[j] * xb->bsums[j];
-                __m256i si = _mm256_sub_epi32(sumi[t], _mm256_setr_epi32(32 * sub, 0, 0, 0, 0, 0, 0, 0));
+                __m256i si = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(kq_q6_offset(sc, xb->bsums), 5));
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(si), acc[t]);
             }
         }
