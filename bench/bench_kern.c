@@ -7,6 +7,9 @@
  *                 figure. Also a 512 KB matrix in L2: the kernel's own speed
  *   triad GB/s    a[i] = b[i] + s*c[i] over three 64 MB arrays, STREAM's
  *                 byte count (24 bytes per element): what memory can give
+ *   prefill       GOP/s (2 * rows * n_in * tokens per second) of a 64-token
+ *                 matrix product with a 2048 x 2048 weight matrix (L3-resident),
+ *                 per ops table and type, 1 thread: the prompt-processing bound
  *   dot_f32 n=64  ns per call: the attention-score inner loop
  *   pool          us per empty job: the hand-off cost paid ~7 times a layer
  *
@@ -16,6 +19,7 @@
  *                   (read_gbs_1, read_gbs_2: a 256 MB f32 dot product with
  *                   the best table, the read-only rate decoding is bound by;
  *                   triad_gbs_1, triad_gbs_2), for bench/run.sh
+ *   bench_kern -p   prints only the prefill figures
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -147,8 +151,78 @@ static double read_gbs(pool *p, int nth) {
     return (double)WEIGHT_BYTES / best / 1e9;
 }
 
+/* ----------------------------------------------------------- prefill */
+
+#define PF_N 2048  /* rows and n_in */
+#define PF_TOK 64  /* tokens */
+
+/* rows x n_in random weights in type */
+static void fill_rows(int type, void *w, int rows, int n_in, uint64_t *seed) {
+    size_t row = kern_row_bytes(type, n_in);
+    float *tmp = malloc((size_t)n_in * sizeof(float));
+    if (!tmp) exit(1);
+    for (int o = 0; o < rows; o++) {
+        for (int i = 0; i < n_in; i++) tmp[i] = rnd_f(seed);
+        char *dst = (char *)w + row * (size_t)o;
+        if (type == GGML_F32)
+            memcpy(dst, tmp, row);
+        else if (type != GGML_F16 && type != GGML_BF16)
+            kern_quantize(type, dst, tmp, n_in);
+        else
+            for (int i = 0; i < n_in; i++) {
+                uint32_t u;
+                memcpy(&u, &tmp[i], sizeof u);
+                uint16_t h = type == GGML_F16 ? kern_f32_to_f16(tmp[i]) : (uint16_t)(u >> 16);
+                memcpy(dst + 2 * (size_t)i, &h, sizeof h);
+            }
+    }
+    free(tmp);
+}
+
+/* 64 tokens x a 2048 x 2048 matrix of every block type, 1 thread (the SIMD tables) */
+static void prefill_figures(const kern_ops *const *tabs, int nt) {
+    static const int types[] = {GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    static const char *names[] = {"f16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k"};
+    enum { NTYPES = sizeof types / sizeof types[0] };
+    uint64_t seed = 7;
+    float *x = malloc(sizeof(float) * PF_N * PF_TOK), *out = malloc(sizeof(float) * PF_N * PF_TOK);
+    void *xq = malloc(PF_TOK * (PF_N / QK_K) * sizeof(block_q8_K));
+    if (!x || !out || !xq) exit(1);
+    for (int i = 0; i < PF_N * PF_TOK; i++) x[i] = rnd_f(&seed);
+    printf("\nprefill, %d tokens x a %d x %d matrix, 1 thread, GOP/s\n%-8s", PF_TOK, PF_N, PF_N, "table");
+    for (int ti = 0; ti < NTYPES; ti++) printf(" %7s", names[ti]);
+    printf("\n");
+    for (int k = 1; k < nt; k++) { /* not the scalar table: minutes, and no bound on anything */
+        printf("%-8s", tabs[k]->name);
+        for (int ti = 0; ti < NTYPES; ti++) {
+            int type = types[ti];
+            size_t row = kern_row_bytes(type, PF_N), ab = kern_act_row_bytes(type, PF_N);
+            void *w = malloc(row * PF_N);
+            if (!w) exit(1);
+            fill_rows(type, w, PF_N, PF_N, &seed);
+            for (int t = 0; t < PF_TOK && ab; t++)
+                kern_quantize_act((char *)xq + ab * t, x + (size_t)t * PF_N, type, PF_N);
+            double best = 1e30;
+            for (int r = 0; r < REPS; r++) {
+                double t0 = now_s();
+                kern_matmul_rows(tabs[k], out, PF_N, type, w, PF_N, x, ab ? xq : NULL, PF_TOK, 0, PF_N);
+                double dt = now_s() - t0;
+                if (dt < best) best = dt;
+            }
+            printf(" %7.1f", 2.0 * PF_N * PF_N * PF_TOK / best / 1e9);
+            fflush(stdout);
+            free(w);
+        }
+        printf("\n");
+    }
+    free(x);
+    free(out);
+    free(xq);
+}
+
 int main(int argc, char **argv) {
     bool mem_only = argc > 1 && !strcmp(argv[1], "-b");
+    bool prefill_only = argc > 1 && !strcmp(argv[1], "-p");
     pool *p = pool_new(2);
     if (!p) {
         fprintf(stderr, "bench_kern: cannot start threads\n");
@@ -159,6 +233,11 @@ int main(int argc, char **argv) {
     tabs[nt++] = kern_ops_scalar();
     if (kern_ops_avx2()) tabs[nt++] = kern_ops_avx2();
     if (kern_ops_avx512()) tabs[nt++] = kern_ops_avx512();
+    if (prefill_only) {
+        prefill_figures(tabs, nt);
+        pool_free(p);
+        return 0;
+    }
     if (mem_only) {
         for (int nth = 1; nth <= 2; nth++) printf("read_gbs_%d %.1f\n", nth, read_gbs(p, nth));
     } else {
@@ -218,24 +297,8 @@ int main(int argc, char **argv) {
         size_t row = kern_row_bytes(type, N_IN);
         int n_out = (int)(WEIGHT_BYTES / row);
         void *w = malloc(row * (size_t)n_out);
-        float *tmp = malloc(N_IN * sizeof(float));
-        if (!w || !tmp) return 1;
-        for (int o = 0; o < n_out; o++) {
-            for (int i = 0; i < N_IN; i++) tmp[i] = rnd_f(&seed);
-            char *dst = (char *)w + row * (size_t)o;
-            if (type == GGML_F32)
-                memcpy(dst, tmp, row);
-            else if (type != GGML_F16 && type != GGML_BF16)
-                kern_quantize(type, dst, tmp, N_IN);
-            else
-                for (int i = 0; i < N_IN; i++) {
-                    uint32_t u;
-                    memcpy(&u, &tmp[i], sizeof u);
-                    uint16_t h = type == GGML_F16 ? kern_f32_to_f16(tmp[i]) : (uint16_t)(u >> 16);
-                    memcpy(dst + 2 * (size_t)i, &h, sizeof h);
-                }
-        }
-        free(tmp);
+        if (!w) return 1;
+        fill_rows(type, w, n_out, N_IN, &seed);
         for (int k = 0; k < nt; k++) {
             mv_job j = {tabs[k], type, w, x, xq, out, n_out};
             double g1 = matvec_gbs(p, 1, &j, REPS), g2 = matvec_gbs(p, 2, &j, REPS);
@@ -246,6 +309,8 @@ int main(int argc, char **argv) {
         }
         free(w);
     }
+
+    prefill_figures(tabs, nt);
 
     /* --- short dot products, as in attention scores (cache-resident) */
     printf("\ndot_f32, n = 64, in cache\n");
