@@ -10,6 +10,7 @@
 #include "kern.h"
 
 #include <assert.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,7 @@ static const kern_ops scalar_table = {
     .attn_scores = attn_scores_scalar,
     .attn_wsum = attn_wsum_scalar,
     .softmax = kern_softmax,
+    .exp_sums = kern_exp_sums,
     .quantize_q8_0 = kern_quantize_q8_0,
     .vec_dot = {[GGML_Q4_0] = kern_vec_dot_q4_0_ref, [GGML_Q4_1] = kern_vec_dot_q4_1_ref,
                 [GGML_Q5_0] = kern_vec_dot_q5_0_ref, [GGML_Q5_1] = kern_vec_dot_q5_1_ref,
@@ -408,6 +410,30 @@ void kern_softmax(float *x, int n) {
     /* sum >= 1 (the max contributes exp(0)), so the reciprocal is finite */
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+static inline float clean_logit(float x) {
+    if (x != x) return -INFINITY;
+    return x > FLT_MAX ? FLT_MAX : x;
+}
+
+float kern_exp_sums(const float *x, int n, float *e, double *z, double *zx) {
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        float v = clean_logit(x[i]);
+        max = v > max ? v : max;
+    }
+    double sz = 0.0, szx = 0.0;
+    for (int i = 0; i < n; i++) {
+        float d = clean_logit(x[i]) - max; /* -inf - -inf: NaN, only when nothing is finite */
+        float ei = max == -INFINITY ? 0.0f : expf(d);
+        if (e) e[i] = ei;
+        sz += ei;
+        if (ei > 0.0f) szx += (double)ei * d;
+    }
+    *z = sz;
+    *zx = szx;
+    return max;
 }
 
 void kern_swiglu(float *gate, const float *up, int n) {

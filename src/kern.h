@@ -204,6 +204,10 @@ typedef struct kern_ops {
      * SIMD variants use a polynomial exp within 2 ulp, flush results below
      * FLT_MIN (x - max < -87.3) to 0, and sum in float lanes. */
     void (*softmax)(float *x, int n);
+    /* The sums of a softmax over a vocabulary of logits, as kern_exp_sums
+     * (the scalar reference); the SIMD variant uses the same exp as softmax
+     * and sums in double lanes. */
+    float (*exp_sums)(const float *x, int n, float *e, double *z, double *zx);
     /* kern_quantize_q8_0, bit for bit (the activation side of most dot
      * products: a serial share of every matmul) */
     void (*quantize_q8_0)(block_q8_0 *out, const float *x, int n);
@@ -251,6 +255,7 @@ void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t
                            float scale);
 void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
 void kern_softmax_avx2(float *x, int n);
+float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx);
 #endif
 
 /*
@@ -271,6 +276,15 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* x = softmax(x) in place: exp(x - max) / sum; returns nothing, never NaN for finite input.
  * -INFINITY entries (masked) become 0; if every entry is -INFINITY, all become 0. */
 void kern_softmax(float *x, int n);
+/*
+ * Softmax sums over n logits x, cleaned as the sampler reads them (NaN as
+ * -INFINITY, +INFINITY as FLT_MAX). Returns max = the largest cleaned value
+ * (-INFINITY when none is finite, and then the sums are 0); with d_i = x_i - max:
+ *   *z = sum exp(d_i),  *zx = sum exp(d_i) * d_i (terms with exp(d_i) = 0 are 0),
+ *   e[i] = exp(d_i) when e is not NULL.
+ * exp in float, sums in double.
+ */
+float kern_exp_sums(const float *x, int n, float *e, double *z, double *zx);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int n);
 

@@ -16,6 +16,7 @@
 
 #if defined(__x86_64__)
 
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 
@@ -266,6 +267,58 @@ void kern_softmax_avx2(float *x, int n) {
     if (rem) _mm256_maskstore_ps(x + body, tail, _mm256_mul_ps(_mm256_maskload_ps(x + body, tail), inv));
 }
 
+/* NaN as -inf, +inf as FLT_MAX (the sampler's reading of a logit) */
+static inline __m256 clean8(__m256 v) {
+    __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    v = _mm256_min_ps(v, _mm256_set1_ps(FLT_MAX)); /* min(NaN, c) = c: replaced below */
+    return _mm256_blendv_ps(v, _mm256_set1_ps(-INFINITY), nan);
+}
+
+/* kern_exp_sums: 8 float lanes, each lane's sums in double (two 4-lane halves) */
+float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx) {
+    int body = n > 0 ? n & ~7 : 0, rem = n > 0 ? n - body : 0;
+    __m256i tail = lane_mask(rem ? rem : 8);
+    __m256 ninf = _mm256_set1_ps(-INFINITY), vm = ninf;
+    for (int i = 0; i < body; i += 8) vm = _mm256_max_ps(vm, clean8(_mm256_loadu_ps(x + i)));
+    if (rem) vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, clean8(_mm256_maskload_ps(x + body, tail)), _mm256_castsi256_ps(tail)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float max = _mm_cvtss_f32(m4);
+    if (max == -INFINITY) {
+        if (e)
+            for (int i = 0; i < n; i++) e[i] = 0.0f;
+        *z = *zx = 0.0;
+        return max;
+    }
+    __m256 vmax = _mm256_set1_ps(max), zero = _mm256_setzero_ps();
+    __m256d z0 = _mm256_setzero_pd(), z1 = z0, x0 = z0, x1 = z0;
+    for (int i = 0; i < n; i += 8) {
+        bool last = i == body;
+        __m256 v = last ? _mm256_blendv_ps(ninf, clean8(_mm256_maskload_ps(x + i, tail)), _mm256_castsi256_ps(tail))
+                        : clean8(_mm256_loadu_ps(x + i));
+        __m256 d = _mm256_sub_ps(v, vmax);
+        __m256 ev = exp8(d);
+        if (e) {
+            if (last) _mm256_maskstore_ps(e + i, tail, ev);
+            else _mm256_storeu_ps(e + i, ev);
+        }
+        /* e * d, 0 where e is 0 (there d may be -inf) */
+        __m256 ed = _mm256_mul_ps(ev, _mm256_blendv_ps(d, zero, _mm256_cmp_ps(ev, zero, _CMP_EQ_OQ)));
+        z0 = _mm256_add_pd(z0, _mm256_cvtps_pd(_mm256_castps256_ps128(ev)));
+        z1 = _mm256_add_pd(z1, _mm256_cvtps_pd(_mm256_extractf128_ps(ev, 1)));
+        x0 = _mm256_add_pd(x0, _mm256_cvtps_pd(_mm256_castps256_ps128(ed)));
+        x1 = _mm256_add_pd(x1, _mm256_cvtps_pd(_mm256_extractf128_ps(ed, 1)));
+        if (last) break;
+    }
+    double lz[4], lx[4];
+    _mm256_storeu_pd(lz, _mm256_add_pd(z0, z1));
+    _mm256_storeu_pd(lx, _mm256_add_pd(x0, x1));
+    *z = (lz[0] + lz[1]) + (lz[2] + lz[3]);
+    *zx = (lx[0] + lx[1]) + (lx[2] + lx[3]);
+    return max;
+}
+
 const kern_ops kern_ops_avx2_table = {
     .name = "avx2",
     .dot_f32 = dot_f32_avx2,
@@ -277,6 +330,7 @@ const kern_ops kern_ops_avx2_table = {
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
     .softmax = kern_softmax_avx2,
+    .exp_sums = kern_exp_sums_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,
                 [GGML_Q5_1] = dot_q5_1_avx2, [GGML_Q8_0] = vec_dot_q8_0_avx2, [GGML_Q4_K] = dot_q4_K_avx2,
                 [GGML_Q5_K] = dot_q5_K_avx2, [GGML_Q6_K] = dot_q6_K_avx2},

@@ -23,9 +23,11 @@
 #include <string.h>
 
 #include "heed.h"
+#include "kern.h"
 
 struct heed_sampler {
     heed_sampler_params p;
+    const kern_ops *ops;  /* exp_sums: the softmax over the vocabulary */
     int n_vocab;
     uint64_t rng[4];      /* xoshiro256** state */
     float *probs;         /* (n_vocab) the model's distribution of the last call */
@@ -89,6 +91,7 @@ heed_sampler *heed_sampler_new(const heed_sampler_params *params, int n_vocab) {
     heed_sampler *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->p = *params;
+    s->ops = kern_ops_best();
     s->n_vocab = n_vocab;
     s->probs = malloc((size_t)n_vocab * sizeof *s->probs);
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
@@ -223,15 +226,12 @@ static heed_candidate get_cand(const void *src, int i) { return ((const heed_can
 
 /* ------------------------------------------------------- the model's view */
 
-/* Max of the cleaned logits, and log of the softmax normaliser relative to it. */
-static float log_normaliser(const float *logits, int n, double *log_z) {
-    float max = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        float x = clean_logit(logits[i]);
-        if (x > max) max = x;
-    }
-    double z = 0;
-    for (int i = 0; i < n; i++) z += exp((double)clean_logit(logits[i]) - max);
+/* Max of the cleaned logits, and log of the softmax normaliser relative to
+ * it: the same kernel and sums as model_distribution, so that
+ * heed_sample_candidates equals heed_top_candidates bit for bit. */
+static float log_normaliser(const kern_ops *ops, const float *logits, int n, double *log_z) {
+    double z, zx;
+    float max = ops->exp_sums(logits, n, NULL, &z, &zx);
     *log_z = log(z);
     return max;
 }
@@ -250,7 +250,7 @@ int heed_top_candidates(const float *logits, int n_vocab, int k, heed_candidate 
     if (k <= 0 || n_vocab <= 0) return 0;
     if (!logits || !out) return HEED_ERR_INVALID_ARG;
     double log_z;
-    float max = log_normaliser(logits, n_vocab, &log_z);
+    float max = log_normaliser(kern_ops_best(), logits, n_vocab, &log_z);
     return candidates(logits, n_vocab, k, max, log_z, out);
 }
 
@@ -261,23 +261,14 @@ int heed_sample_candidates(const heed_sample *s, const float *logits, int n_voca
 }
 
 /* Softmax of the raw logits into s->probs; returns the entropy in nats,
- * and the max and log normaliser for exact log-probabilities. */
+ * and the max and log normaliser for exact log-probabilities. exp in float
+ * (vectorized), sums in double. */
 static double model_distribution(heed_sampler *s, const float *logits, float *max, double *log_z) {
     int n = s->n_vocab;
-    *max = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        float x = clean_logit(logits[i]);
-        if (x > *max) *max = x;
-    }
-    double z = 0, zx = 0; /* sum e_i, sum e_i (x_i - max) */
-    for (int i = 0; i < n; i++) {
-        double d = (double)clean_logit(logits[i]) - *max;
-        double e = exp(d);
-        s->probs[i] = (float)e;
-        if (e > 0) zx += e * d;
-        z += e;
-    }
-    float inv = (float)(1.0 / z);
+    double z, zx; /* sum e_i, sum e_i (x_i - max) */
+    *max = s->ops->exp_sums(logits, n, s->probs, &z, &zx);
+    if (*max == -INFINITY) return 0;
+    float inv = (float)(1.0 / z); /* z >= 1: the max contributes exp(0) */
     for (int i = 0; i < n; i++) s->probs[i] *= inv;
     *log_z = log(z);
     double h = *log_z - zx / z; /* -sum p ln p, with ln p = d - ln z */
@@ -360,6 +351,16 @@ static int32_t draw(heed_sampler *s, heed_candidate *c, int n) {
 static int32_t choose(heed_sampler *s, const float *logits) {
     const heed_sampler_params *p = &s->p;
     int n = s->n_vocab;
+    if (p->temperature <= 0.0f && (p->repeat_penalty == 1.0f || s->n_hist == 0)) {
+        /* greedy without penalties: the argmax of the cleaned logits, no copy */
+        int best = 0;
+        float bv = clean_logit(logits[0]);
+        for (int i = 1; i < n; i++) {
+            float v = clean_logit(logits[i]);
+            if (v > bv) bv = v, best = i; /* strict: ties keep the lower id */
+        }
+        return best;
+    }
     penalised_logits(s, logits);
     if (p->temperature <= 0.0f) return argmax(s->cand, n);
     heed_candidate *c = s->cand;

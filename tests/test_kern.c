@@ -667,6 +667,69 @@ static void test_softmax_tables(void **state) {
     }
 }
 
+/* The sampler's softmax sums: the scalar reference against double-precision
+ * sums of exp, and every table against the scalar reference (z and zx within
+ * 1e-6 relative, each e within 2e-6 relative or flushed below FLT_MIN), with
+ * NaN (read as -inf), +inf (read as FLT_MAX), -inf, tails of every length, a
+ * vocabulary-sized row, and rows with nothing finite. */
+static void test_exp_sums(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {10};
+    enum { N = 49155 };
+    static float x[N + 1], ea[N + 1], eb[N + 1];
+    static const int sizes_es[] = {1, 2, 7, 8, 9, 17, 100, 1001, N};
+    for (size_t si = 0; si < sizeof sizes_es / sizeof *sizes_es; si++)
+        for (int kind = 0; kind < 3; kind++) {
+            int n = sizes_es[si];
+            fill(&r, x, n, kind == 0 ? 1.0f : 30.0f);
+            if (kind == 2 && n > 5) {
+                x[1] = NAN;
+                x[n - 2] = -INFINITY;
+                x[n / 2] = INFINITY; /* read as FLT_MAX: every other term underflows to 0 */
+            }
+            double za, zxa;
+            float ma = kern_exp_sums(x, n, ea, &za, &zxa);
+            /* the reference against double sums */
+            double mx = -INFINITY, z = 0, zx = 0;
+            for (int i = 0; i < n; i++) {
+                double v = x[i] != x[i] ? -INFINITY : x[i] > FLT_MAX ? FLT_MAX : x[i];
+                mx = fmax(mx, v);
+            }
+            for (int i = 0; i < n; i++) {
+                double v = x[i] != x[i] ? -INFINITY : x[i] > FLT_MAX ? FLT_MAX : x[i];
+                double e = exp(v - mx);
+                z += e;
+                if (e > 0) zx += e * (v - mx);
+            }
+            assert_true(ma == (float)mx);
+            check_close("exp_sums z", "scalar", n, za, z, 1e-6 * z);
+            check_close("exp_sums zx", "scalar", n, zxa, zx, 1e-5 * fabs(zx) + 1e-9);
+            for (int k = 0; k < nt; k++) {
+                double zb, zxb;
+                eb[n] = 777.0f;
+                float mb = t[k]->exp_sums(x, n, eb, &zb, &zxb);
+                assert_true(mb == ma);
+                check_close("exp_sums z", t[k]->name, n, zb, za, 1e-6 * za);
+                check_close("exp_sums zx", t[k]->name, n, zxb, zxa, 1e-5 * fabs(zxa) + 1e-9);
+                for (int i = 0; i < n; i++) check_close("exp_sums e", t[k]->name, n, eb[i], ea[i], 2e-6 * ea[i] + 1.2e-38);
+                assert_true(eb[n] == 777.0f);
+                /* without the e array: the same sums, bit for bit */
+                double zc, zxc;
+                assert_true(t[k]->exp_sums(x, n, NULL, &zc, &zxc) == mb && zc == zb && zxc == zxb);
+            }
+        }
+    static float none[11];
+    for (int i = 0; i < 11; i++) none[i] = i % 2 ? NAN : -INFINITY;
+    for (int k = 0; k < nt; k++) {
+        double z = 1, zx = 1;
+        assert_true(t[k]->exp_sums(none, 11, eb, &z, &zx) == -INFINITY);
+        assert_true(z == 0 && zx == 0);
+        for (int i = 0; i < 11; i++) assert_true(eb[i] == 0.0f);
+    }
+}
+
 static void test_swiglu(void **state) {
     (void)state;
     rng r = {9};
@@ -736,6 +799,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_softmax_tables),
+        cmocka_unit_test(test_exp_sums),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_dispatch),
     };
