@@ -317,19 +317,17 @@ static void KQ(quantize_q8_0)(block_q8_0 *out, const float *x, int n) {
 
 static inline float kq_hsum8i(__m256 v) { return kq_hsum8(v); }
 
-/* Q8_0: 4 rows x 4 tokens per register tile (VNNI: 32 registers), or
- * 4 x 2 (AVX2: 16 registers). With VNNI the activations are made unsigned
- * (x ^ 0x80 = x + 128, once per block for all rows) and the sum is started
- * at -128 * sum(w), once per row: one VPDPBUSD per block pair, no sign ops
- * (exact: |sum| stays far inside int32). */
+/* Q8_0 (AVX2): 4 rows x 2 tokens per register tile (16 registers), and one
+ * row x KQ_Q8_NT tokens for the remainder rows. The AVX-512 table has its own
+ * tile with two blocks per 512-bit register (kern_avx512.c: tile4_q8_0_zmm)
+ * and uses only q8_0_row1 from here, 4 tokens at a time. */
 #if defined(KQ_VNNI)
 #define KQ_Q8_NT 4
 #else
 #define KQ_Q8_NT 2
 #endif
 
-/* (Two tokens per 512-bit register measured 12% slower on Zen 4, which
- * splits 512-bit operations: 256 bits it is.) */
+#if !defined(KQ_VNNI)
 static void KQ(q8_0_rows4)(float *out, size_t out_stride, const char *wc, size_t row_bytes, const char *xc,
                            size_t act_bytes, int n) {
     __m256 acc[4][KQ_Q8_NT];
@@ -346,25 +344,18 @@ static void KQ(q8_0_rows4)(float *out, size_t out_stride, const char *wc, size_t
             const block_q8_0 *wb = (const block_q8_0 *)(wc + row_bytes * r) + b;
             __m256i qw = _mm256_loadu_si256((const __m256i *)wb->qs);
             float wd = _cvtsh_ss(wb->d);
-#if defined(KQ_VNNI)
-            __m256i corr = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), qw));
-            KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) {
-                __m256i p = _mm256_dpbusd_epi32(corr, _mm256_xor_si256(xv[t], _mm256_set1_epi8((char)0x80)), qw);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(wd * xd[t]), _mm256_cvtepi32_ps(p), acc[r][t]);
-            }
-#else
             __m256i aw = _mm256_sign_epi8(qw, qw);
             KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) {
                 __m256i p = kq_dot_u8s8(_mm256_setzero_si256(), aw, _mm256_sign_epi8(xv[t], qw));
                 acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(wd * xd[t]), _mm256_cvtepi32_ps(p), acc[r][t]);
             }
-#endif
         }
     }
     KQ_UNROLL for (int r = 0; r < 4; r++) KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++)
         out[t * out_stride + r] = kq_hsum8i(acc[r][t]);
 }
+
+#endif
 
 /* one row x KQ_Q8_NT tokens */
 static void KQ(q8_0_row1)(float *out, size_t out_stride, const char *wc, const char *xc, size_t act_bytes, int n) {
@@ -384,6 +375,7 @@ static void KQ(q8_0_row1)(float *out, size_t out_stride, const char *wc, const c
     KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) out[t * out_stride] = kq_hsum8i(acc[t]);
 }
 
+#if !defined(KQ_VNNI)
 static void KQ(tile4_q8_0)(float *out, size_t out_stride, const void *w, size_t row_bytes, int n_rows,
                            const void *x, size_t act_bytes, int n) {
     const char *wc = w, *xc = x;
@@ -397,6 +389,7 @@ static void KQ(tile4_q8_0)(float *out, size_t out_stride, const void *w, size_t 
                           act_bytes, n);
     }
 }
+#endif
 
 /* The other 32-element formats: one row x 4 tokens, the block unpacked
  * once. UNPACK sets q (signed for _0 types: q - bias; unsigned for _1). */

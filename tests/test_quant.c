@@ -404,6 +404,40 @@ static void test_matmul_rows_quant(void **state) {
     }
 }
 
+/* The Q8_0 prefill tile over K shapes: one block, odd block counts (a pair
+ * with one block), K over several repack chunks (64 blocks each) with an odd
+ * last one; rows not a multiple of 4; against the scalar vec_dot */
+static void test_matmul_rows_q8_0_shapes(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {14};
+    static const int n_ins[] = {32, 96, 2048, 2080, 4128};
+    enum { N_OUT = 11, N_TOK = 9, MAX_IN = 4128, STRIDE = N_OUT };
+    static float wf[MAX_IN], x[N_TOK * MAX_IN], out[N_TOK * STRIDE];
+    static block_q8_0 w[N_OUT * MAX_IN / QK8_0], xq[N_TOK * MAX_IN / QK8_0];
+    for (size_t k = 0; k < sizeof n_ins / sizeof *n_ins; k++) {
+        int n_in = n_ins[k], nb = n_in / QK8_0;
+        for (int o = 0; o < N_OUT; o++) {
+            for (int i = 0; i < n_in; i++) wf[i] = rng_f(&r) * (o == 3 ? 1e-3f : 1.0f);
+            kern_quantize(GGML_Q8_0, w + (size_t)o * nb, wf, n_in);
+        }
+        for (int i = 0; i < N_TOK * n_in; i++) x[i] = rng_f(&r);
+        for (int tk = 0; tk < N_TOK; tk++) kern_quantize_act(xq + (size_t)tk * nb, x + (size_t)tk * n_in, GGML_Q8_0, n_in);
+        for (int ti = 0; ti < nt; ti++) {
+            kern_matmul_rows(t[ti], out, STRIDE, GGML_Q8_0, w, n_in, x, xq, N_TOK, 0, N_OUT);
+            for (int tk = 0; tk < N_TOK; tk++)
+                for (int o = 0; o < N_OUT; o++) {
+                    float want = kern_ops_scalar()->vec_dot[GGML_Q8_0](w + (size_t)o * nb, xq + (size_t)tk * nb, n_in);
+                    float got = out[tk * STRIDE + o];
+                    double tol = 1e-5 * fabs(want) + 1e-5 * n_in;
+                    if (!(fabs(got - want) <= tol))
+                        fail_msg("q8_0 %s n_in %d row %d tok %d: %g vs %g", t[ti]->name, n_in, o, tk, got, want);
+                }
+        }
+    }
+}
+
 /* the inline roundf of the activation quantizers: exact on every float in
  * [-300, 300] at a stride, and on the halfway points */
 static void test_round_small(void **state) {
@@ -474,7 +508,7 @@ int main(void) {
         cmocka_unit_test(test_q4_K_by_hand),     cmocka_unit_test(test_q5_K_by_hand),
         cmocka_unit_test(test_q6_K_by_hand),     cmocka_unit_test(test_q8_K_by_hand),
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_dots),
-        cmocka_unit_test(test_matmul_rows_quant), cmocka_unit_test(test_round_small),
+        cmocka_unit_test(test_matmul_rows_quant), cmocka_unit_test(test_matmul_rows_q8_0_shapes), cmocka_unit_test(test_round_small),
         cmocka_unit_test(test_quantize_q8_0_tables),
         cmocka_unit_test(test_sizes_and_dispatch),
     };
