@@ -412,20 +412,15 @@ void kern_softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-static inline float clean_logit(float x) {
-    if (x != x) return -INFINITY;
-    return x > FLT_MAX ? FLT_MAX : x;
-}
-
 float kern_exp_sums(const float *x, int n, float *e, double *z, double *zx) {
     float max = -INFINITY;
     for (int i = 0; i < n; i++) {
-        float v = clean_logit(x[i]);
+        float v = kern_clean_logit(x[i]);
         max = v > max ? v : max;
     }
     double sz = 0.0, szx = 0.0;
     for (int i = 0; i < n; i++) {
-        float d = clean_logit(x[i]) - max; /* -inf - -inf: NaN, only when nothing is finite */
+        float d = kern_clean_logit(x[i]) - max; /* -inf - -inf: NaN, only when nothing is finite */
         float ei = max == -INFINITY ? 0.0f : expf(d);
         if (e) e[i] = ei;
         sz += ei;

@@ -22,6 +22,8 @@
 #ifndef HEED_KERN_H
 #define HEED_KERN_H
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -285,6 +287,11 @@ void kern_softmax(float *x, int n);
  * exp in float, sums in double.
  */
 float kern_exp_sums(const float *x, int n, float *e, double *z, double *zx);
+/* a logit as the sampler and kern_exp_sums read it: NaN as -INFINITY, +INFINITY as FLT_MAX */
+static inline float kern_clean_logit(float x) {
+    if (x != x) return -INFINITY;
+    return x > FLT_MAX ? FLT_MAX : x;
+}
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int n);
 

@@ -127,11 +127,6 @@ void heed_sampler_accept(heed_sampler *s, const int32_t *ids, int n) {
 
 /* ------------------------------------------------------- candidate order */
 
-static float clean_logit(float x) {
-    if (x != x) return -INFINITY;
-    return x > FLT_MAX ? FLT_MAX : x;
-}
-
 /* The order of candidates: higher logit first, ties lower id first. */
 static bool cand_before(const heed_candidate *a, const heed_candidate *b) {
     return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
@@ -196,7 +191,7 @@ static int select_best(heed_candidate *out, int k, int n, heed_candidate (*get)(
 }
 
 static heed_candidate get_raw(const void *src, int i) {
-    heed_candidate c = {i, clean_logit(((const float *)src)[i]), 0.0f};
+    heed_candidate c = {i, kern_clean_logit(((const float *)src)[i]), 0.0f};
     return c;
 }
 
@@ -213,7 +208,7 @@ static int select_best_raw(heed_candidate *out, int k, int n, const float *logit
     }
     float worst = out[0].logit;
     for (int i = k; i < n; i++) {
-        float x = clean_logit(logits[i]);
+        float x = kern_clean_logit(logits[i]);
         if (!(x > worst)) continue;
         out[0] = (heed_candidate){i, x, 0.0f};
         worst_sift_down(out, k, 0);
@@ -281,7 +276,7 @@ static double model_distribution(heed_sampler *s, const float *logits, float *ma
  * to each distinct token of the history (the reference engine's rule). */
 static void penalised_logits(heed_sampler *s, const float *logits) {
     int n = s->n_vocab;
-    for (int i = 0; i < n; i++) s->cand[i] = (heed_candidate){i, clean_logit(logits[i]), 0.0f};
+    for (int i = 0; i < n; i++) s->cand[i] = (heed_candidate){i, kern_clean_logit(logits[i]), 0.0f};
     float pen = s->p.repeat_penalty;
     if (pen == 1.0f) return;
     for (int i = 0; i < s->n_hist; i++) {
@@ -348,18 +343,14 @@ static int32_t draw(heed_sampler *s, heed_candidate *c, int n) {
     return c[last].id;
 }
 
-static int32_t choose(heed_sampler *s, const float *logits) {
+/* max: the largest cleaned logit (model_distribution's) */
+static int32_t choose(heed_sampler *s, const float *logits, float max) {
     const heed_sampler_params *p = &s->p;
     int n = s->n_vocab;
     if (p->temperature <= 0.0f && (p->repeat_penalty == 1.0f || s->n_hist == 0)) {
-        /* greedy without penalties: the argmax of the cleaned logits, no copy */
-        int best = 0;
-        float bv = clean_logit(logits[0]);
-        for (int i = 1; i < n; i++) {
-            float v = clean_logit(logits[i]);
-            if (v > bv) bv = v, best = i; /* strict: ties keep the lower id */
-        }
-        return best;
+        /* greedy without penalties: the lowest id at the distribution's max, no copy */
+        for (int i = 0; i < n; i++)
+            if (kern_clean_logit(logits[i]) == max) return i;
     }
     penalised_logits(s, logits);
     if (p->temperature <= 0.0f) return argmax(s->cand, n);
@@ -385,11 +376,11 @@ static int sample_or_force(heed_sampler *s, const float *logits, int n_vocab, in
     double log_z;
     double entropy = model_distribution(s, logits, &max, &log_z);
     if (max == -INFINITY) return HEED_ERR_INVALID_ARG; /* no token has any probability */
-    int32_t id = force >= 0 ? force : choose(s, logits);
+    int32_t id = force >= 0 ? force : choose(s, logits, max);
     heed_sampler_accept(s, &id, 1);
     out->id = id;
     out->prob = s->probs[id];
-    out->logprob = (float)((double)clean_logit(logits[id]) - max - log_z); /* exact where prob underflows */
+    out->logprob = (float)((double)kern_clean_logit(logits[id]) - max - log_z); /* exact where prob underflows */
     out->entropy = (float)entropy;
     out->probs = s->probs;
     out->max_logit = max;
