@@ -20,6 +20,13 @@
 #include <immintrin.h>
 #include <math.h>
 
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -241,10 +248,7 @@ void kern_softmax_avx2(float *x, int n) {
     for (int i = 0; i < body; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
     if (rem)
         vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + body, tail), _mm256_castsi256_ps(tail)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float max = _mm_cvtss_f32(m4);
+    float max = hmax8(vm);
     if (max == -INFINITY) { /* everything masked: no probability anywhere */
         for (int i = 0; i < n; i++) x[i] = 0.0f;
         return;
@@ -281,10 +285,7 @@ float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx)
     __m256 ninf = _mm256_set1_ps(-INFINITY), vm = ninf;
     for (int i = 0; i < body; i += 8) vm = _mm256_max_ps(vm, clean8(_mm256_loadu_ps(x + i)));
     if (rem) vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, clean8(_mm256_maskload_ps(x + body, tail)), _mm256_castsi256_ps(tail)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float max = _mm_cvtss_f32(m4);
+    float max = hmax8(vm);
     if (max == -INFINITY) {
         if (e)
             for (int i = 0; i < n; i++) e[i] = 0.0f;

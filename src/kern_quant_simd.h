@@ -327,6 +327,24 @@ static inline float kq_hsum8i(__m256 v) { return kq_hsum8(v); }
 #define KQ_Q8_NT 2
 #endif
 
+/* one row x KQ_Q8_NT tokens */
+static void KQ(q8_0_row1)(float *out, size_t out_stride, const char *wc, const char *xc, size_t act_bytes, int n) {
+    __m256 acc[KQ_Q8_NT];
+    KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) acc[t] = _mm256_setzero_ps();
+    const block_q8_0 *wb = (const block_q8_0 *)wc;
+    for (int b = 0; b < n / QK8_0; b++) {
+        __m256i qw = _mm256_loadu_si256((const __m256i *)wb[b].qs), aw = _mm256_sign_epi8(qw, qw);
+        float wd = _cvtsh_ss(wb[b].d);
+        KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) {
+            const block_q8_0 *xb = (const block_q8_0 *)(xc + act_bytes * t) + b;
+            __m256i p = kq_dot_u8s8(_mm256_setzero_si256(), aw,
+                                    _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), qw));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(wd * _cvtsh_ss(xb->d)), _mm256_cvtepi32_ps(p), acc[t]);
+        }
+    }
+    KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) out[t * out_stride] = kq_hsum8i(acc[t]);
+}
+
 #if !defined(KQ_VNNI)
 static void KQ(q8_0_rows4)(float *out, size_t out_stride, const char *wc, size_t row_bytes, const char *xc,
                            size_t act_bytes, int n) {
@@ -355,27 +373,6 @@ static void KQ(q8_0_rows4)(float *out, size_t out_stride, const char *wc, size_t
         out[t * out_stride + r] = kq_hsum8i(acc[r][t]);
 }
 
-#endif
-
-/* one row x KQ_Q8_NT tokens */
-static void KQ(q8_0_row1)(float *out, size_t out_stride, const char *wc, const char *xc, size_t act_bytes, int n) {
-    __m256 acc[KQ_Q8_NT];
-    KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) acc[t] = _mm256_setzero_ps();
-    const block_q8_0 *wb = (const block_q8_0 *)wc;
-    for (int b = 0; b < n / QK8_0; b++) {
-        __m256i qw = _mm256_loadu_si256((const __m256i *)wb[b].qs), aw = _mm256_sign_epi8(qw, qw);
-        float wd = _cvtsh_ss(wb[b].d);
-        KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) {
-            const block_q8_0 *xb = (const block_q8_0 *)(xc + act_bytes * t) + b;
-            __m256i p = kq_dot_u8s8(_mm256_setzero_si256(), aw,
-                                    _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), qw));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(wd * _cvtsh_ss(xb->d)), _mm256_cvtepi32_ps(p), acc[t]);
-        }
-    }
-    KQ_UNROLL for (int t = 0; t < KQ_Q8_NT; t++) out[t * out_stride] = kq_hsum8i(acc[t]);
-}
-
-#if !defined(KQ_VNNI)
 static void KQ(tile4_q8_0)(float *out, size_t out_stride, const void *w, size_t row_bytes, int n_rows,
                            const void *x, size_t act_bytes, int n) {
     const char *wc = w, *xc = x;
