@@ -2,7 +2,7 @@
  * bench_decode - prompt and decode throughput of the engine, with attention
  * capture on and off.
  *
- *   bench_decode [-m MODEL] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [-r REPEATS]
+ *   bench_decode [-m MODEL] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [-r REPEATS] [-c MODES]
  *
  * Capture "on" installs a hook that copies every attention row into a
  * preallocated triangular store, as `heed generate --json` does; "qk"
@@ -14,6 +14,7 @@
  * within each repeat, after an untimed warm-up pass over the weights; prints
  * the best of REPEATS runs of each (least disturbed by the machine).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,15 +129,25 @@ static void run(const heed_model *m, int n_threads, int capture, int n_prompt, i
     heed_ctx_free(ctx);
 }
 
+/* whether the comma-separated list names `mode` */
+static bool mode_named(const char *list, const char *mode) {
+    size_t n = strlen(mode);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, mode, n) && (p[n] == ',' || !p[n])) return true;
+    return false;
+}
+
 int main(int argc, char **argv) {
     const char *path = NULL;
     int n_prompt = 64, n_gen = 256, n_threads = 1, repeats = 5;
+    const char *modes = NULL; /* -c: only the named capture modes (e.g. "qk,rec"), for profiling */
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-m")) path = argv[i + 1];
         else if (!strcmp(argv[i], "-p")) n_prompt = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-n")) n_gen = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-t")) n_threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-r")) repeats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-c")) modes = argv[i + 1];
     }
     char err[512];
     heed_model *m;
@@ -149,6 +160,8 @@ int main(int argc, char **argv) {
     if (n_prompt + n_gen + 1 > info.n_ctx_train) n_gen = info.n_ctx_train - n_prompt - 1;
     const char *base = strrchr(info.path, '/');
     static const char *const cap_names[] = {"off", "on", "qk", "rec"};
+    bool use[CAP_REC + 1];
+    for (int cap = CAP_OFF; cap <= CAP_REC; cap++) use[cap] = !modes || mode_named(modes, cap_names[cap]);
     /* The modes take turns within each repeat, so that a machine whose speed
      * drifts (other work, clocks) disturbs them alike; the best of each is kept. */
     double best_pp[CAP_REC + 1] = {0}, best_tg[CAP_REC + 1] = {0};
@@ -158,13 +171,15 @@ int main(int argc, char **argv) {
     }
     for (int r = 0; r < repeats; r++)
         for (int cap = CAP_OFF; cap <= CAP_REC; cap++) {
+            if (!use[cap]) continue;
             double pp, tg;
             run(m, n_threads, cap, n_prompt, n_gen, &pp, &tg);
             if (pp > best_pp[cap]) best_pp[cap] = pp;
             if (tg > best_tg[cap]) best_tg[cap] = tg;
         }
     for (int cap = CAP_OFF; cap <= CAP_REC; cap++)
-        printf("%-22s threads %d  capture %-3s  prompt %4d: %9.1f tok/s   decode %4d: %9.1f tok/s\n",
+        if (use[cap])
+            printf("%-22s threads %d  capture %-3s  prompt %4d: %9.1f tok/s   decode %4d: %9.1f tok/s\n",
                base ? base + 1 : info.path, n_threads, cap_names[cap], n_prompt, best_pp[cap], n_gen, best_tg[cap]);
     heed_model_free(m);
     return 0;
