@@ -6,11 +6,13 @@
  *
  * Capture "on" installs a hook that copies every attention row into a
  * preallocated triangular store, as `heed generate --json` does; "qk"
- * records with heed_recorder keeping only the exact tier (post-RoPE q/k of
- * every layer, from which every attention row is recomputed bit for bit) and
- * 20 candidates per step; "rec" records as `--save` does (q/k, top-k and
- * head-mean tiers, 20 candidates; logit lens off); both choose tokens through
- * the sampler; "off" has no hook and takes the argmax. The modes take turns
+ * records as `--save` and `heed serve` do, with heed_recorder's default
+ * tiers: the exact tier only (post-RoPE q/k of every layer, from which every
+ * attention row is recomputed bit for bit) and 20 candidates per step
+ * (logit lens off); "sum" also makes the summary tiers while generating
+ * (top-32 sources, fp16 head means, full rows under 256 MB), which the
+ * recorder did by default before they were left to the export; both choose
+ * tokens through the sampler; "off" has no hook and takes the argmax. The modes take turns
  * within each repeat, after an untimed warm-up pass over the weights; prints
  * the best of REPEATS runs of each (least disturbed by the machine).
  */
@@ -54,7 +56,7 @@ static int argmax(const float *x, int n) {
 }
 
 /* One run: prefill n_prompt tokens, then decode n_gen greedily. */
-enum { CAP_OFF, CAP_ON, CAP_QK, CAP_REC };
+enum { CAP_OFF, CAP_ON, CAP_QK, CAP_SUM };
 
 static void run(const heed_model *m, int n_threads, int capture, int n_prompt, int n_gen, double *pp_tps,
                 double *tg_tps) {
@@ -82,13 +84,13 @@ static void run(const heed_model *m, int n_threads, int capture, int n_prompt, i
     for (int i = 0; i < n_prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % info.n_vocab);
     heed_recorder *rec = NULL;
     heed_sampler *smp = NULL;
-    if (capture == CAP_QK || capture == CAP_REC) {
+    if (capture == CAP_QK || capture == CAP_SUM) {
         heed_recorder_params rp = heed_recorder_default_params();
         rp.lens_top_k = 0;
-        if (capture == CAP_QK) {
-            rp.attn_top_k = 0;
-            rp.keep_head_mean = false;
-            rp.full_limit_bytes = 0;
+        if (capture == CAP_SUM) {
+            rp.attn_top_k = 32;
+            rp.keep_head_mean = true;
+            rp.full_limit_bytes = 256u << 20;
         }
         rp.n_threads = n_threads;
         rp.n_predict = n_gen; /* as --save and heed serve do: the store is reserved at once */
@@ -159,25 +161,25 @@ int main(int argc, char **argv) {
     heed_model_get_info(m, &info);
     if (n_prompt + n_gen + 1 > info.n_ctx_train) n_gen = info.n_ctx_train - n_prompt - 1;
     const char *base = strrchr(info.path, '/');
-    static const char *const cap_names[] = {"off", "on", "qk", "rec"};
-    bool use[CAP_REC + 1];
-    for (int cap = CAP_OFF; cap <= CAP_REC; cap++) use[cap] = !modes || mode_named(modes, cap_names[cap]);
+    static const char *const cap_names[] = {"off", "on", "qk", "sum"};
+    bool use[CAP_SUM + 1];
+    for (int cap = CAP_OFF; cap <= CAP_SUM; cap++) use[cap] = !modes || mode_named(modes, cap_names[cap]);
     /* The modes take turns within each repeat, so that a machine whose speed
      * drifts (other work, clocks) disturbs them alike; the best of each is kept. */
-    double best_pp[CAP_REC + 1] = {0}, best_tg[CAP_REC + 1] = {0};
+    double best_pp[CAP_SUM + 1] = {0}, best_tg[CAP_SUM + 1] = {0};
     { /* untimed: the first pass over a mapped file pays its page faults */
         double pp, tg;
         run(m, n_threads, CAP_OFF, n_prompt < 8 ? n_prompt : 8, 1, &pp, &tg);
     }
     for (int r = 0; r < repeats; r++)
-        for (int cap = CAP_OFF; cap <= CAP_REC; cap++) {
+        for (int cap = CAP_OFF; cap <= CAP_SUM; cap++) {
             if (!use[cap]) continue;
             double pp, tg;
             run(m, n_threads, cap, n_prompt, n_gen, &pp, &tg);
             if (pp > best_pp[cap]) best_pp[cap] = pp;
             if (tg > best_tg[cap]) best_tg[cap] = tg;
         }
-    for (int cap = CAP_OFF; cap <= CAP_REC; cap++)
+    for (int cap = CAP_OFF; cap <= CAP_SUM; cap++)
         if (use[cap])
             printf("%-22s threads %d  capture %-3s  prompt %4d: %9.1f tok/s   decode %4d: %9.1f tok/s\n",
                base ? base + 1 : info.path, n_threads, cap_names[cap], n_prompt, best_pp[cap], n_gen, best_tg[cap]);

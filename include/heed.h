@@ -380,10 +380,15 @@ typedef struct heed_run heed_run;
 typedef struct heed_recorder heed_recorder;
 
 typedef struct heed_recorder_params {
-    int attn_top_k;          /* top sources kept per query, layer and head (32); 0: none */
+    /* Attention tiers. The exact tier (q and k) is what every view reads,
+     * and costs generation almost nothing; the others are reductions of the
+     * same rows made on every layer while generating, which costs 5-20% of
+     * a prompt's time, so by default they are off: heed_run_export_npz
+     * computes the summaries from q/k when it writes them. */
+    int attn_top_k;          /* top sources kept per query, layer and head while generating (0: none) */
     bool keep_qk;            /* keep q and k for exact views (true) */
-    bool keep_head_mean;     /* fp16 head-mean rows per layer (true) */
-    size_t full_limit_bytes; /* full probabilities while they fit (256 MB); 0: never */
+    bool keep_head_mean;     /* fp16 head-mean rows per layer while generating (false) */
+    size_t full_limit_bytes; /* full probabilities while they fit (0: never) */
     int n_cand;              /* candidates per step (20, at most 256) */
     int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
     int n_threads;           /* threads for the run's views after recording; 0: all cores (while recording, the summaries and live views use the context's threads) */
@@ -620,8 +625,11 @@ int heed_npz_write(const char *path, const heed_array *arrays, int n, char *err,
 int heed_json_write_arrays(const char *path, const heed_array *arrays, int n, char *err, size_t err_size);
 
 /* The whole run: tokens, steps, lens, and the attention tiers held
- * (docs/RUN_FORMAT.md lists the members). */
-int heed_run_export_npz(const heed_run *run, const char *path, char *err, size_t err_size);
+ * (docs/RUN_FORMAT.md lists the members). The top-32 and head-mean
+ * summaries are written even when the run did not keep them: they are
+ * computed from its exact tier (on the run's threads), equal to what
+ * recording them would have kept. */
+int heed_run_export_npz(heed_run *run, const char *path, char *err, size_t err_size);
 /* Metadata, tokens, steps and lens as one JSON object (attention stays in
  * the .npz or the views). */
 int heed_run_export_json(const heed_run *run, const char *path, char *err, size_t err_size);

@@ -631,11 +631,9 @@ static int gen_start(gen *g) {
     heed_ctx_reset(a->eng.ctx);
     g->holds = true;
     g->created = (long long)time(NULL);
-    /* exact rows come back from q/k, so neither the top-k nor the full tier
-     * is kept: the stored run stays small */
+    /* the default tiers: q/k only (every view's rows come back from them),
+     * so the stored run stays small and capture costs generation little */
     heed_recorder_params rp = heed_recorder_default_params();
-    rp.attn_top_k = 0;
-    rp.full_limit_bytes = 0;
     rp.n_threads = a->cfg.n_threads;
     rp.sampler = g->p.sp;
     rp.n_predict = g->n_predict;

@@ -538,6 +538,66 @@ void astore_add_probs(astore *s, const heed_attn_block *b, pool *p) {
     if (b->layer == s->n_layer - 1 && b->pos0 + b->n_query > s->n_pos) s->n_pos = b->pos0 + b->n_query;
 }
 
+/* ------------------------------------------------------------- summaries */
+
+/* Rows recomputed per summary block at most (floats): 16 MB of scratch. */
+enum { SUM_BLOCK_FLOATS = 4 << 20 };
+
+typedef struct sum_job {
+    const astore *src;
+    const kern_ops *ops;
+    heed_attn_block b; /* the block being filled: probs is the scratch */
+} sum_job;
+
+/* The block's rows, every head, as the hook would have seen them: (query,
+ * head) pairs interleaved over threads; each row is written by one thread. */
+static void sum_rows_task(void *arg, int ith, int nth) {
+    const sum_job *j = arg;
+    const heed_attn_block *b = &j->b;
+    float *probs = (float *)b->probs;
+    for (int idx = ith; idx < b->n_query * b->n_head; idx += nth) {
+        int i = idx / b->n_head, h = idx % b->n_head;
+        (void)astore_row(j->src, j->ops, b->layer, h, b->pos0 + i, probs + h * b->head_stride + i * b->row_stride);
+    }
+}
+
+int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k, bool head_mean, astore *out) {
+    astore_params ap = {top_k, false, head_mean, 0};
+    int rc = astore_init(out, src->n_layer, src->n_head, src->n_head_kv, src->head_dim, &ap);
+    if (rc) return rc;
+    if (!src->has_qk && !src->has_full) {
+        astore_free(out);
+        return HEED_ERR_UNSUPPORTED;
+    }
+    int P = src->n_pos, H = src->n_head;
+    size_t per_query = (size_t)H * (P > 0 ? P : 1);
+    int Q = per_query >= SUM_BLOCK_FLOATS ? 1 : (int)(SUM_BLOCK_FLOATS / per_query);
+    if (Q > P) Q = P;
+    float *buf = P > 0 ? malloc(sizeof(float) * per_query * Q) : NULL;
+    if (P > 0 && (!buf || astore_plan(out, P))) {
+        free(buf);
+        astore_free(out);
+        return HEED_ERR_NOMEM;
+    }
+    int nth = p ? pool_size(p) : 1;
+    for (int l = 0; l < src->n_layer && !out->failed; l++)
+        for (int pos0 = 0; pos0 < P && !out->failed; pos0 += Q) {
+            int n = P - pos0 < Q ? P - pos0 : Q;
+            size_t row = (size_t)pos0 + n;
+            sum_job j = {src, ops, {l, H, pos0, n, row, (size_t)n * row, buf}};
+            if (nth > 1 && n * H > 1) pool_run(p, nth < n * H ? nth : n * H, sum_rows_task, &j);
+            else sum_rows_task(&j, 0, 1);
+            astore_add_probs(out, &j.b, p);
+        }
+    free(buf);
+    if (out->failed) {
+        astore_free(out);
+        return HEED_ERR_NOMEM;
+    }
+    out->n_pos = P;
+    return HEED_OK;
+}
+
 int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int pos, float *out) {
     if (layer < 0 || layer >= s->n_layer || head < 0 || head >= s->n_head || pos < 0 || pos >= s->n_pos)
         return HEED_ERR_INVALID_ARG;

@@ -5,9 +5,10 @@
  *       Any row is recomputed with the forward pass's own kernels
  *       (ops->attn_scores, ops->softmax) in the same order, so it equals the
  *       probabilities generation used, usually bit for bit.
- *   (b) compact summaries made while generating: the top-k sources of every
- *       (query, layer, head) as u32 position + fp16 weight, and the per-layer
- *       head-mean rows in fp16.
+ *   (b) compact summaries: the top-k sources of every (query, layer, head)
+ *       as u32 position + fp16 weight, and the per-layer head-mean rows in
+ *       fp16; made while generating (a store without tier (a)), or from the
+ *       exact rows afterwards (astore_summarize) when they are wanted.
  *   (c) full f32 probabilities, kept only while they fit under a byte limit.
  *
  * Every array is position-major (all layers of query position p, then p+1),
@@ -106,6 +107,16 @@ void astore_add_probs(astore *s, const heed_attn_block *b, pool *p);
  * HEED_OK, HEED_ERR_INVALID_ARG (out of range) or HEED_ERR_UNSUPPORTED (no
  * exact tier). Thread-safe. */
 int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int pos, float *out);
+
+/* The summary tiers (top_k sources, 0: none; head-mean rows) of a store
+ * that has an exact tier, computed from its rows afterwards: *out becomes a
+ * store holding only those tiers, for src's n_pos positions. The rows come
+ * from astore_row and go through the hook's own reduction
+ * (astore_add_probs), so the result equals summaries made while generating
+ * bit for bit. Rows are recomputed over pool p (NULL: this thread). HEED_OK,
+ * HEED_ERR_UNSUPPORTED (no exact tier), HEED_ERR_INVALID_ARG or
+ * HEED_ERR_NOMEM; on failure *out holds nothing. */
+int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k, bool head_mean, astore *out);
 
 /* Bytes of attention data held (the n_pos used, not the capacity). */
 size_t astore_bytes(const astore *s);

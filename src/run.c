@@ -226,7 +226,7 @@ static int run_from_model(heed_run *r, const heed_model *m, const heed_recorder_
 
 heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
-        .attn_top_k = 32, .keep_qk = true, .keep_head_mean = true, .full_limit_bytes = 256u << 20,
+        .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
         .n_cand = 20, .lens_top_k = 5, .n_threads = 0, .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };
@@ -1345,14 +1345,40 @@ static heed_array arr(const char *name, heed_dtype t, const void *data, int ndim
     return x;
 }
 
-int heed_run_export_npz(const heed_run *r, const char *path, char *err, size_t err_size) {
+/* Top sources per (query, layer, head) that an export computes for a run
+ * that did not keep them: the recorder's former default. */
+enum { EXPORT_TOPK = 32 };
+
+/* The summary tiers an export writes: the run's own, and those it lacks
+ * computed from its exact tier into *sum (freed by the caller). */
+static int export_summaries(heed_run *r, astore *sum, const astore **tk, const astore **hm) {
+    const astore *st = &r->st;
+    *tk = st->has_topk ? st : NULL;
+    *hm = st->has_hmean ? st : NULL;
+    memset(sum, 0, sizeof *sum);
+    if ((*tk && *hm) || (!st->has_qk && !st->has_full) || st->n_pos == 0) return HEED_OK;
+    attn_src src;
+    int rc = run_src(r, &src);
+    if (!rc) rc = astore_summarize(st, src.ops, src.pool, *tk ? 0 : EXPORT_TOPK, !*hm, sum);
+    if (rc) return rc;
+    if (!*tk) *tk = sum;
+    if (!*hm) *hm = sum;
+    return HEED_OK;
+}
+
+int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_size) {
     if (!r || !path) return HEED_ERR_INVALID_ARG;
+    astore sum;
+    const astore *tk, *hm;
+    int src = export_summaries(r, &sum, &tk, &hm);
+    if (src) return src;
     uint64_t T = (uint64_t)r->n_output, P = (uint64_t)r->st.n_pos, L = (uint64_t)r->n_layer;
     uint64_t H = (uint64_t)r->n_head, tri = P * (P + 1) / 2;
     int32_t *sid = malloc(sizeof(int32_t) * (T + 1)), *cid = malloc(sizeof(int32_t) * (T * r->n_cand + 1));
     float *sf = malloc(sizeof(float) * (3 * T + 1)), *cf = malloc(sizeof(float) * (2 * T * r->n_cand + 1));
     if (!sid || !cid || !sf || !cf) {
         free(sid); free(cid); free(sf); free(cf);
+        astore_free(&sum);
         return HEED_ERR_NOMEM;
     }
     /* steps as columns: numpy users index step_prob[t] */
@@ -1389,20 +1415,22 @@ int heed_run_export_npz(const heed_run *r, const char *path, char *err, size_t e
         k = malloc(sizeof(float) * (per * nk + 1));
         if (!k) {
             free(sid); free(cid); free(sf); free(cf);
+            astore_free(&sum);
             return HEED_ERR_NOMEM;
         }
         for (size_t i = 0; i < nk; i++) memcpy(k + i * per, r->st.k[i], sizeof(float) * per);
         a[n++] = arr("q", HEED_DT_F32, r->st.q, 3, P, L, (uint64_t)r->st.q_dim, 0);
         a[n++] = arr("k", HEED_DT_F32, k, 4, L, (uint64_t)r->n_head_kv, P, (uint64_t)r->head_dim);
     }
-    if (r->st.has_topk) {
-        a[n++] = arr("topk_pos", HEED_DT_U32, r->st.tk_pos, 4, P, L, H, (uint64_t)r->st.top_k);
-        a[n++] = arr("topk_weight", HEED_DT_F16, r->st.tk_w, 4, P, L, H, (uint64_t)r->st.top_k);
+    if (tk) {
+        a[n++] = arr("topk_pos", HEED_DT_U32, tk->tk_pos, 4, P, L, H, (uint64_t)tk->top_k);
+        a[n++] = arr("topk_weight", HEED_DT_F16, tk->tk_w, 4, P, L, H, (uint64_t)tk->top_k);
     }
-    if (r->st.has_hmean) a[n++] = arr("head_mean_packed", HEED_DT_F16, r->st.hmean, 1, tri * L, 0, 0, 0);
+    if (hm) a[n++] = arr("head_mean_packed", HEED_DT_F16, hm->hmean, 1, tri * L, 0, 0, 0);
     if (r->st.has_full) a[n++] = arr("full_packed", HEED_DT_F32, r->st.full, 1, tri * L * H, 0, 0, 0);
     int rc = heed_npz_write(path, a, n, err, err_size);
     free(sid); free(cid); free(sf); free(cf); free(k);
+    astore_free(&sum);
     return rc;
 }
 

@@ -282,6 +282,8 @@ static void ref_setup(ref_case *rc, const char *path, const int32_t *prompt, int
     for (int pass = 0; pass < 2; pass++) {
         assert_int_equal(heed_ctx_new(rc->m, &cp, &ctx), HEED_OK);
         heed_recorder_params rp = heed_recorder_default_params();
+        rp.attn_top_k = 32;
+        rp.keep_head_mean = true;
         rp.keep_qk = pass == 0;
         rp.full_limit_bytes = pass == 0 ? 0 : (64u << 20);
         rp.n_threads = 2;
@@ -853,6 +855,9 @@ static void test_recorder_threads(void **state) {
         heed_ctx *ctx;
         assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
         heed_recorder_params rp = heed_recorder_default_params();
+        rp.attn_top_k = 32;
+        rp.keep_head_mean = true;
+        rp.full_limit_bytes = 256u << 20;
         rp.n_threads = pass == 1 ? 1 : 3;
         rp.n_predict = pass < 2 ? NG : 0; /* the last one grows as it goes */
         heed_recorder *rec;

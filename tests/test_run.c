@@ -14,6 +14,16 @@
 
 #define N_GEN 20
 
+/* Every attention tier, made while generating: what these tests of the
+ * file format and exports exercise (the default keeps only q/k). */
+static heed_recorder_params every_tier(void) {
+    heed_recorder_params rp = heed_recorder_default_params();
+    rp.attn_top_k = 32;
+    rp.keep_head_mean = true;
+    rp.full_limit_bytes = 256u << 20;
+    return rp;
+}
+
 static heed_run *record(int n_gen, const heed_recorder_params *rp_in) {
     heed_model *m;
     assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
@@ -21,7 +31,7 @@ static heed_run *record(int n_gen, const heed_recorder_params *rp_in) {
     heed_model_get_info(m, &mi);
     heed_ctx *ctx;
     assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
-    heed_recorder_params rp = rp_in ? *rp_in : heed_recorder_default_params();
+    heed_recorder_params rp = rp_in ? *rp_in : every_tier();
     rp.prompt_text = "Once upon a time";
     rp.n_predict = n_gen;
     heed_recorder *rec;
@@ -511,6 +521,52 @@ static void test_npz_and_json(void **state) {
     heed_run_free(r);
 }
 
+static unsigned char *export_npz(heed_run *r, const char *path, size_t *n) {
+    char err[256];
+    assert_int_equal(heed_run_export_npz(r, path, err, sizeof err), HEED_OK);
+    return slurp(path, n);
+}
+
+/* The default recorder keeps q/k only; an export computes the summaries
+ * from them, and they equal summaries made while generating bit for bit:
+ * the two exports are the same file. */
+static void test_summaries_from_exact_tier(void **state) {
+    heed_recorder_params def = heed_recorder_default_params();
+    assert_true(def.keep_qk && def.attn_top_k == 0 && !def.keep_head_mean && def.full_limit_bytes == 0);
+    heed_recorder_params live = def;
+    live.attn_top_k = 32;
+    live.keep_head_mean = true;
+    live.n_threads = 1; /* the export's recomputation runs on more threads than the live one */
+    def.n_threads = 3;
+    heed_run *a = record(24, &def), *b = record(24, &live);
+    heed_run_info ia, ib;
+    heed_run_get_info(a, &ia);
+    heed_run_get_info(b, &ib);
+    assert_true(ia.has_qk && !ia.has_topk && !ia.has_head_mean && !ia.has_full);
+    assert_true(ib.has_qk && ib.has_topk && ib.has_head_mean && !ib.has_full);
+    assert_true(ia.attn_bytes < ib.attn_bytes);
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    size_t na, nb;
+    unsigned char *fa = export_npz(a, "test-output/sum-after.npz", &na);
+    unsigned char *fb = export_npz(b, "test-output/sum-live.npz", &nb);
+    char names[32][64];
+    int count = check_zip(fa, na, names);
+    int found = 0;
+    for (int i = 0; i < count; i++)
+        found += !strcmp(names[i], "topk_pos.npy") || !strcmp(names[i], "topk_weight.npy") ||
+                 !strcmp(names[i], "head_mean_packed.npy");
+    assert_int_equal(found, 3);
+    assert_int_equal(na, nb);
+    assert_memory_equal(fa, fb, na);
+    /* the run itself is unchanged by its export */
+    heed_run_get_info(a, &ia);
+    assert_true(!ia.has_topk && !ia.has_head_mean);
+    free(fa);
+    free(fb);
+    heed_run_free(a);
+    heed_run_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_steps_and_lens),
@@ -520,6 +576,7 @@ int main(void) {
         cmocka_unit_test(test_corrupt_table),
         cmocka_unit_test(test_npy_header_bytes),
         cmocka_unit_test(test_npz_and_json),
+        cmocka_unit_test(test_summaries_from_exact_tier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
