@@ -20,6 +20,7 @@
  *                   the best table, the read-only rate decoding is bound by;
  *                   triad_gbs_1, triad_gbs_2), for bench/run.sh
  *   bench_kern -p   prints only the prefill figures
+ *   bench_kern -l   prints only the matvec rates in L2 (quick, for kernel work)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -223,6 +224,7 @@ static void prefill_figures(const kern_ops *const *tabs, int nt) {
 int main(int argc, char **argv) {
     bool mem_only = argc > 1 && !strcmp(argv[1], "-b");
     bool prefill_only = argc > 1 && !strcmp(argv[1], "-p");
+    bool l2_only = argc > 1 && !strcmp(argv[1], "-l");
     pool *p = pool_new(2);
     if (!p) {
         fprintf(stderr, "bench_kern: cannot start threads\n");
@@ -240,7 +242,7 @@ int main(int argc, char **argv) {
     }
     if (mem_only) {
         for (int nth = 1; nth <= 2; nth++) printf("read_gbs_%d %.1f\n", nth, read_gbs(p, nth));
-    } else {
+    } else if (!l2_only) {
         printf("bench_kern: %d CPUs online, best table %s\n\n", pool_n_cpus(), kern_ops_best()->name);
         for (int nth = 1; nth <= 2; nth++) printf("read    %d thread%s  %6.1f GB/s  (256 MB, dot_f32)\n", nth,
                                                  nth > 1 ? "s" : " ", read_gbs(p, nth));
@@ -256,7 +258,7 @@ int main(int argc, char **argv) {
         tb[i] = 1.0f;
         tc[i] = 2.0f;
     }
-    for (int nth = 1; nth <= 2; nth++) {
+    for (int nth = 1; nth <= 2 && !l2_only; nth++) {
         triad_job tj = {ta, tb, tc, 3.0f, n3};
         double best = 1e30;
         for (int r = 0; r < REPS; r++) {
@@ -295,19 +297,23 @@ int main(int argc, char **argv) {
         int type = types[ti];
         kern_quantize_act(xq, x, type, N_IN);
         size_t row = kern_row_bytes(type, N_IN);
-        int n_out = (int)(WEIGHT_BYTES / row);
+        int n_out = (int)((l2_only ? HOT_BYTES : WEIGHT_BYTES) / row);
         void *w = malloc(row * (size_t)n_out);
         if (!w) return 1;
         fill_rows(type, w, n_out, N_IN, &seed);
         for (int k = 0; k < nt; k++) {
             mv_job j = {tabs[k], type, w, x, xq, out, n_out};
-            double g1 = matvec_gbs(p, 1, &j, REPS), g2 = matvec_gbs(p, 2, &j, REPS);
+            double g1 = l2_only ? 0 : matvec_gbs(p, 1, &j, REPS), g2 = l2_only ? 0 : matvec_gbs(p, 2, &j, REPS);
             mv_job hot = j;
             hot.n_out = (int)(HOT_BYTES / row);
             double gh = matvec_gbs(p, 1, &hot, 50);
             printf("%-8s %-6s %9.1f %9.1f %9.1f\n", tabs[k]->name, type_names[ti], g1, g2, gh);
         }
         free(w);
+    }
+    if (l2_only) {
+        pool_free(p);
+        return 0;
     }
 
     prefill_figures(tabs, nt);
