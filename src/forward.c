@@ -14,8 +14,9 @@
  * and observing cannot change it (the hook gets a const pointer).
  *
  * Memory: everything is allocated in heed_ctx_new; heed_decode allocates
- * nothing. Threads: matrix rows and attention heads are split over the
- * context's pool; the hook is called on the caller's thread.
+ * nothing. Threads: matrix rows, and attention heads (decode) or
+ * (head, query block) units (prefill), are split over the context's pool;
+ * the hook is called on the caller's thread.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -181,9 +182,12 @@ typedef struct attn_job {
     heed_ctx *c;
     int layer, pos0, n;
     size_t row_stride, head_stride;
+    int n_blocks; /* query blocks of KERN_ATTN_BLOCK positions per head (prefill) */
 } attn_job;
 
-static void attn_task(void *arg, int ith, int nth) {
+/* Decode (one query): each thread takes a contiguous range of heads, one
+ * query row per head. */
+static void attn_decode_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     heed_ctx *c = j->c;
     const heed_model *m = c->m;
@@ -207,12 +211,63 @@ static void attn_task(void *arg, int ith, int nth) {
     }
 }
 
+/*
+ * One unit of prompt attention: queries i0 .. i0 + nq - 1 of head h, whose
+ * rows share the head's keys and values. Scores of the block (each key and
+ * value loaded once for the block, each score equal to attn_scores's),
+ * softmax row by row in att, then the weighted sums read those very rows.
+ */
+static void attn_block(const attn_job *j, int h, int i0, int nq) {
+    heed_ctx *c = j->c;
+    const heed_model *m = c->m;
+    const kern_ops *ops = c->ops;
+    const int hd = m->head_dim, group = m->n_head / m->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    size_t koff = ((size_t)j->layer * c->n_ctx * c->kv_dim) + (size_t)(h / group) * hd;
+    float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
+    const float *queries[KERN_ATTN_BLOCK], *probs[KERN_ATTN_BLOCK];
+    int n_keys[KERN_ATTN_BLOCK];
+    for (int r = 0; r < nq; r++) {
+        int i = i0 + r;
+        n_keys[r] = j->pos0 + i + 1; /* causal: keys 0..pos */
+        rows[r] = c->att + h * j->head_stride + i * j->row_stride;
+        probs[r] = rows[r];
+        queries[r] = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
+        outs[r] = c->ao + (size_t)i * c->q_dim + (size_t)h * hd;
+    }
+    ops->attn_scores_multi(rows, queries, n_keys, nq, c->k_cache + koff, c->kv_dim, hd, scale);
+    for (int r = 0; r < nq; r++) ops->softmax(rows[r], n_keys[r]);
+    ops->attn_wsum_multi(outs, probs, n_keys, nq, c->v_cache + koff, c->kv_dim, hd);
+}
+
+/*
+ * Prefill: units of (head, query block), numbered head-major so a thread's
+ * consecutive units reuse one head's keys and values in its cache. A block
+ * costs more the later its queries (the causal triangle), so units are dealt
+ * out in rounds of nth that alternate direction (thread t takes unit t of one
+ * round and unit nth - 1 - t of the next): over each pair of rounds every
+ * thread gets one cheaper and one dearer unit, and the totals even out
+ * whatever the head count.
+ */
+static void attn_prefill_task(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    int n_units = j->c->m->n_head * j->n_blocks;
+    for (int round = 0;; round++) {
+        int u = round * nth + (round % 2 ? nth - 1 - ith : ith);
+        if (u >= n_units) break;
+        int h = u / j->n_blocks, i0 = (u % j->n_blocks) * KERN_ATTN_BLOCK;
+        attn_block(j, h, i0, j->n - i0 < KERN_ATTN_BLOCK ? j->n - i0 : KERN_ATTN_BLOCK);
+    }
+}
+
 static void attention(heed_ctx *c, int layer, int pos0, int n) {
     const heed_model *m = c->m;
-    attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n)};
+    int n_blocks = (n + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK;
+    attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n), n_blocks};
     size_t work = (size_t)m->n_head * n * (pos0 + n) * m->head_dim * 2;
     int nth = threads_for(c, work);
-    pool_run(c->pool, nth < m->n_head ? nth : m->n_head, attn_task, &j);
+    if (n == 1) pool_run(c->pool, nth < m->n_head ? nth : m->n_head, attn_decode_task, &j);
+    else pool_run(c->pool, nth < m->n_head * n_blocks ? nth : m->n_head * n_blocks, attn_prefill_task, &j);
 
     /* the hook sees the probabilities the weighted sum above just used */
     if (c->hooked && c->hook.observe && (!c->hook.want || c->hook.want(c->hook.user, layer))) {

@@ -213,6 +213,18 @@ static void attn_wsum_scalar(float *out, const float *p, const float *vals, size
     for (int k = 0; k < n_keys; k++) axpy_scalar(out, p[k], vals + (size_t)k * v_stride, hd);
 }
 
+/* The multi-query reference is the single-query one row by row: the oracle
+ * for what the SIMD block kernels must reproduce. */
+static void attn_scores_multi_scalar(float *const *out, const float *const *q, const int *n_keys, int n_q,
+                                     const float *keys, size_t k_stride, int hd, float scale) {
+    for (int i = 0; i < n_q; i++) attn_scores_scalar(out[i], q[i], keys, k_stride, n_keys[i], hd, scale);
+}
+
+static void attn_wsum_multi_scalar(float *const *out, const float *const *p, const int *n_keys, int n_q,
+                                   const float *vals, size_t v_stride, int hd) {
+    for (int i = 0; i < n_q; i++) attn_wsum_scalar(out[i], p[i], vals, v_stride, n_keys[i], hd);
+}
+
 static const kern_ops scalar_table = {
     .name = "scalar",
     .dot_f32 = dot_f32_scalar,
@@ -223,6 +235,8 @@ static const kern_ops scalar_table = {
     .scale = scale_scalar,
     .attn_scores = attn_scores_scalar,
     .attn_wsum = attn_wsum_scalar,
+    .attn_scores_multi = attn_scores_multi_scalar,
+    .attn_wsum_multi = attn_wsum_multi_scalar,
     .softmax = kern_softmax,
     .exp_sums = kern_exp_sums,
     .quantize_q8_0 = kern_quantize_q8_0,

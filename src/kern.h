@@ -177,6 +177,9 @@ void kern_quantize_act_ops(const struct kern_ops *ops, void *out, const float *x
  * kern_act_type(type), n elements. */
 typedef float (*kern_vec_dot_fn)(const void *w, const void *xq, int n);
 #define KERN_N_QTYPES 16 /* vec_dot is indexed by ggml type id below this */
+/* Queries the multi-query attention kernels take together (a caller's
+ * natural block size; they accept any n_q). */
+#define KERN_ATTN_BLOCK 4
 
 typedef struct kern_ops {
     const char *name; /* "scalar", "avx2", "avx512" */
@@ -202,6 +205,19 @@ typedef struct kern_ops {
      * overwritten); the scalar reference sums in key order, SIMD variants
      * may sum even and odd keys separately. */
     void (*attn_wsum)(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
+    /* The same two kernels for a block of n_q queries that share one key (or
+     * value) set, as a prompt's queries of one head do, or the heads of one
+     * GQA group: row i has its own n_keys[i] (rows of a causal block differ
+     * in length) and its own q[i] / out[i] / p[i]. Keys and values are loaded
+     * once per KERN_ATTN_BLOCK queries instead of once per query.
+     * attn_scores_multi equals attn_scores of the same table row by row, BIT
+     * FOR BIT (the recorder recomputes captured rows with attn_scores: each
+     * dot keeps its arithmetic, only the work around it is interleaved);
+     * attn_wsum_multi equals attn_wsum up to float summation order. */
+    void (*attn_scores_multi)(float *const *out, const float *const *q, const int *n_keys, int n_q,
+                              const float *keys, size_t k_stride, int hd, float scale);
+    void (*attn_wsum_multi)(float *const *out, const float *const *p, const int *n_keys, int n_q,
+                            const float *vals, size_t v_stride, int hd);
     /* x = softmax(x) in place, as kern_softmax (the scalar reference); the
      * SIMD variants use a polynomial exp within 2 ulp, flush results below
      * FLT_MIN (x - max < -87.3) to 0, and sum in float lanes. */
@@ -252,7 +268,9 @@ float kern_vec_dot_q6_K_ref(const void *w, const void *xq, int n);
 extern const kern_ops kern_ops_avx2_table;
 extern const kern_ops kern_ops_avx512_table;
 /* The AVX2 attention kernels, shared by the AVX-512 table: head vectors are
- * short (8..256), where 256-bit registers are already as wide as useful. */
+ * short (8..256), where 256-bit registers are already as wide as useful for
+ * one query. (Its multi-query kernels are its own: the same dots, two per
+ * 512-bit instruction, so they still equal kern_attn_scores_avx2's.) */
 void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
                            float scale);
 void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);

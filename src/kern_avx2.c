@@ -208,6 +208,183 @@ void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v
     }
 }
 
+/*
+ * Eight dot-product accumulators reduced at once: lane j of the result is
+ * hsum8(a[j]) bit for bit. The adds are hsum8's, pair for pair and in the
+ * same operand order (low half + high half, then lanes 0+2 and 1+3, then
+ * those two); only the shuffles that line them up differ, and doing eight
+ * vectors together takes 21 instructions instead of 48.
+ */
+static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                             __m256 a7) {
+    /* low 128-bit lane: low + high half of a_j; high lane: the same of a_j+4 */
+    __m256 t0 = _mm256_add_ps(_mm256_permute2f128_ps(a0, a4, 0x20), _mm256_permute2f128_ps(a0, a4, 0x31));
+    __m256 t1 = _mm256_add_ps(_mm256_permute2f128_ps(a1, a5, 0x20), _mm256_permute2f128_ps(a1, a5, 0x31));
+    __m256 t2 = _mm256_add_ps(_mm256_permute2f128_ps(a2, a6, 0x20), _mm256_permute2f128_ps(a2, a6, 0x31));
+    __m256 t3 = _mm256_add_ps(_mm256_permute2f128_ps(a3, a7, 0x20), _mm256_permute2f128_ps(a3, a7, 0x31));
+    /* per lane [x0 + x2, x1 + x3, y0 + y2, y1 + y3] of two reduced vectors x, y */
+    __m256 u0 = _mm256_add_ps(_mm256_shuffle_ps(t0, t1, 0x44), _mm256_shuffle_ps(t0, t1, 0xEE));
+    __m256 u1 = _mm256_add_ps(_mm256_shuffle_ps(t2, t3, 0x44), _mm256_shuffle_ps(t2, t3, 0xEE));
+    /* per lane [(x0 + x2) + (x1 + x3), ...]: the results in a0..a7 order */
+    return _mm256_add_ps(_mm256_shuffle_ps(u0, u1, 0x88), _mm256_shuffle_ps(u0, u1, 0xDD));
+}
+
+/* A chunk of 8 floats: a plain load, or a masked one for a short tail. */
+static inline __m256 load_chunk(const float *p, __m256i mask, bool full) {
+    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+}
+
+/*
+ * Scores of 4 queries against keys [0, n_keys), two keys at a time: 8
+ * independent dots per step, and each key chunk loaded once for the four.
+ * qb holds the queries as nc chunks each, zero past hd (as the masked query
+ * load of kern_attn_scores_avx2 leaves them). Every dot is computed as
+ * there: the tail chunk's product first, then one FMA per chunk in order,
+ * hsum8, times scale.
+ */
+static inline __attribute__((always_inline)) void scores_block4(float *const *out, const float *qb, int n_keys,
+                                                                const float *keys, size_t k_stride, int nc,
+                                                                __m256i tail, bool full, float scale) {
+    const float *q0 = qb, *q1 = qb + 8 * nc, *q2 = qb + 16 * nc, *q3 = qb + 24 * nc;
+    const int t = 8 * (nc - 1);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int k = 0;
+    for (; k + 2 <= n_keys; k += 2) {
+        const float *ka = keys + (size_t)k * k_stride, *kb = ka + k_stride;
+        __m256 xa = load_chunk(ka + t, tail, full), xb = load_chunk(kb + t, tail, full);
+        __m256 v = _mm256_loadu_ps(q0 + t);
+        __m256 a0 = _mm256_mul_ps(v, xa), a1 = _mm256_mul_ps(v, xb);
+        v = _mm256_loadu_ps(q1 + t);
+        __m256 a2 = _mm256_mul_ps(v, xa), a3 = _mm256_mul_ps(v, xb);
+        v = _mm256_loadu_ps(q2 + t);
+        __m256 a4 = _mm256_mul_ps(v, xa), a5 = _mm256_mul_ps(v, xb);
+        v = _mm256_loadu_ps(q3 + t);
+        __m256 a6 = _mm256_mul_ps(v, xa), a7 = _mm256_mul_ps(v, xb);
+        for (int c = 0; c < t; c += 8) {
+            xa = _mm256_loadu_ps(ka + c);
+            xb = _mm256_loadu_ps(kb + c);
+            v = _mm256_loadu_ps(q0 + c);
+            a0 = _mm256_fmadd_ps(v, xa, a0);
+            a1 = _mm256_fmadd_ps(v, xb, a1);
+            v = _mm256_loadu_ps(q1 + c);
+            a2 = _mm256_fmadd_ps(v, xa, a2);
+            a3 = _mm256_fmadd_ps(v, xb, a3);
+            v = _mm256_loadu_ps(q2 + c);
+            a4 = _mm256_fmadd_ps(v, xa, a4);
+            a5 = _mm256_fmadd_ps(v, xb, a5);
+            v = _mm256_loadu_ps(q3 + c);
+            a6 = _mm256_fmadd_ps(v, xa, a6);
+            a7 = _mm256_fmadd_ps(v, xb, a7);
+        }
+        /* [q0.ka q0.kb q1.ka q1.kb | q2.ka q2.kb q3.ka q3.kb], each hsum8 * scale */
+        __m256 r = _mm256_mul_ps(hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7), vscale);
+        __m128 lo = _mm256_castps256_ps128(r), hi = _mm256_extractf128_ps(r, 1);
+        _mm_storel_pi((__m64 *)(out[0] + k), lo);
+        _mm_storeh_pi((__m64 *)(out[1] + k), lo);
+        _mm_storel_pi((__m64 *)(out[2] + k), hi);
+        _mm_storeh_pi((__m64 *)(out[3] + k), hi);
+    }
+    if (k < n_keys) { /* an odd last key: the four dots one by one */
+        const float *ka = keys + (size_t)k * k_stride;
+        __m256 xa = load_chunk(ka + t, tail, full);
+        for (int i = 0; i < 4; i++) {
+            const float *qi = qb + 8 * nc * i;
+            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qi + t), xa);
+            for (int c = 0; c < t; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qi + c), _mm256_loadu_ps(ka + c), a);
+            out[i][k] = hsum8(a) * scale;
+        }
+    }
+}
+
+/* kern.h's attn_scores_multi: blocks of 4 queries through scores_block4,
+ * what is left (a block's causal tails, leftover queries, head_dim over 256)
+ * through kern_attn_scores_avx2 itself; bit for bit its scores either way. */
+static void attn_scores_multi_avx2(float *const *out, const float *const *q, const int *n_keys, int n_q,
+                                   const float *keys, size_t k_stride, int hd, float scale) {
+    int nc = (hd + 7) / 8, i = 0;
+    if (nc <= ATT_MAX_CHUNKS) {
+        __m256i tail = lane_mask(hd - 8 * (nc - 1));
+        float qb[4 * 8 * ATT_MAX_CHUNKS];
+        for (; i + 4 <= n_q; i += 4) {
+            /* the keys all four rows see go through the block */
+            int common = n_keys[i];
+            for (int r = 0; r < 4; r++) {
+                common = n_keys[i + r] < common ? n_keys[i + r] : common;
+                float *qr = qb + 8 * nc * r;
+                for (int c = 0; c < nc - 1; c++) _mm256_storeu_ps(qr + 8 * c, _mm256_loadu_ps(q[i + r] + 8 * c));
+                _mm256_storeu_ps(qr + 8 * (nc - 1), _mm256_maskload_ps(q[i + r] + 8 * (nc - 1), tail));
+            }
+            if (hd % 8 == 0) scores_block4(out + i, qb, common, keys, k_stride, nc, tail, true, scale);
+            else scores_block4(out + i, qb, common, keys, k_stride, nc, tail, false, scale);
+            for (int r = 0; r < 4; r++)
+                if (n_keys[i + r] > common)
+                    kern_attn_scores_avx2(out[i + r] + common, q[i + r], keys + (size_t)common * k_stride, k_stride,
+                                          n_keys[i + r] - common, hd, scale);
+        }
+    }
+    for (; i < n_q; i++) kern_attn_scores_avx2(out[i], q[i], keys, k_stride, n_keys[i], hd, scale);
+}
+
+/*
+ * The weighted sums of 4 rows over one strip of up to 16 dims [d0, d0 + w):
+ * 8 accumulators (4 rows x 2 chunks) in registers across all keys, each value
+ * chunk loaded once for the four rows; keys every row has first, then each
+ * row's own causal tail. Sums run in key order, one FMA per key.
+ */
+static inline __attribute__((always_inline)) void wsum_strip4(float *const *out, const float *const *p,
+                                                              const int *n_keys, int common, const float *vals,
+                                                              size_t v_stride, int d0, int w, bool full) {
+    __m256i m0 = lane_mask(w < 8 ? w : 8), m1 = lane_mask(w > 8 ? w - 8 : 8);
+    const bool two = w > 8, full0 = full || w >= 8;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3];
+    const float *v = vals + d0;
+    for (int k = 0; k < common; k++, v += v_stride) {
+        __m256 x0 = load_chunk(v, m0, full0), x1 = two ? load_chunk(v + 8, m1, full) : x0;
+        __m256 b = _mm256_broadcast_ss(p0 + k);
+        a0 = _mm256_fmadd_ps(b, x0, a0);
+        if (two) a1 = _mm256_fmadd_ps(b, x1, a1);
+        b = _mm256_broadcast_ss(p1 + k);
+        a2 = _mm256_fmadd_ps(b, x0, a2);
+        if (two) a3 = _mm256_fmadd_ps(b, x1, a3);
+        b = _mm256_broadcast_ss(p2 + k);
+        a4 = _mm256_fmadd_ps(b, x0, a4);
+        if (two) a5 = _mm256_fmadd_ps(b, x1, a5);
+        b = _mm256_broadcast_ss(p3 + k);
+        a6 = _mm256_fmadd_ps(b, x0, a6);
+        if (two) a7 = _mm256_fmadd_ps(b, x1, a7);
+    }
+    __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (int r = 0; r < 4; r++) {
+        for (int k = common; k < n_keys[r]; k++) {
+            const float *vk = vals + (size_t)k * v_stride + d0;
+            __m256 b = _mm256_broadcast_ss(p[r] + k);
+            acc[2 * r] = _mm256_fmadd_ps(b, load_chunk(vk, m0, full0), acc[2 * r]);
+            if (two) acc[2 * r + 1] = _mm256_fmadd_ps(b, load_chunk(vk + 8, m1, full), acc[2 * r + 1]);
+        }
+        if (full0) _mm256_storeu_ps(out[r] + d0, acc[2 * r]);
+        else _mm256_maskstore_ps(out[r] + d0, m0, acc[2 * r]);
+        if (two && full) _mm256_storeu_ps(out[r] + d0 + 8, acc[2 * r + 1]);
+        else if (two) _mm256_maskstore_ps(out[r] + d0 + 8, m1, acc[2 * r + 1]);
+    }
+}
+
+/* kern.h's attn_wsum_multi: blocks of 4 rows in strips of 16 dims (the
+ * last strip masked); leftover rows through kern_attn_wsum_avx2. */
+static void attn_wsum_multi_avx2(float *const *out, const float *const *p, const int *n_keys, int n_q,
+                                 const float *vals, size_t v_stride, int hd) {
+    int i = 0;
+    for (; i + 4 <= n_q; i += 4) {
+        int common = n_keys[i];
+        for (int r = 1; r < 4; r++) common = n_keys[i + r] < common ? n_keys[i + r] : common;
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16)
+            wsum_strip4(out + i, p + i, n_keys + i, common, vals, v_stride, d0, 16, true);
+        if (d0 < hd) wsum_strip4(out + i, p + i, n_keys + i, common, vals, v_stride, d0, hd - d0, false);
+    }
+    for (; i < n_q; i++) kern_attn_wsum_avx2(out[i], p[i], vals, v_stride, n_keys[i], hd);
+}
+
 /* the block formats (kern_quant_simd.h), compiled with this file's flags */
 #define KQ_INCLUDED_FROM_TABLE
 #define KQ(name) name##_avx2
@@ -330,6 +507,8 @@ const kern_ops kern_ops_avx2_table = {
     .scale = scale_avx2,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
+    .attn_scores_multi = attn_scores_multi_avx2,
+    .attn_wsum_multi = attn_wsum_multi_avx2,
     .softmax = kern_softmax_avx2,
     .exp_sums = kern_exp_sums_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,

@@ -503,6 +503,93 @@ static void test_attention_kernels(void **state) {
             }
 }
 
+/* Row lengths of a multi-query block: causal (row i one key longer than row
+ * i - 1), equal (the heads of a GQA group), decreasing, and random. */
+static void block_lengths(rng *r, int *n_keys, int n_q, int shape, int max_keys) {
+    for (int i = 0; i < n_q; i++) {
+        switch (shape) {
+        case 0: n_keys[i] = max_keys - n_q + 1 + i; break;
+        case 1: n_keys[i] = max_keys; break;
+        case 2: n_keys[i] = max_keys - 2 * i; break;
+        default: n_keys[i] = 1 + (int)(rng_next(r) % (uint64_t)max_keys); break;
+        }
+        if (n_keys[i] < 1) n_keys[i] = 1;
+    }
+}
+
+/*
+ * The multi-query attention kernels. Scores: every table's block kernel
+ * against its own single-query kernel, BIT FOR BIT (the recorder recomputes
+ * captured rows with attn_scores), for head sizes with and without a full
+ * 8-lane tail, blocks of 1..9 queries (whole groups of 4 and leftovers),
+ * rows of different lengths (odd and even, shorter and longer than the
+ * others), and key strides of one head, a GQA row, and a padded row.
+ * Weighted sums: against the scalar reference within attn_wsum's tolerance.
+ * A sentinel past every row catches writes beyond it.
+ */
+static void test_attention_multi(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    const kern_ops *ref = kern_ops_scalar();
+    rng r = {23};
+    /* every kind of last strip for the weighted sums' 16- and 32-dim strips */
+    static const int hds[] = {1, 3, 8, 20, 48, 56, 64, 80, 100, 128, 256, 300};
+    static const int nqs[] = {1, 3, 4, 5, 8, 9};
+    enum { MAXQ = 9, MAXK = 67, MAXHD = 300, MAXSTRIDE = 3 * MAXHD };
+    static float kv[(MAXK + 1) * MAXSTRIDE], q[MAXQ][MAXHD], o1[MAXQ][MAXK + 1], o0[MAXQ][MAXK + 1];
+    static float pr[MAXQ][MAXK], w1[MAXQ][MAXHD + 1], w0[MAXQ][MAXHD + 1];
+    fill(&r, kv, (MAXK + 1) * MAXSTRIDE, 1.0f);
+    for (int k = 0; k < nt; k++)
+        for (size_t a = 0; a < sizeof hds / sizeof *hds; a++)
+            for (size_t b = 0; b < sizeof nqs / sizeof *nqs; b++)
+                for (int shape = 0; shape < 4; shape++) {
+                    int hd = hds[a], nq = nqs[b], n_keys[MAXQ];
+                    size_t strides[3] = {(size_t)hd, (size_t)3 * hd, (size_t)hd + 5};
+                    size_t stride = strides[(a + b + shape) % 3];
+                    block_lengths(&r, n_keys, nq, shape, MAXK - (int)(shape + b) % 4);
+                    float *out[MAXQ], *wout[MAXQ];
+                    const float *qp[MAXQ], *pp[MAXQ];
+                    for (int i = 0; i < nq; i++) {
+                        fill(&r, q[i], hd, 1.0f);
+                        qp[i] = q[i];
+                        out[i] = o1[i];
+                        o1[i][n_keys[i]] = 777.0f;
+                    }
+                    t[k]->attn_scores_multi(out, qp, n_keys, nq, kv + 1, stride, hd, 0.125f);
+                    for (int i = 0; i < nq; i++) {
+                        t[k]->attn_scores(o0[i], q[i], kv + 1, stride, n_keys[i], hd, 0.125f);
+                        for (int j = 0; j < n_keys[i]; j++)
+                            if (f2u(o1[i][j]) != f2u(o0[i][j]))
+                                fail_msg("attn_scores_multi [%s] hd=%d n_q=%d row %d key %d: %.9g, "
+                                         "attn_scores gives %.9g",
+                                         t[k]->name, hd, nq, i, j, o1[i][j], o0[i][j]);
+                        assert_true(o1[i][n_keys[i]] == 777.0f);
+                    }
+
+                    for (int i = 0; i < nq; i++) {
+                        double sum = 0;
+                        for (int j = 0; j < n_keys[i]; j++) sum += pr[i][j] = rng_f(&r) * 0.5f + 0.5f;
+                        for (int j = 0; j < n_keys[i]; j++) pr[i][j] = (float)(pr[i][j] / sum);
+                        pp[i] = pr[i];
+                        wout[i] = w1[i];
+                        w1[i][hd] = 777.0f;
+                        ref->attn_wsum(w0[i], pr[i], kv + 2, stride, n_keys[i], hd);
+                    }
+                    t[k]->attn_wsum_multi(wout, pp, n_keys, nq, kv + 2, stride, hd);
+                    for (int i = 0; i < nq; i++) {
+                        for (int d = 0; d < hd; d++) {
+                            double mag = 0;
+                            for (int j = 0; j < n_keys[i]; j++)
+                                mag += fabs((double)pr[i][j] * kv[2 + (size_t)j * stride + d]);
+                            check_close("attn_wsum_multi", t[k]->name, hd, w1[i][d], w0[i][d],
+                                        1e-5 * mag + 1e-7);
+                        }
+                        assert_true(w1[i][hd] == 777.0f);
+                    }
+                }
+}
+
 /* ---------------------------------------------------------------- matmul */
 
 static void test_matmul_rows(void **state) {
@@ -795,6 +882,7 @@ int main(void) {
         cmocka_unit_test(test_dot_q8_0),
         cmocka_unit_test(test_axpy_scale),
         cmocka_unit_test(test_attention_kernels),
+        cmocka_unit_test(test_attention_multi),
         cmocka_unit_test(test_matmul_rows),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_softmax),
