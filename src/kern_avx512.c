@@ -178,13 +178,16 @@ static void scale_avx512(float *y, float a, int n) {
  * 32-bit groups interleaved (even lanes block b, odd lanes block b + 1), so
  * one VPDPBUSD covers both blocks while each lane keeps to one block, and the
  * scale products of the two blocks (d_w * d_x) are one 64-bit broadcast from
- * memory. The 4 tokens' activations are repacked into that layout (and made
- * unsigned, x ^ 0x80, with the sum started at -128 * sum(w)) once per call,
- * a chunk of K at a time; a chunk's partial sums are added to out. Zen 4
- * runs 512-bit operations in two halves, but issues them as one: the gain is
- * in instructions, a third of the 256-bit tile's per block pair.
+ * memory. VPDPBUSD multiplies unsigned by signed bytes: the weights are made
+ * unsigned (w ^ 0x80 = w + 128), so each lane sums w.x + 128 * sum(x), and
+ * the sum starts at -128 * sum(x) per lane. That correction depends on the
+ * activations only: it is made once per call with the activations' repacking
+ * (4 tokens, a chunk of K at a time), not once per weight row, and each
+ * (row, token) pair costs one VPDPBUSD, one conversion and one FMA. A
+ * chunk's partial sums are added to out. Zen 4 runs 512-bit operations in
+ * two halves, but issues them as one: the gain is in instructions.
  */
-#define Q8Z_CHUNK 64 /* blocks of K repacked per chunk: 4 tokens x 8 KB */
+#define Q8Z_CHUNK 64 /* blocks of K repacked per chunk: 4 tokens x 8 KB, and their corrections */
 
 /* the qs of blocks b0 and b1 (b1 NULL: zeros) interleaved by 32-bit groups */
 static inline __m512i q8z_pair(const block_q8_0 *b0, const block_q8_0 *b1) {
@@ -194,30 +197,38 @@ static inline __m512i q8z_pair(const block_q8_0 *b0, const block_q8_0 *b1) {
     return _mm512_permutex2var_epi32(lo, idx, hi);
 }
 
-/* 4 rows x 4 tokens over block pairs [0, np) of a chunk starting at block b0
- * with nb blocks; xq: [4][np] repacked activations, xs: [np][8] their scales
- * (token t's two blocks at 2t, 2t + 1) */
+/* A chunk of 4 tokens' activations, repacked: xq[t * np + p] block pair p of
+ * token t, xc the same pair's -128 * sum(x) per lane, xs[8 * p + 2 * t + i]
+ * the scale of block 2p + i of token t. */
+typedef struct q8z_chunk {
+    __m512i xq[4 * Q8Z_CHUNK / 2], xc[4 * Q8Z_CHUNK / 2];
+    float xs[Q8Z_CHUNK / 2 * 8];
+    int np;
+} q8z_chunk;
+
+/* 4 rows x 4 tokens over the block pairs of a chunk starting at block b0
+ * with nb blocks */
 static void q8z_rows4(float *out, size_t out_stride, const char *wc, size_t row_bytes, int b0, int nb,
-                      const __m512i *xq, const float *xs, int np, bool first) {
+                      const q8z_chunk *ch, bool first) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const int np = ch->np;
     __m512 acc[4][4];
     KQ_UNROLL for (int r = 0; r < 4; r++) KQ_UNROLL for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
     for (int p = 0; p < np; p++) {
         int b = b0 + 2 * p;
         bool two = 2 * p + 1 < nb;
         _Alignas(32) float sc[4][8];
-        __m512i wv[4], corr[4];
+        __m512i wv[4];
         KQ_UNROLL for (int r = 0; r < 4; r++) {
             const block_q8_0 *w0 = (const block_q8_0 *)(wc + row_bytes * r) + b;
-            wv[r] = q8z_pair(w0, two ? w0 + 1 : NULL);
-            corr[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wv[r]));
+            wv[r] = _mm512_xor_si512(q8z_pair(w0, two ? w0 + 1 : NULL), bias);
             uint32_t dd = (uint32_t)w0->d | (two ? (uint32_t)w0[1].d << 16 : 0u);
             __m128 wd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
             __m256 wdp = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(wd)));
-            _mm256_store_ps(sc[r], _mm256_mul_ps(wdp, _mm256_loadu_ps(xs + 8 * p)));
+            _mm256_store_ps(sc[r], _mm256_mul_ps(wdp, _mm256_loadu_ps(ch->xs + 8 * p)));
         }
         KQ_UNROLL for (int r = 0; r < 4; r++) KQ_UNROLL for (int t = 0; t < 4; t++) {
-            __m512i d = _mm512_dpbusd_epi32(corr[r], xq[t * np + p], wv[r]);
+            __m512i d = _mm512_dpbusd_epi32(ch->xc[t * np + p], wv[r], ch->xq[t * np + p]);
             __m512 s = _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)&sc[r][2 * t])));
             acc[r][t] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(d), acc[r][t]);
         }
@@ -229,26 +240,34 @@ static void q8z_rows4(float *out, size_t out_stride, const char *wc, size_t row_
     }
 }
 
+/* Repacks blocks [c0, c0 + cb) of the 4 tokens' activations into ch. */
+static void q8z_repack(q8z_chunk *ch, const void *x, size_t act_bytes, int c0, int cb) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    int np = ch->np = (cb + 1) / 2;
+    for (int t = 0; t < 4; t++) {
+        const block_q8_0 *xb = (const block_q8_0 *)((const char *)x + act_bytes * t) + c0;
+        for (int p = 0; p < np; p++) {
+            bool two = 2 * p + 1 < cb;
+            __m512i v = q8z_pair(xb + 2 * p, two ? xb + 2 * p + 1 : NULL);
+            ch->xq[t * np + p] = v;
+            ch->xc[t * np + p] =
+                _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, v));
+            ch->xs[8 * p + 2 * t] = _cvtsh_ss(xb[2 * p].d);
+            ch->xs[8 * p + 2 * t + 1] = two ? _cvtsh_ss(xb[2 * p + 1].d) : 0.0f;
+        }
+    }
+}
+
 static void tile4_q8_0_zmm(float *out, size_t out_stride, const void *w, size_t row_bytes, int n_rows,
                            const void *x, size_t act_bytes, int n) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
     const char *wc = w;
     int nb = n / QK8_0, r4 = n_rows & ~3;
-    _Alignas(64) __m512i xq[4 * Q8Z_CHUNK / 2];
-    _Alignas(64) float xs[Q8Z_CHUNK / 2 * 8];
+    _Alignas(64) q8z_chunk ch;
     for (int c0 = 0; c0 < nb && r4 > 0; c0 += Q8Z_CHUNK) {
-        int cb = nb - c0 < Q8Z_CHUNK ? nb - c0 : Q8Z_CHUNK, np = (cb + 1) / 2;
-        for (int t = 0; t < 4; t++) {
-            const block_q8_0 *xb = (const block_q8_0 *)((const char *)x + act_bytes * t) + c0;
-            for (int p = 0; p < np; p++) {
-                bool two = 2 * p + 1 < cb;
-                xq[t * np + p] = _mm512_xor_si512(q8z_pair(xb + 2 * p, two ? xb + 2 * p + 1 : NULL), bias);
-                xs[8 * p + 2 * t] = _cvtsh_ss(xb[2 * p].d);
-                xs[8 * p + 2 * t + 1] = two ? _cvtsh_ss(xb[2 * p + 1].d) : 0.0f;
-            }
-        }
+        int cb = nb - c0 < Q8Z_CHUNK ? nb - c0 : Q8Z_CHUNK;
+        q8z_repack(&ch, x, act_bytes, c0, cb);
         for (int r = 0; r < r4; r += 4)
-            q8z_rows4(out + r, out_stride, wc + row_bytes * r, row_bytes, c0, cb, xq, xs, np, c0 == 0);
+            q8z_rows4(out + r, out_stride, wc + row_bytes * r, row_bytes, c0, cb, &ch, c0 == 0);
     }
     for (int r = r4; r < n_rows; r++) q8_0_row1_avx512(out + r, out_stride, wc + row_bytes * r, x, act_bytes, n);
 }
