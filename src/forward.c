@@ -289,6 +289,30 @@ static void head_norm(float *y, const float *w, int n_vecs, int hd, float eps) {
     for (int h = 0; h < n_vecs; h++) kern_rmsnorm(y + (size_t)h * hd, y + (size_t)h * hd, w, hd, eps);
 }
 
+/* ------------------------------------------------------------ swiglu */
+
+typedef struct swiglu_job {
+    const kern_ops *ops;
+    float *gate;
+    const float *up;
+    size_t n;
+} swiglu_job;
+
+/* Each thread one contiguous range, in whole cache lines (16 floats). */
+static void swiglu_task(void *arg, int ith, int nth) {
+    const swiglu_job *j = arg;
+    size_t per = (j->n / nth + 15) & ~(size_t)15, i0 = per * ith, i1 = i0 + per < j->n ? i0 + per : j->n;
+    if (i0 < i1) j->ops->swiglu(j->gate + i0, j->up + i0, (int)(i1 - i0));
+}
+
+/* gate = silu(gate) * up over a batch's FFN activations: a prompt's are
+ * n_tok * n_ff elements, worth the pool (an exp each costs about what 8
+ * multiply-adds of a matrix product do). */
+static void swiglu(heed_ctx *c, float *gate, const float *up, size_t n) {
+    swiglu_job j = {c->ops, gate, up, n};
+    pool_run(c->pool, threads_for(c, n * 8), swiglu_task, &j);
+}
+
 static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     const heed_model *m = c->m;
     const model_layer *ly = &m->layers[il];
@@ -322,7 +346,7 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     for (int t = 0; t < n; t++) kern_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, ly->ffn_norm, E, m->rms_eps);
     matmul(c, c->hb, F, &ly->w_gate, c->xb, n);
     matmul(c, c->hb2, F, &ly->w_up, c->xb, n);
-    kern_swiglu(c->hb, c->hb2, n * F);
+    swiglu(c, c->hb, c->hb2, (size_t)n * F);
     matmul(c, c->xb, E, &ly->w_down, c->hb, n);
     for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
 

@@ -239,6 +239,7 @@ static const kern_ops scalar_table = {
     .attn_wsum_multi = attn_wsum_multi_scalar,
     .softmax = kern_softmax,
     .exp_sums = kern_exp_sums,
+    .swiglu = kern_swiglu,
     .quantize_q8_0 = kern_quantize_q8_0,
     .vec_dot = {[GGML_Q4_0] = kern_vec_dot_q4_0_ref, [GGML_Q4_1] = kern_vec_dot_q4_1_ref,
                 [GGML_Q5_0] = kern_vec_dot_q5_0_ref, [GGML_Q5_1] = kern_vec_dot_q5_1_ref,

@@ -226,6 +226,10 @@ typedef struct kern_ops {
      * (the scalar reference); the SIMD variant uses the same exp as softmax
      * and sums in double lanes. */
     float (*exp_sums)(const float *x, int n, float *e, double *z, double *zx);
+    /* gate = silu(gate) * up, as kern_swiglu (the scalar reference); the SIMD
+     * variant uses softmax's exp (within 2 ulp), so each result is within a
+     * few ulp, and gate = -inf gives -inf where the reference gives NaN. */
+    void (*swiglu)(float *gate, const float *up, int n);
     /* kern_quantize_q8_0, bit for bit (the activation side of most dot
      * products: a serial share of every matmul) */
     void (*quantize_q8_0)(block_q8_0 *out, const float *x, int n);
@@ -276,6 +280,7 @@ void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t
 void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
 void kern_softmax_avx2(float *x, int n);
 float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx);
+void kern_swiglu_avx2(float *gate, const float *up, int n);
 #endif
 
 /*

@@ -456,6 +456,26 @@ static inline __m256 clean8(__m256 v) {
 }
 
 /* kern_exp_sums: 8 float lanes, each lane's sums in double (two 4-lane halves) */
+/* gate / (1 + exp(-gate)) * up, 8 lanes at a time, the tail masked. Beyond
+ * -88 the exp is clamped at exp(88), so silu gives gate * 6e-39 (the
+ * reference's expf overflows to inf there and gives -0: both are nothing
+ * next to the other activations); NaN stays NaN, +inf stays +inf. */
+void kern_swiglu_avx2(float *gate, const float *up, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int body = n & ~7, rem = n - body;
+    for (int i = 0; i < body; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    }
+    if (rem) {
+        __m256i tail = lane_mask(rem);
+        __m256 g = _mm256_maskload_ps(gate + body, tail);
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
+        _mm256_maskstore_ps(gate + body, tail, _mm256_mul_ps(s, _mm256_maskload_ps(up + body, tail)));
+    }
+}
+
 float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx) {
     int body = n > 0 ? n & ~7 : 0, rem = n > 0 ? n - body : 0;
     __m256i tail = lane_mask(rem ? rem : 8);
@@ -511,6 +531,7 @@ const kern_ops kern_ops_avx2_table = {
     .attn_wsum_multi = attn_wsum_multi_avx2,
     .softmax = kern_softmax_avx2,
     .exp_sums = kern_exp_sums_avx2,
+    .swiglu = kern_swiglu_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,
                 [GGML_Q5_1] = dot_q5_1_avx2, [GGML_Q8_0] = vec_dot_q8_0_avx2, [GGML_Q4_K] = dot_q4_K_avx2,
                 [GGML_Q5_K] = dot_q5_K_avx2, [GGML_Q6_K] = dot_q6_K_avx2},

@@ -464,6 +464,7 @@ const kern_ops kern_ops_avx512_table = {
     .attn_wsum_multi = attn_wsum_multi_avx512,
     .softmax = kern_softmax_avx2,
     .exp_sums = kern_exp_sums_avx2,
+    .swiglu = kern_swiglu_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx512, [GGML_Q4_1] = dot_q4_1_avx512, [GGML_Q5_0] = dot_q5_0_avx512,
                 [GGML_Q5_1] = dot_q5_1_avx512, [GGML_Q8_0] = vec_dot_q8_0_avx512, [GGML_Q4_K] = dot_q4_K_avx512,
                 [GGML_Q5_K] = dot_q5_K_avx512, [GGML_Q6_K] = dot_q6_K_avx512},

@@ -754,6 +754,48 @@ static void test_softmax_tables(void **state) {
     }
 }
 
+/* Every table's SwiGLU against the scalar reference: each result within
+ * 1e-6 relative (a 2-ulp exp, one division), tails of every length, the
+ * edges of the exp (-88 and below, where the reference's expf overflows and
+ * both give next to nothing), NaN, +inf, and a sentinel past the end. */
+static void test_swiglu_tables(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {13};
+    static float g[1001], up[1001], a[1001], b[1001];
+    static const int n_sw[] = {1, 5, 8, 9, 16, 23, 1000};
+    static const float edge[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 87.0f, 88.5f, 100.0f, -87.0f, -87.5f, -88.5f,
+                                 -100.0f, -1e4f, INFINITY, NAN};
+    enum { N_EDGE = sizeof edge / sizeof *edge };
+    for (int k = 0; k < nt; k++)
+        for (size_t si = 0; si < sizeof n_sw / sizeof *n_sw; si++)
+            for (float scale = 1.0f; scale <= 100.0f; scale *= 10.0f) {
+                int n = n_sw[si];
+                fill(&r, g, n, scale);
+                fill(&r, up, n, 2.0f);
+                for (int i = 0; i < n && n > 20; i += 7) g[i] = edge[(i / 7) % N_EDGE];
+                memcpy(a, g, sizeof(float) * (size_t)n);
+                memcpy(b, g, sizeof(float) * (size_t)n);
+                a[n] = b[n] = 777.0f;
+                kern_swiglu(a, up, n);
+                t[k]->swiglu(b, up, n);
+                for (int i = 0; i < n; i++) {
+                    if (a[i] != a[i]) {
+                        assert_true(b[i] != b[i]);
+                        continue;
+                    }
+                    if (isinf(a[i])) {
+                        assert_true(b[i] == a[i]);
+                        continue;
+                    }
+                    /* below -88 only the magnitude is nothing, in both */
+                    check_close("swiglu", t[k]->name, n, b[i], a[i], 1e-6 * fabs(a[i]) + 1e-30);
+                }
+                assert_true(b[n] == 777.0f);
+            }
+}
+
 /* The sampler's softmax sums: the scalar reference against double-precision
  * sums of exp, and every table against the scalar reference (z and zx within
  * 1e-6 relative, each e within 2e-6 relative or flushed below FLT_MIN), with
@@ -887,6 +929,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_softmax_tables),
+        cmocka_unit_test(test_swiglu_tables),
         cmocka_unit_test(test_exp_sums),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_dispatch),
