@@ -103,7 +103,7 @@ static double feed(astore *st, pool *pl, const kern_ops *ops, int n_pos) {
             for (int i = 0; i < n * N_HEAD_KV * HEAD_DIM; i++) k[i] = gauss(&seed);
             heed_qk_block qb = {l, p0, n, N_HEAD, N_HEAD_KV, HEAD_DIM, q, k};
             double t0 = now_s();
-            astore_add_qk(st, &qb);
+            astore_add_qk(st, &qb, NULL);
             t_hook += now_s() - t0;
         }
         /* the store's n_pos advances with the probability blocks; rows are

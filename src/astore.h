@@ -99,7 +99,7 @@ int astore_plan(astore *s, int n_pos);
  * prompt, long rows); a decode step's block is done on this thread. The
  * split is by (query, head) and query, each written by one thread, so the
  * store is the same bit for bit on any number of threads. */
-void astore_add_qk(astore *s, const heed_qk_block *b);
+void astore_add_qk(astore *s, const heed_qk_block *b, pool *p);
 void astore_add_probs(astore *s, const heed_attn_block *b, pool *p);
 
 /* Exact row of (layer, head) at query position pos: out[0..pos], recomputed

@@ -237,7 +237,10 @@ static void rec_observe(void *user, const heed_attn_block *b) {
     heed_recorder *rec = user;
     astore_add_probs(&rec->run->st, b, rec->run->pool);
 }
-static void rec_observe_qk(void *user, const heed_qk_block *b) { astore_add_qk(&((heed_recorder *)user)->run->st, b); }
+static void rec_observe_qk(void *user, const heed_qk_block *b) {
+    heed_recorder *rec = user;
+    astore_add_qk(&rec->run->st, b, rec->run->pool);
+}
 
 static void rec_observe_resid(void *user, const heed_resid_block *b) {
     heed_recorder *rec = user;

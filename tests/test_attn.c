@@ -714,9 +714,10 @@ static void stores_equal(const astore *a, const astore *b) {
     if (a->has_full) assert_memory_equal(a->full, b->full, sizeof(float) * astore_tri(P) * L * H);
 }
 
-/* Feeds blocks of (pos0, n_query) to stores summarised on this thread, and on
- * pools of 2 and 3: long blocks and long rows are split over the pool,
- * short ones stay on the calling thread; every store must be the same. */
+/* Feeds blocks of (pos0, n_query) to stores filled on this thread, and on
+ * pools of 2 and 3: long blocks and long rows (summaries) and blocks of
+ * many queries (q/k copies) are split over the pool, short ones stay on the
+ * calling thread; every store must be the same. */
 static void feed_threads(int n_layer, int n_head, int n_head_kv, int head_dim, int top_k, bool full,
                          const int (*blocks)[2], int n_blocks, bool plan) {
     enum { NS = 3 };
@@ -746,7 +747,7 @@ static void feed_threads(int n_layer, int n_head, int n_head_kv, int head_dim, i
             heed_qk_block qb = {l, pos0, nq, n_head, n_head_kv, head_dim, q, k};
             heed_attn_block pb = {l, n_head, pos0, nq, row_stride, head_stride, probs};
             for (int i = 0; i < NS; i++) {
-                astore_add_qk(&st[i], &qb);
+                astore_add_qk(&st[i], &qb, pools[i]);
                 astore_add_probs(&st[i], &pb, pools[i]);
             }
         }
@@ -771,7 +772,7 @@ static void test_summaries_threads(void **state) {
     static const int small[][2] = {{0, 8}, {8, 1}, {9, 1}, {10, 300}, {310, 1}, {311, 40}, {351, 1}, {352, 3}};
     feed_threads(3, 4, 2, 8, 8, true, small, 8, false);
     feed_threads(3, 4, 2, 8, 8, true, small, 8, true);
-    /* the server's tiers, q/k and head means only: decode steps (4 x 311
+    /* q/k and head means only: decode steps (4 x 311
      * entries) stay on the caller, prompts are split by query */
     feed_threads(3, 4, 2, 8, 0, false, small, 8, true);
     /* 32 heads of long rows: a decode step's head means alone are split too
