@@ -163,7 +163,12 @@ int main(int argc, char **argv) {
     const char *base = strrchr(info.path, '/');
     static const char *const cap_names[] = {"off", "on", "qk", "sum"};
     bool use[CAP_SUM + 1];
-    for (int cap = CAP_OFF; cap <= CAP_SUM; cap++) use[cap] = !modes || mode_named(modes, cap_names[cap]);
+    int n_use = 0;
+    for (int cap = CAP_OFF; cap <= CAP_SUM; cap++) n_use += use[cap] = !modes || mode_named(modes, cap_names[cap]);
+    if (!n_use) {
+        fprintf(stderr, "bench: -c '%s' names no mode (off, on, qk, sum)\n", modes);
+        return 1;
+    }
     /* The modes take turns within each repeat, so that a machine whose speed
      * drifts (other work, clocks) disturbs them alike; the best of each is kept. */
     double best_pp[CAP_SUM + 1] = {0}, best_tg[CAP_SUM + 1] = {0};

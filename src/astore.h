@@ -4,7 +4,8 @@
  *   (a) exact on demand: the post-RoPE queries and keys of every layer (f32).
  *       Any row is recomputed with the forward pass's own kernels
  *       (ops->attn_scores, ops->softmax) in the same order, so it equals the
- *       probabilities generation used, usually bit for bit.
+ *       probabilities generation used bit for bit (tests/test_attn.c
+ *       asserts it on every kernel table).
  *   (b) compact summaries: the top-k sources of every (query, layer, head)
  *       as u32 position + fp16 weight, and the per-layer head-mean rows in
  *       fp16; made while generating (a store without tier (a)), or from the
