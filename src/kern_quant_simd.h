@@ -63,27 +63,61 @@ static inline __m256i kq_bits32(const uint8_t *p) {
     return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
 }
 
-static float KQ(dot_q4_0)(const void *vw, const void *vx, int n) {
-    const block_q4_0 *w = vw;
-    const block_q8_0 *x = vx;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int nb = n / QK4_0, b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        __m256i q0 = _mm256_sub_epi8(kq_nibbles32(w[b].qs), _mm256_set1_epi8(8));
-        __m256i q1 = _mm256_sub_epi8(kq_nibbles32(w[b + 1].qs), _mm256_set1_epi8(8));
-        __m256i p0 = kq_dot_s8s8(q0, _mm256_loadu_si256((const __m256i *)x[b].qs));
-        __m256i p1 = kq_dot_s8s8(q1, _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-        s0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d)), _mm256_cvtepi32_ps(p0), s0);
-        s1 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * _cvtsh_ss(x[b + 1].d)), _mm256_cvtepi32_ps(p1),
-                             s1);
-    }
-    for (; b < nb; b++) {
-        __m256i q0 = _mm256_sub_epi8(kq_nibbles32(w[b].qs), _mm256_set1_epi8(8));
-        __m256i p0 = kq_dot_s8s8(q0, _mm256_loadu_si256((const __m256i *)x[b].qs));
-        s0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d)), _mm256_cvtepi32_ps(p0), s0);
-    }
-    return kq_hsum8(_mm256_add_ps(s0, s1));
+/* sum over groups of 4 of (q - off) * x, for unsigned q + off <= 31 and
+ * int8 x, in int32 lanes (exact: no int16 pair passes 2 * 31 * 128) */
+static inline __m256i kq_dot_off(__m256i q, __m256i x, char off) {
+#if defined(KQ_VNNI)
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x),
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(off), x));
+#else
+    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, x), _mm256_maddubs_epi16(_mm256_set1_epi8(off), x));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
 }
+
+/* d_w * d_x of two consecutive blocks (the f16 scales w0, w1 of the
+ * weights, x0, x1 of the activations), broadcast: one conversion and one
+ * product for the pair instead of two each */
+static inline void kq_scale_pair(uint16_t w0, uint16_t w1, uint16_t x0, uint16_t x1, __m256 *d0, __m256 *d1) {
+    __m128i h = _mm_cvtsi32_si128((int)((uint32_t)w0 | (uint32_t)w1 << 16));
+    h = _mm_insert_epi32(h, (int)((uint32_t)x0 | (uint32_t)x1 << 16), 1);
+    __m128 f = _mm_cvtph_ps(h); /* w0 w1 x0 x1 */
+    __m128 d = _mm_mul_ps(f, _mm_movehl_ps(f, f));
+    *d0 = _mm256_broadcastss_ps(d);
+    *d1 = _mm256_broadcastss_ps(_mm_movehdup_ps(d));
+}
+
+/* Q4_0 and Q5_0 share the loop: two blocks a step into two accumulators,
+ * Q(blk) the block's unsigned q (0..15 or 0..31) and OFF its offset */
+#define KQ_DOT_32(name, wtype, OFF, Q)                                                                          \
+    static float KQ(name)(const void *vw, const void *vx, int n) {                                              \
+        const wtype *w = vw;                                                                                     \
+        const block_q8_0 *x = vx;                                                                                \
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();                                               \
+        int nb = n / 32, b = 0;                                                                                  \
+        for (; b + 2 <= nb; b += 2) {                                                                            \
+            __m256 d0, d1;                                                                                       \
+            kq_scale_pair(w[b].d, w[b + 1].d, x[b].d, x[b + 1].d, &d0, &d1);                                     \
+            const wtype *blk = w + b;                                                                            \
+            __m256i p0 = kq_dot_off(Q(blk), _mm256_loadu_si256((const __m256i *)x[b].qs), OFF);                  \
+            blk = w + b + 1;                                                                                     \
+            __m256i p1 = kq_dot_off(Q(blk), _mm256_loadu_si256((const __m256i *)x[b + 1].qs), OFF);              \
+            s0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), s0);                                                \
+            s1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), s1);                                                \
+        }                                                                                                        \
+        if (b < nb) {                                                                                            \
+            const wtype *blk = w + b;                                                                            \
+            __m256i p0 = kq_dot_off(Q(blk), _mm256_loadu_si256((const __m256i *)x[b].qs), OFF);                  \
+            s0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d)), _mm256_cvtepi32_ps(p0), s0); \
+        }                                                                                                        \
+        return kq_hsum8(_mm256_add_ps(s0, s1));                                                                  \
+    }
+
+#define KQ_Q4_0(blk) kq_nibbles32((blk)->qs)
+/* the fifth bit of each q from qh, as 16 */
+#define KQ_Q5_0(blk) _mm256_or_si256(kq_nibbles32((blk)->qs), _mm256_and_si256(kq_bits32((blk)->qh), _mm256_set1_epi8(16)))
+KQ_DOT_32(dot_q4_0, block_q4_0, 8, KQ_Q4_0)
+KQ_DOT_32(dot_q5_0, block_q5_0, 16, KQ_Q5_0)
 
 static float KQ(dot_q4_1)(const void *vw, const void *vx, int n) {
     const block_q4_1 *w = vw;
@@ -97,20 +131,6 @@ static float KQ(dot_q4_1)(const void *vw, const void *vx, int n) {
         sm += _cvtsh_ss(w[b].m) * _cvtsh_ss(x[b].s);
     }
     return kq_hsum8(s0) + sm;
-}
-
-static float KQ(dot_q5_0)(const void *vw, const void *vx, int n) {
-    const block_q5_0 *w = vw;
-    const block_q8_0 *x = vx;
-    __m256 s0 = _mm256_setzero_ps();
-    for (int b = 0; b < n / QK5_0; b++) {
-        /* q - 16 as a byte: the nibble when the fifth bit is set, else nibble - 16 (0xF0 | nibble) */
-        __m256i hi = _mm256_andnot_si256(kq_bits32(w[b].qh), _mm256_set1_epi8((char)0xF0));
-        __m256i q = _mm256_or_si256(kq_nibbles32(w[b].qs), hi);
-        __m256i p = kq_dot_s8s8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
-        s0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d)), _mm256_cvtepi32_ps(p), s0);
-    }
-    return kq_hsum8(s0);
 }
 
 static float KQ(dot_q5_1)(const void *vw, const void *vx, int n) {
