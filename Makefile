@@ -65,7 +65,7 @@ test: deps web
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all tests
 	@sh tests/run.sh
 
-tests: $(TEST_BIN)
+tests: $(TEST_BIN) $(BENCH_TOOLS)
 
 bench: deps web
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(BENCH_TOOLS)

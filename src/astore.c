@@ -12,11 +12,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "astore.h"
+#include "fmap.h"
 
 /* GCC's -O2 vectorizer only takes loops that vector code replaces whole,
  * so hot loops over rows of unknown length walk them in blocks of BLOCK
@@ -59,30 +57,13 @@ void astore_free(astore *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Large arrays are filled while the model runs, a page at a time: asking
- * for transparent huge pages (where the system gives them on request) makes
- * that one fault per 2 MB instead of per 4 KB. Only advice: nothing changes
- * where it is refused. */
-#define HUGE_BYTES ((size_t)4 << 20)
-static void advise_huge(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (bytes < HUGE_BYTES) return;
-    uintptr_t a = ((uintptr_t)p + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1);
-    uintptr_t e = ((uintptr_t)p + bytes) & ~(uintptr_t)((2u << 20) - 1);
-    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 /* Grows *p from `have` to `want` elements of `size` bytes, keeping the contents. */
 static int grow(void **p, size_t have, size_t want, size_t size) {
     if (want <= have) return HEED_OK;
     void *n = realloc(*p, want * size);
     if (!n) return HEED_ERR_NOMEM;
     *p = n;
-    advise_huge(n, want * size);
+    fmap_advise_huge(n, want * size);
     return HEED_OK;
 }
 

@@ -1,5 +1,5 @@
 /*
- * fmap.c - whole-file read-only mappings (see fmap.h).
+ * fmap.c - whole-file read-only mappings and huge-page advice (see fmap.h).
  */
 #include "fmap.h"
 
@@ -48,4 +48,16 @@ int fmap_open(const char *path, const void **map, size_t *size, char *err, size_
 
 void fmap_close(const void *map, size_t size) {
     if (map && size) munmap((void *)map, size);
+}
+
+void fmap_advise_huge(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (!p || bytes < 2 * huge) return;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }

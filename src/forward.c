@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "fmap.h"
 #include "heed.h"
 #include "kern.h"
 #include "model.h"
@@ -50,8 +51,13 @@ struct heed_ctx {
     int n_ub;   /* max tokens per forward batch */
     int q_dim, kv_dim;
 
-    float *k_cache;  /* (n_layer, n_ctx, kv_dim) post-RoPE keys */
-    float *v_cache;  /* (n_layer, n_ctx, kv_dim) values */
+    /* Each KV head's keys (values) are contiguous across positions, so the
+     * attention of a head streams one run of memory; a head-interleaved
+     * (position, kv_dim) cache made every head read a third or an eighth of
+     * each row, and long contexts paid for the lines in between. */
+    float *k_cache;  /* (n_layer, n_head_kv, n_ctx, head_dim) post-RoPE keys */
+    float *v_cache;  /* (n_layer, n_head_kv, n_ctx, head_dim) values */
+    float *kb, *vb;  /* (n_ub, kv_dim) a batch's keys and values, before they go into the cache */
     float *rope_cos; /* (n_ctx, n_rot/2) */
     float *rope_sin; /* (n_ctx, n_rot/2) */
     float *x;        /* (n_ub, n_embd) residual stream */
@@ -178,6 +184,11 @@ static void rope_apply(const heed_ctx *c, float *v, int n_vecs, int pos) {
 
 /* ---------------------------------------------------------- attention */
 
+/* where KV head g's row for position pos of a layer starts in the caches */
+static size_t kv_offset(const heed_ctx *c, int layer, int g, int pos) {
+    return (((size_t)layer * c->m->n_head_kv + g) * c->n_ctx + pos) * c->m->head_dim;
+}
+
 typedef struct attn_job {
     heed_ctx *c;
     int layer, pos0, n;
@@ -185,29 +196,51 @@ typedef struct attn_job {
     int n_blocks; /* query blocks of KERN_ATTN_BLOCK positions per head (prefill) */
 } attn_job;
 
-/* Decode (one query): each thread takes a contiguous range of heads, one
- * query row per head. */
+/*
+ * Decode (one query per head). The query heads of one KV group read the same
+ * keys and values, so they go through the multi-query kernels together, as a
+ * prompt's query blocks do: units of (KV head, block of up to
+ * KERN_ATTN_BLOCK of its query heads), each thread a contiguous range. A
+ * block of 2 or 3 heads is padded to 4 by repeating its last head (same
+ * query, same rows: the repeat writes the same values again); a lone head
+ * goes through the one-query kernels.
+ */
 static void attn_decode_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     heed_ctx *c = j->c;
     const heed_model *m = c->m;
     const kern_ops *ops = c->ops;
     const int hd = m->head_dim, group = m->n_head / m->n_head_kv;
+    const int nb = (group + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK, n_units = m->n_head_kv * nb;
+    const int n_keys = j->pos0 + 1; /* causal: keys 0..pos */
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *kl = c->k_cache + (size_t)j->layer * c->n_ctx * c->kv_dim;
-    const float *vl = c->v_cache + (size_t)j->layer * c->n_ctx * c->kv_dim;
-    int per = (m->n_head + nth - 1) / nth;
-    int h0 = ith * per, h1 = h0 + per < m->n_head ? h0 + per : m->n_head;
-    for (int h = h0; h < h1; h++) {
-        size_t koff = (size_t)(h / group) * hd;
-        for (int i = 0; i < j->n; i++) {
-            int n_keys = j->pos0 + i + 1; /* causal: keys 0..pos */
-            float *row = c->att + h * j->head_stride + i * j->row_stride;
-            const float *qv = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
-            ops->attn_scores(row, qv, kl + koff, c->kv_dim, n_keys, hd, scale);
+    int per = (n_units + nth - 1) / nth;
+    int u0 = ith * per, u1 = u0 + per < n_units ? u0 + per : n_units;
+    for (int u = u0; u < u1; u++) {
+        int g = u / nb, h0 = g * group + (u % nb) * KERN_ATTN_BLOCK;
+        int nq = group - (h0 - g * group) < KERN_ATTN_BLOCK ? group - (h0 - g * group) : KERN_ATTN_BLOCK;
+        size_t koff = kv_offset(c, j->layer, g, 0);
+        if (nq == 1) {
+            float *row = c->att + h0 * j->head_stride;
+            ops->attn_scores(row, c->q + (size_t)h0 * hd, c->k_cache + koff, hd, n_keys, hd, scale);
             ops->softmax(row, n_keys);
-            ops->attn_wsum(c->ao + (size_t)i * c->q_dim + (size_t)h * hd, row, vl + koff, c->kv_dim, n_keys, hd);
+            ops->attn_wsum(c->ao + (size_t)h0 * hd, row, c->v_cache + koff, hd, n_keys, hd);
+            continue;
         }
+        float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
+        const float *queries[KERN_ATTN_BLOCK], *probs[KERN_ATTN_BLOCK];
+        int nk[KERN_ATTN_BLOCK];
+        for (int r = 0; r < KERN_ATTN_BLOCK; r++) {
+            int h = h0 + (r < nq ? r : nq - 1);
+            rows[r] = c->att + h * j->head_stride;
+            probs[r] = rows[r];
+            queries[r] = c->q + (size_t)h * hd;
+            outs[r] = c->ao + (size_t)h * hd;
+            nk[r] = n_keys;
+        }
+        ops->attn_scores_multi(rows, queries, nk, KERN_ATTN_BLOCK, c->k_cache + koff, hd, hd, scale);
+        for (int r = 0; r < nq; r++) ops->softmax(rows[r], n_keys);
+        ops->attn_wsum_multi(outs, probs, nk, KERN_ATTN_BLOCK, c->v_cache + koff, hd, hd);
     }
 }
 
@@ -223,7 +256,7 @@ static void attn_block(const attn_job *j, int h, int i0, int nq) {
     const kern_ops *ops = c->ops;
     const int hd = m->head_dim, group = m->n_head / m->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    size_t koff = ((size_t)j->layer * c->n_ctx * c->kv_dim) + (size_t)(h / group) * hd;
+    size_t koff = kv_offset(c, j->layer, h / group, 0);
     float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
     const float *queries[KERN_ATTN_BLOCK], *probs[KERN_ATTN_BLOCK];
     int n_keys[KERN_ATTN_BLOCK];
@@ -235,9 +268,9 @@ static void attn_block(const attn_job *j, int h, int i0, int nq) {
         queries[r] = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
         outs[r] = c->ao + (size_t)i * c->q_dim + (size_t)h * hd;
     }
-    ops->attn_scores_multi(rows, queries, n_keys, nq, c->k_cache + koff, c->kv_dim, hd, scale);
+    ops->attn_scores_multi(rows, queries, n_keys, nq, c->k_cache + koff, hd, hd, scale);
     for (int r = 0; r < nq; r++) ops->softmax(rows[r], n_keys[r]);
-    ops->attn_wsum_multi(outs, probs, n_keys, nq, c->v_cache + koff, c->kv_dim, hd);
+    ops->attn_wsum_multi(outs, probs, n_keys, nq, c->v_cache + koff, hd, hd);
 }
 
 /*
@@ -266,7 +299,8 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
     attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n), n_blocks};
     size_t work = (size_t)m->n_head * n * (pos0 + n) * m->head_dim * 2;
     int nth = threads_for(c, work);
-    if (n == 1) pool_run(c->pool, nth < m->n_head ? nth : m->n_head, attn_decode_task, &j);
+    int group = m->n_head / m->n_head_kv, n_units = m->n_head_kv * ((group + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK);
+    if (n == 1) pool_run(c->pool, nth < n_units ? nth : n_units, attn_decode_task, &j);
     else pool_run(c->pool, nth < m->n_head * n_blocks ? nth : m->n_head * n_blocks, attn_prefill_task, &j);
 
     /* the hook sees the probabilities the weighted sum above just used */
@@ -317,12 +351,11 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     const heed_model *m = c->m;
     const model_layer *ly = &m->layers[il];
     const int E = m->n_embd, F = m->n_ff;
-    float *kc = c->k_cache + ((size_t)il * c->n_ctx + pos0) * c->kv_dim;
-    float *vc = c->v_cache + ((size_t)il * c->n_ctx + pos0) * c->kv_dim;
+    float *kc = c->kb, *vc = c->vb;
 
     for (int t = 0; t < n; t++) kern_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, ly->attn_norm, E, m->rms_eps);
     matmul(c, c->q, c->q_dim, &ly->wq, c->xb, n);
-    matmul(c, kc, c->kv_dim, &ly->wk, c->xb, n); /* keys and values go straight into the cache */
+    matmul(c, kc, c->kv_dim, &ly->wk, c->xb, n);
     matmul(c, vc, c->kv_dim, &ly->wv, c->xb, n);
     add_bias(c->q, ly->bq, n, c->q_dim);
     add_bias(kc, ly->bk, n, c->kv_dim);
@@ -338,6 +371,14 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     if (c->hooked && c->hook.observe_qk && (!c->hook.want || c->hook.want(c->hook.user, il))) {
         heed_qk_block qb = {il, pos0, n, m->n_head, m->n_head_kv, m->head_dim, c->q, kc};
         c->hook.observe_qk(c->hook.user, &qb);
+    }
+    const int hd = m->head_dim;
+    for (int g = 0; g < m->n_head_kv; g++) {
+        float *kd = c->k_cache + kv_offset(c, il, g, pos0), *vd = c->v_cache + kv_offset(c, il, g, pos0);
+        for (int t = 0; t < n; t++) {
+            memcpy(kd + (size_t)t * hd, kc + (size_t)t * c->kv_dim + (size_t)g * hd, hd * sizeof(float));
+            memcpy(vd + (size_t)t * hd, vc + (size_t)t * c->kv_dim + (size_t)g * hd, hd * sizeof(float));
+        }
     }
     attention(c, il, pos0, n);
     matmul(c, c->xb, E, &ly->wo, c->ao, n);
@@ -439,11 +480,17 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     bool ok = true;
     c->k_cache = zalloc(kv, sizeof(float), &ok);
     c->v_cache = zalloc(kv, sizeof(float), &ok);
+    if (ok) {
+        fmap_advise_huge(c->k_cache, kv * sizeof(float));
+        fmap_advise_huge(c->v_cache, kv * sizeof(float));
+    }
     c->rope_cos = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
     c->rope_sin = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
     c->x = zalloc(U * E, sizeof(float), &ok);
     c->xb = zalloc(U * E, sizeof(float), &ok);
     c->q = zalloc(U * c->q_dim, sizeof(float), &ok);
+    c->kb = zalloc(U * c->kv_dim, sizeof(float), &ok);
+    c->vb = zalloc(U * c->kv_dim, sizeof(float), &ok);
     c->ao = zalloc(U * c->q_dim, sizeof(float), &ok);
     c->hb = zalloc(U * m->n_ff, sizeof(float), &ok);
     c->hb2 = zalloc(U * m->n_ff, sizeof(float), &ok);
@@ -468,7 +515,7 @@ void heed_ctx_free(heed_ctx *c) {
     pool_free(c->pool);
     free(c->k_cache); free(c->v_cache);
     free(c->rope_cos); free(c->rope_sin);
-    free(c->x); free(c->xb); free(c->q); free(c->ao);
+    free(c->x); free(c->xb); free(c->q); free(c->kb); free(c->vb); free(c->ao);
     free(c->hb); free(c->hb2); free(c->att); free(c->xq);
     free(c->logits);
     free(c);
