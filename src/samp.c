@@ -208,6 +208,17 @@ static int select_best_raw(heed_candidate *out, int k, int n, const float *logit
     }
     float worst = out[0].logit;
     for (int i = k; i < n; i++) {
+        /* eight at a time, one branch: a raw logit above the worst kept is
+         * one whose cleaned value is too (NaN compares false, +inf true) */
+        if (i + 8 <= n) {
+            const float *x = logits + i;
+            bool any = (x[0] > worst) | (x[1] > worst) | (x[2] > worst) | (x[3] > worst) | (x[4] > worst) |
+                       (x[5] > worst) | (x[6] > worst) | (x[7] > worst);
+            if (!any) {
+                i += 7;
+                continue;
+            }
+        }
         float x = kern_clean_logit(logits[i]);
         if (!(x > worst)) continue;
         out[0] = (heed_candidate){i, x, 0.0f};
@@ -348,7 +359,13 @@ static int32_t choose(heed_sampler *s, const float *logits, float max) {
     const heed_sampler_params *p = &s->p;
     int n = s->n_vocab;
     if (p->temperature <= 0.0f && (p->repeat_penalty == 1.0f || s->n_hist == 0)) {
-        /* greedy without penalties: the lowest id at the distribution's max, no copy */
+        /* greedy without penalties: the lowest id at the distribution's max,
+         * no copy (below FLT_MAX a raw logit equals the max exactly when its
+         * cleaned value does) */
+        if (max < FLT_MAX) {
+            for (int i = 0; i < n; i++)
+                if (logits[i] == max) return i;
+        }
         for (int i = 0; i < n; i++)
             if (kern_clean_logit(logits[i]) == max) return i;
     }

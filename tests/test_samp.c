@@ -1,6 +1,7 @@
 /* Tests of the sampler (src/samp.c) through the public API. */
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "heed.h"
@@ -301,6 +302,17 @@ static void test_probs_and_entropy(void **state) {
     assert_float_equal(out.prob, 1.0, 1e-6);
     assert_float_equal(out.entropy, 0.0, 1e-6);
     heed_sampler_free(s);
+
+    /* greedy: +inf reads as FLT_MAX, so it ties with a FLT_MAX logit and the
+     * lower id wins; a NaN before the max is skipped */
+    float infs[5] = {NAN, 1.0f, INFINITY, FLT_MAX, INFINITY};
+    s = new_sampler(0.0f, 40, 0.95f, 0.05f, 0, 5);
+    assert_int_equal(heed_sampler_sample(s, infs, 5, &out), HEED_OK);
+    assert_int_equal(out.id, 2);
+    infs[1] = FLT_MAX;
+    assert_int_equal(heed_sampler_sample(s, infs, 5, &out), HEED_OK);
+    assert_int_equal(out.id, 1);
+    heed_sampler_free(s);
 }
 
 static void test_n_vocab_1(void **state) {
@@ -402,7 +414,11 @@ static void test_top_candidates_vs_sort(void **state) {
         }
         if (round % 4 == 1) logits[x % N] = NAN;
         if (round % 5 == 2) logits[(x >> 3) % N] = -INFINITY;
-        for (int i = 0; i < N; i++) want[i] = (heed_candidate){i, logits[i] == logits[i] ? logits[i] : -INFINITY, 0.0f};
+        if (round % 6 == 3) logits[(x >> 5) % N] = INFINITY, logits[(x >> 7) % N] = FLT_MAX;
+        if (round % 8 == 5) logits[N - 1] = INFINITY, logits[N - 3] = NAN; /* in the last, partial run of 8 */
+        for (int i = 0; i < N; i++)
+            want[i] = (heed_candidate){i, logits[i] != logits[i] ? -INFINITY : logits[i] > FLT_MAX ? FLT_MAX : logits[i],
+                                       0.0f};
         qsort(want, N, sizeof *want, by_logit_then_id);
         for (size_t j = 0; j < sizeof ks / sizeof *ks; j++) {
             int n = heed_top_candidates(logits, N, ks[j], got);
