@@ -90,25 +90,34 @@ static int threads_for(const heed_ctx *c, size_t work) {
 
 /* ------------------------------------------------------------- matmul */
 
+/* Up to three matrices that read the same input (q/k/v, gate/up) go
+ * through one hand-off: their rows, laid end to end, are split across the
+ * threads, and the input is quantized once. */
+#define MM_MAX 3
+
 typedef struct mm_job {
     const kern_ops *ops;
-    float *out;
-    size_t out_stride;
-    const model_mat *w;
+    int n_mat;
+    float *out[MM_MAX];
+    size_t out_stride[MM_MAX];
+    const model_mat *w[MM_MAX];
     const float *x;
     const void *xq;
-    int n_tok;
+    int n_tok, n_rows; /* n_rows: the matrices' rows together */
 } mm_job;
 
 static void mm_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
-    int n = j->w->n_out;
     /* chunks of 16 rows keep threads off each other's cache lines */
-    int per = ((n + nth - 1) / nth + 15) & ~15;
-    int o0 = ith * per, o1 = o0 + per < n ? o0 + per : n;
-    if (o0 < o1)
-        kern_matmul_rows(j->ops, j->out, j->out_stride, j->w->type, j->w->data, j->w->n_in, j->x, j->xq,
-                         j->n_tok, o0, o1);
+    int per = ((j->n_rows + nth - 1) / nth + 15) & ~15;
+    int r0 = ith * per, r1 = r0 + per < j->n_rows ? r0 + per : j->n_rows;
+    for (int m = 0, base = 0; m < j->n_mat && base < r1; base += j->w[m++]->n_out) {
+        const model_mat *w = j->w[m];
+        int o0 = r0 > base ? r0 - base : 0, o1 = r1 - base < w->n_out ? r1 - base : w->n_out;
+        if (o0 < o1)
+            kern_matmul_rows(j->ops, j->out[m], j->out_stride[m], w->type, w->data, w->n_in, j->x, j->xq, j->n_tok,
+                             o0, o1);
+    }
 }
 
 typedef struct quant_job {
@@ -128,20 +137,39 @@ static void quant_task(void *arg, int ith, int nth) {
                               j->n_in);
 }
 
-/* out[t * out_stride + o] = W[o] . x[t] for n_tok rows of x (stride n_in). */
-static void matmul(heed_ctx *c, float *out, size_t out_stride, const model_mat *w, const float *x, int n_tok) {
+/* out[m][t * out_stride[m] + o] = W[m][o] . x[t] for n_mat matrices of the
+ * same input width and n_tok rows of x (stride n_in). Matrices whose
+ * weights want different activation formats go one by one. */
+static void matmul_n(heed_ctx *c, int n_mat, float *const *out, const size_t *out_stride,
+                     const model_mat *const *w, const float *x, int n_tok) {
+    for (int m = 1; m < n_mat; m++)
+        if (kern_act_type(w[m]->type) != kern_act_type(w[0]->type)) {
+            for (int i = 0; i < n_mat; i++) matmul_n(c, 1, out + i, out_stride + i, w + i, x, n_tok);
+            return;
+        }
     const void *xq = NULL;
-    size_t ab = kern_act_row_bytes(w->type, w->n_in);
+    size_t ab = kern_act_row_bytes(w[0]->type, w[0]->n_in);
     if (ab) {
         /* activations in the weight type's partner format (Q8_0, Q8_1 or Q8_K);
          * a prompt's rows are quantized on every thread (else it is a serial
          * step of a few percent of prefill) */
-        quant_job qj = {c->ops, c->xq, x, ab, w->type, w->n_in, n_tok};
+        quant_job qj = {c->ops, c->xq, x, ab, w[0]->type, w[0]->n_in, n_tok};
         pool_run(c->pool, n_tok >= 8 ? c->n_threads : 1, quant_task, &qj);
         xq = c->xq;
     }
-    mm_job j = {c->ops, out, out_stride, w, x, xq, n_tok};
-    pool_run(c->pool, threads_for(c, (size_t)w->n_in * w->n_out * n_tok), mm_task, &j);
+    mm_job j = {.ops = c->ops, .n_mat = n_mat, .x = x, .xq = xq, .n_tok = n_tok};
+    size_t work = 0;
+    for (int m = 0; m < n_mat; m++) {
+        j.out[m] = out[m], j.out_stride[m] = out_stride[m], j.w[m] = w[m];
+        j.n_rows += w[m]->n_out;
+        work += (size_t)w[m]->n_in * w[m]->n_out * n_tok;
+    }
+    pool_run(c->pool, threads_for(c, work), mm_task, &j);
+}
+
+/* out[t * out_stride + o] = W[o] . x[t] for n_tok rows of x (stride n_in). */
+static void matmul(heed_ctx *c, float *out, size_t out_stride, const model_mat *w, const float *x, int n_tok) {
+    matmul_n(c, 1, &out, &out_stride, &w, x, n_tok);
 }
 
 /* --------------------------------------------------------------- rope */
@@ -354,9 +382,12 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     float *kc = c->kb, *vc = c->vb;
 
     for (int t = 0; t < n; t++) kern_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, ly->attn_norm, E, m->rms_eps);
-    matmul(c, c->q, c->q_dim, &ly->wq, c->xb, n);
-    matmul(c, kc, c->kv_dim, &ly->wk, c->xb, n);
-    matmul(c, vc, c->kv_dim, &ly->wv, c->xb, n);
+    {
+        float *outs[] = {c->q, kc, vc};
+        size_t strides[] = {(size_t)c->q_dim, (size_t)c->kv_dim, (size_t)c->kv_dim};
+        const model_mat *ws[] = {&ly->wq, &ly->wk, &ly->wv};
+        matmul_n(c, 3, outs, strides, ws, c->xb, n);
+    }
     add_bias(c->q, ly->bq, n, c->q_dim);
     add_bias(kc, ly->bk, n, c->kv_dim);
     add_bias(vc, ly->bv, n, c->kv_dim);
@@ -385,8 +416,12 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
 
     for (int t = 0; t < n; t++) kern_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, ly->ffn_norm, E, m->rms_eps);
-    matmul(c, c->hb, F, &ly->w_gate, c->xb, n);
-    matmul(c, c->hb2, F, &ly->w_up, c->xb, n);
+    {
+        float *outs[] = {c->hb, c->hb2};
+        size_t strides[] = {(size_t)F, (size_t)F};
+        const model_mat *ws[] = {&ly->w_gate, &ly->w_up};
+        matmul_n(c, 2, outs, strides, ws, c->xb, n);
+    }
     swiglu(c, c->hb, c->hb2, (size_t)n * F);
     matmul(c, c->xb, E, &ly->w_down, c->hb, n);
     for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->xb[i];
