@@ -7,9 +7,9 @@
 # all) at SmolLM2-135M and Llama-3.2-1B geometry, in F16, Q8_0 and Q4_K
 # (135M: its 576-wide rows are not a multiple of 256, so most tensors fall
 # back to Q5_0 as in the reference engine; 1B: the Q4_K_M mix). Each is run
-# with prompts of 64 and 512 tokens, then decodes (128 tokens for 135M, 32
-# for 1B to keep `make bench` within minutes), on 1 and 2 threads, capture
-# off and on. The summary gives decode as a fraction of the bandwidth limit:
+# with prompts of 64 and 512 tokens, then decodes 128 tokens (best of 2
+# repeats for 135M, one run for 1B: about 25 minutes in all), on 1 and 2
+# threads, with each capture mode (off, on, qk, sum). The summary gives decode as a fraction of the bandwidth limit:
 # read bandwidth / weight bytes per token.
 #
 #   HEED_BENCH_QUICK=1   only the 135M models and prompt 64
@@ -56,7 +56,8 @@ done
 for mt in $models; do
     g=${mt%%:*}; ty=${mt#*:}
     f="$M/$g-$ty.gguf"
-    if [ "$g" = smol135m ]; then n=128; r=2; else n=32; r=1; fi
+    if [ "$g" = smol135m ]; then r=2; else r=1; fi
+    n=128
     prompts="64 512"
     [ -n "$HEED_BENCH_QUICK" ] && prompts=64
     for p in $prompts; do
