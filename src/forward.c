@@ -14,9 +14,10 @@
  * and observing cannot change it (the hook gets a const pointer).
  *
  * Memory: everything is allocated in heed_ctx_new; heed_decode allocates
- * nothing. Threads: matrix rows, and attention heads (decode) or
- * (head, query block) units (prefill), are split over the context's pool;
- * the hook is called on the caller's thread.
+ * nothing. Threads: matrix rows, attention units ((KV head, block of its
+ * query heads) in decode, (head, query block) in prefill) and a prompt's
+ * per-token steps are split over the context's pool; the hook is called on
+ * the caller's thread.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -221,8 +222,28 @@ typedef struct attn_job {
     heed_ctx *c;
     int layer, pos0, n;
     size_t row_stride, head_stride;
-    int n_blocks; /* query blocks of KERN_ATTN_BLOCK positions per head (prefill) */
+    int n_blocks;      /* query blocks of KERN_ATTN_BLOCK positions per head (prefill) */
+    int n_head_blocks; /* blocks of up to KERN_ATTN_BLOCK query heads per KV head (decode) */
 } attn_job;
+
+/*
+ * Attention of n_q rows that share KV head g's keys and values: the scores
+ * (each equal to attn_scores's), the softmax of the first n_real rows (the
+ * others repeat one of them), then the weighted sums, which read those very
+ * rows. The multi-query kernels take n_q = 1 through the one-query ones.
+ */
+static void attn_rows(const attn_job *j, int g, float *const *rows, const float *const *queries,
+                      float *const *outs, const int *n_keys, int n_q, int n_real) {
+    heed_ctx *c = j->c;
+    const kern_ops *ops = c->ops;
+    const int hd = c->m->head_dim;
+    const size_t koff = kv_offset(c, j->layer, g, 0);
+    const float *probs[KERN_ATTN_BLOCK];
+    for (int r = 0; r < n_q; r++) probs[r] = rows[r];
+    ops->attn_scores_multi(rows, queries, n_keys, n_q, c->k_cache + koff, hd, hd, 1.0f / sqrtf((float)hd));
+    for (int r = 0; r < n_real; r++) ops->softmax(rows[r], n_keys[r]);
+    ops->attn_wsum_multi(outs, probs, n_keys, n_q, c->v_cache + koff, hd, hd);
+}
 
 /*
  * Decode (one query per head). The query heads of one KV group read the same
@@ -231,74 +252,48 @@ typedef struct attn_job {
  * KERN_ATTN_BLOCK of its query heads), each thread a contiguous range. A
  * block of 2 or 3 heads is padded to 4 by repeating its last head (same
  * query, same rows: the repeat writes the same values again); a lone head
- * goes through the one-query kernels.
+ * goes alone.
  */
 static void attn_decode_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
-    heed_ctx *c = j->c;
-    const heed_model *m = c->m;
-    const kern_ops *ops = c->ops;
-    const int hd = m->head_dim, group = m->n_head / m->n_head_kv;
-    const int nb = (group + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK, n_units = m->n_head_kv * nb;
-    const int n_keys = j->pos0 + 1; /* causal: keys 0..pos */
-    const float scale = 1.0f / sqrtf((float)hd);
+    const heed_ctx *c = j->c;
+    const int hd = c->m->head_dim, group = c->m->n_head / c->m->n_head_kv;
+    const int nb = j->n_head_blocks, n_units = c->m->n_head_kv * nb;
     int per = (n_units + nth - 1) / nth;
     int u0 = ith * per, u1 = u0 + per < n_units ? u0 + per : n_units;
     for (int u = u0; u < u1; u++) {
-        int g = u / nb, h0 = g * group + (u % nb) * KERN_ATTN_BLOCK;
-        int nq = group - (h0 - g * group) < KERN_ATTN_BLOCK ? group - (h0 - g * group) : KERN_ATTN_BLOCK;
-        size_t koff = kv_offset(c, j->layer, g, 0);
-        if (nq == 1) {
-            float *row = c->att + h0 * j->head_stride;
-            ops->attn_scores(row, c->q + (size_t)h0 * hd, c->k_cache + koff, hd, n_keys, hd, scale);
-            ops->softmax(row, n_keys);
-            ops->attn_wsum(c->ao + (size_t)h0 * hd, row, c->v_cache + koff, hd, n_keys, hd);
-            continue;
-        }
+        int g = u / nb, first = (u % nb) * KERN_ATTN_BLOCK, h0 = g * group + first;
+        int nq = group - first < KERN_ATTN_BLOCK ? group - first : KERN_ATTN_BLOCK;
+        int n_q = nq == 1 ? 1 : KERN_ATTN_BLOCK;
         float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
-        const float *queries[KERN_ATTN_BLOCK], *probs[KERN_ATTN_BLOCK];
-        int nk[KERN_ATTN_BLOCK];
-        for (int r = 0; r < KERN_ATTN_BLOCK; r++) {
+        const float *queries[KERN_ATTN_BLOCK];
+        int n_keys[KERN_ATTN_BLOCK];
+        for (int r = 0; r < n_q; r++) {
             int h = h0 + (r < nq ? r : nq - 1);
             rows[r] = c->att + h * j->head_stride;
-            probs[r] = rows[r];
             queries[r] = c->q + (size_t)h * hd;
             outs[r] = c->ao + (size_t)h * hd;
-            nk[r] = n_keys;
+            n_keys[r] = j->pos0 + 1; /* causal: keys 0..pos */
         }
-        ops->attn_scores_multi(rows, queries, nk, KERN_ATTN_BLOCK, c->k_cache + koff, hd, hd, scale);
-        for (int r = 0; r < nq; r++) ops->softmax(rows[r], n_keys);
-        ops->attn_wsum_multi(outs, probs, nk, KERN_ATTN_BLOCK, c->v_cache + koff, hd, hd);
+        attn_rows(j, g, rows, queries, outs, n_keys, n_q, nq);
     }
 }
 
-/*
- * One unit of prompt attention: queries i0 .. i0 + nq - 1 of head h, whose
- * rows share the head's keys and values. Scores of the block (each key and
- * value loaded once for the block, each score equal to attn_scores's),
- * softmax row by row in att, then the weighted sums read those very rows.
- */
+/* One unit of prompt attention: queries i0 .. i0 + nq - 1 of head h. */
 static void attn_block(const attn_job *j, int h, int i0, int nq) {
-    heed_ctx *c = j->c;
-    const heed_model *m = c->m;
-    const kern_ops *ops = c->ops;
-    const int hd = m->head_dim, group = m->n_head / m->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
-    size_t koff = kv_offset(c, j->layer, h / group, 0);
+    const heed_ctx *c = j->c;
+    const int hd = c->m->head_dim;
     float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
-    const float *queries[KERN_ATTN_BLOCK], *probs[KERN_ATTN_BLOCK];
+    const float *queries[KERN_ATTN_BLOCK];
     int n_keys[KERN_ATTN_BLOCK];
     for (int r = 0; r < nq; r++) {
         int i = i0 + r;
         n_keys[r] = j->pos0 + i + 1; /* causal: keys 0..pos */
         rows[r] = c->att + h * j->head_stride + i * j->row_stride;
-        probs[r] = rows[r];
         queries[r] = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
         outs[r] = c->ao + (size_t)i * c->q_dim + (size_t)h * hd;
     }
-    ops->attn_scores_multi(rows, queries, n_keys, nq, c->k_cache + koff, hd, hd, scale);
-    for (int r = 0; r < nq; r++) ops->softmax(rows[r], n_keys[r]);
-    ops->attn_wsum_multi(outs, probs, n_keys, nq, c->v_cache + koff, hd, hd);
+    attn_rows(j, h / (c->m->n_head / c->m->n_head_kv), rows, queries, outs, n_keys, nq, nq);
 }
 
 /*
@@ -324,12 +319,12 @@ static void attn_prefill_task(void *arg, int ith, int nth) {
 static void attention(heed_ctx *c, int layer, int pos0, int n) {
     const heed_model *m = c->m;
     int n_blocks = (n + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK;
-    attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n), n_blocks};
+    int n_head_blocks = (m->n_head / m->n_head_kv + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK;
+    attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n), n_blocks, n_head_blocks};
     size_t work = (size_t)m->n_head * n * (pos0 + n) * m->head_dim * 2;
     int nth = threads_for(c, work);
-    int group = m->n_head / m->n_head_kv, n_units = m->n_head_kv * ((group + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK);
-    if (n == 1) pool_run(c->pool, nth < n_units ? nth : n_units, attn_decode_task, &j);
-    else pool_run(c->pool, nth < m->n_head * n_blocks ? nth : m->n_head * n_blocks, attn_prefill_task, &j);
+    int n_units = n == 1 ? m->n_head_kv * n_head_blocks : m->n_head * n_blocks;
+    pool_run(c->pool, nth < n_units ? nth : n_units, n == 1 ? attn_decode_task : attn_prefill_task, &j);
 
     /* the hook sees the probabilities the weighted sum above just used */
     if (c->hooked && c->hook.observe && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
@@ -340,10 +335,9 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
 
 /* ------------------------------------------------------------ forward */
 
-static void add_bias(float *y, const float *b, int n_tok, int dim) {
+static void add_bias(float *y, const float *b, int dim) {
     if (!b) return;
-    for (int t = 0; t < n_tok; t++)
-        for (int i = 0; i < dim; i++) y[(size_t)t * dim + i] += b[i];
+    for (int i = 0; i < dim; i++) y[i] += b[i];
 }
 
 static void head_norm(float *y, const float *w, int n_vecs, int hd, float eps) {
@@ -401,9 +395,9 @@ static void token_step(const tok_job *j, int t) {
     case STEP_QKV: {
         float *qt = c->q + (size_t)t * c->q_dim, *kt = c->kb + (size_t)t * c->kv_dim;
         float *vt = c->vb + (size_t)t * c->kv_dim;
-        add_bias(qt, ly->bq, 1, c->q_dim);
-        add_bias(kt, ly->bk, 1, c->kv_dim);
-        add_bias(vt, ly->bv, 1, c->kv_dim);
+        add_bias(qt, ly->bq, c->q_dim);
+        add_bias(kt, ly->bk, c->kv_dim);
+        add_bias(vt, ly->bv, c->kv_dim);
         head_norm(qt, ly->q_norm, m->n_head, hd, m->rms_eps);
         head_norm(kt, ly->k_norm, m->n_head_kv, hd, m->rms_eps);
         rope_apply(c, qt, m->n_head, j->pos0 + t);

@@ -41,11 +41,6 @@ static inline __m256i kq_dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 #endif
 }
 
-/* signed x signed bytes (|x| <= 127): move w's sign onto x */
-static inline __m256i kq_dot_s8s8(__m256i w, __m256i x) {
-    return kq_dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-}
-
 /* 32 nibbles in Q4 order (low nibbles = elements 0..15) as bytes 0..15 */
 static inline __m256i kq_nibbles32(const uint8_t *qs) {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);

@@ -1373,8 +1373,8 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     if (!r || !path) return HEED_ERR_INVALID_ARG;
     astore sum;
     const astore *tk, *hm;
-    int src = export_summaries(r, &sum, &tk, &hm);
-    if (src) return src;
+    int sum_rc = export_summaries(r, &sum, &tk, &hm);
+    if (sum_rc) return sum_rc;
     uint64_t T = (uint64_t)r->n_output, P = (uint64_t)r->st.n_pos, L = (uint64_t)r->n_layer;
     uint64_t H = (uint64_t)r->n_head, tri = P * (P + 1) / 2;
     int32_t *sid = malloc(sizeof(int32_t) * (T + 1)), *cid = malloc(sizeof(int32_t) * (T * r->n_cand + 1));
