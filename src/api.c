@@ -4,11 +4,12 @@
  *
  * A generation ("gen") is built from a request in the handler - parameters
  * checked, prompt tokenized and measured - so every client error is a plain
- * JSON reply before any event is sent. It then waits for the engine in a FIFO
- * ticket queue, runs one token per step, and ends in the run store. Streamed
- * requests step from api_stream_read, on the connection's own thread, so a
- * client that leaves stops its generation at the next token: the HTTP layer
- * stops reading and frees the stream.
+ * JSON reply before any event is sent. It then waits in a FIFO ticket queue
+ * for the engine thread, which runs it one token per step and ends it in the
+ * run store. A streamed generation writes its events into the stream's
+ * buffer; api_stream_read, on the connection's own thread, copies them out.
+ * A client that leaves (the HTTP layer frees the stream) or falls too far
+ * behind (emit) ends its generation at the next token.
  */
 #include <math.h>
 #include <pthread.h>
@@ -26,31 +27,42 @@
 #include "store.h"
 
 #define API_N_TOP 5      /* candidates reported per token */
-#define API_WAIT_MS 1000 /* a queued stream wakes this often to report and to notice a gone client */
+#define API_WAIT_MS 1000 /* a waiting stream wakes this often to report and to notice a gone client */
+#define API_STREAM_MAX_PENDING ((size_t)1 << 20) /* unread bytes a streaming client may fall behind by */
+#define API_STREAM_STALL_S 30.0 /* seconds a streaming client may take nothing while bytes wait */
 #define LABEL_MAX 256
 #define BYTES_MAX 512
 
 /* ------------------------------------------------------------ engine */
 
-/* A place in the engine's queue; the head owns the context. */
+/* A place in the engine's queue; the head is the generation running. */
 typedef struct ticket {
     struct ticket *prev, *next;
+    struct gen *g;
     bool queued;
 } ticket;
 
+/* One thread runs every generation, one at a time, in arrival order. It
+ * never waits for a client: a streamed generation writes its events into
+ * the stream's own buffer (bounded: a client too far behind is dropped), and
+ * the connection's thread copies them out as the client reads. */
 typedef struct engine {
     heed_ctx *ctx;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv; /* the queue changed, a stream has new bytes, a generation ended */
     ticket *head, *tail;
-    /* Used only by the thread holding the head ticket: */
+    pthread_t thread;
+    bool started;
+    int n_streams; /* streams handed to the HTTP layer and not yet freed */
+    /* Used only by the engine thread: */
     float *row; /* (n_ctx) newest query's row, mean over layers and heads (the live summary) */
 } engine;
 
 /* The request cache of the original design: a finished /api/runs request
- * (whitespace-normalized prompt plus parameters) maps to its stored run, and
- * the same request again replays that run instead of generating. Sampling is
- * deterministic for a seed, so the replay is what generation would give. */
+ * (its prompt's token ids plus the parameters that decide the output) maps
+ * to its stored run, and the same request again replays that run instead of
+ * generating. Sampling is deterministic for a seed, so the replay is what
+ * generation would give. */
 typedef struct req_cache_entry {
     char *key;
     char run_id[40];
@@ -74,55 +86,26 @@ struct api {
     long long started;
 };
 
-static void engine_enqueue(engine *e, ticket *t) {
-    pthread_mutex_lock(&e->mu);
-    t->next = NULL;
-    t->prev = e->tail;
-    if (e->tail) e->tail->next = t;
-    else e->head = t;
-    e->tail = t;
-    t->queued = true;
-    pthread_mutex_unlock(&e->mu);
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Leaves the queue, whether holding the engine or still waiting. */
-static void engine_leave(engine *e, ticket *t) {
-    pthread_mutex_lock(&e->mu);
-    if (t->queued) {
-        if (t->prev) t->prev->next = t->next;
-        else e->head = t->next;
-        if (t->next) t->next->prev = t->prev;
-        else e->tail = t->prev;
-        t->queued = false;
-    }
-    pthread_cond_broadcast(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-}
-
-/* Waits up to ms for t to reach the head. Returns 1 (it holds the engine),
- * 0 (still waiting; *ahead requests before it) or -1 (the server stops). */
-static int engine_wait(api *a, ticket *t, int ms, int *ahead) {
-    engine *e = &a->eng;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    int rc = 0;
-    pthread_mutex_lock(&e->mu);
-    for (;;) {
-        if (atomic_load(&a->stopping)) { rc = -1; break; }
-        if (e->head == t) { rc = 1; break; }
-        if (pthread_cond_timedwait(&e->cv, &e->mu, &until)) break;
-    }
+/* Requests ahead of t in the queue (under e->mu). */
+static int queue_ahead_locked(const engine *e, const ticket *t) {
     int n = 0;
-    for (ticket *p = e->head; p && p != t; p = p->next) n++;
-    *ahead = n;
-    pthread_mutex_unlock(&e->mu);
-    return rc;
+    for (const ticket *p = e->head; p && p != t; p = p->next) n++;
+    return n;
+}
+
+static void queue_remove_locked(engine *e, ticket *t) {
+    if (!t->queued) return;
+    if (t->prev) t->prev->next = t->next;
+    else e->head = t->next;
+    if (t->next) t->next->prev = t->prev;
+    else e->tail = t->prev;
+    t->queued = false;
 }
 
 /* ------------------------------------------------------------ replies */
@@ -151,14 +134,60 @@ static const char *error_type(int status) {
     }
 }
 
+/* Length of the valid UTF-8 character at s (n > 0 bytes left): 1..4, or 0
+ * (an invalid or cut byte sequence; overlongs and surrogates are invalid,
+ * as JSON encoders require). */
+static int utf8_char_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    int len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!len || (size_t)len > n) return 0;
+    for (int i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (c == 0xe0 && s[1] < 0xa0) return 0; /* overlong */
+    if (c == 0xed && s[1] > 0x9f) return 0; /* surrogate */
+    if (c == 0xf0 && s[1] < 0x90) return 0; /* overlong */
+    if (c == 0xf4 && s[1] > 0x8f) return 0; /* above U+10FFFF */
+    return len;
+}
+
+/* Copies src into dst (size > 0) as valid UTF-8 without control
+ * characters: each invalid byte or control becomes "\xNN", and the text is
+ * cut at a character boundary when it does not fit. Client input echoed in
+ * an error must not break the reply's JSON. */
+static void text_sanitize(char *dst, size_t size, const char *src) {
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)src;
+    size_t n = strlen(src);
+    while (n > 0) {
+        int len = utf8_char_len(p, n);
+        if (len == 1 && p[0] < 0x20 && p[0] != '\n' && p[0] != '\t') len = 0;
+        if (len > 0) {
+            if (o + (size_t)len >= size) break;
+            memcpy(dst + o, p, (size_t)len);
+            o += (size_t)len;
+            p += len;
+            n -= (size_t)len;
+        } else {
+            if (o + 4 >= size) break;
+            snprintf(dst + o, size - o, "\\x%02x", p[0]);
+            o += 4;
+            p++;
+            n--;
+        }
+    }
+    dst[o] = 0;
+}
+
 void api_error(api_reply *rp, int status, const char *param, const char *code, const char *fmt, ...) {
-    char msg[512];
+    char raw[1024], msg[512], par[128];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    text_sanitize(msg, sizeof msg, raw);
+    if (param) text_sanitize(par, sizeof par, param);
     json_t *e = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type", error_type(status),
-                          "param", param, "code", code);
+                          "param", param ? par : NULL, "code", code);
     free(rp->body);
     rp->body = NULL;
     reply_json(rp, status, e);
@@ -182,7 +211,7 @@ typedef struct num_rule {
 } num_rule;
 
 static const num_rule num_rules[] = {
-    {"max_tokens", 0, 1 << 30, false, true, "must be an integer >= 0"},
+    {"max_tokens", 0, 9.2e18, false, true, "must be an integer >= 0"}, /* above the cap: cut to it */
     {"temperature", 0, 1e6, false, false, "must be >= 0"},
     {"top_k", 0, 1 << 30, false, true, "must be an integer >= 0"},
     {"top_p", 0, 1, true, false, "must be in (0, 1]"},
@@ -255,8 +284,9 @@ static bool parse_gen_params(api *a, json_t *body, bool openai, gen_params *p, a
         api_error(rp, 400, "stop", "unsupported_parameter", "stop sequences are not supported yet");
         return false;
     }
-    /* the server's cap wins over a larger request: clients often ask for "a lot" */
-    p->max_tokens = mt > a->cfg.max_tokens ? a->cfg.max_tokens : (int)mt;
+    /* the server's cap wins over a larger request: clients often ask for "a
+     * lot" (compared as doubles, before any narrowing) */
+    p->max_tokens = mt > (double)a->cfg.max_tokens ? a->cfg.max_tokens : (int)mt;
     p->sp.temperature = (float)t;
     p->sp.top_k = (int)tk;
     p->sp.top_p = (float)tp;
@@ -287,8 +317,16 @@ static json_t *parse_body(const api_req *rq, api_reply *rp) {
 /* ------------------------------------------------------------ generation */
 
 enum { GEN_HEED, GEN_COMPLETION, GEN_CHAT };
-enum { G_QUEUED, G_RUNNING, G_REPLAY, G_END };
+/* A generation's phase, under eng.mu: waiting in the queue, running on the
+ * engine thread, ended (every event written; or a replay, written whole). */
+enum { G_QUEUED, G_RUNNING, G_END };
 
+/* A generation. Owned by references (refs, under eng.mu): the request's
+ * (its stream, or the handler waiting for a non-streamed reply) and the
+ * engine's while it is queued or running; the last to let go frees it.
+ * The engine thread alone touches the generation's state (sampler, recorder,
+ * outputs, steps) until phase is G_END; pend, phase and the flags are
+ * shared under eng.mu. */
 typedef struct gen {
     api *api;
     int kind;
@@ -298,11 +336,14 @@ typedef struct gen {
     char *prompt_text; /* NULL when the prompt came as messages */
     json_t *messages;  /* NULL when the prompt came as text */
     ticket tk;
+    int refs;
     int phase;
-    bool holds;        /* the engine is ours: started and not finished */
+    bool streamed;     /* events go to pend for an SSE reader */
+    atomic_bool gone;  /* the client left: the generation ends at its next token */
+    atomic_bool dropped; /* the client fell too far behind: dropped, the generation cancelled */
     heed_sampler *smp;
-    heed_recorder *rec; /* while it holds the engine */
-    int32_t *out;
+    heed_recorder *rec; /* while it runs */
+    int32_t *out;      /* (n_predict + 1) */
     int n_out;
     heed_utf8_stream us;
     char *text;
@@ -310,10 +351,16 @@ typedef struct gen {
     json_t *steps;
     const char *stop;  /* "length", "eog", "cancelled", "error" */
     char run_id[40];
+    bool stored;       /* the run is in the store under run_id */
     long long created;
-    /* stream output not yet copied out */
+    /* a failed non-streamed generation: its HTTP status, code and message */
+    int fail_status;
+    const char *fail_code;
+    char fail_msg[256];
+    /* stream output not yet copied out (under eng.mu) */
     char *pend;
     size_t pend_len, pend_cap, pend_off;
+    double pend_since; /* when the oldest unread bytes began to wait (reads count as progress) */
     int last_ahead;
     char *cache_key;  /* /api/runs requests: the request-cache key, or NULL */
     int32_t *forced;  /* a branch: output tokens taken, not sampled (the earlier run's prefix) */
@@ -346,29 +393,19 @@ static void gen_free(gen *g) {
 
 /* ------------------------------------------------------------ request cache */
 
-/* prompt with every whitespace run as one space, trimmed; messages as
- * compact JSON; then the parameters that decide the output. */
+/* The prompt's token ids (what the model sees: two texts that tokenize
+ * differently are different requests, whatever their whitespace), then the
+ * parameters that decide the output. */
 static char *req_cache_key(const gen *g) {
-    size_t n = g->prompt_text ? strlen(g->prompt_text) : 0;
-    char *norm = malloc(n + 1), *o = norm;
-    if (!norm) return NULL;
-    for (const char *p = g->prompt_text ? g->prompt_text : ""; *p; p++) {
-        bool ws = *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v';
-        if (!ws) *o++ = *p;
-        else if (o > norm && o[-1] != ' ') *o++ = ' ';
-    }
-    if (o > norm && o[-1] == ' ') o--;
-    *o = 0;
-    char *msgs = g->messages ? json_dumps(g->messages, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     const heed_sampler_params *sp = &g->p.sp;
-    json_t *k = json_pack("{s:s, s:s?, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:i}", "prompt", norm, "messages", msgs,
-                          "temperature", sp->temperature, "top_k", sp->top_k, "top_p", sp->top_p, "min_p",
-                          sp->min_p, "repeat_penalty", sp->repeat_penalty, "repeat_last_n", sp->repeat_last_n,
-                          "seed", (json_int_t)sp->seed, "max_tokens", g->n_predict);
+    json_t *ids = json_array();
+    for (int i = 0; ids && i < g->n_prompt; i++) json_array_append_new(ids, json_integer(g->prompt[i]));
+    json_t *k = json_pack("{s:o, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:i}", "prompt_ids", ids, "temperature",
+                          sp->temperature, "top_k", sp->top_k, "top_p", sp->top_p, "min_p", sp->min_p,
+                          "repeat_penalty", sp->repeat_penalty, "repeat_last_n", sp->repeat_last_n, "seed",
+                          (json_int_t)sp->seed, "max_tokens", g->n_predict);
     char *key = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
-    free(msgs);
-    free(norm);
     return key;
 }
 
@@ -466,12 +503,14 @@ static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
     json_t *doc = json_loads(text, 0, NULL), *pids = json_object_get(doc, "prompt_ids"),
            *oids = json_object_get(doc, "output_ids");
     free(text);
-    int n = (int)json_array_size(pids), step = (int)json_integer_value(jstep), rc = -1;
+    /* the step is compared as the JSON integer it is: narrowed only once in range */
+    json_int_t step_j = json_integer_value(jstep);
+    int n = (int)json_array_size(pids), step = step_j <= (json_int_t)json_array_size(oids) ? (int)step_j : -1, rc = -1;
     bool tok = jtok && !json_is_null(jtok);
     if (!doc || strcmp(json_string_value(json_object_get(doc, "model")) ? json_string_value(json_object_get(doc, "model")) : "",
                        a->model_id)) {
         api_error(rp, 400, "branch", "invalid_parameter", "the run was made with another model");
-    } else if ((size_t)step > json_array_size(oids)) {
+    } else if (step < 0) {
         api_error(rp, 400, "branch", "invalid_parameter", "step must be at most the run's %d outputs",
                   (int)json_array_size(oids));
     } else if (n > limit) {
@@ -509,6 +548,7 @@ static gen *gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     snprintf(g->run_id, sizeof g->run_id, "run_%llx_%llu", a->id_stem, ++a->n_made);
     pthread_mutex_unlock(&a->runs_mu);
     g->last_ahead = -1;
+    g->refs = 1;
     if (!parse_gen_params(a, body, kind != GEN_HEED, &g->p, rp)) goto fail;
     json_t *prompt = json_object_get(body, "prompt"), *msgs = json_object_get(body, "messages"),
            *branch = kind == GEN_HEED ? json_object_get(body, "branch") : NULL;
@@ -625,11 +665,10 @@ static json_t *attn_top(gen *g, int k) {
     return arr;
 }
 
-/* Takes the engine: fresh context, hook, prompt decoded, sampler ready. */
+/* On the engine thread: fresh context, hook, prompt decoded, sampler ready. */
 static int gen_start(gen *g) {
     api *a = g->api;
     heed_ctx_reset(a->eng.ctx);
-    g->holds = true;
     g->created = (long long)time(NULL);
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
@@ -646,13 +685,22 @@ static int gen_start(gen *g) {
     return heed_decode(a->eng.ctx, g->prompt, g->n_prompt);
 }
 
+/* Should the generation end now, cancelled (server stopping, client gone
+ * or dropped)? */
+static bool gen_cancelled(const gen *g) {
+    return atomic_load(&g->api->stopping) || atomic_load(&g->gone) || atomic_load(&g->dropped);
+}
+
 /* Chooses one token and returns its event in *ev (borrowed from g->steps,
- * valid while g lives); decodes it unless it is
- * the last. Returns 0 (more to come), 1 (finished: g->stop says why) or a
- * negative code. */
+ * valid while g lives; NULL when no token was chosen); decodes it unless it
+ * is the last. Returns 0 (more to come), 1 (finished: g->stop says why) or a
+ * negative code. Never writes past n_predict outputs, whatever the request
+ * asked: with n_predict 0 it chooses nothing. */
 static int gen_step(gen *g, json_t **ev) {
     api *a = g->api;
     const heed_model *m = a->model;
+    *ev = NULL;
+    if (g->n_out >= g->n_predict) return 1;
     const float *logits = heed_ctx_logits(a->eng.ctx);
     heed_sample s;
     int rc = g->n_out < g->n_forced ? heed_sampler_force(g->smp, logits, a->info.n_vocab, g->forced[g->n_out], &s)
@@ -681,7 +729,7 @@ static int gen_step(gen *g, json_t **ev) {
     *ev = e; /* borrowed: g->steps holds it */
     if (eog) g->stop = "eog";
     if (last) return 1;
-    if (atomic_load(&a->stopping)) {
+    if (gen_cancelled(g)) {
         g->stop = "cancelled";
         return 1;
     }
@@ -719,18 +767,17 @@ static json_t *run_doc(gen *g) {
         g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch);
 }
 
-/* Releases the engine and saves the recording with its JSON in the store.
- * A generation that failed before its prompt was recorded leaves no run. */
-static void gen_finish(gen *g) {
+/* On the engine thread: ends the recording and saves it with its JSON in
+ * the store. Returns 0 (stored: g->stored), 1 (nothing to store: the
+ * recording failed before its prompt was recorded) or -1 (the store failed;
+ * the message in err). */
+static int gen_finish(gen *g, char *err, size_t err_size) {
     api *a = g->api;
-    if (!g->holds) return;
     heed_run *run = NULL;
     int rc = g->rec ? heed_recorder_finish(g->rec, &run) : HEED_ERR_INVALID_ARG;
     heed_recorder_free(g->rec); /* also removes the hook when finish was refused */
     g->rec = NULL;
-    g->holds = false;
-    engine_leave(&a->eng, &g->tk);
-    if (rc) return;
+    if (rc) return 1;
 
     json_t *doc = run_doc(g);
     char *doc_s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
@@ -739,44 +786,30 @@ static void gen_finish(gen *g) {
     store_row row = {.id = g->run_id, .model = a->model_id, .prompt = g->prompt_text, .params = params_s,
                      .text = g->text ? g->text : "", .kind = kind_name(g->kind), .stop = g->stop, .doc = doc_s,
                      .created = g->created, .n_prompt = g->n_prompt, .n_output = g->n_out};
-    char err[512];
-    if (!doc_s || !params_s) heed_run_free(run);
-    else if (store_put(a->store, &row, run, err, sizeof err)) fprintf(stderr, "heed: cannot store %s: %s\n", g->run_id, err);
-    else if (g->cache_key && (!strcmp(g->stop, "length") || !strcmp(g->stop, "eog")))
-        req_cache_put(a, g->cache_key, g->run_id);
+    int st = -1;
+    if (!doc_s || !params_s) {
+        heed_run_free(run);
+        snprintf(err, err_size, "out of memory");
+    } else if (store_put(a->store, &row, run, err, err_size)) {
+        fprintf(stderr, "heed: cannot store %s: %s\n", g->run_id, err);
+    } else {
+        st = 0;
+        g->stored = true;
+        if (g->cache_key && (!strcmp(g->stop, "length") || !strcmp(g->stop, "eog")))
+            req_cache_put(a, g->cache_key, g->run_id);
+    }
     free(doc_s);
     free(params_s);
     json_decref(doc);
-}
-
-/* Runs a whole generation on this thread (the non-streaming routes).
- * Returns 0, or an HTTP status with rp filled. */
-static int gen_run(gen *g, api_reply *rp) {
-    api *a = g->api;
-    engine_enqueue(&a->eng, &g->tk);
-    int ahead, w;
-    while ((w = engine_wait(a, &g->tk, API_WAIT_MS, &ahead)) == 0) {
-    }
-    if (w < 0) {
-        engine_leave(&a->eng, &g->tk);
-        api_error(rp, 503, NULL, "shutting_down", "the server is shutting down");
-        return 503;
-    }
-    int rc = gen_start(g);
-    json_t *ev;
-    while (!rc && (rc = gen_step(g, &ev)) == 0) {
-    }
-    if (rc < 0) {
-        g->stop = "error";
-        api_error(rp, 500, NULL, "engine_error", "generation failed: %s", heed_ctx_error(a->eng.ctx));
-    }
-    gen_finish(g);
-    return rc < 0 ? 500 : 0;
+    return st;
 }
 
 /* ------------------------------------------------------------ streams */
 
-static bool pend_add(gen *g, const char *s, size_t n) {
+/* Appends to pend (under eng.mu), unbounded: the request's own first
+ * events and the reader's heartbeats. */
+static bool pend_add_locked(gen *g, const char *s, size_t n) {
+    if (g->pend_off > 0 && g->pend_off == g->pend_len) g->pend_off = g->pend_len = 0;
     if (g->pend_len + n > g->pend_cap) {
         size_t cap = g->pend_cap * 2 + n + 1024;
         char *p = realloc(g->pend, cap);
@@ -784,9 +817,31 @@ static bool pend_add(gen *g, const char *s, size_t n) {
         g->pend = p;
         g->pend_cap = cap;
     }
+    if (g->pend_off == g->pend_len) g->pend_since = mono_s();
     memcpy(g->pend + g->pend_len, s, n);
     g->pend_len += n;
     return true;
+}
+
+/* Hands bytes to the stream's reader. While the generation runs, a client
+ * that has more than API_STREAM_MAX_PENDING bytes unread, or has taken
+ * nothing for API_STREAM_STALL_S seconds, is dropped: the generation ends
+ * as cancelled and the connection is closed, so no client holds the engine
+ * by reading slowly. */
+static void emit(gen *g, const char *s, size_t n) {
+    if (!g->streamed) return;
+    engine *e = &g->api->eng;
+    pthread_mutex_lock(&e->mu);
+    size_t unread = g->pend_len - g->pend_off;
+    if (g->phase == G_RUNNING && unread > 0 &&
+        (unread + n > API_STREAM_MAX_PENDING || mono_s() - g->pend_since > API_STREAM_STALL_S)) {
+        if (!atomic_exchange(&g->dropped, true))
+            fprintf(stderr, "heed: %s: the client is too far behind (%zu bytes unread); dropped\n", g->run_id, unread);
+    } else if (!atomic_load(&g->dropped)) {
+        pend_add_locked(g, s, n);
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* The token event as streamed: with "attention_split", a copy whose
@@ -809,20 +864,24 @@ static json_t *with_split(gen *g, json_t *ev) {
     return e ? e : json_incref(ev);
 }
 
-/* Queues one SSE event: "event: NAME\ndata: JSON\n\n" (no event line when
- * name is NULL, as OpenAI streams). Takes j. */
-static void sse_event_prec(gen *g, const char *name, json_t *j, int prec) {
+/* One SSE event as text: "event: NAME\ndata: JSON\n\n" (no event line when
+ * name is NULL, as OpenAI streams). Takes j. malloc'd, NULL when out of memory. */
+static char *sse_text(const char *name, json_t *j, int prec, size_t *len) {
     char *data = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(prec)) : NULL;
     json_decref(j);
-    if (name) {
-        pend_add(g, "event: ", 7);
-        pend_add(g, name, strlen(name));
-        pend_add(g, "\n", 1);
-    }
-    pend_add(g, "data: ", 6);
-    if (data) pend_add(g, data, strlen(data));
-    pend_add(g, "\n\n", 2);
+    size_t n = (name ? strlen(name) + 8 : 0) + (data ? strlen(data) : 0) + 9;
+    char *t = malloc(n);
+    if (t) *len = (size_t)snprintf(t, n, "%s%s%sdata: %s\n\n", name ? "event: " : "", name ? name : "", name ? "\n" : "",
+                                   data ? data : "");
     free(data);
+    return t;
+}
+
+static void sse_event_prec(gen *g, const char *name, json_t *j, int prec) {
+    size_t n = 0;
+    char *t = sse_text(name, j, prec, &n);
+    if (t) emit(g, t, n);
+    free(t);
 }
 
 static void sse_event(gen *g, const char *name, json_t *j) { sse_event_prec(g, name, j, 0); }
@@ -864,11 +923,20 @@ static json_t *oai_chunk(gen *g, json_t *step, bool first) {
     return c;
 }
 
-static void stream_error(gen *g, int code_status, const char *msg) {
-    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", error_type(code_status),
-                          "param", "code", code_status == 503 ? "shutting_down" : "engine_error");
+/* A generation that could not be done or kept: an "error" event (heed
+ * stream), an error chunk then [DONE] (OpenAI stream), or, not streamed,
+ * the reply's status and message. */
+static void gen_fail(gen *g, int status, const char *code, const char *msg) {
+    if (!g->streamed) {
+        g->fail_status = status;
+        g->fail_code = code;
+        snprintf(g->fail_msg, sizeof g->fail_msg, "%s", msg);
+        return;
+    }
+    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", error_type(status), "param",
+                          "code", code);
     sse_event(g, g->kind == GEN_HEED ? "error" : NULL, e);
-    if (g->kind != GEN_HEED) pend_add(g, "data: [DONE]\n\n", 14);
+    if (g->kind != GEN_HEED) emit(g, "data: [DONE]\n\n", 14);
 }
 
 static void stream_done(gen *g) {
@@ -881,7 +949,7 @@ static void stream_done(gen *g) {
     json_object_set_new(c, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", g->n_prompt, "completion_tokens",
                                               g->n_out, "total_tokens", g->n_prompt + g->n_out));
     sse_event(g, NULL, c);
-    pend_add(g, "data: [DONE]\n\n", 14);
+    emit(g, "data: [DONE]\n\n", 14);
 }
 
 /* A cached run: its token events again, then done with "cached": true. */
@@ -892,103 +960,233 @@ static void stream_replay(gen *g) {
     sse_event(g, "done", json_pack("{s:O?, s:O?, s:O?, s:O?, s:b}", "run_id", json_object_get(d, "id"), "n_prompt",
                                    json_object_get(d, "n_prompt"), "n_output", json_object_get(d, "n_output"),
                                    "stop", json_object_get(d, "stop"), "cached", 1));
-    g->phase = G_END;
 }
 
-/* Produces the next events into g->pend. */
-static void stream_next(gen *g) {
+/* The token event of a step, as its stream wants it. */
+static void emit_step(gen *g, json_t *ev) {
+    if (!ev || !g->streamed) return;
+    if (g->kind == GEN_HEED) sse_event_prec(g, "token", with_split(g, ev), g->p.attn_split ? 9 : 0);
+    else sse_event(g, NULL, oai_chunk(g, ev, false));
+}
+
+/* On the engine thread: the whole generation, from the prompt to the store,
+ * its events written as it goes. */
+static void gen_execute(gen *g) {
     api *a = g->api;
-    if (g->phase == G_REPLAY) {
-        stream_replay(g);
+    if (atomic_load(&a->stopping)) {
+        gen_fail(g, 503, "shutting_down", "the server is shutting down");
         return;
     }
-    if (g->phase == G_QUEUED) {
-        int ahead, w = engine_wait(a, &g->tk, API_WAIT_MS, &ahead);
-        if (w < 0) {
-            engine_leave(&a->eng, &g->tk);
-            stream_error(g, 503, "the server is shutting down");
-            g->phase = G_END;
-        } else if (w == 0 && ahead != g->last_ahead) {
-            g->last_ahead = ahead;
-            if (g->kind == GEN_HEED) sse_event(g, "queued", json_pack("{s:i}", "position", ahead));
-            else pend_add(g, ": queued\n\n", 10);
-        } else if (w == 0) {
-            pend_add(g, ": waiting\n\n", 11); /* a heartbeat: writing it tells whether the client is still there */
-        } else if (gen_start(g)) {
-            g->stop = "error";
-            stream_error(g, 500, heed_ctx_error(a->eng.ctx));
-            gen_finish(g);
-            g->phase = G_END;
-        } else {
-            g->phase = G_RUNNING;
-            if (g->kind == GEN_CHAT) {
-                json_t *c = oai_chunk(g, NULL, true);
-                json_object_set_new(json_array_get(json_object_get(c, "choices"), 0), "finish_reason", json_null());
-                sse_event(g, NULL, c);
-            }
-        }
+    if (atomic_load(&g->gone)) return; /* the client left while it waited */
+    char err[512];
+    int rc = gen_start(g);
+    if (rc) {
+        g->stop = "error";
+        snprintf(err, sizeof err, "generation failed: %s", heed_ctx_error(a->eng.ctx));
+        gen_fail(g, 500, "engine_error", err);
+        gen_finish(g, err, sizeof err);
         return;
     }
-    json_t *ev = NULL;
-    int rc = gen_step(g, &ev);
-    if (ev) {
-        if (g->kind == GEN_HEED) sse_event_prec(g, "token", with_split(g, ev), g->p.attn_split ? 9 : 0);
-        else sse_event(g, NULL, oai_chunk(g, ev, false));
+    if (g->streamed && g->kind == GEN_CHAT) {
+        json_t *c = oai_chunk(g, NULL, true);
+        json_object_set_new(json_array_get(json_object_get(c, "choices"), 0), "finish_reason", json_null());
+        sse_event(g, NULL, c);
     }
+    json_t *ev;
+    do {
+        rc = gen_step(g, &ev);
+        emit_step(g, ev);
+    } while (rc == 0);
     if (rc < 0) {
         g->stop = "error";
-        stream_error(g, 500, heed_strerror(rc));
-        gen_finish(g);
-        g->phase = G_END;
-    } else if (rc == 1) {
-        gen_finish(g);
+        snprintf(err, sizeof err, "generation failed: %s", heed_strerror(rc));
+        gen_fail(g, 500, "engine_error", err);
+        gen_finish(g, err, sizeof err);
+        return;
+    }
+    int st = gen_finish(g, err, sizeof err);
+    if (st) {
+        /* nothing may claim a run id that does not exist */
+        char msg[600];
+        snprintf(msg, sizeof msg, "the run could not be stored: %s", st < 0 ? err : "the recording failed");
+        gen_fail(g, 507, "store_failed", msg);
+    } else if (g->streamed) {
         stream_done(g);
+    }
+}
+
+/* Drops one reference (under nothing); frees g with the last. */
+static void gen_release(gen *g) {
+    engine *e = &g->api->eng;
+    pthread_mutex_lock(&e->mu);
+    int left = --g->refs;
+    pthread_mutex_unlock(&e->mu);
+    if (!left) gen_free(g);
+}
+
+static void *engine_main(void *arg) {
+    api *a = arg;
+    engine *e = &a->eng;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->head && !atomic_load(&a->stopping)) pthread_cond_wait(&e->cv, &e->mu);
+        if (!e->head) break; /* stopping, and every queued request has had its answer */
+        gen *g = e->head->g;
+        g->phase = G_RUNNING;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        gen_execute(g);
+        pthread_mutex_lock(&e->mu);
+        queue_remove_locked(e, &g->tk);
         g->phase = G_END;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        gen_release(g);
+        pthread_mutex_lock(&e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* Puts g in the engine's queue (the engine takes its own reference).
+ * False when the server is stopping. */
+static bool engine_enqueue(api *a, gen *g) {
+    engine *e = &a->eng;
+    pthread_mutex_lock(&e->mu);
+    bool ok = !atomic_load(&a->stopping);
+    if (ok) {
+        ticket *t = &g->tk;
+        t->g = g;
+        t->next = NULL;
+        t->prev = e->tail;
+        if (e->tail) e->tail->next = t;
+        else e->head = t;
+        e->tail = t;
+        t->queued = true;
+        g->refs++;
+        g->phase = G_QUEUED;
+        pthread_cond_broadcast(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return ok;
+}
+
+/* Runs a whole generation (the non-streaming routes): queued, then waited
+ * for. Returns 0, or an HTTP status with rp filled. */
+static int gen_run(gen *g, api_reply *rp) {
+    api *a = g->api;
+    if (!engine_enqueue(a, g)) {
+        api_error(rp, 503, NULL, "shutting_down", "the server is shutting down");
+        return 503;
+    }
+    engine *e = &a->eng;
+    pthread_mutex_lock(&e->mu);
+    while (g->phase != G_END) pthread_cond_wait(&e->cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+    if (g->fail_status) {
+        api_error(rp, g->fail_status, NULL, g->fail_code, "%s", g->fail_msg);
+        return g->fail_status;
+    }
+    return 0;
+}
+
+/* The queue position as the reader reports it while waiting (under eng.mu):
+ * a "queued" event when it changed, else a heartbeat comment. */
+static void stream_heartbeat_locked(gen *g) {
+    int ahead = g->phase == G_QUEUED ? queue_ahead_locked(&g->api->eng, &g->tk) : 0;
+    if (g->phase == G_QUEUED && ahead != g->last_ahead) {
+        g->last_ahead = ahead;
+        if (g->kind == GEN_HEED) {
+            size_t n = 0;
+            char *t = sse_text("queued", json_pack("{s:i}", "position", ahead), 0, &n);
+            if (t) pend_add_locked(g, t, n);
+            free(t);
+        } else {
+            pend_add_locked(g, ": queued\n\n", 10);
+        }
+    } else {
+        /* writing it tells whether the client is still there */
+        pend_add_locked(g, ": waiting\n\n", 11);
     }
 }
 
 ssize_t api_stream_read(api_stream *s, char *buf, size_t max) {
     gen *g = s->g;
-    /* bounded: each round either adds bytes or moves the phase towards G_END */
-    while (g->pend_off == g->pend_len) {
+    engine *e = &g->api->eng;
+    pthread_mutex_lock(&e->mu);
+    ssize_t n = -1;
+    for (;;) {
+        if (atomic_load(&g->dropped)) {
+            n = -2;
+            break;
+        }
+        if (g->pend_off < g->pend_len) {
+            size_t k = g->pend_len - g->pend_off;
+            if (k > max) k = max;
+            memcpy(buf, g->pend + g->pend_off, k);
+            g->pend_off += k;
+            g->pend_since = mono_s(); /* a read is progress */
+            n = (ssize_t)k;
+            break;
+        }
         g->pend_off = g->pend_len = 0;
-        if (g->phase == G_END) return -1;
-        stream_next(g);
+        if (g->phase == G_END) break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += API_WAIT_MS / 1000;
+        if (pthread_cond_timedwait(&e->cv, &e->mu, &until) && g->pend_len == 0 && g->phase != G_END)
+            stream_heartbeat_locked(g);
     }
-    size_t n = g->pend_len - g->pend_off;
-    if (n > max) n = max;
-    memcpy(buf, g->pend + g->pend_off, n);
-    g->pend_off += n;
-    return (ssize_t)n;
+    pthread_mutex_unlock(&e->mu);
+    return n;
 }
 
 void api_stream_free(api_stream *s) {
     if (!s) return;
     gen *g = s->g;
-    if (g->holds) {
-        g->stop = "cancelled";
-        gen_finish(g);
-    } else if (!g->replay) {
-        engine_leave(&g->api->eng, &g->tk);
+    engine *e = &g->api->eng;
+    pthread_mutex_lock(&e->mu);
+    atomic_store(&g->gone, true); /* a running generation ends at its next token, stored as "cancelled" */
+    if (g->phase == G_QUEUED && g->tk.queued && e->head != &g->tk) {
+        queue_remove_locked(e, &g->tk); /* never started: the engine's reference goes with it */
+        g->phase = G_END;
+        g->refs--;
     }
-    gen_free(g);
+    e->n_streams--;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    gen_release(g);
     free(s);
 }
 
-/* Queues g and hands it to the HTTP layer as an SSE stream. */
-static int reply_stream(gen *g, api_reply *rp) {
+/* Hands g to the HTTP layer as an SSE stream (its reference goes with it). */
+static int reply_stream_of(gen *g, api_reply *rp) {
     api_stream *s = malloc(sizeof *s);
     if (!s) {
-        gen_free(g);
+        gen_release(g);
         api_error(rp, 500, NULL, "out_of_memory", "out of memory");
         return 0;
     }
     s->g = g;
-    engine_enqueue(&g->api->eng, &g->tk);
+    engine *e = &g->api->eng;
+    pthread_mutex_lock(&e->mu);
+    e->n_streams++;
+    pthread_mutex_unlock(&e->mu);
     rp->status = 200;
     rp->content_type = "text/event-stream";
     rp->stream = s;
     return 0;
+}
+
+/* Queues g and hands it over as a stream; 503 when the server stops. */
+static int reply_stream(gen *g, api_reply *rp) {
+    g->streamed = true;
+    if (!engine_enqueue(g->api, g)) {
+        gen_release(g);
+        api_error(rp, 503, NULL, "shutting_down", "the server is shutting down");
+        return 0;
+    }
+    return reply_stream_of(g, rp);
 }
 
 /* ------------------------------------------------------------ handlers */
@@ -1077,27 +1275,19 @@ static int h_run_create(api *a, const api_req *rq, api_reply *rp) {
     json_decref(body);
     if (!g) return 0;
     g->cache_key = g->branch ? NULL : req_cache_key(g); /* a branch always generates */
+    g->streamed = true;
     if (use_cache && (g->replay = cached_run(a, g->cache_key))) {
-        api_stream *st = malloc(sizeof *st);
-        if (!st) {
-            gen_free(g);
-            api_error(rp, 500, NULL, "out_of_memory", "out of memory");
-            return 0;
-        }
-        st->g = g;
-        g->phase = G_REPLAY;
-        rp->status = 200;
-        rp->content_type = "text/event-stream";
-        rp->stream = st;
-        return 0;
+        g->phase = G_END; /* written whole, never queued */
+        stream_replay(g);
+        return reply_stream_of(g, rp);
     }
-    reply_stream(g, rp);
-    if (!rp->stream) return 0;
     /* the first event says where the request stands in the queue */
-    int ahead, w = engine_wait(a, &g->tk, 0, &ahead);
-    g->last_ahead = ahead;
-    sse_event(g, "queued", json_pack("{s:i}", "position", w == 1 ? 0 : ahead));
-    return 0;
+    engine *e = &a->eng;
+    pthread_mutex_lock(&e->mu);
+    g->last_ahead = e->tail ? queue_ahead_locked(e, NULL) : 0;
+    pthread_mutex_unlock(&e->mu);
+    sse_event(g, "queued", json_pack("{s:i}", "position", g->last_ahead));
+    return reply_stream(g, rp);
 }
 
 /* ------------------------------------------------------------ stored runs */
@@ -1158,7 +1348,7 @@ static int h_run_list(api *a, const api_req *rq, api_reply *rp) {
     if (!arg_int(rq, "limit", 1, 1000, &limit, rp) || !arg_int(rq, "offset", 0, 1L << 40, &offset, rp)) return 0;
     char *runs;
     long long total;
-    if (store_list(a->store, (int)limit, (int)offset, &runs, &total)) {
+    if (store_list(a->store, (int)limit, (long long)offset, &runs, &total)) {
         reply_store_error(rp, -1, rq->param, "cannot list the runs");
         return 0;
     }
@@ -1647,7 +1837,7 @@ static int oai_generate(api *a, const api_req *rq, api_reply *rp, int kind) {
     if (!g) return 0;
     if (g->p.stream) return reply_stream(g, rp);
     if (!gen_run(g, rp)) reply_json(rp, 200, oai_response(g));
-    gen_free(g);
+    gen_release(g);
     return 0;
 }
 
@@ -1657,24 +1847,59 @@ static int h_v1_completions(api *a, const api_req *rq, api_reply *rp) {
 
 static int h_v1_chat(api *a, const api_req *rq, api_reply *rp) { return oai_generate(a, rq, rp, GEN_CHAT); }
 
+/* The query arguments each route reads; any other is refused (400), so a
+ * view's cache key holds only what decides its reply. */
+static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "offset", NULL},
+                         *const args_sel[] = {"layer", "head", "agg", NULL},
+                         *const args_attention[] = {"layer", "head", "agg", "norm", "format", "dtype", "threshold",
+                                                    "topk", "step", "pos", "key", NULL},
+                         *const args_heatmap[] = {"layer", "head", "agg", "pool", "format", "dtype", "q0", "q1",
+                                                  "k0", "k1", "size", NULL},
+                         *const args_step[] = {"step", NULL};
+
+#define ROUTE(m, p, f, a) {.method = m, .pattern = p, .fn = f, .args = a}
+#define ROUTE_GEN(m, p, f) {.method = m, .pattern = p, .fn = f, .args = args_none, .generates = true}
 static const api_route routes[] = {
-    {"GET", "/api/health", h_health, false},
-    {"GET", "/api/model", h_model, false},
-    {"POST", "/api/tokenize", h_tokenize, false},
-    {"GET", "/api/runs", h_run_list, false},
-    {"POST", "/api/runs", h_run_create, false},
-    {"GET", "/api/runs/{id}", h_run_get, false},
-    {"DELETE", "/api/runs/{id}", h_run_delete, false},
-    {"GET", "/api/runs/{id}/attention", h_run_attention, false},
-    {"GET", "/api/runs/{id}/graph", h_run_graph, false},
-    {"GET", "/api/runs/{id}/heatmap", h_run_heatmap, false},
-    {"GET", "/api/runs/{id}/candidates", h_run_candidates, false},
-    {"GET", "/api/runs/{id}/logit-lens", h_run_lens, false},
-    {"GET", "/api/runs/{id}/stats", h_run_stats, false},
-    {"GET", "/v1/models", h_v1_models, false},
-    {"POST", "/v1/completions", h_v1_completions, false},
-    {"POST", "/v1/chat/completions", h_v1_chat, false},
+    ROUTE("GET", "/api/health", h_health, NULL),
+    ROUTE("GET", "/api/model", h_model, NULL),
+    ROUTE("POST", "/api/tokenize", h_tokenize, NULL),
+    ROUTE("GET", "/api/runs", h_run_list, args_list),
+    ROUTE_GEN("POST", "/api/runs", h_run_create),
+    ROUTE("GET", "/api/runs/{id}", h_run_get, args_none),
+    ROUTE("DELETE", "/api/runs/{id}", h_run_delete, args_none),
+    ROUTE("GET", "/api/runs/{id}/attention", h_run_attention, args_attention),
+    ROUTE("GET", "/api/runs/{id}/graph", h_run_graph, args_sel),
+    ROUTE("GET", "/api/runs/{id}/heatmap", h_run_heatmap, args_heatmap),
+    ROUTE("GET", "/api/runs/{id}/candidates", h_run_candidates, args_step),
+    ROUTE("GET", "/api/runs/{id}/logit-lens", h_run_lens, args_none),
+    ROUTE("GET", "/api/runs/{id}/stats", h_run_stats, args_sel),
+    ROUTE("GET", "/v1/models", h_v1_models, NULL),
+    ROUTE_GEN("POST", "/v1/completions", h_v1_completions),
+    ROUTE_GEN("POST", "/v1/chat/completions", h_v1_chat),
 };
+#undef ROUTE
+#undef ROUTE_GEN
+
+bool api_args_ok(const api_route *r, const char *const *args, api_reply *rp) {
+    for (int i = 0; r->args && args && args[i]; i += 2) {
+        bool known = false;
+        for (int k = 0; r->args[k] && !known; k++) known = !strcmp(args[i], r->args[k]);
+        if (!known) {
+            char list[256] = "";
+            for (int k = 0; r->args[k]; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", r->args[k]);
+            api_error(rp, 400, args[i], "unknown_parameter", "unknown query argument '%s' (this route reads: %s)",
+                      args[i], list[0] ? list : "none");
+            return false;
+        }
+        for (int j = 0; j < i; j += 2)
+            if (!strcmp(args[i], args[j])) {
+                api_error(rp, 400, args[i], "invalid_parameter", "query argument '%s' is given twice", args[i]);
+                return false;
+            }
+    }
+    return true;
+}
 
 const api_route *api_routes(int *n) {
     *n = (int)(sizeof routes / sizeof *routes);
@@ -1919,12 +2144,17 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
-    if (store_open(cfg->data_dir, cfg->cache_runs, &a->store, err, err_size)) goto fail;
+    if (store_open(cfg->data_dir, cfg->cache_runs, cfg->cache_bytes, &a->store, err, err_size)) goto fail;
     a->rcache = calloc((size_t)cfg->cache_runs, sizeof *a->rcache);
     if (!a->rcache) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
+    if (pthread_create(&a->eng.thread, NULL, engine_main, a)) {
+        snprintf(err, err_size, "cannot start the engine thread");
+        goto fail;
+    }
+    a->eng.started = true;
     *out = a;
     return 0;
 fail:
@@ -1940,8 +2170,38 @@ void api_stop(api *a) {
     pthread_mutex_unlock(&a->eng.mu);
 }
 
+/* Waits up to ms for every stream to be read to its end and freed. */
+bool api_wait_streams(api *a, int ms) {
+    engine *e = &a->eng;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&e->mu);
+    while (e->n_streams > 0 && !pthread_cond_timedwait(&e->cv, &e->mu, &until)) {
+    }
+    bool done = e->n_streams == 0;
+    pthread_mutex_unlock(&e->mu);
+    return done;
+}
+
+int api_n_streams(api *a) {
+    pthread_mutex_lock(&a->eng.mu);
+    int n = a->eng.n_streams;
+    pthread_mutex_unlock(&a->eng.mu);
+    return n;
+}
+
 void api_free(api *a) {
     if (!a) return;
+    if (a->eng.started) {
+        api_stop(a);
+        pthread_join(a->eng.thread, NULL);
+    }
     store_close(a->store);
     for (int i = 0; a->rcache && i < a->cfg.cache_runs; i++) free(a->rcache[i].key);
     free(a->rcache);

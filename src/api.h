@@ -12,8 +12,11 @@
  * after the handler returns (free() / api_stream_free()).
  *
  * Threads: handlers run on any number of connection threads at once. One
- * heed_ctx serves every generation, one at a time, in arrival order (a
- * ticket queue under a mutex and a condition variable). Generations are
+ * engine thread owns the one heed_ctx and runs every generation, one at a
+ * time, in arrival order (a ticket queue under a mutex and a condition
+ * variable). It never waits for a client: a stream's events go into that
+ * stream's bounded buffer, which the connection's thread drains as the
+ * client reads (a client too far behind is dropped). Generations are
  * recorded (heed_recorder) and saved in the SQLite run store; reading runs
  * and their views uses the store's own connections and locks, so it never
  * waits for a generation.
@@ -29,7 +32,7 @@
 #define API_MAX_BODY (1u << 20)
 /* Most attended positions reported per token (--attention-tokens-top-k). */
 #define API_MAX_ATTN_TOP 256
-/* Query arguments passed to a handler; more are ignored. */
+/* Query arguments a request may carry; more are refused (400). */
 #define API_MAX_ARGS 16
 
 typedef struct api api;
@@ -43,6 +46,7 @@ typedef struct api_config {
     int attn_top_k;         /* attended positions reported per token */
     const char *data_dir;   /* run store folder (exists) */
     int cache_runs;         /* stored runs kept loaded, with their computed views */
+    size_t cache_bytes;     /* bytes of computed views kept, all runs together (0: none kept) */
 } api_config;
 
 typedef struct api_req {
@@ -66,13 +70,20 @@ typedef struct api_reply {
 typedef int (*api_handler)(api *a, const api_req *rq, api_reply *rp);
 
 /* A route: method, path pattern ("{id}" matches one path segment), handler.
- * open: needs no API key (static content). */
+ * open: needs no API key (static content). generates: may start a
+ * generation (held to the server's stream limit). */
 typedef struct api_route {
     const char *method;
     const char *pattern;
     api_handler fn;
+    const char *const *args; /* the query arguments it reads (NULL-terminated); NULL: any, ignored */
     bool open;
+    bool generates;
 } api_route;
+
+/* Are args (name, value pairs, NULL-terminated; may be NULL) all ones that
+ * route r reads, each once? False with a 400 naming the argument in rp. */
+bool api_args_ok(const api_route *r, const char *const *args, api_reply *rp);
 
 /* The responses the web UI reads for one recorded run, computed here
  * without a server: a JSON object from "path?sorted-args" to the response
@@ -88,9 +99,16 @@ char *api_snapshot(struct heed_run *run, struct heed_model *model, size_t budget
 
 /* Loads the model and creates the engine. Returns 0, or -1 with a message in err. */
 int api_new(const api_config *cfg, api **out, char *err, size_t err_size);
-/* Asks every generation and waiting request to end (they finish with stop
- * "cancelled"); called before the HTTP daemon stops. */
+/* Asks every generation and waiting request to end: the running one
+ * finishes with stop "cancelled" (and is stored), queued ones get a 503
+ * (an error event on their stream); new generations are refused with 503.
+ * Called before the HTTP daemon stops. */
 void api_stop(api *a);
+/* Waits up to ms for every stream to be read to its end and freed (after
+ * api_stop, so that each ends as documented). True when none is left. */
+bool api_wait_streams(api *a, int ms);
+/* Streams open now (handed out and not yet freed). */
+int api_n_streams(api *a);
 void api_free(api *a);
 
 const api_route *api_routes(int *n);
@@ -102,10 +120,12 @@ __attribute__((format(printf, 5, 6))) void api_error(api_reply *rp, int status, 
 
 /* Copies up to max bytes of the next events into buf. Returns the count (> 0;
  * it blocks until it has something, sending SSE comments as a heartbeat
- * while queued) or -1 at the end of the stream. */
+ * after each second without events), -1 at the end of the stream, or -2
+ * when the client fell too far behind and was dropped (close the
+ * connection). The generation itself never waits for this reader. */
 ssize_t api_stream_read(api_stream *s, char *buf, size_t max);
 /* Ends the stream; a generation still running is cancelled (the client left)
- * and stored with stop "cancelled". */
+ * and stored with stop "cancelled"; one still queued leaves the queue. */
 void api_stream_free(api_stream *s);
 
 #endif

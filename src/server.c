@@ -17,11 +17,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -32,8 +34,13 @@
 #include "assets.h"
 #include "server.h"
 
-#define MAX_CONNECTIONS 64   /* each holds a thread */
-#define IDLE_TIMEOUT_S 60    /* an idle keep-alive connection is closed after this */
+#define MAX_CONNECTIONS 128  /* default --max-connections: each holds a thread */
+#define MAX_PER_IP 32        /* default --max-connections-per-ip */
+#define IDLE_TIMEOUT_S 60    /* default --idle-timeout: a connection with no traffic either way is closed */
+#define HEADER_TIMEOUT_S 10  /* default --header-timeout: whole request headers within this */
+#define BODY_TIMEOUT_S 30    /* default --body-timeout: the whole body within this after the headers */
+#define SHUTDOWN_DRAIN_MS 5000 /* how long streams get to be read to their end on SIGTERM */
+#define CONN_RESERVE 16      /* connections kept from streams, for health checks and reads */
 #define SSE_BLOCK 4096       /* bytes MHD asks the event reader for at a time */
 #define MAX_PARAM 128        /* longest {id} path segment */
 #define MAX_STATIC_BYTES (64u << 20) /* largest file served from --web-dir */
@@ -42,7 +49,9 @@ static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) { stop_signal = sig; }
 
-typedef struct server {
+struct conn;
+
+struct server {
     api *api;
     struct MHD_Daemon *daemon;
     const char *cors;    /* allowed origin, or NULL */
@@ -50,7 +59,11 @@ typedef struct server {
     const char *web_dir; /* realpath of --web-dir, or NULL: the embedded assets */
     const api_route *routes;
     int n_routes;
-} server;
+    double header_timeout, body_timeout; /* seconds */
+    int max_streams;                     /* open streams before generating routes answer 503; 0: no limit */
+    pthread_mutex_t conns_mu;
+    struct conn *conns; /* every open connection, under conns_mu */
+};
 
 /* Per-request state, from the first call to the completion notice. */
 typedef struct request {
@@ -104,7 +117,7 @@ static const api_route *route_find(const server *s, const char *method, const ch
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     ssize_t n = api_stream_read(cls, buf, max);
-    return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
+    return n == -2 ? MHD_CONTENT_READER_END_WITH_ERROR : n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
 }
 
 static void sse_free(void *cls) { api_stream_free(cls); }
@@ -213,23 +226,32 @@ static enum MHD_Result send_preflight(const server *s, struct MHD_Connection *c,
 }
 
 /* Compares the whole key whatever the first difference, so the time taken
- * does not tell how much of a guess was right. */
-static bool key_ok(const server *s, struct MHD_Connection *c) {
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7)) return false;
+ * does not tell how much of a guess was right. The scheme is
+ * case-insensitive (RFC 9110). */
+static bool key_ok(const server *s, const char *h) {
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
     h += 7;
+    while (*h == ' ') h++;
     size_t n = strlen(h), k = strlen(s->api_key);
     unsigned diff = n != k;
     for (size_t i = 0; i < k; i++) diff |= (unsigned char)s->api_key[i] ^ (unsigned char)(i < n ? h[i] : 0);
     return diff == 0;
 }
 
-/* Checks done on the headers alone. Returns true with rp filled when the
- * request is refused. */
-static bool refuse_early(const server *s, struct MHD_Connection *c, const char *method, const char *url,
-                         request *r, api_reply *rp, char *allow, size_t allow_size) {
+/* Checks done on the headers alone (authorization and content_length may
+ * be NULL). Returns true with rp filled when the request is refused. On an
+ * API path the key is checked first, so without it a client learns nothing
+ * of which routes exist. HEAD is answered on GET routes (without a body). */
+static bool refuse_early(const server *s, const char *method, const char *url, const char *authorization,
+                         const char *content_length, request *r, api_reply *rp, char *allow, size_t allow_size) {
     bool known;
-    r->route = route_find(s, method, url, r->param, &known, allow, allow_size);
+    const char *m = strcmp(method, "HEAD") ? method : "GET";
+    r->route = route_find(s, m, url, r->param, &known, allow, allow_size);
+    if (s->api_key && !(r->route && r->route->open) && !key_ok(s, authorization)) {
+        r->route = NULL;
+        api_error(rp, 401, NULL, "invalid_api_key", "missing or wrong API key (send Authorization: Bearer KEY)");
+        return true;
+    }
     if (!r->route && known) {
         api_error(rp, 405, NULL, "method_not_allowed", "%s %s is not allowed (allowed: %s)", method, url, allow);
         rp->allow = allow;
@@ -239,14 +261,16 @@ static bool refuse_early(const server *s, struct MHD_Connection *c, const char *
         api_error(rp, 404, NULL, "not_found", "no route %s %s", method, url);
         return true;
     }
-    if (s->api_key && !r->route->open && !key_ok(s, c)) {
-        api_error(rp, 401, NULL, "invalid_api_key", "missing or wrong API key (send Authorization: Bearer KEY)");
-        return true;
-    }
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > API_MAX_BODY) {
-        api_error(rp, 413, NULL, "body_too_large", "the body has %s bytes; the limit is %u", cl, API_MAX_BODY);
-        return true;
+    if (content_length) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(content_length, &end, 10);
+        if (errno || end == content_length || n > API_MAX_BODY) {
+            r->route = NULL;
+            api_error(rp, 413, NULL, "body_too_large", "the body has %s bytes; the limit is %u", content_length,
+                      API_MAX_BODY);
+            return true;
+        }
     }
     return false;
 }
@@ -256,15 +280,116 @@ static bool refuse_early(const server *s, struct MHD_Connection *c, const char *
 typedef struct arg_list {
     const char *v[2 * API_MAX_ARGS + 1];
     int n;
+    bool too_many;
 } arg_list;
 
 static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     arg_list *l = cls;
-    if (l->n >= API_MAX_ARGS) return MHD_NO;
+    if (l->n >= API_MAX_ARGS) {
+        l->too_many = true;
+        return MHD_NO;
+    }
     l->v[2 * l->n] = key;
     l->v[2 * l->n + 1] = value;
     l->n++;
     return MHD_YES;
+}
+
+/* ------------------------------------------------------------ connections
+ *
+ * MHD's own timeout is for inactivity: a client sending one header byte a
+ * second is never idle. So each connection carries a deadline for the part
+ * of the request the client owes: its headers (from the connection's start,
+ * or from the end of the previous response on a kept-alive connection),
+ * then its body. The main loop shuts down the socket of a connection past
+ * its deadline; MHD then closes it. While the server answers, the deadline
+ * is off (a stream's pace is the stream's business: api.h). */
+
+typedef struct conn {
+    struct conn *prev, *next;
+    int fd;
+    double deadline; /* monotonic seconds; 0: none */
+    bool cut;        /* its socket was shut down */
+} conn;
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void conn_set_deadline(server *s, struct MHD_Connection *c, double seconds) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn *k = ci ? ci->socket_context : NULL;
+    if (!k) return;
+    pthread_mutex_lock(&s->conns_mu);
+    k->deadline = seconds > 0 ? mono_now() + seconds : 0;
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn *k = calloc(1, sizeof *k);
+        if (!k || !ci) {
+            free(k);
+            return;
+        }
+        k->fd = ci->connect_fd;
+        k->deadline = mono_now() + s->header_timeout;
+        pthread_mutex_lock(&s->conns_mu);
+        k->next = s->conns;
+        if (s->conns) s->conns->prev = k;
+        s->conns = k;
+        pthread_mutex_unlock(&s->conns_mu);
+        *socket_context = k;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        /* MHD tells before it closes the socket, so the fd is still ours to
+         * shut down until this entry is gone */
+        conn *k = *socket_context;
+        pthread_mutex_lock(&s->conns_mu);
+        if (k->prev) k->prev->next = k->next;
+        else s->conns = k->next;
+        if (k->next) k->next->prev = k->prev;
+        pthread_mutex_unlock(&s->conns_mu);
+        free(k);
+        *socket_context = NULL;
+    }
+}
+
+/* Shuts down the sockets of connections past their deadline. Returns how many. */
+static int conns_reap(server *s) {
+    double now = mono_now();
+    int n = 0;
+    pthread_mutex_lock(&s->conns_mu);
+    for (conn *k = s->conns; k; k = k->next) {
+        if (k->cut || k->deadline <= 0 || now < k->deadline) continue;
+        shutdown(k->fd, SHUT_RDWR);
+        k->cut = true;
+        n++;
+    }
+    pthread_mutex_unlock(&s->conns_mu);
+    return n;
+}
+
+/* ------------------------------------------------------------ requests */
+
+/* The route's handler, on a whole request. Generating routes are refused
+ * while the streams open leave fewer than the reserve of connections, so
+ * health checks and reads always find a slot. */
+static void dispatch(server *s, request *r, const char *method, const char *url, const char *const *args,
+                     api_reply *rp) {
+    if (r->route->generates && s->max_streams > 0 && api_n_streams(s->api) >= s->max_streams) {
+        api_error(rp, 503, NULL, "server_busy", "%d streams are open, the most this server keeps (--max-connections "
+                  "less a reserve of %d for other requests); try again later", s->max_streams, CONN_RESERVE);
+        return;
+    }
+    if (!api_args_ok(r->route, args, rp)) return;
+    api_req rq = {.method = method, .path = url, .param = r->param, .args = args, .body = r->body,
+                  .body_len = r->len};
+    r->route->fn(s->api, &rq, rp);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -275,19 +400,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         if (!(r = calloc(1, sizeof *r))) return MHD_NO;
         *con_cls = r;
+        conn_set_deadline(s, c, s->body_timeout); /* the headers are in; the body is owed next */
         if (!strcmp(method, "OPTIONS") && s->cors) {
             char allow[128];
             bool known;
             route_find(s, "", url, r->param, &known, allow, sizeof allow);
-            if (known) return send_preflight(s, c, allow);
+            if (known) {
+                conn_set_deadline(s, c, 0);
+                return send_preflight(s, c, allow);
+            }
         }
         if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && !is_api_path(url)) {
             r->route = NULL;
+            conn_set_deadline(s, c, 0);
             return serve_static(s, c, url);
         }
         char allow[128];
-        if (refuse_early(s, c, method, url, r, &rp, allow, sizeof allow)) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+                   *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (refuse_early(s, method, url, auth, cl, r, &rp, allow, sizeof allow)) {
             r->route = NULL;
+            conn_set_deadline(s, c, 0);
             return send_reply(s, c, &rp);
         }
         return MHD_YES;
@@ -315,6 +448,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->len += n;
         return MHD_YES;
     }
+    conn_set_deadline(s, c, 0);
     if (r->too_large) {
         api_error(&rp, 413, NULL, "body_too_large", "the body is larger than %u bytes", API_MAX_BODY);
         return send_reply(s, c, &rp);
@@ -322,19 +456,64 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     arg_list args = {.n = 0};
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_arg, &args);
     args.v[2 * args.n] = NULL;
-    api_req rq = {.method = method, .path = url, .param = r->param, .args = args.v, .body = r->body,
-                  .body_len = r->len};
-    r->route->fn(s->api, &rq, &rp);
+    if (args.too_many) {
+        api_error(&rp, 400, NULL, "too_many_arguments", "more than %d query arguments", API_MAX_ARGS);
+        return send_reply(s, c, &rp);
+    }
+    dispatch(s, r, method, url, args.v, &rp);
     return send_reply(s, c, &rp);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
+    server *s = cls;
     request *r = *con_cls;
     if (r) {
         free(r->body);
         free(r);
         *con_cls = NULL;
     }
+    conn_set_deadline(s, c, s->header_timeout); /* a kept-alive connection owes the next request's headers */
+}
+
+/* ------------------------------------------------------------ without sockets */
+
+server *server_new_offline(api *a, const char *api_key) {
+    server *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->api = a;
+    s->api_key = api_key;
+    s->routes = api_routes(&s->n_routes);
+    pthread_mutex_init(&s->conns_mu, NULL);
+    return s;
+}
+
+void server_free_offline(server *s) {
+    if (!s) return;
+    pthread_mutex_destroy(&s->conns_mu);
+    free(s);
+}
+
+void server_dispatch(server *s, const char *method, const char *url, const char *authorization,
+                     const char *const *args, const char *body, size_t body_len, api_reply *rp) {
+    request r = {.body = (char *)body, .len = body_len};
+    char allow[128], cl[32];
+    snprintf(cl, sizeof cl, "%zu", body_len);
+    memset(rp, 0, sizeof *rp);
+    if (!is_api_path(url)) {
+        api_error(rp, 404, NULL, "not_found", "no route %s %s", method, url);
+        return;
+    }
+    if (refuse_early(s, method, url, authorization, cl, &r, rp, allow, sizeof allow)) {
+        rp->allow = NULL; /* points into this frame */
+        return;
+    }
+    int n = 0;
+    while (args && args[2 * n]) n++;
+    if (n > API_MAX_ARGS) {
+        api_error(rp, 400, NULL, "too_many_arguments", "more than %d query arguments", API_MAX_ARGS);
+        return;
+    }
+    dispatch(s, &r, method, url, args, rp);
 }
 
 /* ------------------------------------------------------------ flags */
@@ -352,12 +531,21 @@ static const char *usage_text =
     "  --data-dir DIR                folder of the run store (created; default $XDG_DATA_HOME/heed\n"
     "                                or ~/.local/share/heed)\n"
     "  --cache-runs N                stored runs kept loaded with their views (default 10)\n"
+    "  --cache-bytes N               bytes of computed views kept in memory, all runs together\n"
+    "                                (default 268435456)\n"
     "  --attention-tokens-top-k N    attended positions reported per token (default 32)\n"
-    "  --web-dir DIR                 serve the web UI from DIR instead of the embedded copy\n";
+    "  --web-dir DIR                 serve the web UI from DIR instead of the embedded copy\n"
+    "  --max-connections N           open connections at most (default 128; 16 of them are kept\n"
+    "                                from streams, for health checks and reads)\n"
+    "  --max-connections-per-ip N    open connections from one client address (default 32)\n"
+    "  --header-timeout S            seconds a client has to send a request's headers (default 10)\n"
+    "  --body-timeout S              seconds it then has to send the body (default 30)\n"
+    "  --idle-timeout S              seconds without traffic either way before a connection is\n"
+    "                                closed, also while sending a reply (default 60)\n";
 
 typedef struct serve_opts {
     const char *host, *cors, *api_key, *web_dir;
-    long port;
+    long port, max_conn, max_per_ip, header_timeout, body_timeout, idle_timeout;
     api_config cfg;
 } serve_opts;
 
@@ -372,8 +560,11 @@ static bool parse_count(const char *s, long lo, long hi, long *out) {
 
 /* Returns 0, or 2 (the usage-error exit status) after a message. */
 static int parse_flags(int argc, char **argv, serve_opts *o) {
-    *o = (serve_opts){.host = "127.0.0.1", .port = 8080};
-    o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32, .cache_runs = 10};
+    *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .max_conn = MAX_CONNECTIONS, .max_per_ip = MAX_PER_IP,
+                      .header_timeout = HEADER_TIMEOUT_S, .body_timeout = BODY_TIMEOUT_S,
+                      .idle_timeout = IDLE_TIMEOUT_S};
+    o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32, .cache_runs = 10,
+                          .cache_bytes = (size_t)256 << 20};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
@@ -396,6 +587,12 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--attention-tokens-top-k") && (ok = parse_count(v, 0, API_MAX_ATTN_TOP, &n)))
             o->cfg.attn_top_k = (int)n;
         else if (!strcmp(a, "--cache-runs") && (ok = parse_count(v, 1, 1 << 16, &n))) o->cfg.cache_runs = (int)n;
+        else if (!strcmp(a, "--cache-bytes") && (ok = parse_count(v, 0, LONG_MAX, &n))) o->cfg.cache_bytes = (size_t)n;
+        else if (!strcmp(a, "--max-connections")) ok = parse_count(v, CONN_RESERVE + 1, 4096, &o->max_conn);
+        else if (!strcmp(a, "--max-connections-per-ip")) ok = parse_count(v, 1, 4096, &o->max_per_ip);
+        else if (!strcmp(a, "--header-timeout")) ok = parse_count(v, 1, 3600, &o->header_timeout);
+        else if (!strcmp(a, "--body-timeout")) ok = parse_count(v, 1, 3600, &o->body_timeout);
+        else if (!strcmp(a, "--idle-timeout")) ok = parse_count(v, 1, 86400, &o->idle_timeout);
         else if (!strcmp(a, "--cors")) o->cors = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--web-dir")) o->web_dir = v;
@@ -431,8 +628,9 @@ static struct MHD_Daemon *start_daemon(server *s, const serve_opts *o, unsigned 
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)o->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!d) {
         fprintf(stderr, "heed: serve: cannot listen on %s port %ld (in use, or not an address here)\n", o->host,
@@ -485,8 +683,11 @@ int server_main(int argc, char **argv) {
         fprintf(stderr, "heed: serve: --web-dir %s: %s\n", o.web_dir, strerror(errno));
         return 1;
     }
-    server s = {.cors = o.cors, .api_key = o.api_key, .web_dir = o.web_dir ? web : NULL};
+    server s = {.cors = o.cors, .api_key = o.api_key, .web_dir = o.web_dir ? web : NULL,
+                .header_timeout = (double)o.header_timeout, .body_timeout = (double)o.body_timeout,
+                .max_streams = (int)o.max_conn - CONN_RESERVE};
     s.routes = api_routes(&s.n_routes);
+    pthread_mutex_init(&s.conns_mu, NULL);
     char err[512] = "";
     if (api_new(&o.cfg, &s.api, err, sizeof err)) {
         fprintf(stderr, "heed: %s\n", err[0] ? err : "cannot load the model");
@@ -512,12 +713,17 @@ int server_main(int argc, char **argv) {
     while (!stop_signal) {
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
+        conns_reap(&s);
     }
     fprintf(stderr, "heed: %s received, shutting down\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
-    /* generations end at their next token; then the daemon closes every
-     * connection and joins its threads, so nothing uses the engine when it goes */
+    /* the running generation ends at its next token and is stored, queued
+     * ones are answered 503; every stream is then read to its end (as long as
+     * its client keeps reading, within a bound) before the daemon closes the
+     * connections and joins their threads, so nothing uses the engine when it goes */
     api_stop(s.api);
+    for (int i = 0; i < SHUTDOWN_DRAIN_MS / 50 && !api_wait_streams(s.api, 50); i++) conns_reap(&s);
     MHD_stop_daemon(s.daemon);
     api_free(s.api);
+    pthread_mutex_destroy(&s.conns_mu);
     return 0;
 }

@@ -8,10 +8,34 @@
 #ifndef HEED_SERVER_H
 #define HEED_SERVER_H
 
+#include <stddef.h>
+
+#include "api.h"
+
+/* Limits (flags and defaults in docs/API.md, "Limits"): connections in all
+ * and per client address, a deadline for a request's headers and one for
+ * its body (MHD's own timeout only catches silence, not a client that sends
+ * one byte a second), the idle timeout, and a reserve of connections that
+ * streams may not take, so health checks and reads still answer. */
+
+typedef struct server server;
+
 /* Runs `heed serve ARGS` (argv holds only the flags, without "serve") until
  * SIGINT or SIGTERM. Prints "heed: listening on http://HOST:PORT" to stdout
  * once it accepts connections. Returns the process exit status: 0 after a
  * clean shutdown, 1 when the model or the socket fails, 2 for bad flags. */
 int server_main(int argc, char **argv);
+
+/* A server without sockets (tests, fuzzing): the same routing, auth, limits
+ * and handlers as `heed serve`. api_key may be NULL. */
+server *server_new_offline(api *a, const char *api_key);
+void server_free_offline(server *s);
+/* Handles one request as the server does once it has read it: method, url
+ * path (no query), the Authorization header's value (or NULL), the query
+ * arguments as name, value pairs, NULL-terminated (or NULL), the body. Fills
+ * rp; a stream in rp->stream is the caller's to read with api_stream_read
+ * and free with api_stream_free. */
+void server_dispatch(server *s, const char *method, const char *url, const char *authorization,
+                     const char *const *args, const char *body, size_t body_len, api_reply *rp);
 
 #endif

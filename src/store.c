@@ -42,6 +42,7 @@ struct store_run {
     pthread_mutex_t mu; /* held while a view is computed on run */
     view *views;        /* under store.mu */
     int n_views;
+    size_t view_bytes;  /* of its views, under store.mu */
 };
 
 struct store {
@@ -50,6 +51,7 @@ struct store {
     pthread_mutex_t mu;
     store_run *head, *tail;
     int n_cached;
+    size_t view_bytes, view_budget; /* computed views kept, all runs; under mu */
 };
 
 static const char schema[] =
@@ -78,12 +80,44 @@ static void run_unref_locked(store_run *r, store_run **dead) {
     }
 }
 
-static void run_free(store_run *r) {
+static size_t view_size(const view *v) { return v->len + strlen(v->key) + sizeof *v; }
+
+static void view_free(view *v) {
+    free(v->key);
+    free(v->body);
+    free(v);
+}
+
+/* Drops every view of r (under mu). */
+static void views_drop_locked(store *s, store_run *r) {
     for (view *v = r->views, *n; v; v = n) {
         n = v->next;
-        free(v->key);
-        free(v->body);
-        free(v);
+        view_free(v);
+    }
+    s->view_bytes -= r->view_bytes;
+    r->views = NULL;
+    r->n_views = 0;
+    r->view_bytes = 0;
+}
+
+/* Drops the oldest view of r (under mu). */
+static void view_drop_oldest_locked(store *s, store_run *r) {
+    view **p = &r->views;
+    if (!*p) return;
+    while ((*p)->next) p = &(*p)->next;
+    view *old = *p;
+    *p = NULL;
+    size_t n = view_size(old);
+    r->n_views--;
+    r->view_bytes -= n;
+    s->view_bytes -= n;
+    view_free(old);
+}
+
+static void run_free(store_run *r) {
+    for (view *v = r->views, *n; v; v = n) { /* none while it was listed: unlisting drops them */
+        n = v->next;
+        view_free(v);
     }
     heed_run_free(r->run);
     pthread_mutex_destroy(&r->mu);
@@ -99,6 +133,7 @@ static void free_dead(store_run *dead) {
 
 static void unlist_locked(store *s, store_run *r, store_run **dead) {
     if (!r->listed) return;
+    views_drop_locked(s, r);
     if (r->prev) r->prev->next = r->next;
     else s->head = r->next;
     if (r->next) r->next->prev = r->prev;
@@ -222,7 +257,7 @@ static int run_decompress(const store *s, const void *blob, size_t n, heed_run *
 
 /* ------------------------------------------------------------ API */
 
-int store_open(const char *dir, int cache_runs, store **out, char *err, size_t err_size) {
+int store_open(const char *dir, int cache_runs, size_t cache_bytes, store **out, char *err, size_t err_size) {
     *out = NULL;
     store *s = calloc(1, sizeof *s);
     size_t n = strlen(dir) + sizeof "/runs.db";
@@ -233,6 +268,7 @@ int store_open(const char *dir, int cache_runs, store **out, char *err, size_t e
     }
     snprintf(s->db_path, n, "%s/runs.db", dir);
     s->cap = cache_runs > 0 ? cache_runs : 1;
+    s->view_budget = cache_bytes;
     pthread_mutex_init(&s->mu, NULL);
     sqlite3 *db = db_open(s, true);
     char *msg = NULL;
@@ -344,7 +380,7 @@ static bool cat(char **buf, size_t *len, size_t *cap, const char *s) {
     return true;
 }
 
-int store_list(store *s, int limit, int offset, char **json, long long *total) {
+int store_list(store *s, int limit, long long offset, char **json, long long *total) {
     *json = NULL;
     *total = 0;
     sqlite3 *db = db_open(s, false);
@@ -360,7 +396,7 @@ int store_list(store *s, int limit, int offset, char **json, long long *total) {
     bool ok = db && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && cat(&buf, &len, &cap, "[");
     if (ok) {
         sqlite3_bind_int(st, 1, limit);
-        sqlite3_bind_int(st, 2, offset);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)offset);
     }
     int r, n = 0;
     while (ok && (r = sqlite3_step(st)) == SQLITE_ROW) {
@@ -494,6 +530,8 @@ bool store_view_get(store *s, store_run *r, const char *key, char **body, size_t
 }
 
 void store_view_put(store *s, store_run *r, const char *key, const char *body, size_t len, const char *type) {
+    /* a view larger than a quarter of the budget is computed each time */
+    if (len + strlen(key) + sizeof(view) > s->view_budget / 4) return;
     view *v = calloc(1, sizeof *v);
     if (!v || !(v->key = strdup(key)) || !(v->body = malloc(len ? len : 1))) {
         if (v) free(v->key);
@@ -504,17 +542,27 @@ void store_view_put(store *s, store_run *r, const char *key, const char *body, s
     v->len = len;
     v->type = type;
     pthread_mutex_lock(&s->mu);
+    if (!r->listed) { /* evicted meanwhile: its views would outlive the count */
+        pthread_mutex_unlock(&s->mu);
+        view_free(v);
+        return;
+    }
+    for (view *o = r->views; o; o = o->next)
+        if (!strcmp(o->key, key)) { /* computed twice at once: keep one */
+            pthread_mutex_unlock(&s->mu);
+            view_free(v);
+            return;
+        }
     v->next = r->views;
     r->views = v;
-    if (++r->n_views > STORE_VIEWS_PER_RUN) {
-        view **p = &r->views;
-        while ((*p)->next) p = &(*p)->next;
-        view *old = *p;
-        *p = NULL;
-        r->n_views--;
-        free(old->key);
-        free(old->body);
-        free(old);
+    r->n_views++;
+    r->view_bytes += view_size(v);
+    s->view_bytes += view_size(v);
+    if (r->n_views > STORE_VIEWS_PER_RUN) view_drop_oldest_locked(s, r);
+    /* over the budget: the oldest views of the least recently used runs go first */
+    for (store_run *t = s->tail; t && s->view_bytes > s->view_budget;) {
+        if (t->views) view_drop_oldest_locked(s, t);
+        else t = t->prev;
     }
     pthread_mutex_unlock(&s->mu);
 }

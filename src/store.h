@@ -42,8 +42,10 @@ typedef struct store_row {
 } store_row;
 
 /* Opens (creates) DIR/runs.db; cache_runs is the number of runs kept loaded
- * (>= 1). Returns 0, or -1 with a message in err. */
-int store_open(const char *dir, int cache_runs, store **out, char *err, size_t err_size);
+ * (>= 1), cache_bytes the bytes their computed views may hold in all (the
+ * oldest views of the least recently used runs go first; a view larger than
+ * a quarter of it is not kept). Returns 0, or -1 with a message in err. */
+int store_open(const char *dir, int cache_runs, size_t cache_bytes, store **out, char *err, size_t err_size);
 void store_close(store *s);
 
 /* Saves run (compressed) with its row in one transaction and puts it in the
@@ -57,7 +59,7 @@ int store_get_doc(store *s, const char *id, char **json);
 /* The runs newest first as a JSON array text of
  * {"id","kind","created","model","n_prompt","n_output","stop"} (malloc'd).
  * *total gets the number of stored runs. Returns 0 or -1. */
-int store_list(store *s, int limit, int offset, char **json, long long *total);
+int store_list(store *s, int limit, long long offset, char **json, long long *total);
 
 /* Deletes a run from the database and the cache. Returns 1, 0 (none), -1. */
 int store_delete(store *s, const char *id);
@@ -77,8 +79,8 @@ void store_run_unlock(store_run *r);
 /* A computed view of run r under key (the normalized request): copies it
  * into *body (malloc'd). Returns true on a hit. */
 bool store_view_get(store *s, store_run *r, const char *key, char **body, size_t *len, const char **type);
-/* Keeps a copy of a computed view (the oldest goes beyond STORE_VIEWS_PER_RUN).
- * type must be a static string. */
+/* Keeps a copy of a computed view (the oldest goes beyond STORE_VIEWS_PER_RUN,
+ * or beyond the byte budget). type must be a static string. */
 void store_view_put(store *s, store_run *r, const char *key, const char *body, size_t len, const char *type);
 
 #endif

@@ -1068,13 +1068,19 @@ static void test_heatmap_candidates_branch(void **state) {
     free(id);
 }
 
-/* The request cache: the same whitespace-normalized prompt and parameters
- * replay the stored run; any other parameter, or "cache": false, generates. */
+/* The request cache: the same prompt tokens and parameters replay the
+ * stored run; a whitespace variant that tokenizes differently, any other
+ * parameter, or "cache": false, generates. */
 static void test_request_cache(void **state) {
     int32_t a[64], b[64], c[64];
     int na, nb, nc;
     json_t *d1 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 6}", a, &na);
-    json_t *d2 = post_run("{\"prompt\": \"  Lily and  Ben went\\tto the park \", \"max_tokens\": 6}", b, &nb);
+    json_t *d2 = post_run("{\"prompt\": \"Lily and Ben went to the park\", \"max_tokens\": 6}", b, &nb);
+    json_t *d2w = post_run("{\"prompt\": \"  Lily and  Ben went\\tto the park \", \"max_tokens\": 6}", c, &nc);
+    assert_false(json_is_true(json_object_get(d2w, "cached")));
+    assert_string_not_equal(json_string_value(json_object_get(d2w, "run_id")),
+                            json_string_value(json_object_get(d1, "run_id")));
+    json_decref(d2w);
     assert_false(json_is_true(json_object_get(d1, "cached")));
     assert_true(json_is_true(json_object_get(d2, "cached")));
     assert_string_equal(json_string_value(json_object_get(d1, "run_id")), json_string_value(json_object_get(d2, "run_id")));
