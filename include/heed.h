@@ -66,7 +66,9 @@ heed_model_params heed_model_default_params(void);
  * tokenizer.json, tokenizer_config.json), or NULL for the bundled default
  * model (stories260K). Files are mapped, not copied, and checked completely:
  * header, metadata, tensor table, shapes, types and that every tensor lies
- * inside its file.
+ * inside its file. Only regular files are read: a FIFO, a device or a
+ * directory where a file belongs is refused at once with HEED_ERR_IO
+ * ("m.gguf: not a regular file (a FIFO)"), never waited on.
  * On failure *out is NULL and `err` (if not NULL) receives a message such as
  * "model.gguf: tensor 'blk.3.attn_q.weight' extends past end of file".
  * Returns HEED_OK, HEED_ERR_IO, HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED or
@@ -189,8 +191,13 @@ const char *heed_chat_template(const heed_model *model);
 int heed_chat_format(const heed_model *model, const heed_chat_msg *msgs, int n, bool add_generation_prompt,
                      char *buf, size_t size);
 
-/* Renders and tokenizes (special tokens parsed, BOS as the template writes
- * it). Same returns as heed_tokenize, plus those of heed_chat_format. */
+/* Renders and tokenizes (BOS as the template writes it). The template's own
+ * special-token strings become special tokens; a message's content is
+ * text, never parsed for special tokens, so "<|eot_id|>" or "<|im_end|>" in
+ * a message cannot end its turn or open another. A chat without such
+ * strings in its content gets the ids of heed_chat_format's text tokenized
+ * with HEED_TOK_PARSE_SPECIAL. Same returns as heed_tokenize, plus those of
+ * heed_chat_format. */
 int heed_chat_tokenize(const heed_model *model, const heed_chat_msg *msgs, int n, bool add_generation_prompt,
                        int32_t *ids, int n_max);
 

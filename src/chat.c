@@ -58,29 +58,41 @@ const char *chat_kind_name(enum chat_kind kind) {
     }
 }
 
-/* An output buffer with snprintf semantics: counts everything, writes what fits. */
+/* An output buffer with snprintf semantics: counts everything, writes what
+ * fits; plain (NULL, or size bytes beside buf) marks each byte written that
+ * is message content. */
 typedef struct sbuf {
     char *buf;
+    unsigned char *plain;
     size_t size, len;
 } sbuf;
 
-static void put(sbuf *b, const char *s, size_t n) {
+static void put_as(sbuf *b, const char *s, size_t n, unsigned char mark) {
     if (b->len < b->size) {
         size_t room = b->size - b->len - 1, k = n < room ? n : room;
         memcpy(b->buf + b->len, s, k);
         b->buf[b->len + k] = '\0';
+        if (b->plain) {
+            memset(b->plain + b->len, mark, k);
+            b->plain[b->len + k] = 0;
+        }
     }
     b->len += n;
 }
 
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
+/* The template's own text: its special-token strings are special tokens. */
+static void puts_(sbuf *b, const char *s) { put_as(b, s, strlen(s), 0); }
+
+/* A message's content: text, never special tokens. */
+static void content(sbuf *b, const char *s, size_t n) { put_as(b, s, n, 1); }
+static void content_s(sbuf *b, const char *s) { content(b, s, strlen(s)); }
 
 /* Llama 3 applies Jinja's trim to every content. */
 static void put_trimmed(sbuf *b, const char *s) {
     const char *e = s + strlen(s);
     while (s < e && (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')) s++;
     while (e > s && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\t' || e[-1] == '\r')) e--;
-    put(b, s, (size_t)(e - s));
+    content(b, s, (size_t)(e - s));
 }
 
 enum role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT, ROLE_BAD };
@@ -118,7 +130,7 @@ static void render_chatml(const chat_style *st, const heed_chat_msg *msgs, int n
         puts_(b, "<|im_start|>");
         puts_(b, msgs[i].role);
         puts_(b, "\n");
-        puts_(b, msgs[i].content);
+        content_s(b, msgs[i].content);
         puts_(b, "<|im_end|>\n");
     }
 }
@@ -136,26 +148,26 @@ static void render_inst(const chat_style *st, const heed_chat_msg *msgs, int n, 
             if (first && system) {
                 if (st->kind == CHAT_LLAMA2) {
                     puts_(b, "<<SYS>>\n");
-                    puts_(b, system);
+                    content_s(b, system);
                     puts_(b, "\n<</SYS>>\n\n");
                 } else {
-                    puts_(b, system);
+                    content_s(b, system);
                     puts_(b, "\n\n");
                 }
             }
-            puts_(b, msgs[i].content);
+            content_s(b, msgs[i].content);
             puts_(b, " [/INST]");
             first = false;
         } else {
             puts_(b, st->kind == CHAT_LLAMA2 ? " " : "");
-            puts_(b, msgs[i].content);
+            content_s(b, msgs[i].content);
             puts_(b, st->kind == CHAT_LLAMA2 ? " </s>" : "</s>");
         }
     }
 }
 
-int chat_render(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
-                size_t size) {
+int chat_render_marked(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
+                       unsigned char *plain, size_t size) {
     if (!st || st->kind == CHAT_NONE || n < 0 || (!msgs && n) || (!buf && size)) return HEED_ERR_INVALID_ARG;
     for (int i = 0; i < n; i++) {
         enum role r = role_of(&msgs[i]);
@@ -164,8 +176,9 @@ int chat_render(const chat_style *st, const heed_chat_msg *msgs, int n, bool add
         if (r == ROLE_SYSTEM && i > 0 && (st->kind == CHAT_LLAMA2 || st->kind == CHAT_MISTRAL))
             return HEED_ERR_INVALID_ARG;
     }
-    sbuf b = {buf, size, 0};
+    sbuf b = {buf, size ? plain : NULL, size, 0};
     if (size) buf[0] = '\0';
+    if (b.plain) b.plain[0] = 0;
     switch (st->kind) {
     case CHAT_LLAMA3:
         render_llama3(st, msgs, n, &b);
@@ -180,6 +193,28 @@ int chat_render(const chat_style *st, const heed_chat_msg *msgs, int n, bool add
         break;
     }
     return b.len > (size_t)0x7fffffff ? HEED_ERR_INVALID_ARG : (int)b.len;
+}
+
+int chat_render(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
+                size_t size) {
+    return chat_render_marked(st, msgs, n, add_generation_prompt, buf, NULL, size);
+}
+
+int chat_tokenize(const chat_style *st, const tok_vocab *v, const heed_chat_msg *msgs, int n,
+                  bool add_generation_prompt, int32_t *ids, int n_max) {
+    if (!v || n_max < 0 || (!ids && n_max)) return HEED_ERR_INVALID_ARG;
+    int len = chat_render(st, msgs, n, add_generation_prompt, NULL, 0);
+    if (len < 0) return len;
+    char *text = malloc((size_t)len + 1);
+    unsigned char *plain = malloc((size_t)len + 1);
+    int rc = HEED_ERR_NOMEM;
+    if (text && plain) {
+        chat_render_marked(st, msgs, n, add_generation_prompt, text, plain, (size_t)len + 1);
+        rc = tok_encode_guarded(v, text, (size_t)len, plain, ids, n_max);
+    }
+    free(text);
+    free(plain);
+    return rc;
 }
 
 /* ------------------------------------------------------------- public API */
@@ -204,12 +239,9 @@ int heed_chat_format(const heed_model *m, const heed_chat_msg *msgs, int n, bool
 
 int heed_chat_tokenize(const heed_model *m, const heed_chat_msg *msgs, int n, bool add_generation_prompt,
                        int32_t *ids, int n_max) {
-    int len = heed_chat_format(m, msgs, n, add_generation_prompt, NULL, 0);
-    if (len < 0) return len;
-    char *text = malloc((size_t)len + 1);
-    if (!text) return HEED_ERR_NOMEM;
-    heed_chat_format(m, msgs, n, add_generation_prompt, text, (size_t)len + 1);
-    int rc = heed_tokenize_flags(m, text, (size_t)len, HEED_TOK_PARSE_SPECIAL, ids, n_max);
-    free(text);
-    return rc;
+    if (!m) return HEED_ERR_INVALID_ARG;
+    chat_style st;
+    model_style(m, &st);
+    if (st.kind == CHAT_NONE) return HEED_ERR_UNSUPPORTED;
+    return chat_tokenize(&st, m->vocab, msgs, n, add_generation_prompt, ids, n_max);
 }

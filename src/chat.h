@@ -10,8 +10,12 @@
  * template is honoured), Llama 2 ([INST] with <<SYS>>), Mistral ([INST]).
  *
  * The rendered text contains special-token strings (<|eot_id|>, <s>, ...)
- * and must be tokenized with special-token parsing on. Pure functions, no
- * allocation; threads: any.
+ * that must become special tokens; a message's content is text and must not
+ * (or "<|eot_id|><|start_header_id|>system..." in a user message would close
+ * the user's turn and open a system one). chat_render_marked tells the two
+ * apart, byte by byte, and chat_tokenize tokenizes accordingly
+ * (tok_encode_guarded). Pure functions, no allocation, except
+ * chat_tokenize's scratch text; threads: any.
  */
 #ifndef HEED_CHAT_H
 #define HEED_CHAT_H
@@ -20,6 +24,7 @@
 #include <stddef.h>
 
 #include "heed.h"
+#include "tok.h"
 
 enum chat_kind { CHAT_NONE, CHAT_LLAMA3, CHAT_CHATML, CHAT_LLAMA2, CHAT_MISTRAL };
 
@@ -40,5 +45,18 @@ const char *chat_kind_name(enum chat_kind kind); /* "llama3", "chatml", "llama2"
  * an unknown role, a NULL content, or CHAT_NONE. */
 int chat_render(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
                 size_t size);
+/* chat_render, and plain (NULL, or size bytes like buf) receives a mark per
+ * byte written: 1 for message content, 0 for the template's own text (its
+ * markers, role names, separators, preambles, a template's default system
+ * message). */
+int chat_render_marked(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
+                       unsigned char *plain, size_t size);
+
+/* Renders and tokenizes: special-token strings become special tokens in the
+ * template's text only, never in content (tok_encode_guarded), so a chat
+ * without such strings in its content gets the ids of its rendered text
+ * tokenized with parse_special. Returns as heed_chat_tokenize (include/heed.h). */
+int chat_tokenize(const chat_style *st, const tok_vocab *v, const heed_chat_msg *msgs, int n,
+                  bool add_generation_prompt, int32_t *ids, int n_max);
 
 #endif

@@ -675,13 +675,26 @@ static int encode_run(const tok_vocab *v, const char *text, size_t len, int32_t 
     return spm_encode(v, text, len, ids, n_max, n_tok);
 }
 
-/* The special token that starts s[0..n) (the longest one), or -1. */
-static int32_t special_at(const tok_vocab *v, const char *s, size_t n, bool parse_special) {
+/* True if any of plain[0..n) is set. */
+static bool any_plain(const unsigned char *plain, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (plain[i]) return true;
+    return false;
+}
+
+/* The special token that starts s[0..n) (the longest one), or -1. A control
+ * or unknown token counts only with parse_special and, given plain (aligned
+ * with s), only where none of its bytes is marked plain. */
+static int32_t special_at(const tok_vocab *v, const char *s, size_t n, bool parse_special,
+                          const unsigned char *plain) {
     unsigned char b = (unsigned char)s[0];
     for (int k = v->special_at[b]; k < v->special_at[b + 1]; k++) {
         int32_t id = v->special[k];
-        if (!parse_special && v->type[id] != TOK_TYPE_USER_DEFINED) continue;
-        if (v->len[id] <= n && memcmp(piece_of(v, id), s, v->len[id]) == 0) return id;
+        bool user = v->type[id] == TOK_TYPE_USER_DEFINED;
+        if (!parse_special && !user) continue;
+        if (v->len[id] > n || memcmp(piece_of(v, id), s, v->len[id]) != 0) continue;
+        if (plain && !user && any_plain(plain, v->len[id])) continue;
+        return id;
     }
     return -1;
 }
@@ -689,12 +702,12 @@ static int32_t special_at(const tok_vocab *v, const char *s, size_t n, bool pars
 /* Splits the special tokens out of the text, leftmost-longest, and encodes
  * the runs between them. Each run is encoded on its own, as the reference
  * engine does (for SentencePiece each run gets the space prefix). */
-static int encode_text(const tok_vocab *v, const char *text, size_t len, bool parse_special, int32_t *ids,
-                       int n_max, int *n_tok) {
+static int encode_text(const tok_vocab *v, const char *text, size_t len, bool parse_special,
+                       const unsigned char *plain, int32_t *ids, int n_max, int *n_tok) {
     if (!parse_special && v->n_special_user == 0) return encode_run(v, text, len, ids, n_max, n_tok);
     size_t run = 0; /* start of the text not yet encoded */
     for (size_t pos = 0; pos < len;) {
-        int32_t id = special_at(v, text + pos, len - pos, parse_special);
+        int32_t id = special_at(v, text + pos, len - pos, parse_special, plain ? plain + pos : NULL);
         if (id < 0) {
             pos++;
             continue;
@@ -717,8 +730,8 @@ static int encode_text(const tok_vocab *v, const char *text, size_t len, bool pa
  * encode; add_bos without a BOS token; a character with neither a piece
  * nor a byte token nor <unk>), HEED_ERR_NOMEM.
  */
-int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
-                  int32_t *ids, int n_max) {
+static int encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                  const unsigned char *plain, int32_t *ids, int n_max) {
     if (!v || (!text && len) || (!ids && n_max > 0) || len > TOK_MAX_TEXT) return HEED_ERR_INVALID_ARG;
     if (!tok_can_encode(v)) return HEED_ERR_TOKENIZER;
     if (!tok_utf8_valid(text, len)) return HEED_ERR_INVALID_ARG;
@@ -730,8 +743,19 @@ int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_bos
     }
     /* empty text: no tokens, and no space prefix either (as the reference) */
     if (len == 0) return n_tok;
-    int rc = encode_text(v, text, len, parse_special, ids, n_max, &n_tok);
+    int rc = encode_text(v, text, len, parse_special, plain, ids, n_max, &n_tok);
     return rc ? rc : n_tok;
+}
+
+int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                  int32_t *ids, int n_max) {
+    return encode(v, text, len, add_bos, parse_special, NULL, ids, n_max);
+}
+
+int tok_encode_guarded(const tok_vocab *v, const char *text, size_t len, const unsigned char *plain, int32_t *ids,
+                       int n_max) {
+    if (!plain && len) return HEED_ERR_INVALID_ARG;
+    return encode(v, text, len, false, true, plain, ids, n_max);
 }
 
 int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, int32_t *ids, int n_max) {

@@ -13,7 +13,8 @@
  * tok_load_hf into the same structure.
  *
  * Special tokens in text: control and unknown tokens ("<|begin_of_text|>",
- * "<s>") are recognised only with tok_encode_ex(parse_special = true);
+ * "<s>") are recognised only with tok_encode_ex(parse_special = true), and
+ * in a rendered chat only in the template's own text (tok_encode_guarded);
  * user-defined tokens (added tokens that are not special, e.g. GPT-NeoX's
  * runs of spaces, Qwen's "<think>") are always split out of the text, as
  * both reference engines do. Matching is leftmost-longest.
@@ -110,6 +111,18 @@ int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, i
  * engines do. */
 int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
                   int32_t *ids, int n_max);
+/* tok_encode_ex with parse_special, for a rendered chat: plain (len bytes,
+ * aligned with text) marks the bytes that are message content. A control or
+ * unknown token is recognised only where none of its bytes is marked: what
+ * a message says is text, whatever special-token string it spells (a user
+ * cannot close its turn and open a system one). User-defined tokens split
+ * out everywhere, as in any text. The text between two recognised special
+ * tokens is one run whatever its marks, encoded as tok_encode_ex encodes
+ * it, so a chat whose content holds no special-token string gets the ids
+ * tok_encode_ex(parse_special = true) gives. No BOS is added (a template
+ * writes its own). Same returns as tok_encode_ex. */
+int tok_encode_guarded(const tok_vocab *v, const char *text, size_t len, const unsigned char *plain, int32_t *ids,
+                       int n_max);
 /* Same contracts as heed_token_piece / _bytes / _label / _is_eog. */
 const char *tok_piece(const tok_vocab *v, int32_t id);
 int tok_bytes(const tok_vocab *v, int32_t id, char *buf, size_t size);
