@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,32 +16,88 @@
 
 #include "heed.h"
 
-int fmap_open(const char *path, const void **map, size_t *size, char *err, size_t err_size) {
+/* What a file that is not a regular one is, for messages. */
+static const char *file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "is a directory";
+    if (S_ISFIFO(mode)) return "not a regular file (a FIFO)";
+    if (S_ISCHR(mode)) return "not a regular file (a character device)";
+    if (S_ISBLK(mode)) return "not a regular file (a block device)";
+    if (S_ISSOCK(mode)) return "not a regular file (a socket)";
+    return "not a regular file";
+}
+
+__attribute__((format(printf, 4, 5))) static void say(char *err, size_t err_size, const char *path,
+                                                      const char *fmt, ...) {
+    if (!err || !err_size) return;
+    int n = snprintf(err, err_size, "%s: ", path);
+    if (n < 0 || (size_t)n >= err_size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+int fmap_open_fd(const char *path, uint64_t *size, char *err, size_t err_size) {
     struct stat st;
-    int rc = HEED_OK;
-    *map = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* stat first, so that a FIFO or a device is refused without being opened */
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        say(err, err_size, path, "cannot open: %s", strerror(e));
+        errno = e;
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        say(err, err_size, path, "%s", file_kind(st.st_mode));
+        errno = EINVAL;
+        return -1;
+    }
+    /* the path may have changed since: O_NONBLOCK keeps open() of a FIFO from
+     * waiting for a writer, fstat checks what was opened */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        if (err && err_size) snprintf(err, err_size, "%s: cannot open: %s", path, strerror(errno));
-        return HEED_ERR_IO;
+        int e = errno;
+        say(err, err_size, path, "cannot open: %s", strerror(e));
+        errno = e;
+        return -1;
     }
     const char *why = NULL, *what = "";
-    if (fstat(fd, &st) != 0) why = strerror(errno), what = "cannot stat: ";
-    else if (S_ISDIR(st.st_mode)) why = "is a directory";
-    else if (!S_ISREG(st.st_mode)) why = "not a regular file";
-    else if ((uintmax_t)st.st_size > SIZE_MAX) why = "too large to map";
-    if (!why && st.st_size > 0) {
-        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) why = strerror(errno), what = "cannot mmap: ";
-        else {
-            *map = m;
-            *size = (size_t)st.st_size;
-        }
-    }
+    int e = EINVAL;
+    int fl;
+    if (fstat(fd, &st) != 0) e = errno, why = strerror(e), what = "cannot stat: ";
+    else if (!S_ISREG(st.st_mode)) why = file_kind(st.st_mode);
+    else if (st.st_size < 0) why = "negative size";
+    else if ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        e = errno, why = strerror(e), what = "cannot open: ";
     if (why) {
-        if (err && err_size) snprintf(err, err_size, "%s: %s%s", path, what, why);
+        say(err, err_size, path, "%s%s", what, why);
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    *size = (uint64_t)st.st_size;
+    return fd;
+}
+
+int fmap_open(const char *path, const void **map, size_t *size, char *err, size_t err_size) {
+    *map = NULL;
+    *size = 0;
+    uint64_t n;
+    int fd = fmap_open_fd(path, &n, err, err_size);
+    if (fd < 0) return HEED_ERR_IO;
+    int rc = HEED_OK;
+    if ((uintmax_t)n > SIZE_MAX) {
+        say(err, err_size, path, "too large to map");
         rc = HEED_ERR_IO;
+    } else if (n > 0) {
+        void *m = mmap(NULL, (size_t)n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            say(err, err_size, path, "cannot mmap: %s", strerror(errno));
+            rc = HEED_ERR_IO;
+        } else {
+            *map = m;
+            *size = (size_t)n;
+        }
     }
     close(fd);
     return rc;

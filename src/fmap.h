@@ -1,17 +1,32 @@
 /*
  * fmap - read-only memory mapping of a whole file, shared by the GGUF and
- * safetensors readers; and the paging advice for large arrays.
+ * safetensors readers; opening any file heed reads by path (models, their
+ * JSON files, run files) so that only regular files are read; and the paging
+ * advice for large arrays.
  *
- * Errors name the file ("model.gguf: is a directory"). An empty file maps to
- * NULL with size 0 (mmap refuses zero bytes); the parsers then report it as
- * truncated. Threads: any; the mapping is the caller's (fmap_close).
+ * Errors name the file ("model.gguf: is a directory", "m.gguf: not a regular
+ * file (a FIFO)"). An empty file maps to NULL with size 0 (mmap refuses zero
+ * bytes); the parsers then report it as truncated. Threads: any; the mapping
+ * and the descriptor are the caller's (fmap_close, close).
  */
 #ifndef HEED_FMAP_H
 #define HEED_FMAP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-/* Returns HEED_OK, or HEED_ERR_IO with a message in err. */
+/* Opens path for reading (close-on-exec, blocking) if it is a regular file,
+ * and gives its size. Anything else is refused without waiting: open() of a
+ * FIFO blocks until a writer comes, a device such as /dev/zero never ends, a
+ * directory is no file (a Hugging Face folder is told apart by the caller,
+ * before). The path is checked with stat() first, so a FIFO or a device is
+ * never opened, and the descriptor again with fstat() (it is opened with
+ * O_NONBLOCK, cleared after the check) in case the path changed in between.
+ * Returns the descriptor, or -1 with a message naming the path in err and
+ * errno set (ENOENT for a missing file, EINVAL for one that is not regular). */
+int fmap_open_fd(const char *path, uint64_t *size, char *err, size_t err_size);
+
+/* Maps a regular file whole (fmap_open_fd's checks). Returns HEED_OK, or HEED_ERR_IO with a message in err. */
 int fmap_open(const char *path, const void **map, size_t *size, char *err, size_t err_size);
 void fmap_close(const void *map, size_t size);
 

@@ -25,8 +25,6 @@
  * the context limit is capped at the window, within which attention is
  * exactly causal.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -34,9 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "fmap.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -109,22 +107,20 @@ static int read_small_file(hf_loader *H, const char *name, char **out, size_t *l
     int rc = HEED_OK;
     char *path = path_join(H->dir, name);
     if (!path) return fail(H, name, HEED_ERR_NOMEM, "out of memory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
+    uint64_t size = 0;
+    int fd = fmap_open_fd(path, &size, H->err, H->err_size); /* regular files only: a FIFO would hang */
     *out = NULL;
     if (fd < 0) {
-        rc = fail(H, path, HEED_ERR_IO, "cannot open: %s", strerror(errno));
-    } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = fail(H, path, HEED_ERR_IO, "not a readable regular file");
-    } else if ((uintmax_t)st.st_size > HF_MAX_JSON_BYTES) {
-        rc = fail(H, name, HEED_ERR_FORMAT, "%jd bytes is more than the limit of %u", (intmax_t)st.st_size,
+        rc = HEED_ERR_IO;
+    } else if (size > HF_MAX_JSON_BYTES) {
+        rc = fail(H, name, HEED_ERR_FORMAT, "%" PRIu64 " bytes is more than the limit of %u", size,
                   HF_MAX_JSON_BYTES);
-    } else if (!(*out = malloc((size_t)st.st_size + 1))) {
+    } else if (!(*out = malloc((size_t)size + 1))) {
         rc = fail(H, name, HEED_ERR_NOMEM, "out of memory");
     } else {
-        ssize_t got = read(fd, *out, (size_t)st.st_size);
-        if (got != (ssize_t)st.st_size) rc = fail(H, path, HEED_ERR_IO, "short read");
-        *len = (size_t)st.st_size;
+        ssize_t got = read(fd, *out, (size_t)size);
+        if (got != (ssize_t)size) rc = fail(H, path, HEED_ERR_IO, "short read");
+        *len = (size_t)size;
     }
     if (fd >= 0) close(fd);
     free(path);

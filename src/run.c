@@ -19,10 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "astore.h"
 #include "attn.h"
+#include "fmap.h"
 #include "jsonw.h"
 #include "kern.h"
 #include "forward.h"
@@ -1177,14 +1178,16 @@ int heed_run_load(const char *path, heed_run **out, char *err, size_t err_size) 
     if (!path || !out) return HEED_ERR_INVALID_ARG;
     *out = NULL;
     if (!little_endian()) return fail(err, err_size, HEED_ERR_UNSUPPORTED, "%s: run files are little-endian", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, err_size, HEED_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || sb.st_size < 0) {
-        fclose(f);
-        return fail(err, err_size, HEED_ERR_IO, "%s: cannot stat", path);
+    uint64_t size;
+    int fd = fmap_open_fd(path, &size, err, err_size); /* regular files only: a FIFO would hang */
+    if (fd < 0) return HEED_ERR_IO;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return fail(err, err_size, HEED_ERR_IO, "%s: cannot open: %s", path, strerror(e));
     }
-    int rc = run_load_stream(f, (uint64_t)sb.st_size, path, out, err, err_size);
+    int rc = run_load_stream(f, size, path, out, err, err_size);
     fclose(f);
     return rc;
 }

@@ -35,10 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <pcre2.h>
 
+#include "fmap.h"
 #include "heed.h"
 #include "tok_internal.h"
 
@@ -542,18 +544,27 @@ __attribute__((format(printf, 4, 5))) static int hf_fail(hf_ctx *c, int rc, cons
     return tok_fail(rc, c->err, c->es, "%s: %s", path, msg);
 }
 
-/* Parses a JSON file; an absent optional file gives *out = NULL. */
+/* Parses a JSON file; an absent optional file gives *out = NULL. Only a
+ * regular file is read (a FIFO would hang, /dev/zero never end). */
 static int hf_parse(hf_ctx *c, const char *path, bool optional, json_t **out) {
     json_error_t je;
-    *out = json_load_file(path, HF_FLAGS, &je);
-    if (*out) return HEED_OK;
-    if (json_error_code(&je) == json_error_cannot_open_file) {
-        FILE *f = fopen(path, "rb");
-        int e = f ? 0 : errno;
-        if (f) fclose(f);
-        if (optional && e == ENOENT) return HEED_OK;
-        return hf_fail(c, HEED_ERR_IO, path, "cannot open: %s", strerror(e ? e : EIO));
+    char msg[512];
+    uint64_t size;
+    *out = NULL;
+    int fd = fmap_open_fd(path, &size, msg, sizeof msg);
+    if (fd < 0) {
+        if (optional && errno == ENOENT) return HEED_OK;
+        return tok_fail(HEED_ERR_IO, c->err, c->es, "%s", msg);
     }
+    FILE *f = fdopen(fd, "rb"); /* buffered: json_loadfd reads a byte per call */
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return hf_fail(c, HEED_ERR_IO, path, "cannot open: %s", strerror(e));
+    }
+    *out = json_loadf(f, HF_FLAGS, &je);
+    fclose(f);
+    if (*out) return HEED_OK;
     if (json_error_code(&je) == json_error_out_of_memory)
         return tok_fail(HEED_ERR_NOMEM, c->err, c->es, "out of memory");
     return hf_fail(c, HEED_ERR_FORMAT, path, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);

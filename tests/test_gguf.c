@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "gguf.h"
@@ -816,6 +817,49 @@ static void test_open_errors(void **state) {
     unlink(path);
 }
 
+/* A FIFO, a device or a directory given as the model is refused at once
+ * with a message naming it: open() of a FIFO would wait for a writer
+ * forever, /dev/zero would never end. alarm() turns a regression into a
+ * failure, not a hang. */
+static void on_alarm(int sig) {
+    static const char msg[] = "FAIL: test_gguf: opening a FIFO or a device as a model hung\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void expect_not_regular(const char *path, const char *why) {
+    char err[ERR_SIZE], want[ERR_SIZE];
+    snprintf(want, sizeof want, "%s: %s", path, why);
+    int rc = 0;
+    assert_null(gguf_open(path, &rc, err, sizeof err));
+    assert_int_equal(rc, HEED_ERR_IO);
+    if (!strstr(err, want)) fail_msg("gguf_open: '%s' lacks '%s'", err, want);
+    heed_model *m = NULL;
+    assert_int_equal(heed_model_load(path, NULL, &m, err, sizeof err), HEED_ERR_IO);
+    assert_null(m);
+    if (!strstr(err, want)) fail_msg("heed_model_load: '%s' lacks '%s'", err, want);
+}
+
+static void test_open_not_regular(void **state) {
+    char dir[] = "/tmp/heed_test_gguf_XXXXXX", fifo[64], link[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/m.gguf", dir);
+    snprintf(link, sizeof link, "%s/link.gguf", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(symlink("m.gguf", link), 0);
+    signal(SIGALRM, on_alarm);
+    alarm(30);
+    expect_not_regular(fifo, "not a regular file (a FIFO)");
+    expect_not_regular(link, "not a regular file (a FIFO)");
+    if (access("/dev/zero", R_OK) == 0) expect_not_regular("/dev/zero", "not a regular file (a character device)");
+    else print_message("SKIP: /dev/zero is absent\n");
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    unlink(link);
+    unlink(fifo);
+    rmdir(dir);
+}
+
 /* The mmap path: the same file as the in-memory tests, from disk. */
 static void test_open_file(void **state) {
     char path[] = "/tmp/heed_test_gguf_XXXXXX";
@@ -961,6 +1005,7 @@ int main(void) {
         cmocka_unit_test(test_truncation_sweep), cmocka_unit_test(test_error_buffer),
         cmocka_unit_test(test_kv_format),       cmocka_unit_test(test_type_tables),
         cmocka_unit_test(test_open_errors),     cmocka_unit_test(test_open_file),
+        cmocka_unit_test(test_open_not_regular),
         cmocka_unit_test(test_stories260k),     cmocka_unit_test(test_tiny_llama3_q8_0),
         cmocka_unit_test(test_corpus_replay),
     };

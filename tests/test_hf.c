@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "gguf.h"
@@ -1121,6 +1122,88 @@ static void test_synthetic_loads(void **state) {
     remove_tmpdir(dir);
 }
 
+/* A FIFO (or a device, or a directory) where a file of the folder belongs
+ * is refused at once, naming the file: open() of a FIFO would wait for a
+ * writer forever. alarm() turns a regression into a failure, not a hang. */
+static void on_alarm(int sig) {
+    static const char msg[] = "FAIL: test_hf: loading a folder with a FIFO in it hung\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void swap_fifo(const char *dir, const char *name) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    unlink(p);
+    assert_int_equal(mkfifo(p, 0600), 0);
+}
+
+static void swap_link(const char *dir, const char *name, const char *target) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    unlink(p);
+    assert_int_equal(symlink(target, p), 0);
+}
+
+static void test_not_regular_files(void **state) {
+    char dir[128], p[PATH_MAX];
+    make_tmpdir(dir, sizeof dir);
+    signal(SIGALRM, on_alarm);
+    alarm(60);
+    synth s;
+    synth_init(&s, 2 * S_HD);
+    write_st(dir, "model.safetensors", s.t, s.n, NULL);
+    synth_free(&s);
+    swap_fifo(dir, "config.json");
+    expect_fail(dir, HEED_ERR_IO, "config.json: ", "not a regular file (a FIFO)", "config.json a FIFO");
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p); /* writing into the FIFO would wait for a reader */
+    json_t *cfg = synth_config();
+    write_json(dir, "config.json", cfg);
+    json_decref(cfg);
+
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    assert_int_equal(rename(p, "test-output/hf-weights.tmp"), 0);
+    swap_fifo(dir, "model.safetensors");
+    expect_fail(dir, HEED_ERR_IO, "model.safetensors: ", "not a regular file (a FIFO)", "weights a FIFO");
+    if (access("/dev/zero", R_OK) == 0) {
+        swap_link(dir, "model.safetensors", "/dev/zero");
+        expect_fail(dir, HEED_ERR_IO, "model.safetensors: ", "not a regular file (a character device)",
+                    "weights -> /dev/zero");
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    swap_fifo(dir, "model.safetensors.index.json");
+    expect_fail(dir, HEED_ERR_IO, "model.safetensors.index.json: ", "not a regular file (a FIFO)", "index a FIFO");
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    assert_int_equal(rename("test-output/hf-weights.tmp", p), 0);
+
+    /* the tokenizer files come after the weights */
+    swap_fifo(dir, "tokenizer.json");
+    expect_fail(dir, HEED_ERR_IO, "tokenizer.json: ", "not a regular file (a FIFO)", "tokenizer.json a FIFO");
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    unlink(p);
+    assert_int_equal(mkdir(p, 0755), 0);
+    expect_fail(dir, HEED_ERR_IO, "tokenizer.json: ", "is a directory", "tokenizer.json a directory");
+    assert_int_equal(rmdir(p), 0);
+    char hp[512];
+    if (tu_shared(HF_DIR, hp, sizeof hp)) {
+        link_file(dir, hp, "tokenizer.json");
+        swap_fifo(dir, "tokenizer_config.json");
+        expect_fail(dir, HEED_ERR_IO, "tokenizer_config.json: ", "not a regular file (a FIFO)",
+                    "tokenizer_config.json a FIFO");
+        /* and with every file regular, the folder loads */
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+        unlink(p);
+        heed_model_free(load_ok(dir));
+    }
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    remove_tmpdir(dir);
+}
+
 /* ----------------------------------------------------------- fuzz corpus */
 
 static void write_corpus(const char *dir) {
@@ -1167,6 +1250,7 @@ int main(void) {
         cmocka_unit_test(test_parse_valid),      cmocka_unit_test(test_truncation_sweep),
         cmocka_unit_test(test_open_file),        cmocka_unit_test(test_weight_table),
         cmocka_unit_test(test_config_table),     cmocka_unit_test(test_synthetic_loads),
+        cmocka_unit_test(test_not_regular_files),
         cmocka_unit_test(test_geometry),         cmocka_unit_test(test_logits_attention),
         cmocka_unit_test(test_tokenize_alike),   cmocka_unit_test(test_listing),
         cmocka_unit_test(test_sharded),          cmocka_unit_test(test_padded_vocab),

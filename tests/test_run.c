@@ -7,6 +7,8 @@
  */
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/stat.h>
 
 #include "heed.h"
 #include "run.h"
@@ -411,6 +413,37 @@ static void test_corrupt_table(void **state) {
     free(good);
 }
 
+/* A FIFO or a device as a run file is refused at once, naming it (open()
+ * of a FIFO would wait for a writer); alarm() turns a hang into a failure. */
+static void on_alarm(int sig) {
+    static const char msg[] = "FAIL: test_run: loading a FIFO as a run hung\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void test_load_not_regular(void **state) {
+    const char *fifo = "test-output/run.fifo.heedrun";
+    char err[256];
+    heed_run *r = NULL;
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    signal(SIGALRM, on_alarm);
+    alarm(30);
+    assert_int_equal(heed_run_load(fifo, &r, err, sizeof err), HEED_ERR_IO);
+    assert_null(r);
+    assert_non_null(strstr(err, "run.fifo.heedrun: not a regular file (a FIFO)"));
+    if (access("/dev/zero", R_OK) == 0) {
+        assert_int_equal(heed_run_load("/dev/zero", &r, err, sizeof err), HEED_ERR_IO);
+        assert_non_null(strstr(err, "/dev/zero: not a regular file (a character device)"));
+    }
+    assert_int_equal(heed_run_load("test-output", &r, err, sizeof err), HEED_ERR_IO);
+    assert_non_null(strstr(err, "test-output: is a directory"));
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    unlink(fifo);
+}
+
 /* ---------------------------------------------------------------- export */
 
 static void test_npy_header_bytes(void **state) {
@@ -574,6 +607,7 @@ int main(void) {
         cmocka_unit_test(test_recorder_last_row),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_corrupt_table),
+        cmocka_unit_test(test_load_not_regular),
         cmocka_unit_test(test_npy_header_bytes),
         cmocka_unit_test(test_npz_and_json),
         cmocka_unit_test(test_summaries_from_exact_tier),
