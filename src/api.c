@@ -28,8 +28,6 @@
 
 #define API_N_TOP 5      /* candidates reported per token */
 #define API_WAIT_MS 1000 /* a waiting stream wakes this often to report and to notice a gone client */
-#define API_STREAM_MAX_PENDING ((size_t)1 << 20) /* unread bytes a streaming client may fall behind by */
-#define API_STREAM_STALL_S 30.0 /* seconds a streaming client may take nothing while bytes wait */
 #define LABEL_MAX 256
 #define BYTES_MAX 512
 
@@ -824,17 +822,18 @@ static bool pend_add_locked(gen *g, const char *s, size_t n) {
 }
 
 /* Hands bytes to the stream's reader. While the generation runs, a client
- * that has more than API_STREAM_MAX_PENDING bytes unread, or has taken
- * nothing for API_STREAM_STALL_S seconds, is dropped: the generation ends
- * as cancelled and the connection is closed, so no client holds the engine
- * by reading slowly. */
+ * that has more than cfg.stream_buffer bytes unread, or has taken nothing
+ * for cfg.stream_stall_s seconds, is dropped: the generation ends as
+ * cancelled and the connection is closed, so no client holds the engine by
+ * reading slowly. */
 static void emit(gen *g, const char *s, size_t n) {
     if (!g->streamed) return;
+    const api_config *cfg = &g->api->cfg;
     engine *e = &g->api->eng;
     pthread_mutex_lock(&e->mu);
     size_t unread = g->pend_len - g->pend_off;
     if (g->phase == G_RUNNING && unread > 0 &&
-        (unread + n > API_STREAM_MAX_PENDING || mono_s() - g->pend_since > API_STREAM_STALL_S)) {
+        (unread + n > cfg->stream_buffer || mono_s() - g->pend_since > (double)cfg->stream_stall_s)) {
         if (!atomic_exchange(&g->dropped, true))
             fprintf(stderr, "heed: %s: the client is too far behind (%zu bytes unread); dropped\n", g->run_id, unread);
     } else if (!atomic_load(&g->dropped)) {
@@ -2119,6 +2118,8 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
         return -1;
     }
     a->cfg = *cfg;
+    if (!a->cfg.stream_buffer) a->cfg.stream_buffer = (size_t)1 << 20;
+    if (a->cfg.stream_stall_s <= 0) a->cfg.stream_stall_s = 30;
     a->started = (long long)time(NULL);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -2168,25 +2169,6 @@ void api_stop(api *a) {
     atomic_store(&a->stopping, true);
     pthread_cond_broadcast(&a->eng.cv);
     pthread_mutex_unlock(&a->eng.mu);
-}
-
-/* Waits up to ms for every stream to be read to its end and freed. */
-bool api_wait_streams(api *a, int ms) {
-    engine *e = &a->eng;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&e->mu);
-    while (e->n_streams > 0 && !pthread_cond_timedwait(&e->cv, &e->mu, &until)) {
-    }
-    bool done = e->n_streams == 0;
-    pthread_mutex_unlock(&e->mu);
-    return done;
 }
 
 int api_n_streams(api *a) {

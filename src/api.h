@@ -47,6 +47,8 @@ typedef struct api_config {
     const char *data_dir;   /* run store folder (exists) */
     int cache_runs;         /* stored runs kept loaded, with their computed views */
     size_t cache_bytes;     /* bytes of computed views kept, all runs together (0: none kept) */
+    size_t stream_buffer;   /* unread bytes a streaming client may fall behind by before it is dropped */
+    int stream_stall_s;     /* seconds a streaming client may take nothing while bytes wait */
 } api_config;
 
 typedef struct api_req {
@@ -104,9 +106,6 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size);
  * (an error event on their stream); new generations are refused with 503.
  * Called before the HTTP daemon stops. */
 void api_stop(api *a);
-/* Waits up to ms for every stream to be read to its end and freed (after
- * api_stop, so that each ends as documented). True when none is left. */
-bool api_wait_streams(api *a, int ms);
 /* Streams open now (handed out and not yet freed). */
 int api_n_streams(api *a);
 void api_free(api *a);

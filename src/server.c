@@ -34,8 +34,8 @@
 #include "assets.h"
 #include "server.h"
 
-#define MAX_CONNECTIONS 128  /* default --max-connections: each holds a thread */
-#define MAX_PER_IP 32        /* default --max-connections-per-ip */
+#define MAX_CONNECTIONS 256  /* default --max-connections: each holds a thread */
+#define MAX_PER_IP 64        /* default --max-connections-per-ip */
 #define IDLE_TIMEOUT_S 60    /* default --idle-timeout: a connection with no traffic either way is closed */
 #define HEADER_TIMEOUT_S 10  /* default --header-timeout: whole request headers within this */
 #define BODY_TIMEOUT_S 30    /* default --body-timeout: the whole body within this after the headers */
@@ -63,6 +63,7 @@ struct server {
     int max_streams;                     /* open streams before generating routes answer 503; 0: no limit */
     pthread_mutex_t conns_mu;
     struct conn *conns; /* every open connection, under conns_mu */
+    int n_requests;     /* requests begun and not yet completed (replies included), under conns_mu */
 };
 
 /* Per-request state, from the first call to the completion notice. */
@@ -374,6 +375,13 @@ static int conns_reap(server *s) {
     return n;
 }
 
+static int requests_open(server *s) {
+    pthread_mutex_lock(&s->conns_mu);
+    int n = s->n_requests;
+    pthread_mutex_unlock(&s->conns_mu);
+    return n;
+}
+
 /* ------------------------------------------------------------ requests */
 
 /* The route's handler, on a whole request. Generating routes are refused
@@ -400,6 +408,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         if (!(r = calloc(1, sizeof *r))) return MHD_NO;
         *con_cls = r;
+        pthread_mutex_lock(&s->conns_mu);
+        s->n_requests++;
+        pthread_mutex_unlock(&s->conns_mu);
         conn_set_deadline(s, c, s->body_timeout); /* the headers are in; the body is owed next */
         if (!strcmp(method, "OPTIONS") && s->cors) {
             char allow[128];
@@ -471,6 +482,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         free(r->body);
         free(r);
         *con_cls = NULL;
+        pthread_mutex_lock(&s->conns_mu);
+        s->n_requests--;
+        pthread_mutex_unlock(&s->conns_mu);
     }
     conn_set_deadline(s, c, s->header_timeout); /* a kept-alive connection owes the next request's headers */
 }
@@ -535,13 +549,17 @@ static const char *usage_text =
     "                                (default 268435456)\n"
     "  --attention-tokens-top-k N    attended positions reported per token (default 32)\n"
     "  --web-dir DIR                 serve the web UI from DIR instead of the embedded copy\n"
-    "  --max-connections N           open connections at most (default 128; 16 of them are kept\n"
+    "  --max-connections N           open connections at most (default 256; 16 of them are kept\n"
     "                                from streams, for health checks and reads)\n"
-    "  --max-connections-per-ip N    open connections from one client address (default 32)\n"
+    "  --max-connections-per-ip N    open connections from one client address (default 64)\n"
     "  --header-timeout S            seconds a client has to send a request's headers (default 10)\n"
     "  --body-timeout S              seconds it then has to send the body (default 30)\n"
     "  --idle-timeout S              seconds without traffic either way before a connection is\n"
-    "                                closed, also while sending a reply (default 60)\n";
+    "                                closed, also while sending a reply (default 60)\n"
+    "  --stream-buffer N             bytes a streaming client may fall behind by before it is\n"
+    "                                dropped and its generation cancelled (default 1048576)\n"
+    "  --stream-stall S              seconds a streaming client may read nothing while events\n"
+    "                                wait before it is dropped (default 30)\n";
 
 typedef struct serve_opts {
     const char *host, *cors, *api_key, *web_dir;
@@ -564,7 +582,8 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
                       .header_timeout = HEADER_TIMEOUT_S, .body_timeout = BODY_TIMEOUT_S,
                       .idle_timeout = IDLE_TIMEOUT_S};
     o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32, .cache_runs = 10,
-                          .cache_bytes = (size_t)256 << 20};
+                          .cache_bytes = (size_t)256 << 20, .stream_buffer = (size_t)1 << 20,
+                          .stream_stall_s = 30};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
@@ -593,6 +612,9 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--header-timeout")) ok = parse_count(v, 1, 3600, &o->header_timeout);
         else if (!strcmp(a, "--body-timeout")) ok = parse_count(v, 1, 3600, &o->body_timeout);
         else if (!strcmp(a, "--idle-timeout")) ok = parse_count(v, 1, 86400, &o->idle_timeout);
+        else if (!strcmp(a, "--stream-buffer") && (ok = parse_count(v, 4096, 1L << 34, &n)))
+            o->cfg.stream_buffer = (size_t)n;
+        else if (!strcmp(a, "--stream-stall") && (ok = parse_count(v, 1, 3600, &n))) o->cfg.stream_stall_s = (int)n;
         else if (!strcmp(a, "--cors")) o->cors = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--web-dir")) o->web_dir = v;
@@ -717,11 +739,16 @@ int server_main(int argc, char **argv) {
     }
     fprintf(stderr, "heed: %s received, shutting down\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
     /* the running generation ends at its next token and is stored, queued
-     * ones are answered 503; every stream is then read to its end (as long as
-     * its client keeps reading, within a bound) before the daemon closes the
-     * connections and joins their threads, so nothing uses the engine when it goes */
+     * ones are answered 503; every request under way is then answered and
+     * every stream read to its end (as long as its client keeps reading,
+     * within a bound) before the daemon closes the connections and joins
+     * their threads, so nothing uses the engine when it goes */
     api_stop(s.api);
-    for (int i = 0; i < SHUTDOWN_DRAIN_MS / 50 && !api_wait_streams(s.api, 50); i++) conns_reap(&s);
+    for (int i = 0; i < SHUTDOWN_DRAIN_MS / 50 && requests_open(&s) > 0; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        conns_reap(&s);
+    }
     MHD_stop_daemon(s.daemon);
     api_free(s.api);
     pthread_mutex_destroy(&s.conns_mu);
