@@ -4,7 +4,7 @@
 #                generate on the bundled model, then serve the UI on http://127.0.0.1:8080
 #   make test    install missing packages, build (normal + ASan/UBSan), run every test
 #   make bench   benchmarks (figures, not pass/fail)
-#   make fuzz    libFuzzer targets (needs clang)
+#   make fuzz    libFuzzer targets (clang; see the fuzzing section below)
 #
 # Warnings are errors. SIMD kernels are compiled per file with their own
 # target flags and chosen at run time, so the binary runs on any x86-64.
@@ -18,6 +18,10 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc $(WARN) -g -pthread
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+else ifeq ($(SAN),fuzz)
+# make fuzz (clang): every object instrumented for libFuzzer's coverage, ASan and UBSan
+CFLAGS  += -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 else
 CFLAGS  += -O2
@@ -105,14 +109,42 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libheed.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS)
 
-fuzz:
-	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz \
-	  CFLAGS_EXTRA= build-fuzz/libheed.a
-	@mkdir -p build-fuzz/fuzz
-	@for f in tests/fuzz/fuzz_*.c; do n=$$(basename $$f .c); \
-	  clang -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
-	    $$f build-fuzz/libheed.a -o build-fuzz/fuzz/$$n $(LDLIBS) || exit 1; done
-	@echo "fuzzers in build-fuzz/fuzz/ (run e.g. build-fuzz/fuzz/fuzz_gguf tests/fuzz/corpus_gguf)"
+# ------------------------------------------------------------------ fuzzing
+# tests/fuzz/fuzz_NAME.c are libFuzzer targets with seeds in tests/fuzz/corpus_NAME/.
+#   make fuzz       installs clang's libFuzzer runtime if missing (scripts/fuzz-deps.sh),
+#                   builds the library with clang instrumented for libFuzzer, ASan and
+#                   UBSan (SAN=fuzz, in build-fuzz/) and every target in build-fuzz/fuzz/
+#   make fuzz-long  runs each target FUZZ_TIME seconds (3600) on a copy of its corpus in
+#                   build-fuzz/corpus/NAME, then prints executions and crashes per target
+# `make tests` builds each harness with tests/fuzz/replay.c instead of libFuzzer
+# ($(BUILD)/tests/test_fuzz_NAME), so `make test` replays every committed corpus in the
+# normal and the ASan+UBSan build.
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_DEPS  := tests/fuzz/fuzz.h tests/fuzz/fuzzutil.c $(HEADERS) Makefile
+FUZZ_TIME  ?= 3600
+
+.PHONY: fuzz-long
+
+tests: $(patsubst %,$(BUILD)/tests/test_fuzz_%,$(FUZZ_NAMES))
+
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_DEPS) $(BUILD)/libheed.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFUZZ_REPLAY -DFUZZ_NAME='"$*"' $(LDFLAGS) tests/fuzz/replay.c tests/fuzz/fuzzutil.c $< \
+	  $(BUILD)/libheed.a -o $@ $(LDLIBS) -lcmocka
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS) $(BUILD)/libheed.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) tests/fuzz/fuzzutil.c $< $(BUILD)/libheed.a -o $@ $(LDLIBS)
+
+fuzz: deps
+	@sh scripts/fuzz-deps.sh
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SAN=fuzz \
+	  $(patsubst %,build-fuzz/fuzz/fuzz_%,$(FUZZ_NAMES))
+	@echo "fuzzers in build-fuzz/fuzz/ (make fuzz-long runs them all; one: build-fuzz/fuzz/fuzz_gguf DIR tests/fuzz/corpus_gguf,"
+	@echo "where new inputs go into DIR, the first folder)"
+
+fuzz-long: fuzz
+	@FUZZ_TIME=$(FUZZ_TIME) sh tests/fuzz/run-long.sh $(FUZZ_NAMES)
 
 clean:
 	rm -rf build build-asan build-fuzz web/dist

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -47,6 +48,7 @@ static inline void srv_start(srv *s, const char *const *args) {
     s->pid = fork();
     assert_true(s->pid >= 0);
     if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that fails midway leaves no server behind */
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);

@@ -3,16 +3,15 @@
  * accepted or rejected with a message, never read out of bounds or leak.
  * Seeds: tests/fuzz/corpus_gguf (written by tests/test_gguf.c, see there).
  *
- *   make fuzz && build-fuzz/fuzz/fuzz_gguf tests/fuzz/corpus_gguf
+ *   make fuzz && build-fuzz/fuzz/fuzz_gguf DIR tests/fuzz/corpus_gguf   (new inputs go to DIR)
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "gguf.h"
 #include "heed.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[256];

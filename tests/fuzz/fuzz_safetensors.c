@@ -2,22 +2,19 @@
  * fuzz_safetensors - libFuzzer target for the safetensors reader: any input
  * must be accepted or rejected with a message naming the file, never read
  * out of bounds or leak. Seeds: HEED_WRITE_CORPUS=dir build/tests/test_hf
- * writes a valid file and every corrupt case of its parser table.
+ * writes a valid file and every corrupt case of its parser table
+ * (tests/fuzz/corpus_safetensors).
  *
- *   clang -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc -g -O1 \
- *     -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_safetensors.c \
- *     src/safetensors.c -o fuzz_safetensors -ljansson
- *   ./fuzz_safetensors corpus_dir
+ *   make fuzz && build-fuzz/fuzz/fuzz_safetensors DIR tests/fuzz/corpus_safetensors
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "heed.h"
 #include "safetensors.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* libFuzzer's buffer is exactly `size` bytes, so ASan sees any read past

@@ -1,0 +1,69 @@
+/*
+ * fuzzutil.c - helpers the fuzz harnesses share (fuzz.h): a per-process
+ * temporary folder removed at exit, file writes, string copies. Linked
+ * into both builds of every harness (libFuzzer and replay.c).
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fuzz.h"
+
+/* The process's folder: set once by fuzz_tmpdir, removed by the atexit
+ * handler. The harnesses are single-threaded (libFuzzer calls them from one
+ * thread), so this one piece of global state needs no lock. */
+static char g_tmpdir[PATH_MAX];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_tmpdir(void) {
+    if (g_tmpdir[0]) nftw(g_tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *fuzz_tmpdir(void) {
+    if (g_tmpdir[0]) return g_tmpdir;
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    if ((size_t)snprintf(g_tmpdir, sizeof g_tmpdir, "%s/heed-fuzz-XXXXXX", base) >= sizeof g_tmpdir ||
+        !mkdtemp(g_tmpdir)) {
+        fprintf(stderr, "fuzz: cannot make a folder under %s: %s\n", base, strerror(errno));
+        exit(1);
+    }
+    atexit(remove_tmpdir);
+    return g_tmpdir;
+}
+
+void fuzz_write_file(const char *dir, const char *name, const void *data, size_t n) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f) != 0) {
+        fprintf(stderr, "fuzz: cannot write %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+}
+
+void fuzz_remove_file(const char *dir, const char *name) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    unlink(path);
+}
+
+char *fuzz_strndup(const void *data, size_t n) {
+    char *s = malloc(n + 1);
+    if (!s) abort();
+    if (n) memcpy(s, data, n);
+    s[n] = '\0';
+    return s;
+}
