@@ -45,6 +45,8 @@ typedef enum heed_status {
     HEED_ERR_CONTEXT_FULL = -6, /* the tokens do not fit in the context */
     HEED_ERR_TOKENIZER = -7,    /* text cannot be tokenized with this vocabulary */
     HEED_ERR_CANCELLED = -8,    /* a callback asked to stop */
+    HEED_ERR_NEED_MODEL = -9,   /* the view needs the model that made the run (the logit lens) */
+    HEED_ERR_MODEL_MISMATCH = -10, /* the model given is not the one that made the run */
 } heed_status;
 
 /* A static string naming `rc` ("format error", ...); never NULL. */
@@ -398,6 +400,9 @@ typedef struct heed_recorder_params {
     size_t full_limit_bytes; /* full probabilities while they fit (0: never) */
     int n_cand;              /* candidates per step (20, at most 256) */
     int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
+    bool lens_eager;         /* compute the lens while generating (false: keep each step's residuals
+                              * and compute it on request, heed_run_lens_compute; an unembedding per
+                              * layer and step is 16-30 times the output projection) */
     int n_threads;           /* threads for the run's views after recording; 0: all cores (while recording, the summaries and live views use the context's threads) */
     /* recorded as given, for the record only: */
     heed_sampler_params sampler;
@@ -427,8 +432,9 @@ void heed_recorder_free(heed_recorder *rec);
 int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n);
 
 /* Records one generated token: s from heed_sampler_sample on `logits` (the
- * context's logits). Computes the candidates and the logit lens, so it must
- * come before the next heed_decode. HEED_OK, HEED_ERR_INVALID_ARG,
+ * context's logits). Computes the candidates (and the logit lens with
+ * lens_eager; else it keeps the step's residuals), so it must come before
+ * the next heed_decode. HEED_OK, HEED_ERR_INVALID_ARG,
  * HEED_ERR_NOMEM (also when an allocation inside the hook had failed). */
 int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *logits);
 
@@ -458,6 +464,7 @@ typedef struct heed_run_info {
     int n_predict, n_ctx;
     const char *prompt_text; /* "" when the prompt was given as ids */
     int n_cand, lens_top_k, attn_top_k;
+    int lens_pending;        /* steps whose lens is not computed yet (heed_run_lens_compute) */
     bool has_qk, has_topk, has_head_mean, has_full, eog; /* eog: stopped at an end token */
     uint64_t attn_bytes;     /* attention data held in memory */
 } heed_run_info;
@@ -479,9 +486,26 @@ int heed_run_get_step(const heed_run *run, int t, heed_run_step *out);
 
 /* Logit lens of step t at layer l: *n_out (lens_top_k) ids and
  * probabilities, best first; pointers owned by the run. HEED_OK,
- * HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (recorded without a lens). The
- * lens matches the final choice when ids[0] == the step's id. */
+ * HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (recorded without a lens),
+ * HEED_ERR_NEED_MODEL (not computed yet: heed_run_lens_compute). The lens
+ * matches the final choice when ids[0] == the step's id. */
 int heed_run_lens(const heed_run *run, int t, int layer, const int32_t **ids, const float **probs, int *n_out);
+
+/* The lens of a run recorded without lens_eager (the default) is computed
+ * on request from the residuals kept for each step and layer: with model
+ * (the model that made the run, checked by its metadata hash and geometry)
+ * and ctx, a context of that model used only as scratch for the
+ * unembedding (its KV cache and position are untouched; a context with a
+ * small n_ctx is enough). Computes steps t0 .. t1-1 that are not computed
+ * yet; the numbers are those the eager lens gives, bit for bit. Returns
+ * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (no lens, or no
+ * residuals), HEED_ERR_MODEL_MISMATCH, HEED_ERR_NOMEM. */
+int heed_run_lens_compute(heed_run *run, const heed_model *model, heed_ctx *ctx, int t0, int t1);
+/* Steps whose lens is still to compute (0 for a run with its lens complete). */
+int heed_run_lens_pending(const heed_run *run);
+/* HEED_OK when model made the run (metadata hash and geometry), else
+ * HEED_ERR_MODEL_MISMATCH. */
+int heed_run_lens_model_ok(const heed_run *run, const heed_model *model);
 
 /* ---- attention views; positions are query positions 0 .. n_pos-1. Step t
  * (0-based output token t) was chosen by query position n_prompt - 1 + t. */

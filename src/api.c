@@ -70,6 +70,8 @@ typedef struct req_cache_entry {
 struct api {
     heed_model *model;
     heed_model_info info;
+    heed_ctx *lens_ctx;    /* scratch of the logit lens computed on request (under lens_mu) */
+    pthread_mutex_t lens_mu;
     char model_id[256];
     api_config cfg;
     int n_ctx;
@@ -1407,6 +1409,8 @@ static bool parse_sel(const api_req *rq, const heed_run_info *ri, view_args *v, 
 static void view_error(api_reply *rp, int rc) {
     if (rc == HEED_ERR_UNSUPPORTED)
         api_error(rp, 400, NULL, "view_unsupported", "the run does not hold the attention this view needs");
+    else if (rc == HEED_ERR_NEED_MODEL || rc == HEED_ERR_MODEL_MISMATCH)
+        api_error(rp, 409, NULL, "model_needed", "this view needs the model that made the run");
     else api_error(rp, 500, NULL, "engine_error", "view failed: %s", heed_strerror(rc));
 }
 
@@ -1663,15 +1667,53 @@ static int view_candidates(api *a, const api_req *rq, heed_run *run, const heed_
     return 0;
 }
 
+/* Computes the lens of steps t0 .. t1-1 where it is still to compute, with
+ * the served model (it must be the run's). Returns 0, or -1 with rp filled. */
+static int lens_ensure(api *a, heed_run *run, const heed_run_info *ri, int t0, int t1, api_reply *rp) {
+    if (ri->lens_pending == 0) return 0;
+    if (!a->model || heed_run_lens_model_ok(run, a->model)) {
+        api_error(rp, 409, NULL, "model_needed",
+                  "the logit lens of this run is computed with the model that made it (%s); this server %s",
+                  ri->model_file, a->model ? "runs another model" : "has none");
+        return -1;
+    }
+    int rc = HEED_ERR_NOMEM;
+    pthread_mutex_lock(&a->lens_mu);
+    if (!a->lens_ctx) {
+        heed_ctx_params cp = heed_ctx_default_params();
+        cp.n_ctx = 16; /* scratch for the unembedding only */
+        cp.n_threads = a->cfg.n_threads;
+        rc = heed_ctx_new(a->model, &cp, &a->lens_ctx);
+    }
+    if (a->lens_ctx) rc = heed_run_lens_compute(run, a->model, a->lens_ctx, t0, t1);
+    pthread_mutex_unlock(&a->lens_mu);
+    if (rc) {
+        view_error(rp, rc);
+        return -1;
+    }
+    return 0;
+}
+
+/* The logit lens of steps from .. to-1 (default: all). A lens recorded on
+ * demand (the default) is computed here for the steps asked, so a client
+ * can fetch the visible steps first and the rest after. */
 static int view_lens(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
     if (ri->lens_top_k <= 0) {
         api_error(rp, 400, NULL, "view_unsupported", "the run was recorded without a logit lens");
         return 0;
     }
+    long from = 0, to = ri->n_output;
+    if (!arg_int(rq, "from", 0, ri->n_output, &from, rp) || !arg_int(rq, "to", 0, 1L << 30, &to, rp)) return 0;
+    if (to < from) {
+        api_error(rp, 400, "to", "invalid_parameter", "to must be >= from");
+        return 0;
+    }
+    if (to > ri->n_output) to = ri->n_output; /* a page past the end is cut to it */
+    if (lens_ensure(a, run, ri, (int)from, (int)to, rp)) return 0;
     /* labels come from the served model when the run was made with it */
-    bool labels = !strcmp(ri->model_file, a->model_id) && ri->n_vocab == a->info.n_vocab;
+    bool labels = a->model && !strcmp(ri->model_file, a->model_id) && ri->n_vocab == a->info.n_vocab;
     json_t *steps = json_array();
-    for (int t = 0; t < ri->n_output; t++) {
+    for (int t = (int)from; t < (int)to; t++) {
         heed_run_step st;
         heed_run_get_step(run, t, &st);
         json_t *layers = json_array();
@@ -1689,8 +1731,8 @@ static int view_lens(api *a, const api_req *rq, heed_run *run, const heed_run_in
         }
         json_array_append_new(steps, json_pack("{s:i, s:i, s:o}", "step", t, "id", st.id, "layers", layers));
     }
-    reply_json(rp, 200, json_pack("{s:i, s:i, s:i, s:o}", "n_layer", ri->n_layer, "n_output", ri->n_output,
-                                  "top_k", ri->lens_top_k, "steps", steps));
+    reply_json(rp, 200, json_pack("{s:i, s:i, s:i, s:i, s:i, s:o}", "n_layer", ri->n_layer, "n_output", ri->n_output,
+                                  "top_k", ri->lens_top_k, "from", (int)from, "to", (int)to, "steps", steps));
     return 0;
 }
 
@@ -1854,7 +1896,7 @@ static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "o
                                                     "topk", "step", "pos", "key", NULL},
                          *const args_heatmap[] = {"layer", "head", "agg", "pool", "format", "dtype", "q0", "q1",
                                                   "k0", "k1", "size", NULL},
-                         *const args_step[] = {"step", NULL};
+                         *const args_step[] = {"step", NULL}, *const args_lens[] = {"from", "to", NULL};
 
 #define ROUTE(m, p, f, a) {.method = m, .pattern = p, .fn = f, .args = a}
 #define ROUTE_GEN(m, p, f) {.method = m, .pattern = p, .fn = f, .args = args_none, .generates = true}
@@ -1870,7 +1912,7 @@ static const api_route routes[] = {
     ROUTE("GET", "/api/runs/{id}/graph", h_run_graph, args_sel),
     ROUTE("GET", "/api/runs/{id}/heatmap", h_run_heatmap, args_heatmap),
     ROUTE("GET", "/api/runs/{id}/candidates", h_run_candidates, args_step),
-    ROUTE("GET", "/api/runs/{id}/logit-lens", h_run_lens, args_none),
+    ROUTE("GET", "/api/runs/{id}/logit-lens", h_run_lens, args_lens),
     ROUTE("GET", "/api/runs/{id}/stats", h_run_stats, args_sel),
     ROUTE("GET", "/v1/models", h_v1_models, NULL),
     ROUTE_GEN("POST", "/v1/completions", h_v1_completions),
@@ -1943,6 +1985,7 @@ typedef struct snap {
  * dropped, the rest as [index, weight, index, weight, ...]; the viewer's shim
  * expands them. A long run's graph is mostly tiny weights. */
 #define SNAP_SPARSE_BYTES ((size_t)1 << 20)
+#define SNAP_LENS_PAGE 16 /* steps per logit-lens request of the web UI */
 #define SNAP_MIN_WEIGHT 1e-3
 
 static json_t *sparse_rows(json_t *rows) {
@@ -2045,6 +2088,7 @@ static json_t *snap_doc(snap *s) {
 
 char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, size_t err_size) {
     api stub = {.model = model};
+    pthread_mutex_init(&stub.lens_mu, NULL);
     snap s = {.a = &stub, .run = run, .id = "run", .map = json_object(), .budget = budget};
     heed_run_get_info(run, &s.ri);
     const heed_run_info *ri = &s.ri;
@@ -2082,7 +2126,14 @@ char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, s
     bool ok = snap_view(&s, "graph", view_graph, none), small = ri->n_pos <= 2048;
     if (!ok) snprintf(err, err_size, "the run's token graph does not fit in %zu bytes, or cannot be computed", budget);
     size_t one_graph = s.bytes - before, one_dense = (size_t)ri->n_pos * (size_t)ri->n_pos * 8 / 3 + 128;
-    if (ri->lens_top_k > 0) snap_view(&s, "logit-lens", view_lens, none);
+    /* the lens in the pages the viewer asks for (web/src/views/lens.ts) */
+    char fbuf[16], tobuf[16];
+    const char *const lens_page[] = {"from", fbuf, "to", tobuf, NULL};
+    for (int t = 0; ri->lens_top_k > 0 && t < ri->n_output; t += SNAP_LENS_PAGE) {
+        snprintf(fbuf, sizeof fbuf, "%d", t);
+        snprintf(tobuf, sizeof tobuf, "%d", t + SNAP_LENS_PAGE); /* as the viewer asks: the server cuts it */
+        if (!snap_view(&s, "logit-lens", view_lens, lens_page)) break;
+    }
     snap_view(&s, "stats", view_stats, none);
     for (int t = 0; t < ri->n_output; t++) {
         snprintf(tbuf, sizeof tbuf, "%d", t);
@@ -2105,6 +2156,8 @@ char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, s
     char *text = ok ? json_dumps(s.map, JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(7)) : NULL;
     if (ok && !text) snprintf(err, err_size, "out of memory");
     json_decref(s.map);
+    heed_ctx_free(stub.lens_ctx);
+    pthread_mutex_destroy(&stub.lens_mu);
     return text;
 }
 
@@ -2127,6 +2180,7 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     pthread_mutex_init(&a->eng.mu, NULL);
     pthread_cond_init(&a->eng.cv, NULL);
     pthread_mutex_init(&a->runs_mu, NULL);
+    pthread_mutex_init(&a->lens_mu, NULL);
     heed_model_params mp = heed_model_default_params();
     int rc = heed_model_load(cfg->model_path, &mp, &a->model, err, err_size);
     if (rc) goto fail;
@@ -2189,7 +2243,9 @@ void api_free(api *a) {
     free(a->rcache);
     free(a->eng.row);
     heed_ctx_free(a->eng.ctx);
+    heed_ctx_free(a->lens_ctx);
     heed_model_free(a->model);
+    pthread_mutex_destroy(&a->lens_mu);
     pthread_mutex_destroy(&a->eng.mu);
     pthread_cond_destroy(&a->eng.cv);
     pthread_mutex_destroy(&a->runs_mu);

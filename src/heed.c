@@ -14,6 +14,8 @@ const char *heed_strerror(int rc) {
     case HEED_ERR_CONTEXT_FULL: return "context full";
     case HEED_ERR_TOKENIZER: return "cannot tokenize";
     case HEED_ERR_CANCELLED: return "cancelled";
+    case HEED_ERR_NEED_MODEL: return "needs the model that made the run";
+    case HEED_ERR_MODEL_MISMATCH: return "not the model that made the run";
     default: return "unknown error";
     }
 }

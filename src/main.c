@@ -663,6 +663,27 @@ static heed_model *export_model(const char *path, const heed_run *run) {
     return m;
 }
 
+/* A run recorded with its lens on demand (the default) gets it computed
+ * before an npz or JSON export, with -m or the bundled model when it made
+ * the run; without that model the export leaves the lens out and says so. */
+static void export_lens(heed_run *run, const char *model_path) {
+    if (heed_run_lens_pending(run) == 0) return;
+    heed_run_info ri;
+    heed_run_get_info(run, &ri);
+    heed_model *m = export_model(model_path, run);
+    heed_ctx *ctx = NULL;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 16; /* scratch for the unembedding only */
+    int rc = !m ? HEED_ERR_NEED_MODEL : heed_run_lens_model_ok(run, m);
+    if (!rc) rc = heed_ctx_new(m, &cp, &ctx);
+    if (!rc) rc = heed_run_lens_compute(run, m, ctx, 0, ri.n_output);
+    if (rc)
+        fprintf(stderr, "heed: the logit lens is left out: it is computed with the model that made the run (%s); "
+                        "give it with -m (%s)\n", ri.model_file, heed_strerror(rc));
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+}
+
 static int run_export(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *model_path = NULL;
     for (int i = 0; i < argc; i++) {
@@ -683,6 +704,7 @@ static int run_export(int argc, char **argv) {
         rc = webexport_html(run, m, out, WEBEXPORT_BUDGET, err, sizeof err) ? HEED_ERR_IO : 0;
         heed_model_free(m);
     } else if (!rc) {
+        export_lens(run, model_path);
         rc = ends_with(out, ".npz") ? heed_run_export_npz(run, out, err, sizeof err)
                                     : heed_run_export_json(run, out, err, sizeof err);
     }

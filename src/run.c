@@ -4,9 +4,13 @@
  *
  * The recorder is the hook's user: observe_qk and observe feed the astore,
  * observe_resid keeps the last position's residual after every layer. The
- * logit lens needs heed_ctx_unembed, which uses the context's scratch and so
- * cannot run inside heed_decode: heed_recorder_step does it afterwards, on
- * the residuals the last decode left.
+ * logit lens is one unembedding per layer and step - 16 to 30 times the
+ * output projection - so by default nothing of it is computed while
+ * generating: heed_recorder_step keeps the step's residuals, and
+ * heed_run_lens_compute unembeds them when a view asks (the same function on
+ * the same floats: the numbers eager computation gives). lens_eager computes
+ * it in heed_recorder_step instead, after the decode (heed_ctx_unembed uses
+ * the context's scratch, so it cannot run inside heed_decode).
  *
  * The file is a header and a fixed sequence of sections, each with its
  * length and a CRC-32 of its payload. Every count read is checked against
@@ -64,6 +68,10 @@ struct heed_run {
     heed_candidate *cand; /* (cap_tok, n_cand) */
     int32_t *lens_id; /* (cap_tok, n_layer, lens_k) */
     float *lens_p;    /* (cap_tok, n_layer, lens_k) */
+    uint8_t *lens_ready; /* (cap_tok) 1: step t's lens is in lens_id / lens_p */
+    float *resid;     /* (cap_tok, n_layer, n_embd) residual after each layer at the query of step t,
+                       * for a lens computed on demand; NULL when every lens was computed eagerly */
+    bool lens_lazy;   /* recording keeps residuals instead of computing the lens */
     astore st;
     pool *pool;       /* views' threads, made on first use */
     bool pool_borrowed; /* while recording: the context's pool (forward.h) */
@@ -141,7 +149,7 @@ static void run_free_data(heed_run *r) {
     if (r->labels)
         for (int i = 0; i < r->n_prompt + r->n_output; i++) free(r->labels[i]);
     free(r->labels); free(r->ids); free(r->steps); free(r->cand);
-    free(r->lens_id); free(r->lens_p);
+    free(r->lens_id); free(r->lens_p); free(r->lens_ready); free(r->resid);
     astore_free(&r->st);
     if (!r->pool_borrowed) pool_free(r->pool);
 }
@@ -162,7 +170,10 @@ static int run_reserve_tokens(heed_run *r, int n) {
         return HEED_ERR_NOMEM;                                        \
     r->field = p;
     GROW(ids, 1) GROW(labels, 1) GROW(steps, 1) GROW(cand, (size_t)r->n_cand)
-    GROW(lens_id, L * r->lens_k) GROW(lens_p, L * r->lens_k)
+    GROW(lens_id, L * r->lens_k) GROW(lens_p, L * r->lens_k) GROW(lens_ready, 1)
+    if (r->lens_lazy && r->lens_k > 0) {
+        GROW(resid, L * (size_t)r->n_embd)
+    }
 #undef GROW
     r->cap_tok = (int)cap;
     return HEED_OK;
@@ -219,6 +230,7 @@ static int run_from_model(heed_run *r, const heed_model *m, const heed_recorder_
     r->n_threads = p->n_threads;
     r->n_cand = p->n_cand < mi.n_vocab ? p->n_cand : mi.n_vocab;
     r->lens_k = p->lens_top_k < mi.n_vocab ? p->lens_top_k : mi.n_vocab;
+    r->lens_lazy = !p->lens_eager;
     astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes};
     return astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
 }
@@ -228,7 +240,8 @@ static int run_from_model(heed_run *r, const heed_model *m, const heed_recorder_
 heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
-        .n_cand = 20, .lens_top_k = 5, .n_threads = 0, .sampler = heed_sampler_default_params(),
+        .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .n_threads = 0,
+        .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };
     return p;
@@ -331,17 +344,21 @@ int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n) {
     return HEED_OK;
 }
 
-static void rec_lens(heed_recorder *rec, int t) {
-    heed_run *r = rec->run;
+/* Step t's lens from its residuals (n_layer rows of n_embd): one
+ * unembedding per layer, the top lens_k tokens with their probabilities.
+ * logits (n_vocab) and tmp (lens_k + 1) are scratch. The one function both
+ * the eager and the lazy lens go through. */
+static void lens_of_step(heed_run *r, heed_ctx *ctx, int t, const float *resid, float *logits, heed_candidate *tmp) {
     for (int l = 0; l < r->n_layer; l++) {
-        heed_ctx_unembed(rec->ctx, rec->resid + (size_t)l * r->n_embd, rec->logits);
-        int n = heed_top_candidates(rec->logits, r->n_vocab, r->lens_k, rec->tmp);
+        heed_ctx_unembed(ctx, resid + (size_t)l * r->n_embd, logits);
+        int n = heed_top_candidates(logits, r->n_vocab, r->lens_k, tmp);
         size_t base = ((size_t)t * r->n_layer + l) * r->lens_k;
         for (int i = 0; i < r->lens_k; i++) {
-            r->lens_id[base + i] = i < n ? rec->tmp[i].id : -1;
-            r->lens_p[base + i] = i < n ? rec->tmp[i].prob : 0.0f;
+            r->lens_id[base + i] = i < n ? tmp[i].id : -1;
+            r->lens_p[base + i] = i < n ? tmp[i].prob : 0.0f;
         }
     }
+    r->lens_ready[t] = 1;
 }
 
 int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *logits) {
@@ -355,7 +372,12 @@ int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *lo
     if (rc) return rc;
     r->steps[t] = (run_step){s->id, s->prob, s->logprob, s->entropy};
     heed_sample_candidates(s, logits, r->n_vocab, r->n_cand, r->cand + (size_t)t * r->n_cand);
-    if (r->lens_k > 0) rec_lens(rec, t);
+    if (r->lens_k > 0 && r->lens_lazy) {
+        memcpy(r->resid + (size_t)t * r->n_layer * r->n_embd, rec->resid, sizeof(float) * (size_t)r->n_layer * r->n_embd);
+        r->lens_ready[t] = 0;
+    } else if (r->lens_k > 0) {
+        lens_of_step(r, rec->ctx, t, rec->resid, rec->logits, rec->tmp);
+    }
     r->n_output++;
     r->eog = s->id == r->eos || s->id == r->eot;
     return HEED_OK;
@@ -401,7 +423,8 @@ void heed_run_get_info(const heed_run *r, heed_run_info *info) {
         .n_embd = r->n_embd, .n_vocab = r->n_vocab, .bos = r->bos, .eos = r->eos, .eot = r->eot,
         .n_prompt = r->n_prompt, .n_output = r->n_output, .n_pos = r->st.n_pos,
         .sampler = r->sampler, .n_predict = r->n_predict, .n_ctx = r->n_ctx, .prompt_text = r->prompt_text,
-        .n_cand = r->n_cand, .lens_top_k = r->lens_k, .attn_top_k = r->st.top_k,
+        .n_cand = r->n_cand, .lens_top_k = r->lens_k, .lens_pending = heed_run_lens_pending(r),
+        .attn_top_k = r->st.top_k,
         .has_qk = r->st.has_qk, .has_topk = r->st.has_topk, .has_head_mean = r->st.has_hmean,
         .has_full = r->st.has_full, .eog = r->eog, .attn_bytes = astore_bytes(&r->st),
     };
@@ -424,11 +447,47 @@ int heed_run_get_step(const heed_run *r, int t, heed_run_step *out) {
 int heed_run_lens(const heed_run *r, int t, int layer, const int32_t **ids, const float **probs, int *n_out) {
     if (!r || t < 0 || t >= r->n_output || layer < 0 || layer >= r->n_layer) return HEED_ERR_INVALID_ARG;
     if (r->lens_k == 0) return HEED_ERR_UNSUPPORTED;
+    if (!r->lens_ready[t]) return HEED_ERR_NEED_MODEL;
     size_t base = ((size_t)t * r->n_layer + layer) * r->lens_k;
     if (ids) *ids = r->lens_id + base;
     if (probs) *probs = r->lens_p + base;
     if (n_out) *n_out = r->lens_k;
     return HEED_OK;
+}
+
+int heed_run_lens_pending(const heed_run *r) {
+    int n = 0;
+    for (int t = 0; r && r->lens_k > 0 && t < r->n_output; t++) n += !r->lens_ready[t];
+    return n;
+}
+
+int heed_run_lens_model_ok(const heed_run *r, const heed_model *m) {
+    if (!r || !m) return HEED_ERR_INVALID_ARG;
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    return mi.n_vocab == r->n_vocab && mi.n_embd == r->n_embd && mi.n_layer == r->n_layer &&
+                   meta_hash(m) == r->meta_hash
+               ? HEED_OK
+               : HEED_ERR_MODEL_MISMATCH;
+}
+
+int heed_run_lens_compute(heed_run *r, const heed_model *m, heed_ctx *ctx, int t0, int t1) {
+    if (!r || !m || !ctx || t0 < 0 || t1 < t0 || t1 > r->n_output) return HEED_ERR_INVALID_ARG;
+    if (r->lens_k == 0) return HEED_ERR_UNSUPPORTED;
+    bool pending = false;
+    for (int t = t0; t < t1 && !pending; t++) pending = !r->lens_ready[t];
+    if (!pending) return HEED_OK;
+    if (!r->resid) return HEED_ERR_UNSUPPORTED;
+    int rc = heed_run_lens_model_ok(r, m);
+    if (rc) return rc;
+    float *logits = malloc(sizeof(float) * (size_t)r->n_vocab);
+    heed_candidate *tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
+    rc = logits && tmp ? HEED_OK : HEED_ERR_NOMEM;
+    for (int t = t0; !rc && t < t1; t++)
+        if (!r->lens_ready[t]) lens_of_step(r, ctx, t, r->resid + (size_t)t * r->n_layer * r->n_embd, logits, tmp);
+    free(logits);
+    free(tmp);
+    return rc;
 }
 
 /* ----------------------------------------------------------------- views */
@@ -660,7 +719,8 @@ enum {
     FLAG_HMEAN = 4,
     FLAG_FULL = 8,
     FLAG_EOG = 16,
-    FLAG_ALL = 31,
+    FLAG_RESID = 32, /* the lens is to be computed: RESI (residuals) in place of LENS */
+    FLAG_ALL = 63,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -691,7 +751,8 @@ static void w_str(wr *w, const char *s) {
 
 static uint32_t run_flags(const heed_run *r) {
     return (r->st.has_qk ? FLAG_QK : 0) | (r->st.has_topk ? FLAG_TOPK : 0) | (r->st.has_hmean ? FLAG_HMEAN : 0) |
-           (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0);
+           (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
+           (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -733,6 +794,10 @@ static void sec_lens(wr *w, const heed_run *r) {
     w_bytes(w, r->lens_p, n * 4);
 }
 
+static void sec_resid(wr *w, const heed_run *r) {
+    w_bytes(w, r->resid, (size_t)r->n_output * r->n_layer * r->n_embd * 4);
+}
+
 static void sec_qk(wr *w, const heed_run *r) {
     size_t P = (size_t)r->st.n_pos;
     w_bytes(w, r->st.q, P * r->n_layer * r->st.q_dim * 4);
@@ -763,17 +828,19 @@ typedef struct sec_def {
     sec_fn write;
 } sec_def;
 
-/* The sections in file order (docs/RUN_FORMAT.md). LENS is present when
- * lens_k > 0 (flag 0 here, decided in sec_present). */
+/* The sections in file order (docs/RUN_FORMAT.md). With lens_k > 0, LENS
+ * (the lens computed) or, with FLAG_RESID, RESI (the residuals to compute it
+ * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
-    {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens},
+    {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
 #define N_SECTIONS (sizeof SECTIONS / sizeof SECTIONS[0])
 
 static bool sec_present(const sec_def *d, uint32_t flags, int lens_k) {
-    if (!strcmp(d->tag, "LENS")) return lens_k > 0;
+    if (!strcmp(d->tag, "LENS")) return lens_k > 0 && !(flags & FLAG_RESID);
+    if (!strcmp(d->tag, "RESI")) return lens_k > 0 && (flags & FLAG_RESID);
     return !d->need || (flags & d->need);
 }
 
@@ -1121,9 +1188,23 @@ static int load_body(rd *d, heed_run *r) {
     r->cap_tok = r->n_prompt + r->n_output;
     if (!rc && r->lens_k > 0) {
         uint64_t n = (uint64_t)r->n_output * r->n_layer * r->lens_k;
-        part p[2] = {{(void **)&r->lens_id, n, 4, "lens ids"}, {(void **)&r->lens_p, n, 4, "lens probs"}};
-        rc = sec_bulk(d, "LENS", p, 2);
-        if (!rc) rc = check_lens(d, r);
+        r->lens_ready = calloc((size_t)r->cap_tok + 1, 1);
+        if (!r->lens_ready) rc = HEED_ERR_NOMEM;
+        if (!rc && (flags & FLAG_RESID)) { /* the lens is computed when asked, with the model */
+            uint64_t nr;
+            if (mul_chk((uint64_t)r->n_output * r->n_layer, (uint64_t)r->n_embd, &nr)) return bad(d, "residuals", "count is absurd");
+            part p[1] = {{(void **)&r->resid, nr, 4, "residuals"}};
+            rc = sec_bulk(d, "RESI", p, 1);
+            r->lens_id = rc ? NULL : calloc(n + 1, 4);
+            r->lens_p = rc ? NULL : calloc(n + 1, 4);
+            if (!rc && (!r->lens_id || !r->lens_p)) rc = HEED_ERR_NOMEM;
+            r->lens_lazy = true;
+        } else if (!rc) {
+            part p[2] = {{(void **)&r->lens_id, n, 4, "lens ids"}, {(void **)&r->lens_p, n, 4, "lens probs"}};
+            rc = sec_bulk(d, "LENS", p, 2);
+            if (!rc) rc = check_lens(d, r);
+            if (!rc) memset(r->lens_ready, 1, (size_t)r->n_output);
+        }
     }
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {
@@ -1410,7 +1491,7 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     a[n++] = arr("cand_id", HEED_DT_I32, cid, 2, T, (uint64_t)r->n_cand, 0, 0);
     a[n++] = arr("cand_prob", HEED_DT_F32, cf, 2, T, (uint64_t)r->n_cand, 0, 0);
     a[n++] = arr("cand_logit", HEED_DT_F32, cf + T * r->n_cand, 2, T, (uint64_t)r->n_cand, 0, 0);
-    if (r->lens_k > 0) {
+    if (r->lens_k > 0 && heed_run_lens_pending(r) == 0) { /* a lens still to compute is left out */
         a[n++] = arr("lens_id", HEED_DT_I32, r->lens_id, 3, T, L, (uint64_t)r->lens_k, 0);
         a[n++] = arr("lens_prob", HEED_DT_F32, r->lens_p, 3, T, L, (uint64_t)r->lens_k, 0);
     }
@@ -1501,7 +1582,7 @@ static void json_run_steps(jsonw *w, const heed_run *r) {
             jw_obj_end(w);
         }
         jw_arr_end(w);
-        if (r->lens_k > 0) {
+        if (r->lens_k > 0 && r->lens_ready[t]) {
             jw_key(w, "lens"); jw_arr(w); /* per layer: [[id, prob], ...] best first */
             for (int l = 0; l < r->n_layer; l++) {
                 size_t base = ((size_t)t * r->n_layer + l) * r->lens_k;

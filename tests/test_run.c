@@ -6,6 +6,7 @@
  * NumPy / JSON exports.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
  * file format and exports exercise (the default keeps only q/k). */
 static heed_recorder_params every_tier(void) {
     heed_recorder_params rp = heed_recorder_default_params();
+    rp.lens_eager = true; /* the lens computed while recording; on demand: test_lens_on_demand */
     rp.attn_top_k = 32;
     rp.keep_head_mean = true;
     rp.full_limit_bytes = 256u << 20;
@@ -62,6 +64,95 @@ static heed_run *record(int n_gen, const heed_recorder_params *rp_in) {
     heed_ctx_free(ctx);
     heed_model_free(m);
     return run;
+}
+
+/* The lens computed on request (the default) equals the lens computed while
+ * recording, bit for bit, with any thread count, before and after a save;
+ * without the model every other view works and the lens says what it needs. */
+static void test_lens_on_demand(void **state) {
+    heed_recorder_params eager = heed_recorder_default_params(), lazy = heed_recorder_default_params();
+    eager.lens_eager = true;
+    heed_run *re = record(N_GEN, &eager), *rl = record(N_GEN, &lazy);
+    heed_run_info ri;
+    heed_run_get_info(rl, &ri);
+    assert_int_equal(ri.lens_pending, N_GEN);
+    assert_int_equal(heed_run_lens_pending(re), 0);
+    assert_int_equal(heed_run_lens(rl, 0, 0, NULL, NULL, NULL), HEED_ERR_NEED_MODEL);
+
+    /* saved and loaded back without the model: the model-free views work */
+    char err[256];
+    const char *path = "test-output/lens_lazy.run";
+    assert_int_equal(heed_run_save(rl, path, err, sizeof err), HEED_OK);
+    heed_run *loaded = NULL;
+    assert_int_equal(heed_run_load(path, &loaded, err, sizeof err), HEED_OK);
+    heed_run_get_info(loaded, &ri);
+    assert_int_equal(ri.lens_pending, N_GEN);
+    assert_int_equal(heed_run_lens(loaded, 1, 2, NULL, NULL, NULL), HEED_ERR_NEED_MODEL);
+    float row[256];
+    heed_attn_sel all = heed_attn_sel_all();
+    assert_int_equal(heed_run_attn_row(loaded, &all, ri.n_pos - 1, row), HEED_OK);
+    heed_run_step st;
+    assert_int_equal(heed_run_get_step(loaded, N_GEN - 1, &st), HEED_OK);
+
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        heed_ctx_params cp = heed_ctx_default_params();
+        cp.n_ctx = 16;
+        cp.n_threads = threads;
+        heed_ctx *ctx;
+        assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+        heed_run *r = threads == 1 ? rl : loaded;
+        assert_int_equal(heed_run_lens_compute(r, m, ctx, 1, 3), HEED_OK); /* a page first */
+        assert_int_equal(heed_run_lens_pending(r), N_GEN - 2);
+        assert_int_equal(heed_run_lens(r, 0, 0, NULL, NULL, NULL), HEED_ERR_NEED_MODEL);
+        assert_int_equal(heed_run_lens_compute(r, m, ctx, 0, N_GEN), HEED_OK);
+        assert_int_equal(heed_run_lens_pending(r), 0);
+        for (int t = 0; t < N_GEN; t++)
+            for (int l = 0; l < ri.n_layer; l++) {
+                const int32_t *ie, *il;
+                const float *pe, *pl;
+                int ke, kl;
+                assert_int_equal(heed_run_lens(re, t, l, &ie, &pe, &ke), HEED_OK);
+                assert_int_equal(heed_run_lens(r, t, l, &il, &pl, &kl), HEED_OK);
+                assert_int_equal(ke, kl);
+                assert_memory_equal(ie, il, sizeof *ie * (size_t)ke);
+                assert_memory_equal(pe, pl, sizeof *pe * (size_t)ke);
+            }
+        heed_ctx_free(ctx);
+    }
+    /* computed, it is saved as a lens (no residuals) and loads complete */
+    assert_int_equal(heed_run_save(loaded, path, err, sizeof err), HEED_OK);
+    heed_run *again = NULL;
+    assert_int_equal(heed_run_load(path, &again, err, sizeof err), HEED_OK);
+    assert_int_equal(heed_run_lens_pending(again), 0);
+    const int32_t *ia, *ie;
+    assert_int_equal(heed_run_lens(again, N_GEN - 1, ri.n_layer - 1, &ia, NULL, NULL), HEED_OK);
+    assert_int_equal(heed_run_lens(re, N_GEN - 1, ri.n_layer - 1, &ie, NULL, NULL), HEED_OK);
+    assert_memory_equal(ia, ie, sizeof *ia * 5);
+
+    /* another model: refused, naming the mismatch */
+    char other[PATH_MAX];
+    if (tu_shared("models/tiny-llama3.gguf", other, sizeof other)) {
+        heed_model *m2;
+        assert_int_equal(heed_model_load(other, NULL, &m2, NULL, 0), HEED_OK);
+        heed_ctx_params cp = heed_ctx_default_params();
+        cp.n_ctx = 16;
+        heed_ctx *c2;
+        assert_int_equal(heed_ctx_new(m2, &cp, &c2), HEED_OK);
+        heed_run *one = record(1, &lazy);
+        assert_int_equal(heed_run_lens_model_ok(one, m2), HEED_ERR_MODEL_MISMATCH);
+        assert_int_equal(heed_run_lens_compute(one, m2, c2, 0, 1), HEED_ERR_MODEL_MISMATCH);
+        assert_int_equal(heed_run_lens_pending(one), 1);
+        heed_run_free(one);
+        heed_ctx_free(c2);
+        heed_model_free(m2);
+    }
+    heed_model_free(m);
+    heed_run_free(again);
+    heed_run_free(loaded);
+    heed_run_free(rl);
+    heed_run_free(re);
 }
 
 static void test_record_steps_and_lens(void **state) {
@@ -603,6 +694,7 @@ static void test_summaries_from_exact_tier(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_steps_and_lens),
+        cmocka_unit_test(test_lens_on_demand),
         cmocka_unit_test(test_recorder_misuse),
         cmocka_unit_test(test_recorder_last_row),
         cmocka_unit_test(test_round_trip),

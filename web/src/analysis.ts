@@ -82,6 +82,8 @@ export interface LensReply {
   n_layer: number;
   n_output: number;
   top_k: number;
+  from?: number;
+  to?: number;
   steps: LensStep[];
 }
 

@@ -2,7 +2,12 @@
 // (columns); each cell the layer's top-1 token; cells whose top-1 is the
 // token the step chose are highlighted (colour, border and a ✓). Columns are
 // virtualized: only those in view are in the DOM.
-import { lensCell, lensLabel, type LensReply } from '../analysis';
+//
+// The server computes a run's lens when it is first asked for (one
+// unembedding per layer and step), so it is fetched in pages of PAGE steps:
+// the current step's page first, then the others outward from it; columns
+// not loaded yet show "…".
+import { lensCell, lensLabel, type LensReply, type LensStep } from '../analysis';
 import { csvField, type ExportData, type Exportable } from '../datafile';
 import { displayLabel } from '../model';
 import { errText, frameTask, getJson, h, hideTip, Lru, runPath, showTip, showTipAt } from './common';
@@ -13,8 +18,22 @@ const RH = 26; // row height
 const HEAD_H = 42; // column header height
 const LABEL_W = 66; // row label width
 const OVERSCAN = 3;
+const PAGE = 16; // steps per request (the exported viewer holds the same pages)
 
-const cache = new Lru<string, Promise<LensReply>>(8);
+/** A run's lens as far as it is loaded. */
+interface LensData {
+  n_layer: number;
+  n_output: number;
+  steps: (LensStep | undefined)[];
+  done: boolean;
+  error: string | null;
+}
+
+const cache = new Lru<string, LensData>(8);
+
+function lensPage(base: string, runId: string, page: number): Promise<LensReply> {
+  return getJson<LensReply>(base, runPath(runId, `/logit-lens?from=${page * PAGE}&to=${(page + 1) * PAGE}`));
+}
 
 export function createLensView(root: HTMLElement): View & Exportable {
   root.classList.add('lens-view');
@@ -33,7 +52,7 @@ export function createLensView(root: HTMLElement): View & Exportable {
   root.append(info, status, scroller, live);
 
   let ctx: ViewContext | null = null;
-  let data: LensReply | null = null;
+  let data: LensData | null = null;
   let runKey = '';
   let load = 0;
   let nL = 0;
@@ -47,33 +66,72 @@ export function createLensView(root: HTMLElement): View & Exportable {
     data = null;
     const my = ++load;
     root.dataset.status = 'loading';
-    status.textContent = 'Loading the logit lens…';
+    status.textContent = 'Computing the logit lens…';
     cells.textContent = '';
     rowhead.textContent = '';
-    let p = cache.get(c.runId);
-    if (!p) {
-      p = getJson<LensReply>(c.base, runPath(c.runId, '/logit-lens'));
-      cache.set(c.runId, p);
-      p.catch(() => cache.delete(c.runId));
+    const cached = cache.get(c.runId);
+    if (cached && !cached.error) {
+      data = cached;
+      shown(my);
+      if (!cached.done) fill(c, cached, my);
+      return;
     }
-    p.then((d) => {
-      if (my !== load) return;
-      data = d;
+    const first = Math.floor(Math.max(0, c.step) / PAGE);
+    lensPage(c.base, c.runId, first)
+      .then((d) => {
+        if (my !== load) return;
+        const ld: LensData = { n_layer: d.n_layer, n_output: d.n_output, steps: new Array(d.n_output), done: false, error: null };
+        for (const st of d.steps) ld.steps[st.step] = st;
+        cache.set(c.runId, ld);
+        data = ld;
+        shown(my);
+        fill(c, ld, my);
+      })
+      .catch((err) => {
+        if (my !== load) return;
+        root.dataset.status = 'error';
+        status.textContent = `The logit lens could not be read: ${errText(err)}`;
+      });
+  }
+
+  function shown(my: number): void {
+    if (my !== load || !data) return;
+    status.textContent = data.done ? '' : 'Computing the remaining steps…';
+    root.dataset.status = data.done ? 'ready' : 'partial';
+    layout();
+    scrollToStep(true);
+  }
+
+  /** Loads the pages still missing, nearest to the current step first. */
+  async function fill(c: ViewContext, ld: LensData, my: number): Promise<void> {
+    const pages: number[] = [];
+    for (let p = 0; p * PAGE < ld.n_output; p++) if (!ld.steps[p * PAGE]) pages.push(p);
+    const here = Math.floor(Math.max(0, ctx?.step ?? 0) / PAGE);
+    pages.sort((x, y) => Math.abs(x - here) - Math.abs(y - here));
+    for (const p of pages) {
+      if (ld.steps[p * PAGE]) continue;
+      try {
+        const d = await lensPage(c.base, c.runId, p);
+        for (const st of d.steps) ld.steps[st.step] = st;
+      } catch (err) {
+        ld.error = errText(err);
+        if (my === load) status.textContent = `The logit lens could not be read: ${ld.error}`;
+        return;
+      }
+      if (my === load) render();
+    }
+    ld.done = true;
+    if (my === load) {
       status.textContent = '';
       root.dataset.status = 'ready';
-      layout();
-      scrollToStep(true);
-    }).catch((err) => {
-      if (my !== load) return;
-      root.dataset.status = 'error';
-      status.textContent = `The logit lens could not be read: ${errText(err)}`;
-    });
+      render();
+    }
   }
 
   function layout(): void {
     if (!data) return;
     nL = data.n_layer;
-    nS = data.steps.length;
+    nS = data.n_output;
     inner.style.width = `${LABEL_W + nS * CW}px`;
     inner.style.height = `${HEAD_H + nL * RH}px`;
     rowhead.style.height = `${nL * RH}px`;
@@ -106,6 +164,12 @@ export function createLensView(root: HTMLElement): View & Exportable {
       const st = data.steps[s];
       const chosen = ctx.tokens[ctx.nPrompt + s];
       const x = LABEL_W + s * CW;
+      if (!st) {
+        hfrag.append(h('div', { class: 'lens-collabel', style: `left:${x}px`, 'data-step': s }, h('span', { class: 'lens-stepno', text: String(s + 1) })));
+        for (let r = 0; r < nL; r++)
+          frag.append(h('div', { class: 'lc pending', style: `left:${x}px;top:${HEAD_H + r * RH}px`, 'data-step': s, text: '…' }));
+        continue;
+      }
       const head = h(
         'div',
         { class: 'lens-collabel' + (s === step ? ' current' : ''), style: `left:${x}px`, 'data-step': s, title: `step ${s + 1} of ${nS}: chose “${displayLabel(chosen?.label)}” (id ${st.id})` },
@@ -152,6 +216,7 @@ export function createLensView(root: HTMLElement): View & Exportable {
 
   function tipLines(s: number, layer: number): [string, string[]] {
     const st = data!.steps[s];
+    if (!st) return [`Step ${s + 1}, layer ${layer}`, ['computing…']];
     const cell = lensCell(st.layers[layer], st.id);
     const chosen = ctx!.tokens[ctx!.nPrompt + s];
     return [`Step ${s + 1}, layer ${layer}: top ${cell.lines.length}`, [...cell.lines, `chosen: ${displayLabel(chosen?.label ?? `#${st.id}`)}`]];
@@ -210,8 +275,9 @@ export function createLensView(root: HTMLElement): View & Exportable {
     },
     exportData(): ExportData | null {
       const c = ctx;
-      const d = data;
-      if (!c || !d) return null;
+      const ld = data;
+      if (!c || !ld || !ld.done) return null;
+      const d = { n_layer: ld.n_layer, n_output: ld.n_output, steps: ld.steps as LensStep[] };
       const rows = ['step,chosen_id,chosen_label,layer,rank,id,label,prob,match'];
       const top1 = new Float32Array(d.n_layer * d.steps.length);
       d.steps.forEach((st, s) => {
