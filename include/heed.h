@@ -400,6 +400,9 @@ typedef struct heed_recorder_params {
     size_t full_limit_bytes; /* full probabilities while they fit (0: never) */
     int n_cand;              /* candidates per step (20, at most 256) */
     int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
+    bool live_mean_row;      /* sum the newest query's row over layers and heads as the forward pass
+                              * makes it, so heed_recorder_last_row with all heads and mean costs no
+                              * recomputation (a live stream's attention summary); false */
     bool lens_eager;         /* compute the lens while generating (false: keep each step's residuals
                               * and compute it on request, heed_run_lens_compute; an unembedding per
                               * layer and step is 16-30 times the output projection) */

@@ -677,6 +677,7 @@ static int gen_start(gen *g) {
     rp.sampler = g->p.sp;
     rp.n_predict = g->n_predict;
     rp.prompt_text = g->prompt_text;
+    rp.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
     int rc = heed_recorder_new(a->model, a->eng.ctx, &rp, &g->rec);
     if (!rc) rc = heed_recorder_begin(g->rec, g->prompt, g->n_prompt);
     g->smp = heed_sampler_new(&g->p.sp, a->info.n_vocab);

@@ -84,6 +84,11 @@ struct heed_recorder {
     float *resid;        /* (n_layer, n_embd) last position's residual after each layer */
     float *logits;       /* (n_vocab) logit-lens scratch */
     heed_candidate *tmp; /* (lens_k) */
+    /* live_mean_row: the newest query's row summed over layers and heads as
+     * the forward pass hands its rows to the hook, in the order
+     * heed_run_attn_row adds them (double) */
+    double *live;        /* (n_ctx + 1) */
+    int live_pos, live_n; /* the query position summed, and how many (layer, head) rows so far */
     bool begun, done;
 };
 
@@ -240,7 +245,7 @@ static int run_from_model(heed_run *r, const heed_model *m, const heed_recorder_
 heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
-        .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .n_threads = 0,
+        .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .n_threads = 0,
         .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };
@@ -249,6 +254,23 @@ heed_recorder_params heed_recorder_default_params(void) {
 
 static void rec_observe(void *user, const heed_attn_block *b) {
     heed_recorder *rec = user;
+    if (rec->live && b->n_query > 0) {
+        int i = b->n_query - 1, pos = b->pos0 + i;
+        if (b->layer == 0) {
+            memset(rec->live, 0, sizeof(double) * ((size_t)pos + 1));
+            rec->live_pos = pos;
+            rec->live_n = 0;
+        }
+        if (pos == rec->live_pos && pos < rec->run->n_ctx && b->layer * b->n_head == rec->live_n) {
+            for (int h = 0; h < b->n_head; h++) {
+                const float *row = b->probs + (size_t)h * b->head_stride + (size_t)i * b->row_stride;
+                for (int k = 0; k <= pos; k++) rec->live[k] += row[k];
+            }
+            rec->live_n += b->n_head;
+        } else {
+            rec->live_n = -1; /* out of order: the row is recomputed instead */
+        }
+    }
     astore_add_probs(&rec->run->st, b, rec->run->pool);
 }
 static void rec_observe_qk(void *user, const heed_qk_block *b) {
@@ -284,6 +306,8 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
         rec->resid = calloc((size_t)r->n_layer * r->n_embd, sizeof(float));
         rec->logits = malloc(sizeof(float) * (size_t)r->n_vocab);
         rec->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
+        if (p.live_mean_row && !(rec->live = calloc((size_t)r->n_ctx + 1, sizeof(double)))) rc = HEED_ERR_NOMEM;
+        rec->live_n = -1;
         /* the summaries' and live views' threads while recording: the
          * context's own pool, idle then (a second pool would fight it for
          * the same cores); the views' own pool is made after finishing */
@@ -321,6 +345,7 @@ void heed_recorder_free(heed_recorder *rec) {
     free(rec->resid);
     free(rec->logits);
     free(rec->tmp);
+    free(rec->live);
     free(rec);
 }
 
@@ -387,6 +412,12 @@ int heed_recorder_last_row(heed_recorder *rec, const heed_attn_sel *sel, float *
     if (!rec || rec->done || !rec->run || !sel || !out) return HEED_ERR_INVALID_ARG;
     int n_row = rec->run->st.n_pos;
     if (n_row <= 0 || n < n_row) return HEED_ERR_INVALID_ARG;
+    const heed_run *r = rec->run;
+    bool all_mean = !sel->layers && !sel->heads && sel->agg == HEED_AGG_MEAN;
+    if (all_mean && rec->live && rec->live_pos == n_row - 1 && rec->live_n == r->n_layer * r->n_head) {
+        for (int k = 0; k < n_row; k++) out[k] = (float)(rec->live[k] / rec->live_n);
+        return n_row;
+    }
     int rc = heed_run_attn_row(rec->run, sel, n_row - 1, out);
     return rc ? rc : n_row;
 }

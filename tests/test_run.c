@@ -250,7 +250,10 @@ static void spit(const char *path, const unsigned char *b, size_t n) {
 /* heed_recorder_last_row: while recording, the newest query's row equals the
  * finished run's row of that position; refused before any decode and after
  * finish. */
-static void test_recorder_last_row(void **state) {
+/* The live row (mean over every layer and head) of the newest query while
+ * recording: recomputed from q/k, or with live_mean_row summed from the rows
+ * the forward pass hands the hook; either equals the finished run's row. */
+static void last_row_case(bool live_sum) {
     heed_model *m;
     assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
     heed_model_info mi;
@@ -258,6 +261,7 @@ static void test_recorder_last_row(void **state) {
     heed_ctx *ctx;
     assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
     heed_recorder_params rp = heed_recorder_default_params();
+    rp.live_mean_row = live_sum;
     heed_recorder *rec;
     assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
     heed_attn_sel all = heed_attn_sel_all();
@@ -279,20 +283,30 @@ static void test_recorder_last_row(void **state) {
     heed_run *run;
     assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
     assert_int_equal(heed_recorder_last_row(rec, &all, row, 64), HEED_ERR_INVALID_ARG);
+    int exact = 0, total = 0;
     for (int t = 0; t < 8; t++) {
         assert_int_equal(heed_run_attn_row(run, &all, n - 1 + t, row), HEED_OK);
         double sum = 0;
         for (int k = 0; k < n + t; k++) {
             assert_float_equal(live[t][k], row[k], 1e-7);
+            exact += live[t][k] == row[k];
+            total++;
             sum += live[t][k];
         }
         assert_float_equal(sum, 1.0, 1e-4);
     }
+    printf("live row (%s): %d of %d entries equal the run's bit for bit\n", live_sum ? "summed while decoding" : "recomputed",
+           exact, total);
     heed_run_free(run);
     heed_recorder_free(rec);
     heed_sampler_free(s);
     heed_ctx_free(ctx);
     heed_model_free(m);
+}
+
+static void test_recorder_last_row(void **state) {
+    last_row_case(false);
+    last_row_case(true);
 }
 
 static void test_round_trip(void **state) {
