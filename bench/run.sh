@@ -13,6 +13,9 @@
 # read bandwidth / weight bytes per token.
 #
 #   HEED_BENCH_QUICK=1   only the 135M models and prompt 64
+# The section "paths" measures what users run (bench/paths.mjs): decode and
+# prompt rates of `generate --save`, `POST /api/runs` and `/v1` streaming as
+# ratios to `generate` with no capture, on the 135M and 1B Q8_0 models.
 #   HEED_BENCH_SKIP_MATRIX=1   only the old small-model and kernel figures
 set -e
 B=build/bench
@@ -51,6 +54,26 @@ for mt in $models; do
         $B/mkmodel --arch llama $geo --type "$ty" --seed 1 -o "$f.tmp" && mv "$f.tmp" "$f"
     fi
 done
+
+# The paths users take (generate --save, POST /api/runs, /v1 streaming with
+# attention) against the engine with no capture, alternating, best of 3, and
+# the reference engine on the same file and thread count where it is present.
+if command -v node >/dev/null 2>&1; then
+    for g in smol135m llama1b; do
+        f="$M/$g-q8_0.gguf"
+        [ -f "$f" ] || continue
+        if [ "$g" = smol135m ]; then r=3; else r=2; fi
+        node bench/paths.mjs "$f" --threads 2 --prompt 64 --tokens 128 --repeats $r
+        if [ -x ../shared/ref/llama-bench ]; then
+            echo "== reference engine, same file: $g q8_0, 2 threads (prompt 512 and decode 128)"
+            ../shared/ref/llama-bench -m "$f" -p 512 -n 128 -t 2 -r 2 2>/dev/null | grep -E "pp512|tg128" ||
+                echo "   (the reference did not run here)"
+            $B/bench_decode -m "$f" -p 512 -n 128 -t 2 -r 2 -c off | tail -n 2
+        fi
+    done
+else
+    echo "== paths: SKIP (node is missing: make bench installs it with the web UI's dependencies)"
+fi
 
 : >"$OUT"
 for mt in $models; do

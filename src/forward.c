@@ -480,6 +480,17 @@ int heed_ctx_unembed(heed_ctx *c, const float *x, float *logits) {
     return HEED_OK;
 }
 
+int forward_max_batch(const heed_ctx *c) { return c->n_ub; }
+
+int forward_unembed_rows(heed_ctx *c, const float *x, int n, float *logits) {
+    if (!c || !x || !logits || n < 1 || n > c->n_ub) return HEED_ERR_INVALID_ARG;
+    const heed_model *m = c->m;
+    for (int i = 0; i < n; i++)
+        kern_rmsnorm(c->xb + (size_t)i * m->n_embd, x + (size_t)i * m->n_embd, m->output_norm, m->n_embd, m->rms_eps);
+    matmul(c, logits, (size_t)m->n_vocab, &m->output, c->xb, n);
+    return HEED_OK;
+}
+
 static void forward_batch(heed_ctx *c, const int32_t *ids, int n, bool want_logits) {
     const heed_model *m = c->m;
     const int E = m->n_embd, pos0 = c->n_past;

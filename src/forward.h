@@ -13,4 +13,13 @@
  * and live views instead of starting a second pool on the same cores. */
 pool *forward_pool(heed_ctx *c);
 
+/* The most rows one forward batch (and forward_unembed_rows) takes. */
+int forward_max_batch(const heed_ctx *c);
+/* logits (n, n_vocab) = output . rmsnorm(x) for n residual rows (n_embd
+ * each), n <= forward_max_batch: the logit lens, the matrix read once for n
+ * rows. Uses the context's scratch, so not inside heed_decode. A row's
+ * logits depend on n (the kernels tile rows), not on the thread count.
+ * HEED_OK or HEED_ERR_INVALID_ARG. */
+int forward_unembed_rows(heed_ctx *c, const float *x, int n, float *logits);
+
 #endif

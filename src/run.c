@@ -46,6 +46,11 @@
 #define MAX_ATTN_TOPK ASTORE_TOPK_MAX
 #define MAX_STR (1u << 20)
 #define LABEL_MAX 256
+/* Layers unembedded together: the output matrix is read once for them.
+ * Fixed (not the context's batch size), since a row's logits depend on how
+ * many rows go through the kernels together: the eager and the lazy lens
+ * must batch alike to agree bit for bit. */
+#define LENS_BATCH 8
 
 typedef struct run_step {
     int32_t id;
@@ -82,7 +87,7 @@ struct heed_recorder {
     const heed_model *m;
     heed_ctx *ctx;
     float *resid;        /* (n_layer, n_embd) last position's residual after each layer */
-    float *logits;       /* (n_vocab) logit-lens scratch */
+    float *logits;       /* (LENS_BATCH, n_vocab) logit-lens scratch */
     heed_candidate *tmp; /* (lens_k) */
     /* live_mean_row: the newest query's row summed over layers and heads as
      * the forward pass hands its rows to the hook, in the order
@@ -304,7 +309,7 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
     }
     if (!rc) {
         rec->resid = calloc((size_t)r->n_layer * r->n_embd, sizeof(float));
-        rec->logits = malloc(sizeof(float) * (size_t)r->n_vocab);
+        rec->logits = malloc(sizeof(float) * (size_t)r->n_vocab * LENS_BATCH);
         rec->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
         if (p.live_mean_row && !(rec->live = calloc((size_t)r->n_ctx + 1, sizeof(double)))) rc = HEED_ERR_NOMEM;
         rec->live_n = -1;
@@ -370,17 +375,23 @@ int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n) {
 }
 
 /* Step t's lens from its residuals (n_layer rows of n_embd): one
- * unembedding per layer, the top lens_k tokens with their probabilities.
- * logits (n_vocab) and tmp (lens_k + 1) are scratch. The one function both
- * the eager and the lazy lens go through. */
+ * unembedding per layer, LENS_BATCH layers at a time, the top lens_k tokens
+ * with their probabilities. logits (LENS_BATCH, n_vocab) and tmp
+ * (lens_k + 1) are scratch. The one function both the eager and the lazy
+ * lens go through. */
 static void lens_of_step(heed_run *r, heed_ctx *ctx, int t, const float *resid, float *logits, heed_candidate *tmp) {
-    for (int l = 0; l < r->n_layer; l++) {
-        heed_ctx_unembed(ctx, resid + (size_t)l * r->n_embd, logits);
-        int n = heed_top_candidates(logits, r->n_vocab, r->lens_k, tmp);
-        size_t base = ((size_t)t * r->n_layer + l) * r->lens_k;
-        for (int i = 0; i < r->lens_k; i++) {
-            r->lens_id[base + i] = i < n ? tmp[i].id : -1;
-            r->lens_p[base + i] = i < n ? tmp[i].prob : 0.0f;
+    int batch = forward_max_batch(ctx) < LENS_BATCH ? forward_max_batch(ctx) : LENS_BATCH;
+    for (int l0 = 0; l0 < r->n_layer; l0 += batch) {
+        int nb = r->n_layer - l0 < batch ? r->n_layer - l0 : batch;
+        forward_unembed_rows(ctx, resid + (size_t)l0 * r->n_embd, nb, logits);
+        for (int b = 0; b < nb; b++) {
+            int l = l0 + b;
+            int n = heed_top_candidates(logits + (size_t)b * r->n_vocab, r->n_vocab, r->lens_k, tmp);
+            size_t base = ((size_t)t * r->n_layer + l) * r->lens_k;
+            for (int i = 0; i < r->lens_k; i++) {
+                r->lens_id[base + i] = i < n ? tmp[i].id : -1;
+                r->lens_p[base + i] = i < n ? tmp[i].prob : 0.0f;
+            }
         }
     }
     r->lens_ready[t] = 1;
@@ -511,7 +522,7 @@ int heed_run_lens_compute(heed_run *r, const heed_model *m, heed_ctx *ctx, int t
     if (!r->resid) return HEED_ERR_UNSUPPORTED;
     int rc = heed_run_lens_model_ok(r, m);
     if (rc) return rc;
-    float *logits = malloc(sizeof(float) * (size_t)r->n_vocab);
+    float *logits = malloc(sizeof(float) * (size_t)r->n_vocab * LENS_BATCH);
     heed_candidate *tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
     rc = logits && tmp ? HEED_OK : HEED_ERR_NOMEM;
     for (int t = t0; !rc && t < t1; t++)
