@@ -141,6 +141,21 @@ static void sse_last(const char *body, char *name, size_t name_size, json_t **da
     sse_free(ev, n);
 }
 
+/* POST /api/runs with body, read to its end: the run id of its "done" into id. */
+static void post_run_id(const srv *s, const char *body, char *id, size_t size) {
+    long st;
+    char *sse = post_sse(s, "/api/runs", body, &st);
+    assert_int_equal(st, 200);
+    char name[32];
+    json_t *d;
+    bool dm;
+    sse_last(sse, name, sizeof name, &d, &dm);
+    free(sse);
+    assert_string_equal(name, "done");
+    snprintf(id, size, "%s", json_string_value(json_object_get(d, "run_id")));
+    json_decref(d);
+}
+
 static void start_with(srv *s, const char *dir, const char *const *extra) {
     char cmd[PATH_MAX + 32];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -409,16 +424,8 @@ static void test_view_cache_bounded(void **state) {
     srv s;
     const char *extra[] = {"--cache-bytes", "4000000", NULL};
     start_with(&s, "test-output/hostile-cache", extra);
-    long st;
-    char *sse = post_sse(&s, "/api/runs", "{\"prompt\": \"Once upon a time\", \"max_tokens\": 250}", &st);
-    char name[32];
-    json_t *d;
-    bool dm;
-    sse_last(sse, name, sizeof name, &d, &dm);
-    free(sse);
     char id[64], p[256];
-    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(d, "run_id")));
-    json_decref(d);
+    post_run_id(&s, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 250}", id, sizeof id);
 
     snprintf(p, sizeof p, "/api/runs/%s/graph?junk=1", id);
     expect_error(&s, "GET", p, NULL, 400, "junk");
@@ -603,16 +610,12 @@ static void test_load_and_faults(void **state) {
     srv s;
     const char *dir = "test-output/hostile-load";
     start_with(&s, dir, NULL);
-    long st;
-    char *first = post_sse(&s, "/api/runs", "{\"prompt\": \"Once upon a time\", \"max_tokens\": 16}", &st);
+    char first[64], graph[160];
+    post_run_id(&s, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 16}", first, sizeof first);
+    snprintf(graph, sizeof graph, "/api/runs/%s/graph", first);
     char name[32];
     json_t *d;
     bool dm;
-    sse_last(first, name, sizeof name, &d, &dm);
-    free(first);
-    char graph[160];
-    snprintf(graph, sizeof graph, "/api/runs/%s/graph", json_string_value(json_object_get(d, "run_id")));
-    json_decref(d);
 
     enum { G = 16 };
     stream_job gens[G], readers[G];

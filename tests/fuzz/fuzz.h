@@ -59,6 +59,10 @@ void fuzz_write_file(const char *dir, const char *name, const void *data, size_t
 /* Removes DIR/name if it exists. */
 void fuzz_remove_file(const char *dir, const char *name);
 
+/* Is s (n bytes) strict UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF)? Written independently of the library's own check. */
+int fuzz_valid_utf8(const uint8_t *s, size_t n);
+
 /* A NUL-terminated malloc'd copy of n bytes; aborts when out of memory. */
 char *fuzz_strndup(const void *data, size_t n);
 

@@ -61,31 +61,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-/* Strict UTF-8, written independently of tok.c (code point arithmetic). */
-static int valid_utf8(const uint8_t *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + (size_t)len > n) return 0;
-        uint32_t cp = len == 1 ? c : c & (0x3fu >> (len - 1));
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += (size_t)len;
-    }
-    return 1;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int32_t *ids = malloc((size + 1) * sizeof *ids); /* a token covers at least one byte */
     char *out = malloc(size + 1);
     if (!ids || !out) abort();
     const char *text = (const char *)data;
     int n = tok_encode(g_vocab, text, size, false, ids, (int)size + 1);
-    if (!valid_utf8(data, size)) {
+    if (!fuzz_valid_utf8(data, size)) {
         if (n != HEED_ERR_INVALID_ARG) __builtin_trap();
     } else {
         if (n < 0 || (size_t)n > size) __builtin_trap();

@@ -62,24 +62,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-/* Strict UTF-8, written independently of tok.c (code point arithmetic). */
-static int valid_utf8(const uint8_t *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + (size_t)len > n) return 0;
-        uint32_t cp = len == 1 ? c : c & (0x3fu >> (len - 1));
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += (size_t)len;
-    }
-    return 1;
-}
-
 /* What decoding the encoded text gives: the space prefix (for non-empty
  * text), then the text with each U+2581 as a space. Returns the length. */
 static size_t expected_text(const uint8_t *data, size_t size, char *out) {
@@ -104,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!ids || !out || !want) abort();
     const char *text = (const char *)data;
     int n = tok_encode(g_vocab, text, size, false, ids, n_max);
-    if (!valid_utf8(data, size)) {
+    if (!fuzz_valid_utf8(data, size)) {
         if (n != HEED_ERR_INVALID_ARG) __builtin_trap();
     } else if (n == HEED_ERR_TOKENIZER && !g_byte_fallback) {
         /* a character with no piece and no byte token: refused, which is allowed */
@@ -116,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (k < 0 || len + (size_t)k > size + 1) __builtin_trap();
             len += (size_t)k;
             int m = tok_label(g_vocab, ids[i], label, sizeof label);
-            if (m < 0 || ((size_t)m < sizeof label && !valid_utf8((const uint8_t *)label, (size_t)m)))
+            if (m < 0 || ((size_t)m < sizeof label && !fuzz_valid_utf8((const uint8_t *)label, (size_t)m)))
                 __builtin_trap();
         }
         size_t want_len = expected_text(data, size, want);
