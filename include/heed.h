@@ -670,6 +670,80 @@ int heed_run_export_json(const heed_run *run, const char *path, char *err, size_
 
 /* ============================================ end of runs and analysis */
 
+/* ================================================== generation session
+ *
+ * One generation, as every front end runs it (CLI, server): the prompt
+ * through the model, then one step per token: the choice (sampled, or taken
+ * from a forced prefix: a branch of an earlier run), its record (when asked),
+ * the complete UTF-8 text it finishes, and the stop rule (an
+ * end-of-generation token, n_predict outputs, or a cancel). A chosen token is
+ * decoded at the start of the next step, so a generation never runs a token
+ * it will not use. The session owns its sampler and recorder; the model and
+ * the context are the caller's and must outlive it; the context (reset at
+ * start) and its hook are the session's until heed_gen_free. Threads: one at
+ * a time.
+ *
+ *   heed_gen_start(model, ctx, &params, prompt, n, &g);
+ *   while ((rc = heed_gen_next(g, &step)) == 1) { use step }
+ *   heed_gen_stop(g);  heed_gen_finish(g, &run);  heed_gen_free(g);
+ */
+
+#define HEED_GEN_MAX_TOP 64
+
+typedef struct heed_gen heed_gen;
+
+typedef struct heed_gen_params {
+    heed_sampler_params sampler;
+    int n_predict;            /* outputs at most (64; 0: the prompt is only run); cut to the context's room */
+    bool record;              /* keep a recording: heed_gen_finish hands over the run (false) */
+    heed_recorder_params rec; /* its tiers, when record (sampler, n_predict, prompt_text come from here) */
+    const char *prompt_text;  /* for the record; may be NULL */
+    const int32_t *forced;    /* the first n_forced outputs, taken instead of sampled (copied) */
+    int n_forced;
+    int n_top;                /* candidates reported per step (5, at most HEED_GEN_MAX_TOP) */
+} heed_gen_params;
+
+heed_gen_params heed_gen_default_params(void);
+
+typedef struct heed_gen_step {
+    int index;                 /* output index, from 0 */
+    heed_sample sample;        /* the choice and the model's own distribution */
+    const heed_candidate *top; /* n_top best candidates, best first (valid until the next step) */
+    int n_top;
+    const char *text;          /* the complete UTF-8 characters this token finishes, NUL-terminated
+                                * (the last step flushes what is left); valid until the next step */
+    size_t text_len;
+    bool last;                 /* the generation is over after this step (heed_gen_stop says why) */
+} heed_gen_step;
+
+/* Starts a generation on ctx: resets it, records the prompt when asked, runs
+ * it. Returns HEED_OK, HEED_ERR_INVALID_ARG (an empty prompt, an id outside
+ * the vocabulary, bad parameters: also those the sampler refuses),
+ * HEED_ERR_CONTEXT_FULL (the prompt does not fit), HEED_ERR_NOMEM, or the
+ * prompt's decode error (heed_ctx_error). The caller owns *out. */
+int heed_gen_start(const heed_model *model, heed_ctx *ctx, const heed_gen_params *params, const int32_t *prompt,
+                   int n_prompt, heed_gen **out);
+/* The next step: 1 with *step filled, 0 when the generation is over (no
+ * token chosen), or a negative code (a decode or recording failure). */
+int heed_gen_next(heed_gen *g, heed_gen_step *step);
+/* Ends the generation before its next step: heed_gen_next then returns 0
+ * and the stop is "cancelled". */
+void heed_gen_cancel(heed_gen *g);
+/* Why it is over: "length", "eog", "cancelled"; NULL while it goes on. */
+const char *heed_gen_stop(const heed_gen *g);
+int heed_gen_n_output(const heed_gen *g);
+const int32_t *heed_gen_output(const heed_gen *g); /* (heed_gen_n_output) ids chosen so far */
+int heed_gen_n_predict(const heed_gen *g);         /* n_predict as cut to the context */
+/* The recorder while it records (live views: heed_recorder_last_row,
+ * heed_recorder_step_view), else NULL. */
+heed_recorder *heed_gen_recorder(heed_gen *g);
+/* Ends the recording and hands over the run (the caller owns it); a
+ * generation finished before it was over counts as cancelled. HEED_OK,
+ * HEED_ERR_INVALID_ARG (not recording, or twice), HEED_ERR_NOMEM. */
+int heed_gen_finish(heed_gen *g, heed_run **run);
+void heed_gen_free(heed_gen *g);
+
+
 #ifdef __cplusplus
 }
 #endif

@@ -341,11 +341,9 @@ typedef struct gen {
     bool streamed;     /* events go to pend for an SSE reader */
     atomic_bool gone;  /* the client left: the generation ends at its next token */
     atomic_bool dropped; /* the client fell too far behind: dropped, the generation cancelled */
-    heed_sampler *smp;
-    heed_recorder *rec; /* while it runs */
-    int32_t *out;      /* (n_predict + 1) */
+    heed_gen *sess;    /* the generation session, while it runs (on the engine thread) */
+    int32_t *out;      /* (n_predict + 1) the outputs so far */
     int n_out;
-    heed_utf8_stream us;
     char *text;
     size_t text_len, text_cap;
     json_t *steps;
@@ -378,8 +376,7 @@ static void gen_free(gen *g) {
     free(g->prompt);
     free(g->prompt_text);
     json_decref(g->messages);
-    heed_sampler_free(g->smp);
-    heed_recorder_free(g->rec);
+    heed_gen_free(g->sess);
     free(g->out);
     free(g->text);
     json_decref(g->steps);
@@ -648,7 +645,7 @@ static json_t *attn_top(gen *g, int k) {
     api *a = g->api;
     const float *row = a->eng.row;
     heed_attn_sel all = heed_attn_sel_all();
-    int n = heed_recorder_last_row(g->rec, &all, a->eng.row, a->n_ctx), idx[API_MAX_ATTN_TOP];
+    int n = heed_recorder_last_row(heed_gen_recorder(g->sess), &all, a->eng.row, a->n_ctx), idx[API_MAX_ATTN_TOP];
     if (k > API_MAX_ATTN_TOP) k = API_MAX_ATTN_TOP;
     int m = 0;
     json_t *arr = json_array();
@@ -665,25 +662,24 @@ static json_t *attn_top(gen *g, int k) {
     return arr;
 }
 
-/* On the engine thread: fresh context, hook, prompt decoded, sampler ready. */
+/* On the engine thread: the generation session (gen.c) started on the
+ * engine's context: recorder, prompt decoded, sampler ready. */
 static int gen_start(gen *g) {
     api *a = g->api;
-    heed_ctx_reset(a->eng.ctx);
     g->created = (long long)time(NULL);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler = g->p.sp;
+    gp.n_predict = g->n_predict;
+    gp.n_top = API_N_TOP;
+    gp.prompt_text = g->prompt_text;
+    gp.forced = g->forced;
+    gp.n_forced = g->n_forced;
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
-    heed_recorder_params rp = heed_recorder_default_params();
-    rp.n_threads = a->cfg.n_threads;
-    rp.sampler = g->p.sp;
-    rp.n_predict = g->n_predict;
-    rp.prompt_text = g->prompt_text;
-    rp.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
-    int rc = heed_recorder_new(a->model, a->eng.ctx, &rp, &g->rec);
-    if (!rc) rc = heed_recorder_begin(g->rec, g->prompt, g->n_prompt);
-    g->smp = heed_sampler_new(&g->p.sp, a->info.n_vocab);
-    if (rc || !g->smp) return rc ? rc : HEED_ERR_NOMEM;
-    heed_sampler_accept(g->smp, g->prompt, g->n_prompt);
-    return heed_decode(a->eng.ctx, g->prompt, g->n_prompt);
+    gp.record = true;
+    gp.rec.n_threads = a->cfg.n_threads;
+    gp.rec.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
+    return heed_gen_start(a->model, a->eng.ctx, &gp, g->prompt, g->n_prompt, &g->sess);
 }
 
 /* Should the generation end now, cancelled (server stopping, client gone
@@ -692,50 +688,42 @@ static bool gen_cancelled(const gen *g) {
     return atomic_load(&g->api->stopping) || atomic_load(&g->gone) || atomic_load(&g->dropped);
 }
 
-/* Chooses one token and returns its event in *ev (borrowed from g->steps,
- * valid while g lives; NULL when no token was chosen); decodes it unless it
- * is the last. Returns 0 (more to come), 1 (finished: g->stop says why) or a
- * negative code. Never writes past n_predict outputs, whatever the request
- * asked: with n_predict 0 it chooses nothing. */
+/* One step of the session, and its event in *ev (borrowed from g->steps,
+ * valid while g lives; NULL when no token was chosen). Returns 0 (more to
+ * come), 1 (finished: g->stop says why) or a negative code. The session
+ * never goes past n_predict outputs, whatever the request asked. */
 static int gen_step(gen *g, json_t **ev) {
     api *a = g->api;
     const heed_model *m = a->model;
     *ev = NULL;
-    if (g->n_out >= g->n_predict) return 1;
-    const float *logits = heed_ctx_logits(a->eng.ctx);
-    heed_sample s;
-    int rc = g->n_out < g->n_forced ? heed_sampler_force(g->smp, logits, a->info.n_vocab, g->forced[g->n_out], &s)
-                                    : heed_sampler_sample(g->smp, logits, a->info.n_vocab, &s);
-    if (!rc) rc = heed_recorder_step(g->rec, &s, logits);
-    if (rc) return rc;
-    g->out[g->n_out++] = s.id;
-
-    char bytes[BYTES_MAX], delta[3 * BYTES_MAX + 8];
-    int nb = heed_token_bytes(m, s.id, bytes, sizeof bytes);
-    size_t nd = nb > 0 ? heed_utf8_stream_push(&g->us, bytes, nb < BYTES_MAX ? (size_t)nb : BYTES_MAX - 1, delta) : 0;
-    bool eog = heed_token_is_eog(m, s.id), last = eog || g->n_out == g->n_predict;
-    if (last) nd += heed_utf8_stream_flush(&g->us, delta + nd);
-    if (!text_append(g, delta, nd)) return HEED_ERR_NOMEM;
-
-    heed_candidate cand[API_N_TOP];
-    int nc = heed_sample_candidates(&s, logits, a->info.n_vocab, API_N_TOP, cand);
+    heed_gen_step st;
+    int rc = heed_gen_next(g->sess, &st);
+    if (rc <= 0) {
+        if (!rc) g->stop = heed_gen_stop(g->sess);
+        return rc < 0 ? rc : 1;
+    }
+    g->out[g->n_out++] = st.sample.id;
+    if (!text_append(g, st.text, st.text_len)) return HEED_ERR_NOMEM;
     json_t *top = json_array();
-    for (int i = 0; i < nc; i++)
-        json_array_append_new(top, json_pack("{s:i, s:o, s:f}", "id", cand[i].id, "label", label_json(m, cand[i].id),
-                                             "prob", cand[i].prob));
-    json_t *e = json_pack("{s:i, s:i, s:o, s:s%, s:f, s:f, s:o, s:{s:o}}", "index", g->n_out - 1, "id", s.id,
-                          "label", label_json(m, s.id), "text", delta, nd, "prob", s.prob, "logprob", s.logprob,
+    for (int i = 0; i < st.n_top; i++)
+        json_array_append_new(top, json_pack("{s:i, s:o, s:f}", "id", st.top[i].id, "label",
+                                             label_json(m, st.top[i].id), "prob", st.top[i].prob));
+    const heed_sample *s = &st.sample;
+    json_t *e = json_pack("{s:i, s:i, s:o, s:s%, s:f, s:f, s:o, s:{s:o}}", "index", st.index, "id", s->id, "label",
+                          label_json(m, s->id), "text", st.text, st.text_len, "prob", s->prob, "logprob", s->logprob,
                           "top", top, "attention", "top", attn_top(g, a->cfg.attn_top_k));
     if (!e || json_array_append_new(g->steps, e)) return HEED_ERR_NOMEM;
     *ev = e; /* borrowed: g->steps holds it */
-    if (eog) g->stop = "eog";
-    if (last) return 1;
+    if (st.last) {
+        g->stop = heed_gen_stop(g->sess);
+        return 1;
+    }
     if (gen_cancelled(g)) {
+        heed_gen_cancel(g->sess);
         g->stop = "cancelled";
         return 1;
     }
-    rc = heed_decode(a->eng.ctx, &s.id, 1);
-    return rc ? rc : 0;
+    return 0;
 }
 
 static json_t *ids_json(const int32_t *ids, int n) {
@@ -775,9 +763,9 @@ static json_t *run_doc(gen *g) {
 static int gen_finish(gen *g, char *err, size_t err_size) {
     api *a = g->api;
     heed_run *run = NULL;
-    int rc = g->rec ? heed_recorder_finish(g->rec, &run) : HEED_ERR_INVALID_ARG;
-    heed_recorder_free(g->rec); /* also removes the hook when finish was refused */
-    g->rec = NULL;
+    int rc = g->sess ? heed_gen_finish(g->sess, &run) : HEED_ERR_INVALID_ARG;
+    heed_gen_free(g->sess); /* also removes the hook when finish was refused */
+    g->sess = NULL;
     if (rc) return 1;
 
     json_t *doc = run_doc(g);
@@ -854,7 +842,7 @@ static json_t *with_split(gen *g, json_t *ev) {
     int np = g->n_prompt;
     float *w = malloc(sizeof(float) * ((size_t)np + (size_t)g->n_out)), im = 0, om = 0;
     heed_attn_sel all = heed_attn_sel_all();
-    int t = w ? heed_recorder_step_view(g->rec, &all, 0, w, w + np, &im, &om) : HEED_ERR_NOMEM;
+    int t = w ? heed_recorder_step_view(heed_gen_recorder(g->sess), &all, 0, w, w + np, &im, &om) : HEED_ERR_NOMEM;
     json_t *e = json_copy(ev), *att = json_copy(json_object_get(ev, "attention"));
     if (t >= 0 && e && att) {
         json_object_set_new(att, "split", split_json(w, np, t, im, om));

@@ -312,220 +312,182 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Appends a token's text to the output buffer and, when streaming, prints the
- * complete UTF-8 characters it finishes. */
+/* The generated text, printed as it comes when streaming. */
 typedef struct text_out {
     char *buf;
     size_t len, cap;
-    heed_utf8_stream us;
     bool print;
 } text_out;
 
-static bool text_push(text_out *t, const char *bytes, size_t n) {
-    if (t->len + 3 * n + 16 > t->cap) {
-        size_t cap = (t->cap ? t->cap * 2 : 1024) + 3 * n + 16;
+static bool text_push(text_out *t, const char *s, size_t n) {
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->cap ? t->cap * 2 : 1024) + n + 1;
         char *b = realloc(t->buf, cap);
         if (!b) return false;
         t->buf = b;
         t->cap = cap;
     }
-    size_t w = bytes ? heed_utf8_stream_push(&t->us, bytes, n, t->buf + t->len)
-                     : heed_utf8_stream_flush(&t->us, t->buf + t->len);
-    if (t->print && w) {
-        fwrite(t->buf + t->len, 1, w, stdout);
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = 0;
+    if (t->print && n) {
+        fwrite(s, 1, n, stdout);
         fflush(stdout);
     }
-    t->len += w;
     return true;
 }
 
-static int run_generate(const gen_opts *o) {
-    heed_model *m = NULL;
-    heed_ctx *ctx = NULL;
-    heed_sampler *smp = NULL;
-    int32_t *prompt = NULL, *out = NULL;
-    step_rec *steps = NULL;
-    capture cap = {0};
-    heed_recorder *rec = NULL;
-    heed_run *run = NULL;
-    text_out text = {0};
-    int rc = 1, n_prompt = 0, n_out = 0;
-    const char *stop = "length";
-
-    if (load_model(o->model, &m)) goto done;
-    heed_model_info info;
-    heed_model_get_info(m, &info);
-
-    prompt = malloc(sizeof(int32_t) * MAX_IDS);
-    if (!prompt) goto oom;
+/* The prompt's ids from -p (plain or --chat) or --ids. Returns the count, or
+ * -1 after a message. */
+static int prompt_ids(const gen_opts *o, const heed_model *m, const heed_model_info *info, int32_t *prompt) {
+    int n = 0;
     if (o->ids) {
-        if ((n_prompt = parse_ids(o->ids, prompt, MAX_IDS)) < 0) goto done;
+        if ((n = parse_ids(o->ids, prompt, MAX_IDS)) < 0) return -1;
     } else {
-        if (!info.can_tokenize) {
+        if (!info->can_tokenize) {
             fprintf(stderr,
                     "heed: %s has a %s vocabulary heed cannot encode (unknown pre-tokenizer); "
-                    "pass the prompt as token ids with --ids\n", info.path, info.tokenizer);
-            goto done;
+                    "pass the prompt as token ids with --ids\n", info->path, info->tokenizer);
+            return -1;
         }
         const char *p = o->prompt ? o->prompt : "";
         if (o->chat) {
             if (!heed_chat_template(m)) {
                 fprintf(stderr, "heed: %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral)\n",
-                        info.path);
-                goto done;
+                        info->path);
+                return -1;
             }
             heed_chat_msg msgs[2] = {{"system", o->system}, {"user", p}};
             int first = o->system ? 0 : 1;
-            n_prompt = heed_chat_tokenize(m, msgs + first, 2 - first, true, prompt, MAX_IDS);
+            n = heed_chat_tokenize(m, msgs + first, 2 - first, true, prompt, MAX_IDS);
         } else {
-            n_prompt = heed_tokenize(m, p, strlen(p), info.add_bos, prompt, MAX_IDS);
+            n = heed_tokenize(m, p, strlen(p), info->add_bos, prompt, MAX_IDS);
         }
-        if (n_prompt < 0) {
+        if (n < 0) {
             fprintf(stderr, "heed: cannot tokenize the prompt: %s\n",
-                    n_prompt == HEED_ERR_INVALID_ARG ? "it is not valid UTF-8" : heed_strerror(n_prompt));
-            goto done;
+                    n == HEED_ERR_INVALID_ARG ? "it is not valid UTF-8" : heed_strerror(n));
+            return -1;
         }
-        if (n_prompt > MAX_IDS) {
-            fprintf(stderr, "heed: the prompt has %d tokens, more than %d\n", n_prompt, MAX_IDS);
-            goto done;
+        if (n > MAX_IDS) {
+            fprintf(stderr, "heed: the prompt has %d tokens, more than %d\n", n, MAX_IDS);
+            return -1;
         }
     }
-    if (n_prompt == 0) {
+    if (n == 0) {
         fprintf(stderr, "heed: the prompt is empty (give -p TEXT or --ids LIST)\n");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (prompt[i] >= info->n_vocab) {
+            fprintf(stderr, "heed: token id %d is outside the vocabulary (0..%d)\n", prompt[i], info->n_vocab - 1);
+            return -1;
+        }
+    }
+    return n;
+}
+
+/* The prompt as the output's first line: its text, or its tokens' bytes. */
+static void print_prompt(const gen_opts *o, const heed_model *m, const int32_t *prompt, int n_prompt) {
+    if (o->prompt) fputs(o->prompt, stdout);
+    for (int i = 0; !o->prompt && i < n_prompt; i++) {
+        char b[256];
+        int n = heed_token_bytes(m, prompt[i], b, sizeof b);
+        if (n > 0) fwrite(b, 1, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1, stdout);
+    }
+    fflush(stdout);
+}
+
+/* With --json, the attention rows: the capture hook's store, sized for the
+ * whole generation (the recorder's run fills it instead with --save). */
+static int capture_init(capture *cap, const heed_model_info *info, int n_pos) {
+    cap->n_layer = info->n_layer;
+    cap->n_head = info->n_head;
+    cap->n_pos = n_pos;
+    double bytes = (double)cap->n_layer * cap->n_head * (double)tri((size_t)n_pos) * sizeof(float);
+    if (bytes > (double)MAX_CAPTURE_BYTES) {
+        fprintf(stderr, "heed: full attention for %d positions would need %.1f GB; "
+                        "generate fewer tokens or use --attention none\n", n_pos, bytes / 1e9);
+        return -1;
+    }
+    cap->rows = calloc(1, (size_t)bytes + 1);
+    if (!cap->rows) fprintf(stderr, "heed: out of memory\n");
+    return cap->rows ? 0 : -1;
+}
+
+/* heed generate: the session's loop (gen.c), with the CLI's output around it. */
+static int run_generate(const gen_opts *o) {
+    heed_model *m = NULL;
+    heed_ctx *ctx = NULL;
+    heed_gen *g = NULL;
+    heed_run *run = NULL;
+    int32_t *prompt = malloc(sizeof(int32_t) * MAX_IDS);
+    step_rec *steps = NULL;
+    capture cap = {0};
+    text_out text = {.print = !o->json && o->stream};
+    int rc = 1, n_prompt = 0, n_out = 0;
+
+    if (!prompt || load_model(o->model, &m)) goto done;
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0) goto done;
+    if (o->n_ctx > info.n_ctx_train) {
+        fprintf(stderr, "heed: --ctx %d exceeds the model's context limit of %d tokens\n", o->n_ctx, info.n_ctx_train);
         goto done;
     }
-    for (int i = 0; i < n_prompt; i++) {
-        if (prompt[i] >= info.n_vocab) {
-            fprintf(stderr, "heed: token id %d is outside the vocabulary (0..%d)\n", prompt[i], info.n_vocab - 1);
-            goto done;
-        }
-    }
-
     heed_ctx_params cp = heed_ctx_default_params();
     cp.n_ctx = o->n_ctx;
     cp.n_threads = o->n_threads;
-    if (o->n_ctx > info.n_ctx_train) {
-        fprintf(stderr, "heed: --ctx %d exceeds the model's context limit of %d tokens\n", o->n_ctx,
-                info.n_ctx_train);
-        goto done;
-    }
     int crc = heed_ctx_new(m, &cp, &ctx);
     if (crc) {
         fprintf(stderr, "heed: cannot create a context: %s\n", heed_strerror(crc));
         goto done;
     }
-    int n_ctx = heed_ctx_n_ctx(ctx);
+    int n_ctx = heed_ctx_n_ctx(ctx), n_predict = o->n_predict;
     if (n_prompt > n_ctx) {
         fprintf(stderr, "heed: the prompt has %d tokens but the context limit is %d tokens\n", n_prompt, n_ctx);
         goto done;
     }
-    /* every generated token but the last goes through the model */
-    int n_predict = o->n_predict;
-    if (n_prompt + n_predict - 1 > n_ctx) {
+    if (n_prompt + n_predict - 1 > n_ctx) { /* every generated token but the last goes through the model */
         n_predict = n_ctx - n_prompt + 1;
         fprintf(stderr, "heed: generating at most %d tokens: the context limit is %d tokens\n", n_predict, n_ctx);
     }
+    if (!(steps = calloc((size_t)n_predict + 1, sizeof *steps))) goto oom;
+    if (o->json && o->attention && capture_init(&cap, &info, n_prompt + (n_predict > 0 ? n_predict - 1 : 0))) goto done;
+    heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &cap};
+    if (cap.rows && !o->save) heed_ctx_set_attn_hook(ctx, &hook);
 
-    smp = heed_sampler_new(&o->sp, info.n_vocab);
-    out = malloc(sizeof(int32_t) * ((size_t)n_predict + 1));
-    steps = calloc((size_t)n_predict + 1, sizeof *steps);
-    if (!smp || !out || !steps) {
-        if (!smp && out && steps) {
-            fprintf(stderr, "heed: invalid sampling parameters\n");
-            goto done;
-        }
-        goto oom;
-    }
-    heed_sampler_accept(smp, prompt, n_prompt);
-
-    if (o->save) {
-        /* the recorder owns the context's hook; JSON rows then come from the run */
-        heed_recorder_params rp = heed_recorder_default_params();
-        rp.sampler = o->sp;
-        rp.n_predict = n_predict;
-        rp.prompt_text = o->prompt;
-        rp.n_threads = o->n_threads;
-        int rrc = heed_recorder_new(m, ctx, &rp, &rec);
-        if (!rrc) rrc = heed_recorder_begin(rec, prompt, n_prompt);
-        if (rrc) {
-            fprintf(stderr, "heed: cannot record: %s\n", heed_strerror(rrc));
-            goto done;
-        }
-    }
-
-    if (o->json && o->attention) {
-        cap.n_layer = info.n_layer;
-        cap.n_head = info.n_head;
-        cap.n_pos = n_prompt + (n_predict > 0 ? n_predict - 1 : 0);
-        double bytes = (double)cap.n_layer * cap.n_head * (double)tri((size_t)cap.n_pos) * sizeof(float);
-        if (bytes > (double)MAX_CAPTURE_BYTES) {
-            fprintf(stderr, "heed: full attention for %d positions would need %.1f GB; "
-                            "generate fewer tokens or use --attention none\n", cap.n_pos, bytes / 1e9);
-            goto done;
-        }
-        cap.rows = calloc(1, (size_t)bytes + 1);
-        if (!cap.rows) goto oom;
-        heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &cap};
-        if (!rec) heed_ctx_set_attn_hook(ctx, &hook);
-    }
-
-    text.print = !o->json && o->stream;
-    if (!o->json) {
-        if (o->prompt) fputs(o->prompt, stdout);
-        else {
-            for (int i = 0; i < n_prompt; i++) {
-                char b[256];
-                int n = heed_token_bytes(m, prompt[i], b, sizeof b);
-                if (n > 0) fwrite(b, 1, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1, stdout);
-            }
-        }
-        fflush(stdout);
-    }
-
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler = o->sp;
+    gp.n_predict = n_predict;
+    gp.n_top = N_TOP;
+    gp.record = o->save != NULL; /* the recorder then owns the hook; JSON rows come from the run */
+    gp.rec.n_threads = o->n_threads;
+    gp.prompt_text = o->prompt;
+    if (!o->json) print_prompt(o, m, prompt, n_prompt);
     double t0 = now_s();
-    if (heed_decode(ctx, prompt, n_prompt)) {
-        fprintf(stderr, "heed: %s\n", heed_ctx_error(ctx));
+    int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
+    if (grc) {
+        fprintf(stderr, "heed: %s\n", grc == HEED_ERR_INVALID_ARG ? "invalid sampling parameters"
+                                      : grc == HEED_ERR_NOMEM  ? "out of memory"
+                                                               : heed_ctx_error(ctx));
         goto done;
     }
     double t1 = now_s();
-    for (int s = 0; s < n_predict; s++) {
-        heed_sample smpl;
-        const float *logits = heed_ctx_logits(ctx);
-        if (heed_sampler_sample(smp, logits, info.n_vocab, &smpl)) {
-            fprintf(stderr, "heed: sampling failed\n");
-            goto done;
-        }
-        step_rec *st = &steps[s];
-        st->id = smpl.id;
-        st->prob = smpl.prob;
-        st->logprob = smpl.logprob;
-        st->entropy = smpl.entropy;
-        st->n_top = heed_sample_candidates(&smpl, logits, info.n_vocab, N_TOP, st->top);
-        out[n_out++] = smpl.id;
-        if (rec && heed_recorder_step(rec, &smpl, logits)) {
-            fprintf(stderr, "heed: recording step %d failed\n", s);
-            goto done;
-        }
-
-        char b[512];
-        int nb = heed_token_bytes(m, smpl.id, b, sizeof b);
-        if (nb > 0 && !text_push(&text, b, (size_t)nb < sizeof b ? (size_t)nb : sizeof b - 1)) goto oom;
-        if (heed_token_is_eog(m, smpl.id)) {
-            stop = "eog";
-            break;
-        }
-        if (s == n_predict - 1) break;
-        if (heed_decode(ctx, &smpl.id, 1)) {
-            fprintf(stderr, "heed: %s\n", heed_ctx_error(ctx));
-            goto done;
-        }
+    heed_gen_step st;
+    while ((grc = heed_gen_next(g, &st)) == 1) {
+        steps[n_out] = (step_rec){st.sample.id, st.sample.prob, st.sample.logprob, st.sample.entropy, {{0}}, st.n_top};
+        memcpy(steps[n_out].top, st.top, sizeof *st.top * (size_t)st.n_top);
+        n_out++;
+        if (!text_push(&text, st.text, st.text_len)) goto oom;
     }
-    if (!text_push(&text, NULL, 0)) goto oom;
+    if (grc < 0) {
+        fprintf(stderr, "heed: %s\n", heed_ctx_error(ctx)[0] ? heed_ctx_error(ctx) : heed_strerror(grc));
+        goto done;
+    }
     double t2 = now_s();
-
-    if (rec) {
+    if (o->save) {
         char err[512];
-        int rrc = heed_recorder_finish(rec, &run);
+        int rrc = heed_gen_finish(g, &run);
         if (!rrc) rrc = heed_run_save(run, o->save, err, sizeof err);
         if (rrc) {
             fprintf(stderr, "heed: cannot save the run: %s\n", rrc == HEED_ERR_IO ? err : heed_strerror(rrc));
@@ -533,10 +495,9 @@ static int run_generate(const gen_opts *o) {
         }
         if (cap.rows && capture_from_run(&cap, run)) goto oom;
     }
-
     if (o->json) {
-        write_json(o, m, prompt, n_prompt, out, n_out, steps, text.buf ? text.buf : "", text.len,
-                   cap.rows ? &cap : NULL, stop);
+        write_json(o, m, prompt, n_prompt, heed_gen_output(g), n_out, steps, text.buf ? text.buf : "", text.len,
+                   cap.rows ? &cap : NULL, heed_gen_stop(g));
     } else {
         if (!o->stream && text.len) fwrite(text.buf, 1, text.len, stdout);
         fputc('\n', stdout);
@@ -551,13 +512,11 @@ oom:
     fprintf(stderr, "heed: out of memory\n");
 done:
     heed_run_free(run);
-    heed_recorder_free(rec);
+    heed_gen_free(g);
     free(text.buf);
     free(cap.rows);
     free(steps);
-    free(out);
     free(prompt);
-    heed_sampler_free(smp);
     heed_ctx_free(ctx);
     heed_model_free(m);
     return rc;

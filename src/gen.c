@@ -1,0 +1,170 @@
+/*
+ * gen.c - the generation session (contract in heed.h, "generation
+ * session"): the one loop every front end generates through. It owns the
+ * sampler, the recorder (when asked), the text's UTF-8 stream, the stop rule
+ * and the forced prefix of a branch; the caller owns the model and the
+ * context.
+ *
+ * A chosen token is decoded at the start of the next step, not at once: a
+ * generation that stops (its last token, an end-of-generation token, a
+ * cancel between steps) never runs a token it will not use, and the
+ * recorder, which must see a step before the next decode, always does.
+ * Built on heed.h alone.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "heed.h"
+
+#define GEN_TEXT_MAX 512 /* bytes of one token's text taken; longer pieces are cut */
+
+struct heed_gen {
+    const heed_model *m;
+    heed_ctx *ctx;
+    heed_gen_params p;
+    int n_vocab;
+    int32_t *forced;     /* (n_forced) copied */
+    heed_sampler *smp;
+    heed_recorder *rec;  /* NULL without record */
+    int32_t *out;        /* (n_predict + 1) */
+    int n_out, n_predict;
+    bool pending;        /* out[n_out - 1] is chosen but not decoded yet */
+    const char *stop;    /* NULL while running */
+    heed_utf8_stream us;
+    char text[3 * GEN_TEXT_MAX + 8]; /* the current step's complete characters */
+    heed_candidate top[HEED_GEN_MAX_TOP];
+};
+
+heed_gen_params heed_gen_default_params(void) {
+    heed_gen_params p = {
+        .sampler = heed_sampler_default_params(), .n_predict = 64, .record = false,
+        .rec = heed_recorder_default_params(), .prompt_text = NULL, .forced = NULL, .n_forced = 0, .n_top = 5,
+    };
+    return p;
+}
+
+void heed_gen_free(heed_gen *g) {
+    if (!g) return;
+    heed_recorder_free(g->rec); /* also gives the context its hook back when not finished */
+    heed_sampler_free(g->smp);
+    free(g->forced);
+    free(g->out);
+    free(g);
+}
+
+int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *params, const int32_t *prompt,
+                   int n_prompt, heed_gen **out) {
+    if (!m || !ctx || !prompt || !out) return HEED_ERR_INVALID_ARG;
+    *out = NULL;
+    heed_gen_params p = params ? *params : heed_gen_default_params();
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    if (n_prompt <= 0 || p.n_predict < 0 || p.n_forced < 0 || (p.n_forced > 0 && !p.forced) || p.n_top < 0 ||
+        p.n_top > HEED_GEN_MAX_TOP)
+        return HEED_ERR_INVALID_ARG;
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
+    for (int i = 0; i < p.n_forced; i++)
+        if (p.forced[i] < 0 || p.forced[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
+    heed_ctx_reset(ctx);
+    int n_ctx = heed_ctx_n_ctx(ctx);
+    if (n_prompt > n_ctx) return HEED_ERR_CONTEXT_FULL;
+    /* every output but the last goes through the context */
+    int room = n_ctx - n_prompt + 1;
+    heed_gen *g = calloc(1, sizeof *g);
+    if (!g) return HEED_ERR_NOMEM;
+    g->m = m;
+    g->ctx = ctx;
+    g->p = p;
+    g->n_vocab = mi.n_vocab;
+    g->n_predict = p.n_predict < room ? p.n_predict : room;
+    g->out = malloc(sizeof(int32_t) * ((size_t)g->n_predict + 1));
+    g->forced = p.n_forced ? malloc(sizeof(int32_t) * (size_t)p.n_forced) : NULL;
+    g->smp = heed_sampler_new(&p.sampler, mi.n_vocab);
+    int rc = g->out && (!p.n_forced || g->forced) ? HEED_OK : HEED_ERR_NOMEM;
+    if (!rc && !g->smp) rc = HEED_ERR_INVALID_ARG; /* the sampler refuses its parameters */
+    if (!rc && p.n_forced) memcpy(g->forced, p.forced, sizeof(int32_t) * (size_t)p.n_forced);
+    g->p.forced = g->forced;
+    if (!rc && p.record) {
+        heed_recorder_params rp = p.rec;
+        rp.sampler = p.sampler;
+        rp.n_predict = g->n_predict;
+        rp.prompt_text = p.prompt_text;
+        rc = heed_recorder_new(m, ctx, &rp, &g->rec);
+        if (!rc) rc = heed_recorder_begin(g->rec, prompt, n_prompt);
+    }
+    if (!rc) {
+        heed_sampler_accept(g->smp, prompt, n_prompt);
+        rc = heed_decode(ctx, prompt, n_prompt);
+    }
+    if (rc) {
+        heed_gen_free(g);
+        return rc;
+    }
+    *out = g;
+    return HEED_OK;
+}
+
+int heed_gen_next(heed_gen *g, heed_gen_step *st) {
+    if (!g || !st) return HEED_ERR_INVALID_ARG;
+    memset(st, 0, sizeof *st);
+    if (g->stop) return 0;
+    if (g->n_out >= g->n_predict) {
+        g->stop = "length";
+        return 0;
+    }
+    if (g->pending) {
+        int rc = heed_decode(g->ctx, &g->out[g->n_out - 1], 1);
+        if (rc) return rc;
+        g->pending = false;
+    }
+    const float *logits = heed_ctx_logits(g->ctx);
+    heed_sample s;
+    int rc = g->n_out < g->p.n_forced ? heed_sampler_force(g->smp, logits, g->n_vocab, g->forced[g->n_out], &s)
+                                      : heed_sampler_sample(g->smp, logits, g->n_vocab, &s);
+    if (!rc && g->rec) rc = heed_recorder_step(g->rec, &s, logits);
+    if (rc) return rc;
+    g->out[g->n_out++] = s.id;
+    g->pending = true;
+
+    char bytes[GEN_TEXT_MAX];
+    int nb = heed_token_bytes(g->m, s.id, bytes, sizeof bytes);
+    size_t nd = nb > 0 ? heed_utf8_stream_push(&g->us, bytes, nb < GEN_TEXT_MAX ? (size_t)nb : GEN_TEXT_MAX - 1, g->text)
+                       : 0;
+    bool eog = heed_token_is_eog(g->m, s.id), last = eog || g->n_out == g->n_predict;
+    if (last) {
+        nd += heed_utf8_stream_flush(&g->us, g->text + nd);
+        g->stop = eog ? "eog" : "length";
+    }
+    g->text[nd] = 0;
+    st->index = g->n_out - 1;
+    st->sample = s;
+    st->n_top = heed_sample_candidates(&s, logits, g->n_vocab, g->p.n_top, g->top);
+    st->top = g->top;
+    st->text = g->text;
+    st->text_len = nd;
+    st->last = last;
+    return 1;
+}
+
+void heed_gen_cancel(heed_gen *g) {
+    if (g && !g->stop) g->stop = "cancelled";
+}
+
+const char *heed_gen_stop(const heed_gen *g) { return g ? g->stop : NULL; }
+
+int heed_gen_n_output(const heed_gen *g) { return g ? g->n_out : 0; }
+
+const int32_t *heed_gen_output(const heed_gen *g) { return g ? g->out : NULL; }
+
+int heed_gen_n_predict(const heed_gen *g) { return g ? g->n_predict : 0; }
+
+heed_recorder *heed_gen_recorder(heed_gen *g) { return g ? g->rec : NULL; }
+
+int heed_gen_finish(heed_gen *g, heed_run **run) {
+    if (!g || !run) return HEED_ERR_INVALID_ARG;
+    *run = NULL;
+    if (!g->rec) return HEED_ERR_INVALID_ARG;
+    if (!g->stop) g->stop = "cancelled"; /* finished before it was over */
+    return heed_recorder_finish(g->rec, run);
+}
