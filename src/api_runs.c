@@ -1,0 +1,88 @@
+/*
+ * api_runs.c - stored runs: list, read, delete, and every view route,
+ * answered from the store's view cache or computed under the run's lock by
+ * api_view.c.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "api_int.h"
+
+int api_route_run_list(api *a, const api_req *rq, api_reply *rp) {
+    long limit = 100, offset = 0;
+    if (!api_arg_int(rq, "limit", 1, 1000, &limit, rp) || !api_arg_int(rq, "offset", 0, 1L << 40, &offset, rp)) return 0;
+    char *runs;
+    long long total;
+    if (store_list(a->store, (int)limit, (long long)offset, &runs, &total)) {
+        api_reply_store_error(rp, -1, rq->param, "cannot list the runs");
+        return 0;
+    }
+    json_t *arr = json_loads(runs, 0, NULL);
+    free(runs);
+    api_reply_json(rp, 200, json_pack("{s:o, s:I, s:i, s:I}", "runs", arr ? arr : json_array(), "total",
+                                  (json_int_t)total, "limit", (int)limit, "offset", (json_int_t)offset));
+    return 0;
+}
+int api_route_run_get(api *a, const api_req *rq, api_reply *rp) {
+    char *doc;
+    int found = store_get_doc(a->store, rq->param, &doc);
+    if (found <= 0) api_reply_store_error(rp, found, rq->param, "cannot read the run");
+    else api_reply_body(rp, doc, strlen(doc), "application/json");
+    return 0;
+}
+int api_route_run_delete(api *a, const api_req *rq, api_reply *rp) {
+    int found = store_delete(a->store, rq->param);
+    if (found <= 0) api_reply_store_error(rp, found, rq->param, "cannot delete the run");
+    else api_reply_json(rp, 200, json_pack("{s:s, s:b}", "id", rq->param, "deleted", 1));
+    return 0;
+}
+
+/* ---- views of a stored run
+ *
+ * Each view handler parses and checks its arguments against the run, then
+ * computes one heed_run view while holding the run's lock. The reply is
+ * kept in the run's cache under the normalized request (path and sorted
+ * arguments), so a repeated read only copies bytes. */
+/* Finds the run, answers from the view cache or computes fn under the run's
+ * lock, and caches a successful reply. */
+static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
+    store_run *sr;
+    char err[512] = "";
+    int found = store_acquire(a->store, rq->param, &sr, err, sizeof err);
+    if (found <= 0) {
+        api_reply_store_error(rp, found, rq->param, err);
+        return 0;
+    }
+    char *key = api_view_key(rq);
+    if (key && store_view_get(a->store, sr, key, &rp->body, &rp->body_len, &rp->content_type)) {
+        rp->status = 200;
+    } else {
+        heed_run *run = store_run_get(sr);
+        heed_run_info ri;
+        store_run_lock(sr);
+        heed_run_get_info(run, &ri);
+        fn(&a->view, rq, run, &ri, rp);
+        store_run_unlock(sr);
+        if (key && rp->status == 200 && rp->body)
+            store_view_put(a->store, sr, key, rp->body, rp->body_len, rp->content_type);
+    }
+    free(key);
+    store_release(a->store, sr);
+    return 0;
+}
+int api_route_run_attention(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_attention); }
+int api_route_run_graph(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_graph); }
+int api_route_run_heatmap(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_heatmap); }
+int api_route_run_candidates(api *a, const api_req *rq, api_reply *rp) {
+    return run_view(a, rq, rp, api_view_candidates);
+}
+int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_lens); }
+int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }

@@ -1,0 +1,419 @@
+/*
+ * api_view.c - the views of a stored run (attention rows, columns and
+ * matrices, the token graph, heatmap windows, candidates, the logit lens,
+ * statistics) as JSON or binary replies. A view takes the run, the request's
+ * arguments and an api_view_env (labels, the lens's scratch), never the
+ * server, so the offline export computes the same replies (api_snapshot.c).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "api_int.h"
+
+/* layer, head and agg against the run's geometry. */
+static bool parse_sel(const api_req *rq, const heed_run_info *ri, view_args *v, api_reply *rp) {
+    static const char *const aggs[] = {"mean", "max"};
+    long layer = -1, head = -1;
+    int agg = api_arg_enum(rq, "agg", aggs, 2, rp);
+    if (agg < 0 || !api_arg_int(rq, "layer", 0, ri->n_layer - 1, &layer, rp) ||
+        !api_arg_int(rq, "head", 0, ri->n_head - 1, &head, rp))
+        return false;
+    v->layer = (int)layer;
+    v->head = (int)head;
+    v->sel = heed_attn_sel_all();
+    v->sel.agg = agg ? HEED_AGG_MAX : HEED_AGG_MEAN;
+    if (layer >= 0) v->sel.layers = &v->layer, v->sel.n_layers = 1;
+    if (head >= 0) v->sel.heads = &v->head, v->sel.n_heads = 1;
+    return true;
+}
+static void view_error(api_reply *rp, int rc) {
+    if (rc == HEED_ERR_UNSUPPORTED)
+        api_error(rp, 400, NULL, "view_unsupported", "the run does not hold the attention this view needs");
+    else if (rc == HEED_ERR_NEED_MODEL || rc == HEED_ERR_MODEL_MISMATCH)
+        api_error(rp, 409, NULL, "model_needed", "this view needs the model that made the run");
+    else api_error(rp, 500, NULL, "engine_error", "view failed: %s", heed_strerror(rc));
+}
+/* IEEE binary16 bits of f, rounded to nearest even (the binary form's f16). */
+static uint16_t f16_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xff, m = x & 0x7fffffu;
+    if (e == 0xff) return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0)); /* inf, NaN */
+    int ex = (int)e - 127 + 15;
+    if (ex >= 31) return (uint16_t)(sign | 0x7c00u);                       /* overflow: inf */
+    if (ex <= 0) {                                                          /* subnormal or zero */
+        if (ex < -10) return (uint16_t)sign;
+        m |= 0x800000u;
+        int shift = 14 - ex;
+        uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)ex << 10) | (m >> 13), rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* a carry into the exponent is right */
+    return (uint16_t)(sign | h);
+}
+/* The binary form (docs/API.md): one JSON header line (extra's members, if
+ * any (taken), then dtype and shape), then the raw little-endian values.
+ * x86-64 and ARM64 hosts are little-endian already. */
+static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool f16, json_t *extra) {
+    json_t *hj = extra ? extra : json_object();
+    json_object_set_new(hj, "dtype", json_string(f16 ? "float16" : "float32"));
+    json_object_set_new(hj, "shape", json_pack("[i, i]", rows, cols));
+    char *hs = json_dumps(hj, JSON_COMPACT | JSON_PRESERVE_ORDER), head[512];
+    json_decref(hj);
+    int hn = snprintf(head, sizeof head, "%s\n", hs ? hs : "{}");
+    free(hs);
+    size_t n = (size_t)rows * (size_t)cols, esz = f16 ? 2 : 4;
+    char *body = malloc((size_t)hn + n * esz);
+    if (body) {
+        memcpy(body, head, (size_t)hn);
+        if (f16) {
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h = f16_bits(x[i]);
+                memcpy(body + hn + 2 * i, &h, 2);
+            }
+        } else {
+            memcpy(body + hn, x, n * 4);
+        }
+    }
+    api_reply_body(rp, body, (size_t)hn + n * esz, "application/octet-stream");
+}
+/* Matrices up to this many entries are JSON unless format=bin is asked. */
+#define API_JSON_MAX_ENTRIES 4096
+/* The whole n_pos x n_pos matrix of the selection. */
+static void attn_matrix(heed_run *run, const heed_run_info *ri, const view_args *v, int format, bool f16,
+                        api_reply *rp) {
+    int n = ri->n_pos;
+    float *m = malloc(sizeof(float) * (size_t)n * (size_t)n + 1);
+    int rc = m ? heed_run_attn_matrix(run, &v->sel, m) : HEED_ERR_NOMEM;
+    if (rc) view_error(rp, rc);
+    else if (format == 2 || (format == 0 && (size_t)n * n > API_JSON_MAX_ENTRIES)) reply_binary(rp, m, n, n, f16, NULL);
+    else
+        api_reply_json(rp, 200, json_pack("{s:s, s:[i, i], s:o}", "dtype", "float32", "shape", n, n, "data",
+                                      api_floats_json(m, n * n)));
+    free(m);
+}
+/* The row of query position p (what p attended to: {"pos","row"[p+1]}), or
+ * with column the column of key position p (how much each later query
+ * attended to p: {"key","col"[n_pos-p]}, entry i for query p+i). */
+static void attn_line(api_reply *rp, heed_run *run, const heed_run_info *ri, const view_args *v, int p, bool column) {
+    float *x = malloc(sizeof(float) * (size_t)ri->n_pos);
+    int rc = !x ? HEED_ERR_NOMEM : column ? heed_run_attn_col(run, &v->sel, p, x) : heed_run_attn_row(run, &v->sel, p, x);
+    if (rc) view_error(rp, rc);
+    else if (column) api_reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "key", p, "col", api_floats_json(x, ri->n_pos - p)), 9);
+    else api_reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "pos", p, "row", api_floats_json(x, p + 1)), 9);
+    free(x);
+}
+/* The row of one step: raw or the visualizer's split normalization, with
+ * edges (of what is shown: split weights index positions like a row) when
+ * threshold or topk is given. */
+static void attn_step(api_reply *rp, heed_run *run, const heed_run_info *ri, const view_args *v, int step,
+                      bool split, double threshold, long topk, bool edges) {
+    int pos = ri->n_prompt - 1 + step;
+    json_t *j = json_pack("{s:i, s:i}", "step", step, "pos", pos);
+    int rc;
+    /* the split view, prompt then outputs: indexed by position like a row */
+    float *split_w = split ? malloc(sizeof(float) * ((size_t)ri->n_prompt + (size_t)step + 1)) : NULL;
+    if (split) {
+        float *in = split_w, *out = in + ri->n_prompt;
+        float in_mass = 0, out_mass = 0;
+        rc = in ? heed_run_step_view(run, &v->sel, step, 0, in, out, &in_mass, &out_mass) : HEED_ERR_NOMEM;
+        if (!rc) json_object_set_new(j, "split", api_split_json(in, ri->n_prompt, step, in_mass, out_mass));
+    } else {
+        float *row = malloc(sizeof(float) * ((size_t)pos + 1));
+        rc = row ? heed_run_attn_row(run, &v->sel, pos, row) : HEED_ERR_NOMEM;
+        if (!rc) json_object_set_new(j, "row", api_floats_json(row, pos + 1));
+        free(row);
+    }
+    if (!rc && edges) {
+        heed_edge *e = malloc(sizeof *e * ((size_t)pos + 1));
+        int n = !e ? HEED_ERR_NOMEM
+                : split ? heed_edges(split_w, pos + 1, (float)threshold, (int)topk, e, pos + 1)
+                        : heed_run_edges(run, &v->sel, pos, (float)threshold, (int)topk, e, pos + 1);
+        json_t *arr = json_array();
+        for (int i = 0; i < n; i++) json_array_append_new(arr, json_pack("[i, f]", e[i].src, e[i].weight));
+        json_object_set_new(j, "edges", arr);
+        rc = n < 0 ? n : 0;
+        free(e);
+    }
+    free(split_w);
+    if (rc) {
+        json_decref(j);
+        view_error(rp, rc);
+    } else {
+        api_reply_json(rp, 200, j);
+    }
+}
+int api_view_attention(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    static const char *const norms[] = {"raw", "split"}, *const formats[] = {"auto", "json", "bin"},
+                             *const dtypes[] = {"float32", "float16"};
+    view_args v;
+    long step = -1, topk = 0;
+    double threshold = 0;
+    int norm, format, dtype;
+    if (!parse_sel(rq, ri, &v, rp) || (norm = api_arg_enum(rq, "norm", norms, 2, rp)) < 0 ||
+        (format = api_arg_enum(rq, "format", formats, 3, rp)) < 0 || (dtype = api_arg_enum(rq, "dtype", dtypes, 2, rp)) < 0 ||
+        !api_arg_float(rq, "threshold", 0, 1, &threshold, rp) || !api_arg_int(rq, "topk", 0, 1L << 30, &topk, rp))
+        return 0;
+    if (ri->n_output > 0 && !api_arg_int(rq, "step", 0, ri->n_output - 1, &step, rp)) return 0;
+    if (ri->n_output == 0 && api_arg(rq, "step")) {
+        api_error(rp, 400, "step", "invalid_parameter", "the run has no steps");
+        return 0;
+    }
+    long pos = -1, key = -1;
+    if (!api_arg_int(rq, "pos", 0, ri->n_pos - 1, &pos, rp) || !api_arg_int(rq, "key", 0, ri->n_pos - 1, &key, rp)) return 0;
+    if ((step >= 0) + (pos >= 0) + (key >= 0) > 1) {
+        api_error(rp, 400, "pos", "invalid_parameter", "give at most one of step, pos and key");
+        return 0;
+    }
+    if (pos >= 0 || key >= 0) attn_line(rp, run, ri, &v, pos >= 0 ? (int)pos : (int)key, key >= 0);
+    else if (step < 0) attn_matrix(run, ri, &v, format, dtype == 1, rp);
+    else attn_step(rp, run, ri, &v, (int)step, norm == 1, threshold, topk, api_arg(rq, "threshold") || api_arg(rq, "topk"));
+    return 0;
+}
+/* Every step's split view at once (what the web UI's token graph draws). */
+int api_view_graph(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    view_args v;
+    if (!parse_sel(rq, ri, &v, rp)) return 0;
+    int np = ri->n_prompt, n = ri->n_output, rc = 0;
+    float *w = malloc(sizeof(float) * ((size_t)np + (size_t)n + 1));
+    json_t *prompt = json_array(), *output = json_array(), *pmass = json_array(), *omass = json_array();
+    if (!w) rc = HEED_ERR_NOMEM;
+    for (int t = 0; t < n && !rc; t++) {
+        float im = 0, om = 0;
+        if ((rc = heed_run_step_view(run, &v.sel, t, 0, w, w + np, &im, &om))) break;
+        json_array_append_new(prompt, api_floats_json(w, np));
+        json_array_append_new(output, api_floats_json(w + np, t));
+        json_array_append_new(pmass, json_real(im));
+        json_array_append_new(omass, json_real(om));
+    }
+    free(w);
+    json_t *j = json_pack("{s:i, s:i, s:o, s:o, s:o, s:o}", "n_prompt", np, "n_output", n, "prompt", prompt, "output",
+                          output, "prompt_mass", pmass, "output_mass", omass);
+    if (rc) {
+        json_decref(j);
+        view_error(rp, rc);
+    } else {
+        api_reply_json_prec(rp, 200, j, 9);
+    }
+    return 0;
+}
+/* A window of the attention matrix pooled to at most size x size cells
+ * (docs/API.md): the zoomable heatmap and the per-head thumbnails. */
+int api_view_heatmap(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    static const char *const pools[] = {"max", "mean"}, *const formats[] = {"json", "bin"},
+                             *const dtypes[] = {"float32", "float16"};
+    view_args v;
+    long q0 = 0, q1 = ri->n_pos, k0 = 0, k1 = ri->n_pos, size = 256;
+    int pool, format, dtype;
+    if (!parse_sel(rq, ri, &v, rp) || (pool = api_arg_enum(rq, "pool", pools, 2, rp)) < 0 ||
+        (format = api_arg_enum(rq, "format", formats, 2, rp)) < 0 || (dtype = api_arg_enum(rq, "dtype", dtypes, 2, rp)) < 0 ||
+        !api_arg_int(rq, "q0", 0, ri->n_pos, &q0, rp) || !api_arg_int(rq, "q1", 0, ri->n_pos, &q1, rp) ||
+        !api_arg_int(rq, "k0", 0, ri->n_pos, &k0, rp) || !api_arg_int(rq, "k1", 0, ri->n_pos, &k1, rp) ||
+        !api_arg_int(rq, "size", 1, 1024, &size, rp))
+        return 0;
+    if (q0 >= q1 || k0 >= k1) {
+        api_error(rp, 400, q0 >= q1 ? "q1" : "k1", "invalid_parameter", "the window is empty (q0 < q1 and k0 < k1)");
+        return 0;
+    }
+    long bq = (q1 - q0 + size - 1) / size, bk = (k1 - k0 + size - 1) / size;
+    long rows = (q1 - q0 + bq - 1) / bq, cols = (k1 - k0 + bk - 1) / bk;
+    float *cell = calloc((size_t)(rows * cols), sizeof(float)), *row = malloc(sizeof(float) * (size_t)ri->n_pos);
+    int *cnt = calloc((size_t)(rows * cols), sizeof(int)), rc = cell && row && cnt ? 0 : HEED_ERR_NOMEM;
+    for (long q = q0; !rc && q < q1; q++) {
+        if ((rc = heed_run_attn_row(run, &v.sel, (int)q, row))) break;
+        float *c = cell + (q - q0) / bq * cols;
+        int *n = cnt + (q - q0) / bq * cols;
+        for (long k = k0; k < k1 && k <= q; k++) { /* keys after q are masked: not part of any cell */
+            long j = (k - k0) / bk;
+            if (pool == 0) c[j] = row[k] > c[j] ? row[k] : c[j];
+            else c[j] += row[k];
+            n[j]++;
+        }
+    }
+    for (long i = 0; !rc && pool == 1 && i < rows * cols; i++) cell[i] = cnt[i] ? cell[i] / (float)cnt[i] : 0.0f;
+    if (rc) {
+        view_error(rp, rc);
+    } else {
+        json_t *head = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:b}", "q0", (int)q0, "q1", (int)q1,
+                                 "k0", (int)k0, "k1", (int)k1, "bq", (int)bq, "bk", (int)bk, "rows", (int)rows,
+                                 "cols", (int)cols, "pool", pools[pool], "exact", bq == 1 && bk == 1);
+        if (format == 1) {
+            reply_binary(rp, cell, (int)rows, (int)cols, dtype == 1, head);
+        } else {
+            json_object_set_new(head, "data", api_floats_json(cell, (int)(rows * cols)));
+            api_reply_json_prec(rp, 200, head, 9);
+        }
+    }
+    free(cell);
+    free(row);
+    free(cnt);
+    return 0;
+}
+/* The stored next-token candidates of one step (the model's own
+ * distribution before sampling), best first: the sampling explorer's data. */
+int api_view_candidates(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    long step = -1;
+    if (!api_arg_int(rq, "step", 0, ri->n_output - 1, &step, rp)) return 0;
+    if (step < 0) {
+        api_error(rp, 400, "step", "invalid_parameter", ri->n_output ? "step is required" : "the run has no steps");
+        return 0;
+    }
+    heed_run_step st;
+    int rc = heed_run_get_step(run, (int)step, &st);
+    if (rc) {
+        view_error(rp, rc);
+        return 0;
+    }
+    bool labels = !strcmp(ri->model_file, env->model_id) && ri->n_vocab == env->n_vocab;
+    json_t *cands = json_array();
+    for (int i = 0; i < st.n_cand; i++)
+        json_array_append_new(cands, json_pack("{s:i, s:o?, s:f, s:f}", "id", st.cand[i].id, "label",
+                                               labels ? api_label_json(env->model, st.cand[i].id) : NULL, "logit",
+                                               st.cand[i].logit, "prob", st.cand[i].prob));
+    api_reply_json_prec(rp, 200, json_pack("{s:i, s:i, s:f, s:f, s:o}", "step", (int)step, "chosen", st.id, "prob", st.prob,
+                                       "entropy", st.entropy, "candidates", cands), 9);
+    return 0;
+}
+/* Computes the lens of steps t0 .. t1-1 where it is still to compute, with
+ * the served model (it must be the run's). Returns 0, or -1 with rp filled. */
+static int lens_ensure(api_view_env *env, heed_run *run, const heed_run_info *ri, int t0, int t1, api_reply *rp) {
+    if (ri->lens_pending == 0) return 0;
+    if (!env->model || heed_run_lens_model_ok(run, env->model)) {
+        api_error(rp, 409, NULL, "model_needed",
+                  "the logit lens of this run is computed with the model that made it (%s); this server %s",
+                  ri->model_file, env->model ? "runs another model" : "has none");
+        return -1;
+    }
+    int rc = HEED_ERR_NOMEM;
+    pthread_mutex_lock(&env->lens_mu);
+    if (!env->lens_ctx) {
+        heed_ctx_params cp = heed_ctx_default_params();
+        cp.n_ctx = 16; /* scratch for the unembedding only */
+        cp.n_threads = env->n_threads;
+        rc = heed_ctx_new(env->model, &cp, &env->lens_ctx);
+    }
+    if (env->lens_ctx) rc = heed_run_lens_compute(run, env->model, env->lens_ctx, t0, t1);
+    pthread_mutex_unlock(&env->lens_mu);
+    if (rc) {
+        view_error(rp, rc);
+        return -1;
+    }
+    return 0;
+}
+/* The logit lens of steps from .. to-1 (default: all). A lens recorded on
+ * demand (the default) is computed here for the steps asked, so a client
+ * can fetch the visible steps first and the rest after. */
+int api_view_lens(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    if (ri->lens_top_k <= 0) {
+        api_error(rp, 400, NULL, "view_unsupported", "the run was recorded without a logit lens");
+        return 0;
+    }
+    long from = 0, to = ri->n_output;
+    if (!api_arg_int(rq, "from", 0, ri->n_output, &from, rp) || !api_arg_int(rq, "to", 0, 1L << 30, &to, rp)) return 0;
+    if (to < from) {
+        api_error(rp, 400, "to", "invalid_parameter", "to must be >= from");
+        return 0;
+    }
+    if (to > ri->n_output) to = ri->n_output; /* a page past the end is cut to it */
+    if (lens_ensure(env, run, ri, (int)from, (int)to, rp)) return 0;
+    /* labels come from the served model when the run was made with it */
+    bool labels = env->model && !strcmp(ri->model_file, env->model_id) && ri->n_vocab == env->n_vocab;
+    json_t *steps = json_array();
+    for (int t = (int)from; t < (int)to; t++) {
+        heed_run_step st;
+        heed_run_get_step(run, t, &st);
+        json_t *layers = json_array();
+        for (int l = 0; l < ri->n_layer; l++) {
+            const int32_t *ids;
+            const float *probs;
+            int n;
+            if (heed_run_lens(run, t, l, &ids, &probs, &n)) continue;
+            json_t *top = json_array();
+            for (int i = 0; i < n && ids[i] >= 0; i++)
+                json_array_append_new(top, json_pack("{s:i, s:o?, s:f}", "id", ids[i], "label",
+                                                     labels ? api_label_json(env->model, ids[i]) : NULL, "prob", probs[i]));
+            json_array_append_new(layers, json_pack("{s:i, s:b, s:o}", "layer", l, "match", n > 0 && ids[0] == st.id,
+                                                    "top", top));
+        }
+        json_array_append_new(steps, json_pack("{s:i, s:i, s:o}", "step", t, "id", st.id, "layers", layers));
+    }
+    api_reply_json(rp, 200, json_pack("{s:i, s:i, s:i, s:i, s:i, s:o}", "n_layer", ri->n_layer, "n_output", ri->n_output,
+                                  "top_k", ri->lens_top_k, "from", (int)from, "to", (int)to, "steps", steps));
+    return 0;
+}
+static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const heed_attn_sel *sel, int *rc) {
+    json_t *arr = json_array();
+    for (int p = 0; p < ri->n_pos && !*rc; p++) {
+        heed_token_stats ts;
+        if ((*rc = heed_run_token_stats(run, sel, p, &ts))) break;
+        json_array_append_new(arr, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:s, s:o}", "pos", p, "entropy",
+                                             ts.entropy, "sink", ts.sink, "local", ts.local, "mid", ts.mid, "far",
+                                             ts.far, "zone", heed_zone_name(ts.zone), "fingerprint",
+                                             api_floats_json(ts.fingerprint, HEED_FINGERPRINT_DIM)));
+    }
+    return arr;
+}
+static json_t *head_types_json(heed_run *run, const heed_run_info *ri, int *rc) {
+    json_t *arr = json_array();
+    heed_head_type *ht = malloc(sizeof *ht * (size_t)ri->n_layer * (size_t)ri->n_head);
+    *rc = ht ? heed_run_head_types(run, ht) : HEED_ERR_NOMEM;
+    for (int i = 0; !*rc && i < ri->n_layer * ri->n_head; i++)
+        json_array_append_new(arr, json_pack("{s:i, s:i, s:f, s:f, s:f, s:f, s:s}", "layer", i / ri->n_head, "head",
+                                             i % ri->n_head, "prev", ht[i].prev, "induction", ht[i].induction, "sink",
+                                             ht[i].sink, "local", ht[i].local, "kind", heed_head_kind_name(ht[i].kind)));
+    free(ht);
+    return arr;
+}
+int api_view_stats(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    view_args v;
+    if (!parse_sel(rq, ri, &v, rp)) return 0;
+    int rc = 0;
+    json_t *tokens = token_stats_json(run, ri, &v.sel, &rc), *heads = rc ? NULL : head_types_json(run, ri, &rc);
+    float *imp = rc ? NULL : malloc(sizeof(float) * (size_t)ri->n_prompt);
+    if (!rc) rc = imp ? heed_run_input_importance(run, &v.sel, imp) : HEED_ERR_NOMEM;
+    json_t *j = json_pack("{s:o, s:o*, s:o*}", "tokens", tokens, "head_types", heads, "input_importance",
+                          rc ? NULL : api_floats_json(imp, ri->n_prompt));
+    free(imp);
+    if (rc) {
+        json_decref(j);
+        view_error(rp, rc);
+    } else {
+        api_reply_json(rp, 200, j);
+    }
+    return 0;
+}
+static int cmp_pair(const void *x, const void *y) {
+    const char *const *p = x, *const *q = y;
+    int c = strcmp(p[0], q[0]);
+    return c ? c : strcmp(p[1] ? p[1] : "", q[1] ? q[1] : "");
+}
+/* The cache key: the path and the arguments sorted by name, so the same
+ * view asked with its arguments in another order is the same entry. */
+char *api_view_key(const api_req *rq) {
+    const char *pairs[2 * API_MAX_ARGS];
+    int n = 0;
+    for (int i = 0; rq->args && rq->args[i] && n < API_MAX_ARGS; i += 2, n++) {
+        pairs[2 * n] = rq->args[i];
+        pairs[2 * n + 1] = rq->args[i + 1];
+    }
+    qsort(pairs, (size_t)n, 2 * sizeof *pairs, cmp_pair);
+    size_t len = strlen(rq->path) + 2;
+    for (int i = 0; i < 2 * n; i++) len += (pairs[i] ? strlen(pairs[i]) : 0) + 1;
+    char *k = malloc(len);
+    if (!k) return NULL;
+    size_t off = (size_t)snprintf(k, len, "%s", rq->path);
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(k + off, len - off, "%c%s=%s", i ? '&' : '?', pairs[2 * i],
+                                pairs[2 * i + 1] ? pairs[2 * i + 1] : "");
+    return k;
+}
