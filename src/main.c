@@ -414,108 +414,131 @@ static int capture_init(capture *cap, const heed_model_info *info, int n_pos) {
     return cap->rows ? 0 : -1;
 }
 
+/* The context of a generation: --ctx checked, the prompt fits, n_predict
+ * cut to the room left (said on stderr). Returns the context, or NULL after
+ * a message. */
+static heed_ctx *open_context(const gen_opts *o, const heed_model *m, const heed_model_info *info, int n_prompt,
+                              int *n_predict) {
+    if (o->n_ctx > info->n_ctx_train) {
+        fprintf(stderr, "heed: --ctx %d exceeds the model's context limit of %d tokens\n", o->n_ctx, info->n_ctx_train);
+        return NULL;
+    }
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = o->n_ctx;
+    cp.n_threads = o->n_threads;
+    heed_ctx *ctx = NULL;
+    int rc = heed_ctx_new(m, &cp, &ctx);
+    if (rc) {
+        fprintf(stderr, "heed: cannot create a context: %s\n", heed_strerror(rc));
+        return NULL;
+    }
+    int n_ctx = heed_ctx_n_ctx(ctx);
+    if (n_prompt > n_ctx) {
+        fprintf(stderr, "heed: the prompt has %d tokens but the context limit is %d tokens\n", n_prompt, n_ctx);
+        heed_ctx_free(ctx);
+        return NULL;
+    }
+    *n_predict = o->n_predict;
+    if (n_prompt + *n_predict - 1 > n_ctx) { /* every generated token but the last goes through the model */
+        *n_predict = n_ctx - n_prompt + 1;
+        fprintf(stderr, "heed: generating at most %d tokens: the context limit is %d tokens\n", *n_predict, n_ctx);
+    }
+    return ctx;
+}
+
+/* What a generation collected for the output. */
+typedef struct gen_out {
+    step_rec *steps; /* (n_predict + 1) */
+    int n_out;
+    text_out text;
+    capture cap;
+    double t0, t1, t2; /* start, prompt done, generation done */
+} gen_out;
+
+/* --save: the run to its file; with --json its rows fill the capture. */
+static int save_run(const gen_opts *o, heed_gen *g, gen_out *go) {
+    heed_run *run = NULL;
+    char err[512];
+    int rc = heed_gen_finish(g, &run);
+    if (!rc) rc = heed_run_save(run, o->save, err, sizeof err);
+    if (rc) fprintf(stderr, "heed: cannot save the run: %s\n", rc == HEED_ERR_IO ? err : heed_strerror(rc));
+    else if (go->cap.rows && capture_from_run(&go->cap, run)) {
+        fprintf(stderr, "heed: out of memory\n");
+        rc = HEED_ERR_NOMEM;
+    }
+    heed_run_free(run);
+    return rc;
+}
+
+static void print_result(const gen_opts *o, const heed_model *m, heed_gen *g, const int32_t *prompt, int n_prompt,
+                         const gen_out *go) {
+    if (o->json) {
+        write_json(o, m, prompt, n_prompt, heed_gen_output(g), go->n_out, go->steps, go->text.buf ? go->text.buf : "",
+                   go->text.len, go->cap.rows ? &go->cap : NULL, heed_gen_stop(g));
+        return;
+    }
+    if (!o->stream && go->text.len) fwrite(go->text.buf, 1, go->text.len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout); /* the text, then the timings on stderr */
+    double pp = go->t1 - go->t0, tg = go->t2 - go->t1;
+    fprintf(stderr, "heed: prompt %d tokens in %.1f ms (%.0f tok/s), generated %d tokens (%.0f tok/s)\n", n_prompt,
+            pp * 1e3, n_prompt / (pp + 1e-12), go->n_out, go->n_out > 1 ? (go->n_out - 1) / (tg + 1e-12) : 0.0);
+}
+
 /* heed generate: the session's loop (gen.c), with the CLI's output around it. */
 static int run_generate(const gen_opts *o) {
     heed_model *m = NULL;
     heed_ctx *ctx = NULL;
     heed_gen *g = NULL;
-    heed_run *run = NULL;
     int32_t *prompt = malloc(sizeof(int32_t) * MAX_IDS);
-    step_rec *steps = NULL;
-    capture cap = {0};
-    text_out text = {.print = !o->json && o->stream};
-    int rc = 1, n_prompt = 0, n_out = 0;
-
-    if (!prompt || load_model(o->model, &m)) goto done;
+    gen_out go = {.text = {.print = !o->json && o->stream}};
+    int rc = 1, n_prompt = 0, n_predict = 0;
     heed_model_info info;
+    if (!prompt || load_model(o->model, &m)) goto done;
     heed_model_get_info(m, &info);
-    if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0) goto done;
-    if (o->n_ctx > info.n_ctx_train) {
-        fprintf(stderr, "heed: --ctx %d exceeds the model's context limit of %d tokens\n", o->n_ctx, info.n_ctx_train);
+    if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0 || !(ctx = open_context(o, m, &info, n_prompt, &n_predict)))
         goto done;
-    }
-    heed_ctx_params cp = heed_ctx_default_params();
-    cp.n_ctx = o->n_ctx;
-    cp.n_threads = o->n_threads;
-    int crc = heed_ctx_new(m, &cp, &ctx);
-    if (crc) {
-        fprintf(stderr, "heed: cannot create a context: %s\n", heed_strerror(crc));
+    if (!(go.steps = calloc((size_t)n_predict + 1, sizeof *go.steps))) goto oom;
+    if (o->json && o->attention && capture_init(&go.cap, &info, n_prompt + (n_predict > 0 ? n_predict - 1 : 0)))
         goto done;
-    }
-    int n_ctx = heed_ctx_n_ctx(ctx), n_predict = o->n_predict;
-    if (n_prompt > n_ctx) {
-        fprintf(stderr, "heed: the prompt has %d tokens but the context limit is %d tokens\n", n_prompt, n_ctx);
-        goto done;
-    }
-    if (n_prompt + n_predict - 1 > n_ctx) { /* every generated token but the last goes through the model */
-        n_predict = n_ctx - n_prompt + 1;
-        fprintf(stderr, "heed: generating at most %d tokens: the context limit is %d tokens\n", n_predict, n_ctx);
-    }
-    if (!(steps = calloc((size_t)n_predict + 1, sizeof *steps))) goto oom;
-    if (o->json && o->attention && capture_init(&cap, &info, n_prompt + (n_predict > 0 ? n_predict - 1 : 0))) goto done;
-    heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &cap};
-    if (cap.rows && !o->save) heed_ctx_set_attn_hook(ctx, &hook);
-
+    heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &go.cap};
+    if (go.cap.rows && !o->save) heed_ctx_set_attn_hook(ctx, &hook); /* with --save the recorder holds it */
     heed_gen_params gp = heed_gen_default_params();
     gp.sampler = o->sp;
     gp.n_predict = n_predict;
     gp.n_top = N_TOP;
-    gp.record = o->save != NULL; /* the recorder then owns the hook; JSON rows come from the run */
+    gp.record = o->save != NULL;
     gp.rec.n_threads = o->n_threads;
     gp.prompt_text = o->prompt;
     if (!o->json) print_prompt(o, m, prompt, n_prompt);
-    double t0 = now_s();
+    go.t0 = now_s();
     int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
+    go.t1 = now_s();
+    heed_gen_step st;
+    while (!grc && (grc = heed_gen_next(g, &st)) == 1) {
+        step_rec *r = &go.steps[go.n_out++];
+        *r = (step_rec){st.sample.id, st.sample.prob, st.sample.logprob, st.sample.entropy, {{0}}, st.n_top};
+        memcpy(r->top, st.top, sizeof *st.top * (size_t)st.n_top);
+        if (!text_push(&go.text, st.text, st.text_len)) goto oom;
+    }
+    go.t2 = now_s();
     if (grc) {
         fprintf(stderr, "heed: %s\n", grc == HEED_ERR_INVALID_ARG ? "invalid sampling parameters"
-                                      : grc == HEED_ERR_NOMEM  ? "out of memory"
-                                                               : heed_ctx_error(ctx));
+                                      : heed_ctx_error(ctx)[0]    ? heed_ctx_error(ctx)
+                                                                  : heed_strerror(grc));
         goto done;
     }
-    double t1 = now_s();
-    heed_gen_step st;
-    while ((grc = heed_gen_next(g, &st)) == 1) {
-        steps[n_out] = (step_rec){st.sample.id, st.sample.prob, st.sample.logprob, st.sample.entropy, {{0}}, st.n_top};
-        memcpy(steps[n_out].top, st.top, sizeof *st.top * (size_t)st.n_top);
-        n_out++;
-        if (!text_push(&text, st.text, st.text_len)) goto oom;
-    }
-    if (grc < 0) {
-        fprintf(stderr, "heed: %s\n", heed_ctx_error(ctx)[0] ? heed_ctx_error(ctx) : heed_strerror(grc));
-        goto done;
-    }
-    double t2 = now_s();
-    if (o->save) {
-        char err[512];
-        int rrc = heed_gen_finish(g, &run);
-        if (!rrc) rrc = heed_run_save(run, o->save, err, sizeof err);
-        if (rrc) {
-            fprintf(stderr, "heed: cannot save the run: %s\n", rrc == HEED_ERR_IO ? err : heed_strerror(rrc));
-            goto done;
-        }
-        if (cap.rows && capture_from_run(&cap, run)) goto oom;
-    }
-    if (o->json) {
-        write_json(o, m, prompt, n_prompt, heed_gen_output(g), n_out, steps, text.buf ? text.buf : "", text.len,
-                   cap.rows ? &cap : NULL, heed_gen_stop(g));
-    } else {
-        if (!o->stream && text.len) fwrite(text.buf, 1, text.len, stdout);
-        fputc('\n', stdout);
-        fflush(stdout); /* the text, then the timings on stderr */
-        fprintf(stderr, "heed: prompt %d tokens in %.1f ms (%.0f tok/s), generated %d tokens (%.0f tok/s)\n",
-                n_prompt, (t1 - t0) * 1e3, n_prompt / (t1 - t0 + 1e-12), n_out,
-                n_out > 1 ? (n_out - 1) / (t2 - t1 + 1e-12) : 0.0);
-    }
+    if (o->save && save_run(o, g, &go)) goto done;
+    print_result(o, m, g, prompt, n_prompt, &go);
     rc = 0;
     goto done;
 oom:
     fprintf(stderr, "heed: out of memory\n");
 done:
-    heed_run_free(run);
     heed_gen_free(g);
-    free(text.buf);
-    free(cap.rows);
-    free(steps);
+    free(go.text.buf);
+    free(go.cap.rows);
+    free(go.steps);
     free(prompt);
     heed_ctx_free(ctx);
     heed_model_free(m);
