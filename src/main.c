@@ -515,12 +515,14 @@ static int run_generate(const gen_opts *o) {
     int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
     go.t1 = now_s();
     heed_gen_step st;
-    while (!grc && (grc = heed_gen_next(g, &st)) == 1) {
+    int next = 0;
+    while (!grc && (next = heed_gen_next(g, &st)) == 1) {
         step_rec *r = &go.steps[go.n_out++];
         *r = (step_rec){st.sample.id, st.sample.prob, st.sample.logprob, st.sample.entropy, {{0}}, st.n_top};
         memcpy(r->top, st.top, sizeof *st.top * (size_t)st.n_top);
         if (!text_push(&go.text, st.text, st.text_len)) goto oom;
     }
+    if (!grc && next < 0) grc = next;
     go.t2 = now_s();
     if (grc) {
         fprintf(stderr, "heed: %s\n", grc == HEED_ERR_INVALID_ARG ? "invalid sampling parameters"
