@@ -2,7 +2,8 @@
 #
 #   make run     install missing Debian and npm packages, build the web UI and heed,
 #                generate on the bundled model, then serve the UI on http://127.0.0.1:8080
-#   make test    install missing packages, build (normal + ASan/UBSan), run every test
+#   make test    install missing packages, build (normal + ASan/UBSan), make check, run every test
+#   make check   exported symbols carry their module's prefix; includes point the allowed way
 #   make bench   benchmarks (figures, not pass/fail)
 #   make fuzz    libFuzzer targets (clang; see the fuzzing section below)
 #
@@ -67,6 +68,7 @@ run: deps web
 test: deps web
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all tests
+	@$(MAKE) --no-print-directory check
 	@sh tests/run.sh
 
 tests: $(TEST_BIN) $(BENCH_TOOLS)
@@ -108,6 +110,17 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libheed.a
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libheed.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libheed.a -o $@ $(LDLIBS)
+
+# ------------------------------------------------------------------ structure
+# make check (scripts/check.sh; docs/ARCHITECTURE.md): every global symbol of
+# the objects carries its module's prefix (heed_: declared in include/heed.h),
+# and every #include of src/ and include/ points the way the rings allow
+# (engine <- analysis <- server/CLI, the server and CLI through heed.h). make
+# test runs it before the suites, so a violation stops it with its message.
+.PHONY: check
+
+check: $(LIB_OBJ) $(BUILD)/src/main.o
+	@sh scripts/check.sh $^
 
 # ------------------------------------------------------------------ fuzzing
 # tests/fuzz/fuzz_NAME.c are libFuzzer targets with seeds in tests/fuzz/corpus_NAME/.

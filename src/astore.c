@@ -177,39 +177,16 @@ void astore_add_qk(astore *s, const heed_qk_block *b, pool *p) {
     else qk_copy(s, b, 0, b->n_query);
 }
 
-/* astore_f16 (see astore.h), inlined into the row loops */
-static inline uint16_t f16_bits(float f) {
-    int32_t w, b;
-    memcpy(&w, &f, sizeof w);
-    int32_t sign = (w >> 16) & 0x8000, mag = w & 0x7fffffff;
-    /* 4|f|; scaling up first turns |f| >= 65520 into infinity */
-    float base = fabsf(f) * 0x1.0p+112f * 0x1.0p-110f;
-    /* Adding 2^(E + 15), E = max(exponent of |f|, -14), leaves float ulps of
-     * 2^(E - 8): the half's ulp at |f|, times 4. So the addition rounds to
-     * nearest even just as the half must, normal or subnormal, and the
-     * sum's low bits are the half's exponent and mantissa. (Signed 32-bit
-     * compares only: baseline x86-64 vectors have no unsigned ones.) */
-    int32_t e = mag & 0x7f800000;
-    uint32_t bias = (uint32_t)(e < 0x38800000 ? 0x38800000 : e) + 0x07800000u; /* wraps for inf/NaN: unused */
-    float add;
-    memcpy(&add, &bias, sizeof add);
-    base += add;
-    memcpy(&b, &base, sizeof b);
-    int32_t h = ((b >> 13) & 0x7c00) + (b & 0x0fff);
-    /* NaN: the top 10 payload bits, and the quiet bit if they are all zero */
-    int32_t man = (w >> 13) & 0x3ff, nan = 0x7c00 | man | (man == 0) << 9;
-    int32_t is_nan = -(mag > 0x7f800000); /* masks, not branches, so blocks vectorize */
-    return (uint16_t)(sign | (nan & is_nan) | (h & ~is_nan));
-}
-
-uint16_t astore_f16(float f) { return f16_bits(f); }
+/* astore_f16 (see astore.h) is kern_f32_to_f16, which kern.h inlines into
+ * the row loops below. */
+uint16_t astore_f16(float f) { return kern_f32_to_f16(f); }
 
 /* dst[k] = f16(src[k]): whole blocks become vector code */
 static void f16_row(uint16_t *restrict dst, const float *restrict src, size_t n) {
     size_t k = 0;
     for (; k + BLOCK <= n; k += BLOCK)
-        for (int j = 0; j < BLOCK; j++) dst[k + j] = f16_bits(src[k + j]);
-    for (; k < n; k++) dst[k] = f16_bits(src[k]);
+        for (int j = 0; j < BLOCK; j++) dst[k + j] = kern_f32_to_f16(src[k + j]);
+    for (; k < n; k++) dst[k] = kern_f32_to_f16(src[k]);
 }
 
 /* ------------------------------------------------------------------ top-k */

@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ggml_types.h" /* enum ggml_type: the tensor types of the table */
+
 /* metadata value types, as numbered in the file */
 enum gguf_vtype {
     GGUF_U8 = 0,
@@ -45,26 +47,6 @@ enum gguf_vtype {
     GGUF_I64 = 11,
     GGUF_F64 = 12,
     GGUF_VTYPE_COUNT
-};
-
-/* ggml tensor types, as numbered in the file (only those heed knows by name) */
-enum ggml_type {
-    GGML_F32 = 0,
-    GGML_F16 = 1,
-    GGML_Q4_0 = 2,
-    GGML_Q4_1 = 3,
-    GGML_Q5_0 = 6,
-    GGML_Q5_1 = 7,
-    GGML_Q8_0 = 8,
-    GGML_Q8_1 = 9,
-    GGML_Q2_K = 10,
-    GGML_Q3_K = 11,
-    GGML_Q4_K = 12,
-    GGML_Q5_K = 13,
-    GGML_Q6_K = 14,
-    GGML_Q8_K = 15,
-    GGML_BF16 = 30,
-    GGML_TYPE_COUNT = 40 /* bound for table sizes; ids >= this are unknown */
 };
 
 typedef struct gguf_str {

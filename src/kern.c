@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "ggml_types.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -42,44 +42,7 @@ float kern_f16_to_f32(uint16_t h) {
     return f;
 }
 
-uint16_t kern_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    uint32_t ax = x & 0x7fffffffu;
-
-    if (ax >= 0x7f800000u) {
-        if (ax == 0x7f800000u) return sign | 0x7c00;
-        /* NaN: keep the top 10 payload bits (so every half NaN round-trips);
-         * if they are all zero, set the quiet bit so it stays a NaN. */
-        uint16_t man = (uint16_t)((ax >> 13) & 0x3ff);
-        return sign | 0x7c00 | (man ? man : 0x200);
-    }
-    /* 65520 is halfway between the largest half (65504, odd mantissa) and
-     * 2^16, so it and everything above round to infinity. */
-    if (ax >= 0x477ff000u) return sign | 0x7c00;
-
-    uint32_t e = ax >> 23;
-    if (e >= 113) {
-        /* normal half: rebias, drop 13 mantissa bits with round-to-nearest-even.
-         * A carry out of the mantissa correctly bumps the exponent. */
-        uint32_t h = ((e - 112) << 10) | ((ax >> 13) & 0x3ff);
-        uint32_t rem = ax & 0x1fff;
-        if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-        return sign | (uint16_t)h;
-    }
-    /* Subnormal half (or zero): the result is round(|f| / 2^-24). Below 2^-25
-     * (e < 102) that is 0; at e = 102 the shift is 24 and the halfway rule
-     * still applies (exactly 2^-25 rounds to even, i.e. to 0). */
-    if (e < 102) return sign;
-    uint32_t m = (ax & 0x7fffff) | 0x800000; /* value = m * 2^(e - 150) */
-    uint32_t shift = 126 - e;                /* 14..24 */
-    uint32_t q = m >> shift;
-    uint32_t rem = m & ((1u << shift) - 1);
-    uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (q & 1))) q++; /* may carry into the smallest normal: fine */
-    return sign | (uint16_t)q;
-}
+/* kern_f32_to_f16 is inline in kern.h (branchless, so that row loops vectorize). */
 
 float kern_bf16_to_f32(uint16_t b) {
     uint32_t bits = (uint32_t)b << 16;

@@ -26,8 +26,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
-#define QK8_0 32
+#include "ggml_types.h" /* enum ggml_type, elements per block (QK*) */
 
 /* Q8_0 block: 32 int8 values and one f16 scale d; value i is d * qs[i]. */
 typedef struct block_q8_0 {
@@ -37,13 +38,7 @@ typedef struct block_q8_0 {
 
 _Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block must be 34 bytes as in GGUF");
 
-#define QK4_0 32
-#define QK4_1 32
-#define QK5_0 32
-#define QK5_1 32
-#define QK8_1 32
-#define QK_K 256 /* super-block of the K-quants */
-#define K_SCALE_SIZE 12
+#define K_SCALE_SIZE 12 /* bytes of a Q4_K/Q5_K block's packed 6-bit scales and mins */
 
 /* Q4_0: x[i] = d * ((qs[i] & 15) - 8), x[i + 16] = d * ((qs[i] >> 4) - 8), i < 16 */
 typedef struct block_q4_0 {
@@ -136,9 +131,49 @@ _Static_assert(sizeof(block_q8_K) == 292, "Q8_K block must be 292 bytes");
 /* Sub-block j (0..7) of a Q4_K/Q5_K scales[12]: 6-bit scale and min. */
 void kern_scale_min_k4(int j, const uint8_t *scales, uint8_t *sc, uint8_t *m);
 
-/* Exact IEEE conversions (round to nearest even for f32 -> f16). */
+/*
+ * IEEE half <-> float: the one f16 conversion of heed (the SIMD kernels use
+ * the CPU's F16C instructions, which agree with it).
+ *
+ * kern_f16_to_f32 is exact: subnormal halves included, -0 stays -0,
+ * infinities stay infinite, a NaN keeps its payload.
+ *
+ * kern_f32_to_f16 rounds to nearest, ties to even, into the subnormal halves
+ * too (2^-25, half the smallest one, becomes 0); |f| >= 65520 (halfway past
+ * the largest half, 65504) becomes infinity with f's sign; a NaN keeps the
+ * top 10 bits of its payload, and the quiet bit when those are all zero, so
+ * it stays a NaN and every half NaN round-trips. Written without branches:
+ * float addition does the rounding (the method of Maratyszcza's FP16
+ * library), so row loops over it vectorize. Attention weights straddle the
+ * half's normal/subnormal edge, where branches mispredict; the summary tiers
+ * (astore.c) convert every weight they keep. tests/test_kern.c checks it
+ * against hand-computed values and an independent reference.
+ */
 float kern_f16_to_f32(uint16_t h);
-uint16_t kern_f32_to_f16(float f);
+static inline uint16_t kern_f32_to_f16(float f) {
+    int32_t w, b;
+    memcpy(&w, &f, sizeof w);
+    int32_t sign = (w >> 16) & 0x8000, mag = w & 0x7fffffff;
+    /* 4|f|; scaling up first turns |f| >= 65520 into infinity */
+    float base = fabsf(f) * 0x1.0p+112f * 0x1.0p-110f;
+    /* Adding 2^(E + 15), E = max(exponent of |f|, -14), leaves float ulps of
+     * 2^(E - 8): the half's ulp at |f|, times 4. So the addition rounds to
+     * nearest even just as the half must, normal or subnormal, and the
+     * sum's low bits are the half's exponent and mantissa. (Signed 32-bit
+     * compares only: baseline x86-64 vectors have no unsigned ones.) */
+    int32_t e = mag & 0x7f800000;
+    uint32_t bias = (uint32_t)(e < 0x38800000 ? 0x38800000 : e) + 0x07800000u; /* wraps for inf/NaN: unused */
+    float add;
+    memcpy(&add, &bias, sizeof add);
+    base += add;
+    memcpy(&b, &base, sizeof b);
+    int32_t h = ((b >> 13) & 0x7c00) + (b & 0x0fff);
+    /* NaN: the top 10 payload bits, and the quiet bit if they are all zero */
+    int32_t man = (w >> 13) & 0x3ff, nan = 0x7c00 | man | (man == 0) << 9;
+    int32_t is_nan = -(mag > 0x7f800000); /* masks, not branches, so blocks vectorize */
+    return (uint16_t)(sign | (nan & is_nan) | (h & ~is_nan));
+}
+/* bfloat16 -> float: exact (the top half of the float's bits) */
 float kern_bf16_to_f32(uint16_t b);
 
 /* n is a multiple of 32. Scale per block d = max|x| / 127 (stored as f16),

@@ -11,7 +11,7 @@
  * which is what bounds decoding. Short vectors (head_dim 8..128 in
  * attention) pass through the same loops with no setup besides zeroing.
  */
-#include "gguf.h"
+#include "ggml_types.h"
 #include "kern.h"
 
 #if defined(__x86_64__)
@@ -19,6 +19,7 @@
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 
 static inline float hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

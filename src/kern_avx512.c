@@ -11,12 +11,13 @@
  * multiplied with FMA on purpose: VDPBF16PS would also round x to bf16 and
  * change the numbers.
  */
-#include "gguf.h"
+#include "ggml_types.h"
 #include "kern.h"
 
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <stdbool.h>
 
 /* lanes [0, r) set, r in 0..16 */
 static inline __mmask16 tail_mask(int r) {

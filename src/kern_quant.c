@@ -15,7 +15,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "ggml_types.h"
 #include "kern.h"
 
 /* round to nearest, ties to even, for |f| < 2^22: the reference engine's nearest_int */

@@ -176,6 +176,68 @@ static void test_f32_to_f16_rounding(void **state) {
     }
 }
 
+/* Both conversions on values worked out by hand (bits, so -0 and NaN
+ * payloads count): zeros, subnormals, ties at both ends of the range, the
+ * carry into the next exponent, overflow to infinity, NaN. */
+static void test_f16_by_hand(void **state) {
+    (void)state;
+    static const struct { uint32_t f; uint16_t h; } to_half[] = {
+        {0x00000000u, 0x0000}, /* 0 */
+        {0x80000000u, 0x8000}, /* -0 keeps its sign */
+        {0x3f800000u, 0x3c00}, /* 1 */
+        {0xc0000000u, 0xc000}, /* -2 */
+        {0x3dcccccdu, 0x2e66}, /* 0.1f = 1.6 x 2^-4: 0.6 x 1024 = 614.4 -> 614 */
+        {0x3eaaaaabu, 0x3555}, /* 1/3 = 1.333 x 2^-2: 341.33 -> 341 */
+        {0x3f801000u, 0x3c00}, /* 1 + 2^-11: halfway 0x3c00..0x3c01, to even 0x3c00 */
+        {0x3f801001u, 0x3c01}, /* just above that halfway point */
+        {0x3f803000u, 0x3c02}, /* 1 + 3 x 2^-11: halfway 0x3c01..0x3c02, to even 0x3c02 */
+        {0x3ffff000u, 0x4000}, /* 2 - 2^-11: halfway 0x3fff..0x4000, the carry makes 2 */
+        {0x38800000u, 0x0400}, /* 2^-14, the smallest normal half */
+        {0x387fc000u, 0x03ff}, /* 1023 x 2^-24, the largest subnormal half */
+        {0x387fe000u, 0x0400}, /* 1023.5 x 2^-24: tie, 0x03ff is odd: up into the normals */
+        {0x33800000u, 0x0001}, /* 2^-24, the smallest subnormal half */
+        {0xb3800000u, 0x8001}, /* -2^-24 */
+        {0x33000000u, 0x0000}, /* 2^-25 = half of it: tie, to even 0 */
+        {0xb3000000u, 0x8000}, /* -2^-25 -> -0 */
+        {0x33000001u, 0x0001}, /* just above 2^-25 */
+        {0x33c00000u, 0x0002}, /* 1.5 x 2^-24: tie 1..2, to even 2 */
+        {0x34200000u, 0x0002}, /* 2.5 x 2^-24: tie 2..3, to even 2 */
+        {0x00800000u, 0x0000}, /* FLT_MIN: far below the halves */
+        {0x00000001u, 0x0000}, /* the smallest float subnormal */
+        {0x477fe000u, 0x7bff}, /* 65504, the largest half */
+        {0x477fefffu, 0x7bff}, /* just below 65520 */
+        {0x477ff000u, 0x7c00}, /* 65520: halfway to 2^16, the overflow to infinity */
+        {0xc77ff000u, 0xfc00}, /* -65520 -> -infinity */
+        {0x501502f9u, 0x7c00}, /* 1e10 */
+        {0x7f7fffffu, 0x7c00}, /* FLT_MAX */
+        {0x7f800000u, 0x7c00}, /* infinity */
+        {0xff800000u, 0xfc00}, /* -infinity */
+        {0x7fc00000u, 0x7e00}, /* quiet NaN */
+        {0xffc00000u, 0xfe00}, /* negative quiet NaN */
+        {0x7fa00000u, 0x7d00}, /* a NaN's top payload bits are kept */
+        {0x7f800001u, 0x7e00}, /* payload only in the low bits: the quiet bit keeps it a NaN */
+        {0x7fffffffu, 0x7fff},
+    };
+    for (size_t i = 0; i < sizeof to_half / sizeof to_half[0]; i++) {
+        uint16_t got = kern_f32_to_f16(u2f(to_half[i].f));
+        if (got != to_half[i].h)
+            fail_msg("f32 0x%08x: got half 0x%04x, want 0x%04x", to_half[i].f, got, to_half[i].h);
+    }
+    static const struct { uint16_t h; uint32_t f; } to_float[] = {
+        {0x0000, 0x00000000u}, {0x8000, 0x80000000u}, /* -0 */
+        {0x0001, 0x33800000u}, {0x8001, 0xb3800000u}, /* 2^-24 */
+        {0x03ff, 0x387fc000u}, {0x0400, 0x38800000u}, /* the edge of the subnormals */
+        {0x3c00, 0x3f800000u}, {0xc000, 0xc0000000u}, {0x3555, 0x3eaaa000u},
+        {0x7bff, 0x477fe000u}, {0x7c00, 0x7f800000u}, {0xfc00, 0xff800000u},
+        {0x7e00, 0x7fc00000u}, {0x7c01, 0x7f802000u}, {0xfe00, 0xffc00000u}, /* NaN payloads kept */
+    };
+    for (size_t i = 0; i < sizeof to_float / sizeof to_float[0]; i++) {
+        uint32_t got = f2u(kern_f16_to_f32(to_float[i].h));
+        if (got != to_float[i].f)
+            fail_msg("half 0x%04x: got f32 0x%08x, want 0x%08x", to_float[i].h, got, to_float[i].f);
+    }
+}
+
 static void test_bf16(void **state) {
     (void)state;
     for (uint32_t b = 0; b < 65536; b++)
@@ -915,6 +977,7 @@ int main(void) {
         cmocka_unit_test(test_f16_to_f32_exhaustive),
         cmocka_unit_test(test_f16_round_trip_exhaustive),
         cmocka_unit_test(test_f32_to_f16_rounding),
+        cmocka_unit_test(test_f16_by_hand),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_quantize_q8_0_by_hand),
         cmocka_unit_test(test_dequant_row),
