@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -261,6 +262,11 @@ typedef struct heed_attn_hook {
     void *user;
 } heed_attn_hook;
 
+/* IEEE binary16 bits of f, rounded to nearest, ties to even (overflow to
+ * infinity; NaN stays NaN): the one conversion behind every float16 heed
+ * writes (the kernels' kern_f32_to_f16). */
+uint16_t heed_f32_to_f16(float f);
+
 /* ---------------------------------------------------------------- context */
 
 typedef struct heed_ctx heed_ctx;
@@ -451,6 +457,22 @@ int heed_run_save(const heed_run *run, const char *path, char *err, size_t err_s
  * HEED_ERR_IO, HEED_ERR_FORMAT (corrupt, truncated, checksum),
  * HEED_ERR_UNSUPPORTED (unknown version), HEED_ERR_NOMEM. */
 int heed_run_load(const char *path, heed_run **out, char *err, size_t err_size);
+
+/* The same bytes on a stream the caller opened (a pipe, open_memstream,
+ * fopencookie into a compressor: the run store keeps runs this way, with
+ * no temporary files). heed_run_write writes heed_run_file_size(run) bytes
+ * from the stream's position and flushes it; it neither seeks nor closes.
+ * name (NULL: "run") starts its messages. HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_IO. */
+uint64_t heed_run_file_size(const heed_run *run);
+int heed_run_write(const heed_run *run, FILE *f, const char *name, char *err, size_t err_size);
+/* Reads a run of `size` bytes from the stream's position (the size the
+ * writer reported, or the file's): every length in it is checked against
+ * the bytes left before anything is allocated, which is why the size is
+ * given; the stream is left just after them. Returns as heed_run_load; a
+ * stream shorter than `size` is HEED_ERR_FORMAT ("... (truncated)");
+ * messages start with name (NULL: "run"). */
+int heed_run_read(FILE *f, uint64_t size, const char *name, heed_run **out, char *err, size_t err_size);
 void heed_run_free(heed_run *run);
 
 typedef struct heed_run_info {

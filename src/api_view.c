@@ -41,26 +41,6 @@ static void view_error(api_reply *rp, int rc) {
         api_error(rp, 409, NULL, "model_needed", "this view needs the model that made the run");
     else api_error(rp, 500, NULL, "engine_error", "view failed: %s", heed_strerror(rc));
 }
-/* IEEE binary16 bits of f, rounded to nearest even (the binary form's f16). */
-static uint16_t f16_bits(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xff, m = x & 0x7fffffu;
-    if (e == 0xff) return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0)); /* inf, NaN */
-    int ex = (int)e - 127 + 15;
-    if (ex >= 31) return (uint16_t)(sign | 0x7c00u);                       /* overflow: inf */
-    if (ex <= 0) {                                                          /* subnormal or zero */
-        if (ex < -10) return (uint16_t)sign;
-        m |= 0x800000u;
-        int shift = 14 - ex;
-        uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)ex << 10) | (m >> 13), rem = m & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* a carry into the exponent is right */
-    return (uint16_t)(sign | h);
-}
 /* The binary form (docs/API.md): one JSON header line (extra's members, if
  * any (taken), then dtype and shape), then the raw little-endian values.
  * x86-64 and ARM64 hosts are little-endian already. */
@@ -78,7 +58,7 @@ static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool
         memcpy(body, head, (size_t)hn);
         if (f16) {
             for (size_t i = 0; i < n; i++) {
-                uint16_t h = f16_bits(x[i]);
+                uint16_t h = heed_f32_to_f16(x[i]);
                 memcpy(body + hn + 2 * i, &h, 2);
             }
         } else {

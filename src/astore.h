@@ -42,10 +42,11 @@
 
 #include "heed.h"
 #include "kern.h"
+#include "limit.h"
 #include "pool.h"
 
 #define ASTORE_TK_NONE UINT32_MAX
-#define ASTORE_TOPK_MAX 4096 /* largest top_k a store keeps */
+#define ASTORE_TOPK_MAX LIMIT_MAX_ATTN_TOPK /* largest top_k a store keeps */
 
 typedef struct astore_params {
     int top_k;           /* sources kept per (query, layer, head); 0: no top-k tier */

@@ -1,7 +1,9 @@
 /*
- * heed.c - error codes of the public API (the heed_strerror table).
+ * heed.c - small parts of the public API: the error codes' text (the
+ * heed_strerror table) and the float16 conversion behind every f16 heed writes.
  */
 #include "heed.h"
+#include "kern.h"
 
 const char *heed_strerror(int rc) {
     switch (rc) {
@@ -19,3 +21,5 @@ const char *heed_strerror(int rc) {
     default: return "unknown error";
     }
 }
+
+uint16_t heed_f32_to_f16(float f) { return kern_f32_to_f16(f); }

@@ -194,7 +194,7 @@ static int load_hparams(loader *L) {
                     m->n_head_kv);
     /* without key_length the head size is n_embd / n_head, which must divide */
     int64_t def_hd = m->n_embd % m->n_head ? -1 : m->n_embd / m->n_head;
-    if ((rc = arch_int(L, "attention.key_length", def_hd, 2, MODEL_MAX_DIM / 4, &m->head_dim))) return rc;
+    if ((rc = arch_int(L, "attention.key_length", def_hd, 2, MODEL_MAX_HEAD_DIM, &m->head_dim))) return rc;
     int v_len;
     if ((rc = arch_int(L, "attention.value_length", m->head_dim, 1, MODEL_MAX_DIM, &v_len))) return rc;
     if (v_len != m->head_dim)
@@ -226,9 +226,25 @@ static int load_hparams(loader *L) {
     return HEED_OK;
 }
 
+/* The geometry every model is held to (limit.h), whatever its source: the
+ * GGUF keys and config.json are range-checked as they are read, and this is
+ * the one check both paths go through, so that a model that loads records
+ * runs whose files load back (the run file has the same limits). */
+static int check_geometry(loader *L) {
+    const heed_model *m = L->m;
+    const struct { const char *field; int v, max; } g[] = {
+        {"n_layer", m->n_layer, LIMIT_MAX_LAYER}, {"n_head", m->n_head, LIMIT_MAX_HEAD},
+        {"head_dim", m->head_dim, LIMIT_MAX_HEAD_DIM}, {"n_vocab", m->n_vocab, LIMIT_MAX_VOCAB}};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
+        if (g[i].v > g[i].max)
+            return fail(L, HEED_ERR_FORMAT, "%s = %d is above heed's limit of %d", g[i].field, g[i].v, g[i].max);
+    return HEED_OK;
+}
+
 static int load_weights(loader *L) {
     heed_model *m = L->m;
-    int rc;
+    int rc = check_geometry(L);
+    if (rc) return rc;
     const int q_dim = m->n_head * m->head_dim, kv_dim = m->n_head_kv * m->head_dim;
     if ((rc = bind_mat(L, "token_embd.weight", m->n_embd, m->n_vocab, true, &m->tok_embd))) return rc;
     if ((rc = bind_vec(L, "output_norm.weight", m->n_embd, true, &m->output_norm))) return rc;

@@ -22,17 +22,20 @@
 
 #include "gguf.h"
 #include "heed.h"
+#include "limit.h"
 #include "tok.h"
 
 enum model_arch { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 };
 
-/* Named limits for hyperparameters read from a file (GGUF keys, config.json):
- * far above any real model, low enough that products of them cannot overflow. */
-#define MODEL_MAX_LAYERS 1024
-#define MODEL_MAX_DIM (1 << 20)
-#define MODEL_MAX_HEADS 4096
-#define MODEL_MAX_CTX (1 << 24)
-#define MODEL_MAX_VOCAB (1 << 24)
+/* Named limits for hyperparameters read from a file (GGUF keys, config.json)
+ * are those of src/limit.h, which the run file shares: a model that loads
+ * records runs that load back. These names are the loaders' spellings. */
+#define MODEL_MAX_LAYERS LIMIT_MAX_LAYER
+#define MODEL_MAX_DIM LIMIT_MAX_DIM
+#define MODEL_MAX_HEADS LIMIT_MAX_HEAD
+#define MODEL_MAX_HEAD_DIM LIMIT_MAX_HEAD_DIM
+#define MODEL_MAX_CTX LIMIT_MAX_CTX
+#define MODEL_MAX_VOCAB LIMIT_MAX_VOCAB
 
 /* Weights at least this large are prefaulted with a progress bar when asked. */
 #define MODEL_PROGRESS_MIN_BYTES (64ull << 20)

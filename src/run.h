@@ -1,7 +1,15 @@
 /*
- * run - recordings of a generation (heed_run), the recorder that makes them
- * through the attention hook, their file format (docs/RUN_FORMAT.md), the
- * public views over them and the NumPy / JSON export.
+ * run - recordings of a generation (heed_run): the module's internal header.
+ *
+ * The module is four files, one concern each:
+ *   rec.c         the recorder: the attention hook's user, per-step
+ *                 candidates, the residuals (or the eager logit lens);
+ *   run.c         the run object: info, tokens, steps, the logit lens, and
+ *                 the views over a run (rows, columns, step view, edges,
+ *                 statistics, head types, importance, spans);
+ *   run_file.c    the run file (docs/RUN_FORMAT.md): write and read, to a
+ *                 path or a stream, every section checked;
+ *   run_export.c  .npy / .npz / JSON exports.
  *
  * A heed_run owns everything it holds: token ids and labels, steps, logit
  * lens, and an astore with the attention tiers. Loading a run needs no
@@ -9,32 +17,91 @@
  * its view thread pool on first use, so views take a non-const run and one
  * thread at a time may use it.
  *
- * The internal helpers below are shared with the tests.
+ * Everything below is shared by those files; run_crc32, run_fnv1a and
+ * run_npy_header also by the tests.
  */
 #ifndef HEED_RUN_H
 #define HEED_RUN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
 
+#include "astore.h"
+#include "attn.h"
 #include "heed.h"
+#include "limit.h"
+#include "pool.h"
 
 #define RUN_MAGIC "HEEDRUN\0"
 #define RUN_VERSION 1u
 
-/* CRC-32 (IEEE 802.3, reflected, as zip and PNG use) of n bytes, continuing
- * from crc (start with 0). */
-/* Loads a run from an open stream of `size` bytes (heed_run_load's body;
- * the fuzz target feeds it memory through fmemopen). `name` is used in
- * messages. Same returns as heed_run_load. */
-int run_load_stream(FILE *f, uint64_t size, const char *name, heed_run **out, char *err, size_t err_size);
+/* Layers unembedded together: the output matrix is read once for them.
+ * Fixed (not the context's batch size), since a row's logits depend on how
+ * many rows go through the kernels together: the eager and the lazy lens
+ * must batch alike to agree bit for bit. */
+#define LENS_BATCH 8
 
+typedef struct run_step {
+    int32_t id;
+    float prob, logprob, entropy;
+} run_step;
+
+struct heed_run {
+    char *model_file, *model_arch, *model_name, *prompt_text;
+    uint64_t model_size, meta_hash;
+    int n_layer, n_head, n_head_kv, head_dim, n_embd, n_vocab;
+    int32_t bos, eos, eot;
+    heed_sampler_params sampler;
+    int n_predict, n_ctx, n_threads;
+    int n_cand, lens_k;
+    bool eog;
+    int n_prompt, n_output, cap_tok;
+    int32_t *ids;     /* (cap_tok) prompt then output */
+    char **labels;    /* (cap_tok) display labels */
+    run_step *steps;  /* (cap_tok) one per output */
+    heed_candidate *cand; /* (cap_tok, n_cand) */
+    int32_t *lens_id; /* (cap_tok, n_layer, lens_k) */
+    float *lens_p;    /* (cap_tok, n_layer, lens_k) */
+    uint8_t *lens_ready; /* (cap_tok) 1: step t's lens is in lens_id / lens_p */
+    float *resid;     /* (cap_tok, n_layer, n_embd) residual after each layer at the query of step t,
+                       * for a lens computed on demand; NULL when every lens was computed eagerly */
+    bool lens_lazy;   /* recording keeps residuals instead of computing the lens */
+    astore st;
+    pool *pool;       /* views' threads, made on first use */
+    bool pool_borrowed; /* while recording: the context's pool (forward.h) */
+};
+
+/* Writes the message (when err has room) and returns rc. */
+__attribute__((format(printf, 4, 5))) int run_fail(char *err, size_t n, int rc, const char *fmt, ...);
+
+/* CRC-32 (IEEE 802.3, reflected, as zip and PNG use) of n bytes, continuing
+ * from crc (start with 0). run_crc32 builds its table each call; readers and
+ * writers of many pieces keep one (run_crc_table, on their stack: no global
+ * state) for run_crc_update. */
 uint32_t run_crc32(uint32_t crc, const void *data, size_t n);
+void run_crc_table(uint32_t table[256]);
+uint32_t run_crc_update(const uint32_t table[256], uint32_t crc, const void *data, size_t n);
 
 /* FNV-1a 64 of n bytes, continuing from h (start with RUN_FNV_INIT). */
 #define RUN_FNV_INIT 0xcbf29ce484222325ull
 uint64_t run_fnv1a(uint64_t h, const void *data, size_t n);
+
+/* FNV-1a over every metadata key and value of the model as heed prints them
+ * (arrays shortened), each followed by a NUL: the run's meta_hash. */
+uint64_t run_meta_hash(const heed_model *m);
+
+/* Step t's lens from its residuals (n_layer rows of n_embd): one
+ * unembedding per layer, LENS_BATCH layers at a time, the top lens_k tokens
+ * with their probabilities. logits (LENS_BATCH, n_vocab) and tmp
+ * (lens_k + 1) are scratch. The one function both the eager (recorder) and
+ * the lazy (heed_run_lens_compute) lens go through. */
+void run_lens_step(heed_run *r, heed_ctx *ctx, int t, const float *resid, float *logits, heed_candidate *tmp);
+
+/* The views' source over the run's store, making its thread pool on first
+ * use. HEED_OK or HEED_ERR_NOMEM. */
+int run_src(heed_run *r, attn_src *src);
 
 /* The .npy v1.0 header of an array (magic, version, length, dict padded to
  * 64 bytes). Returns its length (<= size) or 0 when it does not fit. */

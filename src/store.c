@@ -1,20 +1,22 @@
 /*
  * store.c - the run store of `heed serve` (contract in store.h).
  *
- * A run goes into SQLite as the bytes heed_run_save writes, compressed with
- * zstd: the public API saves to and loads from paths only, so the bytes pass
- * through a temporary file in the data folder (same file system, removed at
- * once). Each call opens its own connection: SQLite connections are not to
- * be shared across threads without a lock, and with WAL a reader's
- * connection never waits for the writer's transaction.
+ * A run goes into SQLite as the bytes heed_run_write writes, compressed with
+ * zstd as they are written: heed_run_write's stream is a fopencookie stream
+ * whose writes go through the compressor into one growing buffer, and a
+ * stored run is read back by heed_run_read from a stream that decompresses
+ * the blob as it is read. So neither direction holds the uncompressed run
+ * file in memory, and no temporary file is made. Each call opens its own
+ * connection: SQLite connections are not to be shared across threads
+ * without a lock, and with WAL a reader's connection never waits for the
+ * writer's transaction.
  */
-#include <errno.h>
+#define _GNU_SOURCE /* fopencookie */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 #include <zstd.h>
@@ -177,81 +179,113 @@ static store_run *run_new(const char *id, heed_run *run) {
     return r;
 }
 
-/* ------------------------------------------------------------ files */
+/* ------------------------------------------------------------ blobs */
 
-/* Reads a whole file. Returns a malloc'd buffer or NULL. */
-static unsigned char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *buf = NULL;
-    long n = fseek(f, 0, SEEK_END) ? -1 : ftell(f);
-    if (n >= 0 && !fseek(f, 0, SEEK_SET) && (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
+/* The write end: a stream whose bytes go through the compressor into buf. */
+typedef struct zsink {
+    ZSTD_CCtx *cctx;
+    unsigned char *buf; /* the compressed frame so far (malloc'd) */
+    size_t len, cap;
+    size_t zerr;        /* zstd's first error, else 0 */
+    bool nomem;
+} zsink;
+
+/* Compresses what is left of in (ZSTD_e_continue), or ends the frame
+ * (ZSTD_e_end), appending the output to buf. */
+static bool zsink_run(zsink *z, ZSTD_inBuffer *in, ZSTD_EndDirective mode) {
+    for (;;) {
+        if (z->cap - z->len < ZSTD_CStreamOutSize()) {
+            size_t cap = z->cap * 2 + ZSTD_CStreamOutSize();
+            unsigned char *b = realloc(z->buf, cap);
+            if (!b) {
+                z->nomem = true;
+                return false;
+            }
+            z->buf = b;
+            z->cap = cap;
+        }
+        ZSTD_outBuffer out = {z->buf + z->len, z->cap - z->len, 0};
+        size_t left = ZSTD_compressStream2(z->cctx, &out, in, mode);
+        z->len += out.pos;
+        if (ZSTD_isError(left)) {
+            z->zerr = left;
+            return false;
+        }
+        if (mode == ZSTD_e_continue ? in->pos == in->size : left == 0) return true;
     }
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
-/* A fresh temporary file in the data folder; path gets its name. */
-static int temp_file(const store *s, char *path, size_t size) {
-    snprintf(path, size, "%s/.tmp-run-XXXXXX", s->dir);
-    return mkstemp(path);
+static ssize_t zsink_write(void *cookie, const char *data, size_t n) {
+    ZSTD_inBuffer in = {data, n, 0};
+    return zsink_run(cookie, &in, ZSTD_e_continue) ? (ssize_t)n : 0; /* 0: an error, for stdio */
 }
 
-/* The run file's bytes, compressed. */
-static void *run_compress(const store *s, const heed_run *run, size_t *len, char *err, size_t err_size) {
-    char path[4096];
-    int fd = temp_file(s, path, sizeof path);
-    if (fd < 0) {
-        snprintf(err, err_size, "%s: cannot create a temporary file: %s", s->dir, strerror(errno));
+/* The run file's bytes, compressed: one zstd frame that states the run's
+ * size (heed_run_file_size), which loading reads back. */
+static void *run_compress(const heed_run *run, size_t *len, char *err, size_t err_size) {
+    zsink z = {.cctx = ZSTD_createCCtx()};
+    cookie_io_functions_t io = {.write = zsink_write};
+    FILE *f = NULL;
+    if (z.cctx && !ZSTD_isError(ZSTD_CCtx_setParameter(z.cctx, ZSTD_c_compressionLevel, STORE_ZSTD_LEVEL)) &&
+        !ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(z.cctx, heed_run_file_size(run))))
+        f = fopencookie(&z, "w", io);
+    bool ok = f && heed_run_write(run, f, "stored run", err, err_size) == HEED_OK;
+    if (f && fclose(f) != 0) ok = false;
+    ZSTD_inBuffer end = {NULL, 0, 0};
+    if (ok) ok = zsink_run(&z, &end, ZSTD_e_end);
+    if (!ok && (!f || z.zerr || z.nomem))
+        snprintf(err, err_size, "cannot compress the run: %s", z.zerr ? ZSTD_getErrorName(z.zerr) : "out of memory");
+    ZSTD_freeCCtx(z.cctx);
+    if (!ok) {
+        free(z.buf);
         return NULL;
     }
-    close(fd);
-    size_t n = 0;
-    unsigned char *raw = NULL;
-    void *z = NULL;
-    if (heed_run_save(run, path, err, err_size) == HEED_OK && (raw = read_all(path, &n))) {
-        size_t cap = ZSTD_compressBound(n);
-        z = malloc(cap);
-        size_t zn = z ? ZSTD_compress(z, cap, raw, n, STORE_ZSTD_LEVEL) : 0;
-        if (!z || ZSTD_isError(zn)) {
-            snprintf(err, err_size, "cannot compress the run: %s", z ? ZSTD_getErrorName(zn) : "out of memory");
-            free(z);
-            z = NULL;
-        }
-        *len = zn;
-    }
-    unlink(path);
-    free(raw);
-    return z;
+    *len = z.len;
+    return z.buf;
 }
 
-/* Decompresses a blob into a run. */
-static int run_decompress(const store *s, const void *blob, size_t n, heed_run **out, char *err, size_t err_size) {
+/* The read end: a stream of the blob's decompressed bytes. */
+typedef struct zsource {
+    ZSTD_DCtx *dctx;
+    ZSTD_inBuffer in;
+    size_t zerr;       /* zstd's first error, else 0 */
+    bool done;         /* the frame is complete */
+    bool cut;          /* the blob ends inside the frame */
+} zsource;
+
+static ssize_t zsource_read(void *cookie, char *buf, size_t n) {
+    zsource *z = cookie;
+    ZSTD_outBuffer out = {buf, n, 0};
+    while (out.pos < out.size && !z->done && !z->cut) {
+        size_t left = ZSTD_decompressStream(z->dctx, &out, &z->in);
+        if (ZSTD_isError(left)) {
+            z->zerr = left;
+            return -1;
+        }
+        if (left == 0) z->done = true;
+        else if (z->in.pos == z->in.size && out.pos < out.size) z->cut = true; /* no more input, output wanted */
+        if (out.pos) break;
+    }
+    return (ssize_t)out.pos; /* 0: the end, which heed_run_read reports as a truncated run */
+}
+
+/* Decompresses a blob into a run as heed_run_read reads it. */
+static int run_decompress(const void *blob, size_t n, heed_run **out, char *err, size_t err_size) {
     unsigned long long size = ZSTD_getFrameContentSize(blob, n);
     if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > STORE_MAX_RUN_BYTES) {
         snprintf(err, err_size, "stored run: the compressed blob is corrupt or too large");
         return -1;
     }
-    void *raw = malloc(size ? (size_t)size : 1);
-    size_t got = raw ? ZSTD_decompress(raw, (size_t)size, blob, n) : 0;
-    char path[4096];
-    int rc = -1, fd = -1;
-    if (!raw || ZSTD_isError(got) || got != size) {
-        snprintf(err, err_size, "stored run: cannot decompress: %s", raw ? ZSTD_getErrorName(got) : "out of memory");
-    } else if ((fd = temp_file(s, path, sizeof path)) < 0) {
-        snprintf(err, err_size, "%s: cannot create a temporary file: %s", s->dir, strerror(errno));
-    } else {
-        FILE *f = fdopen(fd, "wb");
-        bool ok = f && fwrite(raw, 1, got, f) == got;
-        if (f ? fclose(f) : close(fd)) ok = false;
-        if (!ok) snprintf(err, err_size, "%s: cannot write a temporary file", s->dir);
-        else rc = heed_run_load(path, out, err, err_size) == HEED_OK ? 0 : -1;
-        unlink(path);
-    }
-    free(raw);
+    zsource z = {.dctx = ZSTD_createDCtx(), .in = {blob, n, 0}};
+    cookie_io_functions_t io = {.read = zsource_read};
+    FILE *f = z.dctx ? fopencookie(&z, "r", io) : NULL;
+    int rc = -1;
+    if (!f) snprintf(err, err_size, "stored run: out of memory");
+    else rc = heed_run_read(f, size, "stored run", out, err, err_size) == HEED_OK ? 0 : -1;
+    if (f) fclose(f);
+    if (rc && z.zerr) snprintf(err, err_size, "stored run: cannot decompress: %s", ZSTD_getErrorName(z.zerr));
+    else if (rc && z.cut) snprintf(err, err_size, "stored run: the compressed blob is truncated");
+    ZSTD_freeDCtx(z.dctx);
     return rc;
 }
 
@@ -302,7 +336,7 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v) {
 
 int store_put(store *s, const store_row *row, heed_run *run, char *err, size_t err_size) {
     size_t zn = 0;
-    void *z = run_compress(s, run, &zn, err, err_size);
+    void *z = run_compress(run, &zn, err, err_size);
     sqlite3 *db = z ? db_open(s, true) : NULL;
     sqlite3_stmt *st = NULL;
     int rc = -1;
@@ -450,8 +484,9 @@ static int load_run(store *s, const char *id, heed_run **out, char *err, size_t 
         int r = sqlite3_step(st);
         if (r == SQLITE_DONE) rc = 0;
         else if (r == SQLITE_ROW)
-            rc = run_decompress(s, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), out, err,
-                                err_size) ? -1 : 1;
+            rc = run_decompress(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), out, err, err_size)
+                     ? -1
+                     : 1;
     }
     sqlite3_finalize(st);
     sqlite3_close(db);

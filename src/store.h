@@ -6,8 +6,8 @@
  *        params TEXT (JSON), n_prompt INTEGER, n_output INTEGER, text TEXT,
  *        blob BLOB, kind TEXT, stop TEXT, doc TEXT)
  *
- * blob is the zstd-compressed run file that heed_run_save writes
- * (docs/RUN_FORMAT.md), so a run comes back with heed_run_load and every
+ * blob is the zstd-compressed run file that heed_run_write writes
+ * (docs/RUN_FORMAT.md), so a run comes back with heed_run_read and every
  * view works on it after a restart; doc is the JSON of GET /api/runs/{id},
  * kept beside it so metadata reads never decompress the blob.
  *

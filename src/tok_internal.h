@@ -16,9 +16,10 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "limit.h"
 #include "tok.h"
 
-#define TOK_MAX_VOCAB (1 << 24) /* tokens in a vocabulary (real ones: < 300k) */
+#define TOK_MAX_VOCAB LIMIT_MAX_VOCAB /* tokens in a vocabulary (real ones: < 300k) */
 #define TOK_MAX_PIECE (1 << 16) /* bytes in one piece */
 #define TOK_MAX_BLOB 0x7fffffffu /* bytes of all pieces together (offsets are u32) */
 #define TOK_MAX_TEXT (1 << 20)  /* bytes of text per tok_encode call (~250k tokens,

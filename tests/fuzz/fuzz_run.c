@@ -10,7 +10,6 @@
 
 #include "fuzz.h"
 #include "heed.h"
-#include "run.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
@@ -18,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!f) return 0;
     char err[256] = "";
     heed_run *run = NULL;
-    int rc = run_load_stream(f, size, "fuzz.run", &run, err, sizeof err);
+    int rc = heed_run_read(f, size, "fuzz.run", &run, err, sizeof err);
     fclose(f);
     if (rc == HEED_OK) {
         heed_run_info info;

@@ -1,0 +1,284 @@
+/*
+ * rec.c - the recorder: the attention hook's user, and the per-step
+ * bookkeeping that makes a heed_run (run.h) while a generation runs.
+ *
+ * observe_qk and observe feed the run's astore (the exact tier, and the
+ * summaries and full rows when asked for), observe_resid keeps the last
+ * position's residual after every layer. heed_recorder_step records the
+ * choice and its candidates, and keeps the step's residuals for a lens
+ * computed on request (run.c); lens_eager computes it here instead, after
+ * the decode (heed_ctx_unembed uses the context's scratch, so it cannot run
+ * inside heed_decode). While recording, the summaries and the live views
+ * run on the context's own thread pool, idle between decodes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "astore.h"
+#include "forward.h"
+#include "run.h"
+
+#define LABEL_MAX 256 /* bytes of a token's display label */
+
+struct heed_recorder {
+    heed_run *run;
+    const heed_model *m;
+    heed_ctx *ctx;
+    float *resid;        /* (n_layer, n_embd) last position's residual after each layer */
+    float *logits;       /* (LENS_BATCH, n_vocab) logit-lens scratch */
+    heed_candidate *tmp; /* (lens_k) */
+    /* live_mean_row: the newest query's row summed over layers and heads as
+     * the forward pass hands its rows to the hook, in the order
+     * heed_run_attn_row adds them (double) */
+    double *live;        /* (n_ctx + 1) */
+    int live_pos, live_n; /* the query position summed, and how many (layer, head) rows so far */
+    bool begun, done;
+};
+
+static char *rec_strdup(const char *s) {
+    size_t n = strlen(s ? s : "");
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s ? s : "", n + 1);
+    return d;
+}
+
+/* Room for n tokens in every per-token array. */
+static int rec_reserve_tokens(heed_run *r, int n) {
+    if (n <= r->cap_tok) return HEED_OK;
+    size_t cap = (size_t)(r->cap_tok * 2 > n ? r->cap_tok * 2 : n), L = (size_t)r->n_layer;
+    void *p;
+#define GROW(field, per)                                              \
+    if (!(p = realloc(r->field, sizeof *r->field * cap * (per) + 1))) \
+        return HEED_ERR_NOMEM;                                        \
+    r->field = p;
+    GROW(ids, 1) GROW(labels, 1) GROW(steps, 1) GROW(cand, (size_t)r->n_cand)
+    GROW(lens_id, L * r->lens_k) GROW(lens_p, L * r->lens_k) GROW(lens_ready, 1)
+    if (r->lens_lazy && r->lens_k > 0) {
+        GROW(resid, L * (size_t)r->n_embd)
+    }
+#undef GROW
+    r->cap_tok = (int)cap;
+    return HEED_OK;
+}
+
+static int rec_add_token(heed_run *r, const heed_model *m, int32_t id) {
+    int i = r->n_prompt + r->n_output, rc = rec_reserve_tokens(r, i + 1);
+    if (rc) return rc;
+    char buf[LABEL_MAX];
+    heed_token_label(m, id, buf, sizeof buf);
+    r->labels[i] = rec_strdup(buf);
+    if (!r->labels[i]) return HEED_ERR_NOMEM;
+    r->ids[i] = id;
+    return HEED_OK;
+}
+
+/* The run's identity, geometry and parameters from the model, and its store. */
+static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_params *p, int n_ctx) {
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    const char *base = mi.path ? strrchr(mi.path, '/') : NULL;
+    r->model_file = rec_strdup(base ? base + 1 : mi.path);
+    r->model_arch = rec_strdup(mi.arch);
+    r->model_name = rec_strdup(mi.name);
+    r->prompt_text = rec_strdup(p->prompt_text);
+    if (!r->model_file || !r->model_arch || !r->model_name || !r->prompt_text) return HEED_ERR_NOMEM;
+    r->model_size = mi.file_size;
+    r->meta_hash = run_meta_hash(m);
+    r->n_layer = mi.n_layer; r->n_head = mi.n_head; r->n_head_kv = mi.n_head_kv;
+    r->head_dim = mi.head_dim; r->n_embd = mi.n_embd; r->n_vocab = mi.n_vocab;
+    r->bos = mi.bos; r->eos = mi.eos; r->eot = mi.eot;
+    r->sampler = p->sampler;
+    r->n_predict = p->n_predict;
+    r->n_ctx = n_ctx;
+    r->n_threads = p->n_threads;
+    r->n_cand = p->n_cand < mi.n_vocab ? p->n_cand : mi.n_vocab;
+    r->lens_k = p->lens_top_k < mi.n_vocab ? p->lens_top_k : mi.n_vocab;
+    r->lens_lazy = !p->lens_eager;
+    astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes};
+    return astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
+}
+
+/* -------------------------------------------------------------- recorder */
+
+heed_recorder_params heed_recorder_default_params(void) {
+    heed_recorder_params p = {
+        .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
+        .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .n_threads = 0,
+        .sampler = heed_sampler_default_params(),
+        .n_predict = 0, .prompt_text = NULL,
+    };
+    return p;
+}
+
+static void rec_observe(void *user, const heed_attn_block *b) {
+    heed_recorder *rec = user;
+    if (rec->live && b->n_query > 0) {
+        int i = b->n_query - 1, pos = b->pos0 + i;
+        if (b->layer == 0) {
+            memset(rec->live, 0, sizeof(double) * ((size_t)pos + 1));
+            rec->live_pos = pos;
+            rec->live_n = 0;
+        }
+        if (pos == rec->live_pos && pos < rec->run->n_ctx && b->layer * b->n_head == rec->live_n) {
+            for (int h = 0; h < b->n_head; h++) {
+                const float *row = b->probs + (size_t)h * b->head_stride + (size_t)i * b->row_stride;
+                for (int k = 0; k <= pos; k++) rec->live[k] += row[k];
+            }
+            rec->live_n += b->n_head;
+        } else {
+            rec->live_n = -1; /* out of order: the row is recomputed instead */
+        }
+    }
+    astore_add_probs(&rec->run->st, b, rec->run->pool);
+}
+static void rec_observe_qk(void *user, const heed_qk_block *b) {
+    heed_recorder *rec = user;
+    astore_add_qk(&rec->run->st, b, rec->run->pool);
+}
+
+static void rec_observe_resid(void *user, const heed_resid_block *b) {
+    heed_recorder *rec = user;
+    if (b->layer < 0 || b->layer >= rec->run->n_layer || b->n_embd != rec->run->n_embd) return;
+    memcpy(rec->resid + (size_t)b->layer * b->n_embd, b->x + (size_t)(b->n_query - 1) * b->n_embd,
+           sizeof(float) * (size_t)b->n_embd);
+}
+
+int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_params *params,
+                      heed_recorder **out) {
+    if (!m || !ctx || !out) return HEED_ERR_INVALID_ARG;
+    *out = NULL;
+    heed_recorder_params p = params ? *params : heed_recorder_default_params();
+    if (heed_ctx_n_past(ctx) != 0 || p.n_cand < 0 || p.n_cand > LIMIT_MAX_CAND || p.lens_top_k < 0 ||
+        p.lens_top_k > LIMIT_MAX_LENS || p.attn_top_k < 0 || p.attn_top_k > LIMIT_MAX_ATTN_TOPK || p.n_threads < 0)
+        return HEED_ERR_INVALID_ARG;
+    heed_recorder *rec = calloc(1, sizeof *rec);
+    heed_run *r = calloc(1, sizeof *r);
+    int rc = rec && r ? HEED_OK : HEED_ERR_NOMEM;
+    if (!rc) {
+        rec->run = r;
+        rec->m = m;
+        rec->ctx = ctx;
+        rc = rec_run_init(r, m, &p, heed_ctx_n_ctx(ctx));
+    }
+    if (!rc) {
+        rec->resid = calloc((size_t)r->n_layer * r->n_embd, sizeof(float));
+        rec->logits = malloc(sizeof(float) * (size_t)r->n_vocab * LENS_BATCH);
+        rec->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
+        if (p.live_mean_row && !(rec->live = calloc((size_t)r->n_ctx + 1, sizeof(double)))) rc = HEED_ERR_NOMEM;
+        rec->live_n = -1;
+        /* the summaries' and live views' threads while recording: the
+         * context's own pool, idle then (a second pool would fight it for
+         * the same cores); the views' own pool is made after finishing */
+        r->pool = forward_pool(ctx);
+        r->pool_borrowed = true;
+        if (!rec->resid || !rec->logits || !rec->tmp) rc = HEED_ERR_NOMEM;
+    }
+    if (rc) {
+        if (!rec) {
+            heed_run_free(r);
+            return rc;
+        }
+        rec->done = true; /* no hook was installed: leave the context's alone */
+        heed_recorder_free(rec);
+        return rc;
+    }
+    heed_attn_hook hook = {
+        .want = NULL,
+        .observe = (r->st.has_topk || r->st.has_hmean || r->st.has_full) ? rec_observe : NULL,
+        .observe_qk = r->st.has_qk ? rec_observe_qk : NULL,
+        .observe_resid = r->lens_k > 0 ? rec_observe_resid : NULL,
+        .user = rec,
+    };
+    /* n_pos advances in observe; keep it even when no probability tier is on */
+    if (!hook.observe) hook.observe = rec_observe;
+    heed_ctx_set_attn_hook(ctx, &hook);
+    *out = rec;
+    return HEED_OK;
+}
+
+void heed_recorder_free(heed_recorder *rec) {
+    if (!rec) return;
+    if (!rec->done && rec->ctx) heed_ctx_set_attn_hook(rec->ctx, NULL);
+    heed_run_free(rec->run);
+    free(rec->resid);
+    free(rec->logits);
+    free(rec->tmp);
+    free(rec->live);
+    free(rec);
+}
+
+int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n) {
+    if (!rec || rec->done || rec->begun || !prompt || n <= 0 || n > LIMIT_MAX_TOKENS) return HEED_ERR_INVALID_ARG;
+    heed_run *r = rec->run;
+    for (int i = 0; i < n; i++) {
+        if (prompt[i] < 0 || prompt[i] >= r->n_vocab) return HEED_ERR_INVALID_ARG;
+        int rc = rec_add_token(r, rec->m, prompt[i]);
+        if (rc) return rc;
+        r->n_prompt++;
+    }
+    /* With the length known the store is reserved now (at most the context):
+     * generating then never grows (copies) its arrays. A failure here is no
+     * error: the store grows as it goes instead. */
+    if (r->n_predict > 0) {
+        long long expect = (long long)n + r->n_predict;
+        (void)astore_plan(&r->st, expect < r->n_ctx ? (int)expect : r->n_ctx);
+    }
+    rec->begun = true;
+    return HEED_OK;
+}
+
+int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *logits) {
+    if (!rec || rec->done || !rec->begun || !s || !logits) return HEED_ERR_INVALID_ARG;
+    heed_run *r = rec->run;
+    if (r->st.failed) return HEED_ERR_NOMEM;
+    int t = r->n_output;
+    /* the query that chose this token must have gone through the model */
+    if (s->id < 0 || s->id >= r->n_vocab || r->st.n_pos != r->n_prompt + t) return HEED_ERR_INVALID_ARG;
+    int rc = rec_add_token(r, rec->m, s->id);
+    if (rc) return rc;
+    r->steps[t] = (run_step){s->id, s->prob, s->logprob, s->entropy};
+    heed_sample_candidates(s, logits, r->n_vocab, r->n_cand, r->cand + (size_t)t * r->n_cand);
+    if (r->lens_k > 0 && r->lens_lazy) {
+        memcpy(r->resid + (size_t)t * r->n_layer * r->n_embd, rec->resid, sizeof(float) * (size_t)r->n_layer * r->n_embd);
+        r->lens_ready[t] = 0;
+    } else if (r->lens_k > 0) {
+        run_lens_step(r, rec->ctx, t, rec->resid, rec->logits, rec->tmp);
+    }
+    r->n_output++;
+    r->eog = s->id == r->eos || s->id == r->eot;
+    return HEED_OK;
+}
+
+int heed_recorder_last_row(heed_recorder *rec, const heed_attn_sel *sel, float *out, int n) {
+    if (!rec || rec->done || !rec->run || !sel || !out) return HEED_ERR_INVALID_ARG;
+    int n_row = rec->run->st.n_pos;
+    if (n_row <= 0 || n < n_row) return HEED_ERR_INVALID_ARG;
+    const heed_run *r = rec->run;
+    bool all_mean = !sel->layers && !sel->heads && sel->agg == HEED_AGG_MEAN;
+    if (all_mean && rec->live && rec->live_pos == n_row - 1 && rec->live_n == r->n_layer * r->n_head) {
+        for (int k = 0; k < n_row; k++) out[k] = (float)(rec->live[k] / rec->live_n);
+        return n_row;
+    }
+    int rc = heed_run_attn_row(rec->run, sel, n_row - 1, out);
+    return rc ? rc : n_row;
+}
+
+int heed_recorder_step_view(heed_recorder *rec, const heed_attn_sel *sel, unsigned flags, float *in, float *out,
+                            float *in_mass, float *out_mass) {
+    if (!rec || rec->done || !rec->run || rec->run->n_output < 1) return HEED_ERR_INVALID_ARG;
+    int t = rec->run->n_output - 1;
+    int rc = heed_run_step_view(rec->run, sel, t, flags, in, out, in_mass, out_mass);
+    return rc ? rc : t;
+}
+
+int heed_recorder_finish(heed_recorder *rec, heed_run **out) {
+    if (!rec || rec->done || !out || !rec->begun) return HEED_ERR_INVALID_ARG;
+    heed_ctx_set_attn_hook(rec->ctx, NULL);
+    rec->done = true;
+    rec->run->pool = NULL; /* the context's: the run makes its own when a view needs it */
+    rec->run->pool_borrowed = false;
+    if (rec->run->st.failed) return HEED_ERR_NOMEM;
+    *out = rec->run;
+    rec->run = NULL;
+    return HEED_OK;
+}

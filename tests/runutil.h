@@ -1,0 +1,62 @@
+/*
+ * runutil.h - helpers of the suites that need a recorded run without the
+ * recorder being what they test (run streams and limits, the run store): a
+ * short greedy run on the bundled model, and a run's file bytes in memory.
+ */
+#ifndef HEED_TEST_RUNUTIL_H
+#define HEED_TEST_RUNUTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heed.h"
+#include "testutil.h"
+
+/* n_gen greedy tokens after prompt on the bundled model, recorded with rp
+ * (NULL: the recorder's defaults). */
+static inline heed_run *ru_record(const char *prompt, int n_gen, const heed_recorder_params *rp_in) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    heed_ctx *ctx;
+    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
+    heed_recorder_params rp = rp_in ? *rp_in : heed_recorder_default_params();
+    rp.sampler.temperature = 0;
+    rp.prompt_text = prompt;
+    rp.n_predict = n_gen;
+    heed_recorder *rec;
+    assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
+    heed_sampler *s = heed_sampler_new(&rp.sampler, mi.n_vocab);
+    int32_t ids[64];
+    int n = heed_tokenize(m, prompt, (int)strlen(prompt), true, ids, 64);
+    assert_true(n > 0 && n < 64);
+    assert_int_equal(heed_recorder_begin(rec, ids, n), HEED_OK);
+    assert_int_equal(heed_decode(ctx, ids, n), HEED_OK);
+    for (int t = 0; t < n_gen; t++) {
+        heed_sample smp;
+        assert_int_equal(heed_sampler_sample(s, heed_ctx_logits(ctx), mi.n_vocab, &smp), HEED_OK);
+        assert_int_equal(heed_recorder_step(rec, &smp, heed_ctx_logits(ctx)), HEED_OK);
+        if (t + 1 < n_gen) assert_int_equal(heed_decode(ctx, &smp.id, 1), HEED_OK);
+    }
+    heed_run *run;
+    assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
+    heed_recorder_free(rec);
+    heed_sampler_free(s);
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+    return run;
+}
+
+/* The run file's bytes, written by heed_run_write to memory (malloc'd). */
+static inline char *ru_run_bytes(const heed_run *r, size_t *n) {
+    char *b = NULL, err[256];
+    FILE *f = open_memstream(&b, n);
+    assert_non_null(f);
+    if (heed_run_write(r, f, "mem", err, sizeof err) != HEED_OK) fail_msg("heed_run_write: %s", err);
+    assert_int_equal(fclose(f), 0);
+    return b;
+}
+
+#endif
