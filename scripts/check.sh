@@ -45,7 +45,7 @@ fi
 ring_of() {
     case $1 in
     gguf | gguf_write | ggml_types | model | forward | kern* | pool | tok* | samp | chat | fmap | utf8 | \
-        safetensors | hf | bundled | heed | limit)
+        safetensors | hf | bundled | heed | limit | err)
         echo engine ;;
     astore | attn | run* | rec | jsonw | gen)
         echo analysis ;;

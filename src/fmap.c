@@ -1,6 +1,7 @@
 /*
  * fmap.c - whole-file read-only mappings and huge-page advice (see fmap.h).
  */
+#include "err.h"
 #include "fmap.h"
 
 #include <errno.h>
@@ -28,12 +29,9 @@ static const char *file_kind(mode_t mode) {
 
 __attribute__((format(printf, 4, 5))) static void say(char *err, size_t err_size, const char *path,
                                                       const char *fmt, ...) {
-    if (!err || !err_size) return;
-    int n = snprintf(err, err_size, "%s: ", path);
-    if (n < 0 || (size_t)n >= err_size) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
+    err_vat(err, err_size, 0, path, fmt, ap);
     va_end(ap);
 }
 

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "err.h"
 #include "forward.h"
 #include "fmap.h"
 #include "heed.h"
@@ -79,7 +80,7 @@ struct heed_ctx {
 __attribute__((format(printf, 3, 4))) static int ctx_fail(heed_ctx *c, int rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    err_vat(c->err, sizeof c->err, rc, NULL, fmt, ap);
     va_end(ap);
     return rc;
 }

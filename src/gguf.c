@@ -9,6 +9,7 @@
  * (NUL-terminated); everything else points into the caller's buffer or our
  * mapping. Names are hashed, which makes the duplicate checks linear too.
  */
+#include "err.h"
 #include "gguf.h"
 
 #include <errno.h>
@@ -191,14 +192,12 @@ static uint64_t left(const struct reader *r) { return r->size - r->pos; }
 
 /* Writes "name: ctx: message" and returns rc, so callers can `return fail(...)`. */
 __attribute__((format(printf, 3, 4))) static int fail(struct reader *r, int rc, const char *fmt, ...) {
-    if (!r->err || r->err_size == 0) return rc;
-    int n = snprintf(r->err, r->err_size, "%s: %s%s", r->name, r->ctx, r->ctx[0] ? ": " : "");
-    if (n >= 0 && (size_t)n < r->err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(r->err + n, r->err_size - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    char where[512];
+    snprintf(where, sizeof where, "%s%s%s", r->name, r->ctx[0] ? ": " : "", r->ctx);
+    va_list ap;
+    va_start(ap, fmt);
+    err_vat(r->err, r->err_size, rc, where, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

@@ -5,6 +5,7 @@
  * buffers, already serialized little-endian; tensor offsets are assigned at
  * add time (each aligned), so the header can be written before any data.
  */
+#include "err.h"
 #include "gguf_write.h"
 
 #include <stdarg.h>
@@ -42,9 +43,8 @@ __attribute__((format(printf, 3, 4))) static int wfail(gguf_writer *w, int rc, c
     if (w->rc) return w->rc;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(w->err, sizeof w->err, fmt, ap);
+    w->rc = err_vat(w->err, sizeof w->err, rc, NULL, fmt, ap);
     va_end(ap);
-    w->rc = rc;
     return rc;
 }
 

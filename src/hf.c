@@ -34,6 +34,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "err.h"
 #include "fmap.h"
 #include "model.h"
 #include "safetensors.h"
@@ -70,14 +71,10 @@ typedef struct hf_loader {
 } hf_loader;
 
 __attribute__((format(printf, 4, 5))) static int fail(hf_loader *H, const char *file, int rc, const char *fmt, ...) {
-    if (!H->err || !H->err_size) return rc;
-    int n = snprintf(H->err, H->err_size, "%s: ", file);
-    if (n >= 0 && (size_t)n < H->err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(H->err + n, H->err_size - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    err_vat(H->err, H->err_size, rc, file, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

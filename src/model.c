@@ -8,6 +8,7 @@
  * of a supported type, of exactly the shape the hyperparameters imply. The
  * forward pass can then trust its pointers.
  */
+#include "err.h"
 #include "model.h"
 
 #include <math.h>
@@ -35,9 +36,7 @@ typedef struct loader {
 
 __attribute__((format(printf, 3, 0))) static void vfail_in(loader *L, const char *file, const char *fmt,
                                                          va_list ap) {
-    if (!L->err || !L->err_size) return;
-    int n = snprintf(L->err, L->err_size, "%s: ", file);
-    if (n >= 0 && (size_t)n < L->err_size) vsnprintf(L->err + n, L->err_size - (size_t)n, fmt, ap);
+    err_vat(L->err, L->err_size, 0, file, fmt, ap);
 }
 
 __attribute__((format(printf, 3, 4))) static int fail(loader *L, int rc, const char *fmt, ...) {

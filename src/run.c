@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "err.h"
 #include "astore.h"
 #include "attn.h"
 #include "forward.h"
@@ -26,12 +27,10 @@
 #include "run.h"
 
 int run_fail(char *err, size_t n, int rc, const char *fmt, ...) {
-    if (err && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, n, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    err_vat(err, n, rc, NULL, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

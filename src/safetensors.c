@@ -10,6 +10,7 @@
  * goes through a checked multiply. Names are copied, so the JSON tree is
  * freed before st_open returns; data pointers point into the mapping.
  */
+#include "err.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -69,14 +70,10 @@ struct reader {
 
 /* Writes "file: message" and returns rc, so callers can `return fail(...)`. */
 __attribute__((format(printf, 3, 4))) static int fail(const struct reader *r, int rc, const char *fmt, ...) {
-    if (!r->err || r->err_size == 0) return rc;
-    int n = snprintf(r->err, r->err_size, "%s: ", r->name);
-    if (n >= 0 && (size_t)n < r->err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(r->err + n, r->err_size - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    err_vat(r->err, r->err_size, rc, r->name, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

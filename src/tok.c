@@ -16,6 +16,7 @@
  * not depend on the gguf_file afterwards, and tok_piece can hand out
  * NUL-terminated strings.
  */
+#include "err.h"
 #include "tok.h"
 
 #include <limits.h>
@@ -33,12 +34,10 @@
 static const char SPM_SPACE[] = "\xe2\x96\x81";
 
 int tok_fail(int rc, char *err, size_t err_size, const char *fmt, ...) {
-    if (err && err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_size, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    err_vat(err, err_size, rc, NULL, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

@@ -40,6 +40,7 @@
 #include <jansson.h>
 #include <pcre2.h>
 
+#include "err.h"
 #include "fmap.h"
 #include "heed.h"
 #include "tok_internal.h"
@@ -536,12 +537,11 @@ typedef struct hf_ctx {
 /* "PATH: message" into the error buffer; returns rc. */
 __attribute__((format(printf, 4, 5)))
 __attribute__((format(printf, 4, 5))) static int hf_fail(hf_ctx *c, int rc, const char *path, const char *fmt, ...) {
-    char msg[384];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    err_vat(c->err, c->es, rc, path, fmt, ap);
     va_end(ap);
-    return tok_fail(rc, c->err, c->es, "%s: %s", path, msg);
+    return rc;
 }
 
 /* Parses a JSON file; an absent optional file gives *out = NULL. Only a
