@@ -1,7 +1,6 @@
 /*
  * fmap.c - whole-file read-only mappings and huge-page advice (see fmap.h).
  */
-#include "err.h"
 #include "fmap.h"
 
 #include <errno.h>
@@ -14,6 +13,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "err.h"
 
 #include "heed.h"
 
