@@ -48,6 +48,7 @@ typedef enum heed_status {
     HEED_ERR_CANCELLED = -8,    /* a callback asked to stop */
     HEED_ERR_NEED_MODEL = -9,   /* the view needs the model that made the run (the logit lens) */
     HEED_ERR_MODEL_MISMATCH = -10, /* the model given is not the one that made the run */
+    HEED_ERR_NOT_FOUND = -11,   /* no such thing (a stored run's id) */
 } heed_status;
 
 /* A static string naming `rc` ("format error", ...); never NULL. */

@@ -33,6 +33,7 @@ void api_reply_json_prec(api_reply *rp, int status, json_t *j, int prec) {
     json_decref(j);
     if (!rp->body) rp->status = 500;
 }
+
 void api_reply_json(api_reply *rp, int status, json_t *j) { api_reply_json_prec(rp, status, j, 0); }
 const char *api_error_type(int status) {
     switch (status) {
@@ -44,6 +45,7 @@ const char *api_error_type(int status) {
     default: return status >= 500 ? "server_error" : "invalid_request_error";
     }
 }
+
 /* Length of the valid UTF-8 character at s (n > 0 bytes left): 1..4, or 0
  * (an invalid or cut byte sequence; overlongs and surrogates are invalid,
  * as JSON encoders require). */
@@ -59,6 +61,7 @@ static int utf8_char_len(const unsigned char *s, size_t n) {
     if (c == 0xf4 && s[1] > 0x8f) return 0; /* above U+10FFFF */
     return len;
 }
+
 /* Copies src into dst (size > 0) as valid UTF-8 without control
  * characters: each invalid byte or control becomes "\xNN", and the text is
  * cut at a character boundary when it does not fit. Client input echoed in
@@ -86,6 +89,7 @@ static void text_sanitize(char *dst, size_t size, const char *src) {
     }
     dst[o] = 0;
 }
+
 void api_error(api_reply *rp, int status, const char *param, const char *code, const char *fmt, ...) {
     char raw[1024], msg[512], par[128];
     va_list ap;
@@ -136,6 +140,7 @@ bool api_get_num(json_t *o, const char *name, double *v, api_reply *rp) {
     *v = x;
     return true;
 }
+
 bool api_get_bool(json_t *o, const char *name, bool *v, api_reply *rp) {
     json_t *j = json_object_get(o, name);
     if (!j || json_is_null(j)) return true;
@@ -146,10 +151,12 @@ bool api_get_bool(json_t *o, const char *name, bool *v, api_reply *rp) {
     *v = json_is_true(j);
     return true;
 }
-void api_reply_store_error(api_reply *rp, int found, const char *id, const char *err) {
-    if (found == 0) api_error(rp, 404, "id", "run_not_found", "no run '%s'", id);
-    else api_error(rp, 500, NULL, "store_error", "run store: %s", err);
+
+void api_reply_store_error(api_reply *rp, int rc, const char *id, const char *err) {
+    if (rc == HEED_ERR_NOT_FOUND) api_error(rp, 404, "id", "run_not_found", "no run '%s'", id);
+    else api_error(rp, 500, NULL, "store_error", "run store: %s (%s)", err, heed_strerror(rc));
 }
+
 /* Parses the body as a JSON object; false with a 400 in rp otherwise
  * (jansson also rejects invalid UTF-8 and NUL characters). */
 json_t *api_parse_body(const api_req *rq, api_reply *rp) {
@@ -174,26 +181,31 @@ json_t *api_floats_json(const float *x, int n) {
     for (int i = 0; i < n; i++) json_array_append_new(arr, json_real(x[i]));
     return arr;
 }
+
 /* A step's split view as the API gives it: w = prompt part (np) then the
  * output part (t), with the raw masses. */
 json_t *api_split_json(const float *w, int np, int t, float in_mass, float out_mass) {
     return json_pack("{s:o, s:o, s:f, s:f}", "prompt", api_floats_json(w, np), "output", api_floats_json(w + np, t),
                      "prompt_mass", in_mass, "output_mass", out_mass);
 }
+
 json_t *api_label_json(const heed_model *m, int32_t id) {
     char label[LABEL_MAX];
     heed_token_label(m, id, label, sizeof label);
     return json_string(label);
 }
+
 json_t *api_ids_json(const int32_t *ids, int n) {
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
     return arr;
 }
+
 static int h_health(api *a, const api_req *rq, api_reply *rp) {
     api_reply_json(rp, 200, json_pack("{s:s}", "status", "ok"));
     return 0;
 }
+
 static int h_model(api *a, const api_req *rq, api_reply *rp) {
     const heed_model_info *i = &a->info;
     const char *tmpl = heed_chat_template(a->model);
@@ -210,6 +222,7 @@ static int h_model(api *a, const api_req *rq, api_reply *rp) {
                          "max_prompt", a->cfg.max_prompt, "attention_tokens_top_k", a->cfg.attn_top_k));
     return 0;
 }
+
 /* The bytes token id decodes to (special tokens: none), as numbers. */
 static json_t *bytes_json(const heed_model *m, int32_t id) {
     char b[BYTES_MAX];
@@ -218,6 +231,7 @@ static json_t *bytes_json(const heed_model *m, int32_t id) {
     for (int i = 0; i < n && i < BYTES_MAX; i++) json_array_append_new(arr, json_integer((unsigned char)b[i]));
     return arr;
 }
+
 static int h_tokenize(api *a, const api_req *rq, api_reply *rp) {
     json_t *body = api_parse_body(rq, rp), *text = body ? json_object_get(body, "text") : NULL;
     bool bos = a->info.add_bos, special = false;
@@ -249,12 +263,14 @@ done:
     json_decref(body);
     return 0;
 }
+
 /* Query argument `name`, or NULL. */
 const char *api_arg(const api_req *rq, const char *name) {
     for (int i = 0; rq->args && rq->args[i]; i += 2)
         if (!strcmp(rq->args[i], name)) return rq->args[i + 1] ? rq->args[i + 1] : "";
     return NULL;
 }
+
 /* Integer argument in [lo, hi]; absent: *v unchanged. False with a 400 naming it. */
 bool api_arg_int(const api_req *rq, const char *name, long lo, long hi, long *v, api_reply *rp) {
     const char *s = api_arg(rq, name);
@@ -268,6 +284,7 @@ bool api_arg_int(const api_req *rq, const char *name, long lo, long hi, long *v,
     *v = x;
     return true;
 }
+
 bool api_arg_float(const api_req *rq, const char *name, double lo, double hi, double *v, api_reply *rp) {
     const char *s = api_arg(rq, name);
     if (!s) return true;
@@ -280,6 +297,7 @@ bool api_arg_float(const api_req *rq, const char *name, double lo, double hi, do
     *v = x;
     return true;
 }
+
 /* One of the words in choices (absent: index 0). Returns the index or -1 with a 400. */
 int api_arg_enum(const api_req *rq, const char *name, const char *const *choices, int n, api_reply *rp) {
     const char *s = api_arg(rq, name);
@@ -289,12 +307,14 @@ int api_arg_enum(const api_req *rq, const char *name, const char *const *choices
     api_error(rp, 400, name, "invalid_parameter", "%s must be %s or %s", name, choices[0], choices[n - 1]);
     return -1;
 }
+
 void api_reply_body(api_reply *rp, char *body, size_t len, const char *type) {
     rp->status = body ? 200 : 500;
     rp->content_type = type;
     rp->body = body;
     rp->body_len = body ? len : 0;
 }
+
 /* The query arguments each route reads; any other is refused (400), so a
  * view's cache key holds only what decides its reply. */
 static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "offset", NULL},
@@ -306,6 +326,7 @@ static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "o
                          *const args_step[] = {"step", NULL}, *const args_lens[] = {"from", "to", NULL};
 #define ROUTE(m, p, f, a) {.method = m, .pattern = p, .fn = f, .args = a}
 #define ROUTE_GEN(m, p, f) {.method = m, .pattern = p, .fn = f, .args = args_none, .generates = true}
+
 static const api_route routes[] = {
     ROUTE("GET", "/api/health", h_health, NULL),
     ROUTE("GET", "/api/model", h_model, NULL),
@@ -346,6 +367,7 @@ bool api_args_ok(const api_route *r, const char *const *args, api_reply *rp) {
     }
     return true;
 }
+
 const api_route *api_routes(int *n) {
     *n = (int)(sizeof routes / sizeof *routes);
     return routes;
@@ -409,6 +431,7 @@ fail:
     api_free(a);
     return -1;
 }
+
 void api_stop(api *a) {
     if (!a) return;
     pthread_mutex_lock(&a->eng.mu);
@@ -416,12 +439,14 @@ void api_stop(api *a) {
     pthread_cond_broadcast(&a->eng.cv);
     pthread_mutex_unlock(&a->eng.mu);
 }
+
 int api_n_streams(api *a) {
     pthread_mutex_lock(&a->eng.mu);
     int n = a->eng.n_streams;
     pthread_mutex_unlock(&a->eng.mu);
     return n;
 }
+
 void api_free(api *a) {
     if (!a) return;
     if (a->eng.started) {

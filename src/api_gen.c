@@ -24,12 +24,14 @@ double api_mono_s(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
 /* Requests ahead of t in the queue (under e->mu). */
 int api_queue_ahead_locked(const engine *e, const ticket *t) {
     int n = 0;
     for (const ticket *p = e->head; p && p != t; p = p->next) n++;
     return n;
 }
+
 void api_queue_remove_locked(engine *e, ticket *t) {
     if (!t->queued) return;
     if (t->prev) t->prev->next = t->next;
@@ -80,6 +82,7 @@ static bool parse_gen_params(api *a, json_t *body, bool openai, gen_params *p, a
     p->sp.seed = (uint64_t)seed;
     return true;
 }
+
 void api_gen_free(gen *g) {
     if (!g) return;
     free(g->prompt);
@@ -113,6 +116,7 @@ char *api_req_cache_key(const gen *g) {
     json_decref(k);
     return key;
 }
+
 /* The run id cached for key, copied into id; false when none. */
 static bool req_cache_get(api *a, const char *key, char *id, size_t size) {
     bool hit = false;
@@ -128,6 +132,7 @@ static bool req_cache_get(api *a, const char *key, char *id, size_t size) {
     pthread_mutex_unlock(&a->runs_mu);
     return hit;
 }
+
 /* Remembers key -> id, evicting the least recently used entry. */
 static void req_cache_put(api *a, const char *key, const char *id) {
     char *k = strdup(key);
@@ -145,6 +150,7 @@ static void req_cache_put(api *a, const char *key, const char *id) {
     victim->used = ++a->rclock;
     pthread_mutex_unlock(&a->runs_mu);
 }
+
 /* Renders and tokenizes messages [{role, content}] with the model's chat
  * template. Returns the token count, or -1 with rp filled. */
 static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_reply *rp) {
@@ -181,6 +187,7 @@ static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_
                   r == HEED_ERR_INVALID_ARG ? "a role is not system, user or assistant" : heed_strerror(r));
     return r;
 }
+
 /* Builds a generation from a request body: "prompt" (text) or "messages".
  * Returns NULL with rp filled on a client error. */
 /* A branch of a stored run (POST /api/runs with "branch"): its prompt, and
@@ -196,9 +203,9 @@ static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
         return -1;
     }
     char *text = NULL;
-    int found = store_get_doc(a->store, json_string_value(jrun), &text);
-    if (found <= 0) {
-        api_reply_store_error(rp, found, json_string_value(jrun), "cannot read the run to branch from");
+    int src = store_get_doc(a->store, json_string_value(jrun), &text);
+    if (src) {
+        api_reply_store_error(rp, src, json_string_value(jrun), "cannot read the run to branch from");
         return -1;
     }
     json_t *doc = json_loads(text, 0, NULL), *pids = json_object_get(doc, "prompt_ids"),
@@ -232,6 +239,7 @@ static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
     json_decref(doc);
     return rc;
 }
+
 gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     gen *g = calloc(1, sizeof *g);
     int limit = a->cfg.max_prompt < a->n_ctx ? a->cfg.max_prompt : a->n_ctx;
@@ -307,6 +315,7 @@ fail:
     api_gen_free(g);
     return NULL;
 }
+
 static bool text_append(gen *g, const char *s, size_t n) {
     if (g->text_len + n + 1 > g->text_cap) {
         size_t cap = g->text_cap * 2 + n + 256;
@@ -320,6 +329,7 @@ static bool text_append(gen *g, const char *s, size_t n) {
     g->text[g->text_len] = 0;
     return true;
 }
+
 /* The k heaviest of the n positions of the newest query's row (ties: lower
  * position), as [[position, weight], ...], weights averaged over layers and
  * heads. The recorder holds the context's hook, so the row comes from it. */
@@ -343,6 +353,7 @@ static json_t *attn_top(gen *g, int k) {
     for (int i = 0; i < m; i++) json_array_append_new(arr, json_pack("[i, f]", idx[i], row[idx[i]]));
     return arr;
 }
+
 /* On the engine thread: the generation session (gen.c) started on the
  * engine's context: recorder, prompt decoded, sampler ready. */
 static int gen_start(gen *g) {
@@ -362,11 +373,13 @@ static int gen_start(gen *g) {
     gp.rec.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
     return heed_gen_start(a->model, a->eng.ctx, &gp, g->prompt, g->n_prompt, &g->sess);
 }
+
 /* Should the generation end now, cancelled (server stopping, client gone
  * or dropped)? */
 static bool gen_cancelled(const gen *g) {
     return atomic_load(&g->api->stopping) || atomic_load(&g->gone) || atomic_load(&g->dropped);
 }
+
 /* One step of the session, and its event in *ev (borrowed from g->steps,
  * valid while g lives; NULL when no token was chosen). Returns 0 (more to
  * come), 1 (finished: g->stop says why) or a negative code. The session
@@ -404,9 +417,11 @@ static int gen_step(gen *g, json_t **ev) {
     }
     return 0;
 }
+
 static const char *kind_name(int kind) {
     return kind == GEN_CHAT ? "chat" : kind == GEN_COMPLETION ? "completion" : "heed";
 }
+
 /* The JSON of GET /api/runs/{id} (metadata, tokens, steps as streamed). */
 static json_t *run_doc(gen *g) {
     api *a = g->api;
@@ -426,6 +441,7 @@ static json_t *run_doc(gen *g) {
         api_ids_json(g->prompt, g->n_prompt), "output_ids", api_ids_json(g->out, g->n_out), "tokens", tokens, "text",
         g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch);
 }
+
 /* On the engine thread: ends the recording and saves it with its JSON in
  * the store. Returns 0 (stored: g->stored), 1 (nothing to store: the
  * recording failed before its prompt was recorded) or -1 (the store failed;
@@ -509,6 +525,7 @@ static void gen_execute(gen *g) {
         api_stream_done(g);
     }
 }
+
 /* Drops one reference (under nothing); frees g with the last. */
 void api_gen_release(gen *g) {
     engine *e = &g->api->eng;
@@ -517,6 +534,7 @@ void api_gen_release(gen *g) {
     pthread_mutex_unlock(&e->mu);
     if (!left) api_gen_free(g);
 }
+
 void *api_engine_main(void *arg) {
     api *a = arg;
     engine *e = &a->eng;
@@ -540,6 +558,7 @@ void *api_engine_main(void *arg) {
     pthread_mutex_unlock(&e->mu);
     return NULL;
 }
+
 /* Puts g in the engine's queue (the engine takes its own reference).
  * False when the server is stopping. */
 bool api_engine_enqueue(api *a, gen *g) {
@@ -562,6 +581,7 @@ bool api_engine_enqueue(api *a, gen *g) {
     pthread_mutex_unlock(&e->mu);
     return ok;
 }
+
 /* Runs a whole generation (the non-streaming routes): queued, then waited
  * for. Returns 0, or an HTTP status with rp filled. */
 int api_gen_run(gen *g, api_reply *rp) {
@@ -580,11 +600,12 @@ int api_gen_run(gen *g, api_reply *rp) {
     }
     return 0;
 }
+
 /* A stored run for the same request (request cache), as a document to
  * replay; NULL when there is none (or it was deleted). */
 json_t *api_cached_run(api *a, const char *key) {
     char id[40], *doc = NULL;
-    if (!key || !req_cache_get(a, key, id, sizeof id) || store_get_doc(a->store, id, &doc) <= 0) return NULL;
+    if (!key || !req_cache_get(a, key, id, sizeof id) || store_get_doc(a->store, id, &doc)) return NULL;
     json_t *d = json_loads(doc, 0, NULL);
     free(doc);
     return d;

@@ -158,7 +158,7 @@ void api_reply_json(api_reply *rp, int status, json_t *j);
 const char *api_error_type(int status);
 bool api_get_num(json_t *o, const char *name, double *v, api_reply *rp);
 bool api_get_bool(json_t *o, const char *name, bool *v, api_reply *rp);
-void api_reply_store_error(api_reply *rp, int found, const char *id, const char *err);
+void api_reply_store_error(api_reply *rp, int rc, const char *id, const char *err);
 json_t *api_parse_body(const api_req *rq, api_reply *rp);
 json_t *api_floats_json(const float *x, int n);
 json_t *api_split_json(const float *w, int np, int t, float in_mass, float out_mass);

@@ -21,8 +21,9 @@ int api_route_run_list(api *a, const api_req *rq, api_reply *rp) {
     if (!api_arg_int(rq, "limit", 1, 1000, &limit, rp) || !api_arg_int(rq, "offset", 0, 1L << 40, &offset, rp)) return 0;
     char *runs;
     long long total;
-    if (store_list(a->store, (int)limit, (long long)offset, &runs, &total)) {
-        api_reply_store_error(rp, -1, rq->param, "cannot list the runs");
+    int rc = store_list(a->store, (int)limit, (long long)offset, &runs, &total);
+    if (rc) {
+        api_reply_store_error(rp, rc, rq->param, "cannot list the runs");
         return 0;
     }
     json_t *arr = json_loads(runs, 0, NULL);
@@ -31,16 +32,18 @@ int api_route_run_list(api *a, const api_req *rq, api_reply *rp) {
                                   (json_int_t)total, "limit", (int)limit, "offset", (json_int_t)offset));
     return 0;
 }
+
 int api_route_run_get(api *a, const api_req *rq, api_reply *rp) {
     char *doc;
-    int found = store_get_doc(a->store, rq->param, &doc);
-    if (found <= 0) api_reply_store_error(rp, found, rq->param, "cannot read the run");
+    int rc = store_get_doc(a->store, rq->param, &doc);
+    if (rc) api_reply_store_error(rp, rc, rq->param, "cannot read the run");
     else api_reply_body(rp, doc, strlen(doc), "application/json");
     return 0;
 }
+
 int api_route_run_delete(api *a, const api_req *rq, api_reply *rp) {
-    int found = store_delete(a->store, rq->param);
-    if (found <= 0) api_reply_store_error(rp, found, rq->param, "cannot delete the run");
+    int rc = store_delete(a->store, rq->param);
+    if (rc) api_reply_store_error(rp, rc, rq->param, "cannot delete the run");
     else api_reply_json(rp, 200, json_pack("{s:s, s:b}", "id", rq->param, "deleted", 1));
     return 0;
 }
@@ -56,9 +59,9 @@ int api_route_run_delete(api *a, const api_req *rq, api_reply *rp) {
 static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
     store_run *sr;
     char err[512] = "";
-    int found = store_acquire(a->store, rq->param, &sr, err, sizeof err);
-    if (found <= 0) {
-        api_reply_store_error(rp, found, rq->param, err);
+    int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(rp, rc, rq->param, err);
         return 0;
     }
     char *key = api_view_key(rq);
@@ -78,11 +81,13 @@ static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
     store_release(a->store, sr);
     return 0;
 }
+
 int api_route_run_attention(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_attention); }
 int api_route_run_graph(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_graph); }
 int api_route_run_heatmap(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_heatmap); }
 int api_route_run_candidates(api *a, const api_req *rq, api_reply *rp) {
     return run_view(a, rq, rp, api_view_candidates);
 }
+
 int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_lens); }
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }

@@ -35,6 +35,7 @@ static json_t *bin_json(const char *d, size_t n) {
     free(o);
     return j;
 }
+
 typedef struct snap {
     api_view_env *env; /* the model (or none) for labels and the lens */
     heed_run *run;
@@ -52,6 +53,7 @@ typedef struct snap {
 #define SNAP_SPARSE_BYTES ((size_t)1 << 20)
 #define SNAP_LENS_PAGE 16 /* steps per logit-lens request of the web UI */
 #define SNAP_MIN_WEIGHT 1e-3
+
 static json_t *sparse_rows(json_t *rows) {
     json_t *out = json_array();
     for (size_t t = 0; t < json_array_size(rows); t++) {
@@ -67,6 +69,7 @@ static json_t *sparse_rows(json_t *rows) {
     }
     return out;
 }
+
 /* Computes one view exactly as the server answers it and keeps it under the
  * key the server's view cache would use. False when it failed or would pass
  * the budget (then it is left out). */
@@ -95,6 +98,7 @@ static bool snap_view(snap *s, const char *route, view_fn fn, const char *const 
     free(rp.body);
     return ok;
 }
+
 /* GET /api/runs/{id}'s document, rebuilt from the recording. */
 static json_t *snap_doc(snap *s) {
     const heed_run_info *ri = &s->ri;
@@ -147,6 +151,7 @@ static json_t *snap_doc(snap *s) {
     free(text);
     return doc;
 }
+
 char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, size_t err_size) {
     api_view_env env = {.model = model};
     pthread_mutex_init(&env.lens_mu, NULL);

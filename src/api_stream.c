@@ -33,6 +33,7 @@ static bool pend_add_locked(gen *g, const char *s, size_t n) {
     g->pend_len += n;
     return true;
 }
+
 /* Hands bytes to the stream's reader. While the generation runs, a client
  * that has more than cfg.stream_buffer bytes unread, or has taken nothing
  * for cfg.stream_stall_s seconds, is dropped: the generation ends as
@@ -54,6 +55,7 @@ static void emit(gen *g, const char *s, size_t n) {
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
+
 /* The token event as streamed: with "attention_split", a copy whose
  * attention also holds the step's split view (as GET .../attention?norm=split
  * gives it; not stored: the run's views give it later). */
@@ -73,6 +75,7 @@ static json_t *with_split(gen *g, json_t *ev) {
     free(w);
     return e ? e : json_incref(ev);
 }
+
 /* One SSE event as text: "event: NAME\ndata: JSON\n\n" (no event line when
  * name is NULL, as OpenAI streams). Takes j. malloc'd, NULL when out of memory. */
 static char *sse_text(const char *name, json_t *j, int prec, size_t *len) {
@@ -85,12 +88,14 @@ static char *sse_text(const char *name, json_t *j, int prec, size_t *len) {
     free(data);
     return t;
 }
+
 static void sse_event_prec(gen *g, const char *name, json_t *j, int prec) {
     size_t n = 0;
     char *t = sse_text(name, j, prec, &n);
     if (t) emit(g, t, n);
     free(t);
 }
+
 void api_sse_event(gen *g, const char *name, json_t *j) { sse_event_prec(g, name, j, 0); }
 /* An OpenAI chunk or response skeleton: id, object, created, model. */
 static json_t *oai_head(gen *g, const char *object) {
@@ -100,11 +105,13 @@ static json_t *oai_head(gen *g, const char *object) {
                                                                                                   : (json_int_t)time(NULL),
                      "model", g->api->model_id);
 }
+
 static const char *finish_reason(const gen *g) { return !strcmp(g->stop, "eog") ? "stop" : "length"; }
 static json_t *attn_token(json_t *step) {
     return json_pack("{s:O, s:O, s:O}", "token_index", json_object_get(step, "index"), "id",
                      json_object_get(step, "id"), "top", json_object_get(json_object_get(step, "attention"), "top"));
 }
+
 /* One OpenAI stream chunk; step NULL: the closing chunk with finish_reason. */
 json_t *api_oai_chunk(gen *g, json_t *step, bool first) {
     bool chat = g->kind == GEN_CHAT;
@@ -125,6 +132,7 @@ json_t *api_oai_chunk(gen *g, json_t *step, bool first) {
     json_object_set_new(c, "choices", json_pack("[o]", choice));
     return c;
 }
+
 /* A generation that could not be done or kept: an "error" event (heed
  * stream), an error chunk then [DONE] (OpenAI stream), or, not streamed,
  * the reply's status and message. */
@@ -140,6 +148,7 @@ void api_gen_fail(gen *g, int status, const char *code, const char *msg) {
     api_sse_event(g, g->kind == GEN_HEED ? "error" : NULL, e);
     if (g->kind != GEN_HEED) emit(g, "data: [DONE]\n\n", 14);
 }
+
 void api_stream_done(gen *g) {
     if (g->kind == GEN_HEED) {
         api_sse_event(g, "done", json_pack("{s:s, s:i, s:i, s:s}", "run_id", g->run_id, "n_prompt", g->n_prompt,
@@ -152,6 +161,7 @@ void api_stream_done(gen *g) {
     api_sse_event(g, NULL, c);
     emit(g, "data: [DONE]\n\n", 14);
 }
+
 /* A cached run: its token events again, then done with "cached": true. */
 void api_stream_replay(gen *g) {
     json_t *d = g->replay, *steps = json_object_get(d, "steps");
@@ -161,12 +171,14 @@ void api_stream_replay(gen *g) {
                                    json_object_get(d, "n_prompt"), "n_output", json_object_get(d, "n_output"),
                                    "stop", json_object_get(d, "stop"), "cached", 1));
 }
+
 /* The token event of a step, as its stream wants it. */
 void api_emit_step(gen *g, json_t *ev) {
     if (!ev || !g->streamed) return;
     if (g->kind == GEN_HEED) sse_event_prec(g, "token", with_split(g, ev), g->p.attn_split ? 9 : 0);
     else api_sse_event(g, NULL, api_oai_chunk(g, ev, false));
 }
+
 /* The queue position as the reader reports it while waiting (under eng.mu):
  * a "queued" event when it changed, else a heartbeat comment. */
 static void stream_heartbeat_locked(gen *g) {
@@ -186,6 +198,7 @@ static void stream_heartbeat_locked(gen *g) {
         pend_add_locked(g, ": waiting\n\n", 11);
     }
 }
+
 ssize_t api_stream_read(api_stream *s, char *buf, size_t max) {
     gen *g = s->g;
     engine *e = &g->api->eng;
@@ -216,6 +229,7 @@ ssize_t api_stream_read(api_stream *s, char *buf, size_t max) {
     pthread_mutex_unlock(&e->mu);
     return n;
 }
+
 void api_stream_free(api_stream *s) {
     if (!s) return;
     gen *g = s->g;
@@ -233,6 +247,7 @@ void api_stream_free(api_stream *s) {
     api_gen_release(g);
     free(s);
 }
+
 /* Hands g to the HTTP layer as an SSE stream (its reference goes with it). */
 int api_reply_stream_of(gen *g, api_reply *rp) {
     api_stream *s = malloc(sizeof *s);
@@ -251,6 +266,7 @@ int api_reply_stream_of(gen *g, api_reply *rp) {
     rp->stream = s;
     return 0;
 }
+
 /* Queues g and hands it over as a stream; 503 when the server stops. */
 int api_reply_stream(gen *g, api_reply *rp) {
     g->streamed = true;
@@ -295,6 +311,7 @@ int api_route_v1_models(api *a, const api_req *rq, api_reply *rp) {
                                   "object", "model", "created", (json_int_t)a->started, "owned_by", "heed"));
     return 0;
 }
+
 /* The non-streaming OpenAI response of a finished generation. */
 static json_t *oai_response(gen *g) {
     bool chat = g->kind == GEN_CHAT;
@@ -315,6 +332,7 @@ static json_t *oai_response(gen *g) {
                                               g->n_out, "total_tokens", g->n_prompt + g->n_out));
     return r;
 }
+
 static int oai_generate(api *a, const api_req *rq, api_reply *rp, int kind) {
     json_t *body = api_parse_body(rq, rp);
     gen *g = body ? api_gen_from_body(a, body, kind, rp) : NULL;
@@ -325,7 +343,9 @@ static int oai_generate(api *a, const api_req *rq, api_reply *rp, int kind) {
     api_gen_release(g);
     return 0;
 }
+
 int api_route_v1_completions(api *a, const api_req *rq, api_reply *rp) {
     return oai_generate(a, rq, rp, GEN_COMPLETION);
 }
+
 int api_route_v1_chat(api *a, const api_req *rq, api_reply *rp) { return oai_generate(a, rq, rp, GEN_CHAT); }

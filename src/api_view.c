@@ -34,6 +34,7 @@ static bool parse_sel(const api_req *rq, const heed_run_info *ri, view_args *v, 
     if (head >= 0) v->sel.heads = &v->head, v->sel.n_heads = 1;
     return true;
 }
+
 static void view_error(api_reply *rp, int rc) {
     if (rc == HEED_ERR_UNSUPPORTED)
         api_error(rp, 400, NULL, "view_unsupported", "the run does not hold the attention this view needs");
@@ -41,6 +42,7 @@ static void view_error(api_reply *rp, int rc) {
         api_error(rp, 409, NULL, "model_needed", "this view needs the model that made the run");
     else api_error(rp, 500, NULL, "engine_error", "view failed: %s", heed_strerror(rc));
 }
+
 /* The binary form (docs/API.md): one JSON header line (extra's members, if
  * any (taken), then dtype and shape), then the raw little-endian values.
  * x86-64 and ARM64 hosts are little-endian already. */
@@ -67,6 +69,7 @@ static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool
     }
     api_reply_body(rp, body, (size_t)hn + n * esz, "application/octet-stream");
 }
+
 /* Matrices up to this many entries are JSON unless format=bin is asked. */
 #define API_JSON_MAX_ENTRIES 4096
 /* The whole n_pos x n_pos matrix of the selection. */
@@ -82,6 +85,7 @@ static void attn_matrix(heed_run *run, const heed_run_info *ri, const view_args 
                                       api_floats_json(m, n * n)));
     free(m);
 }
+
 /* The row of query position p (what p attended to: {"pos","row"[p+1]}), or
  * with column the column of key position p (how much each later query
  * attended to p: {"key","col"[n_pos-p]}, entry i for query p+i). */
@@ -93,6 +97,7 @@ static void attn_line(api_reply *rp, heed_run *run, const heed_run_info *ri, con
     else api_reply_json_prec(rp, 200, json_pack("{s:i, s:o}", "pos", p, "row", api_floats_json(x, p + 1)), 9);
     free(x);
 }
+
 /* The row of one step: raw or the visualizer's split normalization, with
  * edges (of what is shown: split weights index positions like a row) when
  * threshold or topk is given. */
@@ -133,6 +138,7 @@ static void attn_step(api_reply *rp, heed_run *run, const heed_run_info *ri, con
         api_reply_json(rp, 200, j);
     }
 }
+
 int api_view_attention(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
     static const char *const norms[] = {"raw", "split"}, *const formats[] = {"auto", "json", "bin"},
                              *const dtypes[] = {"float32", "float16"};
@@ -160,6 +166,7 @@ int api_view_attention(api_view_env *env, const api_req *rq, heed_run *run, cons
     else attn_step(rp, run, ri, &v, (int)step, norm == 1, threshold, topk, api_arg(rq, "threshold") || api_arg(rq, "topk"));
     return 0;
 }
+
 /* Every step's split view at once (what the web UI's token graph draws). */
 int api_view_graph(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
     view_args v;
@@ -187,6 +194,7 @@ int api_view_graph(api_view_env *env, const api_req *rq, heed_run *run, const he
     }
     return 0;
 }
+
 /* A window of the attention matrix pooled to at most size x size cells
  * (docs/API.md): the zoomable heatmap and the per-head thumbnails. */
 int api_view_heatmap(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
@@ -239,6 +247,7 @@ int api_view_heatmap(api_view_env *env, const api_req *rq, heed_run *run, const 
     free(cnt);
     return 0;
 }
+
 /* The stored next-token candidates of one step (the model's own
  * distribution before sampling), best first: the sampling explorer's data. */
 int api_view_candidates(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
@@ -264,6 +273,7 @@ int api_view_candidates(api_view_env *env, const api_req *rq, heed_run *run, con
                                        "entropy", st.entropy, "candidates", cands), 9);
     return 0;
 }
+
 /* Computes the lens of steps t0 .. t1-1 where it is still to compute, with
  * the served model (it must be the run's). Returns 0, or -1 with rp filled. */
 static int lens_ensure(api_view_env *env, heed_run *run, const heed_run_info *ri, int t0, int t1, api_reply *rp) {
@@ -290,6 +300,7 @@ static int lens_ensure(api_view_env *env, heed_run *run, const heed_run_info *ri
     }
     return 0;
 }
+
 /* The logit lens of steps from .. to-1 (default: all). A lens recorded on
  * demand (the default) is computed here for the steps asked, so a client
  * can fetch the visible steps first and the rest after. */
@@ -331,6 +342,7 @@ int api_view_lens(api_view_env *env, const api_req *rq, heed_run *run, const hee
                                   "top_k", ri->lens_top_k, "from", (int)from, "to", (int)to, "steps", steps));
     return 0;
 }
+
 static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const heed_attn_sel *sel, int *rc) {
     json_t *arr = json_array();
     for (int p = 0; p < ri->n_pos && !*rc; p++) {
@@ -343,6 +355,7 @@ static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const he
     }
     return arr;
 }
+
 static json_t *head_types_json(heed_run *run, const heed_run_info *ri, int *rc) {
     json_t *arr = json_array();
     heed_head_type *ht = malloc(sizeof *ht * (size_t)ri->n_layer * (size_t)ri->n_head);
@@ -354,6 +367,7 @@ static json_t *head_types_json(heed_run *run, const heed_run_info *ri, int *rc) 
     free(ht);
     return arr;
 }
+
 int api_view_stats(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
     view_args v;
     if (!parse_sel(rq, ri, &v, rp)) return 0;
@@ -372,11 +386,13 @@ int api_view_stats(api_view_env *env, const api_req *rq, heed_run *run, const he
     }
     return 0;
 }
+
 static int cmp_pair(const void *x, const void *y) {
     const char *const *p = x, *const *q = y;
     int c = strcmp(p[0], q[0]);
     return c ? c : strcmp(p[1] ? p[1] : "", q[1] ? q[1] : "");
 }
+
 /* The cache key: the path and the arguments sorted by name, so the same
  * view asked with its arguments in another order is the same entry. */
 char *api_view_key(const api_req *rq) {

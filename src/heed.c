@@ -18,6 +18,7 @@ const char *heed_strerror(int rc) {
     case HEED_ERR_CANCELLED: return "cancelled";
     case HEED_ERR_NEED_MODEL: return "needs the model that made the run";
     case HEED_ERR_MODEL_MISMATCH: return "not the model that made the run";
+    case HEED_ERR_NOT_FOUND: return "not found";
     default: return "unknown error";
     }
 }

@@ -298,7 +298,7 @@ int store_open(const char *dir, int cache_runs, size_t cache_bytes, store **out,
     if (!s || !(s->dir = strdup(dir)) || !(s->db_path = malloc(n))) {
         snprintf(err, err_size, "out of memory");
         store_close(s);
-        return -1;
+        return HEED_ERR_NOMEM;
     }
     snprintf(s->db_path, n, "%s/runs.db", dir);
     s->cap = cache_runs > 0 ? cache_runs : 1;
@@ -311,11 +311,11 @@ int store_open(const char *dir, int cache_runs, size_t cache_bytes, store **out,
         sqlite3_free(msg);
         sqlite3_close(db);
         store_close(s);
-        return -1;
+        return HEED_ERR_IO;
     }
     sqlite3_close(db);
     *out = s;
-    return 0;
+    return HEED_OK;
 }
 
 void store_close(store *s) {
@@ -339,7 +339,7 @@ int store_put(store *s, const store_row *row, heed_run *run, char *err, size_t e
     void *z = run_compress(run, &zn, err, err_size);
     sqlite3 *db = z ? db_open(s, true) : NULL;
     sqlite3_stmt *st = NULL;
-    int rc = -1;
+    int rc = HEED_ERR_IO;
     if (db &&
         sqlite3_prepare_v2(db,
                            "INSERT OR REPLACE INTO runs(id, created, model, prompt, params, n_prompt, n_output, text,"
@@ -358,7 +358,7 @@ int store_put(store *s, const store_row *row, heed_run *run, char *err, size_t e
         bind_text(st, 11, row->stop);
         bind_text(st, 12, row->doc);
         /* one statement is one transaction: the row and its blob land together */
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+        rc = sqlite3_step(st) == SQLITE_DONE ? HEED_OK : HEED_ERR_IO;
     }
     if (rc && z) snprintf(err, err_size, "%s: %s", s->db_path, db ? sqlite3_errmsg(db) : "cannot open");
     sqlite3_finalize(st);
@@ -376,22 +376,22 @@ int store_put(store *s, const store_row *row, heed_run *run, char *err, size_t e
     cache_insert_locked(s, r, &dead);
     pthread_mutex_unlock(&s->mu);
     free_dead(dead);
-    return 0;
+    return HEED_OK;
 }
 
 int store_get_doc(store *s, const char *id, char **json) {
     *json = NULL;
     sqlite3 *db = db_open(s, false);
     sqlite3_stmt *st = NULL;
-    int rc = -1;
+    int rc = HEED_ERR_IO;
     if (db && sqlite3_prepare_v2(db, "SELECT doc FROM runs WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         int r = sqlite3_step(st);
-        if (r == SQLITE_DONE) rc = 0;
+        if (r == SQLITE_DONE) rc = HEED_ERR_NOT_FOUND;
         else if (r == SQLITE_ROW) {
             const char *doc = (const char *)sqlite3_column_text(st, 0);
             *json = strdup(doc ? doc : "{}");
-            rc = *json ? 1 : -1;
+            rc = *json ? HEED_OK : HEED_ERR_NOMEM;
         }
     }
     sqlite3_finalize(st);
@@ -448,19 +448,19 @@ int store_list(store *s, int limit, long long offset, char **json, long long *to
     sqlite3_close(db);
     if (!ok) {
         free(buf);
-        return -1;
+        return HEED_ERR_IO;
     }
     *json = buf;
-    return 0;
+    return HEED_OK;
 }
 
 int store_delete(store *s, const char *id) {
     sqlite3 *db = db_open(s, true);
     sqlite3_stmt *st = NULL;
-    int rc = -1;
+    int rc = HEED_ERR_IO;
     if (db && sqlite3_prepare_v2(db, "DELETE FROM runs WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db) > 0;
+        if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db) > 0 ? HEED_OK : HEED_ERR_NOT_FOUND;
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
@@ -473,20 +473,21 @@ int store_delete(store *s, const char *id) {
     return rc;
 }
 
-/* Loads a run's blob from the database. 1, 0 (none) or -1. */
+/* Loads a run's blob from the database. HEED_OK, HEED_ERR_NOT_FOUND, or
+ * an error with err. */
 static int load_run(store *s, const char *id, heed_run **out, char *err, size_t err_size) {
     sqlite3 *db = db_open(s, false);
     sqlite3_stmt *st = NULL;
-    int rc = -1;
+    int rc = HEED_ERR_IO;
     snprintf(err, err_size, "%s: cannot read", s->db_path);
     if (db && sqlite3_prepare_v2(db, "SELECT blob FROM runs WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         int r = sqlite3_step(st);
-        if (r == SQLITE_DONE) rc = 0;
+        if (r == SQLITE_DONE) rc = HEED_ERR_NOT_FOUND;
         else if (r == SQLITE_ROW)
             rc = run_decompress(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), out, err, err_size)
-                     ? -1
-                     : 1;
+                     ? HEED_ERR_FORMAT
+                     : HEED_OK;
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
@@ -506,16 +507,16 @@ int store_acquire(store *s, const char *id, store_run **out, char *err, size_t e
     pthread_mutex_unlock(&s->mu);
     if (r) {
         *out = r;
-        return 1;
+        return HEED_OK;
     }
     /* loaded outside the lock: other runs stay readable meanwhile */
     heed_run *run = NULL;
     int rc = load_run(s, id, &run, err, err_size);
-    if (rc <= 0) return rc;
+    if (rc) return rc;
     if (!(r = run_new(id, run))) {
         heed_run_free(run);
         snprintf(err, err_size, "out of memory");
-        return -1;
+        return HEED_ERR_NOMEM;
     }
     pthread_mutex_lock(&s->mu);
     store_run *other = find_locked(s, id);
@@ -531,7 +532,7 @@ int store_acquire(store *s, const char *id, store_run **out, char *err, size_t e
     pthread_mutex_unlock(&s->mu);
     free_dead(dead);
     *out = r;
-    return 1;
+    return HEED_OK;
 }
 
 void store_release(store *s, store_run *r) {

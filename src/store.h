@@ -44,29 +44,34 @@ typedef struct store_row {
 /* Opens (creates) DIR/runs.db; cache_runs is the number of runs kept loaded
  * (>= 1), cache_bytes the bytes their computed views may hold in all (the
  * oldest views of the least recently used runs go first; a view larger than
- * a quarter of it is not kept). Returns 0, or -1 with a message in err. */
+ * a quarter of it is not kept). Returns HEED_OK, or HEED_ERR_IO /
+ * HEED_ERR_NOMEM with a message in err. */
 int store_open(const char *dir, int cache_runs, size_t cache_bytes, store **out, char *err, size_t err_size);
 void store_close(store *s);
 
 /* Saves run (compressed) with its row in one transaction and puts it in the
- * cache, which takes it over (the caller must not free it). Returns 0 or -1
- * with err (the run is freed either way). */
+ * cache, which takes it over (the caller must not free it). Returns HEED_OK,
+ * or an error (HEED_ERR_IO: a full or read-only disk, a broken database)
+ * with err; the run is freed either way. */
 int store_put(store *s, const store_row *row, heed_run *run, char *err, size_t err_size);
 
-/* The doc column of a run: *json malloc'd. Returns 1 found, 0 none, -1 error. */
+/* The doc column of a run: *json malloc'd. Returns HEED_OK, HEED_ERR_NOT_FOUND,
+ * HEED_ERR_IO or HEED_ERR_NOMEM. */
 int store_get_doc(store *s, const char *id, char **json);
 
 /* The runs newest first as a JSON array text of
  * {"id","kind","created","model","n_prompt","n_output","stop"} (malloc'd).
- * *total gets the number of stored runs. Returns 0 or -1. */
+ * *total gets the number of stored runs. Returns HEED_OK or HEED_ERR_IO. */
 int store_list(store *s, int limit, long long offset, char **json, long long *total);
 
-/* Deletes a run from the database and the cache. Returns 1, 0 (none), -1. */
+/* Deletes a run from the database and the cache. Returns HEED_OK,
+ * HEED_ERR_NOT_FOUND or HEED_ERR_IO. */
 int store_delete(store *s, const char *id);
 
-/* A run from the cache, or loaded from the database into it. Returns 1 with
- * *out referenced (store_release), 0 when there is no such run, -1 on an
- * error (err). */
+/* A run from the cache, or loaded from the database into it. Returns
+ * HEED_OK with *out referenced (store_release), HEED_ERR_NOT_FOUND, or an
+ * error (HEED_ERR_IO, HEED_ERR_FORMAT: a damaged blob, HEED_ERR_NOMEM) with
+ * err. Every call here returns a heed_status (heed.h). */
 int store_acquire(store *s, const char *id, store_run **out, char *err, size_t err_size);
 void store_release(store *s, store_run *r);
 

@@ -25,10 +25,10 @@ static void put(store *s, const char *id, heed_run *run) {
 /* Loads id through the cache of one, evicting whatever it held. */
 static int acquire_cold(store *s, const char *id, const char *other, heed_run **copy, char *err, size_t n) {
     store_run *r = NULL;
-    assert_int_equal(store_acquire(s, other, &r, err, n), 1); /* evicts id from the cache */
+    assert_int_equal(store_acquire(s, other, &r, err, n), HEED_OK); /* evicts id from the cache */
     store_release(s, r);
     int rc = store_acquire(s, id, &r, err, n);
-    if (rc == 1) {
+    if (rc == HEED_OK) {
         size_t len;
         char *b = ru_run_bytes(store_run_get(r), &len);
         FILE *f = fmemopen(b, len, "rb");
@@ -71,7 +71,7 @@ static void test_put_and_load_back(void **state) {
     put(s, "b", b);
     expect_no_stray_files();
     heed_run *copy = NULL;
-    assert_int_equal(acquire_cold(s, "a", "b", &copy, err, sizeof err), 1);
+    assert_int_equal(acquire_cold(s, "a", "b", &copy, err, sizeof err), HEED_OK);
     size_t nc;
     char *bytes_c = ru_run_bytes(copy, &nc);
     assert_int_equal(nc, na);
@@ -80,7 +80,7 @@ static void test_put_and_load_back(void **state) {
     free(bytes_c);
     free(bytes_a);
     store_run *none;
-    assert_int_equal(store_acquire(s, "missing", &none, err, sizeof err), 0);
+    assert_int_equal(store_acquire(s, "missing", &none, err, sizeof err), HEED_ERR_NOT_FOUND);
     expect_no_stray_files();
     store_close(s);
 }
@@ -111,14 +111,14 @@ static void test_corrupt_blobs(void **state) {
         heed_run *copy = NULL;
         err[0] = 0;
         int rc = acquire_cold(s, "a", "b", &copy, err, sizeof err);
-        if (rc != -1 || strncmp(err, cases[i].msg, strlen(cases[i].msg)) != 0)
+        if (rc != HEED_ERR_FORMAT || strncmp(err, cases[i].msg, strlen(cases[i].msg)) != 0)
             fail_msg("case %zu: rc %d: %s", i, rc, err);
         print_message("refused: %s\n", err);
         assert_null(copy);
     }
     sql("UPDATE runs SET blob = (SELECT blob FROM keep) WHERE id = 'a'");
     heed_run *copy = NULL;
-    assert_int_equal(acquire_cold(s, "a", "b", &copy, err, sizeof err), 1);
+    assert_int_equal(acquire_cold(s, "a", "b", &copy, err, sizeof err), HEED_OK);
     heed_run_free(copy);
     store_close(s);
 }
