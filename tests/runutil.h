@@ -1,7 +1,8 @@
 /*
  * runutil.h - helpers of the suites that need a recorded run without the
  * recorder being what they test (run streams and limits, the run store): a
- * short greedy run on the bundled model, and a run's file bytes in memory.
+ * short greedy run on the bundled model, a run's file bytes in memory, a
+ * file's bytes.
  */
 #ifndef HEED_TEST_RUNUTIL_H
 #define HEED_TEST_RUNUTIL_H
@@ -47,6 +48,19 @@ static inline heed_run *ru_record(const char *prompt, int n_gen, const heed_reco
     heed_ctx_free(ctx);
     heed_model_free(m);
     return run;
+}
+
+/* A whole file's bytes (malloc'd, one spare byte); *n its size. */
+static inline unsigned char *ru_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n + 1);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
 }
 
 /* The run file's bytes, written by heed_run_write to memory (malloc'd). */

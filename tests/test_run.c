@@ -13,6 +13,7 @@
 
 #include "heed.h"
 #include "run.h"
+#include "runutil.h"
 #include "testutil.h"
 
 #define N_GEN 20
@@ -228,18 +229,6 @@ static void test_recorder_misuse(void **state) {
 
 /* ------------------------------------------------------------ round trip */
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(*n + 1);
-    assert_int_equal(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
-}
-
 static void spit(const char *path, const unsigned char *b, size_t n) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
@@ -352,7 +341,7 @@ static void test_round_trip(void **state) {
     /* saving the loaded run gives the same bytes */
     assert_int_equal(heed_run_save(l, p2, err, sizeof err), HEED_OK);
     size_t n1, n2;
-    unsigned char *b1 = slurp(p1, &n1), *b2 = slurp(p2, &n2);
+    unsigned char *b1 = ru_slurp(p1, &n1), *b2 = ru_slurp(p2, &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(b1, b2, n1);
     free(b1);
@@ -449,7 +438,7 @@ static void test_corrupt_table(void **state) {
     assert_int_equal(heed_run_save(r, p, err, sizeof err), HEED_OK);
     heed_run_free(r);
     size_t n;
-    unsigned char *good = slurp(p, &n), *b = malloc(n);
+    unsigned char *good = ru_slurp(p, &n), *b = malloc(n);
     section sec[16];
     int ns = sections(good, n, sec);
     assert_int_equal(ns, 9); /* META TOKS STEP LENS QKST TOPK HMEA FULL END! */
@@ -570,7 +559,7 @@ static void test_npy_header_bytes(void **state) {
     assert_int_equal(system("mkdir -p test-output"), 0);
     assert_int_equal(heed_npy_write("test-output/x.npy", &a, err, sizeof err), HEED_OK);
     size_t fn;
-    unsigned char *f = slurp("test-output/x.npy", &fn);
+    unsigned char *f = ru_slurp("test-output/x.npy", &fn);
     assert_int_equal(fn, 128 + sizeof data);
     assert_memory_equal(f + 128, data, sizeof data);
     free(f);
@@ -614,7 +603,7 @@ static void test_npz_and_json(void **state) {
     const char *pz = "test-output/run.npz", *pj = "test-output/run.json";
     assert_int_equal(heed_run_export_npz(r, pz, err, sizeof err), HEED_OK);
     size_t n;
-    unsigned char *b = slurp(pz, &n);
+    unsigned char *b = ru_slurp(pz, &n);
     char names[32][64];
     int count = check_zip(b, n, names);
     assert_int_equal(count, 16);
@@ -662,7 +651,7 @@ static void test_npz_and_json(void **state) {
 static unsigned char *export_npz(heed_run *r, const char *path, size_t *n) {
     char err[256];
     assert_int_equal(heed_run_export_npz(r, path, err, sizeof err), HEED_OK);
-    return slurp(path, n);
+    return ru_slurp(path, n);
 }
 
 /* The default recorder keeps q/k only; an export computes the summaries

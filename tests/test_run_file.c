@@ -28,18 +28,6 @@ static heed_run *record_all(int n_gen) {
     return ru_record("Once upon a time", n_gen, &rp);
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(*n + 1);
-    assert_int_equal(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
-}
-
 /* ---------------------------------------------------------------- streams */
 
 /* heed_run_write / heed_run_read on memory streams: the bytes are those of
@@ -53,7 +41,7 @@ static void test_stream_round_trip(void **state) {
     const char *p = "test-output/stream.heedrun";
     assert_int_equal(heed_run_save(r, p, err, sizeof err), HEED_OK);
     size_t n;
-    unsigned char *file = slurp(p, &n);
+    unsigned char *file = ru_slurp(p, &n);
     assert_true(heed_run_file_size(r) == n);
 
     char *mem = NULL;
