@@ -379,7 +379,7 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     api *a = calloc(1, sizeof *a);
     if (!a) {
         snprintf(err, err_size, "out of memory");
-        return -1;
+        return HEED_ERR_NOMEM;
     }
     a->cfg = *cfg;
     if (!a->cfg.stream_buffer) a->cfg.stream_buffer = (size_t)1 << 20;
@@ -409,12 +409,14 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
         goto fail;
     }
     a->n_ctx = heed_ctx_n_ctx(a->eng.ctx);
+    rc = HEED_ERR_NOMEM;
     a->eng.row = calloc((size_t)a->n_ctx + 1, sizeof(float));
     if (!a->eng.row) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
-    if (store_open(cfg->data_dir, cfg->cache_runs, cfg->cache_bytes, &a->store, err, err_size)) goto fail;
+    if ((rc = store_open(cfg->data_dir, cfg->cache_runs, cfg->cache_bytes, &a->store, err, err_size))) goto fail;
+    rc = HEED_ERR_NOMEM;
     a->rcache = calloc((size_t)cfg->cache_runs, sizeof *a->rcache);
     if (!a->rcache) {
         snprintf(err, err_size, "out of memory");
@@ -426,10 +428,10 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     }
     a->eng.started = true;
     *out = a;
-    return 0;
+    return HEED_OK;
 fail:
     api_free(a);
-    return -1;
+    return rc;
 }
 
 void api_stop(api *a) {

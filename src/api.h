@@ -99,7 +99,9 @@ struct heed_run;
 struct heed_model;
 char *api_snapshot(struct heed_run *run, struct heed_model *model, size_t budget, char *err, size_t err_size);
 
-/* Loads the model and creates the engine. Returns 0, or -1 with a message in err. */
+/* Loads the model, opens the run store and starts the engine thread.
+ * Returns HEED_OK, or a heed_status (the model's load error, HEED_ERR_IO
+ * for the store, HEED_ERR_NOMEM) with a message in err. */
 int api_new(const api_config *cfg, api **out, char *err, size_t err_size);
 /* Asks every generation and waiting request to end: the running one
  * finishes with stop "cancelled" (and is stored), queued ones get a 503
