@@ -657,7 +657,7 @@ static void export_lens(heed_run *run, const char *model_path) {
     heed_model *m = export_model(model_path, run);
     heed_ctx *ctx = NULL;
     heed_ctx_params cp = heed_ctx_default_params();
-    cp.n_ctx = 16; /* scratch for the unembedding only */
+    cp.n_ctx = 64; /* scratch for the unembedding only: 64 rows per read of the output matrix */
     int rc = !m ? HEED_ERR_NEED_MODEL : heed_run_lens_model_ok(run, m);
     if (!rc) rc = heed_ctx_new(m, &cp, &ctx);
     if (!rc) rc = heed_run_lens_compute(run, m, ctx, 0, ri.n_output);

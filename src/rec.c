@@ -25,8 +25,7 @@ struct heed_recorder {
     const heed_model *m;
     heed_ctx *ctx;
     float *resid;        /* (n_layer, n_embd) last position's residual after each layer */
-    float *logits;       /* (LENS_BATCH, n_vocab) logit-lens scratch */
-    heed_candidate *tmp; /* (lens_k) */
+    run_lens_scratch lens; /* the eager lens's scratch (lens_eager only) */
     /* live_mean_row: the newest query's row summed over layers and heads as
      * the forward pass hands its rows to the hook, in the order
      * heed_run_attn_row adds them (double) */
@@ -162,8 +161,7 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
     }
     if (!rc) {
         rec->resid = calloc((size_t)r->n_layer * r->n_embd, sizeof(float));
-        rec->logits = malloc(sizeof(float) * (size_t)r->n_vocab * LENS_BATCH);
-        rec->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
+        if (r->lens_k > 0 && !r->lens_lazy && run_lens_scratch_init(&rec->lens, r, run_lens_rows(ctx))) rc = HEED_ERR_NOMEM;
         if (p.live_mean_row && !(rec->live = calloc((size_t)r->n_ctx + 1, sizeof(double)))) rc = HEED_ERR_NOMEM;
         rec->live_n = -1;
         /* the summaries' and live views' threads while recording: the
@@ -171,7 +169,7 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
          * the same cores); the views' own pool is made after finishing */
         r->pool = forward_pool(ctx);
         r->pool_borrowed = true;
-        if (!rec->resid || !rec->logits || !rec->tmp) rc = HEED_ERR_NOMEM;
+        if (!rec->resid) rc = HEED_ERR_NOMEM;
     }
     if (rc) {
         if (!rec) {
@@ -201,8 +199,7 @@ void heed_recorder_free(heed_recorder *rec) {
     if (!rec->done && rec->ctx) heed_ctx_set_attn_hook(rec->ctx, NULL);
     heed_run_free(rec->run);
     free(rec->resid);
-    free(rec->logits);
-    free(rec->tmp);
+    run_lens_scratch_free(&rec->lens);
     free(rec->live);
     free(rec);
 }
@@ -242,7 +239,8 @@ int heed_recorder_step(heed_recorder *rec, const heed_sample *s, const float *lo
         memcpy(r->resid + (size_t)t * r->n_layer * r->n_embd, rec->resid, sizeof(float) * (size_t)r->n_layer * r->n_embd);
         r->lens_ready[t] = 0;
     } else if (r->lens_k > 0) {
-        run_lens_step(r, rec->ctx, t, rec->resid, rec->logits, rec->tmp);
+        const float *res = rec->resid;
+        run_lens_steps(r, rec->ctx, &t, &res, 1, &rec->lens);
     }
     r->n_output++;
     r->eog = s->id == r->eos || s->id == r->eot;

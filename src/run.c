@@ -81,22 +81,66 @@ uint64_t run_meta_hash(const heed_model *m) {
 
 /* ------------------------------------------------------------- the lens */
 
-void run_lens_step(heed_run *r, heed_ctx *ctx, int t, const float *resid, float *logits, heed_candidate *tmp) {
-    int batch = forward_max_batch(ctx) < LENS_BATCH ? forward_max_batch(ctx) : LENS_BATCH;
-    for (int l0 = 0; l0 < r->n_layer; l0 += batch) {
-        int nb = r->n_layer - l0 < batch ? r->n_layer - l0 : batch;
-        forward_unembed_rows(ctx, resid + (size_t)l0 * r->n_embd, nb, logits);
-        for (int b = 0; b < nb; b++) {
-            int l = l0 + b;
-            int n = heed_top_candidates(logits + (size_t)b * r->n_vocab, r->n_vocab, r->lens_k, tmp);
-            size_t base = ((size_t)t * r->n_layer + l) * r->lens_k;
-            for (int i = 0; i < r->lens_k; i++) {
-                r->lens_id[base + i] = i < n ? tmp[i].id : -1;
-                r->lens_p[base + i] = i < n ? tmp[i].prob : 0.0f;
+int run_lens_rows(heed_ctx *ctx) {
+    int b = forward_max_batch(ctx) < LENS_MAX_ROWS ? forward_max_batch(ctx) : LENS_MAX_ROWS;
+    return b >= LENS_TILE ? b / LENS_TILE * LENS_TILE : b;
+}
+
+int run_lens_scratch_init(run_lens_scratch *s, const heed_run *r, int rows) {
+    memset(s, 0, sizeof *s);
+    s->rows = rows;
+    s->x = malloc(sizeof(float) * (size_t)rows * r->n_embd);
+    s->logits = malloc(sizeof(float) * (size_t)rows * r->n_vocab);
+    s->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
+    s->step = malloc(sizeof(int) * (size_t)rows);
+    s->layer = malloc(sizeof(int) * (size_t)rows);
+    return s->x && s->logits && s->tmp && s->step && s->layer ? HEED_OK : HEED_ERR_NOMEM;
+}
+
+void run_lens_scratch_free(run_lens_scratch *s) {
+    free(s->x);
+    free(s->logits);
+    free(s->tmp);
+    free(s->step);
+    free(s->layer);
+    memset(s, 0, sizeof *s);
+}
+
+/* Unembeds the n gathered rows (padded to whole tiles) and files each
+ * row's top tokens under its step and layer. */
+static void lens_flush(heed_run *r, heed_ctx *ctx, run_lens_scratch *s, int n) {
+    int padded = n;
+    while (padded % LENS_TILE && padded < s->rows) { /* copies of the last row: their results are dropped */
+        memcpy(s->x + (size_t)padded * r->n_embd, s->x + (size_t)(n - 1) * r->n_embd, sizeof(float) * (size_t)r->n_embd);
+        padded++;
+    }
+    forward_unembed_rows(ctx, s->x, padded, s->logits);
+    for (int b = 0; b < n; b++) {
+        int k = heed_top_candidates(s->logits + (size_t)b * r->n_vocab, r->n_vocab, r->lens_k, s->tmp);
+        size_t base = ((size_t)s->step[b] * r->n_layer + s->layer[b]) * r->lens_k;
+        for (int i = 0; i < r->lens_k; i++) {
+            r->lens_id[base + i] = i < k ? s->tmp[i].id : -1;
+            r->lens_p[base + i] = i < k ? s->tmp[i].prob : 0.0f;
+        }
+    }
+}
+
+void run_lens_steps(heed_run *r, heed_ctx *ctx, const int *ts, const float *const *resid, int n_ts,
+                    run_lens_scratch *s) {
+    int n = 0;
+    for (int i = 0; i < n_ts; i++) {
+        for (int l = 0; l < r->n_layer; l++) {
+            memcpy(s->x + (size_t)n * r->n_embd, resid[i] + (size_t)l * r->n_embd, sizeof(float) * (size_t)r->n_embd);
+            s->step[n] = ts[i];
+            s->layer[n] = l;
+            if (++n == s->rows) {
+                lens_flush(r, ctx, s, n);
+                n = 0;
             }
         }
     }
-    r->lens_ready[t] = 1;
+    if (n) lens_flush(r, ctx, s, n);
+    for (int i = 0; i < n_ts; i++) r->lens_ready[ts[i]] = 1;
 }
 
 /* ------------------------------------------- info, tokens, steps, lens */
@@ -168,13 +212,21 @@ int heed_run_lens_compute(heed_run *r, const heed_model *m, heed_ctx *ctx, int t
     if (!r->resid) return HEED_ERR_UNSUPPORTED;
     int rc = heed_run_lens_model_ok(r, m);
     if (rc) return rc;
-    float *logits = malloc(sizeof(float) * (size_t)r->n_vocab * LENS_BATCH);
-    heed_candidate *tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
-    rc = logits && tmp ? HEED_OK : HEED_ERR_NOMEM;
+    run_lens_scratch s;
+    int *ts = malloc(sizeof(int) * (size_t)(t1 - t0));
+    const float **res = malloc(sizeof *res * (size_t)(t1 - t0));
+    rc = run_lens_scratch_init(&s, r, run_lens_rows(ctx));
+    if (!rc && (!ts || !res)) rc = HEED_ERR_NOMEM;
+    int n = 0;
     for (int t = t0; !rc && t < t1; t++)
-        if (!r->lens_ready[t]) run_lens_step(r, ctx, t, r->resid + (size_t)t * r->n_layer * r->n_embd, logits, tmp);
-    free(logits);
-    free(tmp);
+        if (!r->lens_ready[t]) {
+            ts[n] = t;
+            res[n++] = r->resid + (size_t)t * r->n_layer * r->n_embd;
+        }
+    if (!rc) run_lens_steps(r, ctx, ts, res, n, &s); /* the steps' rows batched together */
+    run_lens_scratch_free(&s);
+    free(ts);
+    free(res);
     return rc;
 }
 

@@ -37,11 +37,15 @@
 #define RUN_MAGIC "HEEDRUN\0"
 #define RUN_VERSION 1u
 
-/* Layers unembedded together: the output matrix is read once for them.
- * Fixed (not the context's batch size), since a row's logits depend on how
- * many rows go through the kernels together: the eager and the lazy lens
- * must batch alike to agree bit for bit. */
-#define LENS_BATCH 8
+/* Residual rows are unembedded LENS_MAX_ROWS at a time at most (the output
+ * matrix is read once for them), always in whole tiles of LENS_TILE rows
+ * (the kernels' token tile; a batch is padded with copies of its last row),
+ * so every row goes through the tile kernels, whose rows are computed
+ * independently: a row's logits do not depend on the rows beside it, and
+ * the eager lens (one step at a time) equals the lazy one (many steps per
+ * batch) bit for bit. */
+#define LENS_TILE 4
+#define LENS_MAX_ROWS 64
 
 typedef struct run_step {
     int32_t id;
@@ -92,12 +96,27 @@ uint64_t run_fnv1a(uint64_t h, const void *data, size_t n);
  * (arrays shortened), each followed by a NUL: the run's meta_hash. */
 uint64_t run_meta_hash(const heed_model *m);
 
-/* Step t's lens from its residuals (n_layer rows of n_embd): one
- * unembedding per layer, LENS_BATCH layers at a time, the top lens_k tokens
- * with their probabilities. logits (LENS_BATCH, n_vocab) and tmp
- * (lens_k + 1) are scratch. The one function both the eager (recorder) and
- * the lazy (heed_run_lens_compute) lens go through. */
-void run_lens_step(heed_run *r, heed_ctx *ctx, int t, const float *resid, float *logits, heed_candidate *tmp);
+/* Scratch of run_lens_steps for rows at a time (run_lens_rows(ctx)). */
+typedef struct run_lens_scratch {
+    int rows;
+    float *x;            /* (rows, n_embd) */
+    float *logits;       /* (rows, n_vocab) */
+    heed_candidate *tmp; /* (lens_k + 1) */
+    int *step, *layer;   /* (rows) where each row's result goes */
+} run_lens_scratch;
+
+/* Rows per batch with ctx: LENS_MAX_ROWS, or the context's batch size, in
+ * whole tiles. */
+int run_lens_rows(heed_ctx *ctx);
+int run_lens_scratch_init(run_lens_scratch *s, const heed_run *r, int rows);
+void run_lens_scratch_free(run_lens_scratch *s);
+/* The lens of steps ts[0..n_ts-1] from their residuals (resid[i]: n_layer
+ * rows of n_embd): one unembedding per layer and step, batched as above,
+ * the top lens_k tokens with their probabilities. The one function both
+ * the eager (recorder) and the lazy (heed_run_lens_compute) lens go
+ * through. */
+void run_lens_steps(heed_run *r, heed_ctx *ctx, const int *ts, const float *const *resid, int n_ts,
+                    run_lens_scratch *s);
 
 /* The views' source over the run's store, making its thread pool on first
  * use. HEED_OK or HEED_ERR_NOMEM. */

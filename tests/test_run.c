@@ -156,6 +156,71 @@ static void test_lens_on_demand(void **state) {
     heed_run_free(re);
 }
 
+/* A greedy run of n tokens of the model at path, recorded through the
+ * generation session, the lens eager or not. */
+static heed_run *record_model(heed_model *m, bool eager, int n) {
+    heed_ctx *ctx;
+    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
+    int32_t prompt[32];
+    int np = heed_tokenize(m, "Once upon a time there was", 26, true, prompt, 32);
+    assert_true(np > 0 && np <= 32);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler.temperature = 0;
+    gp.n_predict = n;
+    gp.record = true;
+    gp.rec.lens_eager = eager;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, ctx, &gp, prompt, np, &g), HEED_OK);
+    heed_gen_step st;
+    while (heed_gen_next(g, &st) == 1) {
+    }
+    heed_run *run;
+    assert_int_equal(heed_gen_finish(g, &run), HEED_OK);
+    heed_gen_free(g);
+    heed_ctx_free(ctx);
+    return run;
+}
+
+/* With a quantized output matrix the unembedding goes through the tile
+ * kernels: a row's logits must not depend on the rows batched beside it, so
+ * the lazy lens (many steps per batch, rows in other tile lanes) equals the
+ * eager one (a step at a time) bit for bit. */
+static void test_lens_on_demand_quantized(void **state) {
+    char path[PATH_MAX];
+    if (!tu_shared("models/tiny-llama3-q8_0.gguf", path, sizeof path)) return;
+    heed_model *m;
+    assert_int_equal(heed_model_load(path, NULL, &m, NULL, 0), HEED_OK);
+    enum { N = 7 };
+    heed_run *re = record_model(m, true, N), *rl = record_model(m, false, N);
+    heed_run_info ri;
+    heed_run_get_info(rl, &ri);
+    assert_int_equal(ri.lens_pending, N);
+    for (int rows = 4; rows <= 64; rows *= 4) { /* a scratch context of 4, 16 and 64 rows per batch */
+        heed_ctx_params cp = heed_ctx_default_params();
+        cp.n_ctx = rows;
+        heed_ctx *c;
+        assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_OK);
+        heed_run *r = record_model(m, false, N);
+        assert_int_equal(heed_run_lens_compute(r, m, c, 0, N), HEED_OK);
+        for (int t = 0; t < N; t++)
+            for (int l = 0; l < ri.n_layer; l++) {
+                const int32_t *ie, *il;
+                const float *pe, *pl;
+                int ke, kl;
+                assert_int_equal(heed_run_lens(re, t, l, &ie, &pe, &ke), HEED_OK);
+                assert_int_equal(heed_run_lens(r, t, l, &il, &pl, &kl), HEED_OK);
+                assert_int_equal(ke, kl);
+                assert_memory_equal(ie, il, sizeof *ie * (size_t)ke);
+                assert_memory_equal(pe, pl, sizeof *pe * (size_t)ke);
+            }
+        heed_run_free(r);
+        heed_ctx_free(c);
+    }
+    heed_run_free(rl);
+    heed_run_free(re);
+    heed_model_free(m);
+}
+
 static void test_record_steps_and_lens(void **state) {
     heed_run *r = record(N_GEN, NULL);
     heed_run_info ri;
@@ -698,6 +763,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_steps_and_lens),
         cmocka_unit_test(test_lens_on_demand),
+        cmocka_unit_test(test_lens_on_demand_quantized),
         cmocka_unit_test(test_recorder_misuse),
         cmocka_unit_test(test_recorder_last_row),
         cmocka_unit_test(test_round_trip),
