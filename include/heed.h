@@ -296,6 +296,14 @@ const char *heed_ctx_error(const heed_ctx *ctx);
 /* Installs a copy of *hook; NULL removes it. */
 void heed_ctx_set_attn_hook(heed_ctx *ctx, const heed_attn_hook *hook);
 
+/* An intervention in the forward pass: scale (n_layer x n_head, copied)
+ * multiplies each head's attention output, before the output projection,
+ * by its factor (0 ablates the head; 1 leaves it untouched, bit for bit);
+ * NULL removes it. It applies to every decode after the call. Returns
+ * HEED_OK, HEED_ERR_INVALID_ARG (a factor that is not finite),
+ * HEED_ERR_NOMEM. */
+int heed_ctx_set_head_scale(heed_ctx *ctx, const float *scale);
+
 /*
  * Runs n tokens through the model at positions n_past .. n_past+n-1 (a whole
  * prompt is one batch; decoding passes n = 1) and appends them to the KV
@@ -724,6 +732,9 @@ typedef struct heed_gen_params {
     const int32_t *forced;    /* the first n_forced outputs, taken instead of sampled (copied) */
     int n_forced;
     int n_top;                /* candidates reported per step (5, at most HEED_GEN_MAX_TOP) */
+    const float *head_scale;  /* an intervention: (n_layer x n_head) factors on each head's attention
+                               * output (heed_ctx_set_head_scale; 0 ablates), or NULL: none. Not with
+                               * record yet: a run file cannot say so */
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);

@@ -74,6 +74,7 @@ struct heed_ctx {
 
     heed_attn_hook hook;
     bool hooked;
+    float *head_scale; /* (n_layer, n_head) factors on each head's attention output, or NULL: none */
     char err[256];
 };
 
@@ -336,6 +337,21 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
 
 /* ------------------------------------------------------------ forward */
 
+/* An intervention: each head's attention output (its slice of ao, before
+ * the output projection) times its factor; 0 ablates the head. Heads at 1
+ * are left as they are, so a factor of 1 changes nothing, bit for bit. */
+static void scale_heads(heed_ctx *c, int layer, int n) {
+    const heed_model *m = c->m;
+    const float *f = c->head_scale + (size_t)layer * m->n_head;
+    for (int h = 0; h < m->n_head; h++) {
+        if (f[h] == 1.0f) continue;
+        for (int t = 0; t < n; t++) {
+            float *y = c->ao + (size_t)t * c->q_dim + (size_t)h * m->head_dim;
+            for (int d = 0; d < m->head_dim; d++) y[d] *= f[h];
+        }
+    }
+}
+
 static void add_bias(float *y, const float *b, int dim) {
     if (!b) return;
     for (int i = 0; i < dim; i++) y[i] += b[i];
@@ -449,6 +465,7 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
         c->hook.observe_qk(c->hook.user, &qb);
     }
     attention(c, il, pos0, n);
+    if (c->head_scale) scale_heads(c, il, n);
     matmul(c, c->xb, E, &ly->wo, c->ao, n);
 
     per_token(c, ly, il, pos0, n, STEP_ADD_FFN_NORM); /* residual, then the FFN's norm */
@@ -600,7 +617,25 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->x); free(c->xb); free(c->q); free(c->kb); free(c->vb); free(c->ao);
     free(c->hb); free(c->hb2); free(c->att); free(c->xq);
     free(c->logits);
+    free(c->head_scale);
     free(c);
+}
+
+int heed_ctx_set_head_scale(heed_ctx *c, const float *scale) {
+    if (!c) return HEED_ERR_INVALID_ARG;
+    if (!scale) {
+        free(c->head_scale);
+        c->head_scale = NULL;
+        return HEED_OK;
+    }
+    size_t n = (size_t)c->m->n_layer * c->m->n_head;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(scale[i])) return HEED_ERR_INVALID_ARG;
+    float *s = c->head_scale ? c->head_scale : malloc(sizeof(float) * n);
+    if (!s) return HEED_ERR_NOMEM;
+    memcpy(s, scale, sizeof(float) * n);
+    c->head_scale = s;
+    return HEED_OK;
 }
 
 int heed_ctx_n_ctx(const heed_ctx *c) { return c ? c->n_ctx : 0; }

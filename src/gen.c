@@ -39,12 +39,14 @@ heed_gen_params heed_gen_default_params(void) {
     heed_gen_params p = {
         .sampler = heed_sampler_default_params(), .n_predict = 64, .record = false,
         .rec = heed_recorder_default_params(), .prompt_text = NULL, .forced = NULL, .n_forced = 0, .n_top = 5,
+        .head_scale = NULL,
     };
     return p;
 }
 
 void heed_gen_free(heed_gen *g) {
     if (!g) return;
+    if (g->p.head_scale) heed_ctx_set_head_scale(g->ctx, NULL); /* the intervention was the session's */
     heed_recorder_free(g->rec); /* also gives the context its hook back when not finished */
     heed_sampler_free(g->smp);
     free(g->forced);
@@ -60,12 +62,14 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     heed_model_info mi;
     heed_model_get_info(m, &mi);
     if (n_prompt <= 0 || p.n_predict < 0 || p.n_forced < 0 || (p.n_forced > 0 && !p.forced) || p.n_top < 0 ||
-        p.n_top > HEED_GEN_MAX_TOP)
+        p.n_top > HEED_GEN_MAX_TOP || (p.head_scale && p.record))
         return HEED_ERR_INVALID_ARG;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
     for (int i = 0; i < p.n_forced; i++)
         if (p.forced[i] < 0 || p.forced[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
+    int rc = heed_ctx_set_head_scale(ctx, p.head_scale); /* NULL also clears an earlier session's */
+    if (rc) return rc;
     heed_ctx_reset(ctx);
     int n_ctx = heed_ctx_n_ctx(ctx);
     if (n_prompt > n_ctx) return HEED_ERR_CONTEXT_FULL;
@@ -81,7 +85,7 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     g->out = malloc(sizeof(int32_t) * ((size_t)g->n_predict + 1));
     g->forced = p.n_forced ? malloc(sizeof(int32_t) * (size_t)p.n_forced) : NULL;
     g->smp = heed_sampler_new(&p.sampler, mi.n_vocab);
-    int rc = g->out && (!p.n_forced || g->forced) ? HEED_OK : HEED_ERR_NOMEM;
+    rc = g->out && (!p.n_forced || g->forced) ? HEED_OK : HEED_ERR_NOMEM;
     if (!rc && !g->smp) rc = HEED_ERR_INVALID_ARG; /* the sampler refuses its parameters */
     if (!rc && p.n_forced) memcpy(g->forced, p.forced, sizeof(int32_t) * (size_t)p.n_forced);
     g->p.forced = g->forced;

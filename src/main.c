@@ -59,6 +59,8 @@ static const char *usage_text =
     "      --attention MODE    full | none: attention rows in the JSON (default full with --json)\n"
     "      --no-stream         plain mode: print the text at the end, not token by token\n"
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
+    "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
+    "      --scale L:H:F[,...] multiply these heads' attention output by F\n"
     "\n"
     "  heed export RUN -o OUT.npz|OUT.json|OUT.html [-m MODEL]\n"
     "                                        a recorded run as NumPy arrays, JSON, or an offline HTML viewer\n";
@@ -69,6 +71,7 @@ typedef struct gen_opts {
     const char *ids;
     const char *system;
     const char *save;
+    const char *ablate, *scale; /* interventions: "L:H,..." and "L:H:F,..." */
     bool chat;
     int n_predict;
     int n_threads, n_ctx;
@@ -414,6 +417,62 @@ static int capture_init(capture *cap, const heed_model_info *info, int n_pos) {
     return cap->rows ? 0 : -1;
 }
 
+/* Adds the heads of one intervention flag ("L:H,L:H" for --ablate, factor
+ * 0; "L:H:F,..." for --scale) to scale (n_layer x n_head). Returns 0, or -1
+ * after a message naming the flag and the item. */
+static int parse_heads(const char *flag, const char *list, bool with_factor, const heed_model_info *info,
+                       float *scale) {
+    const char *p = list;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long l = strtol(p, &end, 10), h = -1;
+        double f = 0;
+        bool ok = end != p && *end == ':' && !errno;
+        if (ok) {
+            p = end + 1;
+            h = strtol(p, &end, 10);
+            ok = end != p && !errno;
+        }
+        if (ok && with_factor) {
+            ok = *end == ':';
+            p = end + 1;
+            f = ok ? strtod(p, &end) : 0;
+            ok = ok && end != p && isfinite(f);
+        }
+        ok = ok && (*end == ',' || *end == 0);
+        if (!ok) {
+            fprintf(stderr, "heed: %s: '%s' is not %s\n", flag, list, with_factor ? "LAYER:HEAD:FACTOR[,...]" : "LAYER:HEAD[,...]");
+            return -1;
+        }
+        if (l < 0 || l >= info->n_layer || h < 0 || h >= info->n_head) {
+            fprintf(stderr, "heed: %s: head %ld:%ld is outside the model's %d layers x %d heads\n", flag, l, h,
+                    info->n_layer, info->n_head);
+            return -1;
+        }
+        scale[(size_t)l * info->n_head + h] = (float)f;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* --ablate and --scale as factors per head, or NULL (none). *failed after a message. */
+static float *head_scales(const gen_opts *o, const heed_model_info *info, bool *failed) {
+    *failed = false;
+    if (!o->ablate && !o->scale) return NULL;
+    size_t n = (size_t)info->n_layer * info->n_head;
+    float *s = malloc(sizeof(float) * n);
+    for (size_t i = 0; s && i < n; i++) s[i] = 1.0f;
+    if (!s || (o->ablate && parse_heads("--ablate", o->ablate, false, info, s)) ||
+        (o->scale && parse_heads("--scale", o->scale, true, info, s))) {
+        if (!s) fprintf(stderr, "heed: out of memory\n");
+        free(s);
+        *failed = true;
+        return NULL;
+    }
+    return s;
+}
+
 /* The context of a generation: --ctx checked, the prompt fits, n_predict
  * cut to the room left (said on stderr). Returns the context, or NULL after
  * a message. */
@@ -493,9 +552,12 @@ static int run_generate(const gen_opts *o) {
     int32_t *prompt = malloc(sizeof(int32_t) * MAX_IDS);
     gen_out go = {.text = {.print = !o->json && o->stream}};
     int rc = 1, n_prompt = 0, n_predict = 0;
+    float *scale = NULL;
+    bool bad_scale = false;
     heed_model_info info;
     if (!prompt || load_model(o->model, &m)) goto done;
     heed_model_get_info(m, &info);
+    if ((scale = head_scales(o, &info, &bad_scale)), bad_scale) goto done;
     if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0 || !(ctx = open_context(o, m, &info, n_prompt, &n_predict)))
         goto done;
     if (!(go.steps = calloc((size_t)n_predict + 1, sizeof *go.steps))) goto oom;
@@ -510,6 +572,7 @@ static int run_generate(const gen_opts *o) {
     gp.record = o->save != NULL;
     gp.rec.n_threads = o->n_threads;
     gp.prompt_text = o->prompt;
+    gp.head_scale = scale;
     if (!o->json) print_prompt(o, m, prompt, n_prompt);
     go.t0 = now_s();
     int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
@@ -538,6 +601,7 @@ oom:
     fprintf(stderr, "heed: out of memory\n");
 done:
     heed_gen_free(g);
+    free(scale);
     free(go.text.buf);
     free(go.cap.rows);
     free(go.steps);
@@ -768,6 +832,8 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--ids")) { NEED_VALUE(); o->ids = v; }
         else if (!strcmp(a, "--chat")) { o->chat = true; }
         else if (!strcmp(a, "--save")) { NEED_VALUE(); o->save = v; }
+        else if (!strcmp(a, "--ablate")) { NEED_VALUE(); o->ablate = v; }
+        else if (!strcmp(a, "--scale")) { NEED_VALUE(); o->scale = v; }
         else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE();
@@ -828,6 +894,8 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
     if (!o->prompt && !o->ids) return usage_error("%s", "generate needs a prompt: -p TEXT or --ids LIST");
     if (o->chat && o->ids) return usage_error("%s", "--chat needs a text prompt (-p), not --ids");
     if (o->system && !o->chat) return usage_error("%s", "--system needs --chat");
+    if ((o->ablate || o->scale) && o->save)
+        return usage_error("%s", "--ablate and --scale cannot be saved yet (a run file does not record them)");
     return 0;
 }
 

@@ -209,6 +209,28 @@ static void test_bad_input(void **state) {
     expect_err("info -m test-output/empty.gguf", 1, "empty.gguf");
 }
 
+/* --ablate and --scale: bad heads and factors are refused naming the flag;
+ * a factor of 1 on every head named changes nothing. */
+static void test_head_interventions(void **state) {
+    expect_err("generate -p x -n 2 --ablate 5:0", 1, "--ablate: head 5:0 is outside the model's 5 layers x 8 heads");
+    expect_err("generate -p x -n 2 --ablate 0:8", 1, "--ablate: head 0:8");
+    expect_err("generate -p x -n 2 --ablate 1", 1, "--ablate: '1' is not LAYER:HEAD");
+    expect_err("generate -p x -n 2 --scale 1:2", 1, "--scale: '1:2' is not LAYER:HEAD:FACTOR");
+    expect_err("generate -p x -n 2 --scale 1:2:inf", 1, "--scale");
+    expect_err("generate -p x -n 2 --ablate 1:1 --save test-output/x.run", 2, "cannot be saved yet");
+    assert_int_equal(run("generate -p \"Once upon a time\" -n 8 --json --attention none"), 0);
+    char *plain = slurp(out_path);
+    assert_int_equal(run("generate -p \"Once upon a time\" -n 8 --json --attention none --scale 0:0:1,4:7:1"), 0);
+    char *ones = slurp(out_path);
+    assert_string_equal(plain, ones);
+    assert_int_equal(run("generate -p \"Once upon a time\" -n 8 --json --attention none --ablate 2:5,3:1"), 0);
+    char *cut = slurp(out_path);
+    assert_string_not_equal(plain, cut); /* the probabilities move */
+    free(plain);
+    free(ones);
+    free(cut);
+}
+
 static void test_long_context_cut(void **state) {
     /* asking for more than fits: generation is cut to the context, with a message */
     assert_int_equal(run("generate -p 'Once upon a time' -n 600 --ctx 64 --json --attention none"), 0);
@@ -436,6 +458,7 @@ int main(void) {
         cmocka_unit_test(test_generate_ids_and_sampling),
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_head_interventions),
         cmocka_unit_test(test_long_context_cut),
         cmocka_unit_test(test_bpe_model_text_and_ids),
         cmocka_unit_test(test_chat_and_tokenize),

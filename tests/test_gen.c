@@ -4,8 +4,11 @@
  * the context's room), a forced prefix, the recording it hands over, the
  * text it streams, and refused arguments. Bundled model only.
  */
+#include <math.h>
+
 #include "testutil.h"
 
+#include "gguf.h"
 #include "heed.h"
 
 typedef struct fixture {
@@ -212,11 +215,124 @@ static void test_refused_arguments(void **state) {
     heed_ctx_free(c);
 }
 
+/* Greedy logits of n steps (n x n_vocab into out) with an intervention. */
+static void greedy_logits(heed_model *m, const int32_t *prompt, int n_prompt, const float *scale, int n, float *out) {
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler.temperature = 0;
+    gp.n_predict = n;
+    gp.head_scale = scale;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c, &gp, prompt, n_prompt, &g), HEED_OK);
+    heed_gen_step st;
+    for (int t = 0; t < n; t++) {
+        memcpy(out + (size_t)t * mi.n_vocab, heed_ctx_logits(c), sizeof(float) * (size_t)mi.n_vocab);
+        assert_int_equal(heed_gen_next(g, &st), 1);
+    }
+    heed_gen_free(g);
+    heed_ctx_free(c);
+}
+
+/* Head ablation and scaling: a factor of 1 changes nothing, bit for bit;
+ * ablating a head equals the model whose output projection has that
+ * head's columns zeroed (an independent route to the same forward pass);
+ * the context is left as it was; bad factors and a recording are refused. */
+static void test_head_interventions(void **state) {
+    fixture *f = *state;
+    enum { N = 6, L = 2, H = 5 };
+    const int V = f->mi.n_vocab, NH = f->mi.n_head;
+    size_t ns = (size_t)f->mi.n_layer * NH;
+    float *ones = malloc(sizeof(float) * ns), *abl = malloc(sizeof(float) * ns);
+    for (size_t i = 0; i < ns; i++) ones[i] = abl[i] = 1.0f;
+    abl[L * NH + H] = 0.0f;
+    float *base = malloc(sizeof(float) * N * V), *one = malloc(sizeof(float) * N * V),
+          *cut = malloc(sizeof(float) * N * V), *ref = malloc(sizeof(float) * N * V);
+    greedy_logits(f->m, f->prompt, f->n_prompt, NULL, N, base);
+    greedy_logits(f->m, f->prompt, f->n_prompt, ones, N, one);
+    assert_memory_equal(base, one, sizeof(float) * N * V);
+    greedy_logits(f->m, f->prompt, f->n_prompt, abl, N, cut);
+    assert_memory_not_equal(base, cut, sizeof(float) * V);
+
+    /* the reference: the bundled model's file with W_O's columns of head H
+     * in layer L zeroed (F32: row o of W_O reads the heads' outputs in turn) */
+    int rc;
+    char err[256], name[64];
+    gguf_file *gf = gguf_open("models/stories260K.gguf", &rc, err, sizeof err);
+    assert_non_null(gf);
+    snprintf(name, sizeof name, "blk.%d.attn_output.weight", L);
+    const gguf_tensor *t = gguf_find_tensor(gf, name);
+    assert_non_null(t);
+    assert_int_equal(t->type, GGML_F32);
+    uint64_t off = t->offset;
+    int64_t n_in = t->ne[0], n_out = t->ne[1];
+    gguf_close(gf);
+    FILE *in = fopen("models/stories260K.gguf", "rb");
+    assert_non_null(in);
+    fseek(in, 0, SEEK_END);
+    long size = ftell(in);
+    fseek(in, 0, SEEK_SET);
+    unsigned char *bytes = malloc((size_t)size);
+    assert_int_equal(fread(bytes, 1, (size_t)size, in), (size_t)size);
+    fclose(in);
+    float *w = (float *)(bytes + off);
+    int hd = f->mi.head_dim;
+    for (int64_t o = 0; o < n_out; o++)
+        for (int d = 0; d < hd; d++) w[o * n_in + H * hd + d] = 0.0f;
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    FILE *out = fopen("test-output/ablated.gguf", "wb");
+    assert_non_null(out);
+    assert_int_equal(fwrite(bytes, 1, (size_t)size, out), (size_t)size);
+    fclose(out);
+    free(bytes);
+    heed_model *m2;
+    assert_int_equal(heed_model_load("test-output/ablated.gguf", NULL, &m2, err, sizeof err), HEED_OK);
+    greedy_logits(m2, f->prompt, f->n_prompt, NULL, N, ref);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)N * V; i++) {
+        double d = fabs((double)cut[i] - ref[i]);
+        if (d > worst) worst = d;
+    }
+    printf("ablating head %d:%d against the zeroed weights: largest logit difference %.3g over %d steps\n", L, H,
+           worst, N);
+    assert_true(worst <= 1e-5);
+    heed_model_free(m2);
+
+    /* refused: a factor that is not finite; an intervention with a recording */
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(f->m, NULL, &c), HEED_OK);
+    abl[0] = NAN;
+    assert_int_equal(heed_ctx_set_head_scale(c, abl), HEED_ERR_INVALID_ARG);
+    abl[0] = 1.0f;
+    heed_gen_params gp = heed_gen_default_params();
+    gp.head_scale = abl;
+    gp.record = true;
+    heed_gen *g = NULL;
+    assert_int_equal(heed_gen_start(f->m, c, &gp, f->prompt, f->n_prompt, &g), HEED_ERR_INVALID_ARG);
+    /* a session's intervention ends with it: the context decodes as before */
+    gp.record = false;
+    gp.n_predict = 1;
+    assert_int_equal(heed_gen_start(f->m, c, &gp, f->prompt, f->n_prompt, &g), HEED_OK);
+    heed_gen_free(g);
+    heed_ctx_reset(c);
+    assert_int_equal(heed_decode(c, f->prompt, f->n_prompt), HEED_OK);
+    assert_memory_equal(heed_ctx_logits(c), base, sizeof(float) * V);
+    heed_ctx_free(c);
+    free(ones);
+    free(abl);
+    free(base);
+    free(one);
+    free(cut);
+    free(ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_tokens_as_the_loop), cmocka_unit_test(test_nothing_to_generate),
         cmocka_unit_test(test_forced_eog_cancel_record), cmocka_unit_test(test_context_room),
-        cmocka_unit_test(test_refused_arguments),
+        cmocka_unit_test(test_refused_arguments), cmocka_unit_test(test_head_interventions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
