@@ -415,6 +415,8 @@ typedef struct heed_recorder_params {
     size_t full_limit_bytes; /* full probabilities while they fit (0: never) */
     int n_cand;              /* candidates per step (20, at most 256) */
     int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
+    const float *head_scale; /* for the record: the intervention the run is made under ((n_layer x
+                              * n_head) factors, heed_ctx_set_head_scale; copied), or NULL: none */
     bool live_mean_row;      /* sum the newest query's row over layers and heads as the forward pass
                               * makes it, so heed_recorder_last_row with all heads and mean costs no
                               * recomputation (a live stream's attention summary); false */
@@ -499,6 +501,7 @@ typedef struct heed_run_info {
     const char *prompt_text; /* "" when the prompt was given as ids */
     int n_cand, lens_top_k, attn_top_k;
     int lens_pending;        /* steps whose lens is not computed yet (heed_run_lens_compute) */
+    bool intervened;         /* made under an intervention: heed_run_head_scale */
     bool has_qk, has_topk, has_head_mean, has_full, eog; /* eog: stopped at an end token */
     uint64_t attn_bytes;     /* attention data held in memory */
 } heed_run_info;
@@ -535,6 +538,9 @@ int heed_run_lens(const heed_run *run, int t, int layer, const int32_t **ids, co
  * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (no lens, or no
  * residuals), HEED_ERR_MODEL_MISMATCH, HEED_ERR_NOMEM. */
 int heed_run_lens_compute(heed_run *run, const heed_model *model, heed_ctx *ctx, int t0, int t1);
+/* The intervention a run was made under: (n_layer x n_head) factors on each
+ * head's attention output (0: ablated), owned by the run; NULL: none. */
+const float *heed_run_head_scale(const heed_run *run);
 /* Steps whose lens is still to compute (0 for a run with its lens complete). */
 int heed_run_lens_pending(const heed_run *run);
 /* HEED_OK when model made the run (metadata hash and geometry), else
@@ -733,8 +739,8 @@ typedef struct heed_gen_params {
     int n_forced;
     int n_top;                /* candidates reported per step (5, at most HEED_GEN_MAX_TOP) */
     const float *head_scale;  /* an intervention: (n_layer x n_head) factors on each head's attention
-                               * output (heed_ctx_set_head_scale; 0 ablates), or NULL: none. Not with
-                               * record yet: a run file cannot say so */
+                               * output (heed_ctx_set_head_scale; 0 ablates), or NULL: none; a
+                               * recording keeps it (heed_run_head_scale) */
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);

@@ -96,6 +96,8 @@ void api_gen_free(gen *g) {
     free(g->cache_key);
     free(g->forced);
     json_decref(g->branch);
+    json_decref(g->interventions);
+    free(g->head_scale);
     json_decref(g->replay);
     free(g);
 }
@@ -108,10 +110,10 @@ char *api_req_cache_key(const gen *g) {
     const heed_sampler_params *sp = &g->p.sp;
     json_t *ids = json_array();
     for (int i = 0; ids && i < g->n_prompt; i++) json_array_append_new(ids, json_integer(g->prompt[i]));
-    json_t *k = json_pack("{s:o, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:i}", "prompt_ids", ids, "temperature",
+    json_t *k = json_pack("{s:o, s:f, s:i, s:f, s:f, s:f, s:i, s:I, s:i, s:O?}", "prompt_ids", ids, "temperature",
                           sp->temperature, "top_k", sp->top_k, "top_p", sp->top_p, "min_p", sp->min_p,
                           "repeat_penalty", sp->repeat_penalty, "repeat_last_n", sp->repeat_last_n, "seed",
-                          (json_int_t)sp->seed, "max_tokens", g->n_predict);
+                          (json_int_t)sp->seed, "max_tokens", g->n_predict, "interventions", g->interventions);
     char *key = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
     return key;
@@ -240,6 +242,52 @@ static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
     return rc;
 }
 
+/* "interventions": [{"type": "ablate", "layer": L, "head": H},
+ * {"type": "scale", "layer": L, "head": H, "factor": F}, ...] (docs/API.md)
+ * as factors per head in g->head_scale. Returns 0, or -1 with a 400 naming
+ * the item. Absent or null: none. */
+static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
+    if (!list || json_is_null(list)) return 0;
+    size_t n = json_array_size(list), nh = (size_t)a->info.n_layer * a->info.n_head;
+    if (!json_is_array(list) || n > nh) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions must be an array (at most %zu)", nh);
+        return -1;
+    }
+    if (n == 0) return 0;
+    if (!(g->head_scale = malloc(sizeof(float) * nh))) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < nh; i++) g->head_scale[i] = 1.0f;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(list, i), *jl = json_object_get(e, "layer"), *jh = json_object_get(e, "head"),
+               *jf = json_object_get(e, "factor");
+        const char *type = json_string_value(json_object_get(e, "type"));
+        bool ablate = type && !strcmp(type, "ablate"), scale = type && !strcmp(type, "scale");
+        if (!ablate && !scale) {
+            api_error(rp, 400, "interventions", "invalid_parameter",
+                      "interventions[%zu]: type must be \"ablate\" or \"scale\" (others are not supported yet)", i);
+            return -1;
+        }
+        json_int_t l = json_is_integer(jl) ? json_integer_value(jl) : -1,
+                   h = json_is_integer(jh) ? json_integer_value(jh) : -1;
+        if (l < 0 || l >= a->info.n_layer || h < 0 || h >= a->info.n_head) {
+            api_error(rp, 400, "interventions", "invalid_parameter",
+                      "interventions[%zu]: layer and head must be integers within the model's %d layers x %d heads",
+                      i, a->info.n_layer, a->info.n_head);
+            return -1;
+        }
+        double f = 0;
+        if (scale && (!json_is_number(jf) || !isfinite(f = json_number_value(jf)))) {
+            api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: factor must be a number", i);
+            return -1;
+        }
+        g->head_scale[l * a->info.n_head + h] = (float)f;
+    }
+    g->interventions = json_deep_copy(list);
+    return 0;
+}
+
 gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     gen *g = calloc(1, sizeof *g);
     int limit = a->cfg.max_prompt < a->n_ctx ? a->cfg.max_prompt : a->n_ctx;
@@ -294,6 +342,7 @@ gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
         api_error(rp, 400, "prompt", "invalid_parameter", "the prompt is empty");
         goto fail;
     }
+    if (parse_interventions(a, json_object_get(body, "interventions"), g, rp)) goto fail;
     g->n_prompt = n;
     /* every generated token but the last goes through the context */
     int room = a->n_ctx - n + 1;
@@ -366,6 +415,7 @@ static int gen_start(gen *g) {
     gp.prompt_text = g->prompt_text;
     gp.forced = g->forced;
     gp.n_forced = g->n_forced;
+    gp.head_scale = g->head_scale;
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
     gp.record = true;
@@ -433,13 +483,14 @@ static json_t *run_doc(gen *g) {
     const heed_sampler_params *sp = &g->p.sp;
     return json_pack(
         "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
-        "s:s%, s:O, s:O?}",
+        "s:s%, s:O, s:O?, s:O?}",
         "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
         g->prompt_text, "messages", g->messages, "params", "temperature", sp->temperature, "top_k", sp->top_k,
         "top_p", sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed", (json_int_t)sp->seed,
         "max_tokens", g->n_predict, "n_prompt", g->n_prompt, "n_output", g->n_out, "stop", g->stop, "prompt_ids",
         api_ids_json(g->prompt, g->n_prompt), "output_ids", api_ids_json(g->out, g->n_out), "tokens", tokens, "text",
-        g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch);
+        g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch, "interventions",
+        g->interventions);
 }
 
 /* On the engine thread: ends the recording and saves it with its JSON in

@@ -140,6 +140,8 @@ typedef struct gen {
     int32_t *forced;  /* a branch: output tokens taken, not sampled (the earlier run's prefix) */
     int n_forced;
     json_t *branch;   /* a branch: {"run","step","token"?}, kept in the run's document */
+    json_t *interventions; /* the request's "interventions", kept in the run's document; or NULL */
+    float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
     json_t *replay;   /* a cached run's document being replayed */
 } gen;
 struct api_stream {

@@ -62,7 +62,7 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     heed_model_info mi;
     heed_model_get_info(m, &mi);
     if (n_prompt <= 0 || p.n_predict < 0 || p.n_forced < 0 || (p.n_forced > 0 && !p.forced) || p.n_top < 0 ||
-        p.n_top > HEED_GEN_MAX_TOP || (p.head_scale && p.record))
+        p.n_top > HEED_GEN_MAX_TOP)
         return HEED_ERR_INVALID_ARG;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
@@ -94,6 +94,7 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         rp.sampler = p.sampler;
         rp.n_predict = g->n_predict;
         rp.prompt_text = p.prompt_text;
+        rp.head_scale = p.head_scale;
         rc = heed_recorder_new(m, ctx, &rp, &g->rec);
         if (!rc) rc = heed_recorder_begin(g->rec, prompt, n_prompt);
     }

@@ -894,8 +894,6 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
     if (!o->prompt && !o->ids) return usage_error("%s", "generate needs a prompt: -p TEXT or --ids LIST");
     if (o->chat && o->ids) return usage_error("%s", "--chat needs a text prompt (-p), not --ids");
     if (o->system && !o->chat) return usage_error("%s", "--system needs --chat");
-    if ((o->ablate || o->scale) && o->save)
-        return usage_error("%s", "--ablate and --scale cannot be saved yet (a run file does not record them)");
     return 0;
 }
 

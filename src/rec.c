@@ -93,6 +93,11 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
     r->n_cand = p->n_cand < mi.n_vocab ? p->n_cand : mi.n_vocab;
     r->lens_k = p->lens_top_k < mi.n_vocab ? p->lens_top_k : mi.n_vocab;
     r->lens_lazy = !p->lens_eager;
+    if (p->head_scale) { /* for the record: what was done to the model */
+        size_t n = (size_t)mi.n_layer * mi.n_head;
+        if (!(r->head_scale = malloc(sizeof(float) * n))) return HEED_ERR_NOMEM;
+        memcpy(r->head_scale, p->head_scale, sizeof(float) * n);
+    }
     astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes};
     return astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
 }
@@ -102,7 +107,8 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
 heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
-        .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .n_threads = 0,
+        .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .head_scale = NULL,
+        .n_threads = 0,
         .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };

@@ -72,6 +72,7 @@ struct heed_run {
     float *resid;     /* (cap_tok, n_layer, n_embd) residual after each layer at the query of step t,
                        * for a lens computed on demand; NULL when every lens was computed eagerly */
     bool lens_lazy;   /* recording keeps residuals instead of computing the lens */
+    float *head_scale; /* (n_layer, n_head) the intervention the run was made under, or NULL: none */
     astore st;
     pool *pool;       /* views' threads, made on first use */
     bool pool_borrowed; /* while recording: the context's pool (forward.h) */

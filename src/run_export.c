@@ -242,6 +242,8 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     a[n++] = arr("cand_id", HEED_DT_I32, cid, 2, T, (uint64_t)r->n_cand, 0, 0);
     a[n++] = arr("cand_prob", HEED_DT_F32, cf, 2, T, (uint64_t)r->n_cand, 0, 0);
     a[n++] = arr("cand_logit", HEED_DT_F32, cf + T * r->n_cand, 2, T, (uint64_t)r->n_cand, 0, 0);
+    if (r->head_scale) /* the intervention the run was made under */
+        a[n++] = arr("head_scale", HEED_DT_F32, r->head_scale, 2, (uint64_t)r->n_layer, (uint64_t)r->n_head, 0, 0);
     if (r->lens_k > 0 && heed_run_lens_pending(r) == 0) { /* a lens still to compute is left out */
         a[n++] = arr("lens_id", HEED_DT_I32, r->lens_id, 3, T, L, (uint64_t)r->lens_k, 0);
         a[n++] = arr("lens_prob", HEED_DT_F32, r->lens_p, 3, T, L, (uint64_t)r->lens_k, 0);
@@ -306,6 +308,18 @@ static void json_run_meta(jsonw *w, const heed_run *r) {
     jw_key(w, "n_prompt"); jw_int(w, r->n_prompt);
     jw_key(w, "n_pos"); jw_int(w, r->st.n_pos);
     jw_key(w, "stop"); jw_cstr(w, r->eog ? "eog" : "length");
+    jw_key(w, "head_scale"); /* the intervention it was made under, per layer and head; null: none */
+    if (!r->head_scale) {
+        jw_null(w);
+    } else {
+        jw_arr(w);
+        for (int l = 0; l < r->n_layer; l++) {
+            jw_arr(w);
+            for (int h = 0; h < r->n_head; h++) jw_float(w, r->head_scale[(size_t)l * r->n_head + h]);
+            jw_arr_end(w);
+        }
+        jw_arr_end(w);
+    }
 }
 
 static void json_run_steps(jsonw *w, const heed_run *r) {

@@ -11,6 +11,7 @@
  * never reads past it.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,8 @@ enum {
     FLAG_FULL = 8,
     FLAG_EOG = 16,
     FLAG_RESID = 32, /* the lens is to be computed: RESI (residuals) in place of LENS */
-    FLAG_ALL = 63,
+    FLAG_INTV = 64,  /* made under an intervention: INTV (the heads' factors) */
+    FLAG_ALL = 127,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -93,7 +95,7 @@ static void w_str(wr *w, const char *s) {
 static uint32_t run_flags(const heed_run *r) {
     return (r->st.has_qk ? FLAG_QK : 0) | (r->st.has_topk ? FLAG_TOPK : 0) | (r->st.has_hmean ? FLAG_HMEAN : 0) |
            (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
-           (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0);
+           (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -135,6 +137,10 @@ static void sec_lens(wr *w, const heed_run *r) {
     w_bytes(w, r->lens_p, n * 4);
 }
 
+static void sec_intv(wr *w, const heed_run *r) {
+    w_bytes(w, r->head_scale, (size_t)r->n_layer * r->n_head * 4);
+}
+
 static void sec_resid(wr *w, const heed_run *r) {
     w_bytes(w, r->resid, (size_t)r->n_output * r->n_layer * r->n_embd * 4);
 }
@@ -174,6 +180,7 @@ typedef struct sec_def {
  * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
+    {"INTV", FLAG_INTV, sec_intv},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -567,6 +574,12 @@ static int load_body(rd *d, heed_run *r) {
             if (!rc) rc = check_lens(d, r);
             if (!rc) memset(r->lens_ready, 1, (size_t)r->n_output);
         }
+    }
+    if (!rc && (flags & FLAG_INTV)) { /* the intervention it was made under */
+        part p[1] = {{(void **)&r->head_scale, (uint64_t)r->n_layer * r->n_head, 4, "head factors"}};
+        rc = sec_bulk(d, "INTV", p, 1);
+        for (int i = 0; !rc && i < r->n_layer * r->n_head; i++)
+            if (!isfinite(r->head_scale[i])) rc = bad(d, "head factor", "is not finite");
     }
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {

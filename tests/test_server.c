@@ -909,6 +909,48 @@ static void test_request_cache(void **state) {
     json_decref(d6);
 }
 
+/* "interventions": an ablated head changes the run as the CLI's --ablate
+ * does, the run's document says what was done, and bad items are 400s
+ * naming "interventions". */
+static void test_interventions(void **state) {
+    int32_t ids[16];
+    int n_ids;
+    json_t *d = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 4, \"cache\": false, "
+                         "\"interventions\": [{\"type\": \"ablate\", \"layer\": 2, \"head\": 5}, "
+                         "{\"type\": \"scale\", \"layer\": 1, \"head\": 1, \"factor\": 0.5}]}",
+                         ids, &n_ids);
+    char path[160];
+    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d, "run_id")));
+    json_t *doc;
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
+    json_t *iv = json_object_get(doc, "interventions");
+    assert_int_equal(json_array_size(iv), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(iv, 0), "type")), "ablate");
+    double p_api = json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob"));
+    /* the CLI with the same intervention gives the same first step */
+    char cmd[PATH_MAX + 256];
+    snprintf(cmd, sizeof cmd, "%s generate -p 'Once upon a time' -n 1 --json --attention none --top-k 40 "
+                              "--top-p 0.95 --min-p 0.05 --ablate 2:5 --scale 1:1:0.5 > test-output/iv.json",
+             heed_bin);
+    assert_int_equal(system(cmd), 0);
+    json_t *cli = json_load_file("test-output/iv.json", 0, NULL);
+    assert_non_null(cli);
+    double p_cli = json_number_value(json_object_get(json_array_get(json_object_get(cli, "steps"), 0), "prob"));
+    assert_float_equal(p_api, p_cli, 1e-6);
+    json_decref(cli);
+    json_decref(doc);
+    json_decref(d);
+    expect_error(&main_srv, "POST", "/api/runs", "{\"prompt\": \"x\", \"interventions\": 3}", 400, "interventions");
+    expect_error(&main_srv, "POST", "/api/runs",
+                 "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"knockout\"}]}", 400, "interventions");
+    expect_error(&main_srv, "POST", "/v1/completions",
+                 "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"ablate\", \"layer\": 5, \"head\": 0}]}",
+                 400, "interventions");
+    expect_error(&main_srv, "POST", "/api/runs",
+                 "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"scale\", \"layer\": 0, \"head\": 0}]}",
+                 400, "interventions");
+}
+
 static void test_api_key_and_cors(void **state) {
     srv s;
     const char *args[] = {"--api-key", "sekrit", "--cors", "http://example.test", "--max-prompt", "8",
@@ -987,6 +1029,7 @@ int main(void) {
         cmocka_unit_test(test_static_files),
         cmocka_unit_test(test_request_cache),
         cmocka_unit_test(test_cancel_long_generation),
+        cmocka_unit_test(test_interventions),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
