@@ -217,7 +217,17 @@ static void test_head_interventions(void **state) {
     expect_err("generate -p x -n 2 --ablate 1", 1, "--ablate: '1' is not LAYER:HEAD");
     expect_err("generate -p x -n 2 --scale 1:2", 1, "--scale: '1:2' is not LAYER:HEAD:FACTOR");
     expect_err("generate -p x -n 2 --scale 1:2:inf", 1, "--scale");
-    expect_err("generate -p x -n 2 --ablate 1:1 --save test-output/x.run", 2, "cannot be saved yet");
+    /* recorded: the run file and its export say what was done */
+    assert_int_equal(run("generate -p x -n 2 --ablate 1:1 --scale 0:3:0.25 --save test-output/iv.run"), 0);
+    assert_int_equal(run("export test-output/iv.run -o test-output/iv.json"), 0);
+    json_t *ex = json_load_file("test-output/iv.json", 0, NULL);
+    assert_non_null(ex);
+    json_t *hs = json_object_get(ex, "head_scale");
+    assert_int_equal(json_array_size(hs), 5);
+    assert_float_equal(json_number_value(json_array_get(json_array_get(hs, 1), 1)), 0.0, 0);
+    assert_float_equal(json_number_value(json_array_get(json_array_get(hs, 0), 3)), 0.25, 0);
+    assert_float_equal(json_number_value(json_array_get(json_array_get(hs, 4), 7)), 1.0, 0);
+    json_decref(ex);
     assert_int_equal(run("generate -p \"Once upon a time\" -n 8 --json --attention none"), 0);
     char *plain = slurp(out_path);
     assert_int_equal(run("generate -p \"Once upon a time\" -n 8 --json --attention none --scale 0:0:1,4:7:1"), 0);
