@@ -30,41 +30,23 @@ static heed_recorder_params every_tier(void) {
 }
 
 static heed_run *record(int n_gen, const heed_recorder_params *rp_in) {
-    heed_model *m;
-    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
-    heed_model_info mi;
-    heed_model_get_info(m, &mi);
-    heed_ctx *ctx;
-    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
     heed_recorder_params rp = rp_in ? *rp_in : every_tier();
-    rp.prompt_text = "Once upon a time";
-    rp.n_predict = n_gen;
-    heed_recorder *rec;
-    assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
-    heed_sampler *s = heed_sampler_new(&rp.sampler, mi.n_vocab);
-    int32_t prompt[64];
-    int n = heed_tokenize(m, "Once upon a time", 16, true, prompt, 64);
-    assert_true(n > 0 && n < 64);
-    assert_int_equal(heed_recorder_begin(rec, prompt, n), HEED_OK);
-    heed_sample smp;
-    /* a step before the prompt went through the model is refused */
-    assert_int_equal(heed_sampler_sample(s, heed_ctx_logits(ctx), mi.n_vocab, &smp), HEED_OK);
-    assert_int_equal(heed_recorder_step(rec, &smp, heed_ctx_logits(ctx)), HEED_ERR_INVALID_ARG);
-    heed_sampler_free(s);
-    s = heed_sampler_new(&rp.sampler, mi.n_vocab);
-    assert_int_equal(heed_decode(ctx, prompt, n), HEED_OK);
-    for (int t = 0; t < n_gen; t++) {
-        assert_int_equal(heed_sampler_sample(s, heed_ctx_logits(ctx), mi.n_vocab, &smp), HEED_OK);
-        assert_int_equal(heed_recorder_step(rec, &smp, heed_ctx_logits(ctx)), HEED_OK);
-        if (t + 1 < n_gen) assert_int_equal(heed_decode(ctx, &smp.id, 1), HEED_OK);
-    }
-    heed_run *run;
-    assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
-    heed_recorder_free(rec);
-    heed_sampler_free(s);
-    heed_ctx_free(ctx);
-    heed_model_free(m);
-    return run;
+    return ru_record("Once upon a time", n_gen, &rp);
+}
+
+/* Every step's and layer's lens of a and b are the same bytes. */
+static void assert_lens_equal(const heed_run *a, const heed_run *b, int n_steps, int n_layer) {
+    for (int t = 0; t < n_steps; t++)
+        for (int l = 0; l < n_layer; l++) {
+            const int32_t *ia, *ib;
+            const float *pa, *pb;
+            int ka, kb;
+            assert_int_equal(heed_run_lens(a, t, l, &ia, &pa, &ka), HEED_OK);
+            assert_int_equal(heed_run_lens(b, t, l, &ib, &pb, &kb), HEED_OK);
+            assert_int_equal(ka, kb);
+            assert_memory_equal(ia, ib, sizeof *ia * (size_t)ka);
+            assert_memory_equal(pa, pb, sizeof *pa * (size_t)ka);
+        }
 }
 
 /* The lens computed on request (the default) equals the lens computed while
@@ -109,17 +91,7 @@ static void test_lens_on_demand(void **state) {
         assert_int_equal(heed_run_lens(r, 0, 0, NULL, NULL, NULL), HEED_ERR_NEED_MODEL);
         assert_int_equal(heed_run_lens_compute(r, m, ctx, 0, N_GEN), HEED_OK);
         assert_int_equal(heed_run_lens_pending(r), 0);
-        for (int t = 0; t < N_GEN; t++)
-            for (int l = 0; l < ri.n_layer; l++) {
-                const int32_t *ie, *il;
-                const float *pe, *pl;
-                int ke, kl;
-                assert_int_equal(heed_run_lens(re, t, l, &ie, &pe, &ke), HEED_OK);
-                assert_int_equal(heed_run_lens(r, t, l, &il, &pl, &kl), HEED_OK);
-                assert_int_equal(ke, kl);
-                assert_memory_equal(ie, il, sizeof *ie * (size_t)ke);
-                assert_memory_equal(pe, pl, sizeof *pe * (size_t)ke);
-            }
+        assert_lens_equal(re, r, N_GEN, ri.n_layer);
         heed_ctx_free(ctx);
     }
     /* computed, it is saved as a lens (no residuals) and loads complete */
@@ -202,17 +174,7 @@ static void test_lens_on_demand_quantized(void **state) {
         assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_OK);
         heed_run *r = record_model(m, false, N);
         assert_int_equal(heed_run_lens_compute(r, m, c, 0, N), HEED_OK);
-        for (int t = 0; t < N; t++)
-            for (int l = 0; l < ri.n_layer; l++) {
-                const int32_t *ie, *il;
-                const float *pe, *pl;
-                int ke, kl;
-                assert_int_equal(heed_run_lens(re, t, l, &ie, &pe, &ke), HEED_OK);
-                assert_int_equal(heed_run_lens(r, t, l, &il, &pl, &kl), HEED_OK);
-                assert_int_equal(ke, kl);
-                assert_memory_equal(ie, il, sizeof *ie * (size_t)ke);
-                assert_memory_equal(pe, pl, sizeof *pe * (size_t)ke);
-            }
+        assert_lens_equal(re, r, N, ri.n_layer);
         heed_run_free(r);
         heed_ctx_free(c);
     }
@@ -284,6 +246,14 @@ static void test_recorder_misuse(void **state) {
     assert_int_equal(heed_recorder_finish(rec, &run), HEED_ERR_INVALID_ARG); /* never begun */
     int32_t bad = 99999;
     assert_int_equal(heed_recorder_begin(rec, &bad, 1), HEED_ERR_INVALID_ARG);
+    /* a step before the prompt went through the model is refused */
+    assert_int_equal(heed_recorder_begin(rec, ids, 2), HEED_OK);
+    heed_sampler_params sp = heed_sampler_default_params();
+    heed_sampler *smp = heed_sampler_new(&sp, 512);
+    heed_sample s;
+    assert_int_equal(heed_sampler_sample(smp, heed_ctx_logits(ctx), 512, &s), HEED_OK);
+    assert_int_equal(heed_recorder_step(rec, &s, heed_ctx_logits(ctx)), HEED_ERR_INVALID_ARG);
+    heed_sampler_free(smp);
     heed_recorder_free(rec); /* removes the hook */
     assert_int_equal(heed_decode(ctx, ids, 2), HEED_OK);
     heed_recorder_free(NULL);
