@@ -541,7 +541,9 @@ static void gen_execute(gen *g) {
     }
     if (atomic_load(&g->gone)) return; /* the client left while it waited */
     char err[512];
+    g->t_started = api_mono_s();
     int rc = gen_start(g);
+    g->t_prompt = api_mono_s();
     if (rc) {
         g->stop = "error";
         snprintf(err, sizeof err, "generation failed: %s", heed_ctx_error(a->eng.ctx));
@@ -558,6 +560,10 @@ static void gen_execute(gen *g) {
     do {
         rc = gen_step(g, &ev);
         api_emit_step(g, ev);
+        if (ev) {
+            g->t_last = api_mono_s();
+            if (!g->t_first) g->t_first = g->t_last;
+        }
     } while (rc == 0);
     if (rc < 0) {
         g->stop = "error";
@@ -625,6 +631,7 @@ bool api_engine_enqueue(api *a, gen *g) {
         else e->head = t;
         e->tail = t;
         t->queued = true;
+        g->t_queued = api_mono_s();
         g->refs++;
         g->phase = G_QUEUED;
         pthread_cond_broadcast(&e->cv);

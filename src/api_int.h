@@ -142,6 +142,9 @@ typedef struct gen {
     json_t *branch;   /* a branch: {"run","step","token"?}, kept in the run's document */
     json_t *interventions; /* the request's "interventions", kept in the run's document; or NULL */
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
+    /* timings (api_mono_s), on the engine thread: queued, started (taken by
+     * the engine), prompt done, first token event out, last token event out */
+    double t_queued, t_started, t_prompt, t_first, t_last;
     json_t *replay;   /* a cached run's document being replayed */
 } gen;
 struct api_stream {

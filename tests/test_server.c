@@ -155,6 +155,12 @@ static void test_run_stream_and_store(void **state) {
     assert_int_equal(json_integer_value(json_object_get(done, "n_output")), 24);
     assert_int_equal(json_integer_value(json_object_get(done, "n_prompt")), 5);
     assert_string_equal(json_string_value(json_object_get(done, "stop")), "length");
+    /* the server's own timings: where the time went */
+    json_t *tm = json_object_get(done, "timings");
+    const char *tkeys[] = {"queued_ms", "prompt_ms", "first_token_ms", "decode_tok_s"};
+    for (int k = 0; k < 4; k++) assert_true(json_number_value(json_object_get(tm, tkeys[k])) >= 0);
+    assert_true(json_number_value(json_object_get(tm, "prompt_ms")) > 0);
+    assert_true(json_number_value(json_object_get(tm, "decode_tok_s")) > 0);
 
     /* greedy output matches the reference engine's */
     json_t *g = json_load_file("tests/fixtures/stories260K__once-upon-a-time.json", 0, NULL);
