@@ -532,8 +532,8 @@ int heed_run_lens(const heed_run *run, int t, int layer, const int32_t **ids, co
  * on request from the residuals kept for each step and layer: with model
  * (the model that made the run, checked by its metadata hash and geometry)
  * and ctx, a context of that model used only as scratch for the
- * unembedding (its KV cache and position are untouched; a context with a
- * small n_ctx is enough). Computes steps t0 .. t1-1 that are not computed
+ * unembedding (its KV cache and position are untouched): heed_lens_ctx_new
+ * makes one sized for it, and NULL makes one for the call. Computes steps t0 .. t1-1 that are not computed
  * yet; the numbers are those the eager lens gives, bit for bit. Returns
  * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (no lens, or no
  * residuals), HEED_ERR_MODEL_MISMATCH, HEED_ERR_NOMEM. */
@@ -541,6 +541,10 @@ int heed_run_lens_compute(heed_run *run, const heed_model *model, heed_ctx *ctx,
 /* The intervention a run was made under: (n_layer x n_head) factors on each
  * head's attention output (0: ablated), owned by the run; NULL: none. */
 const float *heed_run_head_scale(const heed_run *run);
+/* A context sized as the lens's scratch (a full batch of rows per read of
+ * the output matrix), for heed_run_lens_compute calls that share it.
+ * n_threads 0: all cores. Returns as heed_ctx_new. */
+int heed_lens_ctx_new(const heed_model *model, int n_threads, heed_ctx **out);
 /* Steps whose lens is still to compute (0 for a run with its lens complete). */
 int heed_run_lens_pending(const heed_run *run);
 /* HEED_OK when model made the run (metadata hash and geometry), else

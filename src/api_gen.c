@@ -494,7 +494,7 @@ static json_t *run_doc(gen *g) {
 }
 
 /* On the engine thread: ends the recording and saves it with its JSON in
- * the store. Returns 0 (stored: g->stored), 1 (nothing to store: the
+ * the store. Returns 0 (stored under g->run_id), 1 (nothing to store: the
  * recording failed before its prompt was recorded) or -1 (the store failed;
  * the message in err). */
 static int gen_finish(gen *g, char *err, size_t err_size) {
@@ -520,7 +520,6 @@ static int gen_finish(gen *g, char *err, size_t err_size) {
         fprintf(stderr, "heed: cannot store %s: %s\n", g->run_id, err);
     } else {
         st = 0;
-        g->stored = true;
         if (g->cache_key && (!strcmp(g->stop, "length") || !strcmp(g->stop, "eog")))
             req_cache_put(a, g->cache_key, g->run_id);
     }

@@ -125,7 +125,6 @@ typedef struct gen {
     json_t *steps;
     const char *stop;  /* "length", "eog", "cancelled", "error" */
     char run_id[40];
-    bool stored;       /* the run is in the store under run_id */
     long long created;
     /* a failed non-streamed generation: its HTTP status, code and message */
     int fail_status;

@@ -286,12 +286,7 @@ static int lens_ensure(api_view_env *env, heed_run *run, const heed_run_info *ri
     }
     int rc = HEED_ERR_NOMEM;
     pthread_mutex_lock(&env->lens_mu);
-    if (!env->lens_ctx) {
-        heed_ctx_params cp = heed_ctx_default_params();
-        cp.n_ctx = 64; /* scratch for the unembedding only: 64 rows per read of the output matrix */
-        cp.n_threads = env->n_threads;
-        rc = heed_ctx_new(env->model, &cp, &env->lens_ctx);
-    }
+    if (!env->lens_ctx) rc = heed_lens_ctx_new(env->model, env->n_threads, &env->lens_ctx);
     if (env->lens_ctx) rc = heed_run_lens_compute(run, env->model, env->lens_ctx, t0, t1);
     pthread_mutex_unlock(&env->lens_mu);
     if (rc) {

@@ -719,16 +719,10 @@ static void export_lens(heed_run *run, const char *model_path) {
     heed_run_info ri;
     heed_run_get_info(run, &ri);
     heed_model *m = export_model(model_path, run);
-    heed_ctx *ctx = NULL;
-    heed_ctx_params cp = heed_ctx_default_params();
-    cp.n_ctx = 64; /* scratch for the unembedding only: 64 rows per read of the output matrix */
-    int rc = !m ? HEED_ERR_NEED_MODEL : heed_run_lens_model_ok(run, m);
-    if (!rc) rc = heed_ctx_new(m, &cp, &ctx);
-    if (!rc) rc = heed_run_lens_compute(run, m, ctx, 0, ri.n_output);
+    int rc = m ? heed_run_lens_compute(run, m, NULL, 0, ri.n_output) : HEED_ERR_NEED_MODEL;
     if (rc)
         fprintf(stderr, "heed: the logit lens is left out: it is computed with the model that made the run (%s); "
                         "give it with -m (%s)\n", ri.model_file, heed_strerror(rc));
-    heed_ctx_free(ctx);
     heed_model_free(m);
 }
 

@@ -206,8 +206,15 @@ int heed_run_lens_model_ok(const heed_run *r, const heed_model *m) {
                : HEED_ERR_MODEL_MISMATCH;
 }
 
+int heed_lens_ctx_new(const heed_model *m, int n_threads, heed_ctx **out) {
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = LENS_MAX_ROWS; /* a batch of LENS_MAX_ROWS rows fits; its KV cache is never used */
+    cp.n_threads = n_threads;
+    return heed_ctx_new(m, &cp, out);
+}
+
 int heed_run_lens_compute(heed_run *r, const heed_model *m, heed_ctx *ctx, int t0, int t1) {
-    if (!r || !m || !ctx || t0 < 0 || t1 < t0 || t1 > r->n_output) return HEED_ERR_INVALID_ARG;
+    if (!r || !m || t0 < 0 || t1 < t0 || t1 > r->n_output) return HEED_ERR_INVALID_ARG;
     if (r->lens_k == 0) return HEED_ERR_UNSUPPORTED;
     bool pending = false;
     for (int t = t0; t < t1 && !pending; t++) pending = !r->lens_ready[t];
@@ -215,6 +222,13 @@ int heed_run_lens_compute(heed_run *r, const heed_model *m, heed_ctx *ctx, int t
     if (!r->resid) return HEED_ERR_UNSUPPORTED;
     int rc = heed_run_lens_model_ok(r, m);
     if (rc) return rc;
+    if (!ctx) { /* a scratch context for this call */
+        heed_ctx *own = NULL;
+        rc = heed_lens_ctx_new(m, 0, &own);
+        if (!rc) rc = heed_run_lens_compute(r, m, own, t0, t1);
+        heed_ctx_free(own);
+        return rc;
+    }
     run_lens_scratch s;
     int *ts = malloc(sizeof(int) * (size_t)(t1 - t0));
     const float **res = malloc(sizeof *res * (size_t)(t1 - t0));
