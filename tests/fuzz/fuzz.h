@@ -63,6 +63,12 @@ void fuzz_remove_file(const char *dir, const char *name);
  * U+10FFFF)? Written independently of the library's own check. */
 int fuzz_valid_utf8(const uint8_t *s, size_t n);
 
+/* Encoding text (size bytes, no BOS) into a buffer of 2 gives the same count
+ * n as into a big one and the first two of its ids, and writes nothing past
+ * the buffer; traps otherwise. */
+struct tok_vocab;
+void fuzz_check_short_buffer(const struct tok_vocab *v, const char *text, size_t size, const int32_t *ids, int n);
+
 /* A NUL-terminated malloc'd copy of n bytes; aborts when out of memory. */
 char *fuzz_strndup(const void *data, size_t n);
 
