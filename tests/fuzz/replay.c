@@ -86,6 +86,14 @@ static void add_test(test_list *l, const char *path, const char *name) {
     l->t[l->n++] = (struct CMUnitTest){.name = nm, .test_func = replay_one, .initial_state = p};
 }
 
+static void free_tests(test_list *l) {
+    for (int i = 0; i < l->n; i++) {
+        free((char *)l->t[i].name);
+        free(l->t[i].initial_state);
+    }
+    l->n = 0;
+}
+
 static int visible(const struct dirent *e) { return e->d_name[0] != '.'; }
 
 /* A file, or every regular file of a folder in name order. Returns 0, or -1
@@ -132,11 +140,14 @@ int main(int argc, char **argv) {
     if (g_skip) {
         char name[128];
         snprintf(name, sizeof name, "corpus_%s (%d inputs)", FUZZ_NAME, l.n);
-        l.n = 0;
+        free_tests(&l);
         add_test(&l, corpus, name);
         l.t[0].test_func = skipped;
     }
     char group[64];
     snprintf(group, sizeof group, "fuzz_%s corpus replay", FUZZ_NAME);
-    return _cmocka_run_group_tests(group, l.t, (size_t)l.n, NULL, NULL);
+    int rc = _cmocka_run_group_tests(group, l.t, (size_t)l.n, NULL, NULL);
+    free_tests(&l);
+    free(l.t);
+    return rc;
 }
