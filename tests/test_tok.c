@@ -9,7 +9,6 @@
 #include "testutil.h"
 
 #include <jansson.h>
-#include <time.h>
 
 #include "gguf.h"
 #include "heed.h"
@@ -17,12 +16,6 @@
 #include "tok.h"
 
 #define STORIES "models/stories260K.gguf"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 static void assert_label(const tok_vocab *v, int32_t id, const char *want) {
     char buf[128];
@@ -379,26 +372,19 @@ static void test_labels_smollm2(void **state) {
     check_family_labels(&f);
 }
 
-static void test_load_time(void **state) {
+static void test_load_vocabularies(void **state) {
     (void)state;
+    /* the load-time figure is bench_tok's (make bench): a test only checks what was loaded */
     static const char *const names[] = {"vocab/ggml-vocab-llama-bpe.gguf", "vocab/ggml-vocab-qwen2.gguf"};
-#if defined(__SANITIZE_ADDRESS__)
-    const double limit_ms = 1000; /* instrumented build */
-#else
-    const double limit_ms = 100;
-#endif
     for (int i = 0; i < 2; i++) {
         char path[512], err[256];
         int rc;
         if (!tu_shared(names[i], path, sizeof path)) skip();
         gguf_file *f = gguf_open(path, &rc, err, sizeof err);
         assert_non_null(f);
-        double t0 = now_ms();
         tok_vocab *v = tok_load(f, &rc, err, sizeof err);
-        double ms = now_ms() - t0;
         assert_non_null(v);
-        printf("tok_load %s: %d tokens in %.1f ms\n", names[i], tok_n_vocab(v), ms);
-        assert_true(ms < limit_ms);
+        assert_true(tok_n_vocab(v) > 100000);
         if (i == 1) {
             assert_int_equal(tok_bos(v), -1);
             assert_false(tok_add_bos(v));
@@ -812,7 +798,7 @@ int main(void) {
         cmocka_unit_test(test_labels_llama3),
         cmocka_unit_test(test_labels_qwen2),
         cmocka_unit_test(test_labels_smollm2),
-        cmocka_unit_test(test_load_time),
+        cmocka_unit_test(test_load_vocabularies),
         cmocka_unit_test(test_spm_merge_rules),
         cmocka_unit_test(test_spm_duplicate_piece),
         cmocka_unit_test(test_spm_types_absent),
