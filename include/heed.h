@@ -84,7 +84,7 @@ void heed_model_free(heed_model *model);
 
 typedef struct heed_model_info {
     const char *path;      /* as given to heed_model_load */
-    const char *arch;      /* "llama", "qwen2", "qwen3" */
+    const char *arch;      /* "llama", "qwen2", "qwen3", "qwen3moe", "gpt2", "gemma2", "gemma3", "phi3", "olmo2" */
     const char *name;      /* general.name, or "" */
     const char *tokenizer; /* tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (byte BPE) */
     uint64_t file_size;
@@ -95,6 +95,15 @@ typedef struct heed_model_info {
     int32_t bos, eos, eot; /* -1 where the vocabulary has none */
     bool add_bos;          /* prepend BOS when tokenizing a prompt */
     bool can_tokenize;     /* heed can encode text for this vocabulary */
+    /* How attention rows are formed (every recomputation of a row uses them):
+     * scores q.k * attn_scale, then attn_softcap * tanh(s / attn_softcap)
+     * when attn_softcap > 0, then the softmax over the keys a layer sees: the
+     * last layer_window[l] positions (the query's own included) when that is
+     * > 0, else every earlier position. The model owns layer_window. */
+    float attn_scale, attn_softcap;
+    const int *layer_window; /* (n_layer) */
+    float final_softcap;   /* logits are final_softcap * tanh(z / final_softcap) when > 0 */
+    int n_expert, n_expert_used; /* mixture of experts; 0 for dense models */
 } heed_model_info;
 
 void heed_model_get_info(const heed_model *model, heed_model_info *info);
@@ -249,6 +258,19 @@ typedef struct heed_resid_block {
     const float *x;
 } heed_resid_block;
 
+/* A mixture-of-experts layer's routing for positions pos0 .. pos0+n-1:
+ * ids[i * n_used + s] is the expert in slot s (slots in order of router
+ * probability, highest first) and weights[...] its weight in the layer's
+ * output (renormalised over the chosen experts where the model does so);
+ * probs[i * n_expert + e] is the router's softmax over every expert. */
+typedef struct heed_moe_block {
+    int layer, pos0, n_query;
+    int n_expert, n_used;
+    const int32_t *ids;
+    const float *weights;
+    const float *probs;
+} heed_moe_block;
+
 /*
  * The hook is asked first (want: does the caller want layer L? NULL means
  * every layer) and then observes. The observers are called on the thread
@@ -260,6 +282,7 @@ typedef struct heed_attn_hook {
     void (*observe)(void *user, const heed_attn_block *block);
     void (*observe_qk)(void *user, const heed_qk_block *block);
     void (*observe_resid)(void *user, const heed_resid_block *block);
+    void (*observe_moe)(void *user, const heed_moe_block *block); /* mixture-of-experts layers only */
     void *user;
 } heed_attn_hook;
 

@@ -3,10 +3,14 @@
  * attention hook.
  *
  * A batch of tokens (a whole prompt, or one decoded token) goes through every
- * layer at once: RMSNorm, q/k/v projections (+ qwen2 biases, + qwen3 per-head
- * q/k norms), RoPE, causal attention against the KV cache, output
- * projection, SwiGLU feed-forward, residual adds; then the final norm and the
- * output matrix for the last position.
+ * layer at once: the pre-norm (RMSNorm, or LayerNorm with bias for gpt2;
+ * none for olmo2), q/k/v projections (+ biases, + q/k norms per head or over
+ * the whole projection), RoPE, causal attention against the KV cache (scaled,
+ * soft-capped and windowed as the layer's kern_attn_rule says), output
+ * projection, the optional post-norm (gemma2/3, olmo2), the feed-forward
+ * block (SwiGLU, GeGLU, GELU with biases, or routed SwiGLU experts), residual
+ * adds; then the final norm, the output matrix for the last position and the
+ * final soft-cap.
  *
  * Attention is computed unfused: scores, softmax into `att`, then the
  * weighted sum of V reads the very same `att` buffer. The hook observes that
@@ -62,6 +66,8 @@ struct heed_ctx {
     float *kb, *vb;  /* (n_ub, kv_dim) a batch's keys and values, before they go into the cache */
     float *rope_cos; /* (n_ctx, n_rot/2) */
     float *rope_sin; /* (n_ctx, n_rot/2) */
+    float *rope_cos_local, *rope_sin_local; /* the same for layers with rope_local, else NULL */
+    kern_attn_rule *rules; /* (n_layer) how each layer forms its attention rows */
     float *x;        /* (n_ub, n_embd) residual stream */
     float *xb;       /* (n_ub, n_embd) normed block input / block output */
     float *q;        /* (n_ub, q_dim) post-RoPE queries */
@@ -71,6 +77,14 @@ struct heed_ctx {
     float *att;      /* (n_head, n_ub, row) post-softmax probabilities of one layer */
     void *xq;        /* (n_ub, act row bytes of max_in) activations quantized for block-type weights */
     float *logits;   /* (n_vocab) next-token logits of the last position */
+    /* mixture of experts (NULL for dense models) */
+    float *moe_probs;   /* (n_ub, n_expert) router softmax */
+    int32_t *moe_ids;   /* (n_ub, n_used) chosen experts, best first */
+    float *moe_w;       /* (n_ub, n_used) their weights */
+    float *moe_x;       /* (n_ub, n_embd) the inputs routed to one expert, gathered */
+    float *moe_y;       /* (n_ub, n_embd) that expert's outputs */
+    float *moe_out;     /* (n_ub, n_used, n_embd) each slot's weighted output */
+    int *moe_rows;      /* (n_ub) the (token * n_used + slot) of each gathered row */
 
     heed_attn_hook hook;
     bool hooked;
@@ -182,25 +196,41 @@ static void matmul(heed_ctx *c, float *out, size_t out_stride, const model_mat *
  * Computing them exactly (rather than by repeated float multiplication) keeps
  * long positions accurate.
  */
-static void rope_table(heed_ctx *c) {
+static void rope_table(heed_ctx *c, double base, double freq_scale, const float *divisors, double mag, float *cos_t,
+                       float *sin_t) {
     const heed_model *m = c->m;
     int half = m->n_rot / 2;
     for (int i = 0; i < half; i++) {
-        double inv = pow((double)m->rope_base, -2.0 * i / m->n_rot) * m->rope_freq_scale;
-        if (m->rope_freqs) inv /= m->rope_freqs[i];
+        double inv = pow(base, -2.0 * i / m->n_rot) * freq_scale;
+        if (divisors) inv /= divisors[i];
         for (int p = 0; p < c->n_ctx; p++) {
             double th = p * inv;
-            c->rope_cos[(size_t)p * half + i] = (float)cos(th);
-            c->rope_sin[(size_t)p * half + i] = (float)sin(th);
+            cos_t[(size_t)p * half + i] = (float)(cos(th) * mag);
+            sin_t[(size_t)p * half + i] = (float)(sin(th) * mag);
         }
     }
 }
 
+/* The tables a context needs: every layer's, and the sliding layers' own
+ * base (gemma3). Phi-3's longrope divides by its long factors when the
+ * context exceeds the one the short factors are for, as the reference
+ * engine chooses. */
+static void rope_tables(heed_ctx *c) {
+    const heed_model *m = c->m;
+    const float *div = m->rope_freqs;
+    if (m->rope_factors_short || m->rope_factors_long)
+        div = c->n_ctx > m->n_ctx_orig && m->rope_factors_long ? m->rope_factors_long : m->rope_factors_short;
+    rope_table(c, m->rope_base, m->rope_freq_scale, div, m->rope_attn_factor, c->rope_cos, c->rope_sin);
+    if (c->rope_cos_local)
+        rope_table(c, m->rope_base_local, m->rope_freq_scale_local, NULL, 1.0, c->rope_cos_local, c->rope_sin_local);
+}
+
 /* Rotates n_vecs head vectors (head_dim each, contiguous) at position pos. */
-static void rope_apply(const heed_ctx *c, float *v, int n_vecs, int pos) {
+static void rope_apply(const heed_ctx *c, float *v, int n_vecs, int pos, bool local) {
     const heed_model *m = c->m;
     int half = m->n_rot / 2, hd = m->head_dim;
-    const float *cs = c->rope_cos + (size_t)pos * half, *sn = c->rope_sin + (size_t)pos * half;
+    const float *ct = local ? c->rope_cos_local : c->rope_cos, *st = local ? c->rope_sin_local : c->rope_sin;
+    const float *cs = ct + (size_t)pos * half, *sn = st + (size_t)pos * half;
     for (int h = 0; h < n_vecs; h++) {
         float *x = v + (size_t)h * hd;
         for (int i = 0; i < half; i++) {
@@ -239,12 +269,29 @@ static void attn_rows(const attn_job *j, int g, float *const *rows, const float 
     heed_ctx *c = j->c;
     const kern_ops *ops = c->ops;
     const int hd = c->m->head_dim;
-    const size_t koff = kv_offset(c, j->layer, g, 0);
+    const kern_attn_rule *rule = &c->rules[j->layer];
+    /* Under a window the block's keys start at its first row's first key
+     * (the earliest query sees the earliest keys); each row then zeroes the
+     * keys before its own first, and its cap and softmax cover exactly the
+     * keys kern_attn_row's would, so the rows are the same bit for bit. */
+    const int lo0 = kern_attn_first_key(n_keys[0] - 1, rule->window);
+    const size_t koff = kv_offset(c, j->layer, g, lo0);
+    float *srows[KERN_ATTN_BLOCK];
     const float *probs[KERN_ATTN_BLOCK];
-    for (int r = 0; r < n_q; r++) probs[r] = rows[r];
-    ops->attn_scores_multi(rows, queries, n_keys, n_q, c->k_cache + koff, hd, hd, 1.0f / sqrtf((float)hd));
-    for (int r = 0; r < n_real; r++) ops->softmax(rows[r], n_keys[r]);
-    ops->attn_wsum_multi(outs, probs, n_keys, n_q, c->v_cache + koff, hd, hd);
+    int n_k[KERN_ATTN_BLOCK];
+    for (int r = 0; r < n_q; r++) {
+        srows[r] = rows[r] + lo0;
+        probs[r] = srows[r];
+        n_k[r] = n_keys[r] - lo0;
+    }
+    ops->attn_scores_multi(srows, queries, n_k, n_q, c->k_cache + koff, hd, hd, rule->scale);
+    for (int r = 0; r < n_real; r++) {
+        int lo = kern_attn_first_key(n_keys[r] - 1, rule->window), n = n_keys[r] - lo;
+        if (lo) memset(rows[r], 0, sizeof(float) * (size_t)lo);
+        if (rule->softcap > 0.0f) kern_softcap(rows[r] + lo, n, rule->softcap);
+        ops->softmax(rows[r] + lo, n);
+    }
+    ops->attn_wsum_multi(outs, probs, n_k, n_q, c->v_cache + koff, hd, hd);
 }
 
 /*
@@ -386,6 +433,31 @@ static void swiglu(heed_ctx *c, float *gate, const float *up, size_t n) {
     pool_run(c->pool, threads_for(c, n * 8), swiglu_task, &j);
 }
 
+/* ------------------------------------------------------------ gelu */
+
+typedef struct act_job {
+    float *h;          /* (n_tok, n_ff) gate (geglu) or up (gelu) */
+    const float *up;   /* (n_tok, n_ff) geglu's up; NULL for gelu */
+    const float *bias; /* (n_ff) gelu's up bias, or NULL */
+    size_t n;
+    int n_ff;
+} act_job;
+
+/* h = gelu(h + bias) (gpt2) or gelu(h) * up (GeGLU), each thread a range of whole cache lines */
+static void act_task(void *arg, int ith, int nth) {
+    const act_job *j = arg;
+    size_t per = (j->n / nth + 15) & ~(size_t)15, i0 = per * ith, i1 = i0 + per < j->n ? i0 + per : j->n;
+    for (size_t i = i0; i < i1; i++) {
+        float x = j->bias ? j->h[i] + j->bias[i % (size_t)j->n_ff] : j->h[i];
+        j->h[i] = j->up ? kern_gelu(x) * j->up[i] : kern_gelu(x);
+    }
+}
+
+static void gelu_act(heed_ctx *c, float *h, const float *up, const float *bias, size_t n, int n_ff) {
+    act_job j = {h, up, bias, n, n_ff};
+    pool_run(c->pool, threads_for(c, n * 16), act_task, &j);
+}
+
 /* ------------------------------------------------- per-token steps */
 
 /* The steps of a layer that work on each token alone: a prompt's tokens are
@@ -399,6 +471,13 @@ typedef struct tok_job {
     int il, pos0, n, step;
 } tok_job;
 
+/* out = the model's norm of x (RMSNorm, or LayerNorm with bias b); no weights: a copy */
+static void norm(const heed_model *m, float *out, const float *x, const float *w, const float *b) {
+    if (!w) memmove(out, x, sizeof(float) * (size_t)m->n_embd);
+    else if (m->layer_norm) kern_layernorm(out, x, w, b, m->n_embd, m->rms_eps);
+    else kern_rmsnorm(out, x, w, m->n_embd, m->rms_eps);
+}
+
 static void token_step(const tok_job *j, int t) {
     heed_ctx *c = j->c;
     const heed_model *m = c->m;
@@ -407,7 +486,7 @@ static void token_step(const tok_job *j, int t) {
     float *x = c->x + (size_t)t * E, *xb = c->xb + (size_t)t * E;
     switch (j->step) {
     case STEP_ATTN_NORM:
-        kern_rmsnorm(xb, x, ly->attn_norm, E, m->rms_eps);
+        norm(m, xb, x, ly->attn_norm, ly->attn_norm_b);
         break;
     case STEP_QKV: {
         float *qt = c->q + (size_t)t * c->q_dim, *kt = c->kb + (size_t)t * c->kv_dim;
@@ -415,10 +494,17 @@ static void token_step(const tok_job *j, int t) {
         add_bias(qt, ly->bq, c->q_dim);
         add_bias(kt, ly->bk, c->kv_dim);
         add_bias(vt, ly->bv, c->kv_dim);
-        head_norm(qt, ly->q_norm, m->n_head, hd, m->rms_eps);
-        head_norm(kt, ly->k_norm, m->n_head_kv, hd, m->rms_eps);
-        rope_apply(c, qt, m->n_head, j->pos0 + t);
-        rope_apply(c, kt, m->n_head_kv, j->pos0 + t);
+        if (m->qk_norm_full) { /* olmo2: over the whole projection, before the head split */
+            kern_rmsnorm(qt, qt, ly->q_norm, c->q_dim, m->rms_eps);
+            kern_rmsnorm(kt, kt, ly->k_norm, c->kv_dim, m->rms_eps);
+        } else {
+            head_norm(qt, ly->q_norm, m->n_head, hd, m->rms_eps);
+            head_norm(kt, ly->k_norm, m->n_head_kv, hd, m->rms_eps);
+        }
+        if (m->n_rot) {
+            rope_apply(c, qt, m->n_head, j->pos0 + t, ly->rope_local);
+            rope_apply(c, kt, m->n_head_kv, j->pos0 + t, ly->rope_local);
+        }
         /* into the head-major cache (the hook reads kb, and only reads it) */
         for (int g = 0; g < m->n_head_kv; g++) {
             memcpy(c->k_cache + kv_offset(c, j->il, g, j->pos0 + t), kt + (size_t)g * hd, hd * sizeof(float));
@@ -426,11 +512,15 @@ static void token_step(const tok_job *j, int t) {
         }
         break;
     }
-    case STEP_ADD_FFN_NORM:
+    case STEP_ADD_FFN_NORM: /* the attention block's output (+ bias, post-norm) into the residual */
+        add_bias(xb, ly->bo, E);
+        if (ly->post_attn_norm) kern_rmsnorm(xb, xb, ly->post_attn_norm, E, m->rms_eps);
         for (int i = 0; i < E; i++) x[i] += xb[i];
-        kern_rmsnorm(xb, x, ly->ffn_norm, E, m->rms_eps);
+        norm(m, xb, x, ly->ffn_norm, ly->ffn_norm_b);
         break;
-    case STEP_ADD:
+    case STEP_ADD: /* the FFN's output (+ bias, post-norm) into the residual */
+        add_bias(xb, ly->b_down, E);
+        if (ly->post_ffn_norm) kern_rmsnorm(xb, xb, ly->post_ffn_norm, E, m->rms_eps);
         for (int i = 0; i < E; i++) x[i] += xb[i];
         break;
     }
@@ -445,6 +535,79 @@ static void tok_task(void *arg, int ith, int nth) {
 static void per_token(heed_ctx *c, const model_layer *ly, int il, int pos0, int n, int step) {
     tok_job j = {c, ly, il, pos0, n, step};
     pool_run(c->pool, n >= 8 ? c->n_threads : 1, tok_task, &j);
+}
+
+/* ------------------------------------------------- mixture of experts */
+
+/* The router: softmax over the experts' logits, the n_used most probable
+ * (ties to the lower id), their probabilities renormalised to sum 1 where
+ * the model says so. Router logits arrive in moe_probs. */
+static void moe_route(heed_ctx *c, int n) {
+    const heed_model *m = c->m;
+    const int X = m->n_expert, K = m->n_expert_used;
+    for (int t = 0; t < n; t++) {
+        float *p = c->moe_probs + (size_t)t * X, *w = c->moe_w + (size_t)t * K;
+        int32_t *id = c->moe_ids + (size_t)t * K;
+        kern_softmax(p, X);
+        for (int s = 0; s < K; s++) {
+            int best = -1;
+            for (int e = 0; e < X; e++) {
+                bool taken = false;
+                for (int u = 0; u < s && !taken; u++) taken = id[u] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            id[s] = best;
+            w[s] = p[best];
+        }
+        if (m->expert_norm) {
+            float sum = 0.0f;
+            for (int s = 0; s < K; s++) sum += w[s];
+            for (int s = 0; s < K; s++) w[s] /= sum;
+        }
+    }
+}
+
+/* xb (the FFN's normed input, n tokens) -> xb = the sum over each token's
+ * chosen experts of weight * down(silu(gate x) * up x), slots summed in
+ * order. Each expert runs once on the tokens routed to it. */
+static void moe_ffn(heed_ctx *c, const model_layer *ly, int il, int pos0, int n) {
+    const heed_model *m = c->m;
+    const int E = m->n_embd, X = m->n_expert, K = m->n_expert_used, F = m->n_ff_exp;
+    matmul(c, c->moe_probs, (size_t)X, &ly->router, c->xb, n);
+    moe_route(c, n);
+    if (c->hooked && c->hook.observe_moe && (!c->hook.want || c->hook.want(c->hook.user, il))) {
+        heed_moe_block mb = {il, pos0, n, X, K, c->moe_ids, c->moe_w, c->moe_probs};
+        c->hook.observe_moe(c->hook.user, &mb);
+    }
+    for (int e = 0; e < X; e++) {
+        int cnt = 0;
+        for (int r = 0; r < n * K; r++)
+            if (c->moe_ids[r] == e) {
+                c->moe_rows[cnt] = r;
+                memcpy(c->moe_x + (size_t)cnt * E, c->xb + (size_t)(r / K) * E, sizeof(float) * (size_t)E);
+                cnt++;
+            }
+        if (!cnt) continue;
+        float *outs[] = {c->hb, c->hb2};
+        size_t strides[] = {(size_t)F, (size_t)F};
+        const model_mat *ws[] = {&ly->exp_gate[e], &ly->exp_up[e]};
+        matmul_n(c, 2, outs, strides, ws, c->moe_x, cnt);
+        swiglu(c, c->hb, c->hb2, (size_t)cnt * F);
+        matmul(c, c->moe_y, (size_t)E, &ly->exp_down[e], c->hb, cnt);
+        for (int i = 0; i < cnt; i++) {
+            int r = c->moe_rows[i];
+            float w = c->moe_w[r], *o = c->moe_out + (size_t)r * E;
+            const float *y = c->moe_y + (size_t)i * E;
+            for (int d = 0; d < E; d++) o[d] = y[d] * w;
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        float *o = c->xb + (size_t)t * E;
+        const float *sl = c->moe_out + (size_t)t * K * E;
+        memcpy(o, sl, sizeof(float) * (size_t)E);
+        for (int s = 1; s < K; s++)
+            for (int d = 0; d < E; d++) o[d] += sl[(size_t)s * E + d];
+    }
 }
 
 static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
@@ -469,14 +632,27 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     matmul(c, c->xb, E, &ly->wo, c->ao, n);
 
     per_token(c, ly, il, pos0, n, STEP_ADD_FFN_NORM); /* residual, then the FFN's norm */
-    {
+    switch (m->ffn) {
+    case FFN_MOE:
+        moe_ffn(c, ly, il, pos0, n);
+        break;
+    case FFN_GELU:
+        matmul(c, c->hb, (size_t)F, &ly->w_up, c->xb, n);
+        gelu_act(c, c->hb, NULL, ly->b_up, (size_t)n * F, F);
+        matmul(c, c->xb, E, &ly->w_down, c->hb, n);
+        break;
+    case FFN_SWIGLU:
+    case FFN_GEGLU: {
         float *outs[] = {c->hb, c->hb2};
         size_t strides[] = {(size_t)F, (size_t)F};
         const model_mat *ws[] = {&ly->w_gate, &ly->w_up};
         matmul_n(c, 2, outs, strides, ws, c->xb, n);
+        if (m->ffn == FFN_GEGLU) gelu_act(c, c->hb, c->hb2, NULL, (size_t)n * F, F);
+        else swiglu(c, c->hb, c->hb2, (size_t)n * F);
+        matmul(c, c->xb, E, &ly->w_down, c->hb, n);
+        break;
     }
-    swiglu(c, c->hb, c->hb2, (size_t)n * F);
-    matmul(c, c->xb, E, &ly->w_down, c->hb, n);
+    }
     per_token(c, ly, il, pos0, n, STEP_ADD);
 
     if (c->hooked && c->hook.observe_resid && (!c->hook.want || c->hook.want(c->hook.user, il))) {
@@ -485,16 +661,19 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     }
 }
 
-/* logits = output . rmsnorm(x) for one residual row (xb row 0 as scratch) */
-static void unembed(heed_ctx *c, const float *x, float *logits) {
+/* The final norm, the output matrix and the final soft-cap for n residual
+ * rows (xb as scratch). */
+static void unembed_rows(heed_ctx *c, const float *x, int n, float *logits) {
     const heed_model *m = c->m;
-    kern_rmsnorm(c->xb, x, m->output_norm, m->n_embd, m->rms_eps);
-    matmul(c, logits, (size_t)m->n_vocab, &m->output, c->xb, 1);
+    for (int i = 0; i < n; i++)
+        norm(m, c->xb + (size_t)i * m->n_embd, x + (size_t)i * m->n_embd, m->output_norm, m->output_norm_b);
+    matmul(c, logits, (size_t)m->n_vocab, &m->output, c->xb, n);
+    if (m->final_softcap > 0.0f) kern_softcap(logits, (int)((size_t)n * m->n_vocab), m->final_softcap);
 }
 
 int heed_ctx_unembed(heed_ctx *c, const float *x, float *logits) {
     if (!c || !x || !logits) return HEED_ERR_INVALID_ARG;
-    unembed(c, x, logits);
+    unembed_rows(c, x, 1, logits);
     return HEED_OK;
 }
 
@@ -502,10 +681,7 @@ int forward_max_batch(const heed_ctx *c) { return c->n_ub; }
 
 int forward_unembed_rows(heed_ctx *c, const float *x, int n, float *logits) {
     if (!c || !x || !logits || n < 1 || n > c->n_ub) return HEED_ERR_INVALID_ARG;
-    const heed_model *m = c->m;
-    for (int i = 0; i < n; i++)
-        kern_rmsnorm(c->xb + (size_t)i * m->n_embd, x + (size_t)i * m->n_embd, m->output_norm, m->n_embd, m->rms_eps);
-    matmul(c, logits, (size_t)m->n_vocab, &m->output, c->xb, n);
+    unembed_rows(c, x, n, logits);
     return HEED_OK;
 }
 
@@ -513,12 +689,20 @@ static void forward_batch(heed_ctx *c, const int32_t *ids, int n, bool want_logi
     const heed_model *m = c->m;
     const int E = m->n_embd, pos0 = c->n_past;
     size_t row_bytes = kern_row_bytes(m->tok_embd.type, E);
-    for (int t = 0; t < n; t++)
-        kern_dequant_row(c->x + (size_t)t * E, (const char *)m->tok_embd.data + (size_t)ids[t] * row_bytes,
-                         m->tok_embd.type, E);
+    for (int t = 0; t < n; t++) {
+        float *x = c->x + (size_t)t * E;
+        kern_dequant_row(x, (const char *)m->tok_embd.data + (size_t)ids[t] * row_bytes, m->tok_embd.type, E);
+        if (m->embd_scale != 1.0f)
+            for (int i = 0; i < E; i++) x[i] *= m->embd_scale;
+        if (m->pos_embd.data) { /* gpt2: the learned position's row, added (xb as scratch) */
+            size_t pb = kern_row_bytes(m->pos_embd.type, E);
+            kern_dequant_row(c->xb, (const char *)m->pos_embd.data + (size_t)(pos0 + t) * pb, m->pos_embd.type, E);
+            for (int i = 0; i < E; i++) x[i] += c->xb[i];
+        }
+    }
     for (int il = 0; il < m->n_layer; il++) forward_layer(c, il, pos0, n);
     c->n_past += n;
-    if (want_logits) unembed(c, c->x + (size_t)(n - 1) * E, c->logits);
+    if (want_logits) unembed_rows(c, c->x + (size_t)(n - 1) * E, 1, c->logits);
 }
 
 int heed_decode(heed_ctx *c, const int32_t *ids, int n) {
@@ -573,8 +757,9 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     if (c->n_ub > c->n_ctx) c->n_ub = c->n_ctx;
 
     const size_t U = (size_t)c->n_ub, E = (size_t)m->n_embd;
+    size_t ff = (size_t)(m->n_ff > m->n_ff_exp ? m->n_ff : m->n_ff_exp);
     size_t max_in = E > (size_t)c->q_dim ? E : (size_t)c->q_dim;
-    if ((size_t)m->n_ff > max_in) max_in = (size_t)m->n_ff;
+    if (ff > max_in) max_in = ff;
     size_t kv = (size_t)m->n_layer * c->n_ctx * c->kv_dim;
     bool ok = true;
     c->k_cache = zalloc(kv, sizeof(float), &ok);
@@ -585,14 +770,31 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     }
     c->rope_cos = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
     c->rope_sin = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
+    bool local_rope = false;
+    for (int il = 0; il < m->n_layer; il++) local_rope |= m->layers[il].rope_local;
+    if (local_rope) {
+        c->rope_cos_local = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
+        c->rope_sin_local = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
+    }
+    c->rules = zalloc((size_t)m->n_layer, sizeof *c->rules, &ok);
+    if (m->n_expert) {
+        const size_t X = (size_t)m->n_expert, K = (size_t)m->n_expert_used;
+        c->moe_probs = zalloc(U * X, sizeof(float), &ok);
+        c->moe_ids = zalloc(U * K, sizeof(int32_t), &ok);
+        c->moe_w = zalloc(U * K, sizeof(float), &ok);
+        c->moe_x = zalloc(U * E, sizeof(float), &ok); /* a token picks an expert at most once */
+        c->moe_y = zalloc(U * E, sizeof(float), &ok);
+        c->moe_out = zalloc(U * K * E, sizeof(float), &ok);
+        c->moe_rows = zalloc(U, sizeof(int), &ok);
+    }
     c->x = zalloc(U * E, sizeof(float), &ok);
     c->xb = zalloc(U * E, sizeof(float), &ok);
     c->q = zalloc(U * c->q_dim, sizeof(float), &ok);
     c->kb = zalloc(U * c->kv_dim, sizeof(float), &ok);
     c->vb = zalloc(U * c->kv_dim, sizeof(float), &ok);
     c->ao = zalloc(U * c->q_dim, sizeof(float), &ok);
-    c->hb = zalloc(U * m->n_ff, sizeof(float), &ok);
-    c->hb2 = zalloc(U * m->n_ff, sizeof(float), &ok);
+    c->hb = zalloc(U * ff, sizeof(float), &ok);
+    c->hb2 = zalloc(U * ff, sizeof(float), &ok);
     c->att = zalloc((size_t)m->n_head * U * c->n_ctx, sizeof(float), &ok);
     /* the largest activation format per element is Q8_K (292 bytes per 256) */
     size_t act_bytes = kern_row_bytes(GGML_Q8_K, (int)(max_in / QK_K + 1) * QK_K);
@@ -604,7 +806,9 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
         heed_ctx_free(c);
         return HEED_ERR_NOMEM;
     }
-    rope_table(c);
+    rope_tables(c);
+    for (int il = 0; il < m->n_layer; il++)
+        c->rules[il] = (kern_attn_rule){m->attn_scale, m->attn_softcap, m->layers[il].window};
     *out = c;
     return HEED_OK;
 }
@@ -613,7 +817,10 @@ void heed_ctx_free(heed_ctx *c) {
     if (!c) return;
     pool_free(c->pool);
     free(c->k_cache); free(c->v_cache);
-    free(c->rope_cos); free(c->rope_sin);
+    free(c->rope_cos); free(c->rope_sin); free(c->rope_cos_local); free(c->rope_sin_local);
+    free(c->rules);
+    free(c->moe_probs); free(c->moe_ids); free(c->moe_w); free(c->moe_x); free(c->moe_y); free(c->moe_out);
+    free(c->moe_rows);
     free(c->x); free(c->xb); free(c->q); free(c->kb); free(c->vb); free(c->ao);
     free(c->hb); free(c->hb2); free(c->att); free(c->xq);
     free(c->logits);

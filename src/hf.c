@@ -21,9 +21,9 @@
  * valid model outputs shown as "[PAD]" (see model.c). More tokens than rows
  * is an error.
  *
- * Mistral's sliding window (and Qwen's, when enabled) is not implemented:
- * the context limit is capped at the window, within which attention is
- * exactly causal.
+ * Mistral's sliding window is the forward pass's (every layer); Qwen's,
+ * when enabled, is not implemented: the context limit is capped at the
+ * window, within which attention is exactly causal.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -269,17 +269,24 @@ static int load_heads(hf_loader *H, json_t *cfg) {
     return HEED_OK;
 }
 
-/* Mistral (and Qwen with use_sliding_window) attend only to the last
- * sliding_window keys: capping the context keeps heed's full causal
- * attention exact. */
-static int cap_sliding_window(hf_loader *H, json_t *cfg) {
+/* Mistral attends to the last sliding_window keys in every layer, as the
+ * forward pass does for a model with n_swa. Qwen's use_sliding_window
+ * applies only from max_window_layers on, which heed does not implement:
+ * capping the context at the window keeps its attention exact. */
+static int sliding_window(hf_loader *H, json_t *cfg) {
     heed_model *m = H->m;
     bool on = m->arch == ARCH_LLAMA;
     int rc, window;
     if (m->arch != ARCH_LLAMA && (rc = cfg_bool(H, cfg, "use_sliding_window", false, &on))) return rc;
     if (!on) return HEED_OK;
     if ((rc = cfg_int(H, cfg, "sliding_window", false, m->n_ctx_train, 1, MODEL_MAX_CTX, &window))) return rc;
-    if (window < m->n_ctx_train) m->n_ctx_train = window;
+    if (window >= m->n_ctx_train) return HEED_OK;
+    if (m->arch == ARCH_LLAMA) {
+        m->n_swa = window;
+        m->swa_pattern = 1;
+    } else {
+        m->n_ctx_train = window;
+    }
     return HEED_OK;
 }
 
@@ -300,9 +307,9 @@ static int load_hparams(hf_loader *H, json_t *cfg) {
     if ((rc = cfg_bool(H, cfg, "tie_word_embeddings", false, &H->tied))) return rc;
     m->rms_eps = (float)eps;
     m->rope_base = (float)theta;
-    m->rope_freq_scale = 1.0f;
+    model_arch_defaults(m);
     m->rope_neox = true; /* see the top of the file */
-    return cap_sliding_window(H, cfg);
+    return sliding_window(H, cfg);
 }
 
 /* ------------------------------------------------------------- rope scaling */

@@ -370,6 +370,36 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps) 
     for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
 }
 
+void kern_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    /* as the reference engine: mean and variance in double, the scale a float */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
+    float mean = (float)(sum / n);
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        float d = x[i] - mean;
+        ss += (double)(d * d);
+    }
+    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) {
+        float y = ((x[i] - mean) * scale) * w[i];
+        out[i] = b ? y + b[i] : y;
+    }
+}
+
+void kern_softcap(float *x, int n, float cap) {
+    for (int i = 0; i < n; i++) x[i] = tanhf(x[i] / cap) * cap;
+}
+
+void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float *keys, int hd, int pos,
+                   const kern_attn_rule *r) {
+    int lo = kern_attn_first_key(pos, r->window), n = pos + 1 - lo;
+    if (lo) memset(out, 0, sizeof(float) * (size_t)lo);
+    ops->attn_scores(out + lo, q, keys + (size_t)lo * hd, (size_t)hd, n, hd, r->scale);
+    if (r->softcap > 0.0f) kern_softcap(out + lo, n, r->softcap);
+    ops->softmax(out + lo, n);
+}
+
 void kern_softmax(float *x, int n) {
     if (n <= 0) return;
     float max = -INFINITY;

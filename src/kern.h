@@ -353,4 +353,37 @@ static inline float kern_clean_logit(float x) {
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int n);
 
+/* out = (x - mean) / sqrt(var + eps) * w + b, mean and variance accumulated
+ * in double (LayerNorm; out may equal x) */
+void kern_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
+/* GELU as the models specify it, the tanh form, in float:
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+static inline float kern_gelu(float x) {
+    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+/* x[i] = cap * tanh(x[i] / cap) (soft-capping, cap > 0) */
+void kern_softcap(float *x, int n, float cap);
+
+/*
+ * How a layer turns q . k into attention: scores q . k * scale, soft-capped
+ * when softcap > 0, over the keys of the sliding window when window > 0 (a
+ * query at pos sees keys pos - window + 1 .. pos; the others get exactly 0),
+ * then the softmax. The forward pass and every recomputation of a row
+ * (astore_row) go through the same steps, so a recomputed row equals the
+ * one the model used, bit for bit.
+ */
+typedef struct kern_attn_rule {
+    float scale, softcap;
+    int window;
+} kern_attn_rule;
+
+/* the first key a query at pos sees under a window (0 when window is 0) */
+static inline int kern_attn_first_key(int pos, int window) { return window > 0 && pos >= window ? pos - window + 1 : 0; }
+
+/* out[0..pos] = the attention row of query q at position pos over keys
+ * (head_dim hd, stride hd, key j at keys + j * hd) under rule r. */
+void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float *keys, int hd, int pos,
+                   const kern_attn_rule *r);
+
 #endif

@@ -160,23 +160,100 @@ static int bind_vec(loader *L, const char *name, int n, bool required, float **o
     return HEED_OK;
 }
 
+static const struct {
+    const char *name;
+    enum model_arch arch;
+} known_archs[] = {
+    {"llama", ARCH_LLAMA}, {"qwen2", ARCH_QWEN2}, {"qwen3", ARCH_QWEN3}, {"gpt2", ARCH_GPT2},
+    {"gemma2", ARCH_GEMMA2}, {"gemma3", ARCH_GEMMA3}, {"phi3", ARCH_PHI3}, {"olmo2", ARCH_OLMO2},
+    {"qwen3moe", ARCH_QWEN3MOE},
+};
+
 static int load_arch(loader *L) {
     heed_model *m = L->m;
     gguf_str s;
     if (!gguf_get_str(L->f, "general.architecture", &s))
         return fail(L, HEED_ERR_FORMAT, "missing key 'general.architecture'");
-    static const struct { const char *name; enum model_arch arch; } known[] = {
-        {"llama", ARCH_LLAMA}, {"qwen2", ARCH_QWEN2}, {"qwen3", ARCH_QWEN3}};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        if (s.len == strlen(known[i].name) && memcmp(s.ptr, known[i].name, s.len) == 0) {
-            m->arch = known[i].arch;
-            m->arch_name = known[i].name;
+    for (size_t i = 0; i < sizeof known_archs / sizeof known_archs[0]; i++) {
+        if (s.len == strlen(known_archs[i].name) && memcmp(s.ptr, known_archs[i].name, s.len) == 0) {
+            m->arch = known_archs[i].arch;
+            m->arch_name = known_archs[i].name;
             return HEED_OK;
         }
     }
     int n = s.len > 64 ? 64 : (int)s.len;
-    return fail(L, HEED_ERR_UNSUPPORTED, "unknown architecture '%.*s' (heed supports llama, qwen2, qwen3)",
-                n, s.ptr);
+    return fail(L, HEED_ERR_UNSUPPORTED,
+                "unknown architecture '%.*s' (heed supports llama, qwen2, qwen3, qwen3moe, gpt2, gemma2, gemma3, "
+                "phi3, olmo2)", n, s.ptr);
+}
+
+static bool arch_is(const heed_model *m, enum model_arch a, enum model_arch b) { return m->arch == a || m->arch == b; }
+
+void model_arch_defaults(heed_model *m) {
+    m->layer_norm = m->arch == ARCH_GPT2;
+    m->qk_norm_full = m->arch == ARCH_OLMO2;
+    m->ffn = m->arch == ARCH_GPT2 ? FFN_GELU
+           : arch_is(m, ARCH_GEMMA2, ARCH_GEMMA3) ? FFN_GEGLU
+           : m->arch == ARCH_QWEN3MOE ? FFN_MOE : FFN_SWIGLU;
+    m->rope_neox = m->arch != ARCH_LLAMA && m->arch != ARCH_GPT2;
+    m->embd_scale = arch_is(m, ARCH_GEMMA2, ARCH_GEMMA3) ? sqrtf((float)m->n_embd) : 1.0f;
+    /* the query scale: 1/sqrt(head_dim), but Gemma's 27B models (46 and 62
+     * layers) scale by 1/sqrt(n_embd / n_head), their query_pre_attn_scalar,
+     * which GGUF files do not carry (the reference engine decides the same way) */
+    float qpas = (float)m->head_dim;
+    if ((m->arch == ARCH_GEMMA2 && m->n_layer == 46) || (m->arch == ARCH_GEMMA3 && m->n_layer == 62))
+        qpas = (float)(m->n_embd / m->n_head);
+    m->attn_scale = 1.0f / sqrtf(qpas);
+    m->rope_freq_scale = 1.0f;
+    m->rope_base_local = m->rope_base;
+    m->rope_freq_scale_local = 1.0f;
+    m->rope_attn_factor = 1.0f;
+    m->expert_norm = true;
+}
+
+/* The sliding layers (m->swa_pattern): gemma2 every other layer from 0
+ * (pattern 2), gemma3 five of every six (pattern 6), a file's
+ * attention.sliding_window_pattern where it has one; llama (Mistral) files
+ * that set a window use it in every layer (pattern 1). */
+static void set_windows(heed_model *m) {
+    int pattern = m->swa_pattern;
+    for (int il = 0; il < m->n_layer; il++) {
+        bool local = m->n_swa > 0 && (pattern <= 1 || il % pattern < pattern - 1);
+        m->layers[il].window = m->windows[il] = local ? m->n_swa : 0;
+        m->layers[il].rope_local = local && m->arch == ARCH_GEMMA3;
+    }
+}
+
+static int load_rope_scaling(loader *L) {
+    heed_model *m = L->m;
+    int rc;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
+    gguf_str st;
+    if (!gguf_get_str(L->f, key, &st)) return HEED_OK;
+    if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
+        float factor;
+        if ((rc = arch_float(L, "rope.scaling.factor", 1.0, 1e-6, 1e6, &factor))) return rc;
+        m->rope_freq_scale = 1.0f / factor;
+    } else if (!((st.len == 4 && memcmp(st.ptr, "none", 4) == 0) ||
+                 (st.len == 6 && memcmp(st.ptr, "llama3", 6) == 0) ||
+                 (m->arch == ARCH_PHI3 && st.len == 8 && memcmp(st.ptr, "longrope", 8) == 0))) {
+        /* llama3 scaling travels as the rope_freqs tensor, phi3's longrope
+         * as rope_factors_long/short; yarn etc. are not implemented */
+        int n = st.len > 32 ? 32 : (int)st.len;
+        return fail(L, HEED_ERR_UNSUPPORTED, "rope scaling type '%.*s' is not supported", n, st.ptr);
+    }
+    return HEED_OK;
+}
+
+/* A soft-cap read from the file: absent -> def (0: none); present, it must be > 0. */
+static int load_softcap(loader *L, const char *suffix, double def, float *out) {
+    int rc = arch_float(L, suffix, def, 0.0, 1e6, out);
+    if (rc) return rc;
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", L->m->arch_name, suffix);
+    if (def > 0 && !(*out > 0.0f)) return fail(L, HEED_ERR_FORMAT, "key '%s' = %g: a soft-cap must be positive", key, *out);
+    return HEED_OK;
 }
 
 static int load_hparams(loader *L) {
@@ -200,28 +277,49 @@ static int load_hparams(loader *L) {
         return fail(L, HEED_ERR_UNSUPPORTED, "value_length %d differs from key_length %d", v_len, m->head_dim);
     if ((int64_t)m->head_dim * m->n_head > MODEL_MAX_DIM)
         return fail(L, HEED_ERR_FORMAT, "head_count x key_length is too large");
-    if ((rc = arch_int(L, "rope.dimension_count", m->head_dim, 2, m->head_dim, &m->n_rot))) return rc;
-    if (m->n_rot % 2) return fail(L, HEED_ERR_FORMAT, "rope.dimension_count %d is odd", m->n_rot);
     if ((rc = arch_float(L, "rope.freq_base", 10000.0, 1.0, 1e12, &m->rope_base))) return rc;
-    if ((rc = arch_float(L, "attention.layer_norm_rms_epsilon", 1e-5, 0.0, 1.0, &m->rms_eps))) return rc;
-
-    m->rope_freq_scale = 1.0f;
-    char key[128];
-    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
-    gguf_str st;
-    if (gguf_get_str(L->f, key, &st)) {
-        if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
-            float factor;
-            if ((rc = arch_float(L, "rope.scaling.factor", 1.0, 1e-6, 1e6, &factor))) return rc;
-            m->rope_freq_scale = 1.0f / factor;
-        } else if (!((st.len == 4 && memcmp(st.ptr, "none", 4) == 0) ||
-                     (st.len == 6 && memcmp(st.ptr, "llama3", 6) == 0))) {
-            /* llama3 scaling travels as the rope_freqs tensor; yarn etc. are not implemented */
-            int n = st.len > 32 ? 32 : (int)st.len;
-            return fail(L, HEED_ERR_UNSUPPORTED, "rope scaling type '%.*s' is not supported", n, st.ptr);
-        }
+    model_arch_defaults(m);
+    if (m->arch == ARCH_GPT2) {
+        m->n_rot = 0; /* learned positions, no rotation */
+        if ((rc = arch_float(L, "attention.layer_norm_epsilon", 1e-5, 0.0, 1.0, &m->rms_eps))) return rc;
+    } else {
+        if ((rc = arch_int(L, "rope.dimension_count", m->head_dim, 2, m->head_dim, &m->n_rot))) return rc;
+        if (m->n_rot % 2) return fail(L, HEED_ERR_FORMAT, "rope.dimension_count %d is odd", m->n_rot);
+        if ((rc = arch_float(L, "attention.layer_norm_rms_epsilon", 1e-5, 0.0, 1.0, &m->rms_eps))) return rc;
     }
-    m->rope_neox = m->arch == ARCH_QWEN2 || m->arch == ARCH_QWEN3;
+    if ((rc = load_rope_scaling(L))) return rc;
+    m->rope_base_local = m->rope_base;
+    if (m->arch == ARCH_GEMMA3 && (rc = arch_float(L, "rope.freq_base_swa", 10000.0, 1.0, 1e12, &m->rope_base_local)))
+        return rc;
+    if (m->arch == ARCH_GEMMA2) {
+        if ((rc = load_softcap(L, "attn_logit_softcapping", 50.0, &m->attn_softcap))) return rc;
+        if ((rc = load_softcap(L, "final_logit_softcapping", 30.0, &m->final_softcap))) return rc;
+    }
+    if (m->arch == ARCH_PHI3) {
+        if ((rc = arch_int(L, "rope.scaling.original_context_length", m->n_ctx_train, 1, MODEL_MAX_CTX,
+                           &m->n_ctx_orig)))
+            return rc;
+        if ((rc = arch_float(L, "rope.scaling.attn_factor", 1.0, 1e-3, 1e3, &m->rope_attn_factor))) return rc;
+    }
+    /* sliding window: required by gemma2/3, optional for llama (Mistral);
+     * phi3's key is ignored, as the reference engine does */
+    bool swa_arch = arch_is(m, ARCH_GEMMA2, ARCH_GEMMA3), swa_opt = m->arch == ARCH_LLAMA;
+    if (swa_arch || swa_opt) {
+        if ((rc = arch_int(L, "attention.sliding_window", swa_arch ? -1 : 0, swa_arch ? 1 : 0, MODEL_MAX_CTX,
+                           &m->n_swa)))
+            return rc;
+        if (m->n_swa > m->n_ctx_train)
+            return fail(L, HEED_ERR_FORMAT, "key '%s.attention.sliding_window' = %d is larger than the context (%d)",
+                        m->arch_name, m->n_swa, m->n_ctx_train);
+        int def = m->arch == ARCH_GEMMA2 ? 2 : m->arch == ARCH_GEMMA3 ? 6 : 1;
+        if ((rc = arch_int(L, "attention.sliding_window_pattern", def, 1, MODEL_MAX_LAYERS, &m->swa_pattern)))
+            return rc;
+    }
+    if (m->arch == ARCH_QWEN3MOE) {
+        if ((rc = arch_int(L, "expert_count", -1, 1, MODEL_MAX_EXPERTS, &m->n_expert))) return rc;
+        if ((rc = arch_int(L, "expert_used_count", -1, 1, m->n_expert, &m->n_expert_used))) return rc;
+        if ((rc = arch_int(L, "expert_feed_forward_length", -1, 1, MODEL_MAX_DIM, &m->n_ff_exp))) return rc;
+    }
     return HEED_OK;
 }
 
@@ -240,49 +338,184 @@ static int check_geometry(loader *L) {
     return HEED_OK;
 }
 
+/* Rows r0 .. r0+n-1 of a matrix, as a matrix of their own (a fused tensor's part). */
+static model_mat mat_rows(const model_mat *w, int r0, int n) {
+    model_mat v = *w;
+    v.data = (const char *)w->data + kern_row_bytes(w->type, w->n_in) * (size_t)r0;
+    v.n_out = n;
+    return v;
+}
+
+/* n_exp matrices of n_out rows of n_in, stored as one 3-D tensor [n_exp][n_out][n_in]. */
+static int bind_experts(loader *L, const char *name, int n_in, int n_out, int n_exp, model_mat **out) {
+    model_tensor t;
+    bool found;
+    int rc = find_tensor(L, name, true, &t, &found);
+    if (rc) return rc;
+    if (t.n_dims != 3 || t.ne[0] != n_in || t.ne[1] != n_out || t.ne[2] != n_exp) {
+        char want[64];
+        snprintf(want, sizeof want, "[%d, %d, %d]", n_exp, n_out, n_in);
+        if (t.outer_first) return shape_fail(L, &t, want);
+        return tensor_fail(L, &t, HEED_ERR_FORMAT,
+                           "tensor '%s' has shape [%lld, %lld, %lld] in %d dims, expected [%d, %d, %d] (3 dims)",
+                           t.name, (long long)t.ne[0], (long long)t.ne[1], (long long)t.ne[2], t.n_dims, n_in,
+                           n_out, n_exp);
+    }
+    if (!(*out = calloc((size_t)n_exp, sizeof **out))) return fail(L, HEED_ERR_NOMEM, "out of memory");
+    size_t bytes = kern_row_bytes(t.type, n_in) * (size_t)n_out;
+    for (int e = 0; e < n_exp; e++)
+        (*out)[e] = (model_mat){t.type, (const char *)t.data + bytes * (size_t)e, n_in, n_out};
+    return HEED_OK;
+}
+
+/* A fused bias [q; k; v] split into owned parts. */
+static int split_bias(loader *L, float *fused, int nq, int nkv, float **bq, float **bk, float **bv) {
+    *bq = malloc(sizeof(float) * (size_t)nq);
+    *bk = malloc(sizeof(float) * (size_t)nkv);
+    *bv = malloc(sizeof(float) * (size_t)nkv);
+    if (!*bq || !*bk || !*bv) {
+        free(fused);
+        return fail(L, HEED_ERR_NOMEM, "out of memory");
+    }
+    memcpy(*bq, fused, sizeof(float) * (size_t)nq);
+    memcpy(*bk, fused + nq, sizeof(float) * (size_t)nkv);
+    memcpy(*bv, fused + nq + nkv, sizeof(float) * (size_t)nkv);
+    free(fused);
+    return HEED_OK;
+}
+
+static int check_factors(loader *L, const char *name, const float *f, int n) {
+    for (int i = 0; f && i < n; i++)
+        if (!(f[i] > 0.0f) || !isfinite(f[i]))
+            return fail(L, HEED_ERR_FORMAT, "tensor '%s' has a non-positive factor at %d", name, i);
+    return HEED_OK;
+}
+
+/* q, k, v: separate tensors, or one fused attn_qkv (gpt2, phi3) bound as three views. */
+static int bind_attn(loader *L, int il, model_layer *ly) {
+    heed_model *m = L->m;
+    const int q_dim = m->n_head * m->head_dim, kv_dim = m->n_head_kv * m->head_dim;
+    char n[96];
+    int rc;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+    bool fused_arch = m->arch == ARCH_GPT2 || m->arch == ARCH_PHI3;
+    model_mat qkv;
+    if ((rc = bind_mat(L, NAME("attn_qkv.weight"), m->n_embd, q_dim + 2 * kv_dim, m->arch == ARCH_GPT2, &qkv)))
+        return rc;
+    if (fused_arch && qkv.data) {
+        ly->wq = mat_rows(&qkv, 0, q_dim);
+        ly->wk = mat_rows(&qkv, q_dim, kv_dim);
+        ly->wv = mat_rows(&qkv, q_dim + kv_dim, kv_dim);
+        float *b;
+        if ((rc = bind_vec(L, NAME("attn_qkv.bias"), q_dim + 2 * kv_dim, m->arch == ARCH_GPT2, &b))) return rc;
+        if (b && (rc = split_bias(L, b, q_dim, kv_dim, &ly->bq, &ly->bk, &ly->bv))) return rc;
+    } else {
+        if (qkv.data)
+            return fail(L, HEED_ERR_UNSUPPORTED, "tensor 'blk.%d.attn_qkv.weight': a fused QKV is not read for %s",
+                        il, m->arch_name);
+        if ((rc = bind_mat(L, NAME("attn_q.weight"), m->n_embd, q_dim, true, &ly->wq))) return rc;
+        if ((rc = bind_mat(L, NAME("attn_k.weight"), m->n_embd, kv_dim, true, &ly->wk))) return rc;
+        if ((rc = bind_mat(L, NAME("attn_v.weight"), m->n_embd, kv_dim, true, &ly->wv))) return rc;
+        bool bias = m->arch == ARCH_QWEN2;
+        if ((rc = bind_vec(L, NAME("attn_q.bias"), q_dim, bias, &ly->bq))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_k.bias"), kv_dim, bias, &ly->bk))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_v.bias"), kv_dim, bias, &ly->bv))) return rc;
+    }
+    if ((rc = bind_mat(L, NAME("attn_output.weight"), q_dim, m->n_embd, true, &ly->wo))) return rc;
+    if ((rc = bind_vec(L, NAME("attn_output.bias"), m->n_embd, m->arch == ARCH_GPT2, &ly->bo))) return rc;
+    bool qk_norm = m->arch == ARCH_QWEN3 || m->arch == ARCH_QWEN3MOE || m->arch == ARCH_GEMMA3 || m->qk_norm_full;
+    int qn = m->qk_norm_full ? q_dim : m->head_dim, kn = m->qk_norm_full ? kv_dim : m->head_dim;
+    if ((rc = bind_vec(L, NAME("attn_q_norm.weight"), qn, qk_norm, &ly->q_norm))) return rc;
+    if ((rc = bind_vec(L, NAME("attn_k_norm.weight"), kn, qk_norm, &ly->k_norm))) return rc;
+#undef NAME
+    return HEED_OK;
+}
+
+static int bind_ffn(loader *L, int il, model_layer *ly) {
+    heed_model *m = L->m;
+    char n[96];
+    int rc;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+    switch (m->ffn) {
+    case FFN_GELU:
+        if ((rc = bind_mat(L, NAME("ffn_up.weight"), m->n_embd, m->n_ff, true, &ly->w_up))) return rc;
+        if ((rc = bind_vec(L, NAME("ffn_up.bias"), m->n_ff, true, &ly->b_up))) return rc;
+        if ((rc = bind_mat(L, NAME("ffn_down.weight"), m->n_ff, m->n_embd, true, &ly->w_down))) return rc;
+        return bind_vec(L, NAME("ffn_down.bias"), m->n_embd, true, &ly->b_down);
+    case FFN_MOE:
+        if ((rc = bind_mat(L, NAME("ffn_gate_inp.weight"), m->n_embd, m->n_expert, true, &ly->router))) return rc;
+        if ((rc = bind_experts(L, NAME("ffn_gate_exps.weight"), m->n_embd, m->n_ff_exp, m->n_expert, &ly->exp_gate)))
+            return rc;
+        if ((rc = bind_experts(L, NAME("ffn_up_exps.weight"), m->n_embd, m->n_ff_exp, m->n_expert, &ly->exp_up)))
+            return rc;
+        return bind_experts(L, NAME("ffn_down_exps.weight"), m->n_ff_exp, m->n_embd, m->n_expert, &ly->exp_down);
+    case FFN_SWIGLU:
+    case FFN_GEGLU:
+        break;
+    }
+    if (m->arch == ARCH_PHI3) { /* gate and up fused in ffn_up, gate first, unless the file splits them */
+        model_mat gate;
+        if ((rc = bind_mat(L, NAME("ffn_gate.weight"), m->n_embd, m->n_ff, false, &gate))) return rc;
+        if (!gate.data) {
+            model_mat up;
+            if ((rc = bind_mat(L, NAME("ffn_up.weight"), m->n_embd, 2 * m->n_ff, true, &up))) return rc;
+            ly->w_gate = mat_rows(&up, 0, m->n_ff);
+            ly->w_up = mat_rows(&up, m->n_ff, m->n_ff);
+            return bind_mat(L, NAME("ffn_down.weight"), m->n_ff, m->n_embd, true, &ly->w_down);
+        }
+    }
+    if ((rc = bind_mat(L, NAME("ffn_gate.weight"), m->n_embd, m->n_ff, true, &ly->w_gate))) return rc;
+    if ((rc = bind_mat(L, NAME("ffn_up.weight"), m->n_embd, m->n_ff, true, &ly->w_up))) return rc;
+    return bind_mat(L, NAME("ffn_down.weight"), m->n_ff, m->n_embd, true, &ly->w_down);
+#undef NAME
+}
+
 static int load_weights(loader *L) {
     heed_model *m = L->m;
     int rc = check_geometry(L);
     if (rc) return rc;
-    const int q_dim = m->n_head * m->head_dim, kv_dim = m->n_head_kv * m->head_dim;
     if ((rc = bind_mat(L, "token_embd.weight", m->n_embd, m->n_vocab, true, &m->tok_embd))) return rc;
+    if (m->arch == ARCH_GPT2 &&
+        (rc = bind_mat(L, "position_embd.weight", m->n_embd, m->n_ctx_train, true, &m->pos_embd)))
+        return rc;
     if ((rc = bind_vec(L, "output_norm.weight", m->n_embd, true, &m->output_norm))) return rc;
+    if ((rc = bind_vec(L, "output_norm.bias", m->n_embd, m->layer_norm, &m->output_norm_b))) return rc;
     bool need_output = L->src->output_required;
     if ((rc = bind_mat(L, "output.weight", m->n_embd, m->n_vocab, need_output, &m->output))) return rc;
     m->tied_output = m->output.data == NULL;
     if (m->tied_output) m->output = m->tok_embd;
     /* HF folders compute the llama3 factors from config.json instead */
-    if (!m->rope_freqs && (rc = bind_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &m->rope_freqs))) return rc;
-    if (m->rope_freqs) {
-        for (int i = 0; i < m->n_rot / 2; i++)
-            if (!(m->rope_freqs[i] > 0.0f) || !isfinite(m->rope_freqs[i]))
-                return fail(L, HEED_ERR_FORMAT, "tensor 'rope_freqs.weight' has a non-positive factor at %d", i);
+    if (!m->rope_freqs && m->n_rot && (rc = bind_vec(L, "rope_freqs.weight", m->n_rot / 2, false, &m->rope_freqs)))
+        return rc;
+    if ((rc = check_factors(L, "rope_freqs.weight", m->rope_freqs, m->n_rot / 2))) return rc;
+    if (m->arch == ARCH_PHI3) {
+        if ((rc = bind_vec(L, "rope_factors_long.weight", m->n_rot / 2, false, &m->rope_factors_long))) return rc;
+        if ((rc = bind_vec(L, "rope_factors_short.weight", m->n_rot / 2, false, &m->rope_factors_short))) return rc;
+        if ((rc = check_factors(L, "rope_factors_long.weight", m->rope_factors_long, m->n_rot / 2))) return rc;
+        if ((rc = check_factors(L, "rope_factors_short.weight", m->rope_factors_short, m->n_rot / 2))) return rc;
     }
 
     m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
-    if (!m->layers) return fail(L, HEED_ERR_NOMEM, "out of memory");
+    m->windows = calloc((size_t)m->n_layer, sizeof *m->windows);
+    if (!m->layers || !m->windows) return fail(L, HEED_ERR_NOMEM, "out of memory");
+    const bool post_norms = m->arch == ARCH_GEMMA2 || m->arch == ARCH_GEMMA3 || m->arch == ARCH_OLMO2;
+    const bool pre_norms = m->arch != ARCH_OLMO2;
     for (int il = 0; il < m->n_layer; il++) {
         model_layer *ly = &m->layers[il];
         char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
-        if ((rc = bind_vec(L, NAME("attn_norm.weight"), m->n_embd, true, &ly->attn_norm))) return rc;
-        if ((rc = bind_mat(L, NAME("attn_q.weight"), m->n_embd, q_dim, true, &ly->wq))) return rc;
-        if ((rc = bind_mat(L, NAME("attn_k.weight"), m->n_embd, kv_dim, true, &ly->wk))) return rc;
-        if ((rc = bind_mat(L, NAME("attn_v.weight"), m->n_embd, kv_dim, true, &ly->wv))) return rc;
-        if ((rc = bind_mat(L, NAME("attn_output.weight"), q_dim, m->n_embd, true, &ly->wo))) return rc;
-        bool bias = m->arch == ARCH_QWEN2;
-        if ((rc = bind_vec(L, NAME("attn_q.bias"), q_dim, bias, &ly->bq))) return rc;
-        if ((rc = bind_vec(L, NAME("attn_k.bias"), kv_dim, bias, &ly->bk))) return rc;
-        if ((rc = bind_vec(L, NAME("attn_v.bias"), kv_dim, bias, &ly->bv))) return rc;
-        bool qk_norm = m->arch == ARCH_QWEN3;
-        if ((rc = bind_vec(L, NAME("attn_q_norm.weight"), m->head_dim, qk_norm, &ly->q_norm))) return rc;
-        if ((rc = bind_vec(L, NAME("attn_k_norm.weight"), m->head_dim, qk_norm, &ly->k_norm))) return rc;
-        if ((rc = bind_vec(L, NAME("ffn_norm.weight"), m->n_embd, true, &ly->ffn_norm))) return rc;
-        if ((rc = bind_mat(L, NAME("ffn_gate.weight"), m->n_embd, m->n_ff, true, &ly->w_gate))) return rc;
-        if ((rc = bind_mat(L, NAME("ffn_up.weight"), m->n_embd, m->n_ff, true, &ly->w_up))) return rc;
-        if ((rc = bind_mat(L, NAME("ffn_down.weight"), m->n_ff, m->n_embd, true, &ly->w_down))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_norm.weight"), m->n_embd, pre_norms, &ly->attn_norm))) return rc;
+        if ((rc = bind_vec(L, NAME("attn_norm.bias"), m->n_embd, m->layer_norm, &ly->attn_norm_b))) return rc;
+        if ((rc = bind_attn(L, il, ly))) return rc;
+        if ((rc = bind_vec(L, NAME("post_attention_norm.weight"), m->n_embd, post_norms, &ly->post_attn_norm)))
+            return rc;
+        if ((rc = bind_vec(L, NAME("ffn_norm.weight"), m->n_embd, pre_norms, &ly->ffn_norm))) return rc;
+        if ((rc = bind_vec(L, NAME("ffn_norm.bias"), m->n_embd, m->layer_norm, &ly->ffn_norm_b))) return rc;
+        if ((rc = bind_ffn(L, il, ly))) return rc;
+        if ((rc = bind_vec(L, NAME("post_ffw_norm.weight"), m->n_embd, post_norms, &ly->post_ffn_norm))) return rc;
 #undef NAME
     }
+    set_windows(m);
     return HEED_OK;
 }
 
@@ -384,14 +617,16 @@ void heed_model_free(heed_model *m) {
     if (m->layers) {
         for (int i = 0; i < m->n_layer; i++) {
             model_layer *ly = &m->layers[i];
-            free(ly->attn_norm); free(ly->ffn_norm);
-            free(ly->bq); free(ly->bk); free(ly->bv);
-            free(ly->q_norm); free(ly->k_norm);
+            free(ly->attn_norm); free(ly->attn_norm_b); free(ly->ffn_norm); free(ly->ffn_norm_b);
+            free(ly->bq); free(ly->bk); free(ly->bv); free(ly->bo); free(ly->b_up); free(ly->b_down);
+            free(ly->q_norm); free(ly->k_norm); free(ly->post_attn_norm); free(ly->post_ffn_norm);
+            free(ly->exp_gate); free(ly->exp_up); free(ly->exp_down);
         }
         free(m->layers);
     }
-    free(m->output_norm);
-    free(m->rope_freqs);
+    free(m->windows);
+    free(m->output_norm); free(m->output_norm_b);
+    free(m->rope_freqs); free(m->rope_factors_long); free(m->rope_factors_short);
     tok_free(m->vocab);
     gguf_close(m->gguf);
     hf_free(m->hf);
@@ -424,6 +659,12 @@ void heed_model_get_info(const heed_model *m, heed_model_info *info) {
     info->eot = tok_eot(m->vocab);
     info->add_bos = tok_add_bos(m->vocab);
     info->can_tokenize = tok_can_encode(m->vocab);
+    info->attn_scale = m->attn_scale;
+    info->attn_softcap = m->attn_softcap;
+    info->layer_window = m->windows;
+    info->final_softcap = m->final_softcap;
+    info->n_expert = m->n_expert;
+    info->n_expert_used = m->n_expert_used;
 }
 
 /* Metadata and tensor listings: an HF folder answers from hf.c. */

@@ -25,7 +25,16 @@
 #include "limit.h"
 #include "tok.h"
 
-enum model_arch { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 };
+enum model_arch {
+    ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_GPT2, ARCH_GEMMA2, ARCH_GEMMA3, ARCH_PHI3, ARCH_OLMO2, ARCH_QWEN3MOE
+};
+
+/* The feed-forward block: down(silu(gate) * up), down(gelu(gate) * up),
+ * down(gelu(up)) (gpt2, with biases), or routed experts of SwiGLU (moe). */
+enum model_ffn { FFN_SWIGLU, FFN_GEGLU, FFN_GELU, FFN_MOE };
+
+/* Limits of a mixture of experts, read from a file. */
+#define MODEL_MAX_EXPERTS 512
 
 /* Named limits for hyperparameters read from a file (GGUF keys, config.json)
  * are those of src/limit.h, which the run file shares: a model that loads
@@ -50,14 +59,28 @@ typedef struct model_mat {
     int n_in, n_out;
 } model_mat;
 
+/*
+ * One layer. A NULL vector is a step the architecture does not have: no
+ * pre-norm (olmo2), no bias, no post-norm (all but gemma2/3 and olmo2).
+ * Fused matrices in the file (gpt2 and phi3's attn_qkv, phi3's gate+up
+ * ffn_up) are bound as views of their row ranges, so the forward pass sees
+ * one layout.
+ */
 typedef struct model_layer {
-    float *attn_norm;          /* (n_embd) */
+    float *attn_norm, *attn_norm_b; /* (n_embd) pre-attention norm and its LayerNorm bias */
     model_mat wq, wk, wv, wo;  /* q: n_embd -> n_head*head_dim, k/v: -> n_head_kv*head_dim, o: back */
-    float *bq, *bk, *bv;       /* qwen2 projection biases, else NULL */
-    float *q_norm, *k_norm;    /* qwen3 per-head RMSNorm weights (head_dim), else NULL */
-    float *ffn_norm;           /* (n_embd) */
-    model_mat w_gate, w_up;    /* n_embd -> n_ff */
+    float *bq, *bk, *bv, *bo;  /* projection biases (qwen2: q/k/v; gpt2: all four) */
+    float *q_norm, *k_norm;    /* RMSNorm weights: per head (head_dim), or over the whole q / k (olmo2) */
+    float *post_attn_norm;     /* (n_embd) RMSNorm of the attention output before the residual add */
+    float *ffn_norm, *ffn_norm_b; /* (n_embd) */
+    model_mat w_gate, w_up;    /* n_embd -> n_ff (no gate for FFN_GELU) */
     model_mat w_down;          /* n_ff -> n_embd */
+    float *b_up, *b_down;      /* gpt2's FFN biases */
+    float *post_ffn_norm;      /* (n_embd) RMSNorm of the FFN output before the residual add */
+    int window;                /* sliding window: the query sees itself and window-1 keys before; 0: all */
+    bool rope_local;           /* the sliding layers' own RoPE base (gemma3) */
+    model_mat router;          /* moe: n_embd -> n_expert router logits */
+    model_mat *exp_gate, *exp_up, *exp_down; /* moe: (n_expert) views into the 3-D expert tensors */
 } model_layer;
 
 struct heed_model {
@@ -75,10 +98,27 @@ struct heed_model {
     float rope_base;
     float rope_freq_scale; /* linear scaling: 1 / factor */
     float *rope_freqs;   /* (n_rot/2) llama3 frequency divisors, else NULL */
-    float rms_eps;
+    float rms_eps;       /* the norms' epsilon (LayerNorm's for gpt2) */
+    bool layer_norm;     /* LayerNorm with bias (gpt2) rather than RMSNorm */
+    bool qk_norm_full;   /* q/k norms over the whole projection before the head split (olmo2) */
+    enum model_ffn ffn;
+    float embd_scale;    /* the embedding rows times this (gemma: sqrt(n_embd)); 1: none */
+    float attn_scale;    /* scores are q.k * attn_scale */
+    float attn_softcap;  /* scores become cap * tanh(s / cap) before the softmax (gemma2); 0: none */
+    float final_softcap; /* logits become cap * tanh(z / cap) (gemma2); 0: none */
+    int n_swa;           /* the sliding layers' window (0: no sliding layers) */
+    int swa_pattern;     /* layer il slides when il % pattern < pattern - 1 (1: every layer) */
+    int *windows;        /* (n_layer) each layer's window (0: none), as heed_model_info shows them */
+    float rope_base_local, rope_freq_scale_local; /* RoPE of layers with rope_local */
+    float *rope_factors_short, *rope_factors_long; /* phi3 longrope divisors (n_rot/2), else NULL */
+    int n_ctx_orig;      /* phi3: the context the short factors are for */
+    float rope_attn_factor; /* phi3: cos and sin times this (1: none) */
+    int n_expert, n_expert_used, n_ff_exp; /* moe geometry; 0 for dense models */
+    bool expert_norm;    /* moe: the chosen experts' weights renormalised to sum 1 */
 
     model_mat tok_embd;  /* n_vocab rows of n_embd */
-    float *output_norm;  /* (n_embd) */
+    model_mat pos_embd;  /* gpt2: n_ctx_train rows of n_embd learned positions; else data NULL */
+    float *output_norm, *output_norm_b; /* (n_embd) */
     model_mat output;    /* n_embd -> n_vocab; equals tok_embd when tied */
     bool tied_output;
     model_layer *layers; /* (n_layer) */
@@ -115,6 +155,11 @@ typedef struct model_source {
  * far stay in *m for heed_model_free. Returns HEED_OK or a negative code.
  */
 int model_bind_weights(heed_model *m, const model_source *src, const char *file, char *err, size_t err_size);
+
+/* The architecture's fixed traits (norm kind, FFN kind, RoPE style, query
+ * scale, ...) from m->arch and the geometry read so far; loaders call it
+ * once n_embd, n_head and head_dim are known, then override from the file. */
+void model_arch_defaults(heed_model *m);
 
 /* Touches every page of a mapping once so the first tokens do not stall on
  * page faults, drawing a progress bar labelled `label` on stderr. */

@@ -1097,13 +1097,14 @@ static void test_synthetic_loads(void **state) {
     for (int i = 0; i < info.n_vocab; i += 101) assert_true(isfinite(heed_ctx_logits(c)[i]));
     heed_ctx_free(c);
     heed_model_free(m);
-    /* Mistral's sliding window caps the context; Qwen2 requires its biases */
+    /* Mistral's sliding window applies to every layer, the context stays; Qwen2 requires its biases */
     json_object_set_new(cfg, "architectures", json_pack("[s]", "MistralForCausalLM"));
     json_object_set_new(cfg, "sliding_window", json_integer(32));
     write_json(dir, "config.json", cfg);
     m = load_ok(dir);
     heed_model_get_info(m, &info);
-    assert_int_equal(info.n_ctx_train, 32);
+    assert_int_equal(info.n_ctx_train, 64);
+    for (int l = 0; l < info.n_layer; l++) assert_int_equal(info.layer_window[l], 32);
     heed_model_free(m);
     json_object_set_new(cfg, "architectures", json_pack("[s]", "Qwen2ForCausalLM"));
     write_json(dir, "config.json", cfg);
