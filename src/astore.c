@@ -40,7 +40,24 @@ int astore_init(astore *s, int n_layer, int n_head, int n_head_kv, int head_dim,
     s->full_limit = p->full_limit;
     s->has_full = p->full_limit > 0;
     if (s->has_qk && !(s->k = calloc((size_t)n_layer * n_head_kv, sizeof *s->k))) return HEED_ERR_NOMEM;
+    if (!(s->rules = malloc(sizeof *s->rules * (size_t)n_layer))) return HEED_ERR_NOMEM;
+    for (int l = 0; l < n_layer; l++) s->rules[l] = astore_default_rule(head_dim);
     return HEED_OK;
+}
+
+int astore_set_rule(astore *s, int layer, kern_attn_rule rule) {
+    if (layer < 0 || layer >= s->n_layer || !(rule.scale > 0.0f) || !isfinite(rule.scale) || !(rule.softcap >= 0.0f) ||
+        !isfinite(rule.softcap) || rule.window < 0)
+        return HEED_ERR_INVALID_ARG;
+    s->rules[layer] = rule;
+    return HEED_OK;
+}
+
+bool astore_rules_default(const astore *s) {
+    kern_attn_rule d = astore_default_rule(s->head_dim);
+    for (int l = 0; l < s->n_layer; l++)
+        if (s->rules[l].scale != d.scale || s->rules[l].softcap != 0.0f || s->rules[l].window != 0) return false;
+    return true;
 }
 
 void astore_free(astore *s) {
@@ -54,6 +71,7 @@ void astore_free(astore *s) {
     free(s->hmean);
     free(s->full);
     free(s->acc);
+    free(s->rules);
     memset(s, 0, sizeof *s);
 }
 
@@ -569,6 +587,7 @@ int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k,
     astore_params ap = {top_k, false, head_mean, 0};
     int rc = astore_init(out, src->n_layer, src->n_head, src->n_head_kv, src->head_dim, &ap);
     if (rc) return rc;
+    memcpy(out->rules, src->rules, sizeof *out->rules * (size_t)src->n_layer);
     if (!src->has_qk && !src->has_full) {
         astore_free(out);
         return HEED_ERR_UNSUPPORTED;
@@ -613,12 +632,9 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
     }
     if (!s->has_qk) return HEED_ERR_UNSUPPORTED;
     int hd = s->head_dim, group = s->n_head / s->n_head_kv;
-    /* the forward pass's scale, computed the same way, so rows match bit for bit */
-    const float scale = 1.0f / sqrtf((float)hd);
     const float *qv = s->q + ((size_t)pos * L + layer) * s->q_dim + (size_t)head * hd;
     const float *keys = s->k[layer * s->n_head_kv + head / group];
-    ops->attn_scores(out, qv, keys, (size_t)hd, pos + 1, hd, scale);
-    ops->softmax(out, pos + 1);
+    kern_attn_row(ops, out, qv, keys, hd, pos, &s->rules[layer]); /* the forward pass's steps */
     return HEED_OK;
 }
 

@@ -73,14 +73,26 @@ typedef struct astore {
     float *acc;       /* head-mean scratch: acc_cap floats, kept between blocks */
     size_t acc_cap;
     bool failed;      /* an allocation failed inside a hook; the recording is invalid */
+    kern_attn_rule *rules; /* (n_layer) how each layer's rows come from q and k (kern.h) */
 } astore;
 
 static inline size_t astore_tri(size_t p) { return p * (p + 1) / 2; }
+
+/* The rule of a model without scale, cap or window of its own: q.k / sqrt(head_dim), computed
+ * as the forward pass computes it, so rows match bit for bit. */
+static inline kern_attn_rule astore_default_rule(int head_dim) {
+    return (kern_attn_rule){1.0f / sqrtf((float)head_dim), 0.0f, 0};
+}
 
 /* Sets geometry and tiers; allocates only the key array table. HEED_OK,
  * HEED_ERR_INVALID_ARG or HEED_ERR_NOMEM. */
 int astore_init(astore *s, int n_layer, int n_head, int n_head_kv, int head_dim, const astore_params *p);
 void astore_free(astore *s);
+/* Layer `layer`'s attention rule (astore_init sets 1/sqrt(head_dim), no
+ * cap, no window): the model's, so recomputed rows are the ones it used. */
+int astore_set_rule(astore *s, int layer, kern_attn_rule rule);
+/* true when every layer has the default rule */
+bool astore_rules_default(const astore *s);
 
 /* Makes room for positions 0..n_pos-1 in every tier kept. Tier (c) is dropped
  * (freed, has_full = false) when it would pass full_limit. HEED_OK or

@@ -99,7 +99,10 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
         memcpy(r->head_scale, p->head_scale, sizeof(float) * n);
     }
     astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes};
-    return astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
+    int rc = astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
+    for (int l = 0; l < mi.n_layer && !rc; l++) /* rows recomputed from q and k as the model formed them */
+        rc = astore_set_rule(&r->st, l, (kern_attn_rule){mi.attn_scale, mi.attn_softcap, mi.layer_window[l]});
+    return rc;
 }
 
 /* -------------------------------------------------------------- recorder */

@@ -63,7 +63,8 @@ enum {
     FLAG_EOG = 16,
     FLAG_RESID = 32, /* the lens is to be computed: RESI (residuals) in place of LENS */
     FLAG_INTV = 64,  /* made under an intervention: INTV (the heads' factors) */
-    FLAG_ALL = 127,
+    FLAG_RULE = 128, /* attention rows not q.k / sqrt(head_dim) over every key: ATTR (each layer's rule) */
+    FLAG_ALL = 255,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -95,7 +96,8 @@ static void w_str(wr *w, const char *s) {
 static uint32_t run_flags(const heed_run *r) {
     return (r->st.has_qk ? FLAG_QK : 0) | (r->st.has_topk ? FLAG_TOPK : 0) | (r->st.has_hmean ? FLAG_HMEAN : 0) |
            (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
-           (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0);
+           (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
+           (astore_rules_default(&r->st) ? 0 : FLAG_RULE);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -141,6 +143,13 @@ static void sec_intv(wr *w, const heed_run *r) {
     w_bytes(w, r->head_scale, (size_t)r->n_layer * r->n_head * 4);
 }
 
+static void sec_rule(wr *w, const heed_run *r) {
+    for (int l = 0; l < r->n_layer; l++) {
+        const kern_attn_rule *a = &r->st.rules[l];
+        w_f32(w, a->scale); w_f32(w, a->softcap); w_i32(w, a->window);
+    }
+}
+
 static void sec_resid(wr *w, const heed_run *r) {
     w_bytes(w, r->resid, (size_t)r->n_output * r->n_layer * r->n_embd * 4);
 }
@@ -180,7 +189,7 @@ typedef struct sec_def {
  * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
-    {"INTV", FLAG_INTV, sec_intv},
+    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -580,6 +589,16 @@ static int load_body(rd *d, heed_run *r) {
         rc = sec_bulk(d, "INTV", p, 1);
         for (int i = 0; !rc && i < r->n_layer * r->n_head; i++)
             if (!isfinite(r->head_scale[i])) rc = bad(d, "head factor", "is not finite");
+    }
+    if (!rc && (flags & FLAG_RULE)) { /* how rows are formed from q and k, per layer */
+        struct { float scale, softcap; int32_t window; } *a = NULL;
+        part p[1] = {{(void **)&a, (uint64_t)r->n_layer, 12, "attention rules"}};
+        rc = sec_bulk(d, "ATTR", p, 1);
+        for (int l = 0; !rc && l < r->n_layer; l++) {
+            kern_attn_rule k = {a[l].scale, a[l].softcap, a[l].window};
+            if (k.window > LIMIT_MAX_CTX || astore_set_rule(&r->st, l, k)) rc = bad(d, "attention rule", "is out of range");
+        }
+        free(a);
     }
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {

@@ -10,8 +10,11 @@
  */
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "heed.h"
+#include "run.h"
 #include "testutil.h"
 
 #define ATT_TOL 1e-4
@@ -287,6 +290,157 @@ static void run_tokens(heed_model *m, bool hooked, int n_threads, float *logits_
     heed_ctx_free(ctx);
 }
 
+/* A run recorded on model_rel (q and k kept, or the captured rows kept
+ * whole), fed the golden prompt and n_gen greedy tokens. */
+static heed_run *record_shared(const char *model_path, int n_gen, bool full) {
+    heed_model *m;
+    char err[256];
+    if (heed_model_load(model_path, NULL, &m, err, sizeof err)) fail_msg("%s", err);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    heed_ctx *ctx;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 256;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+    heed_recorder_params rp = heed_recorder_default_params();
+    rp.sampler.temperature = 0;
+    rp.prompt_text = "The quick brown fox jumps over the lazy dog. The quick brown";
+    rp.n_predict = n_gen;
+    rp.keep_qk = !full;
+    rp.full_limit_bytes = full ? (size_t)1 << 30 : 0;
+    heed_recorder *rec;
+    assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
+    heed_sampler *smp = heed_sampler_new(&rp.sampler, mi.n_vocab);
+    int32_t ids[64];
+    int n = heed_tokenize(m, rp.prompt_text, strlen(rp.prompt_text), mi.add_bos, ids, 64);
+    assert_true(n > 0);
+    assert_int_equal(heed_recorder_begin(rec, ids, n), HEED_OK);
+    assert_int_equal(heed_decode(ctx, ids, n), HEED_OK);
+    for (int t = 0; t < n_gen; t++) {
+        heed_sample sm;
+        assert_int_equal(heed_sampler_sample(smp, heed_ctx_logits(ctx), mi.n_vocab, &sm), HEED_OK);
+        assert_int_equal(heed_recorder_step(rec, &sm, heed_ctx_logits(ctx)), HEED_OK);
+        if (t + 1 < n_gen) assert_int_equal(heed_decode(ctx, &sm.id, 1), HEED_OK);
+    }
+    heed_run *run;
+    assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
+    heed_recorder_free(rec);
+    heed_sampler_free(smp);
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+    return run;
+}
+
+/* Every (layer, head, position) row of a and b, equal bit for bit. */
+static int same_rows(heed_run *a, heed_run *b, int n_layer, int n_head, int n_pos) {
+    float *ra = malloc(sizeof(float) * (size_t)n_pos), *rb = malloc(sizeof(float) * (size_t)n_pos);
+    int rows = 0;
+    for (int l = 0; l < n_layer; l++)
+        for (int h = 0; h < n_head; h++) {
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            for (int p = 0; p < n_pos; p++) {
+                assert_int_equal(heed_run_attn_row(a, &sel, p, ra), HEED_OK);
+                assert_int_equal(heed_run_attn_row(b, &sel, p, rb), HEED_OK);
+                if (memcmp(ra, rb, sizeof(float) * (size_t)(p + 1)))
+                    fail_msg("layer %d head %d pos %d: the recomputed row differs from the captured one", l, h, p);
+                rows++;
+            }
+        }
+    free(ra);
+    free(rb);
+    return rows;
+}
+
+/* The payload of section tag in a run file's bytes, or NULL; *len its length. */
+static unsigned char *find_section(unsigned char *b, size_t n, const char *tag, size_t *len) {
+    for (size_t off = 16; off + 16 <= n;) {
+        uint64_t l;
+        memcpy(&l, b + off + 8, 8);
+        if (!memcmp(b + off, tag, 4)) {
+            *len = (size_t)l;
+            return b + off + 16;
+        }
+        off += 16 + (size_t)l + 4;
+    }
+    return NULL;
+}
+
+/* A run file whose ATTR section says something impossible is refused,
+ * naming the field, even with a valid checksum. */
+static void check_bad_rules(const char *path, bool want_attr) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(n);
+    assert_int_equal(fread(b, 1, n, f), n);
+    fclose(f);
+    size_t len = 0;
+    unsigned char *attr = find_section(b, n, "ATTR", &len);
+    assert_true(!!attr == want_attr);
+    if (attr) {
+        const struct { size_t off; uint32_t bits; } bad[] = {{8, 0xffffffffu} /* window -1 */,
+                                                             {4, 0x7fc00000u} /* softcap NaN */,
+                                                             {0, 0} /* scale 0 */};
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            unsigned char *c = malloc(n);
+            memcpy(c, b, n);
+            unsigned char *a = c + (attr - b);
+            memcpy(a + bad[i].off, &bad[i].bits, 4);
+            uint32_t crc = run_crc32(0, a, len);
+            memcpy(a + len, &crc, 4);
+            const char *bp = "test-output/bad-rule.heedrun";
+            FILE *o = fopen(bp, "wb");
+            assert_non_null(o);
+            assert_int_equal(fwrite(c, 1, n, o), n);
+            fclose(o);
+            heed_run *r = NULL;
+            char err[256];
+            assert_int_equal(heed_run_load(bp, &r, err, sizeof err), HEED_ERR_FORMAT);
+            assert_non_null(strstr(err, "attention rule"));
+            unlink(bp);
+            free(c);
+        }
+    }
+    free(b);
+}
+
+/* Rows recomputed from a run's q and k are the rows the model used, under
+ * soft-capping, sliding windows and the local RoPE base, before and after
+ * the run goes through a file. */
+static void test_recorded_rows_follow_rules(void **state) {
+    (void)state;
+    static const char *const models[] = {"models/tiny-gemma2.gguf", "models/tiny-gemma3.gguf",
+                                         "models/tiny-qwen3moe.gguf", "models/tiny-gpt2.gguf"};
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        char buf[512];
+        const char *mp = tu_shared(models[i], buf, sizeof buf);
+        if (!mp) skip();
+        heed_run *full = record_shared(mp, 12, true), *qk = record_shared(mp, 12, false);
+        heed_run_info fi;
+        heed_run_get_info(full, &fi);
+        int n_pos = fi.n_pos;
+        int rows = same_rows(full, qk, fi.n_layer, fi.n_head, n_pos);
+        char path[] = "test-output/rules.XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        char err[256];
+        assert_int_equal(heed_run_save(qk, path, err, sizeof err), HEED_OK);
+        heed_run *back;
+        if (heed_run_load(path, &back, err, sizeof err)) fail_msg("%s", err);
+        same_rows(full, back, fi.n_layer, fi.n_head, n_pos);
+        check_bad_rules(path, strstr(models[i], "gemma") != NULL); /* gpt2, qwen3moe: the default rule */
+        printf("  %s: %d recomputed rows equal the captured ones, also after a save\n", models[i], rows);
+        unlink(path);
+        heed_run_free(back);
+        heed_run_free(full);
+        heed_run_free(qk);
+    }
+}
+
 static void test_capture_changes_nothing(void **state) {
     heed_model *m;
     assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
@@ -447,6 +601,7 @@ int main(void) {
         cmocka_unit_test(test_olmo2_fox),
         cmocka_unit_test(test_qwen3moe_hello),
         cmocka_unit_test(test_qwen3moe_fox),
+        cmocka_unit_test(test_recorded_rows_follow_rules),
         cmocka_unit_test(test_capture_changes_nothing),
         cmocka_unit_test(test_batch_equals_incremental),
         cmocka_unit_test(test_context_limit),
