@@ -527,9 +527,16 @@ typedef struct heed_run_info {
     bool intervened;         /* made under an intervention: heed_run_head_scale */
     bool has_qk, has_topk, has_head_mean, has_full, eog; /* eog: stopped at an end token */
     uint64_t attn_bytes;     /* attention data held in memory */
+    int n_expert, n_expert_used; /* a mixture-of-experts model's run: its routing (heed_run_experts) */
 } heed_run_info;
 
 void heed_run_get_info(const heed_run *run, heed_run_info *info);
+
+/* A mixture-of-experts run's routing: the n_expert_used experts position
+ * pos (0 .. n_pos-1) went to in layer `layer`, best first, and their
+ * weights in the layer's output (owned by the run). Returns n_expert_used,
+ * HEED_ERR_UNSUPPORTED (a dense model's run) or HEED_ERR_INVALID_ARG. */
+int heed_run_experts(const heed_run *run, int pos, int layer, const int32_t **ids, const float **weights);
 
 /* Token i of prompt then output (0 .. n_prompt+n_output-1): id and display
  * label (owned by the run). HEED_OK or HEED_ERR_INVALID_ARG. */

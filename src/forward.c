@@ -855,7 +855,7 @@ const float *heed_ctx_logits(const heed_ctx *c) { return c ? c->logits : NULL; }
 
 void heed_ctx_set_attn_hook(heed_ctx *c, const heed_attn_hook *hook) {
     if (!c) return;
-    c->hooked = hook && (hook->observe || hook->observe_qk || hook->observe_resid);
+    c->hooked = hook && (hook->observe || hook->observe_qk || hook->observe_resid || hook->observe_moe);
     if (c->hooked) c->hook = *hook;
     else memset(&c->hook, 0, sizeof c->hook);
 }

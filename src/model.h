@@ -34,7 +34,7 @@ enum model_arch {
 enum model_ffn { FFN_SWIGLU, FFN_GEGLU, FFN_GELU, FFN_MOE };
 
 /* Limits of a mixture of experts, read from a file. */
-#define MODEL_MAX_EXPERTS 512
+#define MODEL_MAX_EXPERTS LIMIT_MAX_EXPERTS
 
 /* Named limits for hyperparameters read from a file (GGUF keys, config.json)
  * are those of src/limit.h, which the run file shares: a model that loads

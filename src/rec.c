@@ -98,6 +98,8 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
         if (!(r->head_scale = malloc(sizeof(float) * n))) return HEED_ERR_NOMEM;
         memcpy(r->head_scale, p->head_scale, sizeof(float) * n);
     }
+    r->n_expert = mi.n_expert;
+    r->n_expert_used = mi.n_expert_used;
     astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes};
     int rc = astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
     for (int l = 0; l < mi.n_layer && !rc; l++) /* rows recomputed from q and k as the model formed them */
@@ -151,6 +153,35 @@ static void rec_observe_resid(void *user, const heed_resid_block *b) {
            sizeof(float) * (size_t)b->n_embd);
 }
 
+/* The routing of a mixture-of-experts layer, kept for every position. A
+ * failed allocation marks the store failed (the recording is invalid). */
+static void rec_observe_moe(void *user, const heed_moe_block *b) {
+    heed_recorder *rec = user;
+    heed_run *r = rec->run;
+    const int L = r->n_layer, K = r->n_expert_used;
+    if (b->layer < 0 || b->layer >= L || b->n_used != K || b->n_expert != r->n_expert) return;
+    int need = b->pos0 + b->n_query;
+    if (need > r->moe_cap) {
+        int cap = r->moe_cap ? r->moe_cap : 64;
+        while (cap < need) cap *= 2;
+        int32_t *ids = realloc(r->moe_ids, sizeof *ids * (size_t)cap * L * K);
+        if (ids) r->moe_ids = ids;
+        float *w = ids ? realloc(r->moe_w, sizeof *w * (size_t)cap * L * K) : NULL;
+        if (w) r->moe_w = w;
+        if (!ids || !w) {
+            r->st.failed = true;
+            return;
+        }
+        r->moe_cap = cap;
+    }
+    for (int i = 0; i < b->n_query; i++) {
+        size_t at = ((size_t)(b->pos0 + i) * L + b->layer) * K;
+        memcpy(r->moe_ids + at, b->ids + (size_t)i * K, sizeof(int32_t) * (size_t)K);
+        memcpy(r->moe_w + at, b->weights + (size_t)i * K, sizeof(float) * (size_t)K);
+    }
+    if (b->layer == L - 1 && need > r->moe_n) r->moe_n = need;
+}
+
 int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_params *params,
                       heed_recorder **out) {
     if (!m || !ctx || !out) return HEED_ERR_INVALID_ARG;
@@ -194,6 +225,7 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
         .observe = (r->st.has_topk || r->st.has_hmean || r->st.has_full) ? rec_observe : NULL,
         .observe_qk = r->st.has_qk ? rec_observe_qk : NULL,
         .observe_resid = r->lens_k > 0 ? rec_observe_resid : NULL,
+        .observe_moe = r->n_expert ? rec_observe_moe : NULL,
         .user = rec,
     };
     /* n_pos advances in observe; keep it even when no probability tier is on */

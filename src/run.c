@@ -48,6 +48,7 @@ static void run_free_data(heed_run *r) {
         for (int i = 0; i < r->n_prompt + r->n_output; i++) free(r->labels[i]);
     free(r->labels); free(r->ids); free(r->steps); free(r->cand);
     free(r->lens_id); free(r->lens_p); free(r->lens_ready); free(r->resid); free(r->head_scale);
+    free(r->moe_ids); free(r->moe_w);
     astore_free(&r->st);
     if (!r->pool_borrowed) pool_free(r->pool);
 }
@@ -160,7 +161,18 @@ void heed_run_get_info(const heed_run *r, heed_run_info *info) {
         .attn_top_k = r->st.top_k,
         .has_qk = r->st.has_qk, .has_topk = r->st.has_topk, .has_head_mean = r->st.has_hmean,
         .has_full = r->st.has_full, .eog = r->eog, .attn_bytes = astore_bytes(&r->st),
+        .n_expert = r->n_expert, .n_expert_used = r->n_expert_used,
     };
+}
+
+int heed_run_experts(const heed_run *r, int pos, int layer, const int32_t **ids, const float **weights) {
+    if (!r) return HEED_ERR_INVALID_ARG;
+    if (!r->n_expert) return HEED_ERR_UNSUPPORTED;
+    if (pos < 0 || pos >= r->moe_n || layer < 0 || layer >= r->n_layer) return HEED_ERR_INVALID_ARG;
+    size_t at = ((size_t)pos * r->n_layer + layer) * r->n_expert_used;
+    if (ids) *ids = r->moe_ids + at;
+    if (weights) *weights = r->moe_w + at;
+    return r->n_expert_used;
 }
 
 int heed_run_token(const heed_run *r, int i, int32_t *id, const char **label) {

@@ -73,6 +73,11 @@ struct heed_run {
                        * for a lens computed on demand; NULL when every lens was computed eagerly */
     bool lens_lazy;   /* recording keeps residuals instead of computing the lens */
     float *head_scale; /* (n_layer, n_head) the intervention the run was made under, or NULL: none */
+    /* mixture of experts: the routing of every position fed (n_expert 0: a dense model) */
+    int n_expert, n_expert_used;
+    int moe_n, moe_cap;  /* positions routed; capacity */
+    int32_t *moe_ids;    /* (moe_cap, n_layer, n_expert_used) chosen experts, best first */
+    float *moe_w;        /* (moe_cap, n_layer, n_expert_used) their weights */
     astore st;
     pool *pool;       /* views' threads, made on first use */
     bool pool_borrowed; /* while recording: the context's pool (forward.h) */

@@ -64,7 +64,8 @@ enum {
     FLAG_RESID = 32, /* the lens is to be computed: RESI (residuals) in place of LENS */
     FLAG_INTV = 64,  /* made under an intervention: INTV (the heads' factors) */
     FLAG_RULE = 128, /* attention rows not q.k / sqrt(head_dim) over every key: ATTR (each layer's rule) */
-    FLAG_ALL = 255,
+    FLAG_MOE = 256,  /* a mixture-of-experts model's run: EXPT (the routing) */
+    FLAG_ALL = 511,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -97,7 +98,7 @@ static uint32_t run_flags(const heed_run *r) {
     return (r->st.has_qk ? FLAG_QK : 0) | (r->st.has_topk ? FLAG_TOPK : 0) | (r->st.has_hmean ? FLAG_HMEAN : 0) |
            (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
            (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
-           (astore_rules_default(&r->st) ? 0 : FLAG_RULE);
+           (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -150,6 +151,13 @@ static void sec_rule(wr *w, const heed_run *r) {
     }
 }
 
+static void sec_moe(wr *w, const heed_run *r) {
+    w_i32(w, r->n_expert); w_i32(w, r->n_expert_used); w_i32(w, r->moe_n);
+    size_t n = (size_t)r->moe_n * r->n_layer * r->n_expert_used;
+    w_bytes(w, r->moe_ids, n * 4);
+    w_bytes(w, r->moe_w, n * 4);
+}
+
 static void sec_resid(wr *w, const heed_run *r) {
     w_bytes(w, r->resid, (size_t)r->n_output * r->n_layer * r->n_embd * 4);
 }
@@ -189,7 +197,7 @@ typedef struct sec_def {
  * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
-    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule},
+    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -298,7 +306,7 @@ static int c_u64(rd *d, uint64_t *v, const char *field) { return c_take(d, v, 8,
 static int c_f32(rd *d, float *v, const char *field) { return c_take(d, v, 4, field); }
 
 static int c_str(rd *d, char **out, const char *field) {
-    uint32_t n;
+    uint32_t n = 0;
     int rc = c_u32(d, &n, field);
     if (rc) return rc;
     if (n > LIMIT_MAX_STR || n > d->n - d->off) return bad(d, field, "length is out of range");
@@ -548,6 +556,31 @@ static int load_attn(rd *d, heed_run *r, uint32_t flags) {
     return rc;
 }
 
+/* EXPT: three counts, then the ids and the weights (sizes checked by sec_bulk). */
+static int load_moe(rd *d, heed_run *r) {
+    uint64_t len;
+    int rc = sec_begin(d, "EXPT", &len);
+    int32_t cnt[3];
+    if (!rc && len < sizeof cnt) return bad(d, "EXPT", "is too short");
+    if (!rc) rc = r_raw(d, cnt, sizeof cnt, "expert counts");
+    if (rc) return rc;
+    if (cnt[0] < 1 || cnt[0] > LIMIT_MAX_EXPERTS) return bad(d, "n_expert", "is out of range");
+    if (cnt[1] < 1 || cnt[1] > cnt[0]) return bad(d, "n_expert_used", "is out of range");
+    if (cnt[2] < 0 || cnt[2] > r->n_prompt + r->n_output) return bad(d, "routed positions", "is out of range");
+    r->n_expert = cnt[0], r->n_expert_used = cnt[1], r->moe_n = r->moe_cap = cnt[2];
+    uint64_t n = (uint64_t)cnt[2] * r->n_layer * cnt[1];
+    if (len - sizeof cnt != n * 8) return bad(d, "EXPT", "length does not match the counts");
+    r->moe_ids = malloc(n ? n * 4 : 1);
+    r->moe_w = malloc(n ? n * 4 : 1);
+    if (!r->moe_ids || !r->moe_w) return HEED_ERR_NOMEM;
+    if ((rc = r_raw(d, r->moe_ids, n * 4, "expert ids")) || (rc = r_raw(d, r->moe_w, n * 4, "expert weights"))) return rc;
+    for (uint64_t i = 0; i < n; i++) {
+        if (r->moe_ids[i] < 0 || r->moe_ids[i] >= cnt[0]) return bad(d, "expert id", "is out of range");
+        if (!isfinite(r->moe_w[i])) return bad(d, "expert weight", "is not finite");
+    }
+    return sec_end_check(d);
+}
+
 static int load_body(rd *d, heed_run *r) {
     unsigned char *buf = NULL;
     uint32_t flags = 0;
@@ -600,6 +633,7 @@ static int load_body(rd *d, heed_run *r) {
         }
         free(a);
     }
+    if (!rc && (flags & FLAG_MOE)) rc = load_moe(d, r);
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {
         uint64_t len;

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "heed.h"
+#include "kern.h"
+#include "model.h"
 #include "run.h"
 #include "testutil.h"
 
@@ -441,6 +443,143 @@ static void test_recorded_rows_follow_rules(void **state) {
     }
 }
 
+typedef struct moe_grab {
+    int n_layer, n_used, n_expert, n_pos;
+    int32_t ids[64][8][8];
+    float w[64][8][8], probs[64][8][64];
+} moe_grab;
+
+static void moe_observe(void *user, const heed_moe_block *b) {
+    moe_grab *g = user;
+    assert_true(b->n_used <= 8 && b->n_expert <= 64 && b->pos0 + b->n_query <= 64 && b->layer < 8);
+    g->n_used = b->n_used, g->n_expert = b->n_expert;
+    for (int i = 0; i < b->n_query; i++) {
+        memcpy(g->ids[b->pos0 + i][b->layer], b->ids + i * b->n_used, sizeof(int32_t) * b->n_used);
+        memcpy(g->w[b->pos0 + i][b->layer], b->weights + i * b->n_used, sizeof(float) * b->n_used);
+        memcpy(g->probs[b->pos0 + i][b->layer], b->probs + i * b->n_expert, sizeof(float) * b->n_expert);
+    }
+    if (b->pos0 + b->n_query > g->n_pos) g->n_pos = b->pos0 + b->n_query;
+}
+
+static double dot_f32(const float *w, const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)w[i] * x[i];
+    return s;
+}
+
+static void rms_d(double *out, const double *x, const float *w, int n, double eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double sc = 1.0 / sqrt(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * sc * w[i];
+}
+
+/*
+ * qwen3moe's routing as the hook reports it and the run records it: at every
+ * position and layer the chosen experts are the router's n_used most probable,
+ * best first, their weights those probabilities renormalised; and the router
+ * itself, recomputed in double from the weights for the first token of the
+ * prompt in layer 0 (one key: attention passes its value through), agrees.
+ */
+static void test_moe_routing(void **state) {
+    (void)state;
+    char buf[512];
+    const char *mp = tu_shared("models/tiny-qwen3moe.gguf", buf, sizeof buf);
+    if (!mp) skip();
+    heed_model *m;
+    assert_int_equal(heed_model_load(mp, NULL, &m, NULL, 0), HEED_OK);
+    heed_ctx *ctx;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 64;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+    moe_grab *g = calloc(1, sizeof *g);
+    heed_attn_hook hook = {.observe_moe = moe_observe, .user = g};
+    heed_ctx_set_attn_hook(ctx, &hook);
+    int32_t ids[] = {785, 3974, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 576, 3974, 13876};
+    assert_int_equal(heed_decode(ctx, ids, 13), HEED_OK);
+    assert_int_equal(heed_decode(ctx, ids + 3, 1), HEED_OK);
+    assert_int_equal(g->n_pos, 14);
+    assert_int_equal(g->n_used, m->n_expert_used);
+    for (int p = 0; p < g->n_pos; p++)
+        for (int l = 0; l < m->n_layer; l++) {
+            const float *pr = g->probs[p][l];
+            double sum = 0, wsum = 0;
+            for (int e = 0; e < g->n_expert; e++) sum += pr[e];
+            assert_true(fabs(sum - 1) < 1e-5);
+            for (int s = 0; s < g->n_used; s++) {
+                int id = g->ids[p][l][s];
+                /* brute force: exactly s experts are more probable (ties to the lower id) */
+                int above = 0;
+                for (int e = 0; e < g->n_expert; e++) above += pr[e] > pr[id] || (pr[e] == pr[id] && e < id);
+                assert_int_equal(above, s);
+                wsum += pr[id];
+            }
+            for (int s = 0; s < g->n_used; s++)
+                assert_true(fabs(g->w[p][l][s] - pr[g->ids[p][l][s]] / wsum) < 1e-6);
+        }
+    /* the router of layer 0 at position 0, recomputed */
+    const int E = m->n_embd, kv = m->n_head_kv * m->head_dim, hd = m->head_dim, grp = m->n_head / m->n_head_kv;
+    const model_layer *ly = &m->layers[0];
+    assert_int_equal(ly->wv.type, GGML_F32);
+    float emb[64];
+    double x[64], xb[64], v[64], ao[256], f_in[64];
+    assert_true(E <= 64 && kv <= 64 && m->n_head * hd <= 256);
+    kern_dequant_row(emb, (const char *)m->tok_embd.data + kern_row_bytes(m->tok_embd.type, E) * (size_t)ids[0],
+                     m->tok_embd.type, E);
+    for (int i = 0; i < E; i++) x[i] = emb[i];
+    rms_d(xb, x, ly->attn_norm, E, m->rms_eps);
+    for (int o = 0; o < kv; o++) v[o] = dot_f32((const float *)ly->wv.data + (size_t)o * E, xb, E);
+    for (int h = 0; h < m->n_head; h++)
+        for (int d = 0; d < hd; d++) ao[h * hd + d] = v[(h / grp) * hd + d];
+    for (int o = 0; o < E; o++) x[o] += dot_f32((const float *)ly->wo.data + (size_t)o * m->n_head * hd, ao, m->n_head * hd);
+    rms_d(f_in, x, ly->ffn_norm, E, m->rms_eps);
+    double lg[64], mx = -1e300, z = 0;
+    for (int e = 0; e < m->n_expert; e++) {
+        lg[e] = dot_f32((const float *)ly->router.data + (size_t)e * E, f_in, E);
+        mx = lg[e] > mx ? lg[e] : mx;
+    }
+    for (int e = 0; e < m->n_expert; e++) z += exp(lg[e] - mx);
+    double worst = 0;
+    for (int e = 0; e < m->n_expert; e++) {
+        double d = fabs(exp(lg[e] - mx) / z - g->probs[0][0][e]);
+        worst = d > worst ? d : worst;
+    }
+    printf("  router of layer 0, position 0: max |p - p_double| = %.2e\n", worst);
+    assert_true(worst < 1e-5);
+
+    /* the run records the same routing, and keeps it through a file */
+    heed_ctx_set_attn_hook(ctx, NULL);
+    heed_ctx_free(ctx);
+    heed_model_free(m);
+    heed_run *r = record_shared(mp, 6, false);
+    heed_run_info ri;
+    heed_run_get_info(r, &ri);
+    assert_int_equal(ri.n_expert, 8);
+    assert_int_equal(ri.n_expert_used, 2);
+    char path[] = "test-output/moe.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(heed_run_save(r, path, NULL, 0), HEED_OK);
+    heed_run *back;
+    assert_int_equal(heed_run_load(path, &back, NULL, 0), HEED_OK);
+    unlink(path);
+    for (int p = 0; p < ri.n_pos; p++)
+        for (int l = 0; l < ri.n_layer; l++) {
+            const int32_t *a, *b;
+            const float *wa, *wb;
+            assert_int_equal(heed_run_experts(r, p, l, &a, &wa), 2);
+            assert_int_equal(heed_run_experts(back, p, l, &b, &wb), 2);
+            assert_memory_equal(a, b, 8);
+            assert_memory_equal(wa, wb, 8);
+            if (p < 13) assert_memory_equal(a, g->ids[p][l], 8); /* the same prompt as above */
+        }
+    assert_int_equal(heed_run_experts(r, ri.n_pos, 0, NULL, NULL), HEED_ERR_INVALID_ARG);
+    heed_run_free(back);
+    heed_run_free(r);
+    free(g);
+}
+
 static void test_capture_changes_nothing(void **state) {
     heed_model *m;
     assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
@@ -602,6 +741,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3moe_hello),
         cmocka_unit_test(test_qwen3moe_fox),
         cmocka_unit_test(test_recorded_rows_follow_rules),
+        cmocka_unit_test(test_moe_routing),
         cmocka_unit_test(test_capture_changes_nothing),
         cmocka_unit_test(test_batch_equals_incremental),
         cmocka_unit_test(test_context_limit),
