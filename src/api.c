@@ -341,6 +341,7 @@ static const api_route routes[] = {
     ROUTE("GET", "/api/runs/{id}/candidates", api_route_run_candidates, args_step),
     ROUTE("GET", "/api/runs/{id}/logit-lens", api_route_run_lens, args_lens),
     ROUTE("GET", "/api/runs/{id}/stats", api_route_run_stats, args_sel),
+    ROUTE("GET", "/api/runs/{id}/experts", api_route_run_experts, args_lens),
     ROUTE("GET", "/v1/models", api_route_v1_models, NULL),
     ROUTE_GEN("POST", "/v1/completions", api_route_v1_completions),
     ROUTE_GEN("POST", "/v1/chat/completions", api_route_v1_chat),

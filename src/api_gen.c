@@ -481,16 +481,19 @@ static json_t *run_doc(gen *g) {
         json_array_append_new(tokens, json_pack("{s:i, s:o}", "id", id, "label", api_label_json(a->model, id)));
     }
     const heed_sampler_params *sp = &g->p.sp;
+    /* a mixture of experts: its routing is at /api/runs/{id}/experts */
+    json_t *experts = a->info.n_expert ? json_pack("{s:i, s:i}", "n_expert", a->info.n_expert, "n_used",
+                                                   a->info.n_expert_used) : NULL;
     return json_pack(
         "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
-        "s:s%, s:O, s:O?, s:O?}",
+        "s:s%, s:O, s:O?, s:O?, s:o?}",
         "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
         g->prompt_text, "messages", g->messages, "params", "temperature", sp->temperature, "top_k", sp->top_k,
         "top_p", sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed", (json_int_t)sp->seed,
         "max_tokens", g->n_predict, "n_prompt", g->n_prompt, "n_output", g->n_out, "stop", g->stop, "prompt_ids",
         api_ids_json(g->prompt, g->n_prompt), "output_ids", api_ids_json(g->out, g->n_out), "tokens", tokens, "text",
         g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch, "interventions",
-        g->interventions);
+        g->interventions, "experts", experts);
 }
 
 /* On the engine thread: ends the recording and saves it with its JSON in

@@ -214,6 +214,7 @@ int api_route_run_heatmap(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_candidates(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_lens(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp);
+int api_route_run_experts(api *a, const api_req *rq, api_reply *rp);
 
 /* ---- api_view.c */
 
@@ -223,6 +224,7 @@ int api_view_heatmap(api_view_env *env, const api_req *rq, heed_run *run, const 
 int api_view_candidates(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 int api_view_lens(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 int api_view_stats(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
+int api_view_experts(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 char *api_view_key(const api_req *rq);
 
 #endif

@@ -91,3 +91,4 @@ int api_route_run_candidates(api *a, const api_req *rq, api_reply *rp) {
 
 int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_lens); }
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }
+int api_route_run_experts(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_experts); }

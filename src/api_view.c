@@ -338,6 +338,70 @@ int api_view_lens(api_view_env *env, const api_req *rq, heed_run *run, const hee
     return 0;
 }
 
+/* A mixture-of-experts run's routing for positions from .. to-1 (default
+ * all), and each layer's load over the whole run: how many positions chose
+ * each expert, and the sum of the weights they gave it. */
+int api_view_experts(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    (void)env;
+    if (ri->n_expert <= 0) {
+        api_error(rp, 400, NULL, "view_unsupported", "the run's model (%s) is not a mixture of experts", ri->model_arch);
+        return 0;
+    }
+    long from = 0, to = ri->n_pos;
+    if (!api_arg_int(rq, "from", 0, ri->n_pos, &from, rp) || !api_arg_int(rq, "to", 0, 1L << 30, &to, rp)) return 0;
+    if (to < from) {
+        api_error(rp, 400, "to", "invalid_parameter", "to must be >= from");
+        return 0;
+    }
+    if (to > ri->n_pos) to = ri->n_pos;
+    const int K = ri->n_expert_used, X = ri->n_expert;
+    json_t *positions = json_array(), *load = json_array();
+    for (int p = (int)from; p < (int)to; p++) {
+        json_t *layers = json_array();
+        for (int l = 0; l < ri->n_layer; l++) {
+            const int32_t *ids;
+            const float *w;
+            if (heed_run_experts(run, p, l, &ids, &w) != K) break;
+            json_t *ji = json_array(), *jw = json_array();
+            for (int s = 0; s < K; s++) {
+                json_array_append_new(ji, json_integer(ids[s]));
+                json_array_append_new(jw, json_real(w[s]));
+            }
+            json_array_append_new(layers, json_pack("{s:o, s:o}", "ids", ji, "weights", jw));
+        }
+        json_array_append_new(positions, json_pack("{s:i, s:o}", "pos", p, "layers", layers));
+    }
+    long *count = calloc((size_t)X, sizeof *count);
+    double *mass = calloc((size_t)X, sizeof *mass);
+    if (!count || !mass) {
+        free(count), free(mass);
+        json_decref(positions), json_decref(load);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return 0;
+    }
+    for (int l = 0; l < ri->n_layer; l++) {
+        memset(count, 0, sizeof *count * (size_t)X);
+        memset(mass, 0, sizeof *mass * (size_t)X);
+        for (int p = 0; p < ri->n_pos; p++) {
+            const int32_t *ids;
+            const float *w;
+            if (heed_run_experts(run, p, l, &ids, &w) != K) continue;
+            for (int s = 0; s < K; s++) count[ids[s]]++, mass[ids[s]] += w[s];
+        }
+        json_t *jc = json_array(), *jm = json_array();
+        for (int e = 0; e < X; e++) {
+            json_array_append_new(jc, json_integer(count[e]));
+            json_array_append_new(jm, json_real(mass[e]));
+        }
+        json_array_append_new(load, json_pack("{s:i, s:o, s:o}", "layer", l, "count", jc, "weight", jm));
+    }
+    free(count), free(mass);
+    api_reply_json(rp, 200, json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:o, s:o}", "n_expert", X, "n_used", K, "n_layer",
+                                      ri->n_layer, "n_pos", ri->n_pos, "from", (int)from, "to", (int)to, "positions",
+                                      positions, "load", load));
+    return 0;
+}
+
 static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const heed_attn_sel *sel, int *rc) {
     json_t *arr = json_array();
     for (int p = 0; p < ri->n_pos && !*rc; p++) {

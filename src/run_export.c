@@ -244,6 +244,11 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     a[n++] = arr("cand_logit", HEED_DT_F32, cf + T * r->n_cand, 2, T, (uint64_t)r->n_cand, 0, 0);
     if (r->head_scale) /* the intervention the run was made under */
         a[n++] = arr("head_scale", HEED_DT_F32, r->head_scale, 2, (uint64_t)r->n_layer, (uint64_t)r->n_head, 0, 0);
+    if (r->n_expert) { /* a mixture of experts: the routing of every position fed */
+        uint64_t K = (uint64_t)r->n_expert_used;
+        a[n++] = arr("expert_id", HEED_DT_I32, r->moe_ids, 3, (uint64_t)r->moe_n, L, K, 0);
+        a[n++] = arr("expert_weight", HEED_DT_F32, r->moe_w, 3, (uint64_t)r->moe_n, L, K, 0);
+    }
     if (r->lens_k > 0 && heed_run_lens_pending(r) == 0) { /* a lens still to compute is left out */
         a[n++] = arr("lens_id", HEED_DT_I32, r->lens_id, 3, T, L, (uint64_t)r->lens_k, 0);
         a[n++] = arr("lens_prob", HEED_DT_F32, r->lens_p, 3, T, L, (uint64_t)r->lens_k, 0);
@@ -308,6 +313,43 @@ static void json_run_meta(jsonw *w, const heed_run *r) {
     jw_key(w, "n_prompt"); jw_int(w, r->n_prompt);
     jw_key(w, "n_pos"); jw_int(w, r->st.n_pos);
     jw_key(w, "stop"); jw_cstr(w, r->eog ? "eog" : "length");
+    jw_key(w, "attention_rule"); /* how each layer's rows come from q and k */
+    jw_arr(w);
+    for (int l = 0; l < r->n_layer; l++) {
+        const kern_attn_rule *a = &r->st.rules[l];
+        jw_obj(w);
+        jw_key(w, "scale"); jw_float(w, a->scale);
+        jw_key(w, "softcap"); jw_float(w, a->softcap);
+        jw_key(w, "window"); jw_int(w, a->window);
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
+    jw_key(w, "experts"); /* a mixture of experts: n_expert, n_used and each position's routing; null: dense */
+    if (!r->n_expert) {
+        jw_null(w);
+    } else {
+        jw_obj(w);
+        jw_key(w, "n_expert"); jw_int(w, r->n_expert);
+        jw_key(w, "n_used"); jw_int(w, r->n_expert_used);
+        jw_key(w, "routing"); jw_arr(w); /* [pos][layer] = {ids, weights} */
+        for (int p = 0; p < r->moe_n; p++) {
+            jw_arr(w);
+            for (int l = 0; l < r->n_layer; l++) {
+                size_t at = ((size_t)p * r->n_layer + l) * r->n_expert_used;
+                jw_obj(w);
+                jw_key(w, "ids"); jw_arr(w);
+                for (int s = 0; s < r->n_expert_used; s++) jw_int(w, r->moe_ids[at + s]);
+                jw_arr_end(w);
+                jw_key(w, "weights"); jw_arr(w);
+                for (int s = 0; s < r->n_expert_used; s++) jw_float(w, r->moe_w[at + s]);
+                jw_arr_end(w);
+                jw_obj_end(w);
+            }
+            jw_arr_end(w);
+        }
+        jw_arr_end(w);
+        jw_obj_end(w);
+    }
     jw_key(w, "head_scale"); /* the intervention it was made under, per layer and head; null: none */
     if (!r->head_scale) {
         jw_null(w);

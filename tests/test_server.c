@@ -352,6 +352,88 @@ static void test_cancel_long_generation(void **state) {
     srv_stop(&s);
 }
 
+/* "/api/runs/ID" of the newest stored run. */
+static void newest_run_path(srv *s, char *path, size_t size) {
+    json_t *list;
+    assert_int_equal(http(s, "GET", "/api/runs", NULL, NULL, &list), 200);
+    const char *id = json_string_value(json_object_get(json_array_get(json_object_get(list, "runs"), 0), "id"));
+    assert_non_null(id);
+    snprintf(path, size, "/api/runs/%s", id);
+    json_decref(list);
+}
+
+/* A mixture-of-experts model's run: the run says so, /experts gives each
+ * position's routing (as many experts as the model uses, weights summing to
+ * 1) and each layer's load; a dense model's run refuses the view. */
+static void test_experts_view(void **state) {
+    char buf[512];
+    const char *model = tu_shared("models/tiny-qwen3moe.gguf", buf, sizeof buf);
+    if (!model) skip();
+    srv s;
+    const char *args[] = {"-m", model, "--data-dir", "test-output/moe-data", NULL};
+    assert_int_equal(system("rm -rf test-output/moe-data"), 0);
+    srv_start(&s, args);
+    json_t *j;
+    assert_int_equal(http(&s, "POST", "/v1/completions", "{\"prompt\": \"Hello world\", \"max_tokens\": 5}", NULL, &j), 200);
+    json_decref(j);
+    char path[256];
+    newest_run_path(&s, path, sizeof path);
+    json_t *run;
+    assert_int_equal(http(&s, "GET", path, NULL, NULL, &run), 200);
+    json_t *ex = json_object_get(run, "experts");
+    assert_int_equal(json_integer_value(json_object_get(ex, "n_expert")), 8);
+    assert_int_equal(json_integer_value(json_object_get(ex, "n_used")), 2);
+    int n_pos = (int)(json_integer_value(json_object_get(run, "n_prompt")) + json_integer_value(json_object_get(run, "n_output")) - 1);
+    json_decref(run);
+    strcat(path, "/experts");
+    assert_int_equal(http(&s, "GET", path, NULL, NULL, &j), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_pos")), n_pos);
+    json_t *pos = json_object_get(j, "positions");
+    assert_int_equal(json_array_size(pos), (size_t)n_pos);
+    for (size_t p = 0; p < json_array_size(pos); p++) {
+        json_t *layers = json_object_get(json_array_get(pos, p), "layers");
+        assert_int_equal(json_array_size(layers), 4);
+        for (size_t l = 0; l < 4; l++) {
+            json_t *e = json_array_get(layers, l), *ids = json_object_get(e, "ids"), *w = json_object_get(e, "weights");
+            assert_int_equal(json_array_size(ids), 2);
+            long a = (long)json_integer_value(json_array_get(ids, 0)), b = (long)json_integer_value(json_array_get(ids, 1));
+            assert_true(a >= 0 && a < 8 && b >= 0 && b < 8 && a != b);
+            double w0 = json_real_value(json_array_get(w, 0)), w1 = json_real_value(json_array_get(w, 1));
+            assert_true(w0 >= w1 && fabs(w0 + w1 - 1) < 1e-5);
+        }
+    }
+    json_t *load = json_object_get(j, "load");
+    assert_int_equal(json_array_size(load), 4);
+    long total = 0;
+    json_t *cnt = json_object_get(json_array_get(load, 0), "count");
+    for (size_t e = 0; e < json_array_size(cnt); e++) total += (long)json_integer_value(json_array_get(cnt, e));
+    assert_int_equal(total, 2L * n_pos); /* every position chose two experts */
+    json_decref(j);
+    char page[300];
+    snprintf(page, sizeof page, "%s?from=1&to=3", path);
+    assert_int_equal(http(&s, "GET", page, NULL, NULL, &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "positions")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(j, "positions"), 0), "pos")), 1);
+    json_decref(j);
+    snprintf(page, sizeof page, "%s?layer=0", path);
+    assert_int_equal(http(&s, "GET", page, NULL, NULL, &j), 400);
+    json_decref(j);
+    srv_stop(&s);
+
+    /* a dense model's run has no experts */
+    const char *dense[] = {"--data-dir", "test-output/moe-data-dense", NULL};
+    assert_int_equal(system("rm -rf test-output/moe-data-dense"), 0);
+    srv_start(&s, dense);
+    assert_int_equal(http(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"max_tokens\": 2}", NULL, &j), 200);
+    json_decref(j);
+    newest_run_path(&s, path, sizeof path);
+    strcat(path, "/experts");
+    assert_int_equal(http(&s, "GET", path, NULL, NULL, &j), 400);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")), "not a mixture"));
+    json_decref(j);
+    srv_stop(&s);
+}
+
 typedef struct reader_arg {
     int ok, total;
     const char *view; /* a stored run's view */
@@ -1035,6 +1117,7 @@ int main(void) {
         cmocka_unit_test(test_static_files),
         cmocka_unit_test(test_request_cache),
         cmocka_unit_test(test_cancel_long_generation),
+        cmocka_unit_test(test_experts_view),
         cmocka_unit_test(test_interventions),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
