@@ -1,10 +1,16 @@
 /*
- * mkmodel - writes a random-weight GGUF model of any llama geometry, for
+ * mkmodel - writes a random-weight GGUF model of a real geometry, for
  * benchmarks and tests: the speed of a forward pass depends on the shapes
  * and types, not on the values.
  *
- *   mkmodel --arch llama --layers N --embd N --heads N --kv-heads N --ff N
+ *   mkmodel --arch A --layers N --embd N --heads N --kv-heads N --ff N
  *           --vocab N --ctx N --type T [--tied] [--seed S] -o PATH
+ *           [--head-dim N] [--window N] [--experts N --experts-used N --ff-exp N]
+ *
+ * A: llama (default), gpt2 (fused QKV, LayerNorm and biases, learned
+ * positions), gemma3 (q/k norms, post-norms, GeGLU, a window on five layers
+ * of six: --window, default 512) or qwen3moe (q/k norms, routed experts).
+ * --head-dim sets key_length where it is not n_embd / n_head (Gemma 3).
  *
  * T: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, or q4_k_m
  * (the reference engine's Q4_K_M mix: Q6_K for the output / tied embedding
@@ -33,7 +39,8 @@
 #include "kern.h"
 
 typedef struct geom {
-    int n_layer, n_embd, n_head, n_kv, n_ff, n_vocab, n_ctx;
+    const char *arch;
+    int n_layer, n_embd, n_head, n_kv, n_ff, n_vocab, n_ctx, head_dim, window, n_exp, n_exp_used, n_ff_exp;
     bool tied;
     unsigned long long seed;
     const char *type, *out;
@@ -92,19 +99,19 @@ static bool more_bits(int il, int n) {
 typedef struct tdesc {
     char name[64];
     int n_dims, type;
-    int64_t ne[2];
-    bool norm;
+    int64_t ne[3];
+    bool norm, bias;
 } tdesc;
 
 static void fill_tensor(const tdesc *t, uint64_t seed, void *out) {
     uint64_t s = mix(seed) | 1;
-    int64_t n_in = t->ne[0], rows = t->n_dims == 2 ? t->ne[1] : 1;
+    int64_t n_in = t->ne[0], rows = t->n_dims >= 2 ? t->ne[1] * (t->n_dims == 3 ? t->ne[2] : 1) : 1;
     float *row = malloc(sizeof(float) * (size_t)n_in);
     size_t rb = kern_row_bytes(t->type, (int)n_in);
     float sd = t->norm ? 0.0f : 1.0f / sqrtf((float)n_in);
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t i = 0; i < n_in; i++)
-            row[i] = t->norm ? 1.0f + 0.02f * (gauss(&s) / 1.7320508f) : gauss(&s) * sd;
+            row[i] = t->bias ? 0.02f * gauss(&s) : t->norm ? 1.0f + 0.02f * (gauss(&s) / 1.7320508f) : gauss(&s) * sd;
         char *dst = (char *)out + rb * (size_t)r;
         if (t->type == GGML_F32) {
             memcpy(dst, row, rb);
@@ -123,19 +130,26 @@ static void fill_tensor(const tdesc *t, uint64_t seed, void *out) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: mkmodel --arch llama --layers N --embd N --heads N --kv-heads N --ff N --vocab N\n"
-                    "               --ctx N --type f16|q8_0|q4_k|q4_k_m|... [--tied] [--seed S] -o PATH\n");
+    fprintf(stderr, "usage: mkmodel --arch llama|gpt2|gemma3|qwen3moe --layers N --embd N --heads N --kv-heads N\n"
+                    "               --ff N --vocab N --ctx N --type f16|q8_0|q4_k|q4_k_m|... [--tied] [--seed S]\n"
+                    "               [--head-dim N] [--window N] [--experts N --experts-used N --ff-exp N] -o PATH\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
-    geom g = {2, 64, 4, 4, 128, 512, 2048, false, 1, "f16", NULL};
+    geom g = {.arch = "llama", .n_layer = 2, .n_embd = 64, .n_head = 4, .n_kv = 4, .n_ff = 128, .n_vocab = 512,
+              .n_ctx = 2048, .window = 512, .seed = 1, .type = "f16"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--tied")) { g.tied = true; continue; }
         if (!v) return usage();
         i++;
-        if (!strcmp(a, "--arch")) { if (strcmp(v, "llama")) return usage(); }
+        if (!strcmp(a, "--arch")) g.arch = v;
+        else if (!strcmp(a, "--head-dim")) g.head_dim = atoi(v);
+        else if (!strcmp(a, "--window")) g.window = atoi(v);
+        else if (!strcmp(a, "--experts")) g.n_exp = atoi(v);
+        else if (!strcmp(a, "--experts-used")) g.n_exp_used = atoi(v);
+        else if (!strcmp(a, "--ff-exp")) g.n_ff_exp = atoi(v);
         else if (!strcmp(a, "--layers")) g.n_layer = atoi(v);
         else if (!strcmp(a, "--embd")) g.n_embd = atoi(v);
         else if (!strcmp(a, "--heads")) g.n_head = atoi(v);
@@ -150,13 +164,16 @@ int main(int argc, char **argv) {
     }
     int base = parse_type(g.type);
     if (!g.out || base < 0 || g.n_layer < 1 || g.n_embd < 1 || g.n_head < 1 || g.n_kv < 1 || g.n_head % g.n_kv ||
-        g.n_embd % g.n_head || g.n_ff < 1 || g.n_vocab < 260 || g.n_ctx < 1)
+        (!g.head_dim && g.n_embd % g.n_head) || g.n_ff < 1 || g.n_vocab < 260 || g.n_ctx < 1)
         return usage();
+    const bool gpt2 = !strcmp(g.arch, "gpt2"), gemma = !strcmp(g.arch, "gemma3"), moe = !strcmp(g.arch, "qwen3moe");
+    if (!gpt2 && !gemma && !moe && strcmp(g.arch, "llama")) return usage();
+    if (moe && (g.n_exp < 1 || g.n_exp_used < 1 || g.n_exp_used > g.n_exp || g.n_ff_exp < 1)) return usage();
     bool km = !strcmp(g.type, "q4_k_m");
-    int hd = g.n_embd / g.n_head, q_dim = g.n_embd, kv_dim = g.n_kv * hd;
+    int hd = g.head_dim ? g.head_dim : g.n_embd / g.n_head, q_dim = g.n_head * hd, kv_dim = g.n_kv * hd;
 
     /* the tensor list, in the reference engine's order */
-    int n_t = 0, max_t = 3 + 9 * g.n_layer;
+    int n_t = 0, max_t = 4 + 16 * g.n_layer;
     tdesc *td = calloc((size_t)max_t, sizeof *td);
 #define MAT(nm, nin, nout, ty)                                                                          \
     do {                                                                                               \
@@ -170,40 +187,102 @@ int main(int argc, char **argv) {
         snprintf(t_->name, sizeof t_->name, "%s", nm);                                                 \
         t_->n_dims = 1, t_->ne[0] = (n), t_->ne[1] = 1, t_->type = GGML_F32, t_->norm = true;           \
     } while (0)
+#define BIAS(nm, n)                                                                                     \
+    do {                                                                                               \
+        VEC(nm, n);                                                                                    \
+        td[n_t - 1].bias = true;                                                                       \
+    } while (0)
+#define EXPERTS(nm, nin, nout, ty)                                                                      \
+    do {                                                                                               \
+        MAT(nm, nin, nout, ty);                                                                        \
+        td[n_t - 1].n_dims = 3, td[n_t - 1].ne[2] = g.n_exp;                                            \
+    } while (0)
     MAT("token_embd.weight", g.n_embd, g.n_vocab, km && g.tied ? GGML_Q6_K : base);
+    if (gpt2) {
+        MAT("position_embd.weight", g.n_embd, g.n_ctx, GGML_F32);
+        td[n_t - 1].type = GGML_F32;
+    }
     VEC("output_norm.weight", g.n_embd);
+    if (gpt2) BIAS("output_norm.bias", g.n_embd);
     if (!g.tied) MAT("output.weight", g.n_embd, g.n_vocab, km ? GGML_Q6_K : base);
     for (int il = 0; il < g.n_layer; il++) {
         char n[64];
         int big = km && more_bits(il, g.n_layer) ? GGML_Q6_K : base;
 #define NM(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
         VEC(NM("attn_norm.weight"), g.n_embd);
-        MAT(NM("attn_q.weight"), g.n_embd, q_dim, base);
-        MAT(NM("attn_k.weight"), g.n_embd, kv_dim, base);
-        MAT(NM("attn_v.weight"), g.n_embd, kv_dim, big);
+        if (gpt2) {
+            BIAS(NM("attn_norm.bias"), g.n_embd);
+            MAT(NM("attn_qkv.weight"), g.n_embd, q_dim + 2 * kv_dim, base);
+            BIAS(NM("attn_qkv.bias"), q_dim + 2 * kv_dim);
+        } else {
+            MAT(NM("attn_q.weight"), g.n_embd, q_dim, base);
+            MAT(NM("attn_k.weight"), g.n_embd, kv_dim, base);
+            MAT(NM("attn_v.weight"), g.n_embd, kv_dim, big);
+        }
         MAT(NM("attn_output.weight"), q_dim, g.n_embd, base);
+        if (gpt2) BIAS(NM("attn_output.bias"), g.n_embd);
+        if (gemma || moe) {
+            VEC(NM("attn_q_norm.weight"), hd);
+            VEC(NM("attn_k_norm.weight"), hd);
+        }
+        if (gemma) VEC(NM("post_attention_norm.weight"), g.n_embd);
         VEC(NM("ffn_norm.weight"), g.n_embd);
-        MAT(NM("ffn_gate.weight"), g.n_embd, g.n_ff, base);
-        MAT(NM("ffn_up.weight"), g.n_embd, g.n_ff, base);
-        MAT(NM("ffn_down.weight"), g.n_ff, g.n_embd, big);
+        if (gpt2) {
+            BIAS(NM("ffn_norm.bias"), g.n_embd);
+            MAT(NM("ffn_up.weight"), g.n_embd, g.n_ff, base);
+            BIAS(NM("ffn_up.bias"), g.n_ff);
+            MAT(NM("ffn_down.weight"), g.n_ff, g.n_embd, big);
+            BIAS(NM("ffn_down.bias"), g.n_embd);
+        } else if (moe) {
+            MAT(NM("ffn_gate_inp.weight"), g.n_embd, g.n_exp, GGML_F32);
+            td[n_t - 1].type = GGML_F32;
+            EXPERTS(NM("ffn_gate_exps.weight"), g.n_embd, g.n_ff_exp, base);
+            EXPERTS(NM("ffn_up_exps.weight"), g.n_embd, g.n_ff_exp, base);
+            EXPERTS(NM("ffn_down_exps.weight"), g.n_ff_exp, g.n_embd, big);
+        } else {
+            MAT(NM("ffn_gate.weight"), g.n_embd, g.n_ff, base);
+            MAT(NM("ffn_up.weight"), g.n_embd, g.n_ff, base);
+            MAT(NM("ffn_down.weight"), g.n_ff, g.n_embd, big);
+        }
+        if (gemma) VEC(NM("post_ffw_norm.weight"), g.n_embd);
 #undef NM
     }
 
     gguf_writer *w = gguf_writer_new(32);
     if (!w) return 1;
     char name[96];
-    snprintf(name, sizeof name, "random llama %dL %dE %s", g.n_layer, g.n_embd, g.type);
-    gguf_writer_kv_str(w, "general.architecture", "llama");
+    snprintf(name, sizeof name, "random %s %dL %dE %s", g.arch, g.n_layer, g.n_embd, g.type);
+    gguf_writer_kv_str(w, "general.architecture", g.arch);
     gguf_writer_kv_str(w, "general.name", name);
-    gguf_writer_kv_u32(w, "llama.block_count", (uint32_t)g.n_layer);
-    gguf_writer_kv_u32(w, "llama.context_length", (uint32_t)g.n_ctx);
-    gguf_writer_kv_u32(w, "llama.embedding_length", (uint32_t)g.n_embd);
-    gguf_writer_kv_u32(w, "llama.feed_forward_length", (uint32_t)g.n_ff);
-    gguf_writer_kv_u32(w, "llama.attention.head_count", (uint32_t)g.n_head);
-    gguf_writer_kv_u32(w, "llama.attention.head_count_kv", (uint32_t)g.n_kv);
-    gguf_writer_kv_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
-    gguf_writer_kv_f32(w, "llama.rope.freq_base", 500000.0f);
-    gguf_writer_kv_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    char key[96];
+#define KEY(s) (snprintf(key, sizeof key, "%s.%s", g.arch, s), key)
+    gguf_writer_kv_u32(w, KEY("block_count"), (uint32_t)g.n_layer);
+    gguf_writer_kv_u32(w, KEY("context_length"), (uint32_t)g.n_ctx);
+    gguf_writer_kv_u32(w, KEY("embedding_length"), (uint32_t)g.n_embd);
+    gguf_writer_kv_u32(w, KEY("feed_forward_length"), (uint32_t)g.n_ff);
+    gguf_writer_kv_u32(w, KEY("attention.head_count"), (uint32_t)g.n_head);
+    gguf_writer_kv_u32(w, KEY("attention.head_count_kv"), (uint32_t)g.n_kv);
+    if (g.head_dim) {
+        gguf_writer_kv_u32(w, KEY("attention.key_length"), (uint32_t)hd);
+        gguf_writer_kv_u32(w, KEY("attention.value_length"), (uint32_t)hd);
+    }
+    if (gpt2) {
+        gguf_writer_kv_f32(w, KEY("attention.layer_norm_epsilon"), 1e-5f);
+    } else {
+        gguf_writer_kv_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+        gguf_writer_kv_f32(w, KEY("rope.freq_base"), gemma || moe ? 1000000.0f : 500000.0f);
+        gguf_writer_kv_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-6f);
+    }
+    if (gemma) {
+        gguf_writer_kv_f32(w, KEY("rope.freq_base_swa"), 10000.0f);
+        gguf_writer_kv_u32(w, KEY("attention.sliding_window"), (uint32_t)g.window);
+    }
+    if (moe) {
+        gguf_writer_kv_u32(w, KEY("expert_count"), (uint32_t)g.n_exp);
+        gguf_writer_kv_u32(w, KEY("expert_used_count"), (uint32_t)g.n_exp_used);
+        gguf_writer_kv_u32(w, KEY("expert_feed_forward_length"), (uint32_t)g.n_ff_exp);
+    }
+#undef KEY
 
     /* the vocabulary */
     char **tok = calloc((size_t)g.n_vocab, sizeof *tok);
@@ -233,7 +312,8 @@ int main(int argc, char **argv) {
     int rc = gguf_writer_begin(w, g.out);
     uint64_t total = 0;
     for (int i = 0; i < n_t && !rc; i++) {
-        size_t bytes = kern_row_bytes(td[i].type, (int)td[i].ne[0]) * (size_t)td[i].ne[1];
+        size_t bytes = kern_row_bytes(td[i].type, (int)td[i].ne[0]) * (size_t)td[i].ne[1] *
+                       (size_t)(td[i].n_dims == 3 ? td[i].ne[2] : 1);
         void *buf = malloc(bytes);
         if (!buf) {
             fprintf(stderr, "mkmodel: out of memory\n");
@@ -253,7 +333,7 @@ int main(int argc, char **argv) {
     gguf_writer_free(w);
     int fallback = 0;
     for (int i = 0; i < n_t; i++)
-        if (td[i].n_dims == 2 && td[i].type != base && !(km && td[i].type == GGML_Q6_K)) fallback++;
+        if (td[i].n_dims >= 2 && td[i].type != base && td[i].type != GGML_F32 && !(km && td[i].type == GGML_Q6_K)) fallback++;
     printf("%s: %d tensors, %.1f MB of weights%s\n", g.out, n_t, total / 1e6,
            fallback ? " (rows not a multiple of the block: some tensors fell back, see mkmodel.c)" : "");
     free(td);
