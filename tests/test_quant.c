@@ -25,6 +25,7 @@
 #include <math.h>
 
 #include "gguf.h"
+#include "heed.h"
 #include "kern.h"
 
 typedef struct rng {
@@ -624,6 +625,127 @@ static void test_sizes_and_dispatch(void **state) {
         }
 }
 
+/* ------------------------------------- 4. model files (when they exist)
+ *
+ * A random-weight llama (bench/mkquant.sh: mkmodel, 4 layers, width 256,
+ * FFN 768, one seed) as F16 and as Q2_K, Q3_K, IQ4_NL and IQ4_XS, in
+ * build/qm (or $HEED_QUANT_MODELS). Per file: every matrix, dequantized row
+ * by row (kern_dequant_row), against the F16 file's (relative RMS error
+ * within what the type implies); the logits of an 8-token prompt against
+ * the F16 model's; and the prompt as one batch (the prefill tiles) against
+ * the same tokens one at a time (the decode dots). Too large for the tree:
+ * absent files skip with a message.
+ *
+ * The logit bounds are loose on purpose: four layers of random weights
+ * amplify weight noise about fourfold (Q4_K's file, same seed: weight error
+ * 0.076, logits 0.31; Q8_0: 0.005, 0.026). Measured: Q2_K 0.32 / 1.02,
+ * Q3_K 0.15 / 0.53, IQ4_NL 0.078 / 0.37, IQ4_XS 0.078 / 0.38.
+ */
+
+typedef struct qfile {
+    const char *file;
+    int type;
+    double w_err;     /* bound on ||deq - f16|| / ||f16|| per matrix */
+    double logit_err; /* bound on ||logits - f16 logits|| / ||f16 logits|| */
+} qfile;
+
+static const qfile qfiles[] = {
+    {"q2_k.gguf", GGML_Q2_K, 0.36, 1.3},
+    {"q3_k.gguf", GGML_Q3_K, 0.18, 0.7},
+    {"iq4_nl.gguf", GGML_IQ4_NL, 0.09, 0.5},
+    {"iq4_xs.gguf", GGML_IQ4_XS, 0.09, 0.5},
+};
+
+static double rel_rms(const float *a, const float *ref, size_t n) {
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) e += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]), r += (double)ref[i] * ref[i];
+    return sqrt(e / (r > 0.0 ? r : 1.0));
+}
+
+/* logits of the prompt's last token: as one batch, or one token at a time */
+static float *model_logits(const char *path, const int32_t *ids, int n, bool one_by_one, int *n_vocab) {
+    heed_model_params mp = heed_model_default_params();
+    heed_model *m = NULL;
+    char err[256];
+    if (heed_model_load(path, &mp, &m, err, sizeof err) != HEED_OK) fail_msg("%s: %s", path, err);
+    heed_model_info info;
+    heed_model_get_info(m, &info);
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 64, cp.n_threads = 2;
+    heed_ctx *c = NULL;
+    assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_OK);
+    if (one_by_one)
+        for (int i = 0; i < n; i++) assert_int_equal(heed_decode(c, ids + i, 1), HEED_OK);
+    else
+        assert_int_equal(heed_decode(c, ids, n), HEED_OK);
+    float *out = malloc(sizeof(float) * (size_t)info.n_vocab);
+    memcpy(out, heed_ctx_logits(c), sizeof(float) * (size_t)info.n_vocab);
+    *n_vocab = info.n_vocab;
+    heed_ctx_free(c);
+    heed_model_free(m);
+    return out;
+}
+
+static void test_model_files(void **state) {
+    (void)state;
+    const char *dir = getenv("HEED_QUANT_MODELS") ? getenv("HEED_QUANT_MODELS") : "build/qm";
+    char path[512];
+    snprintf(path, sizeof path, "%s/f16.gguf", dir);
+    if (access(path, R_OK)) {
+        printf("SKIP: %s is absent (make the files with: sh bench/mkquant.sh, or set HEED_QUANT_MODELS)\n", path);
+        skip();
+    }
+    gguf_file *f16 = gguf_open(path, NULL, NULL, 0);
+    assert_non_null(f16);
+    static const int32_t ids[8] = {1, 300, 301, 500, 777, 1000, 1500, 2000};
+    int nv = 0, nvq = 0, found = 0;
+    float *lf = model_logits(path, ids, 8, false, &nv);
+    for (size_t k = 0; k < sizeof qfiles / sizeof qfiles[0]; k++) {
+        snprintf(path, sizeof path, "%s/%s", dir, qfiles[k].file);
+        if (access(path, R_OK)) {
+            printf("SKIP: %s is absent\n", path);
+            continue;
+        }
+        found++;
+        gguf_file *q = gguf_open(path, NULL, NULL, 0);
+        assert_non_null(q);
+        double worst = 0.0;
+        int n_type = 0;
+        for (int i = 0; i < q->n_tensors; i++) {
+            const gguf_tensor *t = &q->tensors[i], *r = gguf_find_tensor(f16, t->name);
+            assert_non_null(r);
+            if (t->n_dims != 2) continue;
+            int n_in = (int)t->ne[0], n_out = (int)t->ne[1];
+            n_type += t->type == qfiles[k].type;
+            float *a = malloc(sizeof(float) * (size_t)n_in * n_out), *b = malloc(sizeof(float) * (size_t)n_in * n_out);
+            for (int o = 0; o < n_out; o++) {
+                kern_dequant_row(a + (size_t)o * n_in, (const char *)t->data + kern_row_bytes(t->type, n_in) * o, t->type, n_in);
+                kern_dequant_row(b + (size_t)o * n_in, (const char *)r->data + kern_row_bytes(r->type, n_in) * o, r->type, n_in);
+            }
+            double e = rel_rms(a, b, (size_t)n_in * n_out);
+            worst = e > worst ? e : worst;
+            if (!(e <= qfiles[k].w_err))
+                fail_msg("%s: %s (%s) relative error %.4f > %.4f", path, t->name, gguf_type_name(t->type), e, qfiles[k].w_err);
+            free(a);
+            free(b);
+        }
+        assert_true(n_type > 0);
+        float *lq = model_logits(path, ids, 8, false, &nvq), *l1 = model_logits(path, ids, 8, true, &nvq);
+        assert_int_equal(nvq, nv);
+        double le = rel_rms(lq, lf, (size_t)nv), pe = rel_rms(lq, l1, (size_t)nv);
+        printf("%s: %d %s matrices, worst weight error %.4f; logits vs F16 %.4f; prefill vs decode %.2g\n",
+               qfiles[k].file, n_type, gguf_type_name(qfiles[k].type), worst, le, pe);
+        if (!(le <= qfiles[k].logit_err)) fail_msg("%s: logits differ from F16 by %.4f > %.4f", path, le, qfiles[k].logit_err);
+        if (!(pe <= 1e-4)) fail_msg("%s: prefill and decode logits differ by %.3g", path, pe);
+        free(lq);
+        free(l1);
+        gguf_close(q);
+    }
+    free(lf);
+    gguf_close(f16);
+    if (!found) skip();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q4_0_by_hand),     cmocka_unit_test(test_q4_1_by_hand),
@@ -636,6 +758,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_rows_quant), cmocka_unit_test(test_matmul_rows_q8_0_shapes), cmocka_unit_test(test_round_small),
         cmocka_unit_test(test_quantize_q8_0_tables),
         cmocka_unit_test(test_sizes_and_dispatch),
+        cmocka_unit_test(test_model_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
