@@ -12,7 +12,8 @@
  * of six: --window, default 512) or qwen3moe (q/k norms, routed experts).
  * --head-dim sets key_length where it is not n_embd / n_head (Gemma 3).
  *
- * T: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, or q4_k_m
+ * T: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k,
+ * q6_k, iq4_nl, iq4_xs, or q4_k_m
  * (the reference engine's Q4_K_M mix: Q6_K for the output / tied embedding
  * and for attn_v and ffn_down in the layers its use_more_bits rule picks,
  * Q4_K elsewhere).
@@ -22,7 +23,7 @@
  * 1-D tensors stay F32. A K-quant needs rows that are a multiple of 256; for
  * a tensor whose rows are not (576 at SmolLM2-135M geometry) the type falls
  * back as in the reference engine's quantizer: Q4_K -> Q5_0, Q5_K -> Q5_1,
- * Q6_K -> Q8_0.
+ * Q6_K -> Q8_0, Q2_K/Q3_K/IQ4_XS -> IQ4_NL.
  *
  * Tokenizer: a minimal SentencePiece ("llama") vocabulary so heed loads the
  * file: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF> (type 6), then
@@ -74,7 +75,8 @@ static int parse_type(const char *s) {
         int type;
     } t[] = {{"f32", GGML_F32},   {"f16", GGML_F16},   {"bf16", GGML_BF16}, {"q8_0", GGML_Q8_0},
              {"q4_0", GGML_Q4_0}, {"q4_1", GGML_Q4_1}, {"q5_0", GGML_Q5_0}, {"q5_1", GGML_Q5_1},
-             {"q4_k", GGML_Q4_K}, {"q5_k", GGML_Q5_K}, {"q6_k", GGML_Q6_K}, {"q4_k_m", GGML_Q4_K}};
+             {"q4_k", GGML_Q4_K}, {"q5_k", GGML_Q5_K}, {"q6_k", GGML_Q6_K}, {"q4_k_m", GGML_Q4_K},
+             {"q2_k", GGML_Q2_K}, {"q3_k", GGML_Q3_K}, {"iq4_nl", GGML_IQ4_NL}, {"iq4_xs", GGML_IQ4_XS}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (!strcmp(s, t[i].name)) return t[i].type;
     return -1;
@@ -87,6 +89,9 @@ static int fit_type(int type, int n_in) {
     case GGML_Q4_K: return n_in % 32 ? GGML_F16 : GGML_Q5_0;
     case GGML_Q5_K: return n_in % 32 ? GGML_F16 : GGML_Q5_1;
     case GGML_Q6_K: return n_in % 32 ? GGML_F16 : GGML_Q8_0;
+    case GGML_Q2_K:
+    case GGML_Q3_K:
+    case GGML_IQ4_XS: return n_in % 32 ? GGML_F16 : GGML_IQ4_NL;
     default: return GGML_F16;
     }
 }
@@ -131,7 +136,7 @@ static void fill_tensor(const tdesc *t, uint64_t seed, void *out) {
 
 static int usage(void) {
     fprintf(stderr, "usage: mkmodel --arch llama|gpt2|gemma3|qwen3moe --layers N --embd N --heads N --kv-heads N\n"
-                    "               --ff N --vocab N --ctx N --type f16|q8_0|q4_k|q4_k_m|... [--tied] [--seed S]\n"
+                    "               --ff N --vocab N --ctx N --type f16|q8_0|q4_k|q4_k_m|iq4_xs|... [--tied] [--seed S]\n"
                     "               [--head-dim N] [--window N] [--experts N --experts-used N --ff-exp N] -o PATH\n");
     return 2;
 }

@@ -27,6 +27,8 @@ enum ggml_type {
     GGML_Q5_K = 13,
     GGML_Q6_K = 14,
     GGML_Q8_K = 15,
+    GGML_IQ4_NL = 20,
+    GGML_IQ4_XS = 23,
     GGML_BF16 = 30,
     GGML_TYPE_COUNT = 40 /* bound for table sizes; ids >= this are unknown */
 };
@@ -38,6 +40,7 @@ enum ggml_type {
 #define QK5_1 32
 #define QK8_0 32
 #define QK8_1 32
-#define QK_K 256 /* super-block of the K-quants (Q4_K, Q5_K, Q6_K, Q8_K) */
+#define QK4_NL 32 /* IQ4_NL */
+#define QK_K 256 /* super-block of the K-quants (Q2_K .. Q6_K, Q8_K) and IQ4_XS */
 
 #endif

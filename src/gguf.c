@@ -125,8 +125,8 @@ static const struct type_info type_table[GGML_TYPE_COUNT] = {
     [GGML_Q6_K] = {"Q6_K", 210, 256},    [GGML_Q8_K] = {"Q8_K", 292, 256},
     [16] = {"IQ2_XXS", 66, 256},         [17] = {"IQ2_XS", 74, 256},
     [18] = {"IQ3_XXS", 98, 256},         [19] = {"IQ1_S", 50, 256},
-    [20] = {"IQ4_NL", 18, 32},           [21] = {"IQ3_S", 110, 256},
-    [22] = {"IQ2_S", 82, 256},           [23] = {"IQ4_XS", 136, 256},
+    [GGML_IQ4_NL] = {"IQ4_NL", 18, 32},  [21] = {"IQ3_S", 110, 256},
+    [22] = {"IQ2_S", 82, 256},           [GGML_IQ4_XS] = {"IQ4_XS", 136, 256},
     [24] = {"I8", 1, 1},                 [25] = {"I16", 2, 1},
     [26] = {"I32", 4, 1},                [27] = {"I64", 8, 1},
     [28] = {"F64", 8, 1},                [29] = {"IQ1_M", 56, 256},
@@ -171,7 +171,8 @@ bool gguf_type_supported(int type) {
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: case GGML_Q8_0:
     case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1:
-    case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return true;
+    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+    case GGML_IQ4_NL: case GGML_IQ4_XS: return true;
     default: return false;
     }
 }

@@ -96,8 +96,8 @@ typedef struct gguf_file {
  * against the bytes left, duplicate keys, unknown value types, nested arrays,
  * non-power-of-two alignment, duplicate tensor names, n_dims in 1..4,
  * element counts that overflow, unsupported tensor types (anything but F32,
- * F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: "unsupported
- * tensor type" naming the tensor and the type),
+ * F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+ * IQ4_NL, IQ4_XS: "unsupported tensor type" naming the tensor and the type),
  * row lengths not a multiple of the block size, misaligned tensor offsets and
  * tensors extending past the end of the file.
  */

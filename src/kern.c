@@ -94,6 +94,10 @@ size_t kern_row_bytes(int type, int n) {
     case GGML_Q4_K: return (size_t)(n / QK_K) * sizeof(block_q4_K);
     case GGML_Q5_K: return (size_t)(n / QK_K) * sizeof(block_q5_K);
     case GGML_Q6_K: return (size_t)(n / QK_K) * sizeof(block_q6_K);
+    case GGML_Q2_K: return (size_t)(n / QK_K) * sizeof(block_q2_K);
+    case GGML_Q3_K: return (size_t)(n / QK_K) * sizeof(block_q3_K);
+    case GGML_IQ4_NL: return (size_t)(n / QK4_NL) * sizeof(block_iq4_nl);
+    case GGML_IQ4_XS: return (size_t)(n / QK_K) * sizeof(block_iq4_xs);
     case GGML_Q8_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
     default: return 0;
     }
@@ -207,7 +211,9 @@ static const kern_ops scalar_table = {
     .vec_dot = {[GGML_Q4_0] = kern_vec_dot_q4_0_ref, [GGML_Q4_1] = kern_vec_dot_q4_1_ref,
                 [GGML_Q5_0] = kern_vec_dot_q5_0_ref, [GGML_Q5_1] = kern_vec_dot_q5_1_ref,
                 [GGML_Q8_0] = kern_vec_dot_q8_0_ref, [GGML_Q4_K] = kern_vec_dot_q4_K_ref,
-                [GGML_Q5_K] = kern_vec_dot_q5_K_ref, [GGML_Q6_K] = kern_vec_dot_q6_K_ref},
+                [GGML_Q5_K] = kern_vec_dot_q5_K_ref, [GGML_Q6_K] = kern_vec_dot_q6_K_ref,
+                [GGML_Q2_K] = kern_vec_dot_q2_K_ref, [GGML_Q3_K] = kern_vec_dot_q3_K_ref,
+                [GGML_IQ4_NL] = kern_vec_dot_iq4_nl_ref, [GGML_IQ4_XS] = kern_vec_dot_iq4_xs_ref},
 };
 
 /* ------------------------------------------------------------- dispatch */

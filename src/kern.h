@@ -10,12 +10,13 @@
  * files. Threading is the caller's (see pool.h): kernels work on row ranges.
  *
  * Weight matrices are ggml-style: n_out rows of n_in elements, rows
- * contiguous. Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
- * Q5_K, Q6_K, with GGML's block layouts byte for byte (below). For quantized
- * weights the activations are first quantized to the matching 8-bit format
- * (kern_act_type: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
- * K-quants, as the reference engine does) and the dot products run on
- * integers; only the block scales are applied in float.
+ * contiguous. Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, with GGML's block layouts byte for
+ * byte (below). For quantized weights the activations are first quantized to
+ * the matching 8-bit format (kern_act_type: Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL,
+ * Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants and IQ4_XS, as the reference
+ * engine does) and the dot products run on integers; only the block scales
+ * are applied in float.
  *
  * All halves (d, dmin, m, s) are IEEE f16; everything is little-endian.
  */
@@ -110,6 +111,55 @@ typedef struct block_q6_K {
     uint16_t d;
 } block_q6_K;
 
+/*
+ * Q2_K: 16 sub-blocks of 16; scales[j] holds sub-block j's 4-bit scale (low
+ * nibble) and 4-bit min (high nibble); x = d * sc_j * q - dmin * m_j with a
+ * 2-bit q. For each 128-element half h (qs += 32h) and shift s (0..3),
+ * l < 32: element 128h + 32s + l is (qs[32h + l] >> 2s) & 3, in sub-block
+ * 8h + 2s + l / 16.
+ */
+typedef struct block_q2_K {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    uint16_t d, dmin;
+} block_q2_K;
+
+/*
+ * Q3_K: 16 sub-blocks of 16 with 6-bit scales (kern_scale_q3_K, stored
+ * + 32); x = d * (sc_j - 32) * q, q = (low 2 bits) - (high bit clear ? 4 : 0)
+ * in -4..3. The 2-bit order is Q2_K's (element 128h + 32s + l: (qs[32h + l]
+ * >> 2s) & 3, sub-block 8h + 2s + l / 16); its high bit is bit 4h + s of
+ * hmask[l].
+ */
+typedef struct block_q3_K {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    uint16_t d;
+} block_q3_K;
+
+/* The non-linear 4-bit grid of IQ4_NL and IQ4_XS: q indexes it (int8 values). */
+extern const int8_t kern_iq4nl_values[16];
+
+/* IQ4_NL: 32 elements, nibble order of Q4_0; x = d * kern_iq4nl_values[q] */
+typedef struct block_iq4_nl {
+    uint16_t d;
+    uint8_t qs[QK4_NL / 2];
+} block_iq4_nl;
+
+/*
+ * IQ4_XS: 256 elements in 8 sub-blocks of 32; sub-block j has a 6-bit scale
+ * ls_j = (scales_l[j / 2] >> 4 (j % 2)) & 15 | ((scales_h >> 2j) & 3) << 4
+ * and x = d * (ls_j - 32) * kern_iq4nl_values[q]; qs + 16j holds sub-block
+ * j's nibbles in the order of IQ4_NL (low nibbles: elements 0..15).
+ */
+typedef struct block_iq4_xs {
+    uint16_t d;
+    uint16_t scales_h;
+    uint8_t scales_l[QK_K / 64];
+    uint8_t qs[QK_K / 2];
+} block_iq4_xs;
+
 /* Q8_K (activations for the K-quants): x = d * qs[i] (d is f32); bsums[j]
  * = sum of qs[16j .. 16j + 15]. */
 typedef struct block_q8_K {
@@ -123,6 +173,10 @@ _Static_assert(sizeof(block_q4_1) == 20, "Q4_1 block must be 20 bytes");
 _Static_assert(sizeof(block_q5_0) == 22, "Q5_0 block must be 22 bytes");
 _Static_assert(sizeof(block_q5_1) == 24, "Q5_1 block must be 24 bytes");
 _Static_assert(sizeof(block_q8_1) == 36, "Q8_1 block must be 36 bytes");
+_Static_assert(sizeof(block_q2_K) == 84, "Q2_K block must be 84 bytes");
+_Static_assert(sizeof(block_q3_K) == 110, "Q3_K block must be 110 bytes");
+_Static_assert(sizeof(block_iq4_nl) == 18, "IQ4_NL block must be 18 bytes");
+_Static_assert(sizeof(block_iq4_xs) == 136, "IQ4_XS block must be 136 bytes");
 _Static_assert(sizeof(block_q4_K) == 144, "Q4_K block must be 144 bytes");
 _Static_assert(sizeof(block_q5_K) == 176, "Q5_K block must be 176 bytes");
 _Static_assert(sizeof(block_q6_K) == 210, "Q6_K block must be 210 bytes");
@@ -130,6 +184,10 @@ _Static_assert(sizeof(block_q8_K) == 292, "Q8_K block must be 292 bytes");
 
 /* Sub-block j (0..7) of a Q4_K/Q5_K scales[12]: 6-bit scale and min. */
 void kern_scale_min_k4(int j, const uint8_t *scales, uint8_t *sc, uint8_t *m);
+/* Sub-block j (0..15) of a Q3_K scales[12]: the stored 6-bit scale (0..63;
+ * the factor is this - 32). Low 4 bits: scales[j] (j < 8) or scales[j - 8] >> 4;
+ * high 2 bits: bits 2 (j / 4) of scales[8 + j % 4]. */
+int kern_scale_q3_K(int j, const uint8_t *scales);
 
 /*
  * IEEE half <-> float: the one f16 conversion of heed (the SIMD kernels use
@@ -182,11 +240,13 @@ void kern_quantize_q8_0(block_q8_0 *out, const float *x, int n);
 
 /*
  * Reference quantizers (model writing, tests; not on the forward path for
- * weights). n is a multiple of the type's block (32, or 256 for K-quants).
+ * weights). n is a multiple of the type's block (32, or 256 for K-quants
+ * and IQ4_XS).
  * Q4_0/Q4_1/Q5_0/Q5_1/Q8_1/Q8_K follow the reference engine's *_ref
- * quantizers; the K-quant weight quantizers are simpler than its iterative
- * search (min/max per sub-block, scales rounded to 6 or 8 bits) but emit the
- * same layout, so any reader dequantizes them identically. Returns 0, or -1
+ * quantizers; the K-quant and IQ4 weight quantizers are simpler than its
+ * iterative search (min/max per sub-block, scales rounded to 4, 6 or 8 bits,
+ * the IQ4 grid point nearest to x / scale) but emit the same layout, so any
+ * reader dequantizes them identically. Returns 0, or -1
  * for a type it cannot quantize to.
  */
 int kern_quantize(int type, void *out, const float *x, int n);
@@ -211,7 +271,7 @@ void kern_quantize_act_ops(const struct kern_ops *ops, void *out, const float *x
 /* Dot product of one quantized weight row with one activation row in
  * kern_act_type(type), n elements. */
 typedef float (*kern_vec_dot_fn)(const void *w, const void *xq, int n);
-#define KERN_N_QTYPES 16 /* vec_dot is indexed by ggml type id below this */
+#define KERN_N_QTYPES 24 /* vec_dot is indexed by ggml type id below this (IQ4_XS is 23) */
 /* Queries the multi-query attention kernels take together (a caller's
  * natural block size; they accept any n_q). */
 #define KERN_ATTN_BLOCK 4
@@ -268,8 +328,8 @@ typedef struct kern_ops {
     /* kern_quantize_q8_0, bit for bit (the activation side of most dot
      * products: a serial share of every matmul) */
     void (*quantize_q8_0)(block_q8_0 *out, const float *x, int n);
-    /* Per quantized weight type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K,
-     * Q6_K; NULL elsewhere): row . activations, see kern_vec_dot_fn. */
+    /* Per quantized weight type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K,
+     * IQ4_NL, IQ4_XS; NULL elsewhere): row . activations, see kern_vec_dot_fn. */
     kern_vec_dot_fn vec_dot[KERN_N_QTYPES];
     /* Prefill tiles, per weight type (F16 and the block types; NULL where
      * absent): rows [0, n_rows) x 4 tokens,
@@ -300,6 +360,10 @@ float kern_vec_dot_q8_0_ref(const void *w, const void *xq, int n);
 float kern_vec_dot_q4_K_ref(const void *w, const void *xq, int n);
 float kern_vec_dot_q5_K_ref(const void *w, const void *xq, int n);
 float kern_vec_dot_q6_K_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q2_K_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_q3_K_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_iq4_nl_ref(const void *w, const void *xq, int n);
+float kern_vec_dot_iq4_xs_ref(const void *w, const void *xq, int n);
 
 /* The SIMD tables themselves (kern_avx2.c, kern_avx512.c; x86-64 only). Reach
  * them through kern_ops_avx2()/kern_ops_avx512(), which check the CPU first. */

@@ -535,11 +535,15 @@ const kern_ops kern_ops_avx2_table = {
     .swiglu = kern_swiglu_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,
                 [GGML_Q5_1] = dot_q5_1_avx2, [GGML_Q8_0] = vec_dot_q8_0_avx2, [GGML_Q4_K] = dot_q4_K_avx2,
-                [GGML_Q5_K] = dot_q5_K_avx2, [GGML_Q6_K] = dot_q6_K_avx2},
+                [GGML_Q5_K] = dot_q5_K_avx2, [GGML_Q6_K] = dot_q6_K_avx2,
+                [GGML_Q2_K] = dot_q2_K_avx2, [GGML_Q3_K] = dot_q3_K_avx2, [GGML_IQ4_NL] = dot_iq4_nl_avx2,
+                [GGML_IQ4_XS] = dot_iq4_xs_avx2},
     .quantize_q8_0 = quantize_q8_0_avx2,
     .tile4 = {[GGML_F16] = tile4_f16_avx2, [GGML_Q4_0] = tile4_q4_0_avx2, [GGML_Q4_1] = tile4_q4_1_avx2,
               [GGML_Q5_0] = tile4_q5_0_avx2, [GGML_Q5_1] = tile4_q5_1_avx2, [GGML_Q8_0] = tile4_q8_0_avx2,
-              [GGML_Q4_K] = tile4_q4_K_avx2, [GGML_Q5_K] = tile4_q5_K_avx2, [GGML_Q6_K] = tile4_q6_K_avx2},
+              [GGML_Q4_K] = tile4_q4_K_avx2, [GGML_Q5_K] = tile4_q5_K_avx2, [GGML_Q6_K] = tile4_q6_K_avx2,
+              [GGML_Q2_K] = tile4_q2_K_avx2, [GGML_Q3_K] = tile4_q3_K_avx2, [GGML_IQ4_NL] = tile4_iq4_nl_avx2,
+              [GGML_IQ4_XS] = tile4_iq4_xs_avx2},
 };
 
 #else

@@ -50,6 +50,28 @@ static void pack_scale_min_k4(int j, uint8_t *q, int sc, int m) {
     }
 }
 
+const int8_t kern_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+int kern_scale_q3_K(int j, const uint8_t *q) {
+    int lo = j < 8 ? q[j] & 15 : q[j - 8] >> 4;
+    int hi = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return lo | hi << 4;
+}
+
+/* inverse of kern_scale_q3_K: v < 64; scales must start zeroed */
+static void pack_scale_q3_K(int j, uint8_t *q, int v) {
+    if (j < 8)
+        q[j] = (uint8_t)(q[j] | (v & 15));
+    else
+        q[j - 8] = (uint8_t)(q[j - 8] | (v & 15) << 4);
+    q[8 + j % 4] = (uint8_t)(q[8 + j % 4] | (v >> 4) << (2 * (j / 4)));
+}
+
+/* the 6-bit scale of IQ4_XS sub-block j (0..7), 0..63 (the factor is this - 32) */
+static int iq4_xs_scale(const block_iq4_xs *b, int j) {
+    return ((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((b->scales_h >> (2 * j)) & 3) << 4;
+}
+
 /* ------------------------------------------------------------ quantizers */
 
 static void quantize_q4_0(block_q4_0 *y, const float *x, int n) {
@@ -263,6 +285,139 @@ static void quantize_q6_K(block_q6_K *y, const float *x, int n) {
     }
 }
 
+/* The element order of Q2_K/Q3_K's 2-bit field: element 128h + 32s + l
+ * lives in qs[32h + l] at bits 2s. L holds 0..3 per element. */
+static void pack_2bit(uint8_t *qs, const uint8_t *L) {
+    memset(qs, 0, QK_K / 4);
+    for (int h = 0; h < 2; h++)
+        for (int sh = 0; sh < 4; sh++)
+            for (int l = 0; l < 32; l++)
+                qs[32 * h + l] = (uint8_t)(qs[32 * h + l] | (L[128 * h + 32 * sh + l] & 3) << (2 * sh));
+}
+
+/* Q2_K: per sub-block of 16, scale = (max - min) / 3 and offset -min (min
+ * clamped to <= 0), both to 4 bits against d = max scale / 15 and dmin =
+ * max offset / 15; the scale is then refitted to the rounded offset. */
+static void quantize_q2_K(block_q2_K *y, const float *x, int n) {
+    uint8_t L[QK_K];
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        float sc[16], mn[16], hi[16], max_sc = 0.0f, max_mn = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            const float *xs = x + 16 * j;
+            float lo = xs[0], h = xs[0];
+            for (int i = 1; i < 16; i++) lo = xs[i] < lo ? xs[i] : lo, h = xs[i] > h ? xs[i] : h;
+            if (lo > 0.0f) lo = 0.0f;
+            sc[j] = (h - lo) / 3.0f;
+            mn[j] = -lo;
+            hi[j] = h;
+            max_sc = sc[j] > max_sc ? sc[j] : max_sc;
+            max_mn = mn[j] > max_mn ? mn[j] : max_mn;
+        }
+        y[b].d = kern_f32_to_f16(max_sc / 15.0f);
+        y[b].dmin = kern_f32_to_f16(max_mn / 15.0f);
+        float d = h2f(y[b].d), dmin = h2f(y[b].dmin);
+        for (int j = 0; j < 16; j++) {
+            int lm = dmin > 0.0f ? nearest_int(mn[j] / dmin) : 0;
+            lm = lm > 15 ? 15 : lm < 0 ? 0 : lm;
+            float dm = dmin * lm;
+            int ls = d > 0.0f ? nearest_int((hi[j] + dm) / (3.0f * d)) : 0;
+            ls = ls > 15 ? 15 : ls < 0 ? 0 : ls;
+            y[b].scales[j] = (uint8_t)(ls | lm << 4);
+            float ds = d * ls;
+            for (int i = 0; i < 16; i++) {
+                int q = ds > 0.0f ? nearest_int((x[16 * j + i] + dm) / ds) : 0;
+                L[16 * j + i] = (uint8_t)(q > 3 ? 3 : q < 0 ? 0 : q);
+            }
+        }
+        pack_2bit(y[b].qs, L);
+    }
+}
+
+/* the element of largest magnitude, with its sign */
+static float signed_amax(const float *x, int n) {
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    return max;
+}
+
+/* Q3_K: per sub-block of 16, the signed max maps to q = -4 (scale max / -4);
+ * the scales go to 6 signed bits against d, the largest one to -32. */
+static void quantize_q3_K(block_q3_K *y, const float *x, int n) {
+    uint8_t L[QK_K];
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        float sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = signed_amax(x + 16 * j, 16) / -4.0f;
+        y[b].d = kern_f32_to_f16(signed_amax(sc, 16) / -32.0f);
+        float d = h2f(y[b].d);
+        memset(y[b].scales, 0, sizeof y[b].scales);
+        memset(y[b].hmask, 0, sizeof y[b].hmask);
+        for (int j = 0; j < 16; j++) {
+            int ls = d != 0.0f ? nearest_int(sc[j] / d) : 0;
+            ls = ls > 31 ? 31 : ls < -32 ? -32 : ls;
+            pack_scale_q3_K(j, y[b].scales, ls + 32);
+            float ds = d * ls;
+            for (int i = 0; i < 16; i++) {
+                int q = ds != 0.0f ? nearest_int(x[16 * j + i] / ds) : 0;
+                L[16 * j + i] = (uint8_t)((q > 3 ? 3 : q < -4 ? -4 : q) + 4);
+            }
+        }
+        /* L = q + 4: low 2 bits to qs, bit 2 (set: no -4) to hmask */
+        for (int e = 0; e < QK_K; e++)
+            if (L[e] & 4) {
+                int h = e / 128, sh = (e % 128) / 32, l = e % 32;
+                y[b].hmask[l] = (uint8_t)(y[b].hmask[l] | 1 << (4 * h + sh));
+            }
+        pack_2bit(y[b].qs, L);
+    }
+}
+
+/* the index of the IQ4 grid value nearest v (ties to the lower index) */
+static int iq4_nearest(float v) {
+    int best = 0;
+    float err = fabsf(v - kern_iq4nl_values[0]);
+    for (int k = 1; k < 16; k++) {
+        float e = fabsf(v - kern_iq4nl_values[k]);
+        if (e < err) err = e, best = k;
+    }
+    return best;
+}
+
+/* 32 values on the IQ4 grid at scale d, nibbles in Q4_0 order */
+static void iq4_pack32(uint8_t *qs, const float *x, float d) {
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 16; i++)
+        qs[i] = (uint8_t)(iq4_nearest(x[i] * id) | iq4_nearest(x[i + 16] * id) << 4);
+}
+
+/* IQ4_NL: the signed max maps to the grid's -127 */
+static void quantize_iq4_nl(block_iq4_nl *y, const float *x, int n) {
+    for (int b = 0; b < n / QK4_NL; b++, x += QK4_NL) {
+        y[b].d = kern_f32_to_f16(signed_amax(x, QK4_NL) / -127.0f);
+        iq4_pack32(y[b].qs, x, h2f(y[b].d));
+    }
+}
+
+/* IQ4_XS: per sub-block of 32 a scale as IQ4_NL's, to 6 signed bits against
+ * d (the largest scale to -32) */
+static void quantize_iq4_xs(block_iq4_xs *y, const float *x, int n) {
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        float sc[8];
+        for (int j = 0; j < 8; j++) sc[j] = signed_amax(x + 32 * j, 32) / -127.0f;
+        y[b].d = kern_f32_to_f16(signed_amax(sc, 8) / -32.0f);
+        float d = h2f(y[b].d);
+        y[b].scales_h = 0;
+        memset(y[b].scales_l, 0, sizeof y[b].scales_l);
+        for (int j = 0; j < 8; j++) {
+            int ls = d != 0.0f ? nearest_int(sc[j] / d) : 0;
+            ls = (ls > 31 ? 31 : ls < -32 ? -32 : ls) + 32;
+            y[b].scales_l[j / 2] = (uint8_t)(y[b].scales_l[j / 2] | (ls & 15) << (4 * (j % 2)));
+            y[b].scales_h = (uint16_t)(y[b].scales_h | (ls >> 4) << (2 * j));
+            iq4_pack32(y[b].qs + 16 * j, x + 32 * j, d * (float)(ls - 32));
+        }
+    }
+}
+
 int kern_quantize(int type, void *out, const float *x, int n) {
     switch (type) {
     case GGML_Q4_0: quantize_q4_0(out, x, n); return 0;
@@ -275,6 +430,10 @@ int kern_quantize(int type, void *out, const float *x, int n) {
     case GGML_Q5_K: quantize_q5_K(out, x, n); return 0;
     case GGML_Q6_K: quantize_q6_K(out, x, n); return 0;
     case GGML_Q8_K: quantize_q8_K(out, x, n); return 0;
+    case GGML_Q2_K: quantize_q2_K(out, x, n); return 0;
+    case GGML_Q3_K: quantize_q3_K(out, x, n); return 0;
+    case GGML_IQ4_NL: quantize_iq4_nl(out, x, n); return 0;
+    case GGML_IQ4_XS: quantize_iq4_xs(out, x, n); return 0;
     default: return -1;
     }
 }
@@ -400,6 +559,58 @@ static void dequant_q8_K(float *y, const block_q8_K *x, int n) {
         for (int i = 0; i < QK_K; i++) y[i] = x[b].d * (float)x[b].qs[i];
 }
 
+static void dequant_q2_K(float *y, const block_q2_K *x, int n) {
+    for (int b = 0; b < n / QK_K; b++, y += QK_K) {
+        float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
+        for (int e = 0; e < QK_K; e++) {
+            int h = e / 128, sh = (e % 128) / 32, l = e % 32, j = 8 * h + 2 * sh + l / 16;
+            int q = (x[b].qs[32 * h + l] >> (2 * sh)) & 3;
+            y[e] = d * (float)(x[b].scales[j] & 15) * (float)q - dmin * (float)(x[b].scales[j] >> 4);
+        }
+    }
+}
+
+/* Q3_K's q of element e (-4..3) */
+static int q3_K_value(const block_q3_K *x, int e) {
+    int h = e / 128, sh = (e % 128) / 32, l = e % 32;
+    int q = (x->qs[32 * h + l] >> (2 * sh)) & 3;
+    return q - ((x->hmask[l] >> (4 * h + sh)) & 1 ? 0 : 4);
+}
+
+static void dequant_q3_K(float *y, const block_q3_K *x, int n) {
+    for (int b = 0; b < n / QK_K; b++, y += QK_K) {
+        float d = h2f(x[b].d);
+        for (int e = 0; e < QK_K; e++) {
+            int h = e / 128, sh = (e % 128) / 32, l = e % 32, j = 8 * h + 2 * sh + l / 16;
+            y[e] = d * (float)(kern_scale_q3_K(j, x[b].scales) - 32) * (float)q3_K_value(&x[b], e);
+        }
+    }
+}
+
+static void dequant_iq4_nl(float *y, const block_iq4_nl *x, int n) {
+    for (int b = 0; b < n / QK4_NL; b++, y += QK4_NL) {
+        float d = h2f(x[b].d);
+        for (int i = 0; i < 16; i++) {
+            y[i] = d * (float)kern_iq4nl_values[x[b].qs[i] & 15];
+            y[i + 16] = d * (float)kern_iq4nl_values[x[b].qs[i] >> 4];
+        }
+    }
+}
+
+static void dequant_iq4_xs(float *y, const block_iq4_xs *x, int n) {
+    for (int b = 0; b < n / QK_K; b++) {
+        float d = h2f(x[b].d);
+        for (int j = 0; j < 8; j++, y += 32) {
+            float dl = d * (float)(iq4_xs_scale(&x[b], j) - 32);
+            const uint8_t *q = x[b].qs + 16 * j;
+            for (int i = 0; i < 16; i++) {
+                y[i] = dl * (float)kern_iq4nl_values[q[i] & 15];
+                y[i + 16] = dl * (float)kern_iq4nl_values[q[i] >> 4];
+            }
+        }
+    }
+}
+
 int kern_dequant_quant(float *out, const void *row, int type, int n) {
     switch (type) {
     case GGML_Q4_0: dequant_q4_0(out, row, n); return 0;
@@ -411,6 +622,10 @@ int kern_dequant_quant(float *out, const void *row, int type, int n) {
     case GGML_Q5_K: dequant_q5_K(out, row, n); return 0;
     case GGML_Q6_K: dequant_q6_K(out, row, n); return 0;
     case GGML_Q8_K: dequant_q8_K(out, row, n); return 0;
+    case GGML_Q2_K: dequant_q2_K(out, row, n); return 0;
+    case GGML_Q3_K: dequant_q3_K(out, row, n); return 0;
+    case GGML_IQ4_NL: dequant_iq4_nl(out, row, n); return 0;
+    case GGML_IQ4_XS: dequant_iq4_xs(out, row, n); return 0;
     default: return -1;
     }
 }
@@ -421,12 +636,16 @@ int kern_act_type(int w_type) {
     switch (w_type) {
     case GGML_Q4_0:
     case GGML_Q5_0:
-    case GGML_Q8_0: return GGML_Q8_0;
+    case GGML_Q8_0:
+    case GGML_IQ4_NL: return GGML_Q8_0;
     case GGML_Q4_1:
     case GGML_Q5_1: return GGML_Q8_1;
+    case GGML_Q2_K:
+    case GGML_Q3_K:
     case GGML_Q4_K:
     case GGML_Q5_K:
-    case GGML_Q6_K: return GGML_Q8_K;
+    case GGML_Q6_K:
+    case GGML_IQ4_XS: return GGML_Q8_K;
     default: return -1;
     }
 }
@@ -568,6 +787,70 @@ float kern_vec_dot_q6_K_ref(const void *vw, const void *vx, int n) {
             }
             for (int j = 0; j < 8; j++) sumi += sc[j] * p[j];
         }
+        s += h2f(w[b].d) * x[b].d * (float)sumi;
+    }
+    return s;
+}
+
+/* Q2_K: d*xd * sum_j sc_j * sum(q * x) - dmin*xd * sum_j m_j * bsums[j] */
+float kern_vec_dot_q2_K_ref(const void *vw, const void *vx, int n) {
+    const block_q2_K *w = vw;
+    const block_q8_K *x = vx;
+    float s = 0.0f;
+    for (int b = 0; b < n / QK_K; b++) {
+        int p[16] = {0}, sumi = 0, summ = 0;
+        for (int e = 0; e < QK_K; e++) {
+            int h = e / 128, sh = (e % 128) / 32, l = e % 32;
+            p[8 * h + 2 * sh + l / 16] += ((w[b].qs[32 * h + l] >> (2 * sh)) & 3) * x[b].qs[e];
+        }
+        for (int j = 0; j < 16; j++) {
+            sumi += (w[b].scales[j] & 15) * p[j];
+            summ += (w[b].scales[j] >> 4) * x[b].bsums[j];
+        }
+        s += h2f(w[b].d) * x[b].d * (float)sumi - h2f(w[b].dmin) * x[b].d * (float)summ;
+    }
+    return s;
+}
+
+float kern_vec_dot_q3_K_ref(const void *vw, const void *vx, int n) {
+    const block_q3_K *w = vw;
+    const block_q8_K *x = vx;
+    float s = 0.0f;
+    for (int b = 0; b < n / QK_K; b++) {
+        int p[16] = {0}, sumi = 0;
+        for (int e = 0; e < QK_K; e++) {
+            int h = e / 128, sh = (e % 128) / 32, l = e % 32;
+            p[8 * h + 2 * sh + l / 16] += q3_K_value(&w[b], e) * x[b].qs[e];
+        }
+        for (int j = 0; j < 16; j++) sumi += (kern_scale_q3_K(j, w[b].scales) - 32) * p[j];
+        s += h2f(w[b].d) * x[b].d * (float)sumi;
+    }
+    return s;
+}
+
+/* sum over 32 elements of grid[q] * x, nibbles in Q4_0 order */
+static int dot_iq4_32(const uint8_t *qs, const int8_t *x) {
+    int s = 0;
+    for (int i = 0; i < 16; i++)
+        s += kern_iq4nl_values[qs[i] & 15] * x[i] + kern_iq4nl_values[qs[i] >> 4] * x[i + 16];
+    return s;
+}
+
+float kern_vec_dot_iq4_nl_ref(const void *vw, const void *vx, int n) {
+    const block_iq4_nl *w = vw;
+    const block_q8_0 *x = vx;
+    float s = 0.0f;
+    for (int b = 0; b < n / QK4_NL; b++) s += (float)dot_iq4_32(w[b].qs, x[b].qs) * (h2f(w[b].d) * h2f(x[b].d));
+    return s;
+}
+
+float kern_vec_dot_iq4_xs_ref(const void *vw, const void *vx, int n) {
+    const block_iq4_xs *w = vw;
+    const block_q8_K *x = vx;
+    float s = 0.0f;
+    for (int b = 0; b < n / QK_K; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 8; j++) sumi += (iq4_xs_scale(&w[b], j) - 32) * dot_iq4_32(w[b].qs + 16 * j, x[b].qs + 32 * j);
         s += h2f(w[b].d) * x[b].d * (float)sumi;
     }
     return s;

@@ -573,4 +573,175 @@ static void KQ(tile4_f16)(float *out, size_t out_stride, const void *w, size_t r
     }
 }
 
+/* ------------------------------------------ Q2_K, Q3_K, IQ4_NL, IQ4_XS
+ *
+ * One block function per type, always inlined with a constant token count
+ * nt: the dot product calls it with nt = 1, the prefill tile with nt = 4
+ * (the block is unpacked once for the 4 tokens). x[t] is token t's
+ * activation block; acc[t] collects d-scaled integer sums, accm[t] the min
+ * terms subtracted at the end (Q2_K only).
+ */
+#define KQ_INLINE static inline __attribute__((always_inline))
+
+static inline int kq_hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* the IQ4 grid in both 128-bit lanes, for byte shuffles */
+static inline __m256i kq_iq4_grid(void) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kern_iq4nl_values));
+}
+
+/* Q2_K: the 2-bit field of half h at shift s is elements 128h + 32s + l,
+ * sub-block 8h + 2s in the low lane and 8h + 2s + 1 in the high one */
+KQ_INLINE void kq_blk_q2_K(const block_q2_K *w, const block_q8_K *const *x, int nt, __m256 *acc, float *accm) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m128i raw = _mm_loadu_si128((const __m128i *)w->scales);
+    __m128i sc8 = _mm_and_si128(raw, _mm_set1_epi8(15));
+    __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15)));
+    __m256i sch[2] = {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc8)),
+                      _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sc8, 8)))};
+    __m256i sumi[4];
+    KQ_UNROLL for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+    KQ_UNROLL for (int h = 0; h < 2; h++) {
+        __m256i qv = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * h));
+        KQ_UNROLL for (int s = 0; s < 4; s++) {
+            __m256i q = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * s), m3);
+            __m256i scl = kq_pick16(sch[h], 2 * s, 2 * s + 1);
+            KQ_UNROLL for (int t = 0; t < nt; t++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t]->qs + 128 * h + 32 * s));
+                sumi[t] = _mm256_add_epi32(sumi[t], kq_scaled32(q, xv, scl));
+            }
+        }
+    }
+    float d = _cvtsh_ss(w->d), dmin = _cvtsh_ss(w->dmin);
+    KQ_UNROLL for (int t = 0; t < nt; t++) {
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        __m256i m = _mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)x[t]->bsums));
+        accm[t] += dmin * x[t]->d * (float)kq_hsum_i32(m);
+    }
+}
+
+/* Q3_K's 16 scales minus 32 as int8 (kern_scale_q3_K), unpacked in general registers */
+static inline __m128i kq_q3_scales(const uint8_t *sc) {
+    uint32_t a0, a1, a2;
+    memcpy(&a0, sc, 4);
+    memcpy(&a1, sc + 4, 4);
+    memcpy(&a2, sc + 8, 4);
+    const uint32_t k4 = 0x0f0f0f0f, k2 = 0x03030303;
+    uint32_t s0 = (a0 & k4) | (a2 & k2) << 4, s1 = (a1 & k4) | ((a2 >> 2) & k2) << 4;
+    uint32_t s2 = ((a0 >> 4) & k4) | ((a2 >> 4) & k2) << 4, s3 = ((a1 >> 4) & k4) | ((a2 >> 6) & k2) << 4;
+    return _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
+}
+
+/* Q3_K: u = low 2 bits | high bit << 2 (0..7) and q = u - 4, so
+ * sum sc * q * x = sum sc * u * x - 4 * sum sc * bsums */
+KQ_INLINE void kq_blk_q3_K(const block_q3_K *w, const block_q8_K *const *x, int nt, __m256 *acc) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m128i sc8 = kq_q3_scales(w->scales);
+    __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    __m256i sch[2] = {_mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8)),
+                      _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128(sc8, 8)))};
+    __m256i hm = _mm256_loadu_si256((const __m256i *)w->hmask);
+    __m256i sumi[4];
+    KQ_UNROLL for (int t = 0; t < nt; t++) {
+        __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)x[t]->bsums));
+        sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 2));
+    }
+    KQ_UNROLL for (int h = 0; h < 2; h++) {
+        __m256i qv = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * h));
+        KQ_UNROLL for (int s = 0; s < 4; s++) {
+            __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + s), one), 2);
+            __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qv, 2 * s), m3), hb);
+            __m256i scl = kq_pick16(sch[h], 2 * s, 2 * s + 1);
+            KQ_UNROLL for (int t = 0; t < nt; t++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t]->qs + 128 * h + 32 * s));
+                sumi[t] = _mm256_add_epi32(sumi[t], kq_scaled32(q, xv, scl));
+            }
+        }
+    }
+    float d = _cvtsh_ss(w->d);
+    KQ_UNROLL for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+}
+
+/* IQ4_NL: grid values by byte shuffle (signed, |v| <= 127), then the sign
+ * trick as Q8_0: |w| * (x with w's sign); x never holds -128 */
+KQ_INLINE void kq_blk_iq4_nl(const block_iq4_nl *w, const block_q8_0 *const *x, int nt, __m256 *acc) {
+    __m256i q = _mm256_shuffle_epi8(kq_iq4_grid(), kq_nibbles32(w->qs)), aq = _mm256_sign_epi8(q, q);
+    float wd = _cvtsh_ss(w->d);
+    KQ_UNROLL for (int t = 0; t < nt; t++) {
+        __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x[t]->qs), q);
+        __m256i p = kq_dot_u8s8(_mm256_setzero_si256(), aq, xv);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(wd * _cvtsh_ss(x[t]->d)), _mm256_cvtepi32_ps(p), acc[t]);
+    }
+}
+
+/* IQ4_XS: as IQ4_NL per sub-block of 32, each pair sum (<= 2 * 127 * 127,
+ * no int16 saturation) times the sub-block's scale - 32 */
+KQ_INLINE void kq_blk_iq4_xs(const block_iq4_xs *w, const block_q8_K *const *x, int nt, __m256 *acc) {
+    const __m256i grid = kq_iq4_grid();
+    uint32_t sl;
+    memcpy(&sl, w->scales_l, 4);
+    int16_t ls[8];
+    for (int j = 0; j < 8; j++)
+        ls[j] = (int16_t)((((sl >> (4 * j)) & 15) | ((w->scales_h >> (2 * j)) & 3) << 4) - 32);
+    __m256i sc16 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ls));
+    __m256i sumi[4];
+    KQ_UNROLL for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+    KQ_UNROLL for (int j = 0; j < 8; j++) {
+        __m256i q = _mm256_shuffle_epi8(grid, kq_nibbles32(w->qs + 16 * j)), aq = _mm256_sign_epi8(q, q);
+        __m256i scl = kq_pick16(sc16, j, j);
+        KQ_UNROLL for (int t = 0; t < nt; t++) {
+            __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(x[t]->qs + 32 * j)), q);
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aq, xv), scl));
+        }
+    }
+    float d = _cvtsh_ss(w->d);
+    KQ_UNROLL for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+}
+
+/* the dot product (nt = 1) and the prefill tile (nt = 4) of a block
+ * function; BLK(w, x, nt) passes acc (and accm where the type has mins) */
+#define KQ_DOT_TILE(dname, tname, wtype, xtype, QKB, BLK)                                                    \
+    static float KQ(dname)(const void *vw, const void *vx, int n) {                                         \
+        const wtype *w = vw;                                                                                 \
+        const xtype *xb = vx;                                                                                \
+        __m256 acc[1] = {_mm256_setzero_ps()};                                                               \
+        float accm[1] = {0.0f};                                                                              \
+        for (int b = 0; b < n / QKB; b++) {                                                                  \
+            const xtype *x[1] = {xb + b};                                                                    \
+            BLK(w + b, x, 1);                                                                                \
+        }                                                                                                    \
+        (void)accm;                                                                                          \
+        return kq_hsum8(acc[0]) - accm[0];                                                                   \
+    }                                                                                                        \
+    static void KQ(tname)(float *out, size_t out_stride, const void *vw, size_t row_bytes, int n_rows,      \
+                          const void *vx, size_t act_bytes, int n) {                                         \
+        for (int r = 0; r < n_rows; r++) {                                                                   \
+            const wtype *w = (const wtype *)((const char *)vw + row_bytes * r);                              \
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
+            float accm[4] = {0, 0, 0, 0};                                                                    \
+            for (int b = 0; b < n / QKB; b++) {                                                              \
+                const xtype *x[4];                                                                           \
+                KQ_UNROLL for (int t = 0; t < 4; t++) x[t] = (const xtype *)((const char *)vx + act_bytes * t) + b; \
+                BLK(w + b, x, 4);                                                                            \
+            }                                                                                                \
+            KQ_UNROLL for (int t = 0; t < 4; t++) out[t * out_stride + r] = kq_hsum8i(acc[t]) - accm[t];    \
+        }                                                                                                    \
+    }
+
+#define KQ_BLK_Q2_K(w, x, nt) kq_blk_q2_K(w, x, nt, acc, accm)
+#define KQ_BLK_Q3_K(w, x, nt) kq_blk_q3_K(w, x, nt, acc)
+#define KQ_BLK_IQ4_NL(w, x, nt) kq_blk_iq4_nl(w, x, nt, acc)
+#define KQ_BLK_IQ4_XS(w, x, nt) kq_blk_iq4_xs(w, x, nt, acc)
+KQ_DOT_TILE(dot_q2_K, tile4_q2_K, block_q2_K, block_q8_K, QK_K, KQ_BLK_Q2_K)
+KQ_DOT_TILE(dot_q3_K, tile4_q3_K, block_q3_K, block_q8_K, QK_K, KQ_BLK_Q3_K)
+KQ_DOT_TILE(dot_iq4_nl, tile4_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, KQ_BLK_IQ4_NL)
+KQ_DOT_TILE(dot_iq4_xs, tile4_iq4_xs, block_iq4_xs, block_q8_K, QK_K, KQ_BLK_IQ4_XS)
+
 #endif

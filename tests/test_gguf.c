@@ -507,9 +507,10 @@ static void c_bytes_overflow(wbuf *b) { /* elements fit in int64, bytes do not *
 static void c_type_99(wbuf *b) { one_tensor(b, "w", 1, NE_1, 99, 0, 128); }
 static void c_type_retired(wbuf *b) { one_tensor(b, "w", 1, NE_1, 4, 0, 128); }
 
-static void c_type_q2k(wbuf *b) {
+/* IQ2_XXS (16): a type ggml defines and heed cannot run */
+static void c_type_iq2xxs(wbuf *b) {
     static const int64_t ne[2] = {256, 1};
-    one_tensor(b, "blk.0.attn_q.weight", 2, ne, GGML_Q2_K, 0, 84);
+    one_tensor(b, "blk.0.attn_q.weight", 2, ne, 16, 0, 66);
 }
 
 static void c_q8_0_ne33(wbuf *b) {
@@ -614,8 +615,8 @@ static const struct corrupt_case corrupt_cases[] = {
     {"byte size overflow", c_bytes_overflow, HEED_ERR_FORMAT, "t.gguf: tensor #0 ('w'): byte size overflows"},
     {"type 99", c_type_99, HEED_ERR_FORMAT, "t.gguf: tensor #0 ('w'): unknown tensor type 99"},
     {"retired type 4", c_type_retired, HEED_ERR_FORMAT, "t.gguf: tensor #0 ('w'): unknown tensor type 4"},
-    {"Q2_K", c_type_q2k, HEED_ERR_UNSUPPORTED,
-     "t.gguf: unsupported tensor type Q2_K for tensor 'blk.0.attn_q.weight'"},
+    {"IQ2_XXS", c_type_iq2xxs, HEED_ERR_UNSUPPORTED,
+     "t.gguf: unsupported tensor type IQ2_XXS for tensor 'blk.0.attn_q.weight'"},
     {"Q8_0 ne0 33", c_q8_0_ne33, HEED_ERR_FORMAT,
      "t.gguf: tensor #0 ('w'): ne[0] = 33 is not a multiple of the Q8_0 block size 32"},
     {"misaligned offset", c_misaligned, HEED_ERR_FORMAT,
@@ -758,10 +759,12 @@ static void test_type_tables(void **state) {
         {GGML_BF16, "BF16", 2, 1, true},       {GGML_Q8_0, "Q8_0", 34, 32, true},
         {GGML_Q4_0, "Q4_0", 18, 32, true},    {GGML_Q4_1, "Q4_1", 20, 32, true},
         {GGML_Q5_0, "Q5_0", 22, 32, true},    {GGML_Q5_1, "Q5_1", 24, 32, true},
-        {GGML_Q8_1, "Q8_1", 36, 32, false},    {GGML_Q2_K, "Q2_K", 84, 256, false},
-        {GGML_Q3_K, "Q3_K", 110, 256, false},  {GGML_Q4_K, "Q4_K", 144, 256, true},
+        {GGML_Q8_1, "Q8_1", 36, 32, false},    {GGML_Q2_K, "Q2_K", 84, 256, true},
+        {GGML_Q3_K, "Q3_K", 110, 256, true},   {GGML_Q4_K, "Q4_K", 144, 256, true},
         {GGML_Q5_K, "Q5_K", 176, 256, true},  {GGML_Q6_K, "Q6_K", 210, 256, true},
-        {GGML_Q8_K, "Q8_K", 292, 256, false},  {4, "unknown", 0, 0, false},
+        {GGML_Q8_K, "Q8_K", 292, 256, false},  {GGML_IQ4_NL, "IQ4_NL", 18, 32, true},
+        {GGML_IQ4_XS, "IQ4_XS", 136, 256, true}, {16, "IQ2_XXS", 66, 256, false},
+        {4, "unknown", 0, 0, false},
         {99, "unknown", 0, 0, false},          {-1, "unknown", 0, 0, false},
         {GGML_TYPE_COUNT, "unknown", 0, 0, false},
     };

@@ -325,7 +325,9 @@ static void test_dequant_row(void **state) {
     assert_int_equal(kern_row_bytes(GGML_BF16, 100), 200);
     assert_int_equal(kern_row_bytes(GGML_Q8_0, 4096), 128 * 34);
     assert_int_equal(kern_row_bytes(GGML_Q4_K, 256), 144);
-    assert_int_equal(kern_row_bytes(GGML_Q2_K, 256), 0); /* unsupported */
+    assert_int_equal(kern_row_bytes(GGML_Q2_K, 512), 2 * 84);
+    assert_int_equal(kern_row_bytes(GGML_IQ4_NL, 64), 2 * 18);
+    assert_int_equal(kern_row_bytes(16, 256), 0); /* IQ2_XXS: unsupported */
 }
 
 /* ------------------------------------------------- ops vs scalar oracle */
