@@ -4,9 +4,14 @@
  * model.safetensors.index.json (weights), tokenizer.json (tok_load_hf).
  *
  * Architectures: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
- * Qwen3ForCausalLM, with no rope scaling, linear, or llama3 (whose
+ * Qwen3ForCausalLM, Gemma3ForCausalLM (text-only Gemma 3) and
+ * GPT2LMHeadModel, with no rope scaling, linear, or llama3 (whose
  * per-frequency divisors are computed here as transformers'
  * _compute_llama3_parameters does). Anything else is refused by name.
+ *
+ * Gemma's RMSNorm multiplies by (1 + weight): the GGUF converter stores
+ * weight + 1, and so do we after binding. GPT-2 stores its projections as
+ * Conv1D, [in, out]: they are transposed into owned copies.
  *
  * Weights are bound by model_bind_weights through a name translation
  * (GGUF names -> HF names), so a folder passes the same presence, type and
@@ -57,6 +62,8 @@ struct hf_model {
     const char *weights;  /* HF_WEIGHTS or HF_INDEX: the file messages about weights name */
     uint64_t file_size;
     int n_tensors;
+    void **owned;         /* (n_owned) transposed copies of GPT-2's Conv1D weights */
+    int n_owned;
 };
 
 typedef struct hf_loader {
@@ -204,6 +211,8 @@ static const struct {
     {"MistralForCausalLM", ARCH_LLAMA, "llama", 131072},
     {"Qwen2ForCausalLM", ARCH_QWEN2, "qwen2", 32768},
     {"Qwen3ForCausalLM", ARCH_QWEN3, "qwen3", 32768},
+    {"Gemma3ForCausalLM", ARCH_GEMMA3, "gemma3", 131072},
+    {"GPT2LMHeadModel", ARCH_GPT2, "gpt2", 1024},
 };
 
 static int load_arch(hf_loader *H, json_t *cfg, int *default_ctx) {
@@ -222,16 +231,20 @@ static int load_arch(hf_loader *H, json_t *cfg, int *default_ctx) {
     }
     return fail(H, HF_CONFIG, HEED_ERR_UNSUPPORTED,
                 "architecture '%s' is not supported (heed reads LlamaForCausalLM, MistralForCausalLM, "
-                "Qwen2ForCausalLM, Qwen3ForCausalLM)", shown(s, a));
+                "Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, GPT2LMHeadModel)", shown(s, a));
 }
 
 /* Variants of these architectures that the forward pass does not implement. */
 static int check_variant(hf_loader *H, json_t *cfg) {
     char a[HF_SHOW + 4];
-    const char *act = json_string_value(json_object_get(cfg, "hidden_act"));
-    if (act && strcmp(act, "silu") != 0)
-        return fail(H, HF_CONFIG, HEED_ERR_UNSUPPORTED, "hidden_act '%s' is not supported (heed implements silu)",
-                    shown(act, a));
+    /* the activation each family implements: GELU's tanh form for Gemma 3 and GPT-2 */
+    const enum model_arch arch = H->m->arch;
+    const char *key = arch == ARCH_GEMMA3 ? "hidden_activation" : arch == ARCH_GPT2 ? "activation_function" : "hidden_act";
+    const char *want = arch == ARCH_GEMMA3 ? "gelu_pytorch_tanh" : arch == ARCH_GPT2 ? "gelu_new" : "silu";
+    const char *act = json_string_value(json_object_get(cfg, key));
+    if (act && strcmp(act, want) != 0)
+        return fail(H, HF_CONFIG, HEED_ERR_UNSUPPORTED, "%s '%s' is not supported (heed implements %s)", key,
+                    shown(act, a), want);
     /* Qwen2 always has q/k/v biases; elsewhere attention_bias adds an o_proj bias too */
     if (H->m->arch != ARCH_QWEN2 && json_is_true(json_object_get(cfg, "attention_bias")))
         return fail(H, HF_CONFIG, HEED_ERR_UNSUPPORTED, "'attention_bias' true is not supported");
@@ -290,11 +303,79 @@ static int sliding_window(hf_loader *H, json_t *cfg) {
     return HEED_OK;
 }
 
+/* GPT-2's own spelling of the geometry; learned positions, LayerNorm, tied output. */
+static int load_hparams_gpt2(hf_loader *H, json_t *cfg) {
+    heed_model *m = H->m;
+    int rc;
+    double eps;
+    if ((rc = cfg_int(H, cfg, "n_embd", true, 0, 1, MODEL_MAX_DIM, &m->n_embd))) return rc;
+    if ((rc = cfg_int(H, cfg, "n_layer", true, 0, 1, MODEL_MAX_LAYERS, &m->n_layer))) return rc;
+    if ((rc = cfg_int(H, cfg, "n_head", true, 0, 1, MODEL_MAX_HEADS, &m->n_head))) return rc;
+    if (m->n_embd % m->n_head)
+        return fail(H, HF_CONFIG, HEED_ERR_FORMAT, "'n_embd' %d is not a multiple of 'n_head' %d", m->n_embd, m->n_head);
+    if ((rc = cfg_int(H, cfg, "n_inner", false, 4 * (int64_t)m->n_embd, 1, MODEL_MAX_DIM, &m->n_ff))) return rc;
+    if ((rc = cfg_int(H, cfg, "vocab_size", true, 0, 1, MODEL_MAX_VOCAB, &m->n_vocab))) return rc;
+    if ((rc = cfg_int(H, cfg, "n_positions", false, 1024, 1, MODEL_MAX_CTX, &m->n_ctx_train))) return rc;
+    if ((rc = cfg_num(H, cfg, "layer_norm_epsilon", false, 1e-5, 0.0, 1.0, &eps))) return rc;
+    m->n_head_kv = m->n_head;
+    m->head_dim = m->n_embd / m->n_head;
+    m->rope_base = 10000.0f;
+    model_arch_defaults(m);
+    m->rms_eps = (float)eps;
+    m->n_rot = 0;
+    H->tied = true; /* lm_head is the embedding */
+    return HEED_OK;
+}
+
+/* Gemma 3's extras: the local layers' RoPE base and window, the query
+ * scale, soft-caps where a checkpoint sets them. The sliding layers are
+ * sliding_window_pattern's, or layer_types' when it is a repeating pattern. */
+static int load_gemma3(hf_loader *H, json_t *cfg) {
+    heed_model *m = H->m;
+    char a[HF_SHOW + 4];
+    double base_local, qpas, cap;
+    int rc;
+    if ((rc = cfg_num(H, cfg, "rope_local_base_freq", false, 10000.0, 1.0, 1e12, &base_local))) return rc;
+    m->rope_base_local = (float)base_local;
+    if ((rc = cfg_num(H, cfg, "query_pre_attn_scalar", false, m->head_dim, 1e-6, 1e9, &qpas))) return rc;
+    m->attn_scale = 1.0f / sqrtf((float)qpas);
+    if ((rc = cfg_num(H, cfg, "attn_logit_softcapping", false, 0.0, 0.0, 1e6, &cap))) return rc;
+    m->attn_softcap = (float)cap;
+    if ((rc = cfg_num(H, cfg, "final_logit_softcapping", false, 0.0, 0.0, 1e6, &cap))) return rc;
+    m->final_softcap = (float)cap;
+    if ((rc = cfg_int(H, cfg, "sliding_window", true, 0, 1, MODEL_MAX_CTX, &m->n_swa))) return rc;
+    if ((rc = cfg_int(H, cfg, "sliding_window_pattern", false, 6, 1, MODEL_MAX_LAYERS, &m->swa_pattern))) return rc;
+    json_t *types = json_object_get(cfg, "layer_types");
+    if (types && !json_is_null(types)) {
+        if (!json_is_array(types) || json_array_size(types) != (size_t)m->n_layer)
+            return fail(H, HF_CONFIG, HEED_ERR_FORMAT, "'layer_types' is not an array of %d strings", m->n_layer);
+        int pattern = 0;
+        for (int il = 0; il < m->n_layer && !pattern; il++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)il));
+            if (t && !strcmp(t, "full_attention")) pattern = il + 1;
+        }
+        m->swa_pattern = pattern ? pattern : m->n_layer + 1;
+        for (int il = 0; il < m->n_layer; il++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)il));
+            bool local = m->swa_pattern <= 1 || il % m->swa_pattern < m->swa_pattern - 1;
+            if (!t || strcmp(t, local ? "sliding_attention" : "full_attention"))
+                return fail(H, HF_CONFIG, HEED_ERR_UNSUPPORTED,
+                            "'layer_types[%d]' = '%s' does not follow a repeating pattern of sliding layers and one "
+                            "full layer", il, t ? shown(t, a) : "(not a string)");
+        }
+    }
+    if (m->n_swa > m->n_ctx_train)
+        return fail(H, HF_CONFIG, HEED_ERR_FORMAT, "'sliding_window' %d is larger than the context (%d)", m->n_swa,
+                    m->n_ctx_train);
+    return HEED_OK;
+}
+
 static int load_hparams(hf_loader *H, json_t *cfg) {
     heed_model *m = H->m;
     int rc, default_ctx = 0;
     double eps, theta;
     if ((rc = load_arch(H, cfg, &default_ctx)) || (rc = check_variant(H, cfg))) return rc;
+    if (m->arch == ARCH_GPT2) return load_hparams_gpt2(H, cfg);
     if ((rc = cfg_int(H, cfg, "hidden_size", true, 0, 1, MODEL_MAX_DIM, &m->n_embd))) return rc;
     if ((rc = cfg_int(H, cfg, "num_hidden_layers", true, 0, 1, MODEL_MAX_LAYERS, &m->n_layer))) return rc;
     if ((rc = cfg_int(H, cfg, "intermediate_size", true, 0, 1, MODEL_MAX_DIM, &m->n_ff))) return rc;
@@ -304,11 +385,12 @@ static int load_hparams(hf_loader *H, json_t *cfg) {
     if ((rc = load_heads(H, cfg))) return rc;
     if ((rc = cfg_num(H, cfg, "rms_norm_eps", false, 1e-6, 0.0, 1.0, &eps))) return rc;
     if ((rc = cfg_num(H, cfg, "rope_theta", false, 10000.0, 1.0, 1e12, &theta))) return rc;
-    if ((rc = cfg_bool(H, cfg, "tie_word_embeddings", false, &H->tied))) return rc;
+    if ((rc = cfg_bool(H, cfg, "tie_word_embeddings", m->arch == ARCH_GEMMA3, &H->tied))) return rc;
     m->rms_eps = (float)eps;
     m->rope_base = (float)theta;
     model_arch_defaults(m);
     m->rope_neox = true; /* see the top of the file */
+    if (m->arch == ARCH_GEMMA3) return load_gemma3(H, cfg);
     return sliding_window(H, cfg);
 }
 
@@ -541,21 +623,88 @@ static const struct {
     {"ffn_down.weight", "mlp.down_proj.weight"},
 };
 
+/* Gemma 3's norms around each block: its names, where llama's differ. */
+static const struct {
+    const char *gguf, *hf;
+} gemma3_names[] = {
+    {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
+    {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+};
+
+/* GPT-2 ("transformer." may prefix every name); transpose: a Conv1D weight, stored [in, out]. */
+static const struct {
+    const char *gguf, *hf;
+    bool transpose;
+} gpt2_names[] = {
+    {"token_embd.weight", "wte.weight", false},
+    {"position_embd.weight", "wpe.weight", false},
+    {"output_norm.weight", "ln_f.weight", false},
+    {"output_norm.bias", "ln_f.bias", false},
+    {"attn_norm.weight", "ln_1.weight", false},
+    {"attn_norm.bias", "ln_1.bias", false},
+    {"attn_qkv.weight", "attn.c_attn.weight", true},
+    {"attn_qkv.bias", "attn.c_attn.bias", false},
+    {"attn_output.weight", "attn.c_proj.weight", true},
+    {"attn_output.bias", "attn.c_proj.bias", false},
+    {"ffn_norm.weight", "ln_2.weight", false},
+    {"ffn_norm.bias", "ln_2.bias", false},
+    {"ffn_up.weight", "mlp.c_fc.weight", true},
+    {"ffn_up.bias", "mlp.c_fc.bias", false},
+    {"ffn_down.weight", "mlp.c_proj.weight", true},
+    {"ffn_down.bias", "mlp.c_proj.bias", false},
+};
+
+/* "blk.N.rest" -> N and rest; false for a global name */
+static bool layer_of(const char *gguf, long *layer, const char **rest) {
+    char *end;
+    if (strncmp(gguf, "blk.", 4) != 0) return false;
+    *layer = strtol(gguf + 4, &end, 10);
+    if (end == gguf + 4 || *end != '.') return false;
+    *rest = end + 1;
+    return true;
+}
+
+/* GPT-2's name (without the optional "transformer." prefix). */
+static bool gpt2_name(const char *gguf, char *buf, size_t size, bool *transpose) {
+    long layer = -1;
+    const char *rest = gguf;
+    bool in_layer = layer_of(gguf, &layer, &rest);
+    for (size_t i = 0; i < sizeof gpt2_names / sizeof gpt2_names[0]; i++) {
+        if (strcmp(rest, gpt2_names[i].gguf) != 0) continue;
+        bool global = !strncmp(gpt2_names[i].hf, "wte", 3) || !strncmp(gpt2_names[i].hf, "wpe", 3) ||
+                      !strncmp(gpt2_names[i].hf, "ln_f", 4);
+        if (global == in_layer) return false;
+        if (in_layer) snprintf(buf, size, "h.%ld.%s", layer, gpt2_names[i].hf);
+        else snprintf(buf, size, "%s", gpt2_names[i].hf);
+        *transpose = gpt2_names[i].transpose;
+        return true;
+    }
+    return false;
+}
+
 /* The HF name of a GGUF tensor name into buf, or false when HF has none
  * (rope_freqs: computed from config.json). */
-static bool hf_name(const char *gguf, char *buf, size_t size) {
+static bool hf_name(enum model_arch arch, const char *gguf, char *buf, size_t size, bool *transpose) {
+    *transpose = false;
+    if (arch == ARCH_GPT2) return gpt2_name(gguf, buf, size, transpose);
+    long layer;
+    const char *rest;
+    if (arch == ARCH_GEMMA3 && layer_of(gguf, &layer, &rest))
+        for (size_t i = 0; i < sizeof gemma3_names / sizeof gemma3_names[0]; i++)
+            if (strcmp(rest, gemma3_names[i].gguf) == 0) {
+                snprintf(buf, size, "model.layers.%ld.%s", layer, gemma3_names[i].hf);
+                return true;
+            }
     for (size_t i = 0; i < sizeof global_names / sizeof global_names[0]; i++) {
         if (strcmp(gguf, global_names[i].gguf) == 0) {
             snprintf(buf, size, "%s", global_names[i].hf);
             return true;
         }
     }
-    char *end;
-    if (strncmp(gguf, "blk.", 4) != 0) return false;
-    long layer = strtol(gguf + 4, &end, 10);
-    if (end == gguf + 4 || *end != '.') return false;
+    if (!layer_of(gguf, &layer, &rest)) return false;
     for (size_t i = 0; i < sizeof layer_names / sizeof layer_names[0]; i++) {
-        if (strcmp(end + 1, layer_names[i].gguf) == 0) {
+        if (strcmp(rest, layer_names[i].gguf) == 0) {
             snprintf(buf, size, "model.layers.%ld.%s", layer, layer_names[i].hf);
             return true;
         }
@@ -575,24 +724,75 @@ static void describe(const st_tensor *s, const char *file, model_tensor *t) {
     t->data = s->data;
 }
 
+/* A Conv1D weight [in, out] as the [out, in] matrix the forward pass reads:
+ * an owned copy (kept until the model is freed). False when out of memory. */
+static bool transposed(hf_loader *H, model_tensor *t) {
+    hf_model *h = H->h;
+    if (t->n_dims != 2) return true; /* the shape check names it */
+    size_t el = t->type == GGML_F32 ? 4 : 2, rows = (size_t)t->ne[1], cols = (size_t)t->ne[0];
+    void **grown = realloc(h->owned, sizeof *h->owned * (size_t)(h->n_owned + 1));
+    if (!grown) return false;
+    h->owned = grown;
+    size_t bytes = el * rows * cols;
+    unsigned char *dst = malloc(bytes > 0 ? bytes : 1);
+    if (!dst) return false;
+    h->owned[h->n_owned++] = dst;
+    const unsigned char *src = t->data;
+    for (size_t r = 0; r < rows; r++) /* src row r (input r) -> column r of dst */
+        for (size_t c = 0; c < cols; c++) memcpy(dst + (c * rows + r) * el, src + (r * cols + c) * el, el);
+    t->data = dst;
+    t->ne[0] = (int64_t)rows;
+    t->ne[1] = (int64_t)cols;
+    return true;
+}
+
 /* model_source.find: GGUF name -> HF name -> the shard that holds it. */
 static bool find_tensor(void *ctx, const char *gguf, model_tensor *t) {
     hf_loader *H = ctx;
     const hf_model *h = H->h;
+    bool transpose;
     /* tied: transformers ignores a stored lm_head.weight, and so do we */
-    if ((H->tied && strcmp(gguf, "output.weight") == 0) || !hf_name(gguf, H->name_buf, sizeof H->name_buf))
+    if ((H->tied && strcmp(gguf, "output.weight") == 0) ||
+        !hf_name(H->m->arch, gguf, H->name_buf, sizeof H->name_buf, &transpose))
         return false;
     t->outer_first = true;
     t->name = H->name_buf;
     t->file = h->weights;
-    for (int s = 0; s < h->n_shards; s++) {
-        const st_tensor *st = st_find(h->shards[s], H->name_buf);
-        if (st) {
-            describe(st, h->shard_names[s], t);
-            return true;
+    for (int pass = 0; pass < (H->m->arch == ARCH_GPT2 ? 2 : 1); pass++) {
+        if (pass) { /* GPT-2 checkpoints name their tensors with or without "transformer." */
+            char bare[sizeof H->name_buf];
+            memcpy(bare, H->name_buf, sizeof bare);
+            if (strlen(bare) + sizeof "transformer." > sizeof H->name_buf) return false;
+            memcpy(H->name_buf, "transformer.", sizeof "transformer." - 1);
+            memcpy(H->name_buf + sizeof "transformer." - 1, bare, strlen(bare) + 1);
+        }
+        for (int s = 0; s < h->n_shards; s++) {
+            const st_tensor *st = st_find(h->shards[s], H->name_buf);
+            if (st) {
+                describe(st, h->shard_names[s], t);
+                if (transpose && !transposed(H, t)) return false;
+                return true;
+            }
         }
     }
     return false;
+}
+
+/* Gemma's norms weigh by (1 + weight); the forward pass multiplies by what
+ * it binds, as the GGUF converter stores it. */
+static void gemma_norms(heed_model *m) {
+    float *v[] = {m->output_norm};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        for (int k = 0; k < m->n_embd; k++) v[i][k] += 1.0f;
+    for (int il = 0; il < m->n_layer; il++) {
+        model_layer *ly = &m->layers[il];
+        float *e[] = {ly->attn_norm, ly->post_attn_norm, ly->ffn_norm, ly->post_ffn_norm};
+        for (size_t i = 0; i < sizeof e / sizeof *e; i++)
+            for (int k = 0; e[i] && k < m->n_embd; k++) e[i][k] += 1.0f;
+        float *hn[] = {ly->q_norm, ly->k_norm};
+        for (size_t i = 0; i < sizeof hn / sizeof *hn; i++)
+            for (int k = 0; hn[i] && k < m->head_dim; k++) hn[i][k] += 1.0f;
+    }
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -659,6 +859,7 @@ int hf_load(heed_model *m, const char *dir, const heed_model_params *params, cha
     if ((rc = open_weights(&H))) return rc;
     model_source src = {.find = find_tensor, .ctx = &H, .output_required = !H.tied};
     if ((rc = model_bind_weights(m, &src, m->hf->weights, err, err_size))) return rc;
+    if (m->arch == ARCH_GEMMA3) gemma_norms(m);
     if ((rc = load_tokenizer(&H))) return rc;
     if (params && params->progress) prefault(m->hf);
     return HEED_OK;
@@ -674,6 +875,8 @@ void hf_free(hf_model *h) {
     free(h->shard_names);
     for (int i = 0; i < h->n_meta; i++) free(h->meta_keys[i]);
     free(h->meta_keys);
+    for (int i = 0; i < h->n_owned; i++) free(h->owned[i]);
+    free(h->owned);
     json_decref(h->config);
     free(h);
 }

@@ -998,7 +998,7 @@ static void test_weight_table(void **state) {
 
 static void cfg_del_hidden(json_t *c) { json_object_del(c, "hidden_size"); }
 static void cfg_hidden_str(json_t *c) { json_object_set_new(c, "hidden_size", json_string("8")); }
-static void cfg_gpt2(json_t *c) { json_object_set_new(c, "architectures", json_pack("[s]", "GPT2LMHeadModel")); }
+static void cfg_unknown(json_t *c) { json_object_set_new(c, "architectures", json_pack("[s]", "FalconForCausalLM")); }
 static void cfg_no_arch(json_t *c) { json_object_del(c, "architectures"); }
 static void cfg_heads_3(json_t *c) {
     json_object_del(c, "head_dim");
@@ -1026,7 +1026,7 @@ static const struct config_case {
 } config_cases[] = {
     {"missing hidden_size", cfg_del_hidden, HEED_ERR_FORMAT, "config.json", "'hidden_size' is missing"},
     {"hidden_size a string", cfg_hidden_str, HEED_ERR_FORMAT, "config.json", "'hidden_size' is not an integer"},
-    {"unknown architecture", cfg_gpt2, HEED_ERR_UNSUPPORTED, "config.json", "'GPT2LMHeadModel' is not supported"},
+    {"unknown architecture", cfg_unknown, HEED_ERR_UNSUPPORTED, "config.json", "'FalconForCausalLM' is not supported"},
     {"no architectures", cfg_no_arch, HEED_ERR_FORMAT, "config.json", "'architectures' is missing"},
     {"heads do not divide hidden", cfg_heads_3, HEED_ERR_FORMAT, "config.json",
      "'hidden_size' 8 is not a multiple of 'num_attention_heads' 3"},
@@ -1245,8 +1245,220 @@ static void test_corpus_replay(void **state) {
     assert_true(n > 0);
 }
 
+/* ------------------------------------------- Gemma 3 and GPT-2 folders */
+
+/* A minimal byte-level BPE tokenizer.json (the 256 byte symbols, no merges):
+ * enough for a folder whose test feeds ids. */
+static void write_byte_tokenizer(const char *dir) {
+    json_t *vocab = json_object();
+    int n = 0;
+    for (int b = 0; b < 256; b++) { /* GPT-2's bytes_to_unicode */
+        bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+        unsigned cp = keep ? (unsigned)b : 256u + (unsigned)n++;
+        char u[4];
+        int len = cp < 0x80 ? 1 : 2;
+        if (len == 1) u[0] = (char)cp;
+        else u[0] = (char)(0xC0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3F));
+        json_object_setn_new(vocab, u, (size_t)len, json_integer(b));
+    }
+    json_t *tj = json_pack("{s:{s:s, s:o, s:[]}, s:{s:s, s:b, s:b, s:b}, s:[]}", "model", "type", "BPE", "vocab",
+                           vocab, "merges", "pre_tokenizer", "type", "ByteLevel", "add_prefix_space", 0,
+                           "trim_offsets", 1, "use_regex", 1, "added_tokens");
+    assert_non_null(tj);
+    write_json(dir, "tokenizer.json", tj);
+    json_decref(tj);
+}
+
+/* The HF folder of a shared GGUF file (gemma3 or gpt2) as transformers
+ * would hold it: HF names, Gemma's norms as (weight - 1), GPT-2's Conv1D
+ * weights as [in, out]. F16 and F32 tensors are copied as they are. */
+static void hf_twin(const char *gguf_path, bool gpt2, const char *dir) {
+    int rc;
+    char err[256];
+    gguf_file *f = gguf_open(gguf_path, &rc, err, sizeof err);
+    assert_non_null(f);
+    wt *w = calloc((size_t)f->n_tensors, sizeof *w);
+    void **bufs = calloc((size_t)f->n_tensors, sizeof *bufs);
+    char **names = calloc((size_t)f->n_tensors, sizeof *names);
+    assert_true(w && bufs && names);
+    int n = 0;
+    for (int i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        char hf[160];
+        long layer = -1;
+        const char *rest = t->name;
+        if (!strncmp(t->name, "blk.", 4)) {
+            char *end;
+            layer = strtol(t->name + 4, &end, 10);
+            rest = end + 1;
+        }
+        bool conv = false, norm = false;
+        if (gpt2) {
+            static const char *const map[][2] = {
+                {"token_embd.weight", "wte.weight"}, {"position_embd.weight", "wpe.weight"},
+                {"output_norm.weight", "ln_f.weight"}, {"output_norm.bias", "ln_f.bias"},
+                {"attn_norm.weight", "ln_1.weight"}, {"attn_norm.bias", "ln_1.bias"},
+                {"attn_qkv.weight", "attn.c_attn.weight"}, {"attn_qkv.bias", "attn.c_attn.bias"},
+                {"attn_output.weight", "attn.c_proj.weight"}, {"attn_output.bias", "attn.c_proj.bias"},
+                {"ffn_norm.weight", "ln_2.weight"}, {"ffn_norm.bias", "ln_2.bias"},
+                {"ffn_up.weight", "mlp.c_fc.weight"}, {"ffn_up.bias", "mlp.c_fc.bias"},
+                {"ffn_down.weight", "mlp.c_proj.weight"}, {"ffn_down.bias", "mlp.c_proj.bias"}};
+            size_t k = 0;
+            while (k < sizeof map / sizeof *map && strcmp(map[k][0], rest)) k++;
+            assert_true(k < sizeof map / sizeof *map);
+            /* half the layers with the "transformer." prefix, as some checkpoints name them */
+            const char *pre = layer % 2 ? "transformer." : "";
+            if (layer >= 0) snprintf(hf, sizeof hf, "%sh.%ld.%s", pre, layer, map[k][1]);
+            else snprintf(hf, sizeof hf, "%s", map[k][1]);
+            conv = t->n_dims == 2 && layer >= 0;
+        } else {
+            static const char *const map[][2] = {
+                {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"},
+                {"attn_norm.weight", "input_layernorm.weight"}, {"attn_q.weight", "self_attn.q_proj.weight"},
+                {"attn_k.weight", "self_attn.k_proj.weight"}, {"attn_v.weight", "self_attn.v_proj.weight"},
+                {"attn_output.weight", "self_attn.o_proj.weight"}, {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+                {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+                {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+                {"ffn_norm.weight", "pre_feedforward_layernorm.weight"}, {"ffn_gate.weight", "mlp.gate_proj.weight"},
+                {"ffn_up.weight", "mlp.up_proj.weight"}, {"ffn_down.weight", "mlp.down_proj.weight"},
+                {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"}};
+            size_t k = 0;
+            while (k < sizeof map / sizeof *map && strcmp(map[k][0], rest)) k++;
+            assert_true(k < sizeof map / sizeof *map);
+            if (layer >= 0) snprintf(hf, sizeof hf, "model.layers.%ld.%s", layer, map[k][1]);
+            else snprintf(hf, sizeof hf, "%s", map[k][1]);
+            norm = strstr(rest, "norm") != NULL;
+        }
+        assert_true(t->type == 0 /* F32 */ || t->type == 1 /* F16 */);
+        size_t el = t->type == 0 ? 4 : 2, cnt = (size_t)t->ne[0] * (size_t)(t->n_dims == 2 ? t->ne[1] : 1);
+        unsigned char *b = malloc(el * cnt);
+        assert_non_null(b);
+        if (conv) { /* [out][in] -> [in][out] */
+            size_t in = (size_t)t->ne[0], out = (size_t)t->ne[1];
+            for (size_t o = 0; o < out; o++)
+                for (size_t i2 = 0; i2 < in; i2++)
+                    memcpy(b + (i2 * out + o) * el, (const unsigned char *)t->data + (o * in + i2) * el, el);
+        } else {
+            memcpy(b, t->data, el * cnt);
+        }
+        if (norm) { /* Gemma stores weight - 1 (its RMSNorm multiplies by 1 + weight) */
+            assert_int_equal(t->type, 0);
+            for (size_t k = 0; k < cnt; k++) ((float *)b)[k] -= 1.0f;
+        }
+        names[n] = strdup(hf);
+        bufs[n] = b;
+        w[n].name = names[n];
+        w[n].dtype = t->type == 0 ? "F32" : "F16";
+        w[n].n_dims = t->n_dims;
+        /* safetensors shapes are outermost first */
+        if (t->n_dims == 1) w[n].shape[0] = t->ne[0];
+        else if (conv) w[n].shape[0] = t->ne[0], w[n].shape[1] = t->ne[1];
+        else w[n].shape[0] = t->ne[1], w[n].shape[1] = t->ne[0];
+        w[n].data = b;
+        w[n].n_bytes = el * cnt;
+        n++;
+    }
+    write_st(dir, "model.safetensors", w, n, NULL);
+    for (int i = 0; i < n; i++) free(bufs[i]), free(names[i]);
+    free(bufs), free(names), free(w);
+    json_t *cfg;
+    if (gpt2) {
+        cfg = json_pack("{s:[s], s:i, s:i, s:i, s:i, s:i, s:f, s:s}", "architectures", "GPT2LMHeadModel", "n_embd", 32,
+                        "n_layer", 4, "n_head", 4, "n_positions", 1024, "vocab_size", 50257, "layer_norm_epsilon",
+                        1e-5, "activation_function", "gelu_new");
+    } else {
+        cfg = json_pack("{s:[s], s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:i, s:[s,s,s,s,s,s], s:i, s:i, s:i, "
+                        "s:s, s:b}",
+                        "architectures", "Gemma3ForCausalLM", "hidden_size", 16, "num_hidden_layers", 6,
+                        "intermediate_size", 160, "num_attention_heads", 4, "num_key_value_heads", 2, "head_dim", 16,
+                        "rms_norm_eps", 1e-6, "rope_theta", 1e6, "rope_local_base_freq", 10000.0, "sliding_window", 8,
+                        "layer_types", "sliding_attention", "sliding_attention", "sliding_attention",
+                        "sliding_attention", "sliding_attention", "full_attention", "query_pre_attn_scalar", 16,
+                        "vocab_size", 262144, "max_position_embeddings", 8192, "hidden_activation",
+                        "gelu_pytorch_tanh", "tie_word_embeddings", 1);
+    }
+    assert_non_null(cfg);
+    write_json(dir, "config.json", cfg);
+    json_decref(cfg);
+    write_byte_tokenizer(dir);
+    gguf_close(f);
+}
+
+/* Logits and every attention row of the folder equal the GGUF file's, on
+ * the golden prompt and 8 more tokens. */
+typedef struct rows_grab {
+    float *buf;
+    size_t n, cap;
+} rows_grab;
+
+static void grab_rows(void *user, const heed_attn_block *b) {
+    rows_grab *g = user;
+    for (int h = 0; h < b->n_head; h++)
+        for (int i = 0; i < b->n_query; i++) {
+            size_t len = (size_t)b->pos0 + i + 1;
+            if (g->n + len > g->cap) {
+                g->cap = (g->n + len) * 2;
+                g->buf = realloc(g->buf, sizeof(float) * g->cap);
+                assert_non_null(g->buf);
+            }
+            memcpy(g->buf + g->n, b->probs + h * b->head_stride + i * b->row_stride, sizeof(float) * len);
+            g->n += len;
+        }
+}
+
+static void run_ids(heed_model *m, const int32_t *ids, int n, rows_grab *g, float *logits, int n_vocab) {
+    heed_ctx *c;
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 64;
+    assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_OK);
+    heed_attn_hook hook = {.observe = grab_rows, .user = g};
+    heed_ctx_set_attn_hook(c, &hook);
+    assert_int_equal(heed_decode(c, ids, n - 4), HEED_OK);
+    for (int i = n - 4; i < n; i++) assert_int_equal(heed_decode(c, ids + i, 1), HEED_OK);
+    memcpy(logits, heed_ctx_logits(c), sizeof(float) * (size_t)n_vocab);
+    heed_ctx_free(c);
+}
+
+static void check_twin(const char *model, bool gpt2) {
+    char gp[512];
+    if (!tu_shared(model, gp, sizeof gp)) skip();
+    char dir[128];
+    make_tmpdir(dir, sizeof dir);
+    hf_twin(gp, gpt2, dir);
+    heed_model *h = load_ok(dir), *g = load_ok(gp);
+    heed_model_info a, b;
+    heed_model_get_info(h, &a);
+    heed_model_get_info(g, &b);
+    assert_string_equal(a.arch, b.arch);
+    assert_int_equal(a.n_vocab, b.n_vocab);
+    assert_true(a.attn_scale == b.attn_scale && a.attn_softcap == b.attn_softcap);
+    for (int l = 0; l < a.n_layer; l++) assert_int_equal(a.layer_window[l], b.layer_window[l]);
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++) ids[i] = 100 + 977 * i % 40000;
+    rows_grab ra = {0}, rb = {0};
+    float *la = malloc(sizeof(float) * (size_t)a.n_vocab), *lb = malloc(sizeof(float) * (size_t)b.n_vocab);
+    run_ids(h, ids, 20, &ra, la, a.n_vocab);
+    run_ids(g, ids, 20, &rb, lb, b.n_vocab);
+    assert_int_equal(ra.n, rb.n);
+    double worst = 0;
+    for (size_t i = 0; i < ra.n; i++) worst = fmax(worst, fabs(ra.buf[i] - rb.buf[i]));
+    double lw = 0;
+    for (int i = 0; i < a.n_vocab; i++) lw = fmax(lw, fabs(la[i] - lb[i]));
+    print_message("  %s as an HF folder: max |attention diff| %.2e over %zu entries, max |logit diff| %.2e\n", model,
+                  worst, ra.n, lw);
+    assert_true(worst == 0 && lw == 0); /* the same numbers in, the same code: bit for bit */
+    free(ra.buf), free(rb.buf), free(la), free(lb);
+    heed_model_free(h);
+    heed_model_free(g);
+    remove_tmpdir(dir);
+}
+
+static void test_gemma3_folder(void **state) { check_twin("models/tiny-gemma3.gguf", false); }
+static void test_gpt2_folder(void **state) { check_twin("models/tiny-gpt2.gguf", true); }
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemma3_folder),    cmocka_unit_test(test_gpt2_folder),
         cmocka_unit_test(test_parse_table),      cmocka_unit_test(test_parse_length),
         cmocka_unit_test(test_parse_valid),      cmocka_unit_test(test_truncation_sweep),
         cmocka_unit_test(test_open_file),        cmocka_unit_test(test_weight_table),
