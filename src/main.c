@@ -775,6 +775,16 @@ static int run_info(const char *path) {
            i.eot, i.add_bos ? "yes" : "no");
     printf("context:     %d tokens; rope base %g; rms eps %g; output %s\n", i.n_ctx_train, i.rope_base,
            i.rms_eps, i.tied_output ? "tied to token_embd" : "separate");
+    /* how attention rows are formed: what every view of a run of this model shows */
+    printf("attention:   scores q.k x %g", i.attn_scale);
+    if (i.attn_softcap > 0) printf(", soft-capped at %g", i.attn_softcap);
+    int first_w = -1, n_w = 0;
+    for (int l = 0; l < i.n_layer; l++)
+        if (i.layer_window[l] > 0) n_w++, first_w = first_w < 0 ? l : first_w;
+    if (n_w) printf("; sliding window of %d keys on %d of %d layers", i.layer_window[first_w], n_w, i.n_layer);
+    if (i.final_softcap > 0) printf("; logits soft-capped at %g", i.final_softcap);
+    printf("\n");
+    if (i.n_expert) printf("experts:     %d per layer, %d chosen per token\n", i.n_expert, i.n_expert_used);
 
     int n_types = 0;
     const char *types[16];
