@@ -575,6 +575,24 @@ static void test_moe_routing(void **state) {
             if (p < 13) assert_memory_equal(a, g->ids[p][l], 8); /* the same prompt as above */
         }
     assert_int_equal(heed_run_experts(r, ri.n_pos, 0, NULL, NULL), HEED_ERR_INVALID_ARG);
+    /* the JSON export carries the routing, position by position */
+    const char *jp = "test-output/moe.json";
+    assert_int_equal(heed_run_export_json(r, jp, NULL, 0), HEED_OK);
+    json_t *doc = load_json(jp);
+    json_t *ex = json_object_get(doc, "experts");
+    assert_int_equal(json_integer_value(json_object_get(ex, "n_expert")), 8);
+    json_t *routing = json_object_get(ex, "routing");
+    assert_int_equal(json_array_size(routing), (size_t)ri.n_pos);
+    for (int p = 0; p < ri.n_pos; p++)
+        for (int l = 0; l < ri.n_layer; l++) {
+            const int32_t *a;
+            assert_int_equal(heed_run_experts(r, p, l, &a, NULL), 2);
+            json_t *jids = json_object_get(json_array_get(json_array_get(routing, (size_t)p), (size_t)l), "ids");
+            for (int k = 0; k < 2; k++) assert_int_equal(json_integer_value(json_array_get(jids, (size_t)k)), a[k]);
+        }
+    assert_int_equal(json_array_size(json_object_get(doc, "attention_rule")), (size_t)ri.n_layer);
+    json_decref(doc);
+    unlink(jp);
     heed_run_free(back);
     heed_run_free(r);
     free(g);
