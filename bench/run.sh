@@ -75,6 +75,32 @@ else
     echo "== paths: SKIP (node is missing: make bench installs it with the web UI's dependencies)"
 fi
 
+# The families beyond llama (issue: model families): GPT-2 small, Gemma 3 1B
+# and Qwen3-30B-A3B shrunk to 4 of its 48 layers (every layer's geometry is
+# the real one: 128 experts, 8 per token), Q8_0, random weights; heed's
+# decode and prompt rates with no capture and with the recording the
+# product makes, and the reference engine's on the same file when it runs
+# here (it needs AVX-512).
+GPT2="--arch gpt2 --layers 12 --embd 768 --heads 12 --kv-heads 12 --ff 3072 --vocab 50257 --ctx 1024 --tied"
+GEMMA3="--arch gemma3 --layers 26 --embd 1152 --heads 4 --kv-heads 1 --head-dim 256 --ff 6912 --vocab 262144 --ctx 32768 --window 512 --tied"
+QMOE="--arch qwen3moe --layers 4 --embd 2048 --heads 32 --kv-heads 4 --head-dim 128 --ff 6144 --experts 128 --experts-used 8 --ff-exp 768 --vocab 151936 --ctx 32768"
+for ag in "gpt2-124m:$GPT2" "gemma3-1b:$GEMMA3" "qwen3moe-30b-a3b-4l:$QMOE"; do
+    g=${ag%%:*}; geo=${ag#*:}
+    f="$M/$g-q8_0.gguf"
+    if [ ! -f "$f" ]; then
+        echo "== mkmodel $f"
+        $B/mkmodel $geo --type q8_0 --seed 1 -o "$f.tmp" && mv "$f.tmp" "$f"
+    fi
+    echo "== family: $g q8_0, 2 threads"
+    for rep in 1 2; do
+        $B/bench_decode -m "$f" -p 512 -n 64 -t 2 -r 1 -c off,qk | tail -n 2
+        if [ -x ../shared/ref/llama-bench ]; then
+            ../shared/ref/llama-bench -m "$f" -p 512 -n 64 -t 2 -r 1 2>/dev/null | grep -E "pp512|tg64" ||
+                echo "   (the reference did not run here: it needs AVX-512)"
+        fi
+    done
+done
+
 : >"$OUT"
 for mt in $models; do
     g=${mt%%:*}; ty=${mt#*:}
