@@ -5,6 +5,7 @@
 #   make test    install missing packages, build (normal + ASan/UBSan), make check, run every test
 #   make check   exported symbols carry their module's prefix; includes point the allowed way
 #   make bench   benchmarks (figures, not pass/fail)
+#   make test-long  the 16k long-context golden file as well
 #   make fuzz    libFuzzer targets (clang; see the fuzzing section below)
 #
 # Warnings are errors. SIMD kernels are compiled per file with their own
@@ -44,7 +45,7 @@ BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 BENCH_TOOLS := $(BUILD)/bench/mkmodel
 HEADERS  := $(wildcard include/*.h src/*.h)
 
-.PHONY: all run test test-only bench fuzz deps web clean
+.PHONY: all run test test-only test-long bench fuzz deps web clean
 
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -72,6 +73,10 @@ test: deps web
 	@sh tests/run.sh
 
 tests: $(TEST_BIN) $(BENCH_TOOLS)
+
+# The long-context golden files at 16k too (make test runs the 8k one).
+test-long: all tests
+	HEED_TEST_LONG=1 ./$(BUILD)/tests/test_long
 
 bench: deps web
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(BENCH_TOOLS)
