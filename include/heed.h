@@ -296,11 +296,26 @@ uint16_t heed_f32_to_f16(float f);
 typedef struct heed_ctx heed_ctx;
 
 typedef struct heed_ctx_params {
-    int n_ctx;     /* context limit in tokens; 0 = the model's limit, capped at 4096 */
+    int n_ctx;     /* context limit in tokens; 0 = the model's limit, bounded by memory (heed_ctx_fit) */
     int n_threads; /* 0 = all cores (the work size may choose fewer) */
 } heed_ctx_params;
 
 heed_ctx_params heed_ctx_default_params(void);
+
+/* Memory, for choosing a context size before allocating one:
+ * heed_ctx_bytes: what a context of n_ctx positions allocates (KV cache,
+ * RoPE tables, scratch); heed_record_bytes: what a recording (the
+ * recorder's defaults: q and k of every layer, and the residuals of the
+ * lens) keeps in memory per position, as an upper bound;
+ * heed_mem_available: the memory available now (MemAvailable; 0 when
+ * unknown); heed_ctx_fit: the largest context, at most the model's limit,
+ * whose heed_ctx_bytes plus per_pos_extra bytes per position fits in
+ * budget (0 when none does). A context made with n_ctx 0 takes the
+ * model's limit, or the largest that fits in 80% of the memory available. */
+uint64_t heed_ctx_bytes(const heed_model *model, int n_ctx);
+uint64_t heed_record_bytes(const heed_model *model);
+uint64_t heed_mem_available(void);
+int heed_ctx_fit(const heed_model *model, uint64_t budget, uint64_t per_pos_extra);
 
 /* Allocates the KV cache and every scratch buffer; decoding never allocates.
  * Returns HEED_OK, HEED_ERR_INVALID_ARG (n_ctx beyond the model's limit) or

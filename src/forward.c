@@ -37,12 +37,15 @@
 #include "model.h"
 #include "pool.h"
 
-/* Budget for the per-batch attention probabilities (n_head x n_ub x n_ctx
- * floats): long prompts are processed in several batches rather than
- * allocating n_ctx^2 per head. */
+/* Budget for a batch's attention probabilities (n_head x n x (pos0 + n)
+ * floats, rows packed by their length): a batch deep in a long prompt is
+ * cut to what fits, early ones take up to MAX_UBATCH tokens, rather than
+ * allocating n_ctx^2 per head. At least one row per head always fits. */
 #define ATT_BUDGET_BYTES (64u << 20)
 #define MAX_UBATCH 512
-#define DEFAULT_MAX_CTX 4096
+/* Of the memory available when a context is made with the default size,
+ * the part its KV cache and scratch may take. */
+#define DEFAULT_MEM_SHARE 0.8
 /* Multiply-adds below which a job runs on one thread: waking a worker costs
  * more than it saves on small matrices. */
 #define WORK_PER_THREAD (1u << 18)
@@ -55,6 +58,7 @@ struct heed_ctx {
     int n_ctx;  /* context limit */
     int n_past; /* positions in the KV cache */
     int n_ub;   /* max tokens per forward batch */
+    size_t att_cap; /* floats in att: a batch's n_head x n x (pos0 + n) must fit */
     int q_dim, kv_dim;
 
     /* Each KV head's keys (values) are contiguous across positions, so the
@@ -718,6 +722,8 @@ int heed_decode(heed_ctx *c, const int32_t *ids, int n) {
                         "(model limit %d)", n, c->n_past, c->n_ctx, m->n_ctx_train);
     for (int done = 0; done < n;) {
         int b = n - done < c->n_ub ? n - done : c->n_ub;
+        /* deep in a long prompt, as many rows as the attention buffer holds */
+        while (b > 1 && (size_t)c->m->n_head * b * (size_t)(c->n_past + b) > c->att_cap) b--;
         forward_batch(c, ids + done, b, done + b == n);
         done += b;
     }
@@ -737,44 +743,110 @@ static void *zalloc(size_t n, size_t size, bool *ok) {
     return p;
 }
 
+/* The sizes heed_ctx_new allocates for n_ctx positions: one plan, so what
+ * heed_ctx_bytes reports is what the context takes. */
+typedef struct ctx_plan {
+    int n_ub;
+    size_t q_dim, kv_dim, ff, kv, rope, att, act_row, bytes;
+    bool local_rope;
+} ctx_plan;
+
+static ctx_plan plan_ctx(const heed_model *m, int n_ctx) {
+    ctx_plan p = {0};
+    p.q_dim = (size_t)m->n_head * m->head_dim;
+    p.kv_dim = (size_t)m->n_head_kv * m->head_dim;
+    p.n_ub = n_ctx < MAX_UBATCH ? n_ctx : MAX_UBATCH;
+    const size_t U = (size_t)p.n_ub, E = (size_t)m->n_embd;
+    p.ff = (size_t)(m->n_ff > m->n_ff_exp ? m->n_ff : m->n_ff_exp);
+    size_t max_in = E > p.q_dim ? E : p.q_dim;
+    if (p.ff > max_in) max_in = p.ff;
+    p.kv = (size_t)m->n_layer * n_ctx * p.kv_dim;
+    for (int il = 0; il < m->n_layer; il++) p.local_rope |= m->layers[il].rope_local;
+    p.rope = (size_t)n_ctx * (m->n_rot / 2);
+    p.att = ATT_BUDGET_BYTES / sizeof(float);
+    if (p.att < (size_t)m->n_head * n_ctx) p.att = (size_t)m->n_head * n_ctx;
+    if (p.att > (size_t)m->n_head * U * n_ctx) p.att = (size_t)m->n_head * U * n_ctx;
+    /* the largest activation format per element is Q8_K (292 bytes per 256) */
+    size_t act_bytes = kern_row_bytes(GGML_Q8_K, (int)(max_in / QK_K + 1) * QK_K);
+    size_t act_q81 = kern_row_bytes(GGML_Q8_1, (int)(max_in / QK8_1 + 1) * QK8_1);
+    p.act_row = act_bytes > act_q81 ? act_bytes : act_q81;
+    size_t floats = 2 * p.kv + (p.local_rope ? 4 : 2) * p.rope + 2 * U * E + U * p.q_dim * 2 + 2 * U * p.kv_dim +
+                    2 * U * p.ff + p.att + (size_t)m->n_vocab;
+    if (m->n_expert)
+        floats += U * (size_t)m->n_expert + 2 * U * (size_t)m->n_expert_used + 2 * U * E +
+                  U * (size_t)m->n_expert_used * E;
+    p.bytes = floats * sizeof(float) + U * p.act_row;
+    return p;
+}
+
+uint64_t heed_ctx_bytes(const heed_model *m, int n_ctx) {
+    if (!m || n_ctx < 1) return 0;
+    return plan_ctx(m, n_ctx).bytes;
+}
+
+uint64_t heed_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+int heed_ctx_fit(const heed_model *m, uint64_t budget, uint64_t per_pos_extra) {
+    if (!m) return 0;
+    /* the need grows with n_ctx (the attention buffer is bounded): bisect */
+    int lo = 0, hi = m->n_ctx_train;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (heed_ctx_bytes(m, mid) + per_pos_extra * (uint64_t)mid <= budget) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **out) {
     if (!m || !out) return HEED_ERR_INVALID_ARG;
     *out = NULL;
     heed_ctx_params p = params ? *params : heed_ctx_default_params();
     if (p.n_ctx < 0 || p.n_ctx > m->n_ctx_train || p.n_threads < 0 || p.n_threads > 1024)
         return HEED_ERR_INVALID_ARG;
+    int n_ctx = p.n_ctx;
+    if (!n_ctx) { /* the model's limit, as far as the memory available allows */
+        uint64_t avail = heed_mem_available();
+        n_ctx = m->n_ctx_train;
+        if (avail) {
+            int fit = heed_ctx_fit(m, (uint64_t)(avail * DEFAULT_MEM_SHARE), 0);
+            if (fit < n_ctx) n_ctx = fit > 0 ? fit : 1;
+        }
+    }
     heed_ctx *c = calloc(1, sizeof *c);
     if (!c) return HEED_ERR_NOMEM;
     c->m = m;
     c->ops = kern_ops_best();
-    c->n_ctx = p.n_ctx ? p.n_ctx : (m->n_ctx_train < DEFAULT_MAX_CTX ? m->n_ctx_train : DEFAULT_MAX_CTX);
+    c->n_ctx = n_ctx;
     c->n_threads = p.n_threads ? p.n_threads : pool_n_cpus();
-    c->q_dim = m->n_head * m->head_dim;
-    c->kv_dim = m->n_head_kv * m->head_dim;
-    size_t per_q = (size_t)m->n_head * c->n_ctx * sizeof(float);
-    size_t ub = ATT_BUDGET_BYTES / per_q;
-    c->n_ub = ub < 1 ? 1 : ub > MAX_UBATCH ? MAX_UBATCH : (int)ub;
-    if (c->n_ub > c->n_ctx) c->n_ub = c->n_ctx;
+    ctx_plan pl = plan_ctx(m, n_ctx);
+    c->q_dim = (int)pl.q_dim;
+    c->kv_dim = (int)pl.kv_dim;
+    c->n_ub = pl.n_ub;
+    c->att_cap = pl.att;
 
-    const size_t U = (size_t)c->n_ub, E = (size_t)m->n_embd;
-    size_t ff = (size_t)(m->n_ff > m->n_ff_exp ? m->n_ff : m->n_ff_exp);
-    size_t max_in = E > (size_t)c->q_dim ? E : (size_t)c->q_dim;
-    if (ff > max_in) max_in = ff;
-    size_t kv = (size_t)m->n_layer * c->n_ctx * c->kv_dim;
+    const size_t U = (size_t)c->n_ub, E = (size_t)m->n_embd, ff = pl.ff;
     bool ok = true;
-    c->k_cache = zalloc(kv, sizeof(float), &ok);
-    c->v_cache = zalloc(kv, sizeof(float), &ok);
+    c->k_cache = zalloc(pl.kv, sizeof(float), &ok);
+    c->v_cache = zalloc(pl.kv, sizeof(float), &ok);
     if (ok) {
-        fmap_advise_huge(c->k_cache, kv * sizeof(float));
-        fmap_advise_huge(c->v_cache, kv * sizeof(float));
+        fmap_advise_huge(c->k_cache, pl.kv * sizeof(float));
+        fmap_advise_huge(c->v_cache, pl.kv * sizeof(float));
     }
-    c->rope_cos = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
-    c->rope_sin = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
-    bool local_rope = false;
-    for (int il = 0; il < m->n_layer; il++) local_rope |= m->layers[il].rope_local;
-    if (local_rope) {
-        c->rope_cos_local = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
-        c->rope_sin_local = zalloc((size_t)c->n_ctx * (m->n_rot / 2), sizeof(float), &ok);
+    c->rope_cos = zalloc(pl.rope, sizeof(float), &ok);
+    c->rope_sin = zalloc(pl.rope, sizeof(float), &ok);
+    if (pl.local_rope) {
+        c->rope_cos_local = zalloc(pl.rope, sizeof(float), &ok);
+        c->rope_sin_local = zalloc(pl.rope, sizeof(float), &ok);
     }
     c->rules = zalloc((size_t)m->n_layer, sizeof *c->rules, &ok);
     if (m->n_expert) {
@@ -789,17 +861,14 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     }
     c->x = zalloc(U * E, sizeof(float), &ok);
     c->xb = zalloc(U * E, sizeof(float), &ok);
-    c->q = zalloc(U * c->q_dim, sizeof(float), &ok);
-    c->kb = zalloc(U * c->kv_dim, sizeof(float), &ok);
-    c->vb = zalloc(U * c->kv_dim, sizeof(float), &ok);
-    c->ao = zalloc(U * c->q_dim, sizeof(float), &ok);
+    c->q = zalloc(U * pl.q_dim, sizeof(float), &ok);
+    c->kb = zalloc(U * pl.kv_dim, sizeof(float), &ok);
+    c->vb = zalloc(U * pl.kv_dim, sizeof(float), &ok);
+    c->ao = zalloc(U * pl.q_dim, sizeof(float), &ok);
     c->hb = zalloc(U * ff, sizeof(float), &ok);
     c->hb2 = zalloc(U * ff, sizeof(float), &ok);
-    c->att = zalloc((size_t)m->n_head * U * c->n_ctx, sizeof(float), &ok);
-    /* the largest activation format per element is Q8_K (292 bytes per 256) */
-    size_t act_bytes = kern_row_bytes(GGML_Q8_K, (int)(max_in / QK_K + 1) * QK_K);
-    size_t act_q81 = kern_row_bytes(GGML_Q8_1, (int)(max_in / QK8_1 + 1) * QK8_1);
-    c->xq = zalloc(U, act_bytes > act_q81 ? act_bytes : act_q81, &ok);
+    c->att = zalloc(pl.att, sizeof(float), &ok);
+    c->xq = zalloc(U, pl.act_row, &ok);
     c->logits = zalloc((size_t)m->n_vocab, sizeof(float), &ok);
     c->pool = ok ? pool_new(c->n_threads) : NULL;
     if (!ok || !c->pool) {

@@ -54,7 +54,7 @@ static const char *usage_text =
     "      --repeat-last-n N   window of the repetition penalty (default 64)\n"
     "      --seed S            random seed (default 0)\n"
     "      --threads N         threads (default: all cores)\n"
-    "      --ctx N             context limit in tokens (default: the model's, at most 4096)\n"
+    "      --ctx N             context limit in tokens (default: the model's, bounded by memory)\n"
     "      --json              print one JSON object (format: docs/CLI.md)\n"
     "      --attention MODE    full | none: attention rows in the JSON (default full with --json)\n"
     "      --no-stream         plain mode: print the text at the end, not token by token\n"
@@ -482,8 +482,33 @@ static heed_ctx *open_context(const gen_opts *o, const heed_model *m, const heed
         fprintf(stderr, "heed: --ctx %d exceeds the model's context limit of %d tokens\n", o->n_ctx, info->n_ctx_train);
         return NULL;
     }
+    /* What the context and (with --save) the recording will take, before allocating */
+    uint64_t per_pos = o->save ? heed_record_bytes(m) : 0, avail = heed_mem_available();
+    int n_ctx = o->n_ctx;
+    if (!n_ctx) { /* the model's limit, bounded by memory; no more than this generation uses */
+        long long want = (long long)n_prompt + (o->n_predict > 0 ? o->n_predict : 0);
+        n_ctx = want < info->n_ctx_train ? (int)(want > 0 ? want : 1) : info->n_ctx_train;
+        int fit = avail ? heed_ctx_fit(m, (uint64_t)(avail * 0.8), per_pos) : n_ctx;
+        if (fit < n_ctx) n_ctx = fit;
+        if (n_ctx < 1) {
+            fprintf(stderr, "heed: not enough memory for any context (%.2f GB available)\n", avail / 1e9);
+            return NULL;
+        }
+    } else if (avail) {
+        uint64_t need = heed_ctx_bytes(m, n_ctx) + per_pos * (uint64_t)n_ctx;
+        if (need > avail) {
+            int fit = heed_ctx_fit(m, (uint64_t)(avail * 0.8), per_pos);
+            char rec[64] = "";
+            if (per_pos) snprintf(rec, sizeof rec, ", recording %.2f GB", per_pos * (double)n_ctx / 1e9);
+            fprintf(stderr,
+                    "heed: a context of %d tokens needs %.2f GB (KV cache and scratch %.2f GB%s) but %.2f GB is "
+                    "available; --ctx %d fits\n",
+                    n_ctx, need / 1e9, heed_ctx_bytes(m, n_ctx) / 1e9, rec, avail / 1e9, fit);
+            return NULL;
+        }
+    }
     heed_ctx_params cp = heed_ctx_default_params();
-    cp.n_ctx = o->n_ctx;
+    cp.n_ctx = n_ctx;
     cp.n_threads = o->n_threads;
     heed_ctx *ctx = NULL;
     int rc = heed_ctx_new(m, &cp, &ctx);
@@ -491,7 +516,7 @@ static heed_ctx *open_context(const gen_opts *o, const heed_model *m, const heed
         fprintf(stderr, "heed: cannot create a context: %s\n", heed_strerror(rc));
         return NULL;
     }
-    int n_ctx = heed_ctx_n_ctx(ctx);
+    n_ctx = heed_ctx_n_ctx(ctx);
     if (n_prompt > n_ctx) {
         fprintf(stderr, "heed: the prompt has %d tokens but the context limit is %d tokens\n", n_prompt, n_ctx);
         heed_ctx_free(ctx);

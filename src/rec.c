@@ -107,6 +107,19 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
     return rc;
 }
 
+uint64_t heed_record_bytes(const heed_model *m) {
+    if (!m) return 0;
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    /* q and k of every layer (the exact tier), the residual of every layer
+     * for the lens (per generated token: counted for every position, an
+     * upper bound), the routing of a mixture of experts, candidates */
+    uint64_t qk = (uint64_t)mi.n_layer * (uint64_t)(mi.n_head + mi.n_head_kv) * (uint64_t)mi.head_dim * 4;
+    uint64_t resid = (uint64_t)mi.n_layer * (uint64_t)mi.n_embd * 4;
+    uint64_t moe = (uint64_t)mi.n_layer * (uint64_t)mi.n_expert_used * 8;
+    return qk + resid + moe + 20 * 12 + 64;
+}
+
 /* -------------------------------------------------------------- recorder */
 
 heed_recorder_params heed_recorder_default_params(void) {

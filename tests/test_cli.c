@@ -249,6 +249,34 @@ static void test_long_context_cut(void **state) {
     free(e);
 }
 
+/* A context the memory cannot hold is refused before anything is
+ * allocated, naming the need, what is available and a --ctx that fits; by
+ * default a model with a huge context limit takes what the generation needs. */
+static void test_context_memory(void **state) {
+    char mk[512], model[128], args[2048];
+    assert_true(strlen(heed_bin) < 400);
+    snprintf(mk, sizeof mk, "%.400s", heed_bin);
+    char *slash = strrchr(mk, '/');
+    assert_non_null(slash);
+    snprintf(slash + 1, sizeof mk - (size_t)(slash + 1 - mk), "bench/mkmodel");
+    snprintf(model, sizeof model, "/tmp/heed_test_cli_%d_bigctx.gguf", (int)getpid());
+    snprintf(args, sizeof args,
+             "%s --layers 4 --embd 512 --heads 4 --kv-heads 4 --ff 64 --vocab 300 --ctx 16777216 --type f32 -o %s "
+             ">/dev/null", mk, model);
+    sh(args);
+    /* 4 layers x 16M positions x 512 floats x 2 (K and V): 275 GB */
+    snprintf(args, sizeof args, "generate -m %s --ctx 16777216 -p hi -n 2 --save /tmp/never.heedrun", model);
+    expect_err_bounded(args, 60, 1, "a context of 16777216 tokens needs");
+    char *e = slurp(err_path);
+    assert_non_null(strstr(e, "GB is available; --ctx "));
+    assert_non_null(strstr(e, "recording"));
+    free(e);
+    assert_int_equal(access("/tmp/never.heedrun", F_OK), -1);
+    snprintf(args, sizeof args, "generate -m %s -p hi -n 3 --json --attention none", model);
+    assert_int_equal(run(args), 0);
+    unlink(model);
+}
+
 static void test_bpe_model_text_and_ids(void **state) {
     char buf[512];
     const char *p = tu_shared("models/tiny-llama3.gguf", buf, sizeof buf);
@@ -470,6 +498,7 @@ int main(void) {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_head_interventions),
         cmocka_unit_test(test_long_context_cut),
+        cmocka_unit_test(test_context_memory),
         cmocka_unit_test(test_bpe_model_text_and_ids),
         cmocka_unit_test(test_chat_and_tokenize),
         cmocka_unit_test(test_chat_content_is_text),
