@@ -405,11 +405,31 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     a->view.n_threads = cfg->n_threads;
     heed_ctx_params cp = heed_ctx_default_params();
     cp.n_threads = cfg->n_threads;
+    /* the model's limit, or --ctx, held to the memory the cache and one
+     * generation's recording need (refused, naming a --ctx that fits) */
+    uint64_t per_pos = heed_record_bytes(a->model), avail = heed_mem_available();
+    int fit = avail ? heed_ctx_fit(a->model, (uint64_t)(avail * 0.8), per_pos) : a->info.n_ctx_train;
+    if (cfg->n_ctx > a->info.n_ctx_train) {
+        snprintf(err, err_size, "--ctx %d exceeds the model's context limit of %d tokens", cfg->n_ctx,
+                 a->info.n_ctx_train);
+        rc = HEED_ERR_INVALID_ARG;
+        goto fail;
+    }
+    if (cfg->n_ctx && avail && heed_ctx_bytes(a->model, cfg->n_ctx) + per_pos * (uint64_t)cfg->n_ctx > avail) {
+        snprintf(err, err_size, "a context of %d tokens needs %.2f GB with its recording but %.2f GB is available; "
+                 "--ctx %d fits", cfg->n_ctx,
+                 (heed_ctx_bytes(a->model, cfg->n_ctx) + per_pos * (double)cfg->n_ctx) / 1e9, avail / 1e9, fit);
+        rc = HEED_ERR_NOMEM;
+        goto fail;
+    }
+    cp.n_ctx = cfg->n_ctx ? cfg->n_ctx : fit < a->info.n_ctx_train ? (fit > 0 ? fit : 1) : a->info.n_ctx_train;
     if ((rc = heed_ctx_new(a->model, &cp, &a->eng.ctx))) {
         snprintf(err, err_size, "cannot create a context: %s", heed_strerror(rc));
         goto fail;
     }
     a->n_ctx = heed_ctx_n_ctx(a->eng.ctx);
+    if (!a->cfg.max_prompt) a->cfg.max_prompt = a->n_ctx; /* the limits follow the context */
+    if (!a->cfg.max_tokens) a->cfg.max_tokens = a->n_ctx;
     rc = HEED_ERR_NOMEM;
     a->eng.row = calloc((size_t)a->n_ctx + 1, sizeof(float));
     if (!a->eng.row) {

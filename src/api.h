@@ -40,8 +40,9 @@ typedef struct api_stream api_stream;
 
 typedef struct api_config {
     const char *model_path; /* NULL: the bundled model */
-    int max_tokens;         /* per-request cap on generated tokens */
-    int max_prompt;         /* prompt token limit (422 beyond it) */
+    int max_tokens;         /* per-request cap on generated tokens (0: the context) */
+    int max_prompt;         /* prompt token limit (422 beyond it; 0: the context) */
+    int n_ctx;              /* context size (0: the model's limit, bounded by memory with the recording) */
     int n_threads;          /* 0: all cores */
     int attn_top_k;         /* attended positions reported per token */
     const char *data_dir;   /* run store folder (exists) */

@@ -335,7 +335,7 @@ gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     if (n > limit) {
         api_error(rp, 422, kind == GEN_CHAT ? "messages" : "prompt", "prompt_too_long",
                   "the prompt has %d tokens; the limit is %d (%s)", n, limit,
-                  limit == a->cfg.max_prompt ? "--max-prompt" : "the context size");
+                  limit < a->n_ctx ? "--max-prompt" : "the context size");
         goto fail;
     }
     if (n == 0) {

@@ -537,8 +537,10 @@ static const char *usage_text =
     "  --host HOST                   address to listen on (default 127.0.0.1)\n"
     "  --port N                      port (default 8080; 0 = any free port)\n"
     "  -m, --model PATH              GGUF file or Hugging Face folder (default: the bundled model)\n"
-    "  --max-tokens N                cap on generated tokens per request (default 512)\n"
-    "  --max-prompt N                prompt token limit (default 2048)\n"
+    "  --ctx N                       context size in tokens (default: the model's limit, bounded by\n"
+    "                                the memory its cache and recordings need)\n"
+    "  --max-tokens N                cap on generated tokens per request (default: the context)\n"
+    "  --max-prompt N                prompt token limit (default: the context)\n"
     "  --threads N                   inference threads (default: all cores)\n"
     "  --cors ORIGIN                 allow browser requests from ORIGIN\n"
     "  --api-key KEY                 require Authorization: Bearer KEY\n"
@@ -581,7 +583,7 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .max_conn = MAX_CONNECTIONS, .max_per_ip = MAX_PER_IP,
                       .header_timeout = HEADER_TIMEOUT_S, .body_timeout = BODY_TIMEOUT_S,
                       .idle_timeout = IDLE_TIMEOUT_S};
-    o->cfg = (api_config){.max_tokens = 512, .max_prompt = 2048, .attn_top_k = 32, .cache_runs = 10,
+    o->cfg = (api_config){.max_tokens = 0, .max_prompt = 0, .attn_top_k = 32, .cache_runs = 10,
                           .cache_bytes = (size_t)256 << 20, .stream_buffer = (size_t)1 << 20,
                           .stream_stall_s = 30};
     for (int i = 0; i < argc; i++) {
@@ -602,6 +604,7 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->cfg.model_path = v;
         else if (!strcmp(a, "--max-tokens") && (ok = parse_count(v, 1, 1 << 20, &n))) o->cfg.max_tokens = (int)n;
         else if (!strcmp(a, "--max-prompt") && (ok = parse_count(v, 1, 1 << 24, &n))) o->cfg.max_prompt = (int)n;
+        else if (!strcmp(a, "--ctx") && (ok = parse_count(v, 1, 1 << 24, &n))) o->cfg.n_ctx = (int)n;
         else if (!strcmp(a, "--threads") && (ok = parse_count(v, 1, 1024, &n))) o->cfg.n_threads = (int)n;
         else if (!strcmp(a, "--attention-tokens-top-k") && (ok = parse_count(v, 0, API_MAX_ATTN_TOP, &n)))
             o->cfg.attn_top_k = (int)n;
