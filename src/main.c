@@ -56,7 +56,8 @@ static const char *usage_text =
     "      --threads N         threads (default: all cores)\n"
     "      --ctx N             context limit in tokens (default: the model's, bounded by memory)\n"
     "      --json              print one JSON object (format: docs/CLI.md)\n"
-    "      --attention MODE    full | none: attention rows in the JSON (default full with --json)\n"
+    "      --attention MODE    full | none | rows:P1,P2,...: attention rows in the JSON (default full with\n"
+    "                          --json; rows: only those query positions, every layer and head)\n"
     "      --no-stream         plain mode: print the text at the end, not token by token\n"
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
     "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
@@ -76,6 +77,7 @@ typedef struct gen_opts {
     int n_predict;
     int n_threads, n_ctx;
     bool json, attention, stream;
+    const char *att_rows; /* --attention rows:P1,P2,...: only these query positions' rows */
     heed_sampler_params sp;
 } gen_opts;
 
@@ -159,14 +161,45 @@ static int load_model(const char *path, heed_model **m) {
  * 0..n_pos-1, packed triangularly (row p starts at p(p+1)/2). */
 typedef struct capture {
     int n_layer, n_head, n_pos;
-    float *rows; /* (n_layer, n_head, n_pos(n_pos+1)/2) */
+    float *rows; /* (n_layer, n_head, n_pos(n_pos+1)/2); with sel: each selected row, one after another */
     int n_filled; /* positions observed so far (from the last layer) */
+    int *sel;     /* rows mode: the selected positions, ascending and distinct; NULL: every row */
+    int n_sel;
+    size_t *sel_off; /* (n_sel) where position sel[i]'s (n_layer, n_head, sel[i] + 1) floats start */
 } capture;
+
+/* Selected row i of (layer, head): sel[i] + 1 floats. */
+static float *sel_row(const capture *cap, int i, int l, int h) {
+    return cap->rows + cap->sel_off[i] + ((size_t)l * cap->n_head + h) * (size_t)(cap->sel[i] + 1);
+}
+
+/* Index of pos in the selection, or -1. */
+static int sel_index(const capture *cap, int pos) {
+    int lo = 0, hi = cap->n_sel - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cap->sel[mid] == pos) return mid;
+        if (cap->sel[mid] < pos) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
 
 static size_t tri(size_t p) { return p * (p + 1) / 2; }
 
 static void capture_observe(void *user, const heed_attn_block *b) {
     capture *cap = user;
+    if (cap->sel) {
+        for (int i = 0; i < b->n_query; i++) {
+            int s = sel_index(cap, b->pos0 + i);
+            if (s < 0) continue;
+            for (int h = 0; h < b->n_head; h++)
+                memcpy(sel_row(cap, s, b->layer, h), b->probs + h * b->head_stride + i * b->row_stride,
+                       sizeof(float) * (size_t)(b->pos0 + i + 1));
+        }
+        if (b->layer == cap->n_layer - 1) cap->n_filled = b->pos0 + b->n_query;
+        return;
+    }
     size_t per_head = tri((size_t)cap->n_pos);
     for (int h = 0; h < b->n_head; h++) {
         for (int i = 0; i < b->n_query; i++) {
@@ -186,6 +219,16 @@ static int capture_from_run(capture *cap, heed_run *run) {
     heed_run_get_info(run, &ri);
     size_t per_head = tri((size_t)cap->n_pos);
     int n = ri.n_pos < cap->n_pos ? ri.n_pos : cap->n_pos;
+    if (cap->sel) {
+        for (int i = 0; i < cap->n_sel && cap->sel[i] < n; i++)
+            for (int l = 0; l < cap->n_layer; l++)
+                for (int h = 0; h < cap->n_head; h++) {
+                    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+                    if (heed_run_attn_row(run, &sel, cap->sel[i], sel_row(cap, i, l, h))) return -1;
+                }
+        cap->n_filled = n;
+        return 0;
+    }
     for (int l = 0; l < cap->n_layer; l++)
         for (int h = 0; h < cap->n_head; h++) {
             heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
@@ -286,7 +329,24 @@ static void write_json(const gen_opts *o, const heed_model *m, const int32_t *pr
         jw_key(&w, "rows");
         jw_arr(&w);
         size_t per_head = tri((size_t)cap->n_pos);
-        for (int l = 0; l < cap->n_layer; l++) {
+        for (int l = 0; cap->sel && l < cap->n_layer; l++) { /* rows mode: {"P": row, ...} per head */
+            jw_arr(&w);
+            for (int h = 0; h < cap->n_head; h++) {
+                jw_obj(&w);
+                for (int i = 0; i < cap->n_sel && cap->sel[i] < cap->n_filled; i++) {
+                    char key[16];
+                    snprintf(key, sizeof key, "%d", cap->sel[i]);
+                    jw_key(&w, key);
+                    jw_arr(&w);
+                    const float *row = sel_row(cap, i, l, h);
+                    for (int k = 0; k <= cap->sel[i]; k++) jw_float(&w, row[k]);
+                    jw_arr_end(&w);
+                }
+                jw_obj_end(&w);
+            }
+            jw_arr_end(&w);
+        }
+        for (int l = 0; !cap->sel && l < cap->n_layer; l++) {
             jw_arr(&w);
             for (int h = 0; h < cap->n_head; h++) {
                 jw_arr(&w);
@@ -402,10 +462,60 @@ static void print_prompt(const gen_opts *o, const heed_model *m, const int32_t *
 
 /* With --json, the attention rows: the capture hook's store, sized for the
  * whole generation (the recorder's run fills it instead with --save). */
-static int capture_init(capture *cap, const heed_model_info *info, int n_pos) {
+static int compare_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+/* rows mode: "P1,P2,..." into cap->sel (sorted, distinct), each below n_pos,
+ * and the store for their rows. */
+static int capture_init_rows(capture *cap, const char *list, int n_pos) {
+    int n = 1;
+    for (const char *c = list; *c; c++) n += *c == ',';
+    cap->sel = malloc(sizeof(int) * (size_t)n);
+    cap->sel_off = malloc(sizeof(size_t) * (size_t)n);
+    if (!cap->sel || !cap->sel_off) {
+        fprintf(stderr, "heed: out of memory\n");
+        return -1;
+    }
+    char *copy = strdup(list), *save = NULL;
+    cap->n_sel = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        long p;
+        if (!parse_long(t, 0, 1 << 24, &p) || p >= n_pos) {
+            fprintf(stderr, "heed: --attention rows: '%s' is not a query position below %d (the positions that go "
+                            "through the model: the prompt, then every generated token but the last)\n", t, n_pos);
+            free(copy);
+            return -1;
+        }
+        cap->sel[cap->n_sel++] = (int)p;
+    }
+    free(copy);
+    if (!cap->n_sel) {
+        fprintf(stderr, "heed: --attention rows: needs at least one position\n");
+        return -1;
+    }
+    qsort(cap->sel, (size_t)cap->n_sel, sizeof(int), compare_int);
+    int k = 0;
+    for (int i = 0; i < cap->n_sel; i++)
+        if (!k || cap->sel[i] != cap->sel[k - 1]) cap->sel[k++] = cap->sel[i];
+    cap->n_sel = k;
+    double total = 0;
+    for (int i = 0; i < k; i++) {
+        cap->sel_off[i] = (size_t)total;
+        total += (double)cap->n_layer * cap->n_head * (cap->sel[i] + 1);
+    }
+    if (total * sizeof(float) > (double)MAX_CAPTURE_BYTES) {
+        fprintf(stderr, "heed: these rows would need %.1f GB; ask for fewer\n", total * sizeof(float) / 1e9);
+        return -1;
+    }
+    cap->rows = calloc((size_t)total + 1, sizeof(float));
+    if (!cap->rows) fprintf(stderr, "heed: out of memory\n");
+    return cap->rows ? 0 : -1;
+}
+
+static int capture_init(capture *cap, const heed_model_info *info, int n_pos, const char *rows) {
     cap->n_layer = info->n_layer;
     cap->n_head = info->n_head;
     cap->n_pos = n_pos;
+    if (rows) return capture_init_rows(cap, rows, n_pos);
     double bytes = (double)cap->n_layer * cap->n_head * (double)tri((size_t)n_pos) * sizeof(float);
     if (bytes > (double)MAX_CAPTURE_BYTES) {
         fprintf(stderr, "heed: full attention for %d positions would need %.1f GB; "
@@ -586,7 +696,8 @@ static int run_generate(const gen_opts *o) {
     if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0 || !(ctx = open_context(o, m, &info, n_prompt, &n_predict)))
         goto done;
     if (!(go.steps = calloc((size_t)n_predict + 1, sizeof *go.steps))) goto oom;
-    if (o->json && o->attention && capture_init(&go.cap, &info, n_prompt + (n_predict > 0 ? n_predict - 1 : 0)))
+    if (o->json && o->attention &&
+        capture_init(&go.cap, &info, n_prompt + (n_predict > 0 ? n_predict - 1 : 0), o->att_rows))
         goto done;
     heed_attn_hook hook = {.want = NULL, .observe = capture_observe, .user = &go.cap};
     if (go.cap.rows && !o->save) heed_ctx_set_attn_hook(ctx, &hook); /* with --save the recorder holds it */
@@ -629,6 +740,8 @@ done:
     free(scale);
     free(go.text.buf);
     free(go.cap.rows);
+    free(go.cap.sel);
+    free(go.cap.sel_off);
     free(go.steps);
     free(prompt);
     heed_ctx_free(ctx);
@@ -907,9 +1020,11 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
             o->json = true;
         } else if (!strcmp(a, "--attention")) {
             NEED_VALUE();
+            o->att_rows = NULL;
             if (!strcmp(v, "full")) o->attention = true;
             else if (!strcmp(v, "none")) o->attention = false;
-            else return usage_error("--attention: '%s' is not full or none", v);
+            else if (!strncmp(v, "rows:", 5) && v[5]) o->attention = true, o->att_rows = v + 5;
+            else return usage_error("--attention: '%s' is not full, none or rows:P1,P2,...", v);
             att_set = true;
         } else if (!strcmp(a, "--no-stream")) {
             o->stream = false;

@@ -277,6 +277,44 @@ static void test_context_memory(void **state) {
     unlink(model);
 }
 
+/* --attention rows:P,...: exactly the rows of those positions that full
+ * capture gives, every layer and head, keyed by position; with --save too. */
+static void test_attention_rows(void **state) {
+    assert_int_equal(run("generate -p 'Once upon a time' -n 6 --json"), 0);
+    json_t *full = json_load_file(out_path, 0, NULL);
+    assert_non_null(full);
+    for (int save = 0; save < 2; save++) {
+        assert_int_equal(run(save ? "generate -p 'Once upon a time' -n 6 --json --attention rows:7,0,3,7 "
+                                    "--save test-output/rows.heedrun"
+                                  : "generate -p 'Once upon a time' -n 6 --json --attention rows:7,0,3,7"),
+                         0);
+        json_t *sel = json_load_file(out_path, 0, NULL);
+        assert_non_null(sel);
+        json_t *fr = json_object_get(json_object_get(full, "attention"), "rows");
+        json_t *sr = json_object_get(json_object_get(sel, "attention"), "rows");
+        assert_int_equal(json_array_size(sr), json_array_size(fr));
+        for (size_t l = 0; l < json_array_size(fr); l++)
+            for (size_t h = 0; h < json_array_size(json_array_get(fr, l)); h++) {
+                json_t *obj = json_array_get(json_array_get(sr, l), h);
+                assert_int_equal(json_object_size(obj), 3); /* 0, 3, 7: the repeat counted once */
+                static const int pos[] = {0, 3, 7};
+                for (int i = 0; i < 3; i++) {
+                    char key[8];
+                    snprintf(key, sizeof key, "%d", pos[i]);
+                    json_t *a = json_object_get(obj, key), *b = json_array_get(json_array_get(json_array_get(fr, l), h), (size_t)pos[i]);
+                    assert_int_equal(json_array_size(a), (size_t)pos[i] + 1);
+                    for (int k = 0; k <= pos[i]; k++)
+                        assert_true(json_real_value(json_array_get(a, (size_t)k)) == json_real_value(json_array_get(b, (size_t)k)));
+                }
+            }
+        json_decref(sel);
+    }
+    json_decref(full);
+    expect_err("generate -p 'Once upon a time' -n 6 --json --attention rows:3,500", 1, "'500' is not a query position below");
+    expect_err("generate -p 'Once upon a time' -n 6 --json --attention rows:", 2, "is not full, none or rows");
+    expect_err("generate -p 'Once upon a time' -n 6 --json --attention rows:1,x", 1, "'x' is not a query position");
+}
+
 static void test_bpe_model_text_and_ids(void **state) {
     char buf[512];
     const char *p = tu_shared("models/tiny-llama3.gguf", buf, sizeof buf);
@@ -499,6 +537,7 @@ int main(void) {
         cmocka_unit_test(test_head_interventions),
         cmocka_unit_test(test_long_context_cut),
         cmocka_unit_test(test_context_memory),
+        cmocka_unit_test(test_attention_rows),
         cmocka_unit_test(test_bpe_model_text_and_ids),
         cmocka_unit_test(test_chat_and_tokenize),
         cmocka_unit_test(test_chat_content_is_text),
