@@ -49,6 +49,11 @@
 /* Multiply-adds below which a job runs on one thread: waking a worker costs
  * more than it saves on small matrices. */
 #define WORK_PER_THREAD (1u << 18)
+/* A decode row over more keys than this is split in chunks of KEY_CHUNK
+ * keys (below). The chunking depends on the row's length only, never on
+ * the thread count, so results do not depend on how many threads run. */
+#define KEY_CHUNK 512
+#define SPLIT_MIN_CHUNKS 2
 
 struct heed_ctx {
     const heed_model *m;
@@ -93,6 +98,9 @@ struct heed_ctx {
     heed_attn_hook hook;
     bool hooked;
     float *head_scale; /* (n_layer, n_head) factors on each head's attention output, or NULL: none */
+    int key_chunk;     /* keys per chunk of a split decode row; 0: never split */
+    float *part;       /* (part_chunks, q_dim) each chunk's share of the attention output */
+    int part_chunks;
     char err[256];
 };
 
@@ -369,8 +377,95 @@ static void attn_prefill_task(void *arg, int ith, int nth) {
     }
 }
 
+/*
+ * Decode over a long row, split across keys (flash-decoding's split, with
+ * the rows kept): (A) each unit (key chunk, KV head block) scores its keys
+ * with the multi-query kernel and soft-caps them; (B) each head's row is
+ * softmaxed whole, by the very kernel call kern_attn_row makes, so the row
+ * is the one a recomputation gives, bit for bit; (C) each unit sums its
+ * chunk's values into the chunk's part of the output; (D) the parts are
+ * added in chunk order. Scores and rows equal the unsplit ones exactly; the
+ * output differs by the order of the float additions only.
+ */
+typedef struct split_job {
+    heed_ctx *c;
+    int layer, pos, lo, n_chunks, nb, phase;
+    size_t head_stride;
+} split_job;
+
+static void split_task(void *arg, int ith, int nth) {
+    const split_job *j = arg;
+    heed_ctx *c = j->c;
+    const heed_model *m = c->m;
+    const kern_ops *ops = c->ops;
+    const kern_attn_rule *rule = &c->rules[j->layer];
+    const int hd = m->head_dim, group = m->n_head / m->n_head_kv, n_units = m->n_head_kv * j->nb;
+    if (j->phase == 1) { /* B: each head's row */
+        for (int h = ith; h < m->n_head; h += nth) {
+            float *row = c->att + (size_t)h * j->head_stride;
+            if (j->lo) memset(row, 0, sizeof(float) * (size_t)j->lo);
+            ops->softmax(row + j->lo, j->pos + 1 - j->lo);
+        }
+        return;
+    }
+    for (int u = ith; u < j->n_chunks * n_units; u += nth) {
+        int ch = u / n_units, gu = u % n_units, g = gu / j->nb, first = (gu % j->nb) * KERN_ATTN_BLOCK;
+        int k0 = j->lo + ch * c->key_chunk, k1 = k0 + c->key_chunk < j->pos + 1 ? k0 + c->key_chunk : j->pos + 1;
+        int nq = group - first < KERN_ATTN_BLOCK ? group - first : KERN_ATTN_BLOCK, n_q = nq == 1 ? 1 : KERN_ATTN_BLOCK;
+        float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
+        const float *queries[KERN_ATTN_BLOCK], *probs[KERN_ATTN_BLOCK];
+        int n_keys[KERN_ATTN_BLOCK];
+        for (int r = 0; r < n_q; r++) {
+            int h = g * group + first + (r < nq ? r : nq - 1);
+            rows[r] = c->att + (size_t)h * j->head_stride + k0;
+            probs[r] = rows[r];
+            queries[r] = c->q + (size_t)h * hd;
+            outs[r] = c->part + (size_t)ch * c->q_dim + (size_t)h * hd;
+            n_keys[r] = k1 - k0;
+        }
+        size_t koff = kv_offset(c, j->layer, g, k0);
+        if (j->phase == 0) { /* A */
+            ops->attn_scores_multi(rows, queries, n_keys, n_q, c->k_cache + koff, hd, hd, rule->scale);
+            if (rule->softcap > 0.0f)
+                for (int r = 0; r < nq; r++) kern_softcap(rows[r], k1 - k0, rule->softcap);
+        } else { /* C */
+            ops->attn_wsum_multi(outs, probs, n_keys, n_q, c->v_cache + koff, hd, hd);
+        }
+    }
+}
+
+static void attention_split(heed_ctx *c, int layer, int pos, int lo, int n_chunks, size_t head_stride) {
+    const heed_model *m = c->m;
+    int nb = (m->n_head / m->n_head_kv + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK;
+    split_job j = {c, layer, pos, lo, n_chunks, nb, 0, head_stride};
+    int units = n_chunks * m->n_head_kv * nb;
+    int nth = c->n_threads < units ? c->n_threads : units;
+    pool_run(c->pool, nth, split_task, &j);
+    j.phase = 1;
+    pool_run(c->pool, c->n_threads < m->n_head ? c->n_threads : m->n_head, split_task, &j);
+    j.phase = 2;
+    pool_run(c->pool, nth, split_task, &j);
+    for (int i = 0; i < c->q_dim; i++) { /* D: the chunks' parts in order */
+        float acc = c->part[i];
+        for (int ch = 1; ch < n_chunks; ch++) acc += c->part[(size_t)ch * c->q_dim + i];
+        c->ao[i] = acc;
+    }
+}
+
 static void attention(heed_ctx *c, int layer, int pos0, int n) {
     const heed_model *m = c->m;
+    if (n == 1 && c->key_chunk > 0) {
+        int lo = kern_attn_first_key(pos0, c->rules[layer].window);
+        int n_chunks = (pos0 + 1 - lo + c->key_chunk - 1) / c->key_chunk;
+        if (n_chunks >= SPLIT_MIN_CHUNKS && n_chunks <= c->part_chunks) {
+            attention_split(c, layer, pos0, lo, n_chunks, (size_t)pos0 + 1);
+            if (c->hooked && c->hook.observe && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
+                heed_attn_block blk = {layer, m->n_head, pos0, 1, (size_t)pos0 + 1, (size_t)pos0 + 1, c->att};
+                c->hook.observe(c->hook.user, &blk);
+            }
+            return;
+        }
+    }
     int n_blocks = (n + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK;
     int n_head_blocks = (m->n_head / m->n_head_kv + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK;
     attn_job j = {c, layer, pos0, n, (size_t)(pos0 + n), (size_t)n * (pos0 + n), n_blocks, n_head_blocks};
@@ -870,6 +965,9 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     c->att = zalloc(pl.att, sizeof(float), &ok);
     c->xq = zalloc(U, pl.act_row, &ok);
     c->logits = zalloc((size_t)m->n_vocab, sizeof(float), &ok);
+    c->key_chunk = KEY_CHUNK;
+    c->part_chunks = (n_ctx + KEY_CHUNK - 1) / KEY_CHUNK;
+    c->part = zalloc((size_t)c->part_chunks * pl.q_dim, sizeof(float), &ok);
     c->pool = ok ? pool_new(c->n_threads) : NULL;
     if (!ok || !c->pool) {
         heed_ctx_free(c);
@@ -888,6 +986,7 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->k_cache); free(c->v_cache);
     free(c->rope_cos); free(c->rope_sin); free(c->rope_cos_local); free(c->rope_sin_local);
     free(c->rules);
+    free(c->part);
     free(c->moe_probs); free(c->moe_ids); free(c->moe_w); free(c->moe_x); free(c->moe_y); free(c->moe_out);
     free(c->moe_rows);
     free(c->x); free(c->xb); free(c->q); free(c->kb); free(c->vb); free(c->ao);
@@ -915,6 +1014,19 @@ int heed_ctx_set_head_scale(heed_ctx *c, const float *scale) {
 }
 
 int heed_ctx_n_ctx(const heed_ctx *c) { return c ? c->n_ctx : 0; }
+
+int forward_set_key_chunk(heed_ctx *c, int keys) {
+    if (!c || keys < 0) return HEED_ERR_INVALID_ARG;
+    int chunks = keys ? (c->n_ctx + keys - 1) / keys : 0;
+    if (chunks > c->part_chunks) {
+        float *p = realloc(c->part, sizeof(float) * (size_t)chunks * c->q_dim);
+        if (!p) return HEED_ERR_NOMEM;
+        c->part = p;
+        c->part_chunks = chunks;
+    }
+    c->key_chunk = keys;
+    return HEED_OK;
+}
 
 pool *forward_pool(heed_ctx *c) { return c->pool; }
 int heed_ctx_n_past(const heed_ctx *c) { return c ? c->n_past : 0; }

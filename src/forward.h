@@ -22,4 +22,9 @@ int forward_max_batch(const heed_ctx *c);
  * HEED_OK or HEED_ERR_INVALID_ARG. */
 int forward_unembed_rows(heed_ctx *c, const float *x, int n, float *logits);
 
+/* Keys per chunk of a split decode row (default 512; 0: never split), for
+ * tests that check the split against the whole row on short contexts.
+ * HEED_OK, HEED_ERR_INVALID_ARG or HEED_ERR_NOMEM. */
+int forward_set_key_chunk(heed_ctx *c, int keys);
+
 #endif

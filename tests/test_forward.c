@@ -1,6 +1,6 @@
 /*
  * test_forward.c - the forward pass at attention geometries the shared
- * models do not have: grouped-query ratios of 1, 3, 4, 5 and 7 query heads
+ * models do not have: grouped-query ratios of 1 to 8 query heads
  * per KV head (decode takes a group's heads through the multi-query kernels
  * in blocks of 4, padding a block of 2 or 3 and sending a lone head through
  * the one-query kernels) and head sizes that are not a multiple of 8.
@@ -13,13 +13,18 @@
  *   - token by token on 1, 2 and 3 threads gives the same logits and the
  *     same attention rows bit for bit;
  *   - every decode row equals softmax(q . k / sqrt(head_dim)) recomputed in
- *     double from the observed post-RoPE q and k.
+ *     double from the observed post-RoPE q and k;
+ *   - decode rows split across keys (chunks of 5, 8, 13 keys) equal the
+ *     whole rows bit for bit on 1, 2 and 3 threads, and the logits agree
+ *     within 1e-6 (the attention output's additions are reordered).
  */
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
 
+#include "forward.h"
 #include "heed.h"
+#include "kern.h"
 #include "testutil.h"
 
 enum { N_PROMPT = 37, N_GEN = 6, N_TOK = N_PROMPT + N_GEN, N_LAYER = 2, VOCAB = 300 };
@@ -90,12 +95,13 @@ static void trace_free(trace *t) {
 
 /* Runs ids through a fresh context: the first `batch` tokens in one call
  * (0: none), the rest one at a time, logits kept after every call. */
-static void run(const heed_model *m, const int32_t *ids, int batch, int threads, trace *t) {
+static void run_split(const heed_model *m, const int32_t *ids, int batch, int threads, int key_chunk, trace *t) {
     heed_ctx_params cp = heed_ctx_default_params();
     cp.n_threads = threads;
     cp.n_ctx = 128;
     heed_ctx *c;
     assert_int_equal(heed_ctx_new(m, &cp, &c), HEED_OK);
+    assert_int_equal(forward_set_key_chunk(c, key_chunk), HEED_OK);
     heed_attn_hook hook = {.observe = observe, .observe_qk = observe_qk, .user = t};
     heed_ctx_set_attn_hook(c, &hook);
     int pos = 0;
@@ -109,6 +115,11 @@ static void run(const heed_model *m, const int32_t *ids, int batch, int threads,
         memcpy(t->logits[pos], heed_ctx_logits(c), sizeof(float) * VOCAB);
     }
     heed_ctx_free(c);
+}
+
+/* Decode rows whole (no key split: these rows are short of the default chunk). */
+static void run(const heed_model *m, const int32_t *ids, int batch, int threads, trace *t) {
+    run_split(m, ids, batch, threads, 0, t);
 }
 
 static void check_geometry(const geometry *g) {
@@ -136,6 +147,56 @@ static void check_geometry(const geometry *g) {
         run(m, ids, 0, th, other);
         assert_memory_equal(one->logits, other->logits, sizeof one->logits);
         assert_memory_equal(one->rows, other->rows, row_floats * sizeof(float));
+    }
+
+    /* decode rows split across keys in chunks of 5, 8 and 13 (every length
+     * 1..43 crosses their boundaries): the same numbers on any thread count;
+     * each row equal, bit for bit, to kern_attn_row recomputed from the
+     * observed q and k (what a recording does); layer 0 (same q and k) equal
+     * to the whole rows; the rest and the logits to the order of additions */
+    static const int chunks[] = {5, 8, 13};
+    const kern_ops *ops = kern_ops_best();
+    for (size_t ci = 0; ci < sizeof chunks / sizeof *chunks; ci++) {
+        trace *split = malloc(sizeof *split);
+        assert_non_null(split);
+        trace_init(split, g);
+        for (int th = 1; th <= 3; th++) {
+            run_split(m, ids, 0, th, chunks[ci], th == 1 ? split : other);
+            if (th > 1) { /* the chunking, not the threads, decides every number */
+                assert_memory_equal(split->logits, other->logits, sizeof one->logits);
+                assert_memory_equal(split->rows, other->rows, row_floats * sizeof(float));
+            }
+        }
+        const int hd = g->head_dim, group = g->n_head / g->n_kv;
+        const size_t qd = (size_t)g->n_head * hd, kd = (size_t)g->n_kv * hd;
+        kern_attn_rule rule = {1.0f / sqrtf((float)hd), 0.0f, 0};
+        float keys[N_TOK * 64], row[N_TOK];
+        assert_true(hd <= 64);
+        double worst_row = 0, worst = 0;
+        for (int pos = 0; pos < N_TOK; pos++)
+            for (int l = 0; l < N_LAYER; l++)
+                for (int h = 0; h < g->n_head; h++) {
+                    for (int j = 0; j <= pos; j++)
+                        memcpy(keys + (size_t)j * hd, split->k + ((size_t)l * N_TOK + j) * kd + (size_t)(h / group) * hd,
+                               sizeof(float) * (size_t)hd);
+                    kern_attn_row(ops, row, split->q + ((size_t)l * N_TOK + pos) * qd + (size_t)h * hd, keys, hd, pos,
+                                  &rule);
+                    const float *got = split->rows + (((size_t)pos * N_LAYER + l) * g->n_head + h) * N_TOK;
+                    const float *whole = one->rows + (((size_t)pos * N_LAYER + l) * g->n_head + h) * N_TOK;
+                    if (memcmp(row, got, sizeof(float) * (size_t)(pos + 1)))
+                        fail_msg("chunk %d: layer %d head %d position %d: the split row is not its recomputation",
+                                 chunks[ci], l, h, pos);
+                    if (l == 0) assert_memory_equal(got, whole, sizeof(float) * (size_t)(pos + 1));
+                    for (int j = 0; j <= pos; j++) worst_row = fmax(worst_row, fabs(got[j] - whole[j]));
+                }
+        for (int pos = 0; pos < N_TOK; pos++)
+            for (int v = 0; v < VOCAB; v++)
+                worst = fmax(worst, fabs(one->logits[pos][v] - split->logits[pos][v]) / (1 + fabs(one->logits[pos][v])));
+        if (!(worst <= 1e-5) || !(worst_row <= 1e-5))
+            fail_msg("heads %d/%d: split in chunks of %d keys: rows differ by %g, logits by %g", g->n_head, g->n_kv,
+                     chunks[ci], worst_row, worst);
+        trace_free(split);
+        free(split);
     }
 
     /* the batch path (prompt attention blocks, matrix tiles) agrees */
@@ -215,6 +276,16 @@ static void test_group_6_wide_heads(void **state) {
     check_geometry(&(geometry){12, 2, 36});
 }
 
+static void test_group_2(void **state) {
+    (void)state;
+    check_geometry(&(geometry){4, 2, 16});
+}
+
+static void test_group_8(void **state) {
+    (void)state;
+    check_geometry(&(geometry){8, 1, 16});
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     char self[PATH_MAX];
@@ -231,6 +302,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_group_5),
         cmocka_unit_test(test_group_7_odd_head_dim),
         cmocka_unit_test(test_group_6_wide_heads),
+        cmocka_unit_test(test_group_2),
+        cmocka_unit_test(test_group_8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
