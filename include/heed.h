@@ -59,7 +59,10 @@ const char *heed_strerror(int rc);
 typedef struct heed_model heed_model;
 
 typedef struct heed_model_params {
-    bool progress; /* draw a loading progress bar on stderr for large files */
+    bool progress;   /* draw a loading progress bar on stderr for large files */
+    bool vocab_only; /* GGUF: read the metadata and the vocabulary only, of any
+                      * architecture, no weights (tokenize, labels, info); an
+                      * HF folder still loads whole */
 } heed_model_params;
 
 heed_model_params heed_model_default_params(void);
@@ -73,6 +76,14 @@ heed_model_params heed_model_default_params(void);
  * inside its file. Only regular files are read: a FIFO, a device or a
  * directory where a file belongs is refused at once with HEED_ERR_IO
  * ("m.gguf: not a regular file (a FIFO)"), never waited on.
+ * With params->vocab_only a GGUF file is read for its vocabulary alone: the
+ * architecture is not checked and no tensor is bound, so any model file and
+ * the vocabulary-only files that hold no tensors at all load. Such a model
+ * tokenizes, detokenizes, labels tokens, renders chat templates and lists
+ * its metadata; heed_model_get_info says vocab_only, its geometry is zero,
+ * and heed_ctx_new refuses it. Without vocab_only a GGUF that holds no
+ * tensors is refused with HEED_ERR_UNSUPPORTED ("v.gguf has no weights
+ * (vocabulary only): it can tokenize but not generate").
  * On failure *out is NULL and `err` (if not NULL) receives a message such as
  * "model.gguf: tensor 'blk.3.attn_q.weight' extends past end of file".
  * Returns HEED_OK, HEED_ERR_IO, HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED or
@@ -84,7 +95,7 @@ void heed_model_free(heed_model *model);
 
 typedef struct heed_model_info {
     const char *path;      /* as given to heed_model_load */
-    const char *arch;      /* "llama", "qwen2", "qwen3" */
+    const char *arch;      /* "llama", "qwen2", "qwen3"; vocab_only: the file's general.architecture, or "" */
     const char *name;      /* general.name, or "" */
     const char *tokenizer; /* tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (byte BPE) */
     uint64_t file_size;
@@ -95,6 +106,7 @@ typedef struct heed_model_info {
     int32_t bos, eos, eot; /* -1 where the vocabulary has none */
     bool add_bos;          /* prepend BOS when tokenizing a prompt */
     bool can_tokenize;     /* heed can encode text for this vocabulary */
+    bool vocab_only;       /* loaded for its vocabulary only: the geometry fields are 0, no context */
 } heed_model_info;
 
 void heed_model_get_info(const heed_model *model, heed_model_info *info);
@@ -280,7 +292,8 @@ typedef struct heed_ctx_params {
 heed_ctx_params heed_ctx_default_params(void);
 
 /* Allocates the KV cache and every scratch buffer; decoding never allocates.
- * Returns HEED_OK, HEED_ERR_INVALID_ARG (n_ctx beyond the model's limit) or
+ * Returns HEED_OK, HEED_ERR_INVALID_ARG (n_ctx beyond the model's limit, or
+ * a model loaded with vocab_only, which has no weights to run) or
  * HEED_ERR_NOMEM. */
 int heed_ctx_new(const heed_model *model, const heed_ctx_params *params, heed_ctx **out);
 void heed_ctx_free(heed_ctx *ctx);

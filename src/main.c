@@ -144,14 +144,19 @@ static int parse_ids(const char *s, int32_t *ids, int n_max) {
     return n;
 }
 
-static int load_model(const char *path, heed_model **m) {
+/* Loads a model, or with vocab_only its vocabulary alone (any architecture,
+ * no weights: heed_model_params.vocab_only); a failure is printed. */
+static int load_model_ex(const char *path, bool vocab_only, heed_model **m) {
     char err[512];
     heed_model_params mp = heed_model_default_params();
-    mp.progress = true;
+    mp.progress = !vocab_only;
+    mp.vocab_only = vocab_only;
     int rc = heed_model_load(path, &mp, m, err, sizeof err);
     if (rc) fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
     return rc;
 }
+
+static int load_model(const char *path, heed_model **m) { return load_model_ex(path, false, m); }
 
 /* ---------------------------------------------------------- capture */
 
@@ -627,7 +632,7 @@ static int run_tokenize(int argc, char **argv) {
     }
     if (!text) return usage_error("%s", "tokenize needs a TEXT argument");
     heed_model *m = NULL;
-    if (load_model(model, &m)) return 1;
+    if (load_model_ex(model, true, &m)) return 1; /* the vocabulary is all it needs */
     heed_model_info info;
     heed_model_get_info(m, &info);
     unsigned flags = (bos && info.add_bos ? HEED_TOK_ADD_BOS : 0) | (special ? HEED_TOK_PARSE_SPECIAL : 0);
@@ -760,21 +765,41 @@ static int run_export(int argc, char **argv) {
 
 /* ------------------------------------------------------------- info */
 
+/* heed info: a model whose weights heed cannot run (a vocabulary-only
+ * file, an architecture heed lacks: HEED_ERR_UNSUPPORTED) is shown from its
+ * vocabulary and metadata, with the reason; a corrupt file is an error. */
 static int run_info(const char *path) {
     heed_model *m = NULL;
-    if (load_model(path, &m)) return 1;
+    char err[512];
+    heed_model_params mp = heed_model_default_params();
+    mp.progress = true;
+    int rc = heed_model_load(path, &mp, &m, err, sizeof err);
+    if (rc == HEED_ERR_UNSUPPORTED) {
+        mp.vocab_only = true;
+        if (heed_model_load(path, &mp, &m, NULL, 0)) m = NULL;
+    }
+    if (!m) {
+        fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
+        return 1;
+    }
     heed_model_info i;
     heed_model_get_info(m, &i);
     printf("file:        %s (%llu bytes)\n", i.path, (unsigned long long)i.file_size);
     printf("name:        %s\n", i.name);
     printf("arch:        %s\n", i.arch);
-    printf("geometry:    %d layers, width %d, %d heads (%d KV heads), head dim %d, FFN %d\n", i.n_layer,
-           i.n_embd, i.n_head, i.n_head_kv, i.head_dim, i.n_ff);
+    if (i.vocab_only && heed_model_n_tensors(m) == 0)
+        printf("weights:     none: a vocabulary-only file (it can tokenize but not generate)\n");
+    else if (i.vocab_only)
+        printf("weights:     not loaded (%s): shown for its vocabulary only\n", err[0] ? err : heed_strerror(rc));
+    else
+        printf("geometry:    %d layers, width %d, %d heads (%d KV heads), head dim %d, FFN %d\n", i.n_layer,
+               i.n_embd, i.n_head, i.n_head_kv, i.head_dim, i.n_ff);
     printf("vocabulary:  %d tokens, %s tokenizer%s; BOS %d, EOS %d, EOT %d, add BOS %s\n", i.n_vocab,
            i.tokenizer, i.can_tokenize ? "" : " (text encoding not yet supported: use --ids)", i.bos, i.eos,
            i.eot, i.add_bos ? "yes" : "no");
-    printf("context:     %d tokens; rope base %g; rms eps %g; output %s\n", i.n_ctx_train, i.rope_base,
-           i.rms_eps, i.tied_output ? "tied to token_embd" : "separate");
+    if (!i.vocab_only)
+        printf("context:     %d tokens; rope base %g; rms eps %g; output %s\n", i.n_ctx_train, i.rope_base,
+               i.rms_eps, i.tied_output ? "tied to token_embd" : "separate");
 
     int n_types = 0;
     const char *types[16];

@@ -396,6 +396,53 @@ static void test_load_vocabularies(void **state) {
     }
 }
 
+/* heed_model_params.vocab_only: any architecture, no weights; the model
+ * tokenizes, labels and lists its metadata, and no context can be made. */
+static void check_vocab_only(const char *path, const char *arch) {
+    heed_model_params mp = heed_model_default_params();
+    mp.vocab_only = true;
+    heed_model *m = NULL;
+    char err[512] = "";
+    assert_int_equal(heed_model_load(path, &mp, &m, err, sizeof err), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_true(mi.vocab_only);
+    assert_string_equal(mi.arch, arch);
+    assert_int_equal(mi.n_layer, 0);
+    assert_int_equal(mi.n_embd, 0);
+    assert_int_equal(mi.n_ctx_train, 0);
+    assert_true(mi.n_vocab >= 512);
+    assert_true(mi.can_tokenize);
+    assert_true(heed_model_n_meta(m) > 0);
+    int32_t ids[16];
+    assert_true(heed_tokenize(m, "Hello world", 11, false, ids, 16) >= 2);
+    char label[64];
+    assert_true(heed_token_label(m, ids[0], label, sizeof label) > 0);
+    heed_ctx *ctx = (heed_ctx *)&mi; /* must come back NULL */
+    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_ERR_INVALID_ARG);
+    assert_null(ctx);
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 16;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_ERR_INVALID_ARG);
+    assert_null(ctx);
+    heed_model_free(m);
+}
+
+static void test_vocab_only_model(void **state) {
+    (void)state;
+    check_vocab_only(NULL, "llama"); /* the bundled model, weights left alone */
+    char path[512], err[512] = "";
+    if (!tu_shared("vocab/ggml-vocab-falcon.gguf", path, sizeof path)) skip();
+    check_vocab_only(path, "falcon");
+    /* without vocab_only a file of no tensors is refused, saying why */
+    heed_model *m = (heed_model *)path;
+    assert_int_equal(heed_model_load(path, NULL, &m, err, sizeof err), HEED_ERR_UNSUPPORTED);
+    assert_null(m);
+    assert_string_equal(err, "ggml-vocab-falcon.gguf has no weights (vocabulary only): it can tokenize but not generate");
+    if (!tu_shared("models/tiny-gemma2.gguf", path, sizeof path)) skip();
+    check_vocab_only(path, "gemma2");
+}
+
 /* ------------------------------------------------- hand-made vocabularies */
 
 /* An SPM vocabulary of the given pieces and scores, no space prefix. */
@@ -799,6 +846,7 @@ int main(void) {
         cmocka_unit_test(test_labels_qwen2),
         cmocka_unit_test(test_labels_smollm2),
         cmocka_unit_test(test_load_vocabularies),
+        cmocka_unit_test(test_vocab_only_model),
         cmocka_unit_test(test_spm_merge_rules),
         cmocka_unit_test(test_spm_duplicate_piece),
         cmocka_unit_test(test_spm_types_absent),
