@@ -106,6 +106,8 @@ typedef struct heed_model_info {
     int32_t bos, eos, eot; /* -1 where the vocabulary has none */
     bool add_bos;          /* prepend BOS when tokenizing a prompt */
     bool can_tokenize;     /* heed can encode text for this vocabulary */
+    const char *tokenize_refusal; /* why not ("v.gguf: pre-tokenizer 'foo' (tokenizer.ggml.pre) is not
+                                   * supported"), or NULL when can_tokenize */
     bool vocab_only;       /* loaded for its vocabulary only: the geometry fields are 0, no context */
 } heed_model_info;
 

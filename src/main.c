@@ -635,6 +635,12 @@ static int run_tokenize(int argc, char **argv) {
     if (load_model_ex(model, true, &m)) return 1; /* the vocabulary is all it needs */
     heed_model_info info;
     heed_model_get_info(m, &info);
+    if (!info.can_tokenize) {
+        fprintf(stderr, "heed: cannot tokenize: %s (heed decodes this vocabulary's ids but cannot encode text "
+                        "with it)\n", info.tokenize_refusal ? info.tokenize_refusal : "unsupported vocabulary");
+        heed_model_free(m);
+        return 1;
+    }
     unsigned flags = (bos && info.add_bos ? HEED_TOK_ADD_BOS : 0) | (special ? HEED_TOK_PARSE_SPECIAL : 0);
     int n = heed_tokenize_flags(m, text, strlen(text), flags, NULL, 0);
     int32_t *ids = n > 0 ? malloc(sizeof(int32_t) * (size_t)n) : NULL;

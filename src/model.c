@@ -447,6 +447,7 @@ void heed_model_get_info(const heed_model *m, heed_model_info *info) {
     info->eot = tok_eot(m->vocab);
     info->add_bos = tok_add_bos(m->vocab);
     info->can_tokenize = tok_can_encode(m->vocab);
+    info->tokenize_refusal = tok_encode_refusal(m->vocab);
     info->vocab_only = m->vocab_only;
 }
 
