@@ -199,7 +199,9 @@ typedef struct heed_chat_msg {
 } heed_chat_msg;
 
 /* The chat template family heed recognised in the model ("llama3", "chatml",
- * "llama2", "mistral"), or NULL when the model has none heed knows. */
+ * "llama2", "mistral", "gemma", "phi3"), or NULL when the model has none
+ * heed knows. Gemma has no system role: a system message (first only) opens
+ * the first user turn, followed by a blank line, as Gemma's template does. */
 const char *heed_chat_template(const heed_model *model);
 
 /* Renders messages with the model's template into buf (snprintf semantics:

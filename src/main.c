@@ -361,7 +361,7 @@ static int prompt_ids(const gen_opts *o, const heed_model *m, const heed_model_i
         const char *p = o->prompt ? o->prompt : "";
         if (o->chat) {
             if (!heed_chat_template(m)) {
-                fprintf(stderr, "heed: %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral)\n",
+                fprintf(stderr, "heed: %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral, Gemma, Phi-3)\n",
                         info->path);
                 return -1;
             }
