@@ -170,7 +170,9 @@ int heed_token_bytes(const heed_model *model, int32_t id, char *buf, size_t size
  * Always valid UTF-8. Returns the length (snprintf semantics). */
 int heed_token_label(const heed_model *model, int32_t id, char *buf, size_t size);
 
-/* True for tokens that end a generation (EOS, EOT). */
+/* True for tokens that end a generation: EOS, EOT, and the chat end
+ * markers the vocabulary has as control tokens (<|eot_id|>, <|im_end|>,
+ * <|endoftext|>, <|end_of_text|>, <|end|>, <end_of_turn>, <eos>). */
 bool heed_token_is_eog(const heed_model *model, int32_t id);
 
 /*
