@@ -374,13 +374,14 @@ int heed_model_load(const char *path, const heed_model_params *params, heed_mode
         m->n_ctx_train = -1; /* heed_ctx_new refuses it (model.h) */
         if ((rc = load_arch_text(&L))) goto done;
     } else {
-        if (m->gguf->n_tensors == 0) {
-            rc = err_at(err, err_size, HEED_ERR_UNSUPPORTED,
-                        NULL, "%s has no weights (vocabulary only): it can tokenize but not generate", L.file);
-            goto done;
-        }
-        if ((rc = load_arch(&L))) goto done;
-        if ((rc = load_hparams(&L))) goto done;
+        /* a file of no tensors (a vocabulary file) says so, unless its
+         * hyperparameters are wrong: those are checked whatever follows */
+        bool no_weights = m->gguf->n_tensors == 0;
+        if (!(rc = load_arch(&L))) rc = load_hparams(&L);
+        if (no_weights && rc != HEED_ERR_FORMAT)
+            rc = err_at(err, err_size, HEED_ERR_UNSUPPORTED, NULL,
+                        "%s has no weights (vocabulary only): it can tokenize but not generate", L.file);
+        if (rc) goto done;
     }
     m->vocab = tok_load(m->gguf, &rc, err, err_size);
     if (!m->vocab) goto done;
