@@ -59,7 +59,10 @@ const char *heed_strerror(int rc);
 typedef struct heed_model heed_model;
 
 typedef struct heed_model_params {
-    bool progress; /* draw a loading progress bar on stderr for large files */
+    bool progress;   /* draw a loading progress bar on stderr for large files */
+    bool vocab_only; /* GGUF: read the metadata and the vocabulary only, of any
+                      * architecture, no weights (tokenize, labels, info); an
+                      * HF folder still loads whole */
 } heed_model_params;
 
 heed_model_params heed_model_default_params(void);
@@ -73,6 +76,14 @@ heed_model_params heed_model_default_params(void);
  * inside its file. Only regular files are read: a FIFO, a device or a
  * directory where a file belongs is refused at once with HEED_ERR_IO
  * ("m.gguf: not a regular file (a FIFO)"), never waited on.
+ * With params->vocab_only a GGUF file is read for its vocabulary alone: the
+ * architecture is not checked and no tensor is bound, so any model file and
+ * the vocabulary-only files that hold no tensors at all load. Such a model
+ * tokenizes, detokenizes, labels tokens, renders chat templates and lists
+ * its metadata; heed_model_get_info says vocab_only, its geometry is zero,
+ * and heed_ctx_new refuses it. Without vocab_only a GGUF that holds no
+ * tensors is refused with HEED_ERR_UNSUPPORTED ("v.gguf has no weights
+ * (vocabulary only): it can tokenize but not generate").
  * On failure *out is NULL and `err` (if not NULL) receives a message such as
  * "model.gguf: tensor 'blk.3.attn_q.weight' extends past end of file".
  * Returns HEED_OK, HEED_ERR_IO, HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED or
@@ -84,7 +95,8 @@ void heed_model_free(heed_model *model);
 
 typedef struct heed_model_info {
     const char *path;      /* as given to heed_model_load */
-    const char *arch;      /* "llama", "qwen2", "qwen3", "qwen3moe", "gpt2", "gemma2", "gemma3", "phi3", "olmo2" */
+    const char *arch;      /* "llama", "qwen2", "qwen3", "qwen3moe", "gpt2", "gemma2", "gemma3", "phi3", "olmo2";
+                            * vocab_only: the file's general.architecture, or "" */
     const char *name;      /* general.name, or "" */
     const char *tokenizer; /* tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (byte BPE) */
     uint64_t file_size;
@@ -104,6 +116,9 @@ typedef struct heed_model_info {
     const int *layer_window; /* (n_layer) */
     float final_softcap;   /* logits are final_softcap * tanh(z / final_softcap) when > 0 */
     int n_expert, n_expert_used; /* mixture of experts; 0 for dense models */
+    const char *tokenize_refusal; /* why not ("v.gguf: pre-tokenizer 'foo' (tokenizer.ggml.pre) is not
+                                   * supported"), or NULL when can_tokenize */
+    bool vocab_only;       /* loaded for its vocabulary only: the geometry fields are 0, no context */
 } heed_model_info;
 
 void heed_model_get_info(const heed_model *model, heed_model_info *info);
@@ -165,7 +180,9 @@ int heed_token_bytes(const heed_model *model, int32_t id, char *buf, size_t size
  * Always valid UTF-8. Returns the length (snprintf semantics). */
 int heed_token_label(const heed_model *model, int32_t id, char *buf, size_t size);
 
-/* True for tokens that end a generation (EOS, EOT). */
+/* True for tokens that end a generation: EOS, EOT, and the chat end
+ * markers the vocabulary has as control tokens (<|eot_id|>, <|im_end|>,
+ * <|endoftext|>, <|end_of_text|>, <|end|>, <end_of_turn>, <eos>). */
 bool heed_token_is_eog(const heed_model *model, int32_t id);
 
 /*
@@ -194,7 +211,9 @@ typedef struct heed_chat_msg {
 } heed_chat_msg;
 
 /* The chat template family heed recognised in the model ("llama3", "chatml",
- * "llama2", "mistral"), or NULL when the model has none heed knows. */
+ * "llama2", "mistral", "gemma", "phi3"), or NULL when the model has none
+ * heed knows. Gemma has no system role: a system message (first only) opens
+ * the first user turn, followed by a blank line, as Gemma's template does. */
 const char *heed_chat_template(const heed_model *model);
 
 /* Renders messages with the model's template into buf (snprintf semantics:
@@ -318,8 +337,9 @@ uint64_t heed_mem_available(void);
 int heed_ctx_fit(const heed_model *model, uint64_t budget, uint64_t per_pos_extra);
 
 /* Allocates the KV cache and every scratch buffer; decoding never allocates.
- * Returns HEED_OK, HEED_ERR_INVALID_ARG (n_ctx beyond the model's limit) or
- * HEED_ERR_NOMEM. */
+ * Returns HEED_OK, HEED_ERR_INVALID_ARG (n_ctx beyond the model's limit),
+ * HEED_ERR_UNSUPPORTED (a model loaded with vocab_only: no weights to run)
+ * or HEED_ERR_NOMEM. */
 int heed_ctx_new(const heed_model *model, const heed_ctx_params *params, heed_ctx **out);
 void heed_ctx_free(heed_ctx *ctx);
 

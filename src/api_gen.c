@@ -158,7 +158,7 @@ static void req_cache_put(api *a, const char *key, const char *id) {
 static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_reply *rp) {
     if (!heed_chat_template(a->model)) {
         api_error(rp, 400, "messages", "no_chat_template",
-                  "the model %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral)", a->model_id);
+                  "the model %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral, Gemma, Phi-3)", a->model_id);
         return -1;
     }
     size_t n = json_array_size(msgs);

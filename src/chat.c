@@ -40,6 +40,10 @@ void chat_detect(const char *tmpl, chat_style *out) {
     if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|eot_id|>")) {
         out->kind = CHAT_LLAMA3;
         out->llama31_preamble = strstr(tmpl, "Cutting Knowledge Date") != NULL;
+    } else if (strstr(tmpl, "<start_of_turn>") && strstr(tmpl, "<end_of_turn>")) {
+        out->kind = CHAT_GEMMA;
+    } else if (strstr(tmpl, "<|user|>") && strstr(tmpl, "<|end|>") && strstr(tmpl, "<|assistant|>")) {
+        out->kind = CHAT_PHI3;
     } else if (strstr(tmpl, "<|im_start|>")) {
         out->kind = CHAT_CHATML;
         find_default_system(tmpl, out->default_system, sizeof out->default_system);
@@ -54,6 +58,8 @@ const char *chat_kind_name(enum chat_kind kind) {
     case CHAT_CHATML: return "chatml";
     case CHAT_LLAMA2: return "llama2";
     case CHAT_MISTRAL: return "mistral";
+    case CHAT_GEMMA: return "gemma";
+    case CHAT_PHI3: return "phi3";
     default: return NULL;
     }
 }
@@ -166,14 +172,52 @@ static void render_inst(const chat_style *st, const heed_chat_msg *msgs, int n, 
     }
 }
 
+/* Gemma (2 and 3): turns "<start_of_turn>ROLE\n" + trimmed content +
+ * "<end_of_turn>\n" with ROLE user or model (the assistant). Gemma has no
+ * system role: its template prepends a system message, untrimmed, and a
+ * blank line to the first turn's content. */
+static void render_gemma(const heed_chat_msg *msgs, int n, sbuf *b) {
+    puts_(b, "<bos>");
+    const char *system = NULL;
+    int i = 0;
+    if (n > 0 && role_of(&msgs[0]) == ROLE_SYSTEM) system = msgs[i++].content;
+    for (bool first = true; i < n; i++, first = false) {
+        puts_(b, "<start_of_turn>");
+        puts_(b, role_of(&msgs[i]) == ROLE_ASSISTANT ? "model" : "user");
+        puts_(b, "\n");
+        if (first && system) {
+            content_s(b, system);
+            puts_(b, "\n\n");
+        }
+        put_trimmed(b, msgs[i].content);
+        puts_(b, "<end_of_turn>\n");
+    }
+}
+
+/* Phi-3: "<|ROLE|>\n" + content + "<|end|>\n" per message, as the reference
+ * engine writes it. (tiny-phi3's own Jinja drops system messages and opens
+ * the assistant's turn after every user turn; with a generation prompt and
+ * no system message the two texts are the same.) */
+static void render_phi3(const heed_chat_msg *msgs, int n, sbuf *b) {
+    puts_(b, "<s>");
+    for (int i = 0; i < n; i++) {
+        puts_(b, "<|");
+        puts_(b, msgs[i].role);
+        puts_(b, "|>\n");
+        content_s(b, msgs[i].content);
+        puts_(b, "<|end|>\n");
+    }
+}
+
 int chat_render_marked(const chat_style *st, const heed_chat_msg *msgs, int n, bool add_generation_prompt, char *buf,
                        unsigned char *plain, size_t size) {
     if (!st || st->kind == CHAT_NONE || n < 0 || (!msgs && n) || (!buf && size)) return HEED_ERR_INVALID_ARG;
     for (int i = 0; i < n; i++) {
         enum role r = role_of(&msgs[i]);
         if (r == ROLE_BAD) return HEED_ERR_INVALID_ARG;
-        /* [INST] formats have no place for a system message after the first */
-        if (r == ROLE_SYSTEM && i > 0 && (st->kind == CHAT_LLAMA2 || st->kind == CHAT_MISTRAL))
+        /* [INST] formats and Gemma have no place for a system message after the first */
+        if (r == ROLE_SYSTEM && i > 0 &&
+            (st->kind == CHAT_LLAMA2 || st->kind == CHAT_MISTRAL || st->kind == CHAT_GEMMA))
             return HEED_ERR_INVALID_ARG;
     }
     sbuf b = {buf, size ? plain : NULL, size, 0};
@@ -187,6 +231,14 @@ int chat_render_marked(const chat_style *st, const heed_chat_msg *msgs, int n, b
     case CHAT_CHATML:
         render_chatml(st, msgs, n, &b);
         if (add_generation_prompt) puts_(&b, "<|im_start|>assistant\n");
+        break;
+    case CHAT_GEMMA:
+        render_gemma(msgs, n, &b);
+        if (add_generation_prompt) puts_(&b, "<start_of_turn>model\n");
+        break;
+    case CHAT_PHI3:
+        render_phi3(msgs, n, &b);
+        if (add_generation_prompt) puts_(&b, "<|assistant|>\n");
         break;
     default:
         render_inst(st, msgs, n, &b); /* the [INST] turn already opens the answer */

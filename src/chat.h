@@ -7,7 +7,10 @@
  * recognises the families it knows by their marker strings and renders them
  * natively. Known: Llama 3 (and the 3.1+ "Cutting Knowledge Date" system
  * preamble), ChatML (Qwen, SmolLM; a literal default system message in the
- * template is honoured), Llama 2 ([INST] with <<SYS>>), Mistral ([INST]).
+ * template is honoured), Llama 2 ([INST] with <<SYS>>), Mistral ([INST]),
+ * Gemma (<start_of_turn>user/model; no system role: the system message
+ * opens the first turn, as Gemma's template writes it) and Phi-3
+ * (<|user|>/<|assistant|>/<|system|> turns closed by <|end|>).
  *
  * The rendered text contains special-token strings (<|eot_id|>, <s>, ...)
  * that must become special tokens; a message's content is text and must not
@@ -26,7 +29,7 @@
 #include "heed.h"
 #include "tok.h"
 
-enum chat_kind { CHAT_NONE, CHAT_LLAMA3, CHAT_CHATML, CHAT_LLAMA2, CHAT_MISTRAL };
+enum chat_kind { CHAT_NONE, CHAT_LLAMA3, CHAT_CHATML, CHAT_LLAMA2, CHAT_MISTRAL, CHAT_GEMMA, CHAT_PHI3 };
 
 #define CHAT_MAX_DEFAULT_SYSTEM 512
 
@@ -38,7 +41,8 @@ typedef struct chat_style {
 
 /* Recognises a template string (NULL or unknown -> CHAT_NONE). */
 void chat_detect(const char *tmpl, chat_style *out);
-const char *chat_kind_name(enum chat_kind kind); /* "llama3", "chatml", "llama2", "mistral", NULL */
+const char *chat_kind_name(enum chat_kind kind); /* "llama3", "chatml", "llama2", "mistral", "gemma",
+                                                  * "phi3", NULL */
 
 /* Renders messages (roles "system", "user", "assistant") into buf with
  * snprintf semantics: returns the full length, or HEED_ERR_INVALID_ARG for

@@ -905,6 +905,7 @@ int heed_ctx_fit(const heed_model *m, uint64_t budget, uint64_t per_pos_extra) {
 int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **out) {
     if (!m || !out) return HEED_ERR_INVALID_ARG;
     *out = NULL;
+    if (m->vocab_only) return HEED_ERR_UNSUPPORTED; /* loaded for its vocabulary: no weights */
     heed_ctx_params p = params ? *params : heed_ctx_default_params();
     if (p.n_ctx < 0 || p.n_ctx > m->n_ctx_train || p.n_threads < 0 || p.n_threads > 1024)
         return HEED_ERR_INVALID_ARG;

@@ -146,14 +146,19 @@ static int parse_ids(const char *s, int32_t *ids, int n_max) {
     return n;
 }
 
-static int load_model(const char *path, heed_model **m) {
+/* Loads a model, or with vocab_only its vocabulary alone (any architecture,
+ * no weights: heed_model_params.vocab_only); a failure is printed. */
+static int load_model_ex(const char *path, bool vocab_only, heed_model **m) {
     char err[512];
     heed_model_params mp = heed_model_default_params();
-    mp.progress = true;
+    mp.progress = !vocab_only;
+    mp.vocab_only = vocab_only;
     int rc = heed_model_load(path, &mp, m, err, sizeof err);
     if (rc) fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
     return rc;
 }
+
+static int load_model(const char *path, heed_model **m) { return load_model_ex(path, false, m); }
 
 /* ---------------------------------------------------------- capture */
 
@@ -416,7 +421,7 @@ static int prompt_ids(const gen_opts *o, const heed_model *m, const heed_model_i
         const char *p = o->prompt ? o->prompt : "";
         if (o->chat) {
             if (!heed_chat_template(m)) {
-                fprintf(stderr, "heed: %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral)\n",
+                fprintf(stderr, "heed: %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral, Gemma, Phi-3)\n",
                         info->path);
                 return -1;
             }
@@ -765,9 +770,15 @@ static int run_tokenize(int argc, char **argv) {
     }
     if (!text) return usage_error("%s", "tokenize needs a TEXT argument");
     heed_model *m = NULL;
-    if (load_model(model, &m)) return 1;
+    if (load_model_ex(model, true, &m)) return 1; /* the vocabulary is all it needs */
     heed_model_info info;
     heed_model_get_info(m, &info);
+    if (!info.can_tokenize) {
+        fprintf(stderr, "heed: cannot tokenize: %s (heed decodes this vocabulary's ids but cannot encode text "
+                        "with it)\n", info.tokenize_refusal ? info.tokenize_refusal : "unsupported vocabulary");
+        heed_model_free(m);
+        return 1;
+    }
     unsigned flags = (bos && info.add_bos ? HEED_TOK_ADD_BOS : 0) | (special ? HEED_TOK_PARSE_SPECIAL : 0);
     int n = heed_tokenize_flags(m, text, strlen(text), flags, NULL, 0);
     int32_t *ids = n > 0 ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
@@ -898,31 +909,52 @@ static int run_export(int argc, char **argv) {
 
 /* ------------------------------------------------------------- info */
 
+/* heed info: a model whose weights heed cannot run (a vocabulary-only
+ * file, an architecture heed lacks: HEED_ERR_UNSUPPORTED) is shown from its
+ * vocabulary and metadata, with the reason; a corrupt file is an error. */
 static int run_info(const char *path) {
     heed_model *m = NULL;
-    if (load_model(path, &m)) return 1;
+    char err[512];
+    heed_model_params mp = heed_model_default_params();
+    mp.progress = true;
+    int rc = heed_model_load(path, &mp, &m, err, sizeof err);
+    if (rc == HEED_ERR_UNSUPPORTED) {
+        mp.vocab_only = true;
+        if (heed_model_load(path, &mp, &m, NULL, 0)) m = NULL;
+    }
+    if (!m) {
+        fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
+        return 1;
+    }
     heed_model_info i;
     heed_model_get_info(m, &i);
     printf("file:        %s (%llu bytes)\n", i.path, (unsigned long long)i.file_size);
     printf("name:        %s\n", i.name);
     printf("arch:        %s\n", i.arch);
-    printf("geometry:    %d layers, width %d, %d heads (%d KV heads), head dim %d, FFN %d\n", i.n_layer,
-           i.n_embd, i.n_head, i.n_head_kv, i.head_dim, i.n_ff);
+    if (i.vocab_only && heed_model_n_tensors(m) == 0)
+        printf("weights:     none: a vocabulary-only file (it can tokenize but not generate)\n");
+    else if (i.vocab_only)
+        printf("weights:     not loaded (%s): shown for its vocabulary only\n", err[0] ? err : heed_strerror(rc));
+    else
+        printf("geometry:    %d layers, width %d, %d heads (%d KV heads), head dim %d, FFN %d\n", i.n_layer,
+               i.n_embd, i.n_head, i.n_head_kv, i.head_dim, i.n_ff);
     printf("vocabulary:  %d tokens, %s tokenizer%s; BOS %d, EOS %d, EOT %d, add BOS %s\n", i.n_vocab,
            i.tokenizer, i.can_tokenize ? "" : " (text encoding not yet supported: use --ids)", i.bos, i.eos,
            i.eot, i.add_bos ? "yes" : "no");
-    printf("context:     %d tokens; rope base %g; rms eps %g; output %s\n", i.n_ctx_train, i.rope_base,
-           i.rms_eps, i.tied_output ? "tied to token_embd" : "separate");
-    /* how attention rows are formed: what every view of a run of this model shows */
-    printf("attention:   scores q.k x %g", i.attn_scale);
-    if (i.attn_softcap > 0) printf(", soft-capped at %g", i.attn_softcap);
-    int first_w = -1, n_w = 0;
-    for (int l = 0; l < i.n_layer; l++)
-        if (i.layer_window[l] > 0) n_w++, first_w = first_w < 0 ? l : first_w;
-    if (n_w) printf("; sliding window of %d keys on %d of %d layers", i.layer_window[first_w], n_w, i.n_layer);
-    if (i.final_softcap > 0) printf("; logits soft-capped at %g", i.final_softcap);
-    printf("\n");
-    if (i.n_expert) printf("experts:     %d per layer, %d chosen per token\n", i.n_expert, i.n_expert_used);
+    if (!i.vocab_only) {
+        printf("context:     %d tokens; rope base %g; rms eps %g; output %s\n", i.n_ctx_train, i.rope_base,
+               i.rms_eps, i.tied_output ? "tied to token_embd" : "separate");
+        /* how attention rows are formed: what every view of a run of this model shows */
+        printf("attention:   scores q.k x %g", i.attn_scale);
+        if (i.attn_softcap > 0) printf(", soft-capped at %g", i.attn_softcap);
+        int first_w = -1, n_w = 0;
+        for (int l = 0; l < i.n_layer; l++)
+            if (i.layer_window[l] > 0) n_w++, first_w = first_w < 0 ? l : first_w;
+        if (n_w) printf("; sliding window of %d keys on %d of %d layers", i.layer_window[first_w], n_w, i.n_layer);
+        if (i.final_softcap > 0) printf("; logits soft-capped at %g", i.final_softcap);
+        printf("\n");
+        if (i.n_expert) printf("experts:     %d per layer, %d chosen per token\n", i.n_expert, i.n_expert_used);
+    }
 
     int n_types = 0;
     const char *types[16];

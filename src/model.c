@@ -562,6 +562,17 @@ heed_model_params heed_model_default_params(void) {
     return p;
 }
 
+/* The file's general.architecture as text, for a vocabulary-only model: any
+ * architecture, "" when absent (vocabulary files carry dummies). */
+static int load_arch_text(loader *L) {
+    gguf_str s = {"", 0};
+    gguf_get_str(L->f, "general.architecture", &s);
+    L->m->arch_text = strndup(s.ptr, s.len > 64 ? 64 : s.len);
+    if (!L->m->arch_text) return fail(L, HEED_ERR_NOMEM, "out of memory");
+    L->m->arch_name = L->m->arch_text;
+    return HEED_OK;
+}
+
 int heed_model_load(const char *path, const heed_model_params *params, heed_model **out, char *err,
                     size_t err_size) {
     if (!out) return HEED_ERR_INVALID_ARG;
@@ -591,17 +602,29 @@ int heed_model_load(const char *path, const heed_model_params *params, heed_mode
     model_source src = {.find = gguf_source_find, .ctx = m->gguf, .output_required = false};
     loader L = {.m = m, .f = m->gguf, .src = &src, .file = base ? base + 1 : shown, .err = err,
                 .err_size = err_size};
-    if ((rc = load_arch(&L))) goto done;
-    if ((rc = load_hparams(&L))) goto done;
+    m->vocab_only = params->vocab_only;
+    if (m->vocab_only) {
+        m->n_ctx_train = -1; /* heed_ctx_new refuses it (model.h) */
+        if ((rc = load_arch_text(&L))) goto done;
+    } else {
+        /* a file of no tensors (a vocabulary file) says so, unless its
+         * hyperparameters are wrong: those are checked whatever follows */
+        bool no_weights = m->gguf->n_tensors == 0;
+        if (!(rc = load_arch(&L))) rc = load_hparams(&L);
+        if (no_weights && rc != HEED_ERR_FORMAT)
+            rc = err_at(err, err_size, HEED_ERR_UNSUPPORTED, NULL,
+                        "%s has no weights (vocabulary only): it can tokenize but not generate", L.file);
+        if (rc) goto done;
+    }
     m->vocab = tok_load(m->gguf, &rc, err, err_size);
     if (!m->vocab) goto done;
     m->n_vocab = tok_n_vocab(m->vocab);
-    if ((rc = load_weights(&L))) goto done;
+    if (!m->vocab_only && (rc = load_weights(&L))) goto done;
     gguf_str name;
     if (gguf_get_str(m->gguf, "general.name", &name)) m->name = strndup(name.ptr, name.len > 256 ? 256 : name.len);
     else m->name = strdup("");
     if (!m->name) { rc = fail(&L, HEED_ERR_NOMEM, "out of memory"); goto done; }
-    if (params->progress && path && m->gguf->file_size >= MODEL_PROGRESS_MIN_BYTES)
+    if (params->progress && path && !m->vocab_only && m->gguf->file_size >= MODEL_PROGRESS_MIN_BYTES)
         model_prefault(m->path, m->gguf->map, m->gguf->file_size);
 done:
     if (rc) {
@@ -630,6 +653,7 @@ void heed_model_free(heed_model *m) {
     tok_free(m->vocab);
     gguf_close(m->gguf);
     hf_free(m->hf);
+    free(m->arch_text);
     free(m->name);
     free(m->path);
     free(m);
@@ -650,7 +674,7 @@ void heed_model_get_info(const heed_model *m, heed_model_info *info) {
     info->head_dim = m->head_dim;
     info->n_ff = m->n_ff;
     info->n_vocab = m->n_vocab;
-    info->n_ctx_train = m->n_ctx_train;
+    info->n_ctx_train = m->vocab_only ? 0 : m->n_ctx_train;
     info->rope_base = m->rope_base;
     info->rms_eps = m->rms_eps;
     info->tied_output = m->tied_output;
@@ -665,6 +689,8 @@ void heed_model_get_info(const heed_model *m, heed_model_info *info) {
     info->final_softcap = m->final_softcap;
     info->n_expert = m->n_expert;
     info->n_expert_used = m->n_expert_used;
+    info->tokenize_refusal = tok_encode_refusal(m->vocab);
+    info->vocab_only = m->vocab_only;
 }
 
 /* Metadata and tensor listings: an HF folder answers from hf.c. */

@@ -91,6 +91,13 @@ struct heed_model {
     enum model_arch arch;
     const char *arch_name;
     char *name;
+    /* Loaded with heed_model_params.vocab_only: the vocabulary and the
+     * metadata, no weights. The geometry stays 0 and n_ctx_train is -1, so
+     * heed_ctx_new's n_ctx check refuses every context; heed_model_get_info
+     * reports 0. arch_name then points to arch_text, the file's own
+     * general.architecture (any architecture, "" when absent). */
+    bool vocab_only;
+    char *arch_text;
 
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx_train;
     int n_rot;           /* rotated dims per head (rope.dimension_count) */

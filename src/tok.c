@@ -389,13 +389,16 @@ static void add_eog(tok_vocab *v, int32_t id) {
     v->eog[v->n_eog++] = id;
 }
 
-/* Byte-level BPE chat models often stop on a control token other than the
- * declared EOS (Llama 3 instruct: <|eot_id|>; Qwen: <|im_end|>). */
+/* Chat models often stop on a control token other than the declared EOS
+ * (Llama 3 instruct: <|eot_id|>; Qwen: <|im_end|>; Phi-3: <|end|> beside
+ * <|endoftext|>; Gemma: <end_of_turn> and <eos>, whichever the file names
+ * as EOS). As the reference engine, these names end a generation when the
+ * vocabulary has them as control tokens. */
 static void init_eog(tok_vocab *v) {
-    static const char *const names[] = {"<|eot_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>"};
+    static const char *const names[] = {"<|eot_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>",
+                                        "<|end|>", "<end_of_turn>", "<eos>"};
     add_eog(v, v->eos);
     add_eog(v, v->eot);
-    if (v->kind != TOK_GPT2) return;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int32_t id = tok_find(v, names[i], strlen(names[i]));
         if (id >= 0 && v->type[id] == TOK_TYPE_CONTROL) add_eog(v, id);

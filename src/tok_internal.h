@@ -25,7 +25,7 @@
 #define TOK_MAX_TEXT (1 << 20)  /* bytes of text per tok_encode call (~250k tokens,
                                  * beyond any context): the scratch is up to ~200
                                  * bytes per input byte (a text of spaces) */
-#define TOK_MAX_EOG 8
+#define TOK_MAX_EOG 12
 
 enum tok_kind { TOK_SPM, TOK_GPT2 };
 

@@ -396,6 +396,145 @@ static void test_load_vocabularies(void **state) {
     }
 }
 
+/* heed_model_params.vocab_only: any architecture, no weights; the model
+ * tokenizes, labels and lists its metadata, and no context can be made. */
+static void check_vocab_only(const char *path, const char *arch) {
+    heed_model_params mp = heed_model_default_params();
+    mp.vocab_only = true;
+    heed_model *m = NULL;
+    char err[512] = "";
+    assert_int_equal(heed_model_load(path, &mp, &m, err, sizeof err), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_true(mi.vocab_only);
+    assert_string_equal(mi.arch, arch);
+    assert_int_equal(mi.n_layer, 0);
+    assert_int_equal(mi.n_embd, 0);
+    assert_int_equal(mi.n_ctx_train, 0);
+    assert_true(mi.n_vocab >= 512);
+    assert_true(mi.can_tokenize);
+    assert_true(heed_model_n_meta(m) > 0);
+    int32_t ids[16];
+    assert_true(heed_tokenize(m, "Hello world", 11, false, ids, 16) >= 2);
+    char label[64];
+    assert_true(heed_token_label(m, ids[0], label, sizeof label) > 0);
+    heed_ctx *ctx = (heed_ctx *)&mi; /* must come back NULL */
+    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_ERR_UNSUPPORTED);
+    assert_null(ctx);
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = 16;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_ERR_UNSUPPORTED);
+    assert_null(ctx);
+    heed_model_free(m);
+}
+
+static void test_vocab_only_model(void **state) {
+    (void)state;
+    check_vocab_only(NULL, "llama"); /* the bundled model, weights left alone */
+    char path[512], err[512] = "";
+    if (!tu_shared("vocab/ggml-vocab-falcon.gguf", path, sizeof path)) skip();
+    check_vocab_only(path, "falcon");
+    /* without vocab_only a file of no tensors is refused, saying why */
+    heed_model *m = (heed_model *)path;
+    assert_int_equal(heed_model_load(path, NULL, &m, err, sizeof err), HEED_ERR_UNSUPPORTED);
+    assert_null(m);
+    assert_string_equal(err, "ggml-vocab-falcon.gguf has no weights (vocabulary only): it can tokenize but not generate");
+    if (!tu_shared("models/tiny-gemma2.gguf", path, sizeof path)) skip();
+    check_vocab_only(path, "gemma2");
+}
+
+/* Gemma 3's SentencePiece vocabulary (262,144 pieces, score-ordered merges,
+ * byte fallback, user-defined runs of spaces/newlines/tabs and HTML tags,
+ * no space prefix, BOS): tests/fixtures/gemma3_tokenize.json holds tricky
+ * strings with the reference ids (its "about" says where they come from).
+ * Each encodes to them exactly and the ids after BOS decode to the text. */
+static void check_gemma_fixture(const char *model) {
+    char rel[128], path[512];
+    snprintf(rel, sizeof rel, "models/%s", model);
+    if (!tu_shared(rel, path, sizeof path)) skip();
+    heed_model_params mp = heed_model_default_params();
+    mp.vocab_only = true;
+    heed_model *m = NULL;
+    assert_int_equal(heed_model_load(path, &mp, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_int_equal(mi.n_vocab, 262144);
+    assert_true(mi.add_bos);
+    assert_int_equal(mi.bos, 2);
+    json_error_t je;
+    json_t *fx = json_load_file("tests/fixtures/gemma3_tokenize.json", 0, &je);
+    if (!fx) fail_msg("gemma3_tokenize.json: %s", je.text);
+    json_t *cases = json_object_get(fx, "cases");
+    assert_true(json_array_size(cases) >= 80);
+    static int32_t ids[MAX_IDS];
+    static char text[8 * MAX_IDS];
+    int pass = 0, n = (int)json_array_size(cases);
+    for (int i = 0; i < n; i++) {
+        json_t *c = json_array_get(cases, i), *want = json_object_get(c, "ids");
+        const char *t = json_string_value(json_object_get(c, "text"));
+        size_t len = json_string_length(json_object_get(c, "text"));
+        int k = heed_tokenize(m, t, len, true, ids, MAX_IDS);
+        bool same = k == (int)json_array_size(want);
+        for (int j = 0; same && j < k; j++) same = ids[j] == json_integer_value(json_array_get(want, j));
+        size_t n_text = 0;
+        for (int j = 1; same && j < k; j++) {
+            int nb = heed_token_bytes(m, ids[j], text + n_text, sizeof text - n_text);
+            assert_true(nb >= 0 && (size_t)nb < sizeof text - n_text);
+            n_text += (size_t)nb;
+        }
+        if (!same) printf("%s case %d: encode differs (%d ids, expected %zu)\n", model, i, k, json_array_size(want));
+        else if (n_text != len || memcmp(text, t, len)) printf("%s case %d: decode differs\n", model, i);
+        else pass++;
+    }
+    printf("%s: %d/%d fixture strings encode and decode exactly\n", model, pass, n);
+    assert_int_equal(pass, n);
+    json_decref(fx);
+    heed_model_free(m);
+}
+
+static void test_gemma2_fixture(void **state) {
+    (void)state;
+    check_gemma_fixture("tiny-gemma2.gguf");
+}
+
+static void test_gemma3_fixture(void **state) {
+    (void)state;
+    check_gemma_fixture("tiny-gemma3.gguf");
+}
+
+/* The golden prompts' ids (the prompt_ids of ../shared/golden: BOS as the
+ * file says, special text not parsed) for the SentencePiece models heed
+ * does not yet run: the vocabulary loads on its own. */
+static void check_golden_ids(const char *model, const char *text, const int32_t *want, int n_want) {
+    char rel[128], path[512];
+    snprintf(rel, sizeof rel, "models/%s", model);
+    if (!tu_shared(rel, path, sizeof path)) skip();
+    heed_model_params mp = heed_model_default_params();
+    mp.vocab_only = true;
+    heed_model *m = NULL;
+    assert_int_equal(heed_model_load(path, &mp, &m, NULL, 0), HEED_OK);
+    int32_t ids[64];
+    int k = heed_tokenize(m, text, strlen(text), true, ids, 64);
+    assert_int_equal(k, n_want);
+    for (int i = 0; i < k; i++) assert_int_equal(ids[i], want[i]);
+    heed_model_free(m);
+}
+
+static void test_golden_gemma_phi3(void **state) {
+    (void)state;
+    static const char fox[] = "The quick brown fox jumps over the lazy dog. The quick brown";
+    static const int32_t gemma_fox[] = {2, 818, 3823, 8864, 37423, 38167, 1024, 506, 31770, 4799, 236761, 669, 3823,
+                                        8864};
+    static const int32_t phi3_fox[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889,
+                                       450, 4996, 17354};
+    check_golden_ids("tiny-gemma2.gguf", "Hello world", (const int32_t[]){2, 9259, 1902}, 3);
+    check_golden_ids("tiny-gemma2.gguf", fox, gemma_fox, 14);
+    check_golden_ids("tiny-gemma3.gguf", "Hello world", (const int32_t[]){2, 9259, 1902}, 3);
+    check_golden_ids("tiny-gemma3.gguf", fox, gemma_fox, 14);
+    check_golden_ids("tiny-phi3.gguf", "Hello world", (const int32_t[]){1, 15043, 3186}, 3);
+    check_golden_ids("tiny-phi3.gguf", fox, phi3_fox, 16);
+}
+
 /* ------------------------------------------------- hand-made vocabularies */
 
 /* An SPM vocabulary of the given pieces and scores, no space prefix. */
@@ -799,6 +938,10 @@ int main(void) {
         cmocka_unit_test(test_labels_qwen2),
         cmocka_unit_test(test_labels_smollm2),
         cmocka_unit_test(test_load_vocabularies),
+        cmocka_unit_test(test_vocab_only_model),
+        cmocka_unit_test(test_gemma2_fixture),
+        cmocka_unit_test(test_gemma3_fixture),
+        cmocka_unit_test(test_golden_gemma_phi3),
         cmocka_unit_test(test_spm_merge_rules),
         cmocka_unit_test(test_spm_duplicate_piece),
         cmocka_unit_test(test_spm_types_absent),
