@@ -209,17 +209,27 @@ static int h_health(api *a, const api_req *rq, api_reply *rp) {
 static int h_model(api *a, const api_req *rq, api_reply *rp) {
     const heed_model_info *i = &a->info;
     const char *tmpl = heed_chat_template(a->model);
-    api_reply_json(rp, 200,
-               json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, "
-                         "s:b, s:i, s:i, s:i, s:b, s:b, s:s?, s:{s:i, s:i, s:i}}",
-                         "id", a->model_id, "path", i->path, "arch", i->arch, "name", i->name, "tokenizer",
-                         i->tokenizer, "file_size", (json_int_t)i->file_size, "n_layer", i->n_layer, "n_embd",
-                         i->n_embd, "n_head", i->n_head, "n_head_kv", i->n_head_kv, "head_dim", i->head_dim,
-                         "n_ff", i->n_ff, "n_vocab", i->n_vocab, "n_ctx_train", i->n_ctx_train, "n_ctx", a->n_ctx,
-                         "rope_base", i->rope_base, "rms_eps", i->rms_eps, "tied_output", i->tied_output, "bos",
-                         i->bos, "eos", i->eos, "eot", i->eot, "add_bos", i->add_bos, "can_tokenize",
-                         i->can_tokenize, "chat_template", tmpl, "limits", "max_tokens", a->cfg.max_tokens,
-                         "max_prompt", a->cfg.max_prompt, "attention_tokens_top_k", a->cfg.attn_top_k));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, "
+                          "s:b, s:i, s:i, s:i, s:b, s:b, s:s?, s:{s:i, s:i, s:i}}",
+                          "id", a->model_id, "path", i->path, "arch", i->arch, "name", i->name, "tokenizer",
+                          i->tokenizer, "file_size", (json_int_t)i->file_size, "n_layer", i->n_layer, "n_embd",
+                          i->n_embd, "n_head", i->n_head, "n_head_kv", i->n_head_kv, "head_dim", i->head_dim,
+                          "n_ff", i->n_ff, "n_vocab", i->n_vocab, "n_ctx_train", i->n_ctx_train, "n_ctx", a->n_ctx,
+                          "rope_base", i->rope_base, "rms_eps", i->rms_eps, "tied_output", i->tied_output, "bos",
+                          i->bos, "eos", i->eos, "eot", i->eot, "add_bos", i->add_bos, "can_tokenize",
+                          i->can_tokenize, "chat_template", tmpl, "limits", "max_tokens", a->cfg.max_tokens,
+                          "max_prompt", a->cfg.max_prompt, "attention_tokens_top_k", a->cfg.attn_top_k);
+    /* each layer's attention rule and the routing: keys a layer sees (0 = every earlier position),
+     * the soft-caps (0 = none), the experts (0 = dense) */
+    json_t *win = json_array();
+    for (int l = 0; l < i->n_layer; l++)
+        json_array_append_new(win, json_integer(i->layer_window ? i->layer_window[l] : 0));
+    json_object_set_new(o, "layer_window", win);
+    json_object_set_new(o, "attn_softcap", json_real(i->attn_softcap));
+    json_object_set_new(o, "final_softcap", json_real(i->final_softcap));
+    json_object_set_new(o, "n_expert", json_integer(i->n_expert));
+    json_object_set_new(o, "n_expert_used", json_integer(i->n_expert_used));
+    api_reply_json(rp, 200, o);
     return 0;
 }
 

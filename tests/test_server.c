@@ -434,6 +434,53 @@ static void test_experts_view(void **state) {
     srv_stop(&s);
 }
 
+/* /api/model says each layer's attention rule and the routing: a dense llama
+ * (every layer causal, no caps, no experts), gemma2 (window 8 on layers 0 and
+ * 2, logits capped at 10, final logits at 15) and the mixture-of-experts model. */
+static void test_model_rules(void **state) {
+    json_t *j;
+    assert_int_equal(http(&main_srv, "GET", "/api/model", NULL, NULL, &j), 200);
+    json_t *win = json_object_get(j, "layer_window");
+    assert_int_equal(json_array_size(win), 5);
+    for (size_t l = 0; l < 5; l++) assert_int_equal(json_integer_value(json_array_get(win, l)), 0);
+    assert_true(json_number_value(json_object_get(j, "attn_softcap")) == 0);
+    assert_true(json_number_value(json_object_get(j, "final_softcap")) == 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_expert")), 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_expert_used")), 0);
+    json_decref(j);
+
+    char buf[512];
+    const char *model = tu_shared("models/tiny-gemma2.gguf", buf, sizeof buf);
+    if (!model) skip();
+    srv s;
+    const char *args[] = {"-m", model, "--data-dir", "test-output/gemma2-data", NULL};
+    assert_int_equal(system("rm -rf test-output/gemma2-data"), 0);
+    srv_start(&s, args);
+    assert_int_equal(http(&s, "GET", "/api/model", NULL, NULL, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "arch")), "gemma2");
+    win = json_object_get(j, "layer_window");
+    assert_int_equal(json_array_size(win), 4);
+    const int want[4] = {8, 0, 8, 0};
+    for (size_t l = 0; l < 4; l++) assert_int_equal(json_integer_value(json_array_get(win, l)), want[l]);
+    assert_true(fabs(json_number_value(json_object_get(j, "attn_softcap")) - 10) < 1e-6);
+    assert_true(fabs(json_number_value(json_object_get(j, "final_softcap")) - 15) < 1e-6);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_expert")), 0);
+    json_decref(j);
+    srv_stop(&s);
+
+    model = tu_shared("models/tiny-qwen3moe.gguf", buf, sizeof buf);
+    if (!model) skip();
+    const char *moe[] = {"-m", model, "--data-dir", "test-output/moe-model-data", NULL};
+    assert_int_equal(system("rm -rf test-output/moe-model-data"), 0);
+    srv_start(&s, moe);
+    assert_int_equal(http(&s, "GET", "/api/model", NULL, NULL, &j), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_expert")), 8);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_expert_used")), 2);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "layer_window"), 0)), 0);
+    json_decref(j);
+    srv_stop(&s);
+}
+
 typedef struct reader_arg {
     int ok, total;
     const char *view; /* a stored run's view */
@@ -1118,6 +1165,7 @@ int main(void) {
         cmocka_unit_test(test_request_cache),
         cmocka_unit_test(test_cancel_long_generation),
         cmocka_unit_test(test_experts_view),
+        cmocka_unit_test(test_model_rules),
         cmocka_unit_test(test_interventions),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),

@@ -2,7 +2,7 @@
 // (bench/ui_bench.mjs): a real `heed serve` on a free port with its own data
 // folder, and Debian's chromium driven by playwright-core.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +45,22 @@ export async function startServer(extra = []) {
     rmSync(data, { recursive: true, force: true });
   };
   return { url, stop };
+}
+
+// A file of the shared data folder (HEED_SHARED, else ../shared or ../../shared
+// from the repository, as tests/testutil.h's tu_shared looks), or null.
+export function sharedPath(rel) {
+  const roots = [process.env.HEED_SHARED, join(root, '..', 'shared'), join(root, '..', '..', 'shared')].filter(Boolean);
+  for (const r of roots) {
+    const p = join(r, rel);
+    try {
+      accessSync(p, constants.R_OK);
+      return p;
+    } catch {
+      /* not there */
+    }
+  }
+  return null;
 }
 
 export async function launchBrowser() {

@@ -122,7 +122,9 @@ after(async () => {
 test('the tab bar: nine tabs, arrow keys, the view in the URL', async () => {
   await page.goto(`${server.url}/#run=${encodeURIComponent(runA.id)}`);
   await page.waitForSelector('#graph[data-status="done"]', { state: 'attached', timeout: 30000 });
-  const tabs = page.locator('#view-tabs [role="tab"]');
+  // a dense model's run: no Experts tab (tests/browser/models.test.mjs opens it on a mixture of experts)
+  assert.equal(await page.locator('#tab-experts').isHidden(), true);
+  const tabs = page.locator('#view-tabs [role="tab"]:not([hidden])');
   assert.equal(await page.locator('#view-tabs').getAttribute('role'), 'tablist');
   assert.deepEqual(await tabs.allTextContents(), ['Graph', 'Text', 'Logit lens', 'Statistics', 'Tokens', 'Sampling', 'Compare', 'Heatmap', 'Heads']);
   assert.equal(await page.locator('#tab-graph').getAttribute('aria-selected'), 'true');

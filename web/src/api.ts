@@ -15,6 +15,12 @@ export interface ModelInfo {
   bos?: number;
   eos?: number;
   limits?: { max_tokens?: number; max_prompt?: number; attention_tokens_top_k?: number };
+  /** keys each layer's query sees (0 = every earlier position) */
+  layer_window?: number[];
+  attn_softcap?: number;
+  final_softcap?: number;
+  n_expert?: number;
+  n_expert_used?: number;
 }
 
 export interface RunSummary {
@@ -43,6 +49,8 @@ export interface RunDoc {
   tokens: Token[];
   text?: string;
   steps: Step[];
+  /** a mixture-of-experts run: GET /api/runs/{id}/experts has its routing */
+  experts?: { n_expert: number; n_used: number } | null;
 }
 
 /** Where a branch run starts: step `step` of stored run `run` (token: forced there, else sampled). */

@@ -25,6 +25,7 @@ import {
 } from './model';
 import { getJson, runPath } from './views/common';
 import { createCompareView } from './views/compare';
+import { createExpertsView } from './views/experts';
 import { createHeatmapView } from './views/heatmap';
 import { createLensView } from './views/lens';
 import { createModelView } from './views/modelgrid';
@@ -388,6 +389,7 @@ function showModel(m: ModelInfo): void {
   const lim = maxTokenLimit();
   el.maxTokensNum.max = String(lim);
 
+  syncExpertsTab();
   fillSelect(el.selLayer, 'all layers', m.n_layer, 'layer');
   fillSelect(el.selHead, 'all heads', m.n_head, 'head');
   syncSelects();
@@ -868,6 +870,7 @@ const deep: Record<Exclude<ViewName, 'graph'>, View & Partial<Exportable>> = {
   }),
   heatmap: createHeatmapView(viewRoot('heatmap')),
   heads: createModelView(viewRoot('heads')),
+  experts: createExpertsView(viewRoot('experts')),
 };
 
 let shownTab: Exclude<ViewName, 'graph'> | null = null; // the deep view whose show() ran last, not hidden since
@@ -889,11 +892,14 @@ function viewCtx(): ViewContext | null {
     head: st.layer === null ? null : st.head,
     step: Math.max(0, clampStep(st.view.step, n)),
     setStep: (t: number) => setStep(t),
+    layerWindow: st.model?.layer_window,
+    experts: doc.experts ?? null,
   };
 }
 
 /** Shows the tab's view for the current run / selection / step (cheap when nothing changed). */
 function refreshView(): void {
+  syncExpertsTab();
   const tab = st.tab;
   if (shownTab && shownTab !== tab) {
     deep[shownTab].hide();
@@ -927,6 +933,22 @@ function refreshView(): void {
   shownTab = tab;
 }
 
+/**
+ * The Experts tab is there for a mixture-of-experts run (its document's
+ * `experts`), and, with no run open, when the served model routes (the next
+ * run will have experts); the open tab stays reachable while it is shown.
+ */
+function syncExpertsTab(): void {
+  const doc = st.runDoc;
+  const on = doc ? !!doc.experts : (st.model?.n_expert ?? 0) > 0;
+  tabButtons.experts.hidden = !on && st.tab !== 'experts';
+}
+
+/** The tabs the keyboard moves between: those not hidden. */
+function shownTabs(): ViewName[] {
+  return VIEW_NAMES.filter((v) => !tabButtons[v].hidden);
+}
+
 /** Switches the tab (hash: replaced when `hash`, the view state is in it). */
 function setTab(v: ViewName, hash = true, focus = false): void {
   if (!isViewName(v)) v = 'graph';
@@ -951,15 +973,16 @@ el.tabs.addEventListener('click', (e) => {
 });
 el.tabs.addEventListener('keydown', (e) => {
   if (e.altKey || e.ctrlKey || e.metaKey) return;
-  const i = VIEW_NAMES.indexOf(st.tab);
+  const names = shownTabs();
+  const i = names.indexOf(st.tab);
   let to = -1;
-  if (e.key === 'ArrowRight') to = (i + 1) % VIEW_NAMES.length;
-  else if (e.key === 'ArrowLeft') to = (i - 1 + VIEW_NAMES.length) % VIEW_NAMES.length;
+  if (e.key === 'ArrowRight') to = (i + 1) % names.length;
+  else if (e.key === 'ArrowLeft') to = (i - 1 + names.length) % names.length;
   else if (e.key === 'Home') to = 0;
-  else if (e.key === 'End') to = VIEW_NAMES.length - 1;
+  else if (e.key === 'End') to = names.length - 1;
   else return;
   e.preventDefault();
-  setTab(VIEW_NAMES[to], true, true);
+  setTab(names[to], true, true);
 });
 
 // ------------------------------------------------------------------ data export (CSV, JSON, NPY)

@@ -394,7 +394,7 @@ export function curveControlX(xOut: number, y1: number, y2: number, width: numbe
 // ---------------------------------------------------------------- URL hash state
 
 /** The tabs of the main area ('graph' is the default and is left out of the hash). */
-export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads'] as const;
+export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads', 'experts'] as const;
 export type ViewName = (typeof VIEW_NAMES)[number];
 
 export function isViewName(v: unknown): v is ViewName {

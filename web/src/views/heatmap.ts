@@ -8,6 +8,7 @@
 // ("q0,q1,k0,k1"), data-exact, data-level, data-pool, data-tiles
 // ("loaded/needed"), data-cells-loaded, data-selection, data-transform
 // ("left,top,x0,y0,s": the plot's offset in the canvas and the view).
+import { outsideWindow, selectionWindow, windowNote } from '../experts';
 import { displayLabel } from '../model';
 import { frameTask } from './common';
 import type { View, ViewContext } from './types';
@@ -126,6 +127,8 @@ const STYLE = `
 .hm-legend-bar .hm-tick::before{content:'';position:absolute;left:50%;top:-3px;height:3px;border-left:1px solid #5b6470}
 .hm-swatch{display:inline-block;width:12px;height:12px;vertical-align:-2px;border:1px solid #9aa8ba;margin-right:4px}
 .hm-status.hm-error{color:#b42318}
+.hm-swatch-window{background:repeating-linear-gradient(135deg,rgba(91,100,112,.55) 0 1px,rgba(238,240,244,.9) 1px 4px),#440154;border-color:#ff7f0e}
+.hm-window-key[hidden]{display:none}
 .hm-tip{position:fixed;z-index:60;max-width:360px;padding:6px 9px;border-radius:5px;background:#1b1f24;color:#fff;font-size:12px;line-height:1.45;pointer-events:none;box-shadow:0 2px 8px rgb(0 0 0/.2);overflow-wrap:anywhere}
 .hm-tip[hidden]{display:none}
 .hm-tip .hm-k{color:#b7c0cc}
@@ -186,6 +189,40 @@ export function createLegend(): { el: HTMLElement; set(kind: ScaleKind): void } 
 }
 
 export const MASKED = '#e4e7ec';
+/** Cells outside a sliding window (exactly 0): a light veil and hatching over them. */
+export const OUTSIDE_WINDOW_FILL = 'rgba(238, 240, 244, 0.62)';
+export const WINDOW_EDGE = '#ff7f0e';
+
+let hatch: CanvasPattern | null = null;
+function hatchPattern(g: CanvasRenderingContext2D): CanvasPattern | null {
+  if (hatch) return hatch;
+  const c = document.createElement('canvas');
+  c.width = c.height = 8;
+  const x = c.getContext('2d')!;
+  x.strokeStyle = 'rgba(91, 100, 112, 0.55)';
+  x.lineWidth = 1;
+  x.beginPath();
+  x.moveTo(0, 8);
+  x.lineTo(8, 0);
+  x.moveTo(-2, 2);
+  x.lineTo(2, -2);
+  x.moveTo(6, 10);
+  x.lineTo(10, 6);
+  x.stroke();
+  hatch = g.createPattern(c, 'repeat');
+  return hatch;
+}
+
+/** The sliding-window swatch of the legend (hidden without a window). */
+function windowSwatch(): HTMLElement {
+  const el = document.createElement('span');
+  el.className = 'hm-window-key';
+  const sw = document.createElement('span');
+  sw.className = 'hm-swatch hm-swatch-window';
+  el.append(sw, document.createElement('span'));
+  el.hidden = true;
+  return el;
+}
 
 function button(text: string, label: string, cls = ''): HTMLButtonElement {
   const b = document.createElement('button');
@@ -259,6 +296,7 @@ class Heatmap implements View {
   private poolSeg: { el: HTMLElement; set(v: Pool): void };
   private scaleSeg: { el: HTMLElement; set(v: ScaleKind): void };
   private legend: { el: HTMLElement; set(kind: ScaleKind): void };
+  private windowKey: HTMLElement;
 
   private ctx: ViewContext | null = null;
   private active = false;
@@ -328,11 +366,12 @@ class Heatmap implements View {
     const foot = document.createElement('div');
     foot.className = 'hm-foot';
     this.legend = createLegend();
+    this.windowKey = windowSwatch();
     this.status = document.createElement('span');
     this.status.className = 'hm-status';
     this.status.setAttribute('role', 'status');
     this.status.setAttribute('aria-live', 'polite');
-    foot.append(this.legend.el, this.status);
+    foot.append(this.legend.el, this.windowKey, this.status);
 
     this.tip = document.createElement('div');
     this.tip.className = 'hm-tip';
@@ -382,6 +421,7 @@ class Heatmap implements View {
     const sel = this.sel();
     this.root.dataset.selection = `${sel.layer ?? 'all'},${sel.head ?? 'all'}`;
     this.info.textContent = selectionText(sel);
+    this.showWindow();
     this.measure();
     this.schedule(0);
   }
@@ -399,6 +439,20 @@ class Heatmap implements View {
   }
 
   // ------------------------------------------------------------ state
+
+  /** The selection's sliding window: 0 without one, or when the selected layers' windows differ. */
+  private win(): number {
+    return this.ctx ? selectionWindow(this.ctx.layerWindow, this.sel().layer) : 0;
+  }
+
+  private showWindow(): void {
+    const w = this.win();
+    const note = this.ctx ? windowNote(this.ctx.layerWindow, this.sel().layer) : '';
+    this.root.dataset.slidingWindow = String(w);
+    this.windowKey.hidden = !note;
+    this.windowKey.querySelector('.hm-swatch')!.toggleAttribute('hidden', w <= 0);
+    this.windowKey.lastElementChild!.textContent = w > 0 ? `outside the window, exactly 0 (${note})` : note;
+  }
 
   private sel(): Selection {
     const c = this.ctx;
@@ -668,6 +722,46 @@ class Heatmap implements View {
     [...coarse.values()].sort((a, c2) => c2.tile.bq - a.tile.bq).forEach(drawTile);
     current.forEach(drawTile);
 
+    // the keys outside each query's sliding window (q >= k + w): a staircase under the diagonal band
+    const w = this.win();
+    if (w > 0 && w < n) {
+      const { win } = this.plan();
+      const kA = Math.max(0, Math.floor(win.k0) - 1);
+      const kB = Math.min(n - w, Math.ceil(win.k1) + 1);
+      if (kB > kA) {
+        const X = (k: number) => LEFT + (k - v.x0) * s;
+        const Y = (q: number) => TOP + (q - v.y0) * s;
+        g.beginPath();
+        g.moveTo(X(kA), Y(kA + w));
+        for (let k = kA; k < kB; k++) {
+          g.lineTo(X(k + 1), Y(k + w));
+          g.lineTo(X(k + 1), Y(k + 1 + w));
+        }
+        g.lineTo(X(kB), Y(n));
+        g.lineTo(X(kA), Y(n));
+        g.closePath();
+        g.fillStyle = OUTSIDE_WINDOW_FILL;
+        g.fill();
+        const pat = hatchPattern(g);
+        if (pat) {
+          g.fillStyle = pat;
+          g.fill();
+        }
+        // the window's edge: the staircase alone
+        g.beginPath();
+        g.moveTo(X(kA), Y(kA + w));
+        for (let k = kA; k < kB; k++) {
+          g.lineTo(X(k + 1), Y(k + w));
+          g.lineTo(X(k + 1), Y(k + 1 + w));
+        }
+        g.setLineDash([4, 3]);
+        g.lineWidth = 1.5;
+        g.strokeStyle = WINDOW_EDGE;
+        g.stroke();
+        g.setLineDash([]);
+      }
+    }
+
     // the current step's query row
     const ctx = this.ctx;
     const qs = stepQuery(ctx.nPrompt, ctx.step);
@@ -879,9 +973,14 @@ class Heatmap implements View {
           line('', k('keys '), `${cell.k0}–${cell.k1 - 1}`, k(' (here '), tokenText(ctx, pos.k), k(')')),
         );
       }
+      const w = this.win();
+      tip.dataset.outside = String(one && outsideWindow(cell.q0, cell.k0, w));
       if (cell.masked) {
         tip.dataset.value = '';
         tip.append(line('', k('masked: the key comes after the query')));
+      } else if (one && outsideWindow(cell.q0, cell.k0, w)) {
+        tip.dataset.value = String(cell.value);
+        tip.append(line('', k('weight '), formatWeight4(cell.value), k(` (outside the sliding window of ${w} tokens: keys ${cell.q0 - w + 1}–${cell.q0} only)`)));
       } else {
         tip.dataset.value = String(cell.value);
         const w = document.createElement('span');

@@ -5,6 +5,7 @@
 // frozen token. Data: the dense matrix of the selection (float16) up to 2048
 // positions, else rows / columns on demand (?pos=P, ?key=K).
 import { labelText, shade, shadeColor, type Shading } from '../analysis';
+import { outsideWindow, selectionWindow, windowNote, windowStart } from '../experts';
 import { fmtNum, matrixCsv, parseBinMatrix, type ExportData, type Exportable, type Matrix } from '../datafile';
 import { displayLabel, formatWeight } from '../model';
 import { errText, getBinary, getJson, h, hideTip, isAbort, Lru, runPath, selKey, selQuery, selText, showTip, showTipAt } from './common';
@@ -80,6 +81,10 @@ export function createTextView(root: HTMLElement): View & Exportable {
     h('span', { class: 'check inline' }, bos, h('label', { for: 'tv-bos', text: 'BOS in the scale' })),
     legend,
   );
+  const windowKey = h('span', { class: 'tv-window-key', hidden: true }, h('span', { class: 'tt-demo outside-window', 'aria-hidden': 'true', text: 'struck out' }), ' ');
+  const windowText = h('span', { class: 'tv-window-text' });
+  const windowBox = h('span', { class: 'tv-window note', id: 'tv-window', 'aria-live': 'polite' }, windowKey, windowText);
+  bar.append(windowBox);
   const info = h('span', { class: 'note tv-info', id: 'tv-info' });
   const infoRow = h('div', { class: 'tv-status' }, frozenChip, info);
   const text = h('div', {
@@ -107,6 +112,7 @@ export function createTextView(root: HTMLElement): View & Exportable {
   let byKey = false; // the keyboard moved last: its cursor wins over the mouse
   let shaded: number[] = [];
   let tops: number[] = [];
+  let outside: number[] = []; // tokens marked outside the sliding window
   let curStep = -1;
   let lastShade: { focus: number; sh: Shading; vec: Vec } | null = null;
   let load = 0;
@@ -246,6 +252,42 @@ export function createTextView(root: HTMLElement): View & Exportable {
     }
     shaded = [];
     tops = [];
+    for (const p of outside) spans[p]?.classList.remove('outside-window');
+    outside = [];
+  }
+
+  /** The selection's sliding window (0: none, or the selected layers differ). */
+  function win(): number {
+    return ctx ? selectionWindow(ctx.layerWindow, ctx.layer) : 0;
+  }
+
+  /** The legend's words on the window (and the focus's part outside it). */
+  function windowLegend(p: number | null): void {
+    const c = ctx;
+    const note = c ? windowNote(c.layerWindow, c.layer) : '';
+    const w = win();
+    root.dataset.slidingWindow = String(w);
+    windowKey.hidden = w <= 0;
+    let t = note ? note.charAt(0).toUpperCase() + note.slice(1) : '';
+    if (w > 0 && p !== null && c) {
+      if (mode === 'observer' && p >= w) t += `: “${displayLabel(c.tokens[p]?.label)}” (${p}) sees positions ${windowStart(p, w)}–${p}; the struck-out tokens before them get exactly 0`;
+      else if (mode === 'observed' && p + w < nPos) t += `: only positions ${p + 1}–${p + w - 1} see “${displayLabel(c.tokens[p]?.label)}” (${p}); the struck-out later ones give it exactly 0`;
+    }
+    windowText.textContent = t ? t + '.' : '';
+    windowBox.hidden = !t;
+  }
+
+  /** Marks the tokens outside the focus's window: keys before it (observer) or queries too far after it (observed). */
+  function markOutside(p: number): void {
+    const w = win();
+    if (w <= 0) return;
+    if (mode === 'observer') {
+      for (let i = 0; i < p && outsideWindow(p, i, w); i++) outside.push(i);
+    } else {
+      for (let q = p + w; q < nPos; q++) if (outsideWindow(q, p, w)) outside.push(q);
+    }
+    for (const i of outside) spans[i]?.classList.add('outside-window');
+    root.dataset.outside = String(outside.length);
   }
 
   function markFocus(p: number | null): void {
@@ -266,8 +308,10 @@ export function createTextView(root: HTMLElement): View & Exportable {
     frozenChip.hidden = f === null;
     if (f !== null) frozenChip.textContent = `❄ Frozen on “${displayLabel(ctx.tokens[f]?.label)}” (${f}) — click to unfreeze`;
     markFocus(p);
+    windowLegend(p);
     if (p === null) {
       clearShade();
+      root.dataset.outside = '0';
       lastShade = null;
       legendMax.textContent = '–';
       info.textContent =
@@ -327,6 +371,7 @@ export function createTextView(root: HTMLElement): View & Exportable {
       s.dataset.rank = String(r + 1);
     });
     tops = sh.top.slice();
+    markOutside(p);
     lastShade = { focus: p, sh, vec };
     root.dataset.shaded = String(shaded.length);
     root.dataset.top = sh.top.join(',');
@@ -402,6 +447,8 @@ export function createTextView(root: HTMLElement): View & Exportable {
     } else if (ls && ls.focus === p) {
       lines.push(['top', ls.sh.top.map((q) => `${displayLabel(ctx!.tokens[q]?.label)} ${formatWeight(Number(ls.vec.w[q - ls.vec.offset]))}`).join(' · ') || '–']);
     }
+    if (spans[p]?.classList.contains('outside-window') && ls)
+      lines.push(['window', `outside the sliding window of ${win()} tokens (${ctx.layer === null ? 'every layer' : `layer ${ctx.layer}`}): weight exactly 0`]);
     const title = `“${displayLabel(t?.label)}”`;
     if (e) showTip(root, e.clientX, e.clientY, title, lines);
     else if (spans[p]) showTipAt(root, spans[p], title, lines);

@@ -7,5 +7,7 @@ export interface ViewContext {
   layer: number | null; head: number | null; // current selection (null = all)
   step: number;                               // current step (0..nOutput-1)
   setStep(t: number): void;                   // move the app's step
+  layerWindow?: readonly number[];            // each layer's sliding window (GET /api/model; 0 = every earlier key)
+  experts?: { n_expert: number; n_used: number } | null; // the run's routing (a mixture-of-experts model), else null
 }
 export interface View { show(ctx: ViewContext): void; hide(): void; }
