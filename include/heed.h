@@ -325,14 +325,15 @@ heed_ctx_params heed_ctx_default_params(void);
  * heed_ctx_bytes: what a context of n_ctx positions allocates (KV cache,
  * RoPE tables, scratch); heed_record_bytes: what a recording (the
  * recorder's defaults: q and k of every layer, and the residuals of the
- * lens) keeps in memory per position, as an upper bound;
+ * lens) keeps in memory per position, as an upper bound (spilled: with q
+ * and k in file-backed mappings, recorder_params.spill_dir);
  * heed_mem_available: the memory available now (MemAvailable; 0 when
  * unknown); heed_ctx_fit: the largest context, at most the model's limit,
  * whose heed_ctx_bytes plus per_pos_extra bytes per position fits in
  * budget (0 when none does). A context made with n_ctx 0 takes the
  * model's limit, or the largest that fits in 80% of the memory available. */
 uint64_t heed_ctx_bytes(const heed_model *model, int n_ctx);
-uint64_t heed_record_bytes(const heed_model *model);
+uint64_t heed_record_bytes(const heed_model *model, bool spilled);
 uint64_t heed_mem_available(void);
 int heed_ctx_fit(const heed_model *model, uint64_t budget, uint64_t per_pos_extra);
 
@@ -482,6 +483,10 @@ typedef struct heed_recorder_params {
                               * and compute it on request, heed_run_lens_compute; an unembedding per
                               * layer and step is 16-30 times the output projection) */
     int n_threads;           /* threads for the run's views after recording; 0: all cores (while recording, the summaries and live views use the context's threads) */
+    const char *spill_dir;   /* keep q and k in file-backed mappings in this folder (unnamed files,
+                              * paged out under memory pressure) rather than in anonymous memory: a
+                              * long run's store (32k tokens of a 1B model: 5.4 GB) then does not have
+                              * to fit in RAM. NULL (default): memory. Copied. */
     /* recorded as given, for the record only: */
     heed_sampler_params sampler;
     int n_predict;

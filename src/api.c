@@ -417,7 +417,7 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     cp.n_threads = cfg->n_threads;
     /* the model's limit, or --ctx, held to the memory the cache and one
      * generation's recording need (refused, naming a --ctx that fits) */
-    uint64_t per_pos = heed_record_bytes(a->model), avail = heed_mem_available();
+    uint64_t per_pos = heed_record_bytes(a->model, true), avail = heed_mem_available();
     int fit = avail ? heed_ctx_fit(a->model, (uint64_t)(avail * 0.8), per_pos) : a->info.n_ctx_train;
     if (cfg->n_ctx > a->info.n_ctx_train) {
         snprintf(err, err_size, "--ctx %d exceeds the model's context limit of %d tokens", cfg->n_ctx,

@@ -420,6 +420,7 @@ static int gen_start(gen *g) {
      * so the stored run stays small and capture costs generation little */
     gp.record = true;
     gp.rec.n_threads = a->cfg.n_threads;
+    gp.rec.spill_dir = a->cfg.data_dir; /* a long run's q/k store in file-backed pages */
     gp.rec.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
     return heed_gen_start(a->model, a->eng.ctx, &gp, g->prompt, g->n_prompt, &g->sess);
 }

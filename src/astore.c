@@ -40,6 +40,9 @@ int astore_init(astore *s, int n_layer, int n_head, int n_head_kv, int head_dim,
     s->full_limit = p->full_limit;
     s->has_full = p->full_limit > 0;
     if (s->has_qk && !(s->k = calloc((size_t)n_layer * n_head_kv, sizeof *s->k))) return HEED_ERR_NOMEM;
+    if (s->has_qk && !(s->k_map = calloc((size_t)n_layer * n_head_kv, sizeof *s->k_map))) return HEED_ERR_NOMEM;
+    if (s->has_qk && p->spill_dir && !(s->spill_dir = strdup(p->spill_dir))) return HEED_ERR_NOMEM;
+    s->spill_min = p->spill_min;
     if (!(s->rules = malloc(sizeof *s->rules * (size_t)n_layer))) return HEED_ERR_NOMEM;
     for (int l = 0; l < n_layer; l++) s->rules[l] = astore_default_rule(head_dim);
     return HEED_OK;
@@ -60,12 +63,20 @@ bool astore_rules_default(const astore *s) {
     return true;
 }
 
+/* Frees an array of tier (a): a file-backed mapping of map bytes, or malloc'd. */
+static void qk_free(void *p, size_t map) {
+    if (map) fmap_spill_free(p, map);
+    else free(p);
+}
+
 void astore_free(astore *s) {
     if (!s) return;
-    free(s->q);
+    qk_free(s->q, s->q_map);
     if (s->k)
-        for (int i = 0; i < s->n_layer * s->n_head_kv; i++) free(s->k[i]);
+        for (int i = 0; i < s->n_layer * s->n_head_kv; i++) qk_free(s->k[i], s->k_map ? s->k_map[i] : 0);
     free(s->k);
+    free(s->k_map);
+    free(s->spill_dir);
     free(s->tk_pos);
     free(s->tk_w);
     free(s->hmean);
@@ -120,6 +131,33 @@ static int reserve_full(astore *s, size_t need, size_t want, bool drop) {
     return rc;
 }
 
+/* grow() for an array of tier (a): in a new file-backed mapping when the
+ * store spills (the contents copied over, the old array freed), else as
+ * grow(); a mapping that cannot be made falls back to memory. */
+static int grow_qk(const astore *s, bool spill, void **p, size_t *map, size_t have, size_t want, size_t size) {
+    if (want <= have) return HEED_OK;
+    if (spill) {
+        void *n = fmap_spill(s->spill_dir, want * size);
+        if (n) {
+            if (have) memcpy(n, *p, have * size);
+            qk_free(*p, *map);
+            *p = n;
+            *map = want * size;
+            return HEED_OK;
+        }
+    }
+    if (*map) { /* from a mapping back to memory */
+        void *n = malloc(want * size);
+        if (!n) return HEED_ERR_NOMEM;
+        memcpy(n, *p, have * size);
+        fmap_spill_free(*p, *map);
+        *p = n;
+        *map = 0;
+        return HEED_OK;
+    }
+    return grow(p, have, want, size);
+}
+
 /* Room for `need` positions, `want` (>= need) if it is grown. */
 static int reserve(astore *s, size_t need, size_t want, bool drop_full) {
     size_t old = (size_t)s->cap;
@@ -127,9 +165,11 @@ static int reserve(astore *s, size_t need, size_t want, bool drop_full) {
     if (rc || need <= old) return rc;
     size_t L = (size_t)s->n_layer, H = (size_t)s->n_head, K = (size_t)s->top_k;
     if (s->has_qk) {
-        rc = grow((void **)&s->q, old * L * s->q_dim, want * L * s->q_dim, sizeof(float));
+        bool spill = s->spill_dir && want * L * (size_t)(s->q_dim + s->kv_dim) * sizeof(float) >= s->spill_min;
+        rc = grow_qk(s, spill, (void **)&s->q, &s->q_map, old * L * s->q_dim, want * L * s->q_dim, sizeof(float));
         for (int i = 0; !rc && i < s->n_layer * s->n_head_kv; i++)
-            rc = grow((void **)&s->k[i], old * s->head_dim, want * s->head_dim, sizeof(float));
+            rc = grow_qk(s, spill, (void **)&s->k[i], &s->k_map[i], old * s->head_dim, want * s->head_dim,
+                         sizeof(float));
     }
     if (!rc && s->has_topk) {
         rc = grow((void **)&s->tk_pos, old * L * H * K, want * L * H * K, sizeof(uint32_t));
@@ -584,7 +624,7 @@ static void sum_rows_task(void *arg, int ith, int nth) {
 }
 
 int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k, bool head_mean, astore *out) {
-    astore_params ap = {top_k, false, head_mean, 0};
+    astore_params ap = {top_k, false, head_mean, 0, NULL, 0};
     int rc = astore_init(out, src->n_layer, src->n_head, src->n_head_kv, src->head_dim, &ap);
     if (rc) return rc;
     memcpy(out->rules, src->rules, sizeof *out->rules * (size_t)src->n_layer);

@@ -53,7 +53,14 @@ typedef struct astore_params {
     bool keep_qk;        /* tier (a) */
     bool keep_head_mean; /* per-layer fp16 head-mean rows */
     size_t full_limit;   /* bytes allowed for tier (c); 0: never */
+    const char *spill_dir; /* tier (a) in file-backed mappings in this folder (fmap_spill), not in
+                            * anonymous memory, once it is planned or grown to spill_min bytes or more;
+                            * NULL: memory. A mapping that fails falls back to memory. */
+    size_t spill_min;
 } astore_params;
+
+/* The recorder's spill_min: below it, file-backed pages would only cost page faults. */
+#define ASTORE_SPILL_MIN ((size_t)256 << 20)
 
 typedef struct astore {
     int n_layer, n_head, n_head_kv, head_dim;
@@ -74,6 +81,10 @@ typedef struct astore {
     size_t acc_cap;
     bool failed;      /* an allocation failed inside a hook; the recording is invalid */
     kern_attn_rule *rules; /* (n_layer) how each layer's rows come from q and k (kern.h) */
+    char *spill_dir;  /* astore_params.spill_dir, copied; NULL: tier (a) in memory */
+    size_t spill_min;
+    size_t q_map;     /* bytes of q's file-backed mapping; 0: q is malloc'd */
+    size_t *k_map;    /* (n_layer * n_head_kv) the same for each k array */
 } astore;
 
 static inline size_t astore_tri(size_t p) { return p * (p + 1) / 2; }

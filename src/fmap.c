@@ -1,6 +1,7 @@
 /*
  * fmap.c - whole-file read-only mappings and huge-page advice (see fmap.h).
  */
+#define _GNU_SOURCE /* O_TMPFILE, mkostemp */
 #include "fmap.h"
 
 #include <errno.h>
@@ -9,6 +10,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -116,4 +118,27 @@ void fmap_advise_huge(void *p, size_t bytes) {
     (void)p;
     (void)bytes;
 #endif
+}
+
+void *fmap_spill(const char *dir, size_t bytes) {
+    if (!dir || !bytes) return NULL;
+    int fd = -1;
+#ifdef O_TMPFILE
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#endif
+    if (fd < 0) { /* no O_TMPFILE here: a named file, unlinked at once */
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/.heed-spill-XXXXXX", dir) >= (int)sizeof path) return NULL;
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0) return NULL;
+        unlink(path);
+    }
+    void *p = MAP_FAILED;
+    if (ftruncate(fd, (off_t)bytes) == 0) p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd); /* the mapping keeps the file */
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void fmap_spill_free(void *p, size_t bytes) {
+    if (p && bytes) munmap(p, bytes);
 }

@@ -38,4 +38,14 @@ void fmap_close(const void *map, size_t size);
  * advice: nothing changes where it is refused, or for arrays under 4 MB. */
 void fmap_advise_huge(void *p, size_t bytes);
 
+/* A zeroed array of `bytes` backed by a file in dir that no name reaches
+ * (O_TMPFILE, or a temporary file unlinked at once; sparse, so disk blocks
+ * only for what is written): its pages are file cache, not the process's
+ * anonymous memory, and the kernel writes them out under memory pressure
+ * instead of failing. For the recording of a long run (its q/k store).
+ * Returns the mapping, or NULL (dir missing or not writable, disk full,
+ * out of address space). Free with fmap_spill_free(p, bytes). */
+void *fmap_spill(const char *dir, size_t bytes);
+void fmap_spill_free(void *p, size_t bytes);
+
 #endif

@@ -598,7 +598,8 @@ static heed_ctx *open_context(const gen_opts *o, const heed_model *m, const heed
         return NULL;
     }
     /* What the context and (with --save) the recording will take, before allocating */
-    uint64_t per_pos = o->save ? heed_record_bytes(m) : 0, avail = heed_mem_available();
+    /* (--save keeps a long run's q and k in file-backed pages beside the file: not counted) */
+    uint64_t per_pos = o->save ? heed_record_bytes(m, true) : 0, avail = heed_mem_available();
     int n_ctx = o->n_ctx;
     if (!n_ctx) { /* the model's limit, bounded by memory; no more than this generation uses */
         long long want = (long long)n_prompt + (o->n_predict > 0 ? o->n_predict : 0);
@@ -712,6 +713,13 @@ static int run_generate(const gen_opts *o) {
     gp.n_top = N_TOP;
     gp.record = o->save != NULL;
     gp.rec.n_threads = o->n_threads;
+    char spill[4096] = ".";
+    if (o->save) { /* a long run's q/k store in file-backed pages beside the run file */
+        const char *slash = strrchr(o->save, '/');
+        if (slash && slash > o->save) snprintf(spill, sizeof spill, "%.*s", (int)(slash - o->save), o->save);
+        else if (slash) snprintf(spill, sizeof spill, "/");
+        gp.rec.spill_dir = spill;
+    }
     gp.prompt_text = o->prompt;
     gp.head_scale = scale;
     if (!o->json) print_prompt(o, m, prompt, n_prompt);

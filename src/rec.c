@@ -100,14 +100,15 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
     }
     r->n_expert = mi.n_expert;
     r->n_expert_used = mi.n_expert_used;
-    astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes};
+    astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes, p->spill_dir,
+                        ASTORE_SPILL_MIN};
     int rc = astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
     for (int l = 0; l < mi.n_layer && !rc; l++) /* rows recomputed from q and k as the model formed them */
         rc = astore_set_rule(&r->st, l, (kern_attn_rule){mi.attn_scale, mi.attn_softcap, mi.layer_window[l]});
     return rc;
 }
 
-uint64_t heed_record_bytes(const heed_model *m) {
+uint64_t heed_record_bytes(const heed_model *m, bool spilled) {
     if (!m) return 0;
     heed_model_info mi;
     heed_model_get_info(m, &mi);
@@ -117,7 +118,7 @@ uint64_t heed_record_bytes(const heed_model *m) {
     uint64_t qk = (uint64_t)mi.n_layer * (uint64_t)(mi.n_head + mi.n_head_kv) * (uint64_t)mi.head_dim * 4;
     uint64_t resid = (uint64_t)mi.n_layer * (uint64_t)mi.n_embd * 4;
     uint64_t moe = (uint64_t)mi.n_layer * (uint64_t)mi.n_expert_used * 8;
-    return qk + resid + moe + 20 * 12 + 64;
+    return (spilled ? 0 : qk) + resid + moe + 20 * 12 + 64;
 }
 
 /* -------------------------------------------------------------- recorder */
@@ -126,7 +127,7 @@ heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
         .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .head_scale = NULL,
-        .n_threads = 0,
+        .n_threads = 0, .spill_dir = NULL,
         .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };

@@ -426,7 +426,7 @@ static int parse_meta(rd *d, heed_run *r, uint32_t *flags) {
     if (!rc) rc = sec_done(d);
     if (rc) return rc;
     r->eog = *flags & FLAG_EOG;
-    astore_params ap = {atk, *flags & FLAG_QK, *flags & FLAG_HMEAN, (*flags & FLAG_FULL) ? SIZE_MAX : 0};
+    astore_params ap = {atk, *flags & FLAG_QK, *flags & FLAG_HMEAN, (*flags & FLAG_FULL) ? SIZE_MAX : 0, NULL, 0};
     rc = astore_init(&r->st, r->n_layer, r->n_head, r->n_head_kv, r->head_dim, &ap);
     r->st.n_pos = n_pos;
     return rc;

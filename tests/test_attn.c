@@ -520,7 +520,7 @@ static void test_summaries(void **state) {
     for (int pass = 0; pass < 2; pass++) {
     pool *pl = pass ? pool_new(3) : NULL;
     astore st;
-    astore_params ap = {4, true, true, 0};
+    astore_params ap = {4, true, true, 0, NULL, 0};
     assert_int_equal(astore_init(&st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap), HEED_OK);
     /* replay the capture into the store as one block per layer */
     for (int l = 0; l < mi.n_layer; l++) {
@@ -677,7 +677,7 @@ static void test_f16_fast_matches_kern(void **state) {
      * order, so a NaN need only stay a NaN there. */
     enum { N = 4096 };
     astore st;
-    astore_params ap = {0, false, true, 0};
+    astore_params ap = {0, false, true, 0, NULL, 0};
     assert_int_equal(astore_init(&st, 1, 2, 1, 1, &ap), HEED_OK);
     float *probs = malloc(sizeof(float) * 2 * N);
     for (uint32_t j0 = 0; j0 < F16_SET; j0 += N) {
@@ -727,7 +727,7 @@ static void feed_threads(int n_layer, int n_head, int n_head_kv, int head_dim, i
     enum { NS = 3 };
     pool *pools[NS] = {NULL, pool_new(2), pool_new(3)};
     astore st[NS];
-    astore_params ap = {top_k, true, true, full ? (size_t)1 << 30 : 0};
+    astore_params ap = {top_k, true, true, full ? (size_t)1 << 30 : 0, NULL, 0};
     for (int i = 0; i < NS; i++) {
         assert_non_null(i ? pools[i] : (void *)1);
         assert_int_equal(astore_init(&st[i], n_layer, n_head, n_head_kv, head_dim, &ap), HEED_OK);
@@ -786,12 +786,71 @@ static void test_summaries_threads(void **state) {
     feed_threads(1, 32, 8, 4, 0, false, wide, 5, false);
 }
 
+typedef struct two_stores {
+    astore *a, *b;
+} two_stores;
+
+static void qk_both(void *user, const heed_qk_block *blk) {
+    two_stores *t = user;
+    astore_add_qk(t->a, blk, NULL);
+    astore_add_qk(t->b, blk, NULL);
+}
+
+static void probs_both(void *user, const heed_attn_block *blk) {
+    two_stores *t = user;
+    astore_add_probs(t->a, blk, NULL); /* advances n_pos */
+    astore_add_probs(t->b, blk, NULL);
+}
+
+/* q and k in file-backed mappings (spill_dir): the same rows, bit for bit,
+ * as in memory, through growth past the plan (the mapping's contents move
+ * to a bigger one). */
+static void test_spill(void **state) {
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    astore mem, file;
+    astore_params am = {0, true, false, 0, NULL, 0}, af = {0, true, false, 0, "test-output", 0};
+    assert_int_equal(astore_init(&mem, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &am), HEED_OK);
+    assert_int_equal(astore_init(&file, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &af), HEED_OK);
+    assert_int_equal(astore_plan(&file, 24), HEED_OK);
+    assert_true(file.q_map > 0 && file.k_map[0] > 0);
+    heed_ctx *ctx;
+    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
+    two_stores t = {&mem, &file};
+    heed_attn_hook hook = {.observe = probs_both, .observe_qk = qk_both, .user = &t};
+    heed_ctx_set_attn_hook(ctx, &hook);
+    int32_t ids[80] = {1, 403, 407, 261, 378, 432, 383};
+    for (int i = 7; i < 80; i++) ids[i] = 260 + i;
+    assert_int_equal(heed_decode(ctx, ids, 20), HEED_OK);
+    for (int i = 20; i < 80; i++) assert_int_equal(heed_decode(ctx, ids + i, 1), HEED_OK); /* past the plan */
+    assert_int_equal(file.n_pos, 80);
+    assert_true(file.cap >= 80 && file.q_map >= (size_t)file.cap * mi.n_layer * file.q_dim * sizeof(float));
+    float ra[80], rb[80];
+    const kern_ops *ops = kern_ops_best();
+    for (int l = 0; l < mi.n_layer; l++)
+        for (int h = 0; h < mi.n_head; h++)
+            for (int p = 0; p < 80; p++) {
+                assert_int_equal(astore_row(&mem, ops, l, h, p, ra), HEED_OK);
+                assert_int_equal(astore_row(&file, ops, l, h, p, rb), HEED_OK);
+                assert_memory_equal(ra, rb, sizeof(float) * (size_t)(p + 1));
+            }
+    /* the spill folder holds no file with a name */
+    assert_int_equal(system("ls -A test-output | grep -q heed-spill"), 256);
+    heed_ctx_free(ctx);
+    astore_free(&mem);
+    astore_free(&file);
+    heed_model_free(m);
+}
+
 /* A plan reserves every tier at once, tier (c) up to its limit without
  * dropping it; growth past it doubles as before. */
 static void test_plan(void **state) {
     astore st;
     /* 2 layers x 2 heads x 4 bytes: 16 bytes per row, 100 rows fit tri(13) = 91 */
-    astore_params ap = {4, true, true, 100 * 16};
+    astore_params ap = {4, true, true, 100 * 16, NULL, 0};
     assert_int_equal(astore_init(&st, 2, 2, 1, 4, &ap), HEED_OK);
     assert_int_equal(astore_plan(&st, 40), HEED_OK);
     assert_int_equal(st.cap, 40);
@@ -925,6 +984,7 @@ int main(void) {
         cmocka_unit_test(test_f16_fast_matches_kern),
         cmocka_unit_test(test_summaries_threads),
         cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_spill),
         cmocka_unit_test(test_recorder_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
