@@ -345,6 +345,28 @@ int heed_ctx_new(const heed_model *model, const heed_ctx_params *params, heed_ct
 void heed_ctx_free(heed_ctx *ctx);
 
 int heed_ctx_n_ctx(const heed_ctx *ctx);
+
+/*
+ * An intervention in attention itself: queries at positions q0..q1-1 of
+ * query head `head` of layer `layer` (-1: every head / every layer) may not
+ * attend to keys at positions k0..k1-1. Their scores are set to -infinity
+ * before the softmax: the row is renormalised over the other keys, and the
+ * captured row shows exactly 0 there (a row with every key knocked out is
+ * all zeros, and the head adds nothing at that position).
+ */
+typedef struct heed_knockout {
+    int layer, head;
+    int q0, q1;
+    int k0, k1;
+} heed_knockout;
+
+/* Knockouts one context (and one run) holds at most. */
+#define HEED_MAX_KNOCKOUTS 4096
+
+/* Sets the context's knockouts (copied; n 0 clears them). They apply from
+ * the next heed_decode on. HEED_OK, HEED_ERR_INVALID_ARG (a layer or head
+ * out of range, an empty or negative range) or HEED_ERR_NOMEM. */
+int heed_ctx_set_knockouts(heed_ctx *ctx, const heed_knockout *knockouts, int n);
 /* Number of positions already in the KV cache. */
 int heed_ctx_n_past(const heed_ctx *ctx);
 /* Forgets every position (the next decode starts at position 0). */
@@ -476,6 +498,9 @@ typedef struct heed_recorder_params {
     int lens_top_k;          /* logit-lens tokens per layer and step (5, at most 64); 0: no lens */
     const float *head_scale; /* for the record: the intervention the run is made under ((n_layer x
                               * n_head) factors, heed_ctx_set_head_scale; copied), or NULL: none */
+    const heed_knockout *knockouts; /* the knockouts the context applies (heed_ctx_set_knockouts; copied):
+                                     * recomputed rows apply them too */
+    int n_knockouts;
     bool live_mean_row;      /* sum the newest query's row over layers and heads as the forward pass
                               * makes it, so heed_recorder_last_row with all heads and mean costs no
                               * recomputation (a live stream's attention summary); false */
@@ -564,7 +589,7 @@ typedef struct heed_run_info {
     const char *prompt_text; /* "" when the prompt was given as ids */
     int n_cand, lens_top_k, attn_top_k;
     int lens_pending;        /* steps whose lens is not computed yet (heed_run_lens_compute) */
-    bool intervened;         /* made under an intervention: heed_run_head_scale */
+    bool intervened;         /* made under an intervention: heed_run_head_scale, heed_run_knockouts */
     bool has_qk, has_topk, has_head_mean, has_full, eog; /* eog: stopped at an end token */
     uint64_t attn_bytes;     /* attention data held in memory */
     int n_expert, n_expert_used; /* a mixture-of-experts model's run: its routing (heed_run_experts) */
@@ -611,6 +636,9 @@ int heed_run_lens_compute(heed_run *run, const heed_model *model, heed_ctx *ctx,
 /* The intervention a run was made under: (n_layer x n_head) factors on each
  * head's attention output (0: ablated), owned by the run; NULL: none. */
 const float *heed_run_head_scale(const heed_run *run);
+/* The knockouts a run was made under (owned by the run), *n their count;
+ * NULL with *n 0: none. */
+const heed_knockout *heed_run_knockouts(const heed_run *run, int *n);
 /* A context sized as the lens's scratch (a full batch of rows per read of
  * the output matrix), for heed_run_lens_compute calls that share it.
  * n_threads 0: all cores. Returns as heed_ctx_new. */
@@ -815,6 +843,9 @@ typedef struct heed_gen_params {
     const float *head_scale;  /* an intervention: (n_layer x n_head) factors on each head's attention
                                * output (heed_ctx_set_head_scale; 0 ablates), or NULL: none; a
                                * recording keeps it (heed_run_head_scale) */
+    const heed_knockout *knockouts; /* an intervention in attention (heed_ctx_set_knockouts), n_knockouts
+                                     * of them; a recording keeps them (heed_run_knockouts) */
+    int n_knockouts;
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);

@@ -98,6 +98,7 @@ void api_gen_free(gen *g) {
     json_decref(g->branch);
     json_decref(g->interventions);
     free(g->head_scale);
+    free(g->knockouts);
     json_decref(g->replay);
     free(g);
 }
@@ -242,40 +243,73 @@ static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
     return rc;
 }
 
+/* A position range [first, last] (inclusive) as JSON [first, last]: into
+ * [*lo, *hi) half-open. false when it is not two integers with
+ * 0 <= first <= last < 2^24. */
+static bool json_range(json_t *j, int *lo, int *hi) {
+    json_t *a = json_array_get(j, 0), *b = json_array_get(j, 1);
+    if (!json_is_array(j) || json_array_size(j) != 2 || !json_is_integer(a) || !json_is_integer(b)) return false;
+    json_int_t x = json_integer_value(a), y = json_integer_value(b);
+    if (x < 0 || y < x || y >= (1 << 24)) return false;
+    *lo = (int)x;
+    *hi = (int)y + 1;
+    return true;
+}
+
 /* "interventions": [{"type": "ablate", "layer": L, "head": H},
- * {"type": "scale", "layer": L, "head": H, "factor": F}, ...] (docs/API.md)
- * as factors per head in g->head_scale. Returns 0, or -1 with a 400 naming
- * the item. Absent or null: none. */
+ * {"type": "scale", "layer": L, "head": H, "factor": F},
+ * {"type": "knockout", "layer": L|null, "head": H|null, "queries": [q0, q1], "keys": [k0, k1]}, ...]
+ * (docs/API.md) as factors per head in g->head_scale and knockouts in
+ * g->knockouts. Returns 0, or -1 with a 400 naming the item. Absent or
+ * null: none. */
 static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
     if (!list || json_is_null(list)) return 0;
     size_t n = json_array_size(list), nh = (size_t)a->info.n_layer * a->info.n_head;
-    if (!json_is_array(list) || n > nh) {
-        api_error(rp, 400, "interventions", "invalid_parameter", "interventions must be an array (at most %zu)", nh);
+    size_t most = nh > HEED_MAX_KNOCKOUTS ? nh : HEED_MAX_KNOCKOUTS;
+    if (!json_is_array(list) || n > most) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions must be an array (at most %zu)", most);
         return -1;
     }
     if (n == 0) return 0;
-    if (!(g->head_scale = malloc(sizeof(float) * nh))) {
+    if (!(g->head_scale = malloc(sizeof(float) * nh)) || !(g->knockouts = malloc(sizeof *g->knockouts * n))) {
         api_error(rp, 500, NULL, "out_of_memory", "out of memory");
         return -1;
     }
     for (size_t i = 0; i < nh; i++) g->head_scale[i] = 1.0f;
+    bool scaled = false;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(list, i), *jl = json_object_get(e, "layer"), *jh = json_object_get(e, "head"),
                *jf = json_object_get(e, "factor");
         const char *type = json_string_value(json_object_get(e, "type"));
-        bool ablate = type && !strcmp(type, "ablate"), scale = type && !strcmp(type, "scale");
-        if (!ablate && !scale) {
+        bool ablate = type && !strcmp(type, "ablate"), scale = type && !strcmp(type, "scale"),
+             knock = type && !strcmp(type, "knockout");
+        if (!ablate && !scale && !knock) {
             api_error(rp, 400, "interventions", "invalid_parameter",
-                      "interventions[%zu]: type must be \"ablate\" or \"scale\" (others are not supported yet)", i);
+                      "interventions[%zu]: type must be \"ablate\", \"scale\" or \"knockout\" (others are not "
+                      "supported yet)", i);
             return -1;
         }
-        json_int_t l = json_is_integer(jl) ? json_integer_value(jl) : -1,
-                   h = json_is_integer(jh) ? json_integer_value(jh) : -1;
-        if (l < 0 || l >= a->info.n_layer || h < 0 || h >= a->info.n_head) {
+        /* a knockout's layer and head may be absent or null: every one */
+        json_int_t l = json_is_integer(jl) ? json_integer_value(jl) : (knock && (!jl || json_is_null(jl)) ? -1 : -2),
+                   h = json_is_integer(jh) ? json_integer_value(jh) : (knock && (!jh || json_is_null(jh)) ? -1 : -2);
+        if (l < (knock ? -1 : 0) || l >= a->info.n_layer || h < (knock ? -1 : 0) || h >= a->info.n_head) {
             api_error(rp, 400, "interventions", "invalid_parameter",
-                      "interventions[%zu]: layer and head must be integers within the model's %d layers x %d heads",
-                      i, a->info.n_layer, a->info.n_head);
+                      "interventions[%zu]: layer and head must be integers within the model's %d layers x %d heads%s",
+                      i, a->info.n_layer, a->info.n_head, knock ? " (or null: all)" : "");
             return -1;
+        }
+        if (knock) {
+            heed_knockout *k = &g->knockouts[g->n_knockouts];
+            *k = (heed_knockout){(int)l, (int)h, 0, 0, 0, 0};
+            if (!json_range(json_object_get(e, "queries"), &k->q0, &k->q1) ||
+                !json_range(json_object_get(e, "keys"), &k->k0, &k->k1)) {
+                api_error(rp, 400, "interventions", "invalid_parameter",
+                          "interventions[%zu]: queries and keys must be position ranges [first, last] "
+                          "(0 <= first <= last)", i);
+                return -1;
+            }
+            g->n_knockouts++;
+            continue;
         }
         double f = 0;
         if (scale && (!json_is_number(jf) || !isfinite(f = json_number_value(jf)))) {
@@ -283,6 +317,11 @@ static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
             return -1;
         }
         g->head_scale[l * a->info.n_head + h] = (float)f;
+        scaled = true;
+    }
+    if (!scaled) { /* knockouts only: no factors to apply */
+        free(g->head_scale);
+        g->head_scale = NULL;
     }
     g->interventions = json_deep_copy(list);
     return 0;
@@ -416,6 +455,8 @@ static int gen_start(gen *g) {
     gp.forced = g->forced;
     gp.n_forced = g->n_forced;
     gp.head_scale = g->head_scale;
+    gp.knockouts = g->knockouts;
+    gp.n_knockouts = g->n_knockouts;
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
     gp.record = true;

@@ -141,6 +141,8 @@ typedef struct gen {
     json_t *branch;   /* a branch: {"run","step","token"?}, kept in the run's document */
     json_t *interventions; /* the request's "interventions", kept in the run's document; or NULL */
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
+    heed_knockout *knockouts; /* (n_knockouts) the knockouts among them */
+    int n_knockouts;
     /* timings (api_mono_s), on the engine thread: queued, started (taken by
      * the engine), prompt done, first token event out, last token event out */
     double t_queued, t_started, t_prompt, t_first, t_last;

@@ -52,7 +52,24 @@ int astore_set_rule(astore *s, int layer, kern_attn_rule rule) {
     if (layer < 0 || layer >= s->n_layer || !(rule.scale > 0.0f) || !isfinite(rule.scale) || !(rule.softcap >= 0.0f) ||
         !isfinite(rule.softcap) || rule.window < 0)
         return HEED_ERR_INVALID_ARG;
-    s->rules[layer] = rule;
+    s->rules[layer].scale = rule.scale; /* its knockouts stay */
+    s->rules[layer].softcap = rule.softcap;
+    s->rules[layer].window = rule.window;
+    return HEED_OK;
+}
+
+int astore_set_knockouts(astore *s, const heed_knockout *k, int n) {
+    heed_knockout *copy = n > 0 ? malloc(sizeof *copy * (size_t)n) : NULL;
+    if (n > 0 && !copy) return HEED_ERR_NOMEM;
+    int rc = kern_knockouts_set(s->rules, s->n_layer, s->n_head, k, n, &s->ko);
+    if (rc) {
+        free(copy);
+        return rc;
+    }
+    if (n > 0) memcpy(copy, k, sizeof *copy * (size_t)n);
+    free(s->ko_list);
+    s->ko_list = copy;
+    s->n_ko_list = n;
     return HEED_OK;
 }
 
@@ -83,6 +100,8 @@ void astore_free(astore *s) {
     free(s->full);
     free(s->acc);
     free(s->rules);
+    free(s->ko);
+    free(s->ko_list);
     memset(s, 0, sizeof *s);
 }
 
@@ -628,6 +647,11 @@ int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k,
     int rc = astore_init(out, src->n_layer, src->n_head, src->n_head_kv, src->head_dim, &ap);
     if (rc) return rc;
     memcpy(out->rules, src->rules, sizeof *out->rules * (size_t)src->n_layer);
+    for (int l = 0; l < src->n_layer; l++) out->rules[l].ko = NULL, out->rules[l].n_ko = 0; /* src's storage */
+    if ((rc = astore_set_knockouts(out, src->ko_list, src->n_ko_list))) {
+        astore_free(out);
+        return rc;
+    }
     if (!src->has_qk && !src->has_full) {
         astore_free(out);
         return HEED_ERR_UNSUPPORTED;
@@ -674,7 +698,7 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
     int hd = s->head_dim, group = s->n_head / s->n_head_kv;
     const float *qv = s->q + ((size_t)pos * L + layer) * s->q_dim + (size_t)head * hd;
     const float *keys = s->k[layer * s->n_head_kv + head / group];
-    kern_attn_row(ops, out, qv, keys, hd, pos, &s->rules[layer]); /* the forward pass's steps */
+    kern_attn_row(ops, out, qv, keys, hd, pos, head, &s->rules[layer]); /* the forward pass's steps */
     return HEED_OK;
 }
 

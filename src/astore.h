@@ -81,6 +81,9 @@ typedef struct astore {
     size_t acc_cap;
     bool failed;      /* an allocation failed inside a hook; the recording is invalid */
     kern_attn_rule *rules; /* (n_layer) how each layer's rows come from q and k (kern.h) */
+    kern_knockout *ko;     /* the knockouts the rules point into, or NULL */
+    heed_knockout *ko_list; /* (n_ko_list) as given, for the run file and exports */
+    int n_ko_list;
     char *spill_dir;  /* astore_params.spill_dir, copied; NULL: tier (a) in memory */
     size_t spill_min;
     size_t q_map;     /* bytes of q's file-backed mapping; 0: q is malloc'd */
@@ -92,7 +95,7 @@ static inline size_t astore_tri(size_t p) { return p * (p + 1) / 2; }
 /* The rule of a model without scale, cap or window of its own: q.k / sqrt(head_dim), computed
  * as the forward pass computes it, so rows match bit for bit. */
 static inline kern_attn_rule astore_default_rule(int head_dim) {
-    return (kern_attn_rule){1.0f / sqrtf((float)head_dim), 0.0f, 0};
+    return (kern_attn_rule){1.0f / sqrtf((float)head_dim), 0.0f, 0, NULL, 0};
 }
 
 /* Sets geometry and tiers; allocates only the key array table. HEED_OK,
@@ -102,7 +105,10 @@ void astore_free(astore *s);
 /* Layer `layer`'s attention rule (astore_init sets 1/sqrt(head_dim), no
  * cap, no window): the model's, so recomputed rows are the ones it used. */
 int astore_set_rule(astore *s, int layer, kern_attn_rule rule);
-/* true when every layer has the default rule */
+/* The knockouts the run was made under (heed_ctx_set_knockouts), applied
+ * to every recomputed row; copied. Same returns as heed_ctx_set_knockouts. */
+int astore_set_knockouts(astore *s, const heed_knockout *k, int n);
+/* true when every layer has the default rule (knockouts aside) */
 bool astore_rules_default(const astore *s);
 
 /* Makes room for positions 0..n_pos-1 in every tier kept. Tier (c) is dropped

@@ -49,11 +49,19 @@
 /* Multiply-adds below which a job runs on one thread: waking a worker costs
  * more than it saves on small matrices. */
 #define WORK_PER_THREAD (1u << 18)
-/* A decode row over more keys than this is split in chunks of KEY_CHUNK
- * keys (below). The chunking depends on the row's length only, never on
- * the thread count, so results do not depend on how many threads run. */
+/* A decode row of a model with fewer than SPLIT_MAX_UNITS units of decode
+ * attention (KV heads x blocks of 4 of their query heads: too few to keep
+ * the threads busy) over at least SPLIT_MIN_CHUNKS chunks of KEY_CHUNK keys
+ * is split across keys (below). Models with more units keep whole rows:
+ * their units already spread over the threads, and the split's three
+ * hand-offs and cold rows cost more than they give (1B geometry, 8 KV
+ * heads, decode at 4096: 11.6 tok/s split against 13.9 whole). The
+ * decision and the chunking depend on the model and the row's length,
+ * never on the thread count, so results do not depend on how many threads
+ * run. */
 #define KEY_CHUNK 512
 #define SPLIT_MIN_CHUNKS 2
+#define SPLIT_MAX_UNITS 4
 
 struct heed_ctx {
     const heed_model *m;
@@ -99,6 +107,8 @@ struct heed_ctx {
     bool hooked;
     float *head_scale; /* (n_layer, n_head) factors on each head's attention output, or NULL: none */
     int key_chunk;     /* keys per chunk of a split decode row; 0: never split */
+    bool split_forced; /* split whatever the model's units (forward_set_key_chunk: tests, benchmarks) */
+    kern_knockout *ko; /* the knockouts, by layer (rules[l].ko points into it), or NULL */
     float *part;       /* (part_chunks, q_dim) each chunk's share of the attention output */
     int part_chunks;
     char err[256];
@@ -277,7 +287,7 @@ typedef struct attn_job {
  * rows. The multi-query kernels take n_q = 1 through the one-query ones.
  */
 static void attn_rows(const attn_job *j, int g, float *const *rows, const float *const *queries,
-                      float *const *outs, const int *n_keys, int n_q, int n_real) {
+                      float *const *outs, const int *n_keys, const int *heads, int n_q, int n_real) {
     heed_ctx *c = j->c;
     const kern_ops *ops = c->ops;
     const int hd = c->m->head_dim;
@@ -301,6 +311,7 @@ static void attn_rows(const attn_job *j, int g, float *const *rows, const float 
         int lo = kern_attn_first_key(n_keys[r] - 1, rule->window), n = n_keys[r] - lo;
         if (lo) memset(rows[r], 0, sizeof(float) * (size_t)lo);
         if (rule->softcap > 0.0f) kern_softcap(rows[r] + lo, n, rule->softcap);
+        if (rule->n_ko) kern_attn_knockout(rows[r], lo, n_keys[r], n_keys[r] - 1, heads[r], rule);
         ops->softmax(rows[r] + lo, n);
     }
     ops->attn_wsum_multi(outs, probs, n_k, n_q, c->v_cache + koff, hd, hd);
@@ -328,15 +339,16 @@ static void attn_decode_task(void *arg, int ith, int nth) {
         int n_q = nq == 1 ? 1 : KERN_ATTN_BLOCK;
         float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
         const float *queries[KERN_ATTN_BLOCK];
-        int n_keys[KERN_ATTN_BLOCK];
+        int n_keys[KERN_ATTN_BLOCK], heads[KERN_ATTN_BLOCK];
         for (int r = 0; r < n_q; r++) {
             int h = h0 + (r < nq ? r : nq - 1);
             rows[r] = c->att + h * j->head_stride;
             queries[r] = c->q + (size_t)h * hd;
             outs[r] = c->ao + (size_t)h * hd;
             n_keys[r] = j->pos0 + 1; /* causal: keys 0..pos */
+            heads[r] = h;
         }
-        attn_rows(j, g, rows, queries, outs, n_keys, n_q, nq);
+        attn_rows(j, g, rows, queries, outs, n_keys, heads, n_q, nq);
     }
 }
 
@@ -346,15 +358,16 @@ static void attn_block(const attn_job *j, int h, int i0, int nq) {
     const int hd = c->m->head_dim;
     float *rows[KERN_ATTN_BLOCK], *outs[KERN_ATTN_BLOCK];
     const float *queries[KERN_ATTN_BLOCK];
-    int n_keys[KERN_ATTN_BLOCK];
+    int n_keys[KERN_ATTN_BLOCK], heads[KERN_ATTN_BLOCK];
     for (int r = 0; r < nq; r++) {
         int i = i0 + r;
         n_keys[r] = j->pos0 + i + 1; /* causal: keys 0..pos */
         rows[r] = c->att + h * j->head_stride + i * j->row_stride;
         queries[r] = c->q + (size_t)i * c->q_dim + (size_t)h * hd;
         outs[r] = c->ao + (size_t)i * c->q_dim + (size_t)h * hd;
+        heads[r] = h;
     }
-    attn_rows(j, h / (c->m->n_head / c->m->n_head_kv), rows, queries, outs, n_keys, nq, nq);
+    attn_rows(j, h / (c->m->n_head / c->m->n_head_kv), rows, queries, outs, n_keys, heads, nq, nq);
 }
 
 /*
@@ -426,8 +439,10 @@ static void split_task(void *arg, int ith, int nth) {
         size_t koff = kv_offset(c, j->layer, g, k0);
         if (j->phase == 0) { /* A */
             ops->attn_scores_multi(rows, queries, n_keys, n_q, c->k_cache + koff, hd, hd, rule->scale);
-            if (rule->softcap > 0.0f)
-                for (int r = 0; r < nq; r++) kern_softcap(rows[r], k1 - k0, rule->softcap);
+            for (int r = 0; r < nq; r++) {
+                if (rule->softcap > 0.0f) kern_softcap(rows[r], k1 - k0, rule->softcap);
+                if (rule->n_ko) kern_attn_knockout(rows[r] - k0, k0, k1, j->pos, g * group + first + r, rule);
+            }
         } else { /* C */
             ops->attn_wsum_multi(outs, probs, n_keys, n_q, c->v_cache + koff, hd, hd);
         }
@@ -454,7 +469,8 @@ static void attention_split(heed_ctx *c, int layer, int pos, int lo, int n_chunk
 
 static void attention(heed_ctx *c, int layer, int pos0, int n) {
     const heed_model *m = c->m;
-    if (n == 1 && c->key_chunk > 0) {
+    int units = m->n_head_kv * ((m->n_head / m->n_head_kv + KERN_ATTN_BLOCK - 1) / KERN_ATTN_BLOCK);
+    if (n == 1 && c->key_chunk > 0 && (units < SPLIT_MAX_UNITS || c->split_forced)) {
         int lo = kern_attn_first_key(pos0, c->rules[layer].window);
         int n_chunks = (pos0 + 1 - lo + c->key_chunk - 1) / c->key_chunk;
         if (n_chunks >= SPLIT_MIN_CHUNKS && n_chunks <= c->part_chunks) {
@@ -976,7 +992,7 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     }
     rope_tables(c);
     for (int il = 0; il < m->n_layer; il++)
-        c->rules[il] = (kern_attn_rule){m->attn_scale, m->attn_softcap, m->layers[il].window};
+        c->rules[il] = (kern_attn_rule){m->attn_scale, m->attn_softcap, m->layers[il].window, NULL, 0};
     *out = c;
     return HEED_OK;
 }
@@ -988,6 +1004,7 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->rope_cos); free(c->rope_sin); free(c->rope_cos_local); free(c->rope_sin_local);
     free(c->rules);
     free(c->part);
+    free(c->ko);
     free(c->moe_probs); free(c->moe_ids); free(c->moe_w); free(c->moe_x); free(c->moe_y); free(c->moe_out);
     free(c->moe_rows);
     free(c->x); free(c->xb); free(c->q); free(c->kb); free(c->vb); free(c->ao);
@@ -1016,6 +1033,17 @@ int heed_ctx_set_head_scale(heed_ctx *c, const float *scale) {
 
 int heed_ctx_n_ctx(const heed_ctx *c) { return c ? c->n_ctx : 0; }
 
+int heed_ctx_set_knockouts(heed_ctx *c, const heed_knockout *k, int n) {
+    if (!c) return HEED_ERR_INVALID_ARG;
+    return kern_knockouts_set(c->rules, c->m->n_layer, c->m->n_head, k, n, &c->ko);
+}
+
+int forward_rewind(heed_ctx *c, int n_past) {
+    if (!c || n_past < 0 || n_past > c->n_past) return HEED_ERR_INVALID_ARG;
+    c->n_past = n_past;
+    return HEED_OK;
+}
+
 int forward_set_key_chunk(heed_ctx *c, int keys) {
     if (!c || keys < 0) return HEED_ERR_INVALID_ARG;
     int chunks = keys ? (c->n_ctx + keys - 1) / keys : 0;
@@ -1026,6 +1054,7 @@ int forward_set_key_chunk(heed_ctx *c, int keys) {
         c->part_chunks = chunks;
     }
     c->key_chunk = keys;
+    c->split_forced = keys > 0;
     return HEED_OK;
 }
 

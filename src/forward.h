@@ -22,8 +22,15 @@ int forward_max_batch(const heed_ctx *c);
  * HEED_OK or HEED_ERR_INVALID_ARG. */
 int forward_unembed_rows(heed_ctx *c, const float *x, int n, float *logits);
 
-/* Keys per chunk of a split decode row (default 512; 0: never split), for
- * tests that check the split against the whole row on short contexts.
+/* Forgets the positions from n_past on (n_past <= heed_ctx_n_past): the
+ * next heed_decode continues there, overwriting them. For benchmarks that
+ * decode at one depth several times after one prompt. */
+int forward_rewind(heed_ctx *c, int n_past);
+
+/* Keys per chunk of a split decode row (default 512, for models with few
+ * KV heads; 0: never split; set: split every model's long rows), for tests
+ * that check the split against the whole row on short contexts and
+ * benchmarks that compare them.
  * HEED_OK, HEED_ERR_INVALID_ARG or HEED_ERR_NOMEM. */
 int forward_set_key_chunk(heed_ctx *c, int keys);
 

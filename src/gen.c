@@ -39,7 +39,7 @@ heed_gen_params heed_gen_default_params(void) {
     heed_gen_params p = {
         .sampler = heed_sampler_default_params(), .n_predict = 64, .record = false,
         .rec = heed_recorder_default_params(), .prompt_text = NULL, .forced = NULL, .n_forced = 0, .n_top = 5,
-        .head_scale = NULL,
+        .head_scale = NULL, .knockouts = NULL, .n_knockouts = 0,
     };
     return p;
 }
@@ -47,6 +47,7 @@ heed_gen_params heed_gen_default_params(void) {
 void heed_gen_free(heed_gen *g) {
     if (!g) return;
     if (g->p.head_scale) heed_ctx_set_head_scale(g->ctx, NULL); /* the intervention was the session's */
+    if (g->p.n_knockouts) heed_ctx_set_knockouts(g->ctx, NULL, 0);
     heed_recorder_free(g->rec); /* also gives the context its hook back when not finished */
     heed_sampler_free(g->smp);
     free(g->forced);
@@ -69,7 +70,11 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     for (int i = 0; i < p.n_forced; i++)
         if (p.forced[i] < 0 || p.forced[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
     int rc = heed_ctx_set_head_scale(ctx, p.head_scale); /* NULL also clears an earlier session's */
-    if (rc) return rc;
+    if (!rc) rc = heed_ctx_set_knockouts(ctx, p.knockouts, p.n_knockouts);
+    if (rc) {
+        heed_ctx_set_head_scale(ctx, NULL);
+        return rc;
+    }
     heed_ctx_reset(ctx);
     int n_ctx = heed_ctx_n_ctx(ctx);
     if (n_prompt > n_ctx) return HEED_ERR_CONTEXT_FULL;
@@ -95,6 +100,8 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         rp.n_predict = g->n_predict;
         rp.prompt_text = p.prompt_text;
         rp.head_scale = p.head_scale;
+        rp.knockouts = p.knockouts;
+        rp.n_knockouts = p.n_knockouts;
         rc = heed_recorder_new(m, ctx, &rp, &g->rec);
         if (!rc) rc = heed_recorder_begin(g->rec, prompt, n_prompt);
     }

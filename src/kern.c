@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ggml_types.h"
+#include "heed.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -397,12 +398,51 @@ void kern_softcap(float *x, int n, float cap) {
     for (int i = 0; i < n; i++) x[i] = tanhf(x[i] / cap) * cap;
 }
 
-void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float *keys, int hd, int pos,
+int kern_knockouts_set(kern_attn_rule *rules, int n_layer, int n_head, const heed_knockout *k, int n,
+                       kern_knockout **storage) {
+    if (n < 0 || n > HEED_MAX_KNOCKOUTS || (n && !k)) return HEED_ERR_INVALID_ARG;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const heed_knockout *x = &k[i];
+        if (x->layer < -1 || x->layer >= n_layer || x->head < -1 || x->head >= n_head || x->q0 < 0 ||
+            x->q1 <= x->q0 || x->k0 < 0 || x->k1 <= x->k0)
+            return HEED_ERR_INVALID_ARG;
+        total += x->layer < 0 ? (size_t)n_layer : 1;
+    }
+    kern_knockout *ko = total ? malloc(sizeof *ko * total) : NULL;
+    if (total && !ko) return HEED_ERR_NOMEM;
+    size_t at = 0;
+    for (int l = 0; l < n_layer; l++) { /* grouped by layer: each rule points at its run */
+        rules[l].ko = ko ? ko + at : NULL;
+        rules[l].n_ko = 0;
+        for (int i = 0; i < n; i++)
+            if (k[i].layer < 0 || k[i].layer == l) {
+                ko[at++] = (kern_knockout){k[i].head, k[i].q0, k[i].q1, k[i].k0, k[i].k1};
+                rules[l].n_ko++;
+            }
+        if (!rules[l].n_ko) rules[l].ko = NULL;
+    }
+    free(*storage);
+    *storage = ko;
+    return HEED_OK;
+}
+
+void kern_attn_knockout(float *row, int k_from, int k_to, int pos, int head, const kern_attn_rule *r) {
+    for (int i = 0; i < r->n_ko; i++) {
+        const kern_knockout *k = &r->ko[i];
+        if ((k->head >= 0 && k->head != head) || pos < k->q0 || pos >= k->q1) continue;
+        int a = k->k0 > k_from ? k->k0 : k_from, b = k->k1 < k_to ? k->k1 : k_to;
+        for (int j = a; j < b; j++) row[j] = -INFINITY;
+    }
+}
+
+void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float *keys, int hd, int pos, int head,
                    const kern_attn_rule *r) {
     int lo = kern_attn_first_key(pos, r->window), n = pos + 1 - lo;
     if (lo) memset(out, 0, sizeof(float) * (size_t)lo);
     ops->attn_scores(out + lo, q, keys + (size_t)lo * hd, (size_t)hd, n, hd, r->scale);
     if (r->softcap > 0.0f) kern_softcap(out + lo, n, r->softcap);
+    if (r->n_ko) kern_attn_knockout(out, lo, pos + 1, pos, head, r);
     ops->softmax(out + lo, n);
 }
 

@@ -433,21 +433,46 @@ void kern_softcap(float *x, int n, float cap);
  * How a layer turns q . k into attention: scores q . k * scale, soft-capped
  * when softcap > 0, over the keys of the sliding window when window > 0 (a
  * query at pos sees keys pos - window + 1 .. pos; the others get exactly 0),
- * then the softmax. The forward pass and every recomputation of a row
- * (astore_row) go through the same steps, so a recomputed row equals the
- * one the model used, bit for bit.
+ * the layer's knockouts applied (below), then the softmax. The forward pass
+ * and every recomputation of a row (astore_row) go through the same steps,
+ * so a recomputed row equals the one the model used, bit for bit.
  */
+
+/* A knockout (an intervention): queries at positions q0..q1-1 of query head
+ * `head` (-1: every head) may not attend to keys k0..k1-1. Their scores are
+ * -infinity before the softmax, so the row is renormalised over the other
+ * keys and shows exactly 0 there; a row with every key knocked out is all
+ * zeros (the head then adds nothing at that position). */
+typedef struct kern_knockout {
+    int head, q0, q1, k0, k1;
+} kern_knockout;
+
 typedef struct kern_attn_rule {
     float scale, softcap;
     int window;
+    const kern_knockout *ko; /* this layer's knockouts (n_ko), or NULL */
+    int n_ko;
 } kern_attn_rule;
+
+/* Knockouts (heed.h's heed_knockout, layer or head -1: all) grouped by
+ * layer into a new *storage (the old one freed), each rules[l].ko pointing
+ * at its layer's run. HEED_OK, HEED_ERR_INVALID_ARG (out of range, an empty
+ * range; nothing changed) or HEED_ERR_NOMEM. */
+struct heed_knockout;
+int kern_knockouts_set(kern_attn_rule *rules, int n_layer, int n_head, const struct heed_knockout *k, int n,
+                       kern_knockout **storage);
+
+/* row[k] = -INFINITY for every key k in [k_from, k_to) that a knockout of
+ * rule forbids to query pos of head `head` (row indexed by key position). */
+void kern_attn_knockout(float *row, int k_from, int k_to, int pos, int head, const kern_attn_rule *r);
 
 /* the first key a query at pos sees under a window (0 when window is 0) */
 static inline int kern_attn_first_key(int pos, int window) { return window > 0 && pos >= window ? pos - window + 1 : 0; }
 
-/* out[0..pos] = the attention row of query q at position pos over keys
- * (head_dim hd, stride hd, key j at keys + j * hd) under rule r. */
-void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float *keys, int hd, int pos,
+/* out[0..pos] = the attention row of query q (of query head `head`) at
+ * position pos over keys (head_dim hd, stride hd, key j at keys + j * hd)
+ * under rule r. */
+void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float *keys, int hd, int pos, int head,
                    const kern_attn_rule *r);
 
 #endif

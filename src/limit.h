@@ -28,6 +28,7 @@
 #define LIMIT_MAX_LENS 64           /* logit-lens tokens per layer and step */
 #define LIMIT_MAX_ATTN_TOPK 4096    /* top sources kept per query, layer and head */
 #define LIMIT_MAX_EXPERTS 512       /* experts of a mixture-of-experts layer */
+#define LIMIT_MAX_KNOCKOUTS 4096    /* attention knockouts of one run (heed.h's HEED_MAX_KNOCKOUTS) */
 #define LIMIT_MAX_STR (1u << 20)    /* bytes of a string in a run file (model name, prompt, label) */
 
 #endif

@@ -62,6 +62,7 @@ static const char *usage_text =
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
     "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
     "      --scale L:H:F[,...] multiply these heads' attention output by F\n"
+    "      --knockout L:H:Q:K[,...]  queries Q (A or A-B) may not attend to keys K; L, H may be '*' (all)\n"
     "\n"
     "  heed export RUN -o OUT.npz|OUT.json|OUT.html [-m MODEL]\n"
     "                                        a recorded run as NumPy arrays, JSON, or an offline HTML viewer\n";
@@ -73,6 +74,7 @@ typedef struct gen_opts {
     const char *system;
     const char *save;
     const char *ablate, *scale; /* interventions: "L:H,..." and "L:H:F,..." */
+    const char *knockout;       /* "L:H:Q0-Q1:K0-K1,...", L and H may be '*' */
     bool chat;
     int n_predict;
     int n_threads, n_ctx;
@@ -588,6 +590,71 @@ static float *head_scales(const gen_opts *o, const heed_model_info *info, bool *
     return s;
 }
 
+/* One field of a --knockout item: a number in 0..max-1, or '*' (-1) when star is allowed. */
+static bool knock_index(const char **p, bool star, long max, int *out) {
+    if (star && **p == '*') {
+        *out = -1;
+        (*p)++;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(*p, &end, 10);
+    if (end == *p || errno || v < 0 || v >= max || **p == '-' || **p == '+') return false;
+    *out = (int)v;
+    *p = end;
+    return true;
+}
+
+/* "A-B" or "A" (inclusive positions) into [*lo, *hi). */
+static bool knock_range(const char **p, int *lo, int *hi) {
+    int a, b;
+    if (!knock_index(p, false, 1 << 24, &a)) return false;
+    b = a;
+    if (**p == '-') {
+        (*p)++;
+        if (!knock_index(p, false, 1 << 24, &b) || b < a) return false;
+    }
+    *lo = a;
+    *hi = b + 1;
+    return true;
+}
+
+/* --knockout LAYER:HEAD:Q0-Q1:K0-K1[,...] (LAYER, HEAD may be '*': all;
+ * positions inclusive) into *out; returns the count, 0 for none, -1 after a
+ * message naming the item. */
+static int parse_knockouts(const char *list, const heed_model_info *info, heed_knockout **out) {
+    *out = NULL;
+    if (!list) return 0;
+    int n = 1;
+    for (const char *c = list; *c; c++) n += *c == ',';
+    if (n > HEED_MAX_KNOCKOUTS) {
+        fprintf(stderr, "heed: --knockout: more than %d knockouts\n", HEED_MAX_KNOCKOUTS);
+        return -1;
+    }
+    heed_knockout *k = calloc((size_t)n, sizeof *k);
+    if (!k) return -1;
+    const char *p = list;
+    for (int i = 0; i < n; i++) {
+        const char *item = p;
+        bool ok = knock_index(&p, true, info->n_layer, &k[i].layer) && *p++ == ':' &&
+                  knock_index(&p, true, info->n_head, &k[i].head) && *p++ == ':' && knock_range(&p, &k[i].q0, &k[i].q1) &&
+                  *p++ == ':' && knock_range(&p, &k[i].k0, &k[i].k1) && (*p == ',' || !*p);
+        if (!ok) {
+            const char *e = strchr(item, ',');
+            fprintf(stderr,
+                    "heed: --knockout: '%.*s' is not LAYER:HEAD:QUERIES:KEYS (layer below %d, head below %d, either "
+                    "'*' for all; positions A or A-B, inclusive), e.g. 3:*:10-20:0-4\n",
+                    (int)(e ? e - item : (long)strlen(item)), item, info->n_layer, info->n_head);
+            free(k);
+            return -1;
+        }
+        if (*p == ',') p++;
+    }
+    *out = k;
+    return n;
+}
+
 /* The context of a generation: --ctx checked, the prompt fits, n_predict
  * cut to the room left (said on stderr). Returns the context, or NULL after
  * a message. */
@@ -695,10 +762,13 @@ static int run_generate(const gen_opts *o) {
     int rc = 1, n_prompt = 0, n_predict = 0;
     float *scale = NULL;
     bool bad_scale = false;
+    heed_knockout *knock = NULL;
+    int n_knock = 0;
     heed_model_info info;
     if (!prompt || load_model(o->model, &m)) goto done;
     heed_model_get_info(m, &info);
     if ((scale = head_scales(o, &info, &bad_scale)), bad_scale) goto done;
+    if ((n_knock = parse_knockouts(o->knockout, &info, &knock)) < 0) goto done;
     if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0 || !(ctx = open_context(o, m, &info, n_prompt, &n_predict)))
         goto done;
     if (!(go.steps = calloc((size_t)n_predict + 1, sizeof *go.steps))) goto oom;
@@ -722,6 +792,8 @@ static int run_generate(const gen_opts *o) {
     }
     gp.prompt_text = o->prompt;
     gp.head_scale = scale;
+    gp.knockouts = knock;
+    gp.n_knockouts = n_knock;
     if (!o->json) print_prompt(o, m, prompt, n_prompt);
     go.t0 = now_s();
     int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
@@ -751,6 +823,7 @@ oom:
 done:
     heed_gen_free(g);
     free(scale);
+    free(knock);
     free(go.text.buf);
     free(go.cap.rows);
     free(go.cap.sel);
@@ -1016,6 +1089,7 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--save")) { NEED_VALUE(); o->save = v; }
         else if (!strcmp(a, "--ablate")) { NEED_VALUE(); o->ablate = v; }
         else if (!strcmp(a, "--scale")) { NEED_VALUE(); o->scale = v; }
+        else if (!strcmp(a, "--knockout")) { NEED_VALUE(); o->knockout = v; }
         else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE();

@@ -104,7 +104,8 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
                         ASTORE_SPILL_MIN};
     int rc = astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
     for (int l = 0; l < mi.n_layer && !rc; l++) /* rows recomputed from q and k as the model formed them */
-        rc = astore_set_rule(&r->st, l, (kern_attn_rule){mi.attn_scale, mi.attn_softcap, mi.layer_window[l]});
+        rc = astore_set_rule(&r->st, l, (kern_attn_rule){mi.attn_scale, mi.attn_softcap, mi.layer_window[l], NULL, 0});
+    if (!rc && p->n_knockouts) rc = astore_set_knockouts(&r->st, p->knockouts, p->n_knockouts);
     return rc;
 }
 
@@ -127,7 +128,7 @@ heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
         .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .head_scale = NULL,
-        .n_threads = 0, .spill_dir = NULL,
+        .n_threads = 0, .spill_dir = NULL, .knockouts = NULL, .n_knockouts = 0,
         .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };

@@ -157,7 +157,7 @@ void heed_run_get_info(const heed_run *r, heed_run_info *info) {
         .n_prompt = r->n_prompt, .n_output = r->n_output, .n_pos = r->st.n_pos,
         .sampler = r->sampler, .n_predict = r->n_predict, .n_ctx = r->n_ctx, .prompt_text = r->prompt_text,
         .n_cand = r->n_cand, .lens_top_k = r->lens_k, .lens_pending = heed_run_lens_pending(r),
-        .intervened = r->head_scale != NULL,
+        .intervened = r->head_scale != NULL || r->st.n_ko_list > 0,
         .attn_top_k = r->st.top_k,
         .has_qk = r->st.has_qk, .has_topk = r->st.has_topk, .has_head_mean = r->st.has_hmean,
         .has_full = r->st.has_full, .eog = r->eog, .attn_bytes = astore_bytes(&r->st),
@@ -207,6 +207,11 @@ int heed_run_lens_pending(const heed_run *r) {
 }
 
 const float *heed_run_head_scale(const heed_run *r) { return r ? r->head_scale : NULL; }
+
+const heed_knockout *heed_run_knockouts(const heed_run *r, int *n) {
+    if (n) *n = r ? r->st.n_ko_list : 0;
+    return r && r->st.n_ko_list ? r->st.ko_list : NULL;
+}
 
 int heed_run_lens_model_ok(const heed_run *r, const heed_model *m) {
     if (!r || !m) return HEED_ERR_INVALID_ARG;

@@ -232,7 +232,7 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
             cf[T * r->n_cand + t * r->n_cand + i] = c->logit;
         }
     }
-    heed_array a[20];
+    heed_array a[24];
     int n = 0;
     a[n++] = arr("prompt_ids", HEED_DT_I32, r->ids, 1, (uint64_t)r->n_prompt, 0, 0, 0);
     a[n++] = arr("output_ids", HEED_DT_I32, r->ids + r->n_prompt, 1, T, 0, 0, 0);
@@ -244,6 +244,16 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     a[n++] = arr("cand_logit", HEED_DT_F32, cf + T * r->n_cand, 2, T, (uint64_t)r->n_cand, 0, 0);
     if (r->head_scale) /* the intervention the run was made under */
         a[n++] = arr("head_scale", HEED_DT_F32, r->head_scale, 2, (uint64_t)r->n_layer, (uint64_t)r->n_head, 0, 0);
+    int32_t *ko = NULL;
+    if (r->st.n_ko_list) { /* the knockouts: layer, head (-1: all), first and last query, first and last key */
+        ko = malloc(sizeof(int32_t) * 6 * (size_t)r->st.n_ko_list);
+        for (int i = 0; ko && i < r->st.n_ko_list; i++) {
+            const heed_knockout *k = &r->st.ko_list[i];
+            int32_t row[6] = {k->layer, k->head, k->q0, k->q1 - 1, k->k0, k->k1 - 1};
+            memcpy(ko + 6 * i, row, sizeof row);
+        }
+        if (ko) a[n++] = arr("knockouts", HEED_DT_I32, ko, 2, (uint64_t)r->st.n_ko_list, 6, 0, 0);
+    }
     if (r->n_expert) { /* a mixture of experts: the routing of every position fed */
         uint64_t K = (uint64_t)r->n_expert_used;
         a[n++] = arr("expert_id", HEED_DT_I32, r->moe_ids, 3, (uint64_t)r->moe_n, L, K, 0);
@@ -274,7 +284,7 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     if (hm) a[n++] = arr("head_mean_packed", HEED_DT_F16, hm->hmean, 1, tri * L, 0, 0, 0);
     if (r->st.has_full) a[n++] = arr("full_packed", HEED_DT_F32, r->st.full, 1, tri * L * H, 0, 0, 0);
     int rc = heed_npz_write(path, a, n, err, err_size);
-    free(sid); free(cid); free(sf); free(cf); free(k);
+    free(sid); free(cid); free(sf); free(cf); free(k); free(ko);
     astore_free(&sum);
     return rc;
 }
@@ -350,6 +360,18 @@ static void json_run_meta(jsonw *w, const heed_run *r) {
         jw_arr_end(w);
         jw_obj_end(w);
     }
+    jw_key(w, "knockouts"); /* [{layer, head (-1: all), queries: [first, last], keys: [first, last]}] */
+    jw_arr(w);
+    for (int i = 0; i < r->st.n_ko_list; i++) {
+        const heed_knockout *ko = &r->st.ko_list[i];
+        jw_obj(w);
+        jw_key(w, "layer"); jw_int(w, ko->layer);
+        jw_key(w, "head"); jw_int(w, ko->head);
+        jw_key(w, "queries"); jw_arr(w); jw_int(w, ko->q0); jw_int(w, ko->q1 - 1); jw_arr_end(w);
+        jw_key(w, "keys"); jw_arr(w); jw_int(w, ko->k0); jw_int(w, ko->k1 - 1); jw_arr_end(w);
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
     jw_key(w, "head_scale"); /* the intervention it was made under, per layer and head; null: none */
     if (!r->head_scale) {
         jw_null(w);

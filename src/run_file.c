@@ -65,7 +65,8 @@ enum {
     FLAG_INTV = 64,  /* made under an intervention: INTV (the heads' factors) */
     FLAG_RULE = 128, /* attention rows not q.k / sqrt(head_dim) over every key: ATTR (each layer's rule) */
     FLAG_MOE = 256,  /* a mixture-of-experts model's run: EXPT (the routing) */
-    FLAG_ALL = 511,
+    FLAG_KNOCK = 512, /* made with attention knockouts: KNCK (the list) */
+    FLAG_ALL = 1023,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -98,7 +99,8 @@ static uint32_t run_flags(const heed_run *r) {
     return (r->st.has_qk ? FLAG_QK : 0) | (r->st.has_topk ? FLAG_TOPK : 0) | (r->st.has_hmean ? FLAG_HMEAN : 0) |
            (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
            (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
-           (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0);
+           (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0) |
+           (r->st.n_ko_list ? FLAG_KNOCK : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -151,6 +153,13 @@ static void sec_rule(wr *w, const heed_run *r) {
     }
 }
 
+static void sec_knock(wr *w, const heed_run *r) {
+    for (int i = 0; i < r->st.n_ko_list; i++) {
+        const heed_knockout *k = &r->st.ko_list[i];
+        w_i32(w, k->layer); w_i32(w, k->head); w_i32(w, k->q0); w_i32(w, k->q1); w_i32(w, k->k0); w_i32(w, k->k1);
+    }
+}
+
 static void sec_moe(wr *w, const heed_run *r) {
     w_i32(w, r->n_expert); w_i32(w, r->n_expert_used); w_i32(w, r->moe_n);
     size_t n = (size_t)r->moe_n * r->n_layer * r->n_expert_used;
@@ -197,7 +206,7 @@ typedef struct sec_def {
  * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
-    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe},
+    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -628,12 +637,30 @@ static int load_body(rd *d, heed_run *r) {
         part p[1] = {{(void **)&a, (uint64_t)r->n_layer, 12, "attention rules"}};
         rc = sec_bulk(d, "ATTR", p, 1);
         for (int l = 0; !rc && l < r->n_layer; l++) {
-            kern_attn_rule k = {a[l].scale, a[l].softcap, a[l].window};
+            kern_attn_rule k = {a[l].scale, a[l].softcap, a[l].window, NULL, 0};
             if (k.window > LIMIT_MAX_CTX || astore_set_rule(&r->st, l, k)) rc = bad(d, "attention rule", "is out of range");
         }
         free(a);
     }
     if (!rc && (flags & FLAG_MOE)) rc = load_moe(d, r);
+    if (!rc && (flags & FLAG_KNOCK)) { /* the knockouts it was made under, applied to every recomputed row */
+        int32_t *k = NULL;
+        uint64_t len;
+        rc = sec_begin(d, "KNCK", &len);
+        if (!rc && (len == 0 || len % 24 || len / 24 > LIMIT_MAX_KNOCKOUTS)) rc = bad(d, "knockouts", "count is out of range");
+        if (!rc && !(k = malloc((size_t)len))) rc = HEED_ERR_NOMEM;
+        if (!rc) rc = r_raw(d, k, len, "knockouts");
+        if (!rc) rc = sec_end_check(d);
+        if (!rc) {
+            heed_knockout *list = malloc(sizeof *list * (size_t)(len / 24));
+            if (!list) rc = HEED_ERR_NOMEM;
+            for (size_t i = 0; !rc && i < len / 24; i++)
+                list[i] = (heed_knockout){k[6 * i], k[6 * i + 1], k[6 * i + 2], k[6 * i + 3], k[6 * i + 4], k[6 * i + 5]};
+            if (!rc && astore_set_knockouts(&r->st, list, (int)(len / 24))) rc = bad(d, "knockout", "is out of range");
+            free(list);
+        }
+        free(k);
+    }
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {
         uint64_t len;

@@ -169,7 +169,7 @@ static void check_geometry(const geometry *g) {
         }
         const int hd = g->head_dim, group = g->n_head / g->n_kv;
         const size_t qd = (size_t)g->n_head * hd, kd = (size_t)g->n_kv * hd;
-        kern_attn_rule rule = {1.0f / sqrtf((float)hd), 0.0f, 0};
+        kern_attn_rule rule = {1.0f / sqrtf((float)hd), 0.0f, 0, NULL, 0};
         float keys[N_TOK * 64], row[N_TOK];
         assert_true(hd <= 64);
         double worst_row = 0, worst = 0;
@@ -179,7 +179,7 @@ static void check_geometry(const geometry *g) {
                     for (int j = 0; j <= pos; j++)
                         memcpy(keys + (size_t)j * hd, split->k + ((size_t)l * N_TOK + j) * kd + (size_t)(h / group) * hd,
                                sizeof(float) * (size_t)hd);
-                    kern_attn_row(ops, row, split->q + ((size_t)l * N_TOK + pos) * qd + (size_t)h * hd, keys, hd, pos,
+                    kern_attn_row(ops, row, split->q + ((size_t)l * N_TOK + pos) * qd + (size_t)h * hd, keys, hd, pos, h,
                                   &rule);
                     const float *got = split->rows + (((size_t)pos * N_LAYER + l) * g->n_head + h) * N_TOK;
                     const float *whole = one->rows + (((size_t)pos * N_LAYER + l) * g->n_head + h) * N_TOK;
