@@ -279,6 +279,28 @@ static void test_context_memory(void **state) {
 
 /* --attention rows:P,...: exactly the rows of those positions that full
  * capture gives, every layer and head, keyed by position; with --save too. */
+/* --knockout: the knocked-out entries are exactly 0, the rows still sum to
+ * 1; bad items are refused naming them. */
+static void test_knockout_flag(void **state) {
+    assert_int_equal(run("generate -p 'Once upon a time' -n 4 --json --knockout '1:*:3-5:0-1,4:2:6:6'"), 0);
+    json_t *j = json_load_file(out_path, 0, NULL);
+    assert_non_null(j);
+    json_t *rows = json_object_get(json_object_get(j, "attention"), "rows");
+    for (size_t h = 0; h < json_array_size(json_array_get(rows, 1)); h++)
+        for (int q = 3; q <= 5; q++) {
+            json_t *row = json_array_get(json_array_get(json_array_get(rows, 1), h), (size_t)q);
+            double sum = 0;
+            for (size_t k = 0; k < json_array_size(row); k++) sum += json_real_value(json_array_get(row, k));
+            assert_true(json_real_value(json_array_get(row, 0)) == 0 && json_real_value(json_array_get(row, 1)) == 0);
+            assert_true(fabs(sum - 1) < 1e-5);
+        }
+    assert_true(json_real_value(json_array_get(json_array_get(json_array_get(json_array_get(rows, 4), 2), 6), 6)) == 0);
+    json_decref(j);
+    expect_err("generate -p hi -n 1 --knockout 9:0:1:1", 1, "'9:0:1:1' is not LAYER:HEAD:QUERIES:KEYS");
+    expect_err("generate -p hi -n 1 --knockout '1:0:5-3:0'", 1, "'1:0:5-3:0' is not");
+    expect_err("generate -p hi -n 1 --knockout '1:*:2:0,x'", 1, "'x' is not");
+}
+
 static void test_attention_rows(void **state) {
     assert_int_equal(run("generate -p 'Once upon a time' -n 6 --json"), 0);
     json_t *full = json_load_file(out_path, 0, NULL);
@@ -538,6 +560,7 @@ int main(void) {
         cmocka_unit_test(test_long_context_cut),
         cmocka_unit_test(test_context_memory),
         cmocka_unit_test(test_attention_rows),
+        cmocka_unit_test(test_knockout_flag),
         cmocka_unit_test(test_bpe_model_text_and_ids),
         cmocka_unit_test(test_chat_and_tokenize),
         cmocka_unit_test(test_chat_content_is_text),

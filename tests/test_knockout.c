@@ -1,0 +1,217 @@
+/*
+ * test_knockout - attention knockout, the intervention on attention itself:
+ * knocked-out keys get exactly 0 and the row is the softmax over the other
+ * keys (checked in double from the observed q and k), layers before the
+ * knockout are untouched bit for bit, a knockout that matches nothing
+ * changes nothing, and a recording keeps the knockouts so that rows
+ * recomputed from its q and k are the captured ones, through a file.
+ */
+#include <math.h>
+
+#include "heed.h"
+#include "testutil.h"
+
+enum { N = 14, MAXL = 8, MAXH = 8 };
+
+typedef struct grab {
+    int n_head, hd, n_kv;
+    float rows[MAXL][MAXH][N][N];
+    float q[MAXL][N][MAXH * 8], k[MAXL][N][MAXH * 8];
+} grab;
+
+static void observe(void *user, const heed_attn_block *b) {
+    grab *g = user;
+    for (int h = 0; h < b->n_head; h++)
+        for (int i = 0; i < b->n_query; i++)
+            memcpy(g->rows[b->layer][h][b->pos0 + i], b->probs + h * b->head_stride + i * b->row_stride,
+                   sizeof(float) * (size_t)(b->pos0 + i + 1));
+}
+
+static void observe_qk(void *user, const heed_qk_block *b) {
+    grab *g = user;
+    for (int i = 0; i < b->n_query; i++) {
+        memcpy(g->q[b->layer][b->pos0 + i], b->q + (size_t)i * b->n_head * b->head_dim,
+               sizeof(float) * (size_t)b->n_head * b->head_dim);
+        memcpy(g->k[b->layer][b->pos0 + i], b->k + (size_t)i * b->n_head_kv * b->head_dim,
+               sizeof(float) * (size_t)b->n_head_kv * b->head_dim);
+    }
+}
+
+static const int32_t IDS[N] = {1, 403, 407, 261, 378, 432, 383, 261, 300, 410, 270, 290, 305, 320};
+
+/* the prompt in 6 tokens, then one at a time (both attention paths) */
+static void run(const heed_model *m, const heed_knockout *ko, int n_ko, grab *g, float *logits) {
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    assert_int_equal(heed_ctx_set_knockouts(c, ko, n_ko), HEED_OK);
+    heed_attn_hook hook = {.observe = observe, .observe_qk = observe_qk, .user = g};
+    heed_ctx_set_attn_hook(c, &hook);
+    assert_int_equal(heed_decode(c, IDS, 6), HEED_OK);
+    for (int i = 6; i < N; i++) assert_int_equal(heed_decode(c, IDS + i, 1), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    memcpy(logits, heed_ctx_logits(c), sizeof(float) * (size_t)mi.n_vocab);
+    heed_ctx_free(c);
+}
+
+static void test_knockout_rows(void **state) {
+    (void)state;
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_true(mi.n_layer <= MAXL && mi.n_head <= MAXH && mi.head_dim <= 8);
+    grab *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b), *z = calloc(1, sizeof *z);
+    float *la = malloc(sizeof(float) * (size_t)mi.n_vocab), *lb = malloc(sizeof(float) * (size_t)mi.n_vocab);
+    run(m, NULL, 0, a, la);
+    /* layer 2, every head: queries 5..9 may not see keys 0..2; layer 3 head 1: query 12 sees nothing */
+    const heed_knockout ko[] = {{2, -1, 5, 10, 0, 3}, {3, 1, 12, 13, 0, 100}};
+    run(m, ko, 2, b, lb);
+    const int hd = mi.head_dim, group = mi.n_head / mi.n_head_kv;
+    double worst = 0;
+    int knocked = 0;
+    for (int l = 0; l < mi.n_layer; l++)
+        for (int h = 0; h < mi.n_head; h++)
+            for (int p = 0; p < N; p++) {
+                const float *ra = a->rows[l][h][p], *rb = b->rows[l][h][p];
+                if (l < 2 || (l == 2 && p < 5)) { /* before the knockout: the same numbers */
+                    assert_memory_equal(ra, rb, sizeof(float) * (size_t)(p + 1));
+                    continue;
+                }
+                if (l == 3 && h == 1 && p == 12) { /* every key knocked out: nothing */
+                    for (int k = 0; k <= p; k++) assert_true(rb[k] == 0.0f);
+                    knocked += p + 1;
+                    continue;
+                }
+                /* the definition: softmax over the keys not knocked out, in double */
+                double sc[N], mx = -INFINITY, z_ = 0, sum = 0;
+                bool out[N] = {0};
+                for (int k = 0; k <= p; k++) {
+                    out[k] = l == 2 && p >= 5 && p < 10 && k < 3;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++) d += (double)b->q[l][p][h * hd + e] * b->k[l][k][(h / group) * hd + e];
+                    sc[k] = d / sqrt((double)hd);
+                    if (!out[k]) mx = fmax(mx, sc[k]);
+                }
+                for (int k = 0; k <= p; k++) z_ += out[k] ? 0 : exp(sc[k] - mx);
+                for (int k = 0; k <= p; k++) {
+                    if (out[k]) {
+                        assert_true(rb[k] == 0.0f);
+                        knocked++;
+                    }
+                    double want = out[k] ? 0 : exp(sc[k] - mx) / z_;
+                    worst = fmax(worst, fabs(rb[k] - want));
+                    sum += rb[k];
+                }
+                assert_true(fabs(sum - 1) < 1e-5);
+            }
+    printf("  %d entries knocked out (exactly 0); the other rows within %.2e of the definition\n", knocked, worst);
+    assert_true(worst < 1e-6);
+    assert_int_equal(knocked, 5 * 3 * mi.n_head + 13);
+    /* a knockout of keys past every query changes nothing, bit for bit */
+    const heed_knockout none[] = {{-1, -1, 0, 1000, 500, 600}};
+    run(m, none, 1, z, lb);
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)mi.n_vocab);
+    assert_memory_equal(a->rows, z->rows, sizeof a->rows);
+    /* refused: out of range, empty ranges */
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    const heed_knockout bad[][1] = {{{mi.n_layer, 0, 0, 1, 0, 1}}, {{0, mi.n_head, 0, 1, 0, 1}}, {{0, 0, 3, 3, 0, 1}},
+                                    {{0, 0, 0, 1, 2, 1}},          {{-2, 0, 0, 1, 0, 1}},       {{0, 0, -1, 1, 0, 1}}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(heed_ctx_set_knockouts(c, bad[i], 1), HEED_ERR_INVALID_ARG);
+    assert_int_equal(heed_ctx_set_knockouts(c, NULL, 1), HEED_ERR_INVALID_ARG);
+    heed_ctx_free(c);
+    free(a), free(b), free(z), free(la), free(lb);
+    heed_model_free(m);
+}
+
+/* A generation under knockouts, recorded with the exact rows kept whole and
+ * with q/k only: the same rows bit for bit, before and after a file. */
+static heed_run *record(const heed_model *m, const heed_knockout *ko, int n_ko, bool full) {
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler.temperature = 0;
+    gp.n_predict = 8;
+    gp.record = true;
+    gp.rec.keep_qk = !full;
+    gp.rec.full_limit_bytes = full ? (size_t)1 << 28 : 0;
+    gp.knockouts = ko;
+    gp.n_knockouts = n_ko;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c, &gp, IDS, 6, &g), HEED_OK);
+    heed_gen_step st;
+    while (heed_gen_next(g, &st) == 1) {
+    }
+    heed_run *r;
+    assert_int_equal(heed_gen_finish(g, &r), HEED_OK);
+    heed_gen_free(g);
+    heed_ctx_free(c);
+    return r;
+}
+
+static void same_rows(heed_run *a, heed_run *b) {
+    heed_run_info ia;
+    heed_run_get_info(a, &ia);
+    float ra[64], rb[64];
+    for (int l = 0; l < ia.n_layer; l++)
+        for (int h = 0; h < ia.n_head; h++) {
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            for (int p = 0; p < ia.n_pos && p < 64; p++) {
+                assert_int_equal(heed_run_attn_row(a, &sel, p, ra), HEED_OK);
+                assert_int_equal(heed_run_attn_row(b, &sel, p, rb), HEED_OK);
+                assert_memory_equal(ra, rb, sizeof(float) * (size_t)(p + 1));
+            }
+        }
+}
+
+static void test_knockout_recorded(void **state) {
+    (void)state;
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    const heed_knockout ko[] = {{1, -1, 4, 12, 1, 4}, {-1, 2, 8, 9, 0, 8}};
+    heed_run *full = record(m, ko, 2, true), *qk = record(m, ko, 2, false);
+    heed_run_info ri;
+    heed_run_get_info(qk, &ri);
+    assert_true(ri.intervened);
+    same_rows(full, qk);
+    int n;
+    const heed_knockout *got = heed_run_knockouts(qk, &n);
+    assert_int_equal(n, 2);
+    assert_memory_equal(got, ko, sizeof ko);
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    assert_int_equal(heed_run_save(qk, "test-output/knockout.heedrun", NULL, 0), HEED_OK);
+    heed_run *back;
+    assert_int_equal(heed_run_load("test-output/knockout.heedrun", &back, NULL, 0), HEED_OK);
+    got = heed_run_knockouts(back, &n);
+    assert_int_equal(n, 2);
+    assert_memory_equal(got, ko, sizeof ko);
+    same_rows(full, back);
+    /* the row of layer 1 at position 5 is 0 at keys 1..3 */
+    int l = 1, h = 0;
+    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+    float row[8];
+    assert_int_equal(heed_run_attn_row(back, &sel, 5, row), HEED_OK);
+    assert_true(row[1] == 0 && row[2] == 0 && row[3] == 0 && row[0] > 0 && row[4] > 0);
+    /* the JSON export says what was done */
+    assert_int_equal(heed_run_export_json(back, "test-output/knockout.json", NULL, 0), HEED_OK);
+    FILE *f = fopen("test-output/knockout.json", "r");
+    char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    assert_non_null(strstr(buf, "\"knockouts\":[{\"layer\":1,\"head\":-1,\"queries\":[4,11],\"keys\":[1,3]}"));
+    heed_run_free(back);
+    heed_run_free(full);
+    heed_run_free(qk);
+    heed_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_knockout_rows),
+        cmocka_unit_test(test_knockout_recorded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
