@@ -62,7 +62,8 @@ static const char *usage_text =
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
     "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
     "      --scale L:H:F[,...] multiply these heads' attention output by F\n"
-    "      --knockout L:H:Q:K[,...]  queries Q (A or A-B) may not attend to keys K; L, H may be '*' (all)\n"
+    "      --knockout L:H:Q:K  queries Q may not attend to keys K (each field a list of N, A-B or '*';\n"
+    "                          positions inclusive; repeatable)\n"
     "\n"
     "  heed export RUN -o OUT.npz|OUT.json|OUT.html [-m MODEL]\n"
     "                                        a recorded run as NumPy arrays, JSON, or an offline HTML viewer\n";
@@ -74,7 +75,8 @@ typedef struct gen_opts {
     const char *system;
     const char *save;
     const char *ablate, *scale; /* interventions: "L:H,..." and "L:H:F,..." */
-    const char *knockout;       /* "L:H:Q0-Q1:K0-K1,...", L and H may be '*' */
+    const char *knockout[16];   /* each --knockout: "LAYERS:HEADS:QUERIES:KEYS" */
+    int n_knockout;
     bool chat;
     int n_predict;
     int n_threads, n_ctx;
@@ -590,66 +592,96 @@ static float *head_scales(const gen_opts *o, const heed_model_info *info, bool *
     return s;
 }
 
-/* One field of a --knockout item: a number in 0..max-1, or '*' (-1) when star is allowed. */
-static bool knock_index(const char **p, bool star, long max, int *out) {
-    if (star && **p == '*') {
-        *out = -1;
-        (*p)++;
+/* One item of a --knockout field: '*' (all), N, or A-B (inclusive), as
+ * [*lo, *hi) half-open; max bounds the numbers (exclusive). */
+static bool knock_item(const char *s, size_t len, long max, int *lo, int *hi) {
+    if (len == 1 && s[0] == '*') {
+        *lo = -1, *hi = -1;
         return true;
     }
-    char *end;
-    errno = 0;
-    long v = strtol(*p, &end, 10);
-    if (end == *p || errno || v < 0 || v >= max || **p == '-' || **p == '+') return false;
-    *out = (int)v;
-    *p = end;
-    return true;
-}
-
-/* "A-B" or "A" (inclusive positions) into [*lo, *hi). */
-static bool knock_range(const char **p, int *lo, int *hi) {
-    int a, b;
-    if (!knock_index(p, false, 1 << 24, &a)) return false;
+    char buf[32];
+    if (len == 0 || len >= sizeof buf) return false;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    char *dash = strchr(buf, '-');
+    long a, b;
+    if (dash) *dash = 0;
+    if (!parse_long(buf, 0, max - 1, &a)) return false;
     b = a;
-    if (**p == '-') {
-        (*p)++;
-        if (!knock_index(p, false, 1 << 24, &b) || b < a) return false;
-    }
-    *lo = a;
-    *hi = b + 1;
+    if (dash && !parse_long(dash + 1, a, max - 1, &b)) return false;
+    *lo = (int)a;
+    *hi = (int)b + 1;
     return true;
 }
 
-/* --knockout LAYER:HEAD:Q0-Q1:K0-K1[,...] (LAYER, HEAD may be '*': all;
- * positions inclusive) into *out; returns the count, 0 for none, -1 after a
- * message naming the item. */
-static int parse_knockouts(const char *list, const heed_model_info *info, heed_knockout **out) {
-    *out = NULL;
-    if (!list) return 0;
-    int n = 1;
-    for (const char *c = list; *c; c++) n += *c == ',';
-    if (n > HEED_MAX_KNOCKOUTS) {
-        fprintf(stderr, "heed: --knockout: more than %d knockouts\n", HEED_MAX_KNOCKOUTS);
-        return -1;
+/* The items of one field ("1,3-4" or "*"), in ranges[2*i], ranges[2*i+1]. */
+static int knock_field(const char *s, size_t len, long max, int *ranges, int cap) {
+    int n = 0;
+    for (size_t i = 0; i <= len;) {
+        size_t j = i;
+        while (j < len && s[j] != ',') j++;
+        if (n == cap || !knock_item(s + i, j - i, max, &ranges[2 * n], &ranges[2 * n + 1])) return -1;
+        n++;
+        i = j + 1;
     }
-    heed_knockout *k = calloc((size_t)n, sizeof *k);
-    if (!k) return -1;
-    const char *p = list;
-    for (int i = 0; i < n; i++) {
-        const char *item = p;
-        bool ok = knock_index(&p, true, info->n_layer, &k[i].layer) && *p++ == ':' &&
-                  knock_index(&p, true, info->n_head, &k[i].head) && *p++ == ':' && knock_range(&p, &k[i].q0, &k[i].q1) &&
-                  *p++ == ':' && knock_range(&p, &k[i].k0, &k[i].k1) && (*p == ',' || !*p);
+    return n;
+}
+
+/* Each --knockout LAYERS:HEADS:QUERIES:KEYS (each field a list of N, A-B or
+ * '*'; positions inclusive) into *out, every combination one knockout
+ * (a '*' layer or head one knockout for all). Returns the count, 0 for none,
+ * -1 after a message naming the flag's value. */
+static int parse_knockouts(const char *const *specs, int n_specs, const heed_model_info *info, heed_knockout **out) {
+    *out = NULL;
+    int n = 0, cap = 0;
+    heed_knockout *k = NULL;
+    for (int s = 0; s < n_specs; s++) {
+        const char *spec = specs[s], *f[5] = {spec, NULL, NULL, NULL, NULL};
+        int nf = 1;
+        for (const char *c = spec; *c && nf < 5; c++)
+            if (*c == ':') f[nf++] = c + 1;
+        enum { MAXR = 64 };
+        int r[4][2 * MAXR], cnt[4] = {0};
+        const long max[4] = {info->n_layer, info->n_head, 1 << 24, 1 << 24};
+        bool ok = nf == 4;
+        for (int i = 0; ok && i < 4; i++) {
+            size_t len = i < 3 ? (size_t)(f[i + 1] - f[i] - 1) : strlen(f[i]);
+            cnt[i] = knock_field(f[i], len, max[i], r[i], MAXR);
+            ok = cnt[i] > 0;
+        }
         if (!ok) {
-            const char *e = strchr(item, ',');
             fprintf(stderr,
-                    "heed: --knockout: '%.*s' is not LAYER:HEAD:QUERIES:KEYS (layer below %d, head below %d, either "
-                    "'*' for all; positions A or A-B, inclusive), e.g. 3:*:10-20:0-4\n",
-                    (int)(e ? e - item : (long)strlen(item)), item, info->n_layer, info->n_head);
+                    "heed: --knockout: '%s' is not LAYERS:HEADS:QUERIES:KEYS (each a list of N, A-B or '*'; layers "
+                    "below %d, heads below %d; positions inclusive), e.g. 3:*:10-20:0-4 or 1,2:0-3:*:0\n",
+                    spec, info->n_layer, info->n_head);
             free(k);
             return -1;
         }
-        if (*p == ',') p++;
+        for (int a = 0; a < cnt[0]; a++)
+            for (int l = r[0][2 * a]; l < (r[0][2 * a] < 0 ? 0 : r[0][2 * a + 1]); l++)
+                for (int b = 0; b < cnt[1]; b++)
+                    for (int h = r[1][2 * b]; h < (r[1][2 * b] < 0 ? 0 : r[1][2 * b + 1]); h++)
+                        for (int c = 0; c < cnt[2]; c++)
+                            for (int d = 0; d < cnt[3]; d++) {
+                                if (n == HEED_MAX_KNOCKOUTS) {
+                                    fprintf(stderr, "heed: --knockout: more than %d knockouts\n", HEED_MAX_KNOCKOUTS);
+                                    free(k);
+                                    return -1;
+                                }
+                                if (n == cap) {
+                                    cap = cap ? 2 * cap : 16;
+                                    heed_knockout *g = realloc(k, sizeof *k * (size_t)cap);
+                                    if (!g) {
+                                        free(k);
+                                        return -1;
+                                    }
+                                    k = g;
+                                }
+                                int q0 = r[2][2 * c], q1 = r[2][2 * c + 1], k0 = r[3][2 * d], k1 = r[3][2 * d + 1];
+                                if (q0 < 0) q0 = 0, q1 = 1 << 24; /* '*': every position */
+                                if (k0 < 0) k0 = 0, k1 = 1 << 24;
+                                k[n++] = (heed_knockout){l, h, q0, q1, k0, k1};
+                            }
     }
     *out = k;
     return n;
@@ -768,7 +800,7 @@ static int run_generate(const gen_opts *o) {
     if (!prompt || load_model(o->model, &m)) goto done;
     heed_model_get_info(m, &info);
     if ((scale = head_scales(o, &info, &bad_scale)), bad_scale) goto done;
-    if ((n_knock = parse_knockouts(o->knockout, &info, &knock)) < 0) goto done;
+    if ((n_knock = parse_knockouts(o->knockout, o->n_knockout, &info, &knock)) < 0) goto done;
     if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0 || !(ctx = open_context(o, m, &info, n_prompt, &n_predict)))
         goto done;
     if (!(go.steps = calloc((size_t)n_predict + 1, sizeof *go.steps))) goto oom;
@@ -1089,7 +1121,11 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--save")) { NEED_VALUE(); o->save = v; }
         else if (!strcmp(a, "--ablate")) { NEED_VALUE(); o->ablate = v; }
         else if (!strcmp(a, "--scale")) { NEED_VALUE(); o->scale = v; }
-        else if (!strcmp(a, "--knockout")) { NEED_VALUE(); o->knockout = v; }
+        else if (!strcmp(a, "--knockout")) {
+            NEED_VALUE();
+            if (o->n_knockout == 16) return usage_error("%s", "--knockout: at most 16 flags (each may list many)");
+            o->knockout[o->n_knockout++] = v;
+        }
         else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_VALUE();

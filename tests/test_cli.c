@@ -282,7 +282,7 @@ static void test_context_memory(void **state) {
 /* --knockout: the knocked-out entries are exactly 0, the rows still sum to
  * 1; bad items are refused naming them. */
 static void test_knockout_flag(void **state) {
-    assert_int_equal(run("generate -p 'Once upon a time' -n 4 --json --knockout '1:*:3-5:0-1,4:2:6:6'"), 0);
+    assert_int_equal(run("generate -p 'Once upon a time' -n 4 --json --knockout '1:*:3-5:0-1' --knockout 4:2:6:6"), 0);
     json_t *j = json_load_file(out_path, 0, NULL);
     assert_non_null(j);
     json_t *rows = json_object_get(json_object_get(j, "attention"), "rows");
@@ -296,9 +296,21 @@ static void test_knockout_flag(void **state) {
         }
     assert_true(json_real_value(json_array_get(json_array_get(json_array_get(json_array_get(rows, 4), 2), 6), 6)) == 0);
     json_decref(j);
-    expect_err("generate -p hi -n 1 --knockout 9:0:1:1", 1, "'9:0:1:1' is not LAYER:HEAD:QUERIES:KEYS");
+    expect_err("generate -p hi -n 1 --knockout 9:0:1:1", 1, "'9:0:1:1' is not LAYERS:HEADS:QUERIES:KEYS");
     expect_err("generate -p hi -n 1 --knockout '1:0:5-3:0'", 1, "'1:0:5-3:0' is not");
-    expect_err("generate -p hi -n 1 --knockout '1:*:2:0,x'", 1, "'x' is not");
+    expect_err("generate -p hi -n 1 --knockout '1:*:2:0,x'", 1, "'1:*:2:0,x' is not");
+    expect_err("generate -p hi -n 1 --knockout '1:*:2'", 1, "'1:*:2' is not");
+    /* lists and '*': layers 1 and 3, heads 0-1, every query, key 0 (the BOS): 4 knockouts */
+    assert_int_equal(run("generate -p 'Once upon a time' -n 2 --json --knockout '1,3:0-1:*:0'"), 0);
+    j = json_load_file(out_path, 0, NULL);
+    rows = json_object_get(json_object_get(j, "attention"), "rows");
+    for (int l = 0; l < 5; l++)
+        for (int h = 0; h < 2; h++) {
+            double w = json_real_value(json_array_get(json_array_get(json_array_get(json_array_get(rows, (size_t)l),
+                                                                                   (size_t)h), 4), 0));
+            assert_true((l == 1 || l == 3) ? w == 0 : w > 0);
+        }
+    json_decref(j);
 }
 
 static void test_attention_rows(void **state) {
