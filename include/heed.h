@@ -277,6 +277,15 @@ typedef struct heed_resid_block {
     const float *x;
 } heed_resid_block;
 
+/* The heads' attention outputs of one layer for positions pos0 .. pos0+n-1,
+ * before the output projection: out[i * n_head * head_dim + h * head_dim + d],
+ * after any intervention on them (scaling, replacement). */
+typedef struct heed_head_block {
+    int layer, pos0, n_query;
+    int n_head, head_dim;
+    const float *out;
+} heed_head_block;
+
 /* A mixture-of-experts layer's routing for positions pos0 .. pos0+n-1:
  * ids[i * n_used + s] is the expert in slot s (slots in order of router
  * probability, highest first) and weights[...] its weight in the layer's
@@ -302,6 +311,7 @@ typedef struct heed_attn_hook {
     void (*observe_qk)(void *user, const heed_qk_block *block);
     void (*observe_resid)(void *user, const heed_resid_block *block);
     void (*observe_moe)(void *user, const heed_moe_block *block); /* mixture-of-experts layers only */
+    void (*observe_heads)(void *user, const heed_head_block *block);
     void *user;
 } heed_attn_hook;
 
@@ -384,6 +394,14 @@ void heed_ctx_set_attn_hook(heed_ctx *ctx, const heed_attn_hook *hook);
  * HEED_OK, HEED_ERR_INVALID_ARG (a factor that is not finite),
  * HEED_ERR_NOMEM. */
 int heed_ctx_set_head_scale(heed_ctx *ctx, const float *scale);
+
+/* Replaces the attention output of the heads marked in which (n_layer x
+ * n_head bytes, nonzero: replaced) by values (n_layer x n_head x head_dim,
+ * the slice of each marked head) at every position: mean ablation, with the
+ * head's mean output as the value. Applied after head_scale. NULL which
+ * clears it. HEED_OK, HEED_ERR_INVALID_ARG (a value not finite) or
+ * HEED_ERR_NOMEM. */
+int heed_ctx_set_head_values(heed_ctx *ctx, const unsigned char *which, const float *values);
 
 /*
  * Runs n tokens through the model at positions n_past .. n_past+n-1 (a whole
@@ -501,6 +519,8 @@ typedef struct heed_recorder_params {
     const heed_knockout *knockouts; /* the knockouts the context applies (heed_ctx_set_knockouts; copied):
                                      * recomputed rows apply them too */
     int n_knockouts;
+    const unsigned char *head_which; /* for the record: heads whose output was replaced (heed_ctx_set_head_values; */
+    const float *head_values;        /* (n_layer x n_head) and (n_layer x n_head x head_dim); copied), or NULL */
     bool live_mean_row;      /* sum the newest query's row over layers and heads as the forward pass
                               * makes it, so heed_recorder_last_row with all heads and mean costs no
                               * recomputation (a live stream's attention summary); false */
@@ -639,6 +659,10 @@ const float *heed_run_head_scale(const heed_run *run);
 /* The knockouts a run was made under (owned by the run), *n their count;
  * NULL with *n 0: none. */
 const heed_knockout *heed_run_knockouts(const heed_run *run, int *n);
+/* The heads whose output a run replaced (mean ablation): *which (n_layer x
+ * n_head, nonzero: replaced) and the values (n_layer x n_head x head_dim),
+ * owned by the run; NULL (and *which NULL): none. */
+const float *heed_run_head_values(const heed_run *run, const unsigned char **which);
 /* A context sized as the lens's scratch (a full batch of rows per read of
  * the output matrix), for heed_run_lens_compute calls that share it.
  * n_threads 0: all cores. Returns as heed_ctx_new. */
@@ -846,6 +870,10 @@ typedef struct heed_gen_params {
     const heed_knockout *knockouts; /* an intervention in attention (heed_ctx_set_knockouts), n_knockouts
                                      * of them; a recording keeps them (heed_run_knockouts) */
     int n_knockouts;
+    const unsigned char *ablate_mean; /* mean ablation: (n_layer x n_head) bytes, nonzero: the head's output
+                                       * is replaced at every position by its mean over the prompt's
+                                       * positions in a first, unintervened pass (heed_ctx_set_head_values);
+                                       * a recording keeps the heads and the means (heed_run_head_values) */
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);

@@ -99,6 +99,7 @@ void api_gen_free(gen *g) {
     json_decref(g->interventions);
     free(g->head_scale);
     free(g->knockouts);
+    free(g->ablate_mean);
     json_decref(g->replay);
     free(g);
 }
@@ -282,11 +283,11 @@ static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
                *jf = json_object_get(e, "factor");
         const char *type = json_string_value(json_object_get(e, "type"));
         bool ablate = type && !strcmp(type, "ablate"), scale = type && !strcmp(type, "scale"),
-             knock = type && !strcmp(type, "knockout");
-        if (!ablate && !scale && !knock) {
+             knock = type && !strcmp(type, "knockout"), mean = type && !strcmp(type, "ablate_mean");
+        if (!ablate && !scale && !knock && !mean) {
             api_error(rp, 400, "interventions", "invalid_parameter",
-                      "interventions[%zu]: type must be \"ablate\", \"scale\" or \"knockout\" (others are not "
-                      "supported yet)", i);
+                      "interventions[%zu]: type must be \"ablate\", \"ablate_mean\", \"scale\" or \"knockout\" "
+                      "(others are not supported yet)", i);
             return -1;
         }
         /* a knockout's layer and head may be absent or null: every one */
@@ -309,6 +310,14 @@ static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
                 return -1;
             }
             g->n_knockouts++;
+            continue;
+        }
+        if (mean) {
+            if (!g->ablate_mean && !(g->ablate_mean = calloc(nh, 1))) {
+                api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+                return -1;
+            }
+            g->ablate_mean[l * a->info.n_head + h] = 1;
             continue;
         }
         double f = 0;
@@ -457,6 +466,7 @@ static int gen_start(gen *g) {
     gp.head_scale = g->head_scale;
     gp.knockouts = g->knockouts;
     gp.n_knockouts = g->n_knockouts;
+    gp.ablate_mean = g->ablate_mean;
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
     gp.record = true;

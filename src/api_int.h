@@ -142,6 +142,7 @@ typedef struct gen {
     json_t *interventions; /* the request's "interventions", kept in the run's document; or NULL */
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
     heed_knockout *knockouts; /* (n_knockouts) the knockouts among them */
+    unsigned char *ablate_mean; /* (n_layer, n_head) heads mean-ablated, or NULL */
     int n_knockouts;
     /* timings (api_mono_s), on the engine thread: queued, started (taken by
      * the engine), prompt done, first token event out, last token event out */

@@ -106,6 +106,8 @@ struct heed_ctx {
     heed_attn_hook hook;
     bool hooked;
     float *head_scale; /* (n_layer, n_head) factors on each head's attention output, or NULL: none */
+    unsigned char *head_which; /* (n_layer, n_head) heads whose output is replaced by head_values, or NULL */
+    float *head_values;        /* (n_layer, n_head, head_dim) */
     int key_chunk;     /* keys per chunk of a split decode row; 0: never split */
     bool split_forced; /* split whatever the model's units (forward_set_key_chunk: tests, benchmarks) */
     kern_knockout *ko; /* the knockouts, by layer (rules[l].ko points into it), or NULL */
@@ -514,6 +516,18 @@ static void scale_heads(heed_ctx *c, int layer, int n) {
     }
 }
 
+/* An intervention: the marked heads' outputs replaced by their values (mean ablation). */
+static void replace_heads(heed_ctx *c, int layer, int n) {
+    const heed_model *m = c->m;
+    for (int h = 0; h < m->n_head; h++) {
+        size_t at = (size_t)layer * m->n_head + h;
+        if (!c->head_which[at]) continue;
+        for (int t = 0; t < n; t++)
+            memcpy(c->ao + (size_t)t * c->q_dim + (size_t)h * m->head_dim, c->head_values + at * m->head_dim,
+                   sizeof(float) * (size_t)m->head_dim);
+    }
+}
+
 static void add_bias(float *y, const float *b, int dim) {
     if (!b) return;
     for (int i = 0; i < dim; i++) y[i] += b[i];
@@ -744,6 +758,11 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     }
     attention(c, il, pos0, n);
     if (c->head_scale) scale_heads(c, il, n);
+    if (c->head_which) replace_heads(c, il, n);
+    if (c->hooked && c->hook.observe_heads && (!c->hook.want || c->hook.want(c->hook.user, il))) {
+        heed_head_block hb = {il, pos0, n, m->n_head, m->head_dim, c->ao};
+        c->hook.observe_heads(c->hook.user, &hb);
+    }
     matmul(c, c->xb, E, &ly->wo, c->ao, n);
 
     per_token(c, ly, il, pos0, n, STEP_ADD_FFN_NORM); /* residual, then the FFN's norm */
@@ -1011,6 +1030,8 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->hb); free(c->hb2); free(c->att); free(c->xq);
     free(c->logits);
     free(c->head_scale);
+    free(c->head_which);
+    free(c->head_values);
     free(c);
 }
 
@@ -1028,6 +1049,31 @@ int heed_ctx_set_head_scale(heed_ctx *c, const float *scale) {
     if (!s) return HEED_ERR_NOMEM;
     memcpy(s, scale, sizeof(float) * n);
     c->head_scale = s;
+    return HEED_OK;
+}
+
+int heed_ctx_set_head_values(heed_ctx *c, const unsigned char *which, const float *values) {
+    if (!c) return HEED_ERR_INVALID_ARG;
+    free(c->head_which);
+    free(c->head_values);
+    c->head_which = NULL;
+    c->head_values = NULL;
+    if (!which) return HEED_OK;
+    if (!values) return HEED_ERR_INVALID_ARG;
+    const heed_model *m = c->m;
+    size_t nh = (size_t)m->n_layer * m->n_head, nv = nh * m->head_dim;
+    for (size_t i = 0; i < nh; i++)
+        for (int d = 0; which[i] && d < m->head_dim; d++)
+            if (!isfinite(values[i * m->head_dim + d])) return HEED_ERR_INVALID_ARG;
+    c->head_which = malloc(nh);
+    c->head_values = malloc(sizeof(float) * nv);
+    if (!c->head_which || !c->head_values) {
+        free(c->head_which), free(c->head_values);
+        c->head_which = NULL, c->head_values = NULL;
+        return HEED_ERR_NOMEM;
+    }
+    memcpy(c->head_which, which, nh);
+    memcpy(c->head_values, values, sizeof(float) * nv);
     return HEED_OK;
 }
 
@@ -1066,7 +1112,8 @@ const float *heed_ctx_logits(const heed_ctx *c) { return c ? c->logits : NULL; }
 
 void heed_ctx_set_attn_hook(heed_ctx *c, const heed_attn_hook *hook) {
     if (!c) return;
-    c->hooked = hook && (hook->observe || hook->observe_qk || hook->observe_resid || hook->observe_moe);
+    c->hooked = hook && (hook->observe || hook->observe_qk || hook->observe_resid || hook->observe_moe ||
+                         hook->observe_heads);
     if (c->hooked) c->hook = *hook;
     else memset(&c->hook, 0, sizeof c->hook);
 }

@@ -26,6 +26,7 @@ struct heed_gen {
     int32_t *forced;     /* (n_forced) copied */
     heed_sampler *smp;
     heed_recorder *rec;  /* NULL without record */
+    float *head_values;  /* mean ablation's means (n_layer, n_head, head_dim), or NULL */
     int32_t *out;        /* (n_predict + 1) */
     int n_out, n_predict;
     bool pending;        /* out[n_out - 1] is chosen but not decoded yet */
@@ -39,7 +40,7 @@ heed_gen_params heed_gen_default_params(void) {
     heed_gen_params p = {
         .sampler = heed_sampler_default_params(), .n_predict = 64, .record = false,
         .rec = heed_recorder_default_params(), .prompt_text = NULL, .forced = NULL, .n_forced = 0, .n_top = 5,
-        .head_scale = NULL, .knockouts = NULL, .n_knockouts = 0,
+        .head_scale = NULL, .knockouts = NULL, .n_knockouts = 0, .ablate_mean = NULL,
     };
     return p;
 }
@@ -48,11 +49,55 @@ void heed_gen_free(heed_gen *g) {
     if (!g) return;
     if (g->p.head_scale) heed_ctx_set_head_scale(g->ctx, NULL); /* the intervention was the session's */
     if (g->p.n_knockouts) heed_ctx_set_knockouts(g->ctx, NULL, 0);
+    if (g->p.ablate_mean) heed_ctx_set_head_values(g->ctx, NULL, NULL);
+    free(g->head_values);
     heed_recorder_free(g->rec); /* also gives the context its hook back when not finished */
     heed_sampler_free(g->smp);
     free(g->forced);
     free(g->out);
     free(g);
+}
+
+/* The sums of the marked heads' outputs over a pass's positions. */
+typedef struct mean_acc {
+    const unsigned char *which;
+    double *sum; /* (n_layer, n_head, head_dim) */
+} mean_acc;
+
+static void mean_observe(void *user, const heed_head_block *b) {
+    mean_acc *a = user;
+    for (int h = 0; h < b->n_head; h++) {
+        size_t at = (size_t)b->layer * b->n_head + h;
+        if (!a->which[at]) continue;
+        for (int i = 0; i < b->n_query; i++)
+            for (int d = 0; d < b->head_dim; d++)
+                a->sum[at * b->head_dim + d] += b->out[((size_t)i * b->n_head + h) * b->head_dim + d];
+    }
+}
+
+/* Mean ablation's values: each marked head's output averaged over the
+ * prompt's positions in a pass with no intervention. */
+static int head_means(const heed_model_info *mi, heed_ctx *ctx, const int32_t *prompt, int n_prompt,
+                      const unsigned char *which, float **out) {
+    size_t nv = (size_t)mi->n_layer * mi->n_head * mi->head_dim;
+    mean_acc a = {which, calloc(nv, sizeof(double))};
+    *out = malloc(sizeof(float) * nv);
+    int rc = a.sum && *out ? HEED_OK : HEED_ERR_NOMEM;
+    if (!rc) {
+        heed_attn_hook hook = {.observe_heads = mean_observe, .user = &a};
+        heed_ctx_set_attn_hook(ctx, &hook);
+        heed_ctx_reset(ctx);
+        rc = heed_decode(ctx, prompt, n_prompt);
+        heed_ctx_set_attn_hook(ctx, NULL);
+        heed_ctx_reset(ctx);
+    }
+    for (size_t i = 0; !rc && i < nv; i++) (*out)[i] = (float)(a.sum[i] / n_prompt);
+    free(a.sum);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *params, const int32_t *prompt,
@@ -69,10 +114,24 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         if (prompt[i] < 0 || prompt[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
     for (int i = 0; i < p.n_forced; i++)
         if (p.forced[i] < 0 || p.forced[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
-    int rc = heed_ctx_set_head_scale(ctx, p.head_scale); /* NULL also clears an earlier session's */
+    /* a clean context first: no earlier session's interventions */
+    heed_ctx_set_head_scale(ctx, NULL);
+    heed_ctx_set_knockouts(ctx, NULL, 0);
+    heed_ctx_set_head_values(ctx, NULL, NULL);
+    float *means = NULL;
+    int rc = HEED_OK;
+    if (p.ablate_mean) {
+        if (n_prompt > heed_ctx_n_ctx(ctx)) return HEED_ERR_CONTEXT_FULL;
+        if ((rc = head_means(&mi, ctx, prompt, n_prompt, p.ablate_mean, &means))) return rc;
+    }
+    rc = heed_ctx_set_head_scale(ctx, p.head_scale);
     if (!rc) rc = heed_ctx_set_knockouts(ctx, p.knockouts, p.n_knockouts);
+    if (!rc && means) rc = heed_ctx_set_head_values(ctx, p.ablate_mean, means);
     if (rc) {
         heed_ctx_set_head_scale(ctx, NULL);
+        heed_ctx_set_knockouts(ctx, NULL, 0);
+        heed_ctx_set_head_values(ctx, NULL, NULL);
+        free(means);
         return rc;
     }
     heed_ctx_reset(ctx);
@@ -81,7 +140,11 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     /* every output but the last goes through the context */
     int room = n_ctx - n_prompt + 1;
     heed_gen *g = calloc(1, sizeof *g);
-    if (!g) return HEED_ERR_NOMEM;
+    if (!g) {
+        free(means);
+        return HEED_ERR_NOMEM;
+    }
+    g->head_values = means;
     g->m = m;
     g->ctx = ctx;
     g->p = p;
@@ -102,6 +165,8 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         rp.head_scale = p.head_scale;
         rp.knockouts = p.knockouts;
         rp.n_knockouts = p.n_knockouts;
+        rp.head_which = p.ablate_mean;
+        rp.head_values = means;
         rc = heed_recorder_new(m, ctx, &rp, &g->rec);
         if (!rc) rc = heed_recorder_begin(g->rec, prompt, n_prompt);
     }

@@ -61,6 +61,7 @@ static const char *usage_text =
     "      --no-stream         plain mode: print the text at the end, not token by token\n"
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
     "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
+    "      --ablate-mean L:H[,...]  replace these heads' output by its mean over the prompt\n"
     "      --scale L:H:F[,...] multiply these heads' attention output by F\n"
     "      --knockout L:H:Q:K  queries Q may not attend to keys K (each field a list of N, A-B or '*';\n"
     "                          positions inclusive; repeatable)\n"
@@ -76,6 +77,7 @@ typedef struct gen_opts {
     const char *save;
     const char *ablate, *scale; /* interventions: "L:H,..." and "L:H:F,..." */
     const char *knockout[16];   /* each --knockout: "LAYERS:HEADS:QUERIES:KEYS" */
+    const char *ablate_mean;    /* "L:H,..." */
     int n_knockout;
     bool chat;
     int n_predict;
@@ -796,11 +798,25 @@ static int run_generate(const gen_opts *o) {
     bool bad_scale = false;
     heed_knockout *knock = NULL;
     int n_knock = 0;
+    unsigned char *mean_which = NULL;
     heed_model_info info;
     if (!prompt || load_model(o->model, &m)) goto done;
     heed_model_get_info(m, &info);
     if ((scale = head_scales(o, &info, &bad_scale)), bad_scale) goto done;
     if ((n_knock = parse_knockouts(o->knockout, o->n_knockout, &info, &knock)) < 0) goto done;
+    if (o->ablate_mean) { /* the heads, through parse_heads: factor 0 marks them */
+        size_t nh = (size_t)info.n_layer * info.n_head;
+        float *marks = malloc(sizeof(float) * nh);
+        if (!marks || !(mean_which = calloc(nh, 1))) {
+            free(marks);
+            goto done;
+        }
+        for (size_t i = 0; i < nh; i++) marks[i] = 1.0f;
+        int prc = parse_heads("--ablate-mean", o->ablate_mean, false, &info, marks);
+        for (size_t i = 0; i < nh; i++) mean_which[i] = marks[i] == 0.0f;
+        free(marks);
+        if (prc) goto done;
+    }
     if ((n_prompt = prompt_ids(o, m, &info, prompt)) < 0 || !(ctx = open_context(o, m, &info, n_prompt, &n_predict)))
         goto done;
     if (!(go.steps = calloc((size_t)n_predict + 1, sizeof *go.steps))) goto oom;
@@ -826,6 +842,7 @@ static int run_generate(const gen_opts *o) {
     gp.head_scale = scale;
     gp.knockouts = knock;
     gp.n_knockouts = n_knock;
+    gp.ablate_mean = mean_which;
     if (!o->json) print_prompt(o, m, prompt, n_prompt);
     go.t0 = now_s();
     int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
@@ -856,6 +873,7 @@ done:
     heed_gen_free(g);
     free(scale);
     free(knock);
+    free(mean_which);
     free(go.text.buf);
     free(go.cap.rows);
     free(go.cap.sel);
@@ -1121,6 +1139,7 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--save")) { NEED_VALUE(); o->save = v; }
         else if (!strcmp(a, "--ablate")) { NEED_VALUE(); o->ablate = v; }
         else if (!strcmp(a, "--scale")) { NEED_VALUE(); o->scale = v; }
+        else if (!strcmp(a, "--ablate-mean")) { NEED_VALUE(); o->ablate_mean = v; }
         else if (!strcmp(a, "--knockout")) {
             NEED_VALUE();
             if (o->n_knockout == 16) return usage_error("%s", "--knockout: at most 16 flags (each may list many)");

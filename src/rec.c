@@ -98,6 +98,13 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
         if (!(r->head_scale = malloc(sizeof(float) * n))) return HEED_ERR_NOMEM;
         memcpy(r->head_scale, p->head_scale, sizeof(float) * n);
     }
+    if (p->head_which && p->head_values) { /* mean ablation: which heads, and their values */
+        size_t n = (size_t)mi.n_layer * mi.n_head;
+        if (!(r->head_which = malloc(n)) || !(r->head_values = malloc(sizeof(float) * n * mi.head_dim)))
+            return HEED_ERR_NOMEM;
+        memcpy(r->head_which, p->head_which, n);
+        memcpy(r->head_values, p->head_values, sizeof(float) * n * mi.head_dim);
+    }
     r->n_expert = mi.n_expert;
     r->n_expert_used = mi.n_expert_used;
     astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes, p->spill_dir,
@@ -128,7 +135,8 @@ heed_recorder_params heed_recorder_default_params(void) {
     heed_recorder_params p = {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
         .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .head_scale = NULL,
-        .n_threads = 0, .spill_dir = NULL, .knockouts = NULL, .n_knockouts = 0,
+        .n_threads = 0, .spill_dir = NULL, .knockouts = NULL, .n_knockouts = 0, .head_which = NULL,
+        .head_values = NULL,
         .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };

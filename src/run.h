@@ -73,6 +73,8 @@ struct heed_run {
                        * for a lens computed on demand; NULL when every lens was computed eagerly */
     bool lens_lazy;   /* recording keeps residuals instead of computing the lens */
     float *head_scale; /* (n_layer, n_head) the intervention the run was made under, or NULL: none */
+    unsigned char *head_which; /* (n_layer, n_head) heads whose output was replaced (mean ablation), or NULL */
+    float *head_values;        /* (n_layer, n_head, head_dim) their values */
     /* mixture of experts: the routing of every position fed (n_expert 0: a dense model) */
     int n_expert, n_expert_used;
     int moe_n, moe_cap;  /* positions routed; capacity */

@@ -254,6 +254,8 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
         }
         if (ko) a[n++] = arr("knockouts", HEED_DT_I32, ko, 2, (uint64_t)r->st.n_ko_list, 6, 0, 0);
     }
+    if (r->head_values) /* mean ablation: each head's replacement (the heads not replaced are in the JSON) */
+        a[n++] = arr("head_values", HEED_DT_F32, r->head_values, 3, L, (uint64_t)r->n_head, (uint64_t)r->head_dim, 0);
     if (r->n_expert) { /* a mixture of experts: the routing of every position fed */
         uint64_t K = (uint64_t)r->n_expert_used;
         a[n++] = arr("expert_id", HEED_DT_I32, r->moe_ids, 3, (uint64_t)r->moe_n, L, K, 0);
@@ -360,6 +362,19 @@ static void json_run_meta(jsonw *w, const heed_run *r) {
         jw_arr_end(w);
         jw_obj_end(w);
     }
+    jw_key(w, "mean_ablated"); /* [{layer, head, value: [head_dim]}]: heads whose output was replaced */
+    jw_arr(w);
+    for (int i = 0; r->head_which && i < r->n_layer * r->n_head; i++) {
+        if (!r->head_which[i]) continue;
+        jw_obj(w);
+        jw_key(w, "layer"); jw_int(w, i / r->n_head);
+        jw_key(w, "head"); jw_int(w, i % r->n_head);
+        jw_key(w, "value"); jw_arr(w);
+        for (int d = 0; d < r->head_dim; d++) jw_float(w, r->head_values[(size_t)i * r->head_dim + d]);
+        jw_arr_end(w);
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
     jw_key(w, "knockouts"); /* [{layer, head (-1: all), queries: [first, last], keys: [first, last]}] */
     jw_arr(w);
     for (int i = 0; i < r->st.n_ko_list; i++) {

@@ -66,7 +66,8 @@ enum {
     FLAG_RULE = 128, /* attention rows not q.k / sqrt(head_dim) over every key: ATTR (each layer's rule) */
     FLAG_MOE = 256,  /* a mixture-of-experts model's run: EXPT (the routing) */
     FLAG_KNOCK = 512, /* made with attention knockouts: KNCK (the list) */
-    FLAG_ALL = 1023,
+    FLAG_MEAN = 1024, /* heads' outputs replaced (mean ablation): HVAL (which, and the values) */
+    FLAG_ALL = 2047,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -100,7 +101,7 @@ static uint32_t run_flags(const heed_run *r) {
            (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
            (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
            (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0) |
-           (r->st.n_ko_list ? FLAG_KNOCK : 0);
+           (r->st.n_ko_list ? FLAG_KNOCK : 0) | (r->head_which ? FLAG_MEAN : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -151,6 +152,12 @@ static void sec_rule(wr *w, const heed_run *r) {
         const kern_attn_rule *a = &r->st.rules[l];
         w_f32(w, a->scale); w_f32(w, a->softcap); w_i32(w, a->window);
     }
+}
+
+static void sec_hval(wr *w, const heed_run *r) {
+    size_t n = (size_t)r->n_layer * r->n_head;
+    w_bytes(w, r->head_which, n);
+    w_bytes(w, r->head_values, n * r->head_dim * 4);
 }
 
 static void sec_knock(wr *w, const heed_run *r) {
@@ -206,7 +213,7 @@ typedef struct sec_def {
  * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
-    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock},
+    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock}, {"HVAL", FLAG_MEAN, sec_hval},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -660,6 +667,14 @@ static int load_body(rd *d, heed_run *r) {
             free(list);
         }
         free(k);
+    }
+    if (!rc && (flags & FLAG_MEAN)) { /* the heads whose output was replaced, and the values */
+        uint64_t n = (uint64_t)r->n_layer * r->n_head;
+        part p[2] = {{(void **)&r->head_which, n, 1, "replaced heads"},
+                     {(void **)&r->head_values, n * (uint64_t)r->head_dim, 4, "head values"}};
+        rc = sec_bulk(d, "HVAL", p, 2);
+        for (uint64_t i = 0; !rc && i < n * (uint64_t)r->head_dim; i++)
+            if (!isfinite(r->head_values[i])) rc = bad(d, "head value", "is not finite");
     }
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {

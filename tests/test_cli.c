@@ -313,6 +313,21 @@ static void test_knockout_flag(void **state) {
     json_decref(j);
 }
 
+/* --ablate-mean: runs, changes the output distribution, refuses a bad head */
+static void test_ablate_mean_flag(void **state) {
+    assert_int_equal(run("generate -p 'Once upon a time' -n 2 --json --attention none"), 0);
+    json_t *base = json_load_file(out_path, 0, NULL);
+    assert_int_equal(run("generate -p 'Once upon a time' -n 2 --json --attention none --ablate-mean 2:3,4:0"), 0);
+    json_t *mean = json_load_file(out_path, 0, NULL);
+    assert_true(base && mean);
+    double pb = json_number_value(json_object_get(json_array_get(json_object_get(base, "steps"), 0), "prob"));
+    double pm = json_number_value(json_object_get(json_array_get(json_object_get(mean, "steps"), 0), "prob"));
+    assert_true(pb != pm);
+    json_decref(base);
+    json_decref(mean);
+    expect_err("generate -p hi -n 1 --ablate-mean 9:0", 1, "--ablate-mean: head 9:0 is outside");
+}
+
 static void test_attention_rows(void **state) {
     assert_int_equal(run("generate -p 'Once upon a time' -n 6 --json"), 0);
     json_t *full = json_load_file(out_path, 0, NULL);
@@ -573,6 +588,7 @@ int main(void) {
         cmocka_unit_test(test_context_memory),
         cmocka_unit_test(test_attention_rows),
         cmocka_unit_test(test_knockout_flag),
+        cmocka_unit_test(test_ablate_mean_flag),
         cmocka_unit_test(test_bpe_model_text_and_ids),
         cmocka_unit_test(test_chat_and_tokenize),
         cmocka_unit_test(test_chat_content_is_text),

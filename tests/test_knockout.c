@@ -1,5 +1,6 @@
 /*
- * test_knockout - attention knockout, the intervention on attention itself:
+ * test_knockout - attention knockout, the intervention on attention itself,
+ * and mean ablation (a head's output replaced by its mean):
  * knocked-out keys get exactly 0 and the row is the softmax over the other
  * keys (checked in double from the observed q and k), layers before the
  * knockout are untouched bit for bit, a knockout that matches nothing
@@ -208,8 +209,113 @@ static void test_knockout_recorded(void **state) {
     heed_model_free(m);
 }
 
+typedef struct head_sums {
+    const unsigned char *which;
+    int n_head, hd;
+    double sum[8][8][8];
+    float seen[8][8][N][8]; /* the observed outputs, per position */
+} head_sums;
+
+static void sum_heads(void *user, const heed_head_block *b) {
+    head_sums *s = user;
+    for (int i = 0; i < b->n_query; i++)
+        for (int h = 0; h < b->n_head; h++)
+            for (int d = 0; d < b->head_dim; d++) {
+                float v = b->out[((size_t)i * b->n_head + h) * b->head_dim + d];
+                s->sum[b->layer][h][d] += v;
+                s->seen[b->layer][h][b->pos0 + i][d] = v;
+            }
+}
+
+/* Mean ablation: the session's means are each head's output averaged over
+ * the prompt in a clean pass (here recomputed, bit for bit); the replaced
+ * head outputs exactly its mean at every position; the recorded run's first
+ * step is a context with those values set by hand, bit for bit; the run
+ * keeps the heads and means through a file. */
+static void test_mean_ablation(void **state) {
+    (void)state;
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_true(mi.n_layer <= 8 && mi.n_head <= 8 && mi.head_dim <= 8);
+    unsigned char which[64] = {0};
+    which[2 * mi.n_head + 3] = which[4 * mi.n_head + 0] = 1; /* heads 2:3 and 4:0 */
+    /* the means, by hand */
+    head_sums *hs = calloc(1, sizeof *hs);
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    heed_attn_hook hook = {.observe_heads = sum_heads, .user = hs};
+    heed_ctx_set_attn_hook(c, &hook);
+    assert_int_equal(heed_decode(c, IDS, 6), HEED_OK);
+    float means[8 * 8 * 8] = {0};
+    for (int l = 0; l < mi.n_layer; l++)
+        for (int h = 0; h < mi.n_head; h++)
+            for (int d = 0; d < mi.head_dim; d++)
+                means[((size_t)l * mi.n_head + h) * mi.head_dim + d] = (float)(hs->sum[l][h][d] / 6);
+    /* the session, recorded */
+    heed_ctx *c2;
+    assert_int_equal(heed_ctx_new(m, NULL, &c2), HEED_OK);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler.temperature = 0;
+    gp.n_predict = 4;
+    gp.record = true;
+    gp.ablate_mean = which;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c2, &gp, IDS, 6, &g), HEED_OK);
+    heed_gen_step st;
+    while (heed_gen_next(g, &st) == 1) {
+    }
+    heed_run *run;
+    assert_int_equal(heed_gen_finish(g, &run), HEED_OK);
+    heed_gen_free(g);
+    const unsigned char *rw;
+    const float *rv = heed_run_head_values(run, &rw);
+    assert_non_null(rv);
+    assert_memory_equal(rw, which, (size_t)mi.n_layer * mi.n_head);
+    for (int i = 0; i < mi.n_layer * mi.n_head; i++)
+        if (which[i]) assert_memory_equal(rv + (size_t)i * mi.head_dim, means + (size_t)i * mi.head_dim, sizeof(float) * (size_t)mi.head_dim);
+    /* a context with the values set by hand: the replaced heads output their means; step 0's logits */
+    memset(hs, 0, sizeof *hs);
+    heed_ctx_reset(c);
+    assert_int_equal(heed_ctx_set_head_values(c, which, means), HEED_OK);
+    assert_int_equal(heed_decode(c, IDS, 6), HEED_OK);
+    for (int p = 0; p < 6; p++)
+        for (int i = 0; i < mi.n_layer * mi.n_head; i++)
+            if (which[i])
+                assert_memory_equal(hs->seen[i / mi.n_head][i % mi.n_head][p], means + (size_t)i * mi.head_dim,
+                                    sizeof(float) * (size_t)mi.head_dim);
+    heed_run_step s0;
+    assert_int_equal(heed_run_get_step(run, 0, &s0), HEED_OK);
+    for (int k = 0; k < s0.n_cand; k++) assert_true(s0.cand[k].logit == heed_ctx_logits(c)[s0.cand[k].id]);
+    /* through a file */
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    assert_int_equal(heed_run_save(run, "test-output/mean.heedrun", NULL, 0), HEED_OK);
+    heed_run *back;
+    assert_int_equal(heed_run_load("test-output/mean.heedrun", &back, NULL, 0), HEED_OK);
+    const unsigned char *bw;
+    const float *bv = heed_run_head_values(back, &bw);
+    assert_memory_equal(bw, which, (size_t)mi.n_layer * mi.n_head);
+    assert_memory_equal(bv, rv, sizeof(float) * (size_t)mi.n_layer * mi.n_head * mi.head_dim);
+    heed_run_info ri;
+    heed_run_get_info(back, &ri);
+    assert_true(ri.intervened);
+    /* a value that is not finite is refused */
+    float bad[8 * 8 * 8];
+    memcpy(bad, means, sizeof bad);
+    bad[(2 * mi.n_head + 3) * mi.head_dim] = NAN;
+    assert_int_equal(heed_ctx_set_head_values(c, which, bad), HEED_ERR_INVALID_ARG);
+    heed_run_free(back);
+    heed_run_free(run);
+    heed_ctx_free(c);
+    heed_ctx_free(c2);
+    free(hs);
+    heed_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mean_ablation),
         cmocka_unit_test(test_knockout_rows),
         cmocka_unit_test(test_knockout_recorded),
     };

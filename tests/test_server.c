@@ -1095,6 +1095,27 @@ static void test_interventions(void **state) {
     json_decref(cli);
     json_decref(doc);
     json_decref(d);
+    /* mean ablation: the same first step as the CLI's */
+    d = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 2, \"cache\": false, \"interventions\": "
+                 "[{\"type\": \"ablate_mean\", \"layer\": 2, \"head\": 3}]}",
+                 ids, &n_ids);
+    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d, "run_id")));
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
+    p_api = json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob"));
+    snprintf(cmd, sizeof cmd, "%s generate -p 'Once upon a time' -n 1 --json --attention none --top-k 40 "
+                              "--top-p 0.95 --min-p 0.05 --ablate-mean 2:3 > test-output/iv.json",
+             heed_bin);
+    assert_int_equal(system(cmd), 0);
+    cli = json_load_file("test-output/iv.json", 0, NULL);
+    assert_non_null(cli);
+    p_cli = json_number_value(json_object_get(json_array_get(json_object_get(cli, "steps"), 0), "prob"));
+    assert_float_equal(p_api, p_cli, 1e-6);
+    json_decref(cli);
+    json_decref(doc);
+    json_decref(d);
+    expect_error(&main_srv, "POST", "/api/runs",
+                 "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"ablate_mean\", \"layer\": 0, \"head\": 99}]}",
+                 400, "interventions");
     expect_error(&main_srv, "POST", "/api/runs",
                  "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"knockout\", \"queries\": [3, 1], "
                  "\"keys\": [0, 0]}]}", 400, "interventions");
