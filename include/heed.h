@@ -370,6 +370,28 @@ typedef struct heed_knockout {
     int k0, k1;
 } heed_knockout;
 
+/*
+ * Edits of the residual stream (interventions): after layer `layer`, at
+ * position `pos` (-1: every position), the residual row is replaced by vec
+ * (activation patching: vec is the row another run had there) or gets
+ * alpha * vec added (steering). vec has n_embd floats.
+ */
+typedef struct heed_resid_edit {
+    int layer, pos;
+    bool replace;
+    float alpha;
+    const float *vec;
+} heed_resid_edit;
+
+/* Residual edits one context (and one run) holds at most. */
+#define HEED_MAX_RESID_EDITS 256
+
+/* Sets the context's residual edits (copied, vectors too; n 0 clears them),
+ * applied from the next heed_decode on. HEED_OK, HEED_ERR_INVALID_ARG (a
+ * layer out of range, pos < -1, a vector or alpha not finite) or
+ * HEED_ERR_NOMEM. */
+int heed_ctx_set_resid_edits(heed_ctx *ctx, const heed_resid_edit *edits, int n);
+
 /* Knockouts one context (and one run) holds at most. */
 #define HEED_MAX_KNOCKOUTS 4096
 
@@ -521,6 +543,8 @@ typedef struct heed_recorder_params {
     int n_knockouts;
     const unsigned char *head_which; /* for the record: heads whose output was replaced (heed_ctx_set_head_values; */
     const float *head_values;        /* (n_layer x n_head) and (n_layer x n_head x head_dim); copied), or NULL */
+    const heed_resid_edit *resid_edits; /* for the record: the residual edits (copied) */
+    int n_resid_edits;
     bool live_mean_row;      /* sum the newest query's row over layers and heads as the forward pass
                               * makes it, so heed_recorder_last_row with all heads and mean costs no
                               * recomputation (a live stream's attention summary); false */
@@ -663,6 +687,9 @@ const heed_knockout *heed_run_knockouts(const heed_run *run, int *n);
  * n_head, nonzero: replaced) and the values (n_layer x n_head x head_dim),
  * owned by the run; NULL (and *which NULL): none. */
 const float *heed_run_head_values(const heed_run *run, const unsigned char **which);
+/* The residual edits (patching, steering) a run was made under, owned by
+ * the run (vectors of n_embd floats); NULL with *n 0: none. */
+const heed_resid_edit *heed_run_resid_edits(const heed_run *run, int *n);
 /* A context sized as the lens's scratch (a full batch of rows per read of
  * the output matrix), for heed_run_lens_compute calls that share it.
  * n_threads 0: all cores. Returns as heed_ctx_new. */
@@ -855,6 +882,15 @@ int heed_run_export_json(const heed_run *run, const char *path, char *err, size_
 
 typedef struct heed_gen heed_gen;
 
+/* Activation patching's source: the residual row after layer `layer` at
+ * position `pos` of the sequence src (n_src ids, n_src > pos: another
+ * run's prompt and outputs), put in place of this run's row there. */
+typedef struct heed_gen_patch {
+    int layer, pos;
+    const int32_t *src;
+    int n_src;
+} heed_gen_patch;
+
 typedef struct heed_gen_params {
     heed_sampler_params sampler;
     int n_predict;            /* outputs at most (64; 0: the prompt is only run); cut to the context's room */
@@ -874,6 +910,13 @@ typedef struct heed_gen_params {
                                        * is replaced at every position by its mean over the prompt's
                                        * positions in a first, unintervened pass (heed_ctx_set_head_values);
                                        * a recording keeps the heads and the means (heed_run_head_values) */
+    const heed_resid_edit *resid_edits; /* patching and steering (heed_ctx_set_resid_edits), n_resid_edits of
+                                         * them; a recording keeps them (heed_run_resid_edits) */
+    int n_resid_edits;
+    const heed_gen_patch *patches; /* activation patching from other token sequences: each patch's row is
+                                    * computed in a first pass over its source ids, then replaces this
+                                    * run's row (a residual edit, recorded as one) */
+    int n_patches;
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);

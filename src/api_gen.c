@@ -100,6 +100,11 @@ void api_gen_free(gen *g) {
     free(g->head_scale);
     free(g->knockouts);
     free(g->ablate_mean);
+    free(g->edits);
+    free(g->edit_vecs);
+    for (int i = 0; g->patch_src && i < g->n_patches; i++) free(g->patch_src[i]);
+    free(g->patch_src);
+    free(g->patches);
     json_decref(g->replay);
     free(g);
 }
@@ -257,6 +262,91 @@ static bool json_range(json_t *j, int *lo, int *hi) {
     return true;
 }
 
+/* A steering or patching item: {"type": "steer", "layer": L, "alpha": A,
+ * "vector": [n_embd numbers]} or {"type": "patch", "run": ID, "layer": L,
+ * "pos": P} (the stored run, of this model, with more than P tokens). */
+static int parse_resid_edit(api *a, json_t *e, size_t i, bool steer, gen *g, api_reply *rp) {
+    const int E = a->info.n_embd, L = a->info.n_layer;
+    json_t *jl = json_object_get(e, "layer");
+    json_int_t l = json_is_integer(jl) ? json_integer_value(jl) : -1;
+    if (l < 0 || l >= L) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: layer must be an integer below %d",
+                  i, L);
+        return -1;
+    }
+    if (g->n_edits + g->n_patches >= HEED_MAX_RESID_EDITS) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: more than %d steering and "
+                  "patching items", i, HEED_MAX_RESID_EDITS);
+        return -1;
+    }
+    if (steer) {
+        json_t *jv = json_object_get(e, "vector"), *ja = json_object_get(e, "alpha");
+        double alpha = json_is_number(ja) ? json_number_value(ja) : NAN;
+        if (!json_is_array(jv) || json_array_size(jv) != (size_t)E || !isfinite(alpha)) {
+            api_error(rp, 400, "interventions", "invalid_parameter",
+                      "interventions[%zu]: a steer needs \"alpha\" (a number) and \"vector\" (%d numbers)", i, E);
+            return -1;
+        }
+        if (!g->edits && (!(g->edits = calloc(HEED_MAX_RESID_EDITS, sizeof *g->edits)) ||
+                          !(g->edit_vecs = malloc(sizeof(float) * HEED_MAX_RESID_EDITS * (size_t)E)))) {
+            api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+            return -1;
+        }
+        float *v = g->edit_vecs + (size_t)g->n_edits * E;
+        for (int d = 0; d < E; d++) {
+            json_t *x = json_array_get(jv, (size_t)d);
+            v[d] = json_is_number(x) ? (float)json_number_value(x) : NAN;
+            if (!isfinite(v[d])) {
+                api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: vector[%d] is not a "
+                          "finite number", i, d);
+                return -1;
+            }
+        }
+        g->edits[g->n_edits++] = (heed_resid_edit){(int)l, -1, false, (float)alpha, v};
+        return 0;
+    }
+    json_t *jp = json_object_get(e, "pos");
+    const char *run = json_string_value(json_object_get(e, "run"));
+    json_int_t pos = json_is_integer(jp) ? json_integer_value(jp) : -1;
+    if (!run || pos < 0) {
+        api_error(rp, 400, "interventions", "invalid_parameter",
+                  "interventions[%zu]: a patch needs \"run\" (a stored run's id) and \"pos\" (a position)", i);
+        return -1;
+    }
+    char *doc_s = NULL;
+    if (store_get_doc(a->store, run, &doc_s)) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: no stored run '%.64s'", i, run);
+        return -1;
+    }
+    json_t *doc = json_loads(doc_s, 0, NULL);
+    free(doc_s);
+    const char *model = json_string_value(json_object_get(doc, "model"));
+    json_t *pi = json_object_get(doc, "prompt_ids"), *oi = json_object_get(doc, "output_ids");
+    size_t np = json_array_size(pi), n = np + json_array_size(oi);
+    int rc = 0;
+    if (!model || strcmp(model, a->model_id)) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: run '%.64s' was made with "
+                  "another model (%.64s)", i, run, model ? model : "?");
+        rc = -1;
+    } else if ((size_t)pos >= n) {
+        api_error(rp, 400, "interventions", "invalid_parameter", "interventions[%zu]: run '%.64s' has %zu tokens; "
+                  "position %lld is beyond them", i, run, n, (long long)pos);
+        rc = -1;
+    } else if ((!g->patches && (!(g->patches = calloc(HEED_MAX_RESID_EDITS, sizeof *g->patches)) ||
+                                !(g->patch_src = calloc(HEED_MAX_RESID_EDITS, sizeof *g->patch_src)))) ||
+               !(g->patch_src[g->n_patches] = malloc(sizeof(int32_t) * n))) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        rc = -1;
+    } else {
+        int32_t *src = g->patch_src[g->n_patches];
+        for (size_t k = 0; k < n; k++)
+            src[k] = (int32_t)json_integer_value(k < np ? json_array_get(pi, k) : json_array_get(oi, k - np));
+        g->patches[g->n_patches++] = (heed_gen_patch){(int)l, (int)pos, src, (int)n};
+    }
+    json_decref(doc);
+    return rc;
+}
+
 /* "interventions": [{"type": "ablate", "layer": L, "head": H},
  * {"type": "scale", "layer": L, "head": H, "factor": F},
  * {"type": "knockout", "layer": L|null, "head": H|null, "queries": [q0, q1], "keys": [k0, k1]}, ...]
@@ -283,12 +373,17 @@ static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
                *jf = json_object_get(e, "factor");
         const char *type = json_string_value(json_object_get(e, "type"));
         bool ablate = type && !strcmp(type, "ablate"), scale = type && !strcmp(type, "scale"),
-             knock = type && !strcmp(type, "knockout"), mean = type && !strcmp(type, "ablate_mean");
-        if (!ablate && !scale && !knock && !mean) {
+             knock = type && !strcmp(type, "knockout"), mean = type && !strcmp(type, "ablate_mean"),
+             steer = type && !strcmp(type, "steer"), patch = type && !strcmp(type, "patch");
+        if (!ablate && !scale && !knock && !mean && !steer && !patch) {
             api_error(rp, 400, "interventions", "invalid_parameter",
-                      "interventions[%zu]: type must be \"ablate\", \"ablate_mean\", \"scale\" or \"knockout\" "
-                      "(others are not supported yet)", i);
+                      "interventions[%zu]: type must be \"ablate\", \"ablate_mean\", \"scale\", \"knockout\", "
+                      "\"steer\" or \"patch\"", i);
             return -1;
+        }
+        if (steer || patch) {
+            if (parse_resid_edit(a, e, i, steer, g, rp)) return -1;
+            continue;
         }
         /* a knockout's layer and head may be absent or null: every one */
         json_int_t l = json_is_integer(jl) ? json_integer_value(jl) : (knock && (!jl || json_is_null(jl)) ? -1 : -2),
@@ -467,6 +562,10 @@ static int gen_start(gen *g) {
     gp.knockouts = g->knockouts;
     gp.n_knockouts = g->n_knockouts;
     gp.ablate_mean = g->ablate_mean;
+    gp.resid_edits = g->edits;
+    gp.n_resid_edits = g->n_edits;
+    gp.patches = g->patches;
+    gp.n_patches = g->n_patches;
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
     gp.record = true;

@@ -143,6 +143,12 @@ typedef struct gen {
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
     heed_knockout *knockouts; /* (n_knockouts) the knockouts among them */
     unsigned char *ablate_mean; /* (n_layer, n_head) heads mean-ablated, or NULL */
+    heed_resid_edit *edits;     /* (n_edits) steering, vectors in edit_vecs (n_edits, n_embd) */
+    float *edit_vecs;
+    int n_edits;
+    heed_gen_patch *patches;    /* (n_patches) activation patching, sources in patch_src */
+    int32_t **patch_src;
+    int n_patches;
     int n_knockouts;
     /* timings (api_mono_s), on the engine thread: queued, started (taken by
      * the engine), prompt done, first token event out, last token event out */

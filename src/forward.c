@@ -111,6 +111,9 @@ struct heed_ctx {
     int key_chunk;     /* keys per chunk of a split decode row; 0: never split */
     bool split_forced; /* split whatever the model's units (forward_set_key_chunk: tests, benchmarks) */
     kern_knockout *ko; /* the knockouts, by layer (rules[l].ko points into it), or NULL */
+    heed_resid_edit *edits; /* (n_edits) residual edits, vectors in edit_vecs */
+    float *edit_vecs;       /* (n_edits, n_embd) */
+    int n_edits;
     float *part;       /* (part_chunks, q_dim) each chunk's share of the attention output */
     int part_chunks;
     char err[256];
@@ -788,6 +791,17 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     }
     }
     per_token(c, ly, il, pos0, n, STEP_ADD);
+    for (int e = 0; e < c->n_edits; e++) { /* interventions on the residual stream after this layer */
+        const heed_resid_edit *ed = &c->edits[e];
+        if (ed->layer != il) continue;
+        for (int t = 0; t < n; t++) {
+            if (ed->pos >= 0 && ed->pos != pos0 + t) continue;
+            float *x = c->x + (size_t)t * E;
+            if (ed->replace) memcpy(x, ed->vec, sizeof(float) * (size_t)E);
+            else
+                for (int i = 0; i < E; i++) x[i] += ed->alpha * ed->vec[i];
+        }
+    }
 
     if (c->hooked && c->hook.observe_resid && (!c->hook.want || c->hook.want(c->hook.user, il))) {
         heed_resid_block rb = {il, pos0, n, E, c->x};
@@ -1032,6 +1046,8 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->head_scale);
     free(c->head_which);
     free(c->head_values);
+    free(c->edits);
+    free(c->edit_vecs);
     free(c);
 }
 
@@ -1078,6 +1094,31 @@ int heed_ctx_set_head_values(heed_ctx *c, const unsigned char *which, const floa
 }
 
 int heed_ctx_n_ctx(const heed_ctx *c) { return c ? c->n_ctx : 0; }
+
+int heed_ctx_set_resid_edits(heed_ctx *c, const heed_resid_edit *e, int n) {
+    if (!c || n < 0 || n > HEED_MAX_RESID_EDITS || (n && !e)) return HEED_ERR_INVALID_ARG;
+    const int E = c->m->n_embd;
+    for (int i = 0; i < n; i++) {
+        if (e[i].layer < 0 || e[i].layer >= c->m->n_layer || e[i].pos < -1 || !e[i].vec || !isfinite(e[i].alpha))
+            return HEED_ERR_INVALID_ARG;
+        for (int d = 0; d < E; d++)
+            if (!isfinite(e[i].vec[d])) return HEED_ERR_INVALID_ARG;
+    }
+    heed_resid_edit *ed = n ? malloc(sizeof *ed * (size_t)n) : NULL;
+    float *v = n ? malloc(sizeof(float) * (size_t)n * E) : NULL;
+    if (n && (!ed || !v)) {
+        free(ed), free(v);
+        return HEED_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(v + (size_t)i * E, e[i].vec, sizeof(float) * (size_t)E);
+        ed[i] = e[i];
+        ed[i].vec = v + (size_t)i * E;
+    }
+    free(c->edits), free(c->edit_vecs);
+    c->edits = ed, c->edit_vecs = v, c->n_edits = n;
+    return HEED_OK;
+}
 
 int heed_ctx_set_knockouts(heed_ctx *c, const heed_knockout *k, int n) {
     if (!c) return HEED_ERR_INVALID_ARG;

@@ -27,6 +27,8 @@ struct heed_gen {
     heed_sampler *smp;
     heed_recorder *rec;  /* NULL without record */
     float *head_values;  /* mean ablation's means (n_layer, n_head, head_dim), or NULL */
+    heed_resid_edit *edits; /* the residual edits with the patches' rows (patch_vecs), or NULL */
+    float *patch_vecs;
     int32_t *out;        /* (n_predict + 1) */
     int n_out, n_predict;
     bool pending;        /* out[n_out - 1] is chosen but not decoded yet */
@@ -40,7 +42,8 @@ heed_gen_params heed_gen_default_params(void) {
     heed_gen_params p = {
         .sampler = heed_sampler_default_params(), .n_predict = 64, .record = false,
         .rec = heed_recorder_default_params(), .prompt_text = NULL, .forced = NULL, .n_forced = 0, .n_top = 5,
-        .head_scale = NULL, .knockouts = NULL, .n_knockouts = 0, .ablate_mean = NULL,
+        .head_scale = NULL, .knockouts = NULL, .n_knockouts = 0, .ablate_mean = NULL, .resid_edits = NULL,
+        .n_resid_edits = 0, .patches = NULL, .n_patches = 0,
     };
     return p;
 }
@@ -50,7 +53,10 @@ void heed_gen_free(heed_gen *g) {
     if (g->p.head_scale) heed_ctx_set_head_scale(g->ctx, NULL); /* the intervention was the session's */
     if (g->p.n_knockouts) heed_ctx_set_knockouts(g->ctx, NULL, 0);
     if (g->p.ablate_mean) heed_ctx_set_head_values(g->ctx, NULL, NULL);
+    if (g->p.n_resid_edits) heed_ctx_set_resid_edits(g->ctx, NULL, 0);
     free(g->head_values);
+    free(g->edits);
+    free(g->patch_vecs);
     heed_recorder_free(g->rec); /* also gives the context its hook back when not finished */
     heed_sampler_free(g->smp);
     free(g->forced);
@@ -73,6 +79,54 @@ static void mean_observe(void *user, const heed_head_block *b) {
             for (int d = 0; d < b->head_dim; d++)
                 a->sum[at * b->head_dim + d] += b->out[((size_t)i * b->n_head + h) * b->head_dim + d];
     }
+}
+
+typedef struct patch_grab {
+    int layer, pos;
+    float *row; /* (n_embd) */
+    bool got;
+} patch_grab;
+
+static void patch_observe(void *user, const heed_resid_block *b) {
+    patch_grab *pg = user;
+    if (b->layer != pg->layer || pg->pos < b->pos0 || pg->pos >= b->pos0 + b->n_query) return;
+    memcpy(pg->row, b->x + (size_t)(pg->pos - b->pos0) * b->n_embd, sizeof(float) * (size_t)b->n_embd);
+    pg->got = true;
+}
+
+/* Activation patching: each patch's row, from a clean pass over its source
+ * prefix, as residual edits (replace) after the caller's own n_user edits:
+ * *edits (n_user + n_patches) and *vecs own the copies. */
+static int patch_rows(const heed_model_info *mi, heed_ctx *ctx, const heed_gen_params *p, heed_resid_edit **edits,
+                      float **vecs) {
+    int n = p->n_resid_edits + p->n_patches;
+    *edits = malloc(sizeof **edits * (size_t)n);
+    *vecs = malloc(sizeof(float) * (size_t)(p->n_patches ? p->n_patches : 1) * mi->n_embd);
+    if (!*edits || !*vecs) return HEED_ERR_NOMEM;
+    if (p->n_resid_edits) memcpy(*edits, p->resid_edits, sizeof **edits * (size_t)p->n_resid_edits);
+    int rc = HEED_OK;
+    for (int i = 0; i < p->n_patches && !rc; i++) {
+        const heed_gen_patch *pt = &p->patches[i];
+        if (pt->layer < 0 || pt->layer >= mi->n_layer || pt->pos < 0 || !pt->src || pt->n_src <= pt->pos ||
+            pt->pos >= heed_ctx_n_ctx(ctx))
+            return HEED_ERR_INVALID_ARG;
+        /* the whole source (as far as the context holds it) in one call, as
+         * a prompt is run: a run patched with its own prompt's rows then
+         * gets them bit for bit (another batching would differ by rounding) */
+        int n_src = pt->n_src < heed_ctx_n_ctx(ctx) ? pt->n_src : heed_ctx_n_ctx(ctx);
+        for (int k = 0; k < n_src; k++)
+            if (pt->src[k] < 0 || pt->src[k] >= mi->n_vocab) return HEED_ERR_INVALID_ARG;
+        patch_grab pg = {pt->layer, pt->pos, *vecs + (size_t)i * mi->n_embd, false};
+        heed_attn_hook hook = {.observe_resid = patch_observe, .user = &pg};
+        heed_ctx_set_attn_hook(ctx, &hook);
+        heed_ctx_reset(ctx);
+        rc = heed_decode(ctx, pt->src, n_src);
+        heed_ctx_set_attn_hook(ctx, NULL);
+        heed_ctx_reset(ctx);
+        if (!rc && !pg.got) rc = HEED_ERR_INVALID_ARG;
+        (*edits)[p->n_resid_edits + i] = (heed_resid_edit){pt->layer, pt->pos, true, 1.0f, pg.row};
+    }
+    return rc;
 }
 
 /* Mean ablation's values: each marked head's output averaged over the
@@ -118,20 +172,38 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     heed_ctx_set_head_scale(ctx, NULL);
     heed_ctx_set_knockouts(ctx, NULL, 0);
     heed_ctx_set_head_values(ctx, NULL, NULL);
+    heed_ctx_set_resid_edits(ctx, NULL, 0);
     float *means = NULL;
     int rc = HEED_OK;
     if (p.ablate_mean) {
         if (n_prompt > heed_ctx_n_ctx(ctx)) return HEED_ERR_CONTEXT_FULL;
         if ((rc = head_means(&mi, ctx, prompt, n_prompt, p.ablate_mean, &means))) return rc;
     }
+    heed_resid_edit *edits = NULL;
+    float *patch_vecs = NULL;
+    if (p.n_patches < 0 || (p.n_patches && !p.patches) || p.n_resid_edits < 0 ||
+        p.n_resid_edits + p.n_patches > HEED_MAX_RESID_EDITS) {
+        free(means);
+        return HEED_ERR_INVALID_ARG;
+    }
+    if (p.n_patches && (rc = patch_rows(&mi, ctx, &p, &edits, &patch_vecs))) {
+        free(means), free(edits), free(patch_vecs);
+        return rc;
+    }
+    if (edits) { /* the session's edits: the caller's and the patches' */
+        p.resid_edits = edits;
+        p.n_resid_edits += p.n_patches;
+    }
     rc = heed_ctx_set_head_scale(ctx, p.head_scale);
     if (!rc) rc = heed_ctx_set_knockouts(ctx, p.knockouts, p.n_knockouts);
     if (!rc && means) rc = heed_ctx_set_head_values(ctx, p.ablate_mean, means);
+    if (!rc) rc = heed_ctx_set_resid_edits(ctx, p.resid_edits, p.n_resid_edits);
     if (rc) {
         heed_ctx_set_head_scale(ctx, NULL);
         heed_ctx_set_knockouts(ctx, NULL, 0);
         heed_ctx_set_head_values(ctx, NULL, NULL);
-        free(means);
+        heed_ctx_set_resid_edits(ctx, NULL, 0);
+        free(means), free(edits), free(patch_vecs);
         return rc;
     }
     heed_ctx_reset(ctx);
@@ -141,10 +213,12 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     int room = n_ctx - n_prompt + 1;
     heed_gen *g = calloc(1, sizeof *g);
     if (!g) {
-        free(means);
+        free(means), free(edits), free(patch_vecs);
         return HEED_ERR_NOMEM;
     }
     g->head_values = means;
+    g->edits = edits;
+    g->patch_vecs = patch_vecs;
     g->m = m;
     g->ctx = ctx;
     g->p = p;
@@ -167,6 +241,8 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         rp.n_knockouts = p.n_knockouts;
         rp.head_which = p.ablate_mean;
         rp.head_values = means;
+        rp.resid_edits = p.resid_edits;
+        rp.n_resid_edits = p.n_resid_edits;
         rc = heed_recorder_new(m, ctx, &rp, &g->rec);
         if (!rc) rc = heed_recorder_begin(g->rec, prompt, n_prompt);
     }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "heed.h"
@@ -62,6 +63,8 @@ static const char *usage_text =
     "      --save RUN          record the run (tokens, steps, logit lens, attention) to the file RUN\n"
     "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
     "      --ablate-mean L:H[,...]  replace these heads' output by its mean over the prompt\n"
+    "      --steer FILE:L:ALPHA  add ALPHA x the vector in FILE (n_embd float32) to the residual after layer L\n"
+    "      --patch RUN:L:POS   put the residual after layer L at POS of the run RUN in place of this run's\n"
     "      --scale L:H:F[,...] multiply these heads' attention output by F\n"
     "      --knockout L:H:Q:K  queries Q may not attend to keys K (each field a list of N, A-B or '*';\n"
     "                          positions inclusive; repeatable)\n"
@@ -78,6 +81,10 @@ typedef struct gen_opts {
     const char *ablate, *scale; /* interventions: "L:H,..." and "L:H:F,..." */
     const char *knockout[16];   /* each --knockout: "LAYERS:HEADS:QUERIES:KEYS" */
     const char *ablate_mean;    /* "L:H,..." */
+    const char *steer[16];      /* each --steer: "FILE:L:ALPHA" */
+    int n_steer;
+    const char *patch[16];      /* each --patch: "RUN:L:POS" */
+    int n_patch;
     int n_knockout;
     bool chat;
     int n_predict;
@@ -689,6 +696,104 @@ static int parse_knockouts(const char *const *specs, int n_specs, const heed_mod
     return n;
 }
 
+/* "A:L:B" split at its last two colons (a file name may hold colons):
+ * *first = A (a copy), *l, *last_text = B. */
+static bool split_tail(const char *s, char **first, long max_l, int *l, const char **last) {
+    const char *c2 = strrchr(s, ':');
+    if (!c2 || c2 == s) return false;
+    const char *c1 = c2 - 1;
+    while (c1 > s && *c1 != ':') c1--;
+    if (*c1 != ':' || c1 == s) return false;
+    char lbuf[16];
+    size_t ln = (size_t)(c2 - c1 - 1);
+    if (ln == 0 || ln >= sizeof lbuf) return false;
+    memcpy(lbuf, c1 + 1, ln);
+    lbuf[ln] = 0;
+    long v;
+    if (!parse_long(lbuf, 0, max_l - 1, &v)) return false;
+    *l = (int)v;
+    *first = strndup(s, (size_t)(c1 - s));
+    *last = c2 + 1;
+    return *first != NULL;
+}
+
+/* --steer FILE:L:ALPHA: FILE holds n_embd float32 (little-endian), added
+ * times ALPHA to the residual after layer L at every position. */
+static int parse_steers(const gen_opts *o, const heed_model_info *info, heed_resid_edit *edits, float *vecs) {
+    for (int i = 0; i < o->n_steer; i++) {
+        char *file = NULL, *end;
+        const char *alpha_s;
+        int l;
+        if (!split_tail(o->steer[i], &file, info->n_layer, &l, &alpha_s)) {
+            fprintf(stderr, "heed: --steer: '%s' is not FILE:LAYER:ALPHA (layer below %d)\n", o->steer[i], info->n_layer);
+            free(file);
+            return -1;
+        }
+        double alpha = strtod(alpha_s, &end);
+        float *v = vecs + (size_t)i * info->n_embd;
+        const size_t want = (size_t)info->n_embd * 4;
+        struct stat st;
+        bool ok = false;
+        if (*end || end == alpha_s || !isfinite(alpha))
+            fprintf(stderr, "heed: --steer: '%s': ALPHA is not a number\n", o->steer[i]);
+        else if ((errno = 0, stat(file, &st)) || !S_ISREG(st.st_mode)) /* never open a FIFO or a device: it could block */
+            fprintf(stderr, "heed: --steer: %s: %s\n", file, errno ? strerror(errno) : "not a regular file");
+        else if ((size_t)st.st_size != want)
+            fprintf(stderr, "heed: --steer: %s has %lld bytes; a steering vector of this model is %d float32 (%zu bytes)\n",
+                    file, (long long)st.st_size, info->n_embd, want);
+        else {
+            FILE *f = fopen(file, "rb");
+            ok = f && fread(v, 1, want, f) == want;
+            if (!ok) fprintf(stderr, "heed: --steer: %s: cannot be read\n", file);
+            if (f) fclose(f);
+        }
+        for (int d = 0; ok && d < info->n_embd; d++)
+            if (!isfinite(v[d])) {
+                fprintf(stderr, "heed: --steer: %s: value %d is not finite\n", file, d);
+                ok = false;
+            }
+        free(file);
+        if (!ok) return -1;
+        edits[i] = (heed_resid_edit){l, -1, false, (float)alpha, v};
+    }
+    return 0;
+}
+
+/* --patch RUN:L:POS: the run (made with this model) gives its tokens up to
+ * POS; the session computes its residual after layer L at POS. */
+static int parse_patches(const gen_opts *o, const heed_model *m, const heed_model_info *info, heed_gen_patch *patches,
+                         int32_t **srcs) {
+    for (int i = 0; i < o->n_patch; i++) {
+        char *path = NULL;
+        const char *pos_s;
+        int l;
+        long pos;
+        if (!split_tail(o->patch[i], &path, info->n_layer, &l, &pos_s) || !parse_long(pos_s, 0, 1 << 24, &pos)) {
+            fprintf(stderr, "heed: --patch: '%s' is not RUN:LAYER:POS (layer below %d)\n", o->patch[i], info->n_layer);
+            free(path);
+            return -1;
+        }
+        heed_run *run = NULL;
+        char err[512];
+        int rc = heed_run_load(path, &run, err, sizeof err);
+        if (rc) fprintf(stderr, "heed: --patch: %s\n", err);
+        else if (heed_run_lens_model_ok(run, m))
+            fprintf(stderr, "heed: --patch: %s was made with another model; a patch needs this model's residuals\n", path);
+        heed_run_info ri;
+        heed_run_get_info(run, &ri);
+        int n_tok = run ? ri.n_prompt + ri.n_output : 0;
+        if (!rc && !heed_run_lens_model_ok(run, m) && pos >= n_tok)
+            fprintf(stderr, "heed: --patch: %s has %d tokens; position %ld is beyond them\n", path, n_tok, pos);
+        bool ok = !rc && !heed_run_lens_model_ok(run, m) && pos < n_tok && (srcs[i] = malloc(sizeof(int32_t) * (size_t)n_tok));
+        for (int k = 0; ok && k < n_tok; k++) heed_run_token(run, k, &srcs[i][k], NULL);
+        if (ok) patches[i] = (heed_gen_patch){l, (int)pos, srcs[i], n_tok};
+        heed_run_free(run);
+        free(path);
+        if (!ok) return -1;
+    }
+    return 0;
+}
+
 /* The context of a generation: --ctx checked, the prompt fits, n_predict
  * cut to the room left (said on stderr). Returns the context, or NULL after
  * a message. */
@@ -799,11 +904,19 @@ static int run_generate(const gen_opts *o) {
     heed_knockout *knock = NULL;
     int n_knock = 0;
     unsigned char *mean_which = NULL;
+    heed_resid_edit steers[16];
+    heed_gen_patch patches[16];
+    int32_t *patch_src[16] = {0};
+    float *steer_vecs = NULL;
     heed_model_info info;
     if (!prompt || load_model(o->model, &m)) goto done;
     heed_model_get_info(m, &info);
     if ((scale = head_scales(o, &info, &bad_scale)), bad_scale) goto done;
     if ((n_knock = parse_knockouts(o->knockout, o->n_knockout, &info, &knock)) < 0) goto done;
+    if (o->n_steer && (!(steer_vecs = malloc(sizeof(float) * (size_t)o->n_steer * info.n_embd)) ||
+                       parse_steers(o, &info, steers, steer_vecs)))
+        goto done;
+    if (o->n_patch && parse_patches(o, m, &info, patches, patch_src)) goto done;
     if (o->ablate_mean) { /* the heads, through parse_heads: factor 0 marks them */
         size_t nh = (size_t)info.n_layer * info.n_head;
         float *marks = malloc(sizeof(float) * nh);
@@ -843,6 +956,10 @@ static int run_generate(const gen_opts *o) {
     gp.knockouts = knock;
     gp.n_knockouts = n_knock;
     gp.ablate_mean = mean_which;
+    gp.resid_edits = o->n_steer ? steers : NULL;
+    gp.n_resid_edits = o->n_steer;
+    gp.patches = o->n_patch ? patches : NULL;
+    gp.n_patches = o->n_patch;
     if (!o->json) print_prompt(o, m, prompt, n_prompt);
     go.t0 = now_s();
     int grc = heed_gen_start(m, ctx, &gp, prompt, n_prompt, &g);
@@ -874,6 +991,8 @@ done:
     free(scale);
     free(knock);
     free(mean_which);
+    free(steer_vecs);
+    for (int i = 0; i < 16; i++) free(patch_src[i]);
     free(go.text.buf);
     free(go.cap.rows);
     free(go.cap.sel);
@@ -1140,6 +1259,15 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--ablate")) { NEED_VALUE(); o->ablate = v; }
         else if (!strcmp(a, "--scale")) { NEED_VALUE(); o->scale = v; }
         else if (!strcmp(a, "--ablate-mean")) { NEED_VALUE(); o->ablate_mean = v; }
+        else if (!strcmp(a, "--steer")) {
+            NEED_VALUE();
+            if (o->n_steer == 16) return usage_error("%s", "--steer: at most 16 flags");
+            o->steer[o->n_steer++] = v;
+        } else if (!strcmp(a, "--patch")) {
+            NEED_VALUE();
+            if (o->n_patch == 16) return usage_error("%s", "--patch: at most 16 flags");
+            o->patch[o->n_patch++] = v;
+        }
         else if (!strcmp(a, "--knockout")) {
             NEED_VALUE();
             if (o->n_knockout == 16) return usage_error("%s", "--knockout: at most 16 flags (each may list many)");

@@ -98,6 +98,17 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
         if (!(r->head_scale = malloc(sizeof(float) * n))) return HEED_ERR_NOMEM;
         memcpy(r->head_scale, p->head_scale, sizeof(float) * n);
     }
+    if (p->n_resid_edits > 0 && p->resid_edits) { /* patching, steering: the edits and their vectors */
+        size_t n = (size_t)p->n_resid_edits, E = (size_t)mi.n_embd;
+        if (!(r->edits = malloc(sizeof *r->edits * n)) || !(r->edit_vecs = malloc(sizeof(float) * n * E)))
+            return HEED_ERR_NOMEM;
+        for (size_t i = 0; i < n; i++) {
+            r->edits[i] = p->resid_edits[i];
+            memcpy(r->edit_vecs + i * E, p->resid_edits[i].vec, sizeof(float) * E);
+            r->edits[i].vec = r->edit_vecs + i * E;
+        }
+        r->n_edits = (int)n;
+    }
     if (p->head_which && p->head_values) { /* mean ablation: which heads, and their values */
         size_t n = (size_t)mi.n_layer * mi.n_head;
         if (!(r->head_which = malloc(n)) || !(r->head_values = malloc(sizeof(float) * n * mi.head_dim)))
@@ -136,7 +147,7 @@ heed_recorder_params heed_recorder_default_params(void) {
         .attn_top_k = 0, .keep_qk = true, .keep_head_mean = false, .full_limit_bytes = 0,
         .n_cand = 20, .lens_top_k = 5, .lens_eager = false, .live_mean_row = false, .head_scale = NULL,
         .n_threads = 0, .spill_dir = NULL, .knockouts = NULL, .n_knockouts = 0, .head_which = NULL,
-        .head_values = NULL,
+        .head_values = NULL, .resid_edits = NULL, .n_resid_edits = 0,
         .sampler = heed_sampler_default_params(),
         .n_predict = 0, .prompt_text = NULL,
     };

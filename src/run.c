@@ -49,6 +49,7 @@ static void run_free_data(heed_run *r) {
     free(r->labels); free(r->ids); free(r->steps); free(r->cand);
     free(r->lens_id); free(r->lens_p); free(r->lens_ready); free(r->resid); free(r->head_scale);
     free(r->head_which); free(r->head_values);
+    free(r->edits); free(r->edit_vecs);
     free(r->moe_ids); free(r->moe_w);
     astore_free(&r->st);
     if (!r->pool_borrowed) pool_free(r->pool);
@@ -158,7 +159,7 @@ void heed_run_get_info(const heed_run *r, heed_run_info *info) {
         .n_prompt = r->n_prompt, .n_output = r->n_output, .n_pos = r->st.n_pos,
         .sampler = r->sampler, .n_predict = r->n_predict, .n_ctx = r->n_ctx, .prompt_text = r->prompt_text,
         .n_cand = r->n_cand, .lens_top_k = r->lens_k, .lens_pending = heed_run_lens_pending(r),
-        .intervened = r->head_scale != NULL || r->st.n_ko_list > 0 || r->head_which != NULL,
+        .intervened = r->head_scale != NULL || r->st.n_ko_list > 0 || r->head_which != NULL || r->n_edits > 0,
         .attn_top_k = r->st.top_k,
         .has_qk = r->st.has_qk, .has_topk = r->st.has_topk, .has_head_mean = r->st.has_hmean,
         .has_full = r->st.has_full, .eog = r->eog, .attn_bytes = astore_bytes(&r->st),
@@ -212,6 +213,11 @@ const float *heed_run_head_scale(const heed_run *r) { return r ? r->head_scale :
 const float *heed_run_head_values(const heed_run *r, const unsigned char **which) {
     if (which) *which = r ? r->head_which : NULL;
     return r ? r->head_values : NULL;
+}
+
+const heed_resid_edit *heed_run_resid_edits(const heed_run *r, int *n) {
+    if (n) *n = r ? r->n_edits : 0;
+    return r && r->n_edits ? r->edits : NULL;
 }
 
 const heed_knockout *heed_run_knockouts(const heed_run *r, int *n) {

@@ -75,6 +75,9 @@ struct heed_run {
     float *head_scale; /* (n_layer, n_head) the intervention the run was made under, or NULL: none */
     unsigned char *head_which; /* (n_layer, n_head) heads whose output was replaced (mean ablation), or NULL */
     float *head_values;        /* (n_layer, n_head, head_dim) their values */
+    heed_resid_edit *edits;    /* (n_edits) residual edits, vectors in edit_vecs (n_edits, n_embd) */
+    float *edit_vecs;
+    int n_edits;
     /* mixture of experts: the routing of every position fed (n_expert 0: a dense model) */
     int n_expert, n_expert_used;
     int moe_n, moe_cap;  /* positions routed; capacity */

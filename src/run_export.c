@@ -362,6 +362,21 @@ static void json_run_meta(jsonw *w, const heed_run *r) {
         jw_arr_end(w);
         jw_obj_end(w);
     }
+    jw_key(w, "residual_edits"); /* [{layer, pos (-1: all), kind: patch|steer, alpha, vector: [n_embd]}] */
+    jw_arr(w);
+    for (int i = 0; i < r->n_edits; i++) {
+        const heed_resid_edit *e = &r->edits[i];
+        jw_obj(w);
+        jw_key(w, "layer"); jw_int(w, e->layer);
+        jw_key(w, "pos"); jw_int(w, e->pos);
+        jw_key(w, "kind"); jw_cstr(w, e->replace ? "patch" : "steer");
+        jw_key(w, "alpha"); jw_float(w, e->alpha);
+        jw_key(w, "vector"); jw_arr(w);
+        for (int d = 0; d < r->n_embd; d++) jw_float(w, e->vec[d]);
+        jw_arr_end(w);
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
     jw_key(w, "mean_ablated"); /* [{layer, head, value: [head_dim]}]: heads whose output was replaced */
     jw_arr(w);
     for (int i = 0; r->head_which && i < r->n_layer * r->n_head; i++) {

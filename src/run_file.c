@@ -67,7 +67,8 @@ enum {
     FLAG_MOE = 256,  /* a mixture-of-experts model's run: EXPT (the routing) */
     FLAG_KNOCK = 512, /* made with attention knockouts: KNCK (the list) */
     FLAG_MEAN = 1024, /* heads' outputs replaced (mean ablation): HVAL (which, and the values) */
-    FLAG_ALL = 2047,
+    FLAG_EDIT = 2048, /* the residual stream edited (patching, steering): REDT (the edits) */
+    FLAG_ALL = 4095,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -101,7 +102,8 @@ static uint32_t run_flags(const heed_run *r) {
            (r->st.has_full ? FLAG_FULL : 0) | (r->eog ? FLAG_EOG : 0) |
            (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
            (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0) |
-           (r->st.n_ko_list ? FLAG_KNOCK : 0) | (r->head_which ? FLAG_MEAN : 0);
+           (r->st.n_ko_list ? FLAG_KNOCK : 0) | (r->head_which ? FLAG_MEAN : 0) |
+           (r->n_edits ? FLAG_EDIT : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -160,6 +162,14 @@ static void sec_hval(wr *w, const heed_run *r) {
     w_bytes(w, r->head_values, n * r->head_dim * 4);
 }
 
+static void sec_edit(wr *w, const heed_run *r) {
+    for (int i = 0; i < r->n_edits; i++) {
+        const heed_resid_edit *e = &r->edits[i];
+        w_i32(w, e->layer); w_i32(w, e->pos); w_i32(w, e->replace); w_f32(w, e->alpha);
+        w_bytes(w, e->vec, (size_t)r->n_embd * 4);
+    }
+}
+
 static void sec_knock(wr *w, const heed_run *r) {
     for (int i = 0; i < r->st.n_ko_list; i++) {
         const heed_knockout *k = &r->st.ko_list[i];
@@ -213,7 +223,7 @@ typedef struct sec_def {
  * from); decided in sec_present. */
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
-    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock}, {"HVAL", FLAG_MEAN, sec_hval},
+    {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock}, {"HVAL", FLAG_MEAN, sec_hval}, {"REDT", FLAG_EDIT, sec_edit},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -597,6 +607,33 @@ static int load_moe(rd *d, heed_run *r) {
     return sec_end_check(d);
 }
 
+/* REDT: the residual edits, each 16 bytes and n_embd floats. */
+static int load_edits(rd *d, heed_run *r) {
+    uint64_t len, each = 16 + 4 * (uint64_t)r->n_embd;
+    int rc = sec_begin(d, "REDT", &len);
+    if (rc) return rc;
+    if (len == 0 || len % each || len / each > HEED_MAX_RESID_EDITS) return bad(d, "residual edits", "count is out of range");
+    int n = (int)(len / each);
+    r->edits = calloc((size_t)n, sizeof *r->edits);
+    r->edit_vecs = malloc(sizeof(float) * (size_t)n * r->n_embd);
+    if (!r->edits || !r->edit_vecs) return HEED_ERR_NOMEM;
+    for (int i = 0; i < n && !rc; i++) {
+        int32_t h[3];
+        float alpha;
+        float *v = r->edit_vecs + (size_t)i * r->n_embd;
+        if ((rc = r_raw(d, h, 12, "residual edit")) || (rc = r_raw(d, &alpha, 4, "residual edit")) ||
+            (rc = r_raw(d, v, 4 * (uint64_t)r->n_embd, "residual edit vector")))
+            break;
+        if (h[0] < 0 || h[0] >= r->n_layer || h[1] < -1 || (h[2] != 0 && h[2] != 1) || !isfinite(alpha))
+            rc = bad(d, "residual edit", "is out of range");
+        for (int k = 0; !rc && k < r->n_embd; k++)
+            if (!isfinite(v[k])) rc = bad(d, "residual edit vector", "is not finite");
+        r->edits[i] = (heed_resid_edit){h[0], h[1], h[2] == 1, alpha, v};
+        r->n_edits = i + 1;
+    }
+    return rc ? rc : sec_end_check(d);
+}
+
 static int load_body(rd *d, heed_run *r) {
     unsigned char *buf = NULL;
     uint32_t flags = 0;
@@ -676,6 +713,7 @@ static int load_body(rd *d, heed_run *r) {
         for (uint64_t i = 0; !rc && i < n * (uint64_t)r->head_dim; i++)
             if (!isfinite(r->head_values[i])) rc = bad(d, "head value", "is not finite");
     }
+    if (!rc && (flags & FLAG_EDIT)) rc = load_edits(d, r);
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {
         uint64_t len;

@@ -313,8 +313,138 @@ static void test_mean_ablation(void **state) {
     heed_model_free(m);
 }
 
+typedef struct resid_grab {
+    int layer;
+    float rows[N][512];
+    int n_embd;
+} resid_grab;
+
+static void grab_resid(void *user, const heed_resid_block *b) {
+    resid_grab *g = user;
+    if (b->layer != g->layer) return;
+    for (int i = 0; i < b->n_query; i++)
+        memcpy(g->rows[b->pos0 + i], b->x + (size_t)i * b->n_embd, sizeof(float) * (size_t)b->n_embd);
+}
+
+/* The first step's logits of a session with these edits and patches, and
+ * the residual rows after `layer` its prompt pass left. */
+static void session(const heed_model *m, const heed_resid_edit *e, int n_e, const heed_gen_patch *p, int n_p,
+                    int layer, float *logits, resid_grab *rg, heed_run **run) {
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.sampler.temperature = 0;
+    gp.n_predict = 3;
+    gp.record = run != NULL;
+    gp.resid_edits = e;
+    gp.n_resid_edits = n_e;
+    gp.patches = p;
+    gp.n_patches = n_p;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c, &gp, IDS, 8, &g), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    memcpy(logits, heed_ctx_logits(c), sizeof(float) * (size_t)mi.n_vocab);
+    heed_gen_step st;
+    while (heed_gen_next(g, &st) == 1) {
+    }
+    if (run) assert_int_equal(heed_gen_finish(g, run), HEED_OK);
+    heed_gen_free(g);
+    if (rg) { /* the rows after `layer`, by a context with the edits set by hand */
+        heed_ctx_reset(c);
+        rg->layer = layer;
+        rg->n_embd = mi.n_embd;
+        heed_attn_hook hook = {.observe_resid = grab_resid, .user = rg};
+        heed_ctx_set_attn_hook(c, &hook);
+        assert_int_equal(heed_ctx_set_resid_edits(c, e, n_e), HEED_OK);
+        assert_int_equal(heed_decode(c, IDS, 8), HEED_OK);
+    }
+    heed_ctx_free(c);
+}
+
+/* Steering adds alpha x vector to the residual after its layer at every
+ * position (exactly); alpha 0 and patching a run with its own rows change
+ * nothing, bit for bit; a patch from another prompt puts that prompt's row
+ * in place; recorded runs keep the edits through a file. */
+static void test_steer_and_patch(void **state) {
+    (void)state;
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    assert_true(mi.n_embd <= 512);
+    float *base = malloc(sizeof(float) * (size_t)mi.n_vocab), *got = malloc(sizeof(float) * (size_t)mi.n_vocab);
+    resid_grab *rb = calloc(1, sizeof *rb), *rs = calloc(1, sizeof *rs);
+    session(m, NULL, 0, NULL, 0, 2, base, rb, NULL);
+    float vec[512];
+    for (int d = 0; d < mi.n_embd; d++) vec[d] = (float)((d * 37 % 11) - 5) * 0.05f;
+    /* alpha 0: nothing changes */
+    heed_resid_edit zero = {2, -1, false, 0.0f, vec};
+    session(m, &zero, 1, NULL, 0, 2, got, NULL, NULL);
+    assert_memory_equal(base, got, sizeof(float) * (size_t)mi.n_vocab);
+    /* alpha 1.5 at layer 2: the rows after layer 2 are the clean ones plus 1.5 x vec */
+    heed_resid_edit st = {2, -1, false, 1.5f, vec};
+    session(m, &st, 1, NULL, 0, 2, got, rs, NULL);
+    for (int p = 0; p < 8; p++)
+        for (int d = 0; d < mi.n_embd; d++) {
+            float want = rb->rows[p][d];
+            want += 1.5f * vec[d];
+            assert_true(rs->rows[p][d] == want);
+        }
+    assert_true(memcmp(base, got, sizeof(float) * (size_t)mi.n_vocab) != 0);
+    /* patching with the run's own prompt: nothing changes */
+    heed_gen_patch self = {3, 5, IDS, 8};
+    session(m, NULL, 0, &self, 1, 3, got, NULL, NULL);
+    assert_memory_equal(base, got, sizeof(float) * (size_t)mi.n_vocab);
+    /* a patch from another prompt: its row after layer 1 at position 4, recorded with the run */
+    static const int32_t other[6] = {1, 300, 301, 302, 303, 304};
+    heed_gen_patch pt = {1, 4, other, 6};
+    heed_run *run;
+    session(m, NULL, 0, &pt, 1, 1, got, NULL, &run);
+    resid_grab *ro = calloc(1, sizeof *ro);
+    {
+        heed_ctx *c;
+        assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+        ro->layer = 1;
+        heed_attn_hook hook = {.observe_resid = grab_resid, .user = ro};
+        heed_ctx_set_attn_hook(c, &hook);
+        assert_int_equal(heed_decode(c, other, 6), HEED_OK); /* the whole source, as the session runs it */
+        heed_ctx_free(c);
+    }
+    int n;
+    const heed_resid_edit *re = heed_run_resid_edits(run, &n);
+    assert_int_equal(n, 1);
+    assert_true(re[0].layer == 1 && re[0].pos == 4 && re[0].replace);
+    assert_memory_equal(re[0].vec, ro->rows[4], sizeof(float) * (size_t)mi.n_embd);
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    assert_int_equal(heed_run_save(run, "test-output/patch.heedrun", NULL, 0), HEED_OK);
+    heed_run *back;
+    assert_int_equal(heed_run_load("test-output/patch.heedrun", &back, NULL, 0), HEED_OK);
+    const heed_resid_edit *be = heed_run_resid_edits(back, &n);
+    assert_int_equal(n, 1);
+    assert_memory_equal(be[0].vec, ro->rows[4], sizeof(float) * (size_t)mi.n_embd);
+    /* refused: a position beyond the source, a layer out of range */
+    heed_ctx *c;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    heed_gen_params gp = heed_gen_default_params();
+    heed_gen_patch far = {1, 6, other, 6}, deep = {mi.n_layer, 1, other, 6};
+    heed_gen *g = NULL;
+    gp.patches = &far, gp.n_patches = 1;
+    assert_int_equal(heed_gen_start(m, c, &gp, IDS, 8, &g), HEED_ERR_INVALID_ARG);
+    gp.patches = &deep;
+    assert_int_equal(heed_gen_start(m, c, &gp, IDS, 8, &g), HEED_ERR_INVALID_ARG);
+    vec[3] = NAN;
+    assert_int_equal(heed_ctx_set_resid_edits(c, &st, 1), HEED_ERR_INVALID_ARG);
+    heed_ctx_free(c);
+    heed_run_free(back);
+    heed_run_free(run);
+    free(base), free(got), free(rb), free(rs), free(ro);
+    heed_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_steer_and_patch),
         cmocka_unit_test(test_mean_ablation),
         cmocka_unit_test(test_knockout_rows),
         cmocka_unit_test(test_knockout_recorded),

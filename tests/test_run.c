@@ -524,7 +524,7 @@ static void test_corrupt_table(void **state) {
     const struct { size_t field; int32_t v; const char *msg; } absurd[] = {
         {F_N_LAYER, 0x7fffffff, "n_layer"}, {F_N_LAYER, 0, "n_layer"}, {F_N_HEAD, -1, "n_head"},
         {F_N_HEAD_KV, 3, "n_head_kv"},     {F_N_VOCAB, 1 << 30, "n_vocab"}, {F_N_CAND, 1000, "n_cand"},
-        {F_FLAGS, 0x800 | 31, "unknown bits"}, {F_N_PROMPT, 0x7fffffff, "n_prompt"},
+        {F_FLAGS, 0x1000 | 31, "unknown bits"}, {F_N_PROMPT, 0x7fffffff, "n_prompt"},
         {F_N_OUTPUT, -5, "n_output"},       {F_N_POS, 1 << 28, "n_pos"},
         {F_N_LAYER, 6, "does not match"},   /* more layers than the data: a bulk length mismatch */
         {F_N_OUTPUT, 5, "TOKS"},            /* fewer outputs: the token list has bytes left */
