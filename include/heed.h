@@ -884,7 +884,10 @@ typedef struct heed_gen heed_gen;
 
 /* Activation patching's source: the residual row after layer `layer` at
  * position `pos` of the sequence src (n_src ids, n_src > pos: another
- * run's prompt and outputs), put in place of this run's row there. */
+ * run's prompt and outputs), put in place of this run's row there. The
+ * source is run batched as this run is (its first n_prompt ids in one
+ * call, then one at a time), so patching a run with its own rows changes
+ * nothing, bit for bit. */
 typedef struct heed_gen_patch {
     int layer, pos;
     const int32_t *src;

@@ -97,8 +97,8 @@ static void patch_observe(void *user, const heed_resid_block *b) {
 /* Activation patching: each patch's row, from a clean pass over its source
  * prefix, as residual edits (replace) after the caller's own n_user edits:
  * *edits (n_user + n_patches) and *vecs own the copies. */
-static int patch_rows(const heed_model_info *mi, heed_ctx *ctx, const heed_gen_params *p, heed_resid_edit **edits,
-                      float **vecs) {
+static int patch_rows(const heed_model_info *mi, heed_ctx *ctx, const heed_gen_params *p, int n_prompt,
+                      heed_resid_edit **edits, float **vecs) {
     int n = p->n_resid_edits + p->n_patches;
     *edits = malloc(sizeof **edits * (size_t)n);
     *vecs = malloc(sizeof(float) * (size_t)(p->n_patches ? p->n_patches : 1) * mi->n_embd);
@@ -110,17 +110,19 @@ static int patch_rows(const heed_model_info *mi, heed_ctx *ctx, const heed_gen_p
         if (pt->layer < 0 || pt->layer >= mi->n_layer || pt->pos < 0 || !pt->src || pt->n_src <= pt->pos ||
             pt->pos >= heed_ctx_n_ctx(ctx))
             return HEED_ERR_INVALID_ARG;
-        /* the whole source (as far as the context holds it) in one call, as
-         * a prompt is run: a run patched with its own prompt's rows then
-         * gets them bit for bit (another batching would differ by rounding) */
-        int n_src = pt->n_src < heed_ctx_n_ctx(ctx) ? pt->n_src : heed_ctx_n_ctx(ctx);
-        for (int k = 0; k < n_src; k++)
+        /* the source batched as this run will be: its first n_prompt tokens
+         * in one call, then one at a time up to pos; a run patched with its
+         * own rows then gets them bit for bit (another batching would
+         * differ by rounding) */
+        int first = pt->n_src < n_prompt ? pt->n_src : n_prompt;
+        for (int k = 0; k < pt->n_src; k++)
             if (pt->src[k] < 0 || pt->src[k] >= mi->n_vocab) return HEED_ERR_INVALID_ARG;
         patch_grab pg = {pt->layer, pt->pos, *vecs + (size_t)i * mi->n_embd, false};
         heed_attn_hook hook = {.observe_resid = patch_observe, .user = &pg};
         heed_ctx_set_attn_hook(ctx, &hook);
         heed_ctx_reset(ctx);
-        rc = heed_decode(ctx, pt->src, n_src);
+        rc = heed_decode(ctx, pt->src, first);
+        for (int k = first; !rc && k <= pt->pos; k++) rc = heed_decode(ctx, pt->src + k, 1);
         heed_ctx_set_attn_hook(ctx, NULL);
         heed_ctx_reset(ctx);
         if (!rc && !pg.got) rc = HEED_ERR_INVALID_ARG;
@@ -186,7 +188,7 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         free(means);
         return HEED_ERR_INVALID_ARG;
     }
-    if (p.n_patches && (rc = patch_rows(&mi, ctx, &p, &edits, &patch_vecs))) {
+    if (p.n_patches && (rc = patch_rows(&mi, ctx, &p, n_prompt, &edits, &patch_vecs))) {
         free(means), free(edits), free(patch_vecs);
         return rc;
     }

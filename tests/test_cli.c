@@ -328,6 +328,44 @@ static void test_ablate_mean_flag(void **state) {
     expect_err("generate -p hi -n 1 --ablate-mean 9:0", 1, "--ablate-mean: head 9:0 is outside");
 }
 
+/* --steer FILE:L:ALPHA and --patch RUN:L:POS: alpha 0 and a run patched
+ * with its own rows give the plain run's numbers; bad files and runs are
+ * refused naming them. */
+static void test_steer_patch_flags(void **state) {
+    const char *base = "generate -p 'Once upon a time' -n 3 --json --attention none";
+    char args[1024];
+    assert_int_equal(run("generate -p 'Once upon a time' -n 3 --json --attention none --save test-output/src.heedrun"), 0);
+    json_t *plain = json_load_file(out_path, 0, NULL);
+    assert_non_null(plain);
+    float vec[64];
+    for (int i = 0; i < 64; i++) vec[i] = (float)(i % 7) * 0.1f;
+    FILE *f = fopen("test-output/steer.f32", "wb");
+    assert_int_equal(fwrite(vec, 4, 64, f), 64);
+    fclose(f);
+    for (int k = 0; k < 3; k++) {
+        snprintf(args, sizeof args, "%s %s", base,
+                 k == 0 ? "--steer test-output/steer.f32:2:0" : k == 1 ? "--patch test-output/src.heedrun:3:4"
+                                                                       : "--steer test-output/steer.f32:2:3.5");
+        assert_int_equal(run(args), 0);
+        json_t *j = json_load_file(out_path, 0, NULL);
+        assert_non_null(j);
+        double a = json_number_value(json_object_get(json_array_get(json_object_get(plain, "steps"), 0), "prob"));
+        double b = json_number_value(json_object_get(json_array_get(json_object_get(j, "steps"), 0), "prob"));
+        if (k < 2) assert_true(a == b); /* nothing changed */
+        else assert_true(a != b);
+        json_decref(j);
+    }
+    json_decref(plain);
+    f = fopen("test-output/short.f32", "wb");
+    assert_int_equal(fwrite(vec, 4, 10, f), 10);
+    fclose(f);
+    expect_err("generate -p hi -n 1 --steer test-output/short.f32:1:1", 1, "has 40 bytes; a steering vector of this model is 64 float32");
+    expect_err("generate -p hi -n 1 --steer test-output/steer.f32:9:1", 1, "is not FILE:LAYER:ALPHA");
+    expect_err("generate -p hi -n 1 --steer test-output/none.f32:1:1", 1, "none.f32");
+    expect_err("generate -p hi -n 1 --patch test-output/src.heedrun:1:500", 1, "position 500 is beyond them");
+    expect_err("generate -p hi -n 1 --patch test-output/nothing.heedrun:1:2", 1, "nothing.heedrun");
+}
+
 static void test_attention_rows(void **state) {
     assert_int_equal(run("generate -p 'Once upon a time' -n 6 --json"), 0);
     json_t *full = json_load_file(out_path, 0, NULL);
@@ -589,6 +627,7 @@ int main(void) {
         cmocka_unit_test(test_attention_rows),
         cmocka_unit_test(test_knockout_flag),
         cmocka_unit_test(test_ablate_mean_flag),
+        cmocka_unit_test(test_steer_patch_flags),
         cmocka_unit_test(test_bpe_model_text_and_ids),
         cmocka_unit_test(test_chat_and_tokenize),
         cmocka_unit_test(test_chat_content_is_text),

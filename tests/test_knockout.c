@@ -408,7 +408,7 @@ static void test_steer_and_patch(void **state) {
         ro->layer = 1;
         heed_attn_hook hook = {.observe_resid = grab_resid, .user = ro};
         heed_ctx_set_attn_hook(c, &hook);
-        assert_int_equal(heed_decode(c, other, 6), HEED_OK); /* the whole source, as the session runs it */
+        assert_int_equal(heed_decode(c, other, 6), HEED_OK); /* batched as the session runs it (its prompt is 8) */
         heed_ctx_free(c);
     }
     int n;

@@ -1116,6 +1116,36 @@ static void test_interventions(void **state) {
     expect_error(&main_srv, "POST", "/api/runs",
                  "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"ablate_mean\", \"layer\": 0, \"head\": 99}]}",
                  400, "interventions");
+    /* steering with alpha 0 and patching a run with its own rows: the plain run's first step */
+    json_t *plain = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 2, \"cache\": false}", ids, &n_ids);
+    const char *plain_id = json_string_value(json_object_get(plain, "run_id"));
+    snprintf(path, sizeof path, "/api/runs/%s", plain_id);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
+    double p_plain = json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob"));
+    json_decref(doc);
+    char body[4096];
+    int len = snprintf(body, sizeof body, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 2, \"cache\": false, "
+                       "\"interventions\": [{\"type\": \"patch\", \"run\": \"%s\", \"layer\": 3, \"pos\": 4}, "
+                       "{\"type\": \"steer\", \"layer\": 1, \"alpha\": 0, \"vector\": [", plain_id);
+    for (int i = 0; i < 64; i++) len += snprintf(body + len, sizeof body - (size_t)len, "%s%d", i ? "," : "", i % 5);
+    snprintf(body + len, sizeof body - (size_t)len, "]}]}");
+    d = post_run(body, ids, &n_ids);
+    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d, "run_id")));
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
+    assert_true(json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob")) == p_plain);
+    json_decref(doc);
+    json_decref(d);
+    char bad[512];
+    snprintf(bad, sizeof bad, "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"patch\", \"run\": \"%s\", "
+             "\"layer\": 1, \"pos\": 999}]}", plain_id);
+    expect_error(&main_srv, "POST", "/api/runs", bad, 400, "interventions");
+    json_decref(plain);
+    expect_error(&main_srv, "POST", "/api/runs",
+                 "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"patch\", \"run\": \"run_nope\", \"layer\": 1, "
+                 "\"pos\": 0}]}", 400, "interventions");
+    expect_error(&main_srv, "POST", "/api/runs",
+                 "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"steer\", \"layer\": 1, \"alpha\": 1, "
+                 "\"vector\": [1, 2]}]}", 400, "interventions");
     expect_error(&main_srv, "POST", "/api/runs",
                  "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"knockout\", \"queries\": [3, 1], "
                  "\"keys\": [0, 0]}]}", 400, "interventions");
