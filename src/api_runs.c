@@ -92,3 +92,34 @@ int api_route_run_candidates(api *a, const api_req *rq, api_reply *rp) {
 int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_lens); }
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_experts); }
+
+/* The effects of an intervention or a branch: this run against ?base=ID,
+ * both stored. The two runs' locks are taken in address order. */
+int api_route_run_effects(api *a, const api_req *rq, api_reply *rp) {
+    const char *base_id = api_arg(rq, "base");
+    if (!base_id || !*base_id) {
+        api_error(rp, 400, "base", "invalid_parameter", "base (the id of the run to compare with) is required");
+        return 0;
+    }
+    store_run *sr, *sb;
+    char err[512] = "";
+    int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(rp, rc, rq->param, err);
+        return 0;
+    }
+    if ((rc = store_acquire(a->store, base_id, &sb, err, sizeof err))) {
+        store_release(a->store, sr);
+        api_reply_store_error(rp, rc, base_id, err);
+        return 0;
+    }
+    store_run *first = sr < sb ? sr : sb, *second = sr < sb ? sb : sr;
+    store_run_lock(first);
+    if (second != first) store_run_lock(second);
+    api_view_effects(store_run_get(sr), store_run_get(sb), base_id, rp);
+    if (second != first) store_run_unlock(second);
+    store_run_unlock(first);
+    store_release(a->store, sb);
+    store_release(a->store, sr);
+    return 0;
+}

@@ -402,6 +402,70 @@ int api_view_experts(api_view_env *env, const api_req *rq, heed_run *run, const 
     return 0;
 }
 
+/* A step's probability of token id from its candidates, or -1 when the id
+ * is not among them (then it is below the smallest candidate's). */
+static double cand_prob(const heed_run_step *s, int32_t id) {
+    for (int i = 0; i < s->n_cand; i++)
+        if (s->cand[i].id == id) return s->cand[i].prob;
+    return -1;
+}
+
+/* Per step, how this run's next-token distribution differs from the base
+ * run's (docs/ANALYSIS.md, "Effects"): chosen tokens, the first step they
+ * differ, the base's chosen token's probability in both, and the KL
+ * divergence KL(base || run) over the tokens both runs list among their
+ * candidates plus one bucket for the rest: exact masses on a partition, so
+ * a lower bound of the full divergence. */
+int api_view_effects(heed_run *run, heed_run *base, const char *base_id, api_reply *rp) {
+    heed_run_info ri, bi;
+    heed_run_get_info(run, &ri);
+    heed_run_get_info(base, &bi);
+    if (strcmp(ri.model_file, bi.model_file) || ri.meta_hash != bi.meta_hash || ri.n_prompt != bi.n_prompt) {
+        api_error(rp, 400, "base", "invalid_parameter", "the base run was made with another model or prompt");
+        return 0;
+    }
+    for (int i = 0; i < ri.n_prompt; i++) {
+        int32_t a, b;
+        heed_run_token(run, i, &a, NULL);
+        heed_run_token(base, i, &b, NULL);
+        if (a != b) {
+            api_error(rp, 400, "base", "invalid_parameter", "the base run's prompt differs at position %d", i);
+            return 0;
+        }
+    }
+    int n = ri.n_output < bi.n_output ? ri.n_output : bi.n_output, first_diff = -1;
+    json_t *steps = json_array();
+    double kl_sum = 0;
+    for (int t = 0; t < n; t++) {
+        heed_run_step s, b;
+        heed_run_get_step(run, t, &s);
+        heed_run_get_step(base, t, &b);
+        double in_both_b = 0, in_both_r = 0, kl = 0;
+        for (int i = 0; i < b.n_cand; i++) {
+            double pr = cand_prob(&s, b.cand[i].id), pb = b.cand[i].prob;
+            if (pr < 0) continue;
+            in_both_b += pb, in_both_r += pr;
+            if (pb > 0) kl += pb * log(pb / (pr > 0 ? pr : 1e-300));
+        }
+        double ob = 1 - in_both_b, orr = 1 - in_both_r;
+        if (ob > 1e-12) kl += ob * log(ob / (orr > 1e-300 ? orr : 1e-300));
+        if (kl < 0) kl = 0; /* rounding */
+        kl_sum += kl;
+        if (first_diff < 0 && s.id != b.id) first_diff = t;
+        double p_run = cand_prob(&s, b.id);
+        double below = s.n_cand ? s.cand[s.n_cand - 1].prob : 1;
+        json_array_append_new(steps, json_pack("{s:i, s:i, s:i, s:b, s:f, s:f, s:o, s:o}", "step", t, "base_id", b.id,
+                                               "id", s.id, "differs", s.id != b.id, "kl_lower_bound", kl,
+                                               "base_token_prob_base", (double)b.prob, "base_token_prob",
+                                               p_run >= 0 ? json_real(p_run) : json_null(), "base_token_prob_below",
+                                               p_run >= 0 ? json_null() : json_real(below)));
+    }
+    api_reply_json(rp, 200, json_pack("{s:s, s:i, s:o, s:f, s:o}", "base", base_id, "n_steps", n, "first_diff",
+                                      first_diff >= 0 ? json_integer(first_diff) : json_null(), "mean_kl_lower_bound",
+                                      n ? kl_sum / n : 0.0, "steps", steps));
+    return 0;
+}
+
 static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const heed_attn_sel *sel, int *rc) {
     json_t *arr = json_array();
     for (int p = 0; p < ri->n_pos && !*rc; p++) {

@@ -1163,6 +1163,51 @@ static void test_interventions(void **state) {
                  400, "interventions");
 }
 
+/* The effects view: a run against itself has no effect; an intervened
+ * branch from step 0 has non-negative KL lower bounds, the base's chosen
+ * token's probability in both, and the first step where the choices part;
+ * another prompt or no base is refused. */
+static void test_effects_view(void **state) {
+    int32_t ids[16];
+    int n_ids;
+    json_t *a = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 6, \"cache\": false}", ids, &n_ids);
+    const char *aid = json_string_value(json_object_get(a, "run_id"));
+    char path[256], body[512];
+    snprintf(path, sizeof path, "/api/runs/%s/effects?base=%s", aid, aid);
+    json_t *j;
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &j), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_steps")), 6);
+    assert_true(json_is_null(json_object_get(j, "first_diff")));
+    for (size_t t = 0; t < 6; t++) {
+        json_t *st = json_array_get(json_object_get(j, "steps"), t);
+        assert_true(json_real_value(json_object_get(st, "kl_lower_bound")) == 0);
+        assert_true(json_real_value(json_object_get(st, "base_token_prob")) ==
+                    json_real_value(json_object_get(st, "base_token_prob_base")));
+    }
+    json_decref(j);
+    snprintf(body, sizeof body, "{\"branch\": {\"run\": \"%s\", \"step\": 0}, \"max_tokens\": 6, \"cache\": false, "
+             "\"interventions\": [{\"type\": \"knockout\", \"layer\": null, \"head\": null, \"queries\": [1, 100], "
+             "\"keys\": [0, 0]}]}", aid);
+    json_t *b = post_run(body, ids, &n_ids);
+    snprintf(path, sizeof path, "/api/runs/%s/effects?base=%s", json_string_value(json_object_get(b, "run_id")), aid);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &j), 200);
+    double kl0 = json_real_value(json_object_get(json_array_get(json_object_get(j, "steps"), 0), "kl_lower_bound"));
+    printf("  knocking out attention to BOS everywhere: KL lower bound at step 0 = %.4f, first differing step %s\n", kl0,
+           json_is_null(json_object_get(j, "first_diff")) ? "none" : "found");
+    assert_true(kl0 > 0); /* attention to BOS matters in this model */
+    for (size_t t = 0; t < json_array_size(json_object_get(j, "steps")); t++)
+        assert_true(json_real_value(json_object_get(json_array_get(json_object_get(j, "steps"), t), "kl_lower_bound")) >= 0);
+    json_decref(j);
+    json_t *c = post_run("{\"prompt\": \"Lily and Ben\", \"max_tokens\": 2, \"cache\": false}", ids, &n_ids);
+    snprintf(path, sizeof path, "/api/runs/%s/effects?base=%s", json_string_value(json_object_get(c, "run_id")), aid);
+    expect_error(&main_srv, "GET", path, NULL, 400, "base");
+    snprintf(path, sizeof path, "/api/runs/%s/effects", aid);
+    expect_error(&main_srv, "GET", path, NULL, 400, "base");
+    snprintf(path, sizeof path, "/api/runs/%s/effects?base=run_nope", aid);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, NULL), 404);
+    json_decref(a), json_decref(b), json_decref(c);
+}
+
 static void test_api_key_and_cors(void **state) {
     srv s;
     const char *args[] = {"--api-key", "sekrit", "--cors", "http://example.test", "--max-prompt", "8",
@@ -1244,6 +1289,7 @@ int main(void) {
         cmocka_unit_test(test_experts_view),
         cmocka_unit_test(test_model_rules),
         cmocka_unit_test(test_interventions),
+        cmocka_unit_test(test_effects_view),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
