@@ -813,6 +813,15 @@ const char *heed_head_kind_name(heed_head_kind k);
  * out[0..n_prompt). */
 int heed_run_input_importance(heed_run *run, const heed_attn_sel *sel, float *out);
 
+/* Attention rollout (Abnar & Zuidema 2020, docs/ANALYSIS.md) of query
+ * position pos: out[0..pos] = e_pos (A'_{L-1} ... A'_0), where A'_l =
+ * 0.5 I + 0.5 A_l and A_l is layer l's attention averaged over its heads:
+ * how much of position pos's final residual stream flows from each input
+ * position through attention and the residual connection. Sums to 1.
+ * Costs a row per position reached per layer. HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_UNSUPPORTED (no exact rows), HEED_ERR_NOMEM. */
+int heed_run_rollout(heed_run *run, int pos, float *out);
+
 typedef enum heed_span_level { HEED_SPAN_WORD = 0, HEED_SPAN_SENTENCE = 1 } heed_span_level;
 
 typedef struct heed_span {

@@ -225,6 +225,7 @@ int api_route_run_lens(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_effects(api *a, const api_req *rq, api_reply *rp);
+int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp);
 
 /* ---- api_view.c */
 
@@ -236,6 +237,7 @@ int api_view_lens(api_view_env *env, const api_req *rq, heed_run *run, const hee
 int api_view_stats(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 int api_view_experts(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 int api_view_effects(heed_run *run, heed_run *base, const char *base_id, api_reply *rp);
+int api_view_rollout(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 char *api_view_key(const api_req *rq);
 
 #endif

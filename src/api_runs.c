@@ -92,6 +92,7 @@ int api_route_run_candidates(api *a, const api_req *rq, api_reply *rp) {
 int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_lens); }
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_experts); }
+int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_rollout); }
 
 /* The effects of an intervention or a branch: this run against ?base=ID,
  * both stored. The two runs' locks are taken in address order. */

@@ -466,6 +466,29 @@ int api_view_effects(heed_run *run, heed_run *base, const char *base_id, api_rep
     return 0;
 }
 
+/* Attention rollout of query position pos (default the last), docs/ANALYSIS.md. */
+int api_view_rollout(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    (void)env;
+    long pos = ri->n_pos - 1;
+    if (ri->n_pos < 1 || !api_arg_int(rq, "pos", 0, ri->n_pos - 1, &pos, rp)) {
+        if (ri->n_pos < 1) api_error(rp, 400, "pos", "invalid_parameter", "the run has no positions");
+        return 0;
+    }
+    float *out = malloc(sizeof(float) * (size_t)(pos + 1));
+    int rc = out ? heed_run_rollout(run, (int)pos, out) : HEED_ERR_NOMEM;
+    if (rc) {
+        free(out);
+        if (rc == HEED_ERR_UNSUPPORTED) api_error(rp, 400, NULL, "view_unsupported", "the run keeps no exact rows");
+        else api_error(rp, 500, NULL, "internal", "%s", heed_strerror(rc));
+        return 0;
+    }
+    json_t *arr = json_array();
+    for (long k = 0; k <= pos; k++) json_array_append_new(arr, json_real(out[k]));
+    free(out);
+    api_reply_json(rp, 200, json_pack("{s:i, s:o}", "pos", (int)pos, "rollout", arr));
+    return 0;
+}
+
 static json_t *token_stats_json(heed_run *run, const heed_run_info *ri, const heed_attn_sel *sel, int *rc) {
     json_t *arr = json_array();
     for (int p = 0; p < ri->n_pos && !*rc; p++) {

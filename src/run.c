@@ -464,6 +464,32 @@ static void imp_fn(void *user, int ith, int q, const float *row) {
     for (int k = 0; k < c->n_prompt; k++) c->acc[(size_t)ith * c->n_prompt + k] += row[k];
 }
 
+int heed_run_rollout(heed_run *r, int pos, float *out) {
+    if (!r || !out || pos < 0 || pos >= r->st.n_pos) return HEED_ERR_INVALID_ARG;
+    if (!r->st.has_qk && !r->st.has_full) return HEED_ERR_UNSUPPORTED;
+    size_t n = (size_t)pos + 1;
+    double *cur = calloc(n, sizeof *cur), *next = calloc(n, sizeof *next);
+    float *row = malloc(sizeof(float) * n);
+    int rc = cur && next && row ? HEED_OK : HEED_ERR_NOMEM;
+    if (!rc) cur[pos] = 1.0;
+    /* from the top layer down: r <- r (0.5 I + 0.5 A_l), A_l the head mean */
+    for (int l = r->n_layer - 1; l >= 0 && !rc; l--) {
+        heed_attn_sel sel = {&l, 1, NULL, 0, HEED_AGG_MEAN};
+        for (size_t i = 0; i < n; i++) next[i] = 0.5 * cur[i];
+        for (int i = 0; i <= pos && !rc; i++) {
+            if (cur[i] == 0.0) continue; /* positions no mass reaches need no row */
+            if ((rc = heed_run_attn_row(r, &sel, i, row))) break;
+            for (int k = 0; k <= i; k++) next[k] += 0.5 * cur[i] * row[k];
+        }
+        double *t = cur;
+        cur = next;
+        next = t;
+    }
+    for (size_t i = 0; !rc && i < n; i++) out[i] = (float)cur[i];
+    free(cur), free(next), free(row);
+    return rc;
+}
+
 int heed_run_input_importance(heed_run *r, const heed_attn_sel *sel, float *out) {
     attn_src src;
     if (!r || !sel || !out) return HEED_ERR_INVALID_ARG;

@@ -402,6 +402,47 @@ static void test_round_trip(void **state) {
     heed_run_free(r);
 }
 
+/* Attention rollout against the whole product of the layers' matrices (0.5 I
+ * + 0.5 head-mean A_l), in double from every exact row. */
+static void test_rollout(void **state) {
+    (void)state;
+    heed_run *r = record(10, NULL);
+    heed_run_info ri;
+    heed_run_get_info(r, &ri);
+    int P = ri.n_pos;
+    double *R = calloc((size_t)P * P, sizeof(double)), *T = calloc((size_t)P * P, sizeof(double));
+    float *row = malloc(sizeof(float) * (size_t)P);
+    for (int i = 0; i < P; i++) R[(size_t)i * P + i] = 1; /* R = I, then R <- R A'_l from the top layer down */
+    for (int l = ri.n_layer - 1; l >= 0; l--) {
+        heed_attn_sel sel = {&l, 1, NULL, 0, HEED_AGG_MEAN};
+        memset(T, 0, sizeof(double) * (size_t)P * P);
+        for (int i = 0; i < P; i++) {
+            assert_int_equal(heed_run_attn_row(r, &sel, i, row), HEED_OK);
+            /* A'_l row i: 0.5 e_i + 0.5 row; T = R A'_l */
+            for (int a = 0; a < P; a++) {
+                double w = R[(size_t)a * P + i];
+                if (w == 0) continue;
+                T[(size_t)a * P + i] += 0.5 * w;
+                for (int k = 0; k <= i; k++) T[(size_t)a * P + k] += 0.5 * w * row[k];
+            }
+        }
+        memcpy(R, T, sizeof(double) * (size_t)P * P);
+    }
+    float *out = malloc(sizeof(float) * (size_t)P);
+    for (int pos = 0; pos < P; pos += 3) {
+        assert_int_equal(heed_run_rollout(r, pos, out), HEED_OK);
+        double sum = 0;
+        for (int k = 0; k <= pos; k++) {
+            assert_true(fabs(out[k] - R[(size_t)pos * P + k]) < 1e-6);
+            sum += out[k];
+        }
+        assert_true(fabs(sum - 1) < 1e-5);
+    }
+    assert_int_equal(heed_run_rollout(r, P, out), HEED_ERR_INVALID_ARG);
+    free(R), free(T), free(row), free(out);
+    heed_run_free(r);
+}
+
 /* ---------------------------------------------------------- corrupt files */
 
 typedef struct section {
@@ -737,6 +778,7 @@ int main(void) {
         cmocka_unit_test(test_recorder_misuse),
         cmocka_unit_test(test_recorder_last_row),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_rollout),
         cmocka_unit_test(test_corrupt_table),
         cmocka_unit_test(test_load_not_regular),
         cmocka_unit_test(test_npy_header_bytes),

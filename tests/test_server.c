@@ -1205,6 +1205,17 @@ static void test_effects_view(void **state) {
     expect_error(&main_srv, "GET", path, NULL, 400, "base");
     snprintf(path, sizeof path, "/api/runs/%s/effects?base=run_nope", aid);
     assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, NULL), 404);
+    /* the rollout of position 3: four weights summing to 1 */
+    snprintf(path, sizeof path, "/api/runs/%s/rollout?pos=3", aid);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &j), 200);
+    json_t *ro = json_object_get(j, "rollout");
+    assert_int_equal(json_array_size(ro), 4);
+    double sum = 0;
+    for (size_t k = 0; k < 4; k++) sum += json_real_value(json_array_get(ro, k));
+    assert_true(fabs(sum - 1) < 1e-5);
+    json_decref(j);
+    snprintf(path, sizeof path, "/api/runs/%s/rollout?pos=999", aid);
+    expect_error(&main_srv, "GET", path, NULL, 400, "pos");
     json_decref(a), json_decref(b), json_decref(c);
 }
 
