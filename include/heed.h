@@ -813,6 +813,18 @@ const char *heed_head_kind_name(heed_head_kind k);
  * out[0..n_prompt). */
 int heed_run_input_importance(heed_run *run, const heed_attn_sel *sel, float *out);
 
+/* heed-trace/1 (docs/TRACE_FORMAT.md): the post-RoPE q and k of a run made
+ * by another engine, in a directory (trace.json, layer_NNN.safetensors).
+ * heed_trace_import reads one into a run with the exact tier (every row
+ * recomputed by the trace's scale, soft-cap and windows; no candidates,
+ * lens or probabilities: NaN), checking every shape, dtype and count;
+ * messages name the file and the field. heed_run_export_trace writes a
+ * run's exact tier as one (a run made under interventions is refused: the
+ * format cannot say what they did). HEED_OK, HEED_ERR_IO,
+ * HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
+int heed_trace_import(const char *dir, heed_run **out, char *err, size_t err_size);
+int heed_run_export_trace(const heed_run *run, const char *dir, char *err, size_t err_size);
+
 /* Attention rollout (Abnar & Zuidema 2020, docs/ANALYSIS.md) of query
  * position pos: out[0..pos] = e_pos (A'_{L-1} ... A'_0), where A'_l =
  * 0.5 I + 0.5 A_l and A_l is layer l's attention averaged over its heads:

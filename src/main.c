@@ -69,8 +69,10 @@ static const char *usage_text =
     "      --knockout L:H:Q:K  queries Q may not attend to keys K (each field a list of N, A-B or '*';\n"
     "                          positions inclusive; repeatable)\n"
     "\n"
-    "  heed export RUN -o OUT.npz|OUT.json|OUT.html [-m MODEL]\n"
-    "                                        a recorded run as NumPy arrays, JSON, or an offline HTML viewer\n";
+    "  heed export RUN -o OUT.npz|OUT.json|OUT.html|OUT.trace [-m MODEL]\n"
+    "                                        a recorded run as NumPy arrays, JSON, an offline HTML viewer,\n"
+    "                                        or a heed-trace/1 folder (its q and k)\n"
+    "  heed import TRACE -o RUN              a heed-trace/1 folder (another engine's q/k) as a run\n";
 
 typedef struct gen_opts {
     const char *model;
@@ -1134,13 +1136,15 @@ static int run_export(int argc, char **argv) {
         else if (!in) in = argv[i];
         else return usage_error("%s", "export: one RUN file at a time");
     }
-    if (!in || !out) return usage_error("%s", "export needs RUN and -o OUT.npz|OUT.json|OUT.html");
-    if (!ends_with(out, ".npz") && !ends_with(out, ".json") && !ends_with(out, ".html"))
-        return usage_error("export: '%s' should end in .npz, .json or .html", out);
+    if (!in || !out) return usage_error("%s", "export needs RUN and -o OUT.npz|OUT.json|OUT.html|OUT.trace");
+    if (!ends_with(out, ".npz") && !ends_with(out, ".json") && !ends_with(out, ".html") && !ends_with(out, ".trace"))
+        return usage_error("export: '%s' should end in .npz, .json, .html or .trace (a heed-trace/1 folder)", out);
     char err[512] = "";
     heed_run *run = NULL;
     int rc = heed_run_load(in, &run, err, sizeof err);
-    if (!rc && ends_with(out, ".html")) {
+    if (!rc && ends_with(out, ".trace")) {
+        rc = heed_run_export_trace(run, out, err, sizeof err);
+    } else if (!rc && ends_with(out, ".html")) {
         heed_model *m = export_model(model_path, run);
         rc = webexport_html(run, m, out, WEBEXPORT_BUDGET, err, sizeof err) ? HEED_ERR_IO : 0;
         heed_model_free(m);
@@ -1148,6 +1152,35 @@ static int run_export(int argc, char **argv) {
         export_lens(run, model_path);
         rc = ends_with(out, ".npz") ? heed_run_export_npz(run, out, err, sizeof err)
                                     : heed_run_export_json(run, out, err, sizeof err);
+    }
+    heed_run_free(run);
+    if (rc) {
+        fprintf(stderr, "heed: %s\n", err[0] ? err : heed_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+/* heed import TRACE -o RUN: a heed-trace/1 folder (another engine's q/k)
+ * as a run file. */
+static int run_import(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (argv[i][0] == '-') return usage_error("import: unknown option '%s'", argv[i]);
+        else if (!in) in = argv[i];
+        else return usage_error("%s", "import: one TRACE folder at a time");
+    }
+    if (!in || !out) return usage_error("%s", "import needs TRACE (a heed-trace/1 folder) and -o RUN");
+    char err[512] = "";
+    heed_run *run = NULL;
+    int rc = heed_trace_import(in, &run, err, sizeof err);
+    if (!rc) rc = heed_run_save(run, out, err, sizeof err);
+    if (!rc) {
+        heed_run_info ri;
+        heed_run_get_info(run, &ri);
+        printf("%s: %d tokens, %d layers x %d heads, the exact tier (every row recomputed from q and k)\n", out,
+               ri.n_pos, ri.n_layer, ri.n_head);
     }
     heed_run_free(run);
     if (rc) {
@@ -1359,6 +1392,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "serve")) return server_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return run_tokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export")) return run_export(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "import")) return run_import(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) {
         const char *model = NULL;
         for (int i = 2; i < argc; i++) {
