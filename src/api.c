@@ -325,6 +325,104 @@ void api_reply_body(api_reply *rp, char *body, size_t len, const char *type) {
     rp->body_len = body ? len : 0;
 }
 
+/* ------------------------------------------------------------ metrics */
+
+static const int metric_statuses[API_METRIC_STATUSES - 1] = {200, 204, 400, 401, 404, 405, 409,
+                                                              413, 422, 429, 500, 503, 507};
+
+void api_metrics_request(api *a, int route, int status) {
+    int r = route >= 0 && route < API_METRIC_ROUTES - 1 ? route : API_METRIC_ROUTES - 1, k = 0;
+    while (k < API_METRIC_STATUSES - 1 && metric_statuses[k] != status) k++;
+    atomic_fetch_add(&a->metrics.requests[r][k], 1);
+}
+
+static unsigned long long us(double s) { return s > 0 ? (unsigned long long)(s * 1e6 + 0.5) : 0; }
+
+void api_metrics_generation(api *a, const gen *g) {
+    api_metrics *m = &a->metrics;
+    atomic_fetch_add(&m->generations, 1);
+    atomic_fetch_add(&m->tokens, (unsigned long)g->n_out);
+    atomic_fetch_add(&m->prompt_tokens, (unsigned long)g->n_prompt);
+    if (g->stop && !strcmp(g->stop, "cancelled")) atomic_fetch_add(&m->cancelled, 1);
+    if (g->t_started > 0) atomic_fetch_add(&m->queue_us, us(g->t_started - g->t_queued));
+    if (g->t_prompt > 0) atomic_fetch_add(&m->prompt_us, us(g->t_prompt - g->t_started));
+    if (g->t_first > 0) {
+        atomic_fetch_add(&m->first_token_us, us(g->t_first - g->t_prompt));
+        atomic_fetch_add(&m->first_token_n, 1);
+    }
+    if (g->n_out > 1 && g->t_last > g->t_first) atomic_fetch_add(&m->decode_us, us(g->t_last - g->t_first));
+}
+
+/* GET /metrics: Prometheus text format, version 0.0.4. */
+static int h_metrics(api *a, const api_req *rq, api_reply *rp) {
+    (void)rq;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    if (!b) return api_error(rp, 500, NULL, "out_of_memory", "out of memory"), 0;
+#define OUT(...)                                                                                                       \
+    do {                                                                                                               \
+        if (n < cap) n += (size_t)snprintf(b + n, cap - n, __VA_ARGS__);                                               \
+    } while (0)
+    int n_routes;
+    const api_route *routes = api_routes(&n_routes);
+    OUT("# HELP heed_requests_total HTTP requests, by route and status.\n# TYPE heed_requests_total counter\n");
+    for (int r = 0; r < API_METRIC_ROUTES; r++)
+        for (int k = 0; k < API_METRIC_STATUSES; k++) {
+            unsigned long c = atomic_load(&a->metrics.requests[r][k]);
+            if (!c) continue;
+            char st[8];
+            if (k < API_METRIC_STATUSES - 1) snprintf(st, sizeof st, "%d", metric_statuses[k]);
+            else snprintf(st, sizeof st, "other");
+            if (r < n_routes && r < API_METRIC_ROUTES - 1)
+                OUT("heed_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %lu\n", routes[r].method,
+                    routes[r].pattern, st, c);
+            else
+                OUT("heed_requests_total{method=\"\",route=\"other\",status=\"%s\"} %lu\n", st, c);
+        }
+    api_metrics *m = &a->metrics;
+    unsigned long gens = atomic_load(&m->generations), toks = atomic_load(&m->tokens);
+    OUT("# HELP heed_generations_total Generations finished (stored or not).\n# TYPE heed_generations_total counter\n"
+        "heed_generations_total %lu\n", gens);
+    OUT("# HELP heed_generations_cancelled_total Generations whose client left or fell behind.\n"
+        "# TYPE heed_generations_cancelled_total counter\nheed_generations_cancelled_total %lu\n",
+        (unsigned long)atomic_load(&m->cancelled));
+    OUT("# HELP heed_tokens_generated_total Tokens generated.\n# TYPE heed_tokens_generated_total counter\n"
+        "heed_tokens_generated_total %lu\n", toks);
+    OUT("# HELP heed_prompt_tokens_total Prompt tokens processed.\n# TYPE heed_prompt_tokens_total counter\n"
+        "heed_prompt_tokens_total %lu\n", (unsigned long)atomic_load(&m->prompt_tokens));
+    OUT("# HELP heed_decode_seconds_total Time decoding after each generation's first token (tokens/s = tokens "
+        "after the first / this).\n# TYPE heed_decode_seconds_total counter\nheed_decode_seconds_total %.6f\n",
+        atomic_load(&m->decode_us) / 1e6);
+    OUT("# HELP heed_prompt_seconds_total Time processing prompts.\n# TYPE heed_prompt_seconds_total counter\n"
+        "heed_prompt_seconds_total %.6f\n", atomic_load(&m->prompt_us) / 1e6);
+    OUT("# HELP heed_time_to_first_token_seconds Time from the end of the prompt to the first token.\n"
+        "# TYPE heed_time_to_first_token_seconds summary\nheed_time_to_first_token_seconds_sum %.6f\n"
+        "heed_time_to_first_token_seconds_count %llu\n", atomic_load(&m->first_token_us) / 1e6,
+        (unsigned long long)atomic_load(&m->first_token_n));
+    OUT("# HELP heed_queue_wait_seconds Time generations waited in the queue.\n"
+        "# TYPE heed_queue_wait_seconds summary\nheed_queue_wait_seconds_sum %.6f\nheed_queue_wait_seconds_count %lu\n",
+        atomic_load(&m->queue_us) / 1e6, gens);
+    pthread_mutex_lock(&a->eng.mu);
+    int depth = 0;
+    for (ticket *t = a->eng.head; t; t = t->next) depth++;
+    int streams = a->eng.n_streams;
+    pthread_mutex_unlock(&a->eng.mu);
+    OUT("# HELP heed_queue_depth Generations waiting or running.\n# TYPE heed_queue_depth gauge\nheed_queue_depth %d\n",
+        depth);
+    OUT("# HELP heed_streams_open Streams open to clients.\n# TYPE heed_streams_open gauge\nheed_streams_open %d\n",
+        streams);
+    long long total = 0;
+    char *list = NULL;
+    if (!store_list(a->store, 1, 0, &list, &total)) free(list);
+    OUT("# HELP heed_runs_stored Runs in the store.\n# TYPE heed_runs_stored gauge\nheed_runs_stored %lld\n", total);
+    OUT("# HELP heed_uptime_seconds Seconds since the server started.\n# TYPE heed_uptime_seconds gauge\n"
+        "heed_uptime_seconds %lld\n", (long long)time(NULL) - a->started);
+#undef OUT
+    if (n >= cap) n = cap - 1;
+    api_reply_body(rp, b, n, "text/plain; version=0.0.4");
+    return 0;
+}
+
 /* The query arguments each route reads; any other is refused (400), so a
  * view's cache key holds only what decides its reply. */
 static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "offset", NULL},
@@ -340,6 +438,7 @@ static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "o
 
 static const api_route routes[] = {
     ROUTE("GET", "/api/health", h_health, NULL),
+    ROUTE("GET", "/metrics", h_metrics, args_none),
     ROUTE("GET", "/api/model", h_model, NULL),
     ROUTE("POST", "/api/tokenize", h_tokenize, NULL),
     ROUTE("GET", "/api/runs", api_route_run_list, args_list),

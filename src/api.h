@@ -130,4 +130,8 @@ ssize_t api_stream_read(api_stream *s, char *buf, size_t max);
  * and stored with stop "cancelled"; one still queued leaves the queue. */
 void api_stream_free(api_stream *s);
 
+/* /metrics: a request to route number `route` (api_routes order; -1: none
+ * matched) was answered with status. Any thread. */
+void api_metrics_request(api *a, int route, int status);
+
 #endif

@@ -653,6 +653,7 @@ static json_t *run_doc(gen *g) {
  * the message in err). */
 static int gen_finish(gen *g, char *err, size_t err_size) {
     api *a = g->api;
+    api_metrics_generation(a, g);
     heed_run *run = NULL;
     int rc = g->sess ? heed_gen_finish(g->sess, &run) : HEED_ERR_INVALID_ARG;
     heed_gen_free(g->sess); /* also removes the hook when finish was refused */

@@ -70,8 +70,19 @@ typedef struct req_cache_entry {
     char run_id[40];
     unsigned long long used; /* LRU clock */
 } req_cache_entry;
+/* What /metrics reports: counters updated as requests end and generations
+ * finish (atomics: any thread), read at scrape time. */
+#define API_METRIC_ROUTES 32
+#define API_METRIC_STATUSES 14 /* the statuses the API answers with, and one for any other */
+typedef struct api_metrics {
+    atomic_ulong requests[API_METRIC_ROUTES][API_METRIC_STATUSES];
+    atomic_ulong generations, tokens, prompt_tokens, cancelled;
+    atomic_ullong decode_us, first_token_us, first_token_n, queue_us, prompt_us;
+} api_metrics;
+
 struct api {
     heed_model *model;
+    api_metrics metrics;
     heed_model_info info;
     api_view_env view;     /* what the views read: the model, its labels, the lens's scratch */
     char model_id[256];
@@ -226,6 +237,11 @@ int api_route_run_stats(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_effects(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp);
+
+/* ---- api.c: metrics */
+
+/* A generation finished (its timings and counts). */
+void api_metrics_generation(api *a, const gen *g);
 
 /* ---- api_view.c */
 

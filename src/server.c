@@ -154,7 +154,8 @@ static enum MHD_Result send_reply(const server *s, struct MHD_Connection *c, api
 /* The API's own prefixes never fall through to static files, so an unknown
  * API path is a JSON 404, not a web page. */
 static bool is_api_path(const char *url) {
-    return !strncmp(url, "/api/", 5) || !strcmp(url, "/api") || !strncmp(url, "/v1/", 4) || !strcmp(url, "/v1");
+    return !strncmp(url, "/api/", 5) || !strcmp(url, "/api") || !strncmp(url, "/v1/", 4) || !strcmp(url, "/v1") ||
+           !strcmp(url, "/metrics");
 }
 
 /* Reads web_dir + path when it resolves (symlinks included) to a regular
@@ -398,6 +399,8 @@ static void dispatch(server *s, request *r, const char *method, const char *url,
     api_req rq = {.method = method, .path = url, .param = r->param, .args = args, .body = r->body,
                   .body_len = r->len};
     r->route->fn(s->api, &rq, rp);
+    /* a stream's status is 200 once it starts: counted now */
+    api_metrics_request(s->api, (int)(r->route - s->routes), rp->status ? rp->status : 200);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -432,6 +435,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (refuse_early(s, method, url, auth, cl, r, &rp, allow, sizeof allow)) {
             r->route = NULL;
             conn_set_deadline(s, c, 0);
+            api_metrics_request(s->api, -1, rp.status); /* refused before any route ran */
             return send_reply(s, c, &rp);
         }
         return MHD_YES;

@@ -1219,6 +1219,63 @@ static void test_effects_view(void **state) {
     json_decref(a), json_decref(b), json_decref(c);
 }
 
+/* The value of the first sample line of /metrics starting with prefix, or -1. */
+static double metric(const char *text, const char *prefix) {
+    for (const char *l = text; *l;) {
+        const char *e = strchr(l, '\n');
+        if (!e) break;
+        if (!strncmp(l, prefix, strlen(prefix))) {
+            const char *sp = e;
+            while (sp > l && sp[-1] != ' ') sp--;
+            return atof(sp);
+        }
+        l = e + 1;
+    }
+    return -1;
+}
+
+static char *get_metrics(void) {
+    resp r = {0};
+    assert_int_equal(http_ex(&main_srv, "GET", "/metrics", NULL, 0, NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    /* every line is a comment or "name{labels} value" / "name value" */
+    for (char *l = r.body; *l;) {
+        char *e = strchr(l, '\n');
+        assert_non_null(e);
+        if (*l != '#') {
+            const char *sp = e;
+            while (sp > l && sp[-1] != ' ') sp--;
+            assert_true(sp > l);
+            char *end;
+            strtod(sp, &end);
+            assert_true(end == e);
+            for (const char *c = l; c < sp - 1 && *c != '{'; c++) assert_true(*c == '_' || (*c >= 'a' && *c <= 'z'));
+        }
+        l = e + 1;
+    }
+    return r.body;
+}
+
+/* /metrics: Prometheus text, counters that move with requests and generations. */
+static void test_metrics(void **state) {
+    char *before = get_metrics();
+    json_t *j;
+    assert_int_equal(http(&main_srv, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"max_tokens\": 5, "
+                                                                  "\"cache\": false}", NULL, &j), 200);
+    json_decref(j);
+    assert_int_equal(http(&main_srv, "GET", "/api/no-such-route", NULL, NULL, NULL), 404);
+    char *after = get_metrics();
+    assert_true(metric(after, "heed_generations_total ") >= metric(before, "heed_generations_total ") + 1);
+    assert_true(metric(after, "heed_tokens_generated_total ") >= metric(before, "heed_tokens_generated_total ") + 5);
+    const char *done = "heed_requests_total{method=\"POST\",route=\"/v1/completions\",status=\"200\"}";
+    assert_true(metric(after, done) >= (metric(before, done) > 0 ? metric(before, done) : 0) + 1);
+    assert_true(metric(after, "heed_requests_total{method=\"\",route=\"other\",status=\"404\"}") >= 1);
+    assert_true(metric(after, "heed_time_to_first_token_seconds_count ") >= 1);
+    assert_true(metric(after, "heed_runs_stored ") >= 1);
+    free(before);
+    free(after);
+}
+
 static void test_api_key_and_cors(void **state) {
     srv s;
     const char *args[] = {"--api-key", "sekrit", "--cors", "http://example.test", "--max-prompt", "8",
@@ -1301,6 +1358,7 @@ int main(void) {
         cmocka_unit_test(test_model_rules),
         cmocka_unit_test(test_interventions),
         cmocka_unit_test(test_effects_view),
+        cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
