@@ -875,6 +875,14 @@ int heed_json_write_arrays(const char *path, const heed_array *arrays, int n, ch
  * computed from its exact tier (on the run's threads), equal to what
  * recording them would have kept. */
 int heed_run_export_npz(heed_run *run, const char *path, char *err, size_t err_size);
+/* As heed_run_export_npz, with flags: HEED_EXPORT_FULL adds the array
+ * `attention`, float32 (n_layer, n_head, n_pos, n_pos): every exact row,
+ * zeros above the diagonal and outside windows, for runs whose array is at
+ * most HEED_EXPORT_FULL_MAX bytes (larger: HEED_ERR_UNSUPPORTED, the
+ * message giving the size it would take). */
+#define HEED_EXPORT_FULL 1u
+#define HEED_EXPORT_FULL_MAX ((uint64_t)2 << 30)
+int heed_run_export_npz_ex(heed_run *run, const char *path, unsigned flags, char *err, size_t err_size);
 /* Metadata, tokens, steps and lens as one JSON object (attention stays in
  * the .npz or the views). */
 int heed_run_export_json(const heed_run *run, const char *path, char *err, size_t err_size);

@@ -69,7 +69,7 @@ static const char *usage_text =
     "      --knockout L:H:Q:K  queries Q may not attend to keys K (each field a list of N, A-B or '*';\n"
     "                          positions inclusive; repeatable)\n"
     "\n"
-    "  heed export RUN -o OUT.npz|OUT.json|OUT.html|OUT.trace [-m MODEL]\n"
+    "  heed export RUN -o OUT.npz|OUT.json|OUT.html|OUT.trace [-m MODEL] [--full]\n"
     "                                        a recorded run as NumPy arrays, JSON, an offline HTML viewer,\n"
     "                                        or a heed-trace/1 folder (its q and k)\n"
     "  heed import TRACE -o RUN              a heed-trace/1 folder (another engine's q/k) as a run\n";
@@ -1129,8 +1129,10 @@ static void export_lens(heed_run *run, const char *model_path) {
 
 static int run_export(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *model_path = NULL;
+    bool full = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--full")) full = true;
         else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model_path = argv[++i];
         else if (argv[i][0] == '-') return usage_error("export: unknown option '%s'", argv[i]);
         else if (!in) in = argv[i];
@@ -1150,7 +1152,11 @@ static int run_export(int argc, char **argv) {
         heed_model_free(m);
     } else if (!rc) {
         export_lens(run, model_path);
-        rc = ends_with(out, ".npz") ? heed_run_export_npz(run, out, err, sizeof err)
+        if (full && !ends_with(out, ".npz")) {
+            heed_run_free(run);
+            return usage_error("%s", "export: --full goes with OUT.npz");
+        }
+        rc = ends_with(out, ".npz") ? heed_run_export_npz_ex(run, out, full ? HEED_EXPORT_FULL : 0, err, sizeof err)
                                     : heed_run_export_json(run, out, err, sizeof err);
     }
     heed_run_free(run);

@@ -205,17 +205,56 @@ static int export_summaries(heed_run *r, astore *sum, const astore **tk, const a
 }
 
 int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_size) {
-    if (!r || !path) return HEED_ERR_INVALID_ARG;
+    return heed_run_export_npz_ex(r, path, 0, err, err_size);
+}
+
+/* The dense attention of every layer and head, (L, H, P, P), zeros where a
+ * query does not look; NULL on failure (rc set). */
+static float *dense_attention(heed_run *r, int *rc) {
+    uint64_t P = (uint64_t)r->st.n_pos, L = (uint64_t)r->n_layer, H = (uint64_t)r->n_head;
+    float *a = calloc(L * H * P * P + 1, sizeof(float));
+    if (!a) {
+        *rc = HEED_ERR_NOMEM;
+        return NULL;
+    }
+    for (int l = 0; l < r->n_layer; l++)
+        for (int h = 0; h < r->n_head; h++) {
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            for (uint64_t q = 0; q < P; q++)
+                if ((*rc = heed_run_attn_row(r, &sel, (int)q, a + (((uint64_t)l * H + h) * P + q) * P))) {
+                    free(a);
+                    return NULL;
+                }
+        }
+    return a;
+}
+
+int heed_run_export_npz_ex(heed_run *r, const char *path, unsigned flags, char *err, size_t err_size) {
+    if (!r || !path || (flags & ~HEED_EXPORT_FULL)) return HEED_ERR_INVALID_ARG;
+    float *dense = NULL;
+    if (flags & HEED_EXPORT_FULL) {
+        uint64_t P = (uint64_t)r->st.n_pos, bytes = (uint64_t)r->n_layer * r->n_head * P * P * 4;
+        if (bytes > HEED_EXPORT_FULL_MAX)
+            return run_fail(err, err_size, HEED_ERR_UNSUPPORTED,
+                            "%s: the full attention of this run (%d layers x %d heads x %llu^2 positions) would take "
+                            "%.2f GB, more than %.0f GB: export without it, or a shorter run", path, r->n_layer,
+                            r->n_head, (unsigned long long)P, bytes / 1e9, HEED_EXPORT_FULL_MAX / 1e9);
+        int drc = HEED_OK;
+        if (!(dense = dense_attention(r, &drc))) return drc;
+    }
     astore sum;
     const astore *tk, *hm;
     int sum_rc = export_summaries(r, &sum, &tk, &hm);
-    if (sum_rc) return sum_rc;
+    if (sum_rc) {
+        free(dense);
+        return sum_rc;
+    }
     uint64_t T = (uint64_t)r->n_output, P = (uint64_t)r->st.n_pos, L = (uint64_t)r->n_layer;
     uint64_t H = (uint64_t)r->n_head, tri = P * (P + 1) / 2;
     int32_t *sid = malloc(sizeof(int32_t) * (T + 1)), *cid = malloc(sizeof(int32_t) * (T * r->n_cand + 1));
     float *sf = malloc(sizeof(float) * (3 * T + 1)), *cf = malloc(sizeof(float) * (2 * T * r->n_cand + 1));
     if (!sid || !cid || !sf || !cf) {
-        free(sid); free(cid); free(sf); free(cf);
+        free(sid); free(cid); free(sf); free(cf); free(dense);
         astore_free(&sum);
         return HEED_ERR_NOMEM;
     }
@@ -254,6 +293,8 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
         }
         if (ko) a[n++] = arr("knockouts", HEED_DT_I32, ko, 2, (uint64_t)r->st.n_ko_list, 6, 0, 0);
     }
+    if (dense)
+        a[n++] = arr("attention", HEED_DT_F32, dense, 4, L, H, (uint64_t)r->st.n_pos, (uint64_t)r->st.n_pos);
     if (r->head_values) /* mean ablation: each head's replacement (the heads not replaced are in the JSON) */
         a[n++] = arr("head_values", HEED_DT_F32, r->head_values, 3, L, (uint64_t)r->n_head, (uint64_t)r->head_dim, 0);
     if (r->n_expert) { /* a mixture of experts: the routing of every position fed */
@@ -286,7 +327,7 @@ int heed_run_export_npz(heed_run *r, const char *path, char *err, size_t err_siz
     if (hm) a[n++] = arr("head_mean_packed", HEED_DT_F16, hm->hmean, 1, tri * L, 0, 0, 0);
     if (r->st.has_full) a[n++] = arr("full_packed", HEED_DT_F32, r->st.full, 1, tri * L * H, 0, 0, 0);
     int rc = heed_npz_write(path, a, n, err, err_size);
-    free(sid); free(cid); free(sf); free(cf); free(k); free(ko);
+    free(sid); free(cid); free(sf); free(cf); free(k); free(ko); free(dense);
     astore_free(&sum);
     return rc;
 }

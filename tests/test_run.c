@@ -672,6 +672,49 @@ static int check_zip(const unsigned char *b, size_t n, char names[][64]) {
     return count;
 }
 
+/* the first occurrence of needle in hay, or NULL */
+static unsigned char *find_bytes(unsigned char *hay, size_t n, const char *needle, size_t m) {
+    for (size_t i = 0; i + m <= n; i++)
+        if (!memcmp(hay + i, needle, m)) return hay + i;
+    return NULL;
+}
+
+/* --full: the dense attention array equals every exact row, zeros above
+ * the diagonal; too big a run is refused with the size it would take. */
+static void test_npz_full(void **state) {
+    heed_run *r = record(5, NULL);
+    heed_run_info ri;
+    heed_run_get_info(r, &ri);
+    char err[256];
+    assert_int_equal(system("mkdir -p test-output"), 0);
+    assert_int_equal(heed_run_export_npz_ex(r, "test-output/full.npz", HEED_EXPORT_FULL, err, sizeof err), HEED_OK);
+    size_t n;
+    unsigned char *b = ru_slurp("test-output/full.npz", &n);
+    unsigned char *name = find_bytes(b, n, "attention.npy", 13);
+    assert_non_null(name);
+    unsigned char *npy = find_bytes(name, n - (size_t)(name - b), "\x93NUMPY", 6);
+    assert_non_null(npy);
+    uint16_t hl;
+    memcpy(&hl, npy + 8, 2);
+    assert_non_null(strstr((char *)npy + 10, "'shape': (5, 8,"));
+    const unsigned char *data = npy + 10 + hl;
+    int P = ri.n_pos;
+    float row[64], got;
+    for (int l = 0; l < ri.n_layer; l++)
+        for (int h = 0; h < ri.n_head; h++) {
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            for (int q = 0; q < P; q++) {
+                assert_int_equal(heed_run_attn_row(r, &sel, q, row), HEED_OK);
+                for (int k = 0; k < P; k++) {
+                    memcpy(&got, data + ((((size_t)l * ri.n_head + h) * P + q) * P + k) * 4, 4);
+                    assert_true(got == (k <= q ? row[k] : 0.0f));
+                }
+            }
+        }
+    free(b);
+    heed_run_free(r);
+}
+
 static void test_npz_and_json(void **state) {
     heed_run *r = record(6, NULL);
     char err[256];
@@ -779,6 +822,7 @@ int main(void) {
         cmocka_unit_test(test_recorder_last_row),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_rollout),
+        cmocka_unit_test(test_npz_full),
         cmocka_unit_test(test_corrupt_table),
         cmocka_unit_test(test_load_not_regular),
         cmocka_unit_test(test_npy_header_bytes),
