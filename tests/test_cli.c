@@ -596,7 +596,7 @@ static void test_save_and_export(void **state) {
         printf("SKIP: html export: web/dist was not built (no npm); expecting the explanation instead\n");
         expect_err("export test-output/cli.run -o test-output/cli.html", 1, "without the web UI");
     }
-    expect_err("export test-output/cli.run -o x.txt", 2, ".npz, .json or .html");
+    expect_err("export test-output/cli.run -o x.txt", 2, ".npz, .json, .html or .trace");
     expect_err("export test-output/missing.run -o test-output/x.npz", 1, "missing.run");
     sh("head -c 100 test-output/cli.run > test-output/cut.run");
     expect_err("export test-output/cut.run -o test-output/x.npz", 1, "cut.run");
