@@ -1,0 +1,63 @@
+/*
+ * bench_longviews - how long the views of a long run take, from its file
+ * (the exact tier: rows recomputed from q and k): one row aggregated over
+ * every layer and head at the last position, one column (how much every
+ * later position attended to key 0, one head), and the rows of one head at
+ * every position (what a heatmap overview reads). Best of R.
+ *
+ *   bench_longviews RUN [-r R]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "heed.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_longviews RUN [-r R]\n");
+        return 2;
+    }
+    int repeats = argc > 3 && !strcmp(argv[2], "-r") ? atoi(argv[3]) : 3;
+    heed_run *r;
+    char err[512];
+    if (heed_run_load(argv[1], &r, err, sizeof err)) {
+        fprintf(stderr, "bench_longviews: %s\n", err);
+        return 1;
+    }
+    heed_run_info ri;
+    heed_run_get_info(r, &ri);
+    int P = ri.n_pos;
+    float *out = malloc(sizeof(float) * (size_t)P);
+    heed_attn_sel all = heed_attn_sel_all();
+    int l0 = 0, h0 = 0;
+    heed_attn_sel one = {&l0, 1, &h0, 1, HEED_AGG_MEAN};
+    double best[3] = {1e30, 1e30, 1e30};
+    for (int rep = 0; rep < repeats; rep++) {
+        double t0 = now_s();
+        if (heed_run_attn_row(r, &all, P - 1, out)) return 1;
+        double t1 = now_s();
+        if (heed_run_attn_col(r, &one, 0, out)) return 1;
+        double t2 = now_s();
+        for (int q = 0; q < P; q++)
+            if (heed_run_attn_row(r, &one, q, out)) return 1;
+        double t3 = now_s();
+        if (t1 - t0 < best[0]) best[0] = t1 - t0;
+        if (t2 - t1 < best[1]) best[1] = t2 - t1;
+        if (t3 - t2 < best[2]) best[2] = t3 - t2;
+        if (t3 - t0 > 30) break; /* one slow pass is enough */
+    }
+    printf("%d positions, %d layers x %d heads: row of all heads at %d: %.1f ms; column of key 0 (one head): %.1f ms; "
+           "every row of one head (heatmap overview): %.0f ms\n",
+           P, ri.n_layer, ri.n_head, P - 1, best[0] * 1e3, best[1] * 1e3, best[2] * 1e3);
+    heed_run_free(r);
+    free(out);
+    return 0;
+}
