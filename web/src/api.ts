@@ -1,4 +1,5 @@
 // The heed HTTP API (same origin): JSON routes and the POST /api/runs event stream.
+import type { EffectsReply, Intervention } from './interventions';
 import type { GraphReply, Step, Token, TokenEvent } from './model';
 import { SseParser } from './sse';
 
@@ -51,6 +52,10 @@ export interface RunDoc {
   steps: Step[];
   /** a mixture-of-experts run: GET /api/runs/{id}/experts has its routing */
   experts?: { n_expert: number; n_used: number } | null;
+  /** a branch of a stored run: where it starts */
+  branch?: { run: string; step: number; token?: number | null } | null;
+  /** the interventions the run was made with */
+  interventions?: Intervention[] | null;
 }
 
 /** Where a branch run starts: step `step` of stored run `run` (token: forced there, else sampled). */
@@ -76,6 +81,8 @@ export interface GenerateRequest extends SamplingRequest {
   messages?: { role: string; content: string }[];
   /** a new run from step `step` of a stored run (token: forced there, else sampled) */
   branch?: BranchFrom;
+  /** heads ablated or scaled, attention knocked out, ... (docs/API.md) */
+  interventions?: Intervention[];
 }
 
 export interface DoneEvent {
@@ -141,6 +148,10 @@ export const api = {
     const qs = q.toString();
     return getJson<GraphReply>(`api/runs/${encodeURIComponent(id)}/graph${qs ? '?' + qs : ''}`, signal);
   },
+  effects: (id: string, base: string, signal?: AbortSignal) =>
+    getJson<EffectsReply>(`api/runs/${encodeURIComponent(id)}/effects?base=${encodeURIComponent(base)}`, signal),
+  rollout: (id: string, pos: number, signal?: AbortSignal) =>
+    getJson<{ pos: number; rollout: number[] }>(`api/runs/${encodeURIComponent(id)}/rollout?pos=${pos}`, signal),
   tokenize: (text: string, signal?: AbortSignal) =>
     postJson<{ ids: number[]; tokens: { id: number; piece?: string; label: string }[] }>('api/tokenize', { text }, signal),
   deleteRun: async (id: string) => {

@@ -5,6 +5,15 @@ import { matrixCsv, npyBytes, toCsv, type ExportData, type Exportable } from './
 import { buildSvg, download, svgToPng, type ExportToken } from './export';
 import { GraphView } from './graph';
 import {
+  ablateRequest,
+  knockoutKey,
+  knockoutRequest,
+  queryPos,
+  rolloutRows,
+  rolloutStepsNeeded,
+  type InterventionRequest,
+} from './interventions';
+import {
   clampStep,
   decodeHash,
   DEFAULT_THRESHOLD,
@@ -15,6 +24,7 @@ import {
   isViewName,
   LiveRun,
   VIEW_NAMES,
+  type EdgeWeights,
   type Mode,
   type Side,
   type Step,
@@ -25,6 +35,7 @@ import {
 } from './model';
 import { getJson, runPath } from './views/common';
 import { createCompareView } from './views/compare';
+import { createEffectsView } from './views/effects';
 import { createExpertsView } from './views/experts';
 import { createHeatmapView } from './views/heatmap';
 import { createLensView } from './views/lens';
@@ -79,6 +90,11 @@ const el = {
   exportCsv: $<HTMLButtonElement>('#export-csv'),
   exportJson: $<HTMLButtonElement>('#export-json'),
   exportNpy: $<HTMLButtonElement>('#export-npy'),
+  ablateHead: $<HTMLButtonElement>('#ablate-head'),
+  ablateMeanHead: $<HTMLButtonElement>('#ablate-mean-head'),
+  knockoutToken: $<HTMLButtonElement>('#knockout-token'),
+  edgeWeights: $<HTMLSelectElement>('#edge-weights'),
+  lwLegend: $('#lw-legend'),
 };
 
 // ------------------------------------------------------------------ state
@@ -102,7 +118,20 @@ const st = {
   textStep: -2, // the step the #text panel shows as current
   tab: 'graph' as ViewName, // the tab on screen
   cmp: null as string | null, // the Compare tab's second run
+  weights: 'raw' as EdgeWeights, // what the graph's line width means
+  rollout: null as RolloutState | null, // the open run's rollout rows, read per step
 };
+
+/** The attention rollout of the open run's steps as graph rows, read from /rollout as the view needs them. */
+interface RolloutState {
+  runId: string;
+  data: GraphData;
+  have: Set<number>;
+  pending: Set<number>;
+  queue: number[];
+  active: number;
+  ctl: AbortController;
+}
 
 const graph = new GraphView(el.graph, el.tooltip, {
   tokenClick: (side, index) => toggleSelect(side, index),
@@ -117,10 +146,15 @@ function setStatus(s: Status, message: string): void {
   const busy = s === 'generating';
   el.generate.disabled = busy;
   el.stop.disabled = !busy;
-  el.selLayer.disabled = busy || !st.model;
-  el.selHead.disabled = busy || st.layer === null;
   el.deleteRun.disabled = busy || !st.runId;
-  if (was !== s && (was === 'generating' || busy)) refreshView();
+  syncSelects(false);
+  if (was !== s && (was === 'generating' || busy)) {
+    if (st.weights === 'rollout') {
+      pushModel(); // the rollout is drawn for a stored run only
+      ensureRollout();
+    }
+    refreshView();
+  }
 }
 
 // ------------------------------------------------------------------ rendering
@@ -129,10 +163,164 @@ function nOutput(): number {
   return st.outputs.length;
 }
 
+/** Whether the graph draws the rollout now (a stored run, not while generating). */
+function rolloutOn(): boolean {
+  return st.weights === 'rollout' && !!st.runId && !!st.runDoc && st.status !== 'generating';
+}
+
 /** Pushes the model (tokens, data) to the graph. */
 function pushModel(): void {
-  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data: st.data, nOutRows: st.nOutRows });
+  const data = rolloutOn() ? rolloutFor()?.data ?? null : st.data;
+  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data, nOutRows: st.nOutRows });
 }
+
+/** The open run's rollout state (a fresh one for another run). */
+function rolloutFor(): RolloutState | null {
+  const id = st.runId;
+  const doc = st.runDoc;
+  if (!id || !doc) return null;
+  if (!st.rollout || st.rollout.runId !== id) {
+    st.rollout?.ctl.abort();
+    const d = new GraphData(doc.n_prompt);
+    if (doc.n_output > 0) d.setStep(doc.n_output - 1, null, null);
+    st.rollout = { runId: id, data: d, have: new Set(), pending: new Set(), queue: [], active: 0, ctl: new AbortController() };
+  }
+  return st.rollout;
+}
+
+let rolloutRedraw = 0;
+
+/** Reads the rollout of the steps the view draws (4 requests at a time); redraws as they arrive. */
+function ensureRollout(): void {
+  const g = el.graph.dataset;
+  g.weights = rolloutOn() ? 'rollout' : 'raw';
+  if (!rolloutOn()) {
+    delete g.rollout;
+    delete g.rolloutPos;
+    return;
+  }
+  const r = rolloutFor()!;
+  const doc = st.runDoc!;
+  const t = clampStep(st.view.step, nOutput());
+  const steps = rolloutStepsNeeded(t, st.view.mode, st.view.selected);
+  g.rolloutPos = String(queryPos(doc.n_prompt, Math.max(0, t)));
+  g.rollout = steps.every((s) => r.have.has(s)) ? 'ready' : 'loading';
+  for (const s of steps)
+    if (!r.have.has(s) && !r.pending.has(s)) {
+      r.pending.add(s);
+      r.queue.push(s);
+    }
+  const pump = () => {
+    while (r.active < 4 && r.queue.length) {
+      const s = r.queue.shift()!;
+      r.active++;
+      api
+        .rollout(r.runId, queryPos(doc.n_prompt, s), r.ctl.signal)
+        .then((rep) => {
+          const rows = rolloutRows(rep.rollout, doc.n_prompt, s);
+          r.data.setStep(s, rows.prompt, rows.output);
+          r.have.add(s);
+          if (st.rollout === r && !rolloutRedraw)
+            rolloutRedraw = requestAnimationFrame(() => {
+              rolloutRedraw = 0;
+              if (st.rollout !== r || !rolloutOn()) return;
+              pushModel();
+              applyView(false);
+            });
+        })
+        .catch((err) => {
+          if (st.rollout === r && !(err instanceof DOMException && err.name === 'AbortError'))
+            el.status.textContent = `The rollout of step ${s + 1} could not be read: ${err instanceof Error ? err.message : err}`;
+        })
+        .finally(() => {
+          r.pending.delete(s);
+          r.active--;
+          pump();
+        });
+    }
+  };
+  pump();
+}
+
+/** Switches what the graph's line width means (raw attention / attention rollout). */
+function setWeights(w: EdgeWeights, hash = true): void {
+  weightsState(w);
+  pushModel();
+  applyView(hash);
+}
+
+/** st.weights, the selector, the legend and the layer / head selectors (no redraw). */
+function weightsState(w: EdgeWeights): void {
+  st.weights = w === 'rollout' ? 'rollout' : 'raw';
+  el.edgeWeights.value = st.weights;
+  el.lwLegend.textContent =
+    st.weights === 'rollout'
+      ? 'line width = attention rollout of the step’s query (every layer, mean of the heads; shares of the whole row)'
+      : 'line width = weight';
+  syncSelects(false);
+}
+
+el.edgeWeights.addEventListener('change', () => setWeights(el.edgeWeights.value as EdgeWeights));
+
+// ------------------------------------------------------------------ interventions
+
+/** A branch of the open run with interventions: generated like any branch, then opened on its Effects tab. */
+function intervene(req: InterventionRequest, label: string): void {
+  if (st.status === 'generating') return;
+  void generate({ req, atStep: req.branch.step, label, tab: 'effects' });
+}
+
+function ablateHead(layer: number, head: number, mean: boolean): void {
+  const doc = st.runDoc;
+  if (!doc || !st.runId || nOutput() === 0) return;
+  const req = ablateRequest({ ...doc, id: st.runId }, st.view.step, layer, head, mean);
+  intervene(req, `${mean ? 'Mean-ablating' : 'Ablating'} layer ${layer} head ${head} from step ${req.branch.step + 1}`);
+}
+
+/** The graph's selected token as a knockout key (null: none, or not a token the branch keeps). */
+function selectedKey(): number | null {
+  const sel = st.view.selected;
+  const doc = st.runDoc;
+  if (!sel || !doc) return null;
+  return knockoutKey(doc.n_prompt, clampStep(st.view.step, nOutput()), sel.side, sel.index);
+}
+
+function knockoutSelected(): void {
+  const doc = st.runDoc;
+  const key = selectedKey();
+  if (!doc || !st.runId || key === null) return;
+  const req = knockoutRequest({ ...doc, id: st.runId }, st.view.step, key);
+  const tok = doc.tokens[key];
+  intervene(req, `Knocking out attention to “${displayLabel(tok?.label)}” (position ${key}) from step ${req.branch.step + 1}`);
+}
+
+function syncInterveneButtons(): void {
+  const can = !!st.runId && !!st.runDoc && st.status !== 'generating' && nOutput() > 0;
+  const t = clampStep(st.view.step, nOutput()) + 1;
+  const head = st.layer !== null && st.head !== null;
+  el.ablateHead.disabled = el.ablateMeanHead.disabled = !(can && head);
+  if (head) {
+    el.ablateHead.title = `A new run: outputs before step ${t} reused, then generated again with layer ${st.layer} head ${st.head}'s attention output zeroed; opens on its Effects`;
+    el.ablateMeanHead.title = `A new run from step ${t} with layer ${st.layer} head ${st.head}'s attention output replaced by its mean over the prompt; opens on its Effects`;
+  } else {
+    el.ablateHead.title = 'Choose a layer and a head first: a new run from the current step with that head’s attention output zeroed';
+    el.ablateMeanHead.title = 'Choose a layer and a head first: a new run from the current step with that head’s output replaced by its mean over the prompt';
+  }
+  const key = can ? selectedKey() : null;
+  el.knockoutToken.disabled = key === null;
+  el.knockoutToken.title =
+    key === null
+      ? 'Select an input token, or an output before the current step, first: a new run from the current step in which no query (all layers, all heads) attends to it'
+      : `A new run: outputs before step ${t} reused, then generated again with no query (all layers, all heads) attending to position ${key}; opens on its Effects`;
+}
+
+el.ablateHead.addEventListener('click', () => {
+  if (st.layer !== null && st.head !== null) ablateHead(st.layer, st.head, false);
+});
+el.ablateMeanHead.addEventListener('click', () => {
+  if (st.layer !== null && st.head !== null) ablateHead(st.layer, st.head, true);
+});
+el.knockoutToken.addEventListener('click', knockoutSelected);
 
 /** Applies st.view: graph, step slider, text, buttons, hash. */
 function applyView(updateHash: boolean | 'later' = true): void {
@@ -155,6 +343,8 @@ function applyView(updateHash: boolean | 'later' = true): void {
   el.exportPng.disabled = !canExport;
   el.exportSvg.disabled = !canExport;
   updateTextCurrent(t);
+  ensureRollout();
+  syncInterveneButtons();
   refreshView();
   if (updateHash === 'later') writeHashSoon();
   else if (updateHash) writeHash();
@@ -170,6 +360,7 @@ function urlState(): UrlState {
     mode: st.view.mode,
     view: st.tab,
     cmp: st.cmp,
+    weights: st.weights,
   };
 }
 
@@ -401,11 +592,20 @@ function fillSelect(s: HTMLSelectElement, all: string, n: number, word: string):
   for (let i = 0; i < n; i++) s.add(new Option(`${word} ${i}`, String(i)));
 }
 
-function syncSelects(): void {
-  el.selLayer.value = st.layer === null ? '' : String(st.layer);
-  el.selHead.value = st.head === null ? '' : String(st.head);
-  el.selHead.disabled = st.layer === null || st.status === 'generating';
-  el.selLayer.disabled = st.status === 'generating' || !st.model;
+/** The selectors' values and states: off while generating, and on the graph while it draws the rollout (always every layer). */
+function syncSelects(values = true): void {
+  if (values) {
+    el.selLayer.value = st.layer === null ? '' : String(st.layer);
+    el.selHead.value = st.head === null ? '' : String(st.head);
+  }
+  const busy = st.status === 'generating';
+  const rollout = st.tab === 'graph' && st.weights === 'rollout';
+  el.selHead.disabled = st.layer === null || busy || rollout;
+  el.selLayer.disabled = busy || !st.model || rollout;
+  const why = rollout ? 'The graph draws the attention rollout, which always takes every layer (the mean of each layer’s heads)' : '';
+  el.selLayer.title = why;
+  el.selHead.title = why;
+  syncInterveneButtons();
 }
 
 function onSelection(): void {
@@ -431,6 +631,7 @@ el.selLayer.addEventListener('change', onSelection);
 el.selHead.addEventListener('change', onSelection);
 
 function selectionText(): string {
+  if (st.tab === 'graph' && rolloutOn()) return 'attention rollout (every layer, mean of the heads)';
   if (st.layer === null) return 'mean of all layers and heads';
   if (st.head === null) return `layer ${st.layer}, mean of its heads`;
   return `layer ${st.layer}, head ${st.head}`;
@@ -447,6 +648,7 @@ async function openRun(id: string, u: UrlState): Promise<void> {
   if (my !== st.load) return;
   setTab(u.view ?? 'graph', false);
   st.cmp = u.cmp ?? null;
+  if (u.weights) weightsState(u.weights);
   st.layer = u.layer !== null && (!st.model || u.layer < st.model.n_layer) ? u.layer : null;
   st.head = st.layer !== null && u.head !== null && (!st.model || u.head < st.model.n_head) ? u.head : null;
   syncSelects();
@@ -603,6 +805,7 @@ window.addEventListener('hashchange', () => {
   } else if (u.run && u.run === st.runId) {
     st.cmp = u.cmp ?? null;
     setTab(u.view ?? 'graph', false);
+    weightsState(u.weights ?? 'raw');
     const sel = u.layer !== st.layer || u.head !== st.head;
     st.layer = u.layer;
     st.head = u.layer === null ? null : u.head;
@@ -611,7 +814,10 @@ window.addEventListener('hashchange', () => {
     el.threshold.value = String(u.threshold);
     el.thresholdValue.textContent = u.threshold.toFixed(3);
     if (sel) void reloadGraph();
-    else applyView();
+    else {
+      pushModel();
+      applyView();
+    }
   }
 });
 
@@ -636,6 +842,8 @@ interface GenOverride {
   atStep: number;
   /** what the status line calls it */
   label: string;
+  /** the tab to open once the run is stored (an intervention: its Effects) */
+  tab?: ViewName;
 }
 
 async function generate(over?: GenOverride): Promise<void> {
@@ -748,6 +956,7 @@ async function generate(over?: GenOverride): Promise<void> {
     if (my !== st.gen || my2 !== st.load) return;
     st.runId = done.run_id;
     st.runDoc = doc;
+    if (over?.tab) setTab(over.tab, false);
     showRunData(doc, GraphData.fromReply(g));
     st.view = { ...st.view, step: over ? Math.max(0, Math.min(over.atStep, doc.n_output - 1)) : doc.n_output - 1 };
     applyView();
@@ -869,8 +1078,17 @@ const deep: Record<Exclude<ViewName, 'graph'>, View & Partial<Exportable>> = {
     },
   }),
   heatmap: createHeatmapView(viewRoot('heatmap')),
-  heads: createModelView(viewRoot('heads')),
+  heads: createModelView(viewRoot('heads'), {
+    ablate: (l, h, mean) => ablateHead(l, h, mean),
+    canAblate: () => st.status !== 'generating' && !!st.runId,
+  }),
   experts: createExpertsView(viewRoot('experts')),
+  effects: createEffectsView(viewRoot('effects'), {
+    openRun: (id) => {
+      history.pushState(null, '', '#run=' + encodeURIComponent(id));
+      void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold, weights: st.weights });
+    },
+  }),
 };
 
 let shownTab: Exclude<ViewName, 'graph'> | null = null; // the deep view whose show() ran last, not hidden since
@@ -894,6 +1112,8 @@ function viewCtx(): ViewContext | null {
     setStep: (t: number) => setStep(t),
     layerWindow: st.model?.layer_window,
     experts: doc.experts ?? null,
+    branch: doc.branch ?? null,
+    interventions: doc.interventions ?? null,
   };
 }
 
@@ -942,6 +1162,7 @@ function syncExpertsTab(): void {
   const doc = st.runDoc;
   const on = doc ? !!doc.experts : (st.model?.n_expert ?? 0) > 0;
   tabButtons.experts.hidden = !on && st.tab !== 'experts';
+  tabButtons.effects.hidden = !doc?.branch && st.tab !== 'effects';
 }
 
 /** The tabs the keyboard moves between: those not hidden. */
@@ -963,6 +1184,11 @@ function setTab(v: ViewName, hash = true, focus = false): void {
   el.graphPanel.dataset.view = v;
   if (focus) tabButtons[v].focus();
   if (changed) graph.hideTip();
+  syncSelects(false);
+  if (changed && st.weights === 'rollout') {
+    pushModel(); // the graph's selection text and the selectors depend on the tab
+    applyView(false);
+  }
   refreshView();
   if (hash && changed) writeHash();
 }
@@ -1084,6 +1310,7 @@ function start(): void {
   const u = decodeHash(location.hash);
   st.cmp = u.cmp ?? null;
   setTab(u.view ?? 'graph', false);
+  weightsState(u.weights ?? 'raw');
   st.view.threshold = u.threshold;
   st.view.mode = u.mode;
   el.threshold.value = String(u.threshold);

@@ -394,7 +394,7 @@ export function curveControlX(xOut: number, y1: number, y2: number, width: numbe
 // ---------------------------------------------------------------- URL hash state
 
 /** The tabs of the main area ('graph' is the default and is left out of the hash). */
-export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads', 'experts'] as const;
+export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads', 'experts', 'effects'] as const;
 export type ViewName = (typeof VIEW_NAMES)[number];
 
 export function isViewName(v: unknown): v is ViewName {
@@ -412,7 +412,12 @@ export interface UrlState {
   view?: ViewName;
   /** the second run of the Compare tab; absent: none */
   cmp?: string | null;
+  /** what the graph's line width means; absent: raw attention */
+  weights?: EdgeWeights;
 }
+
+/** The graph's edge weights: the split attention rows, or the attention rollout of the step's query. */
+export type EdgeWeights = 'raw' | 'rollout';
 
 const RUN_ID = /^[\w.:-]+$/;
 
@@ -452,6 +457,7 @@ export function decodeHash(hash: string | null | undefined): UrlState {
   if (isViewName(view) && view !== 'graph') s.view = view;
   const cmp = p.get('cmp');
   if (cmp && cmp.length <= 200 && RUN_ID.test(cmp)) s.cmp = cmp;
+  if (p.get('weights') === 'rollout') s.weights = 'rollout';
   return s;
 }
 
@@ -469,6 +475,7 @@ export function encodeHash(s: UrlState): string {
   if (s.mode === 'all') parts.push('mode=all');
   if (s.view && s.view !== 'graph' && isViewName(s.view)) parts.push('view=' + s.view);
   if (s.cmp) parts.push('cmp=' + encodeURIComponent(s.cmp));
+  if (s.weights === 'rollout') parts.push('weights=rollout');
   return parts.join('&');
 }
 

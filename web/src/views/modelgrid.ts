@@ -65,6 +65,7 @@ const STYLE = `
 .mg-dialog::backdrop{background:rgb(20 24 30/.45)}
 .mg-dialog-head{display:flex;align-items:center;justify-content:space-between;gap:12px;padding:8px 12px;border-bottom:1px solid #d9dee5}
 .mg-dialog-head h3{margin:0;font-size:15px}
+.mg-acts{display:flex;gap:6px;margin-left:auto}
 .mg-dialog-body{flex:1 1 auto;min-height:0;padding:8px 12px 10px;display:flex;flex-direction:column}
 .mg-dialog-body>.hm-root{flex:1 1 auto}
 `;
@@ -83,8 +84,19 @@ function gridDiv(cls: string, role: string, text?: string, title?: string): HTML
   return d;
 }
 
+/** What the Heads view can ask of the app. */
+export interface ModelGridDeps {
+  /** a new run from the current step with this head ablated (mean: replaced by its mean over the prompt) */
+  ablate?(layer: number, head: number, mean: boolean): void;
+  /** false while a generation runs */
+  canAblate?(): boolean;
+}
+
 class ModelGrid implements View {
   private root: HTMLElement;
+  private deps: ModelGridDeps;
+  private ablateBtn: HTMLButtonElement;
+  private ablateMeanBtn: HTMLButtonElement;
   private info: HTMLElement;
   private scroller: HTMLElement;
   private grid: HTMLElement;
@@ -114,9 +126,10 @@ class ModelGrid implements View {
   private frame = frameTask(() => this.update());
   private tipCell = -1;
 
-  constructor(root: HTMLElement) {
+  constructor(root: HTMLElement, deps: ModelGridDeps = {}) {
     ensureStyle('mg-style', STYLE);
     this.root = root;
+    this.deps = deps;
     root.classList.add('mg-root');
     root.dataset.status = 'idle';
     root.textContent = '';
@@ -156,7 +169,27 @@ class ModelGrid implements View {
     close.textContent = 'Close';
     close.setAttribute('aria-label', 'Close (Esc)');
     close.addEventListener('click', () => this.dialog.close());
-    head.append(this.dialogTitle, close);
+    const acts = document.createElement('span');
+    acts.className = 'mg-acts';
+    acts.setAttribute('role', 'group');
+    acts.setAttribute('aria-label', 'Interventions on this head');
+    const act = (id: string, mean: boolean) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.id = id;
+      b.addEventListener('click', () => {
+        const sel = this.bigSel;
+        if (!sel || !this.deps.ablate) return;
+        this.dialog.close();
+        this.deps.ablate(sel.layer, sel.head, mean);
+      });
+      acts.appendChild(b);
+      return b;
+    };
+    this.ablateBtn = act('mg-ablate', false);
+    this.ablateMeanBtn = act('mg-ablate-mean', true);
+    acts.hidden = !deps.ablate;
+    head.append(this.dialogTitle, acts, close);
     this.dialogBody = document.createElement('div');
     this.dialogBody.className = 'mg-dialog-body';
     this.dialog.append(head, this.dialogBody);
@@ -602,6 +635,13 @@ class ModelGrid implements View {
     this.hideTip();
     this.bigSel = { layer: layer!, head: head! };
     this.dialogTitle.textContent = `Layer ${layer}, head ${head}`;
+    const t = ctx.step + 1;
+    const can = this.deps.canAblate ? this.deps.canAblate() : true;
+    this.ablateBtn.textContent = `Ablate and regenerate from step ${t}`;
+    this.ablateBtn.title = `A new run: outputs before step ${t} reused, then generated again with layer ${layer} head ${head}'s attention output zeroed; opens on its Effects`;
+    this.ablateMeanBtn.textContent = `Mean-ablate and regenerate from step ${t}`;
+    this.ablateMeanBtn.title = `The same, with the head's output replaced by its mean over the prompt`;
+    this.ablateBtn.disabled = this.ablateMeanBtn.disabled = !can;
     this.dialog.dataset.layer = String(layer);
     this.dialog.dataset.head = String(head);
     if (!this.big) this.big = createHeatmapView(this.dialogBody);
@@ -624,6 +664,6 @@ class ModelGrid implements View {
 }
 
 /** The heads view (a tab): see the file comment. */
-export function createModelView(root: HTMLElement): View {
-  return new ModelGrid(root);
+export function createModelView(root: HTMLElement, deps: ModelGridDeps = {}): View {
+  return new ModelGrid(root, deps);
 }
