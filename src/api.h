@@ -68,6 +68,7 @@ typedef struct api_reply {
     size_t body_len;
     api_stream *stream; /* Server-Sent Events, read with api_stream_read */
     const char *allow;  /* the Allow header of a 405 */
+    char filename[64];  /* non-empty: a download, sent with Content-Disposition: attachment */
 } api_reply;
 
 typedef int (*api_handler)(api *a, const api_req *rq, api_reply *rp);

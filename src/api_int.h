@@ -237,6 +237,7 @@ int api_route_run_stats(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_effects(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp);
+int api_route_run_download(api *a, const api_req *rq, api_reply *rp);
 
 /* ---- api.c: metrics */
 

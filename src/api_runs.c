@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "api_int.h"
+#include "webexport.h"
 
 int api_route_run_list(api *a, const api_req *rq, api_reply *rp) {
     long limit = 100, offset = 0;
@@ -93,6 +94,51 @@ int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_vi
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_experts); }
 int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_rollout); }
+
+/* GET /api/runs/{id}/download?format=run|html: the run as a run file
+ * (docs/RUN_FORMAT.md; `heed export`, Python and another heed read it) or as
+ * the offline HTML viewer `heed export -o OUT.html` writes. */
+int api_route_run_download(api *a, const api_req *rq, api_reply *rp) {
+    static const char *const formats[] = {"run", "html"};
+    int fmt = api_arg_enum(rq, "format", formats, 2, rp);
+    if (fmt < 0) return 0;
+    store_run *sr;
+    char err[512] = "";
+    int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(rp, rc, rq->param, err);
+        return 0;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        store_release(a->store, sr);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return 0;
+    }
+    heed_run *run = store_run_get(sr);
+    store_run_lock(sr);
+    if (fmt == 0) {
+        rc = heed_run_write(run, f, rq->param, err, sizeof err);
+    } else {
+        heed_run_info ri;
+        heed_run_get_info(run, &ri);
+        bool own = !strcmp(ri.model_file, a->model_id) && ri.n_vocab == a->info.n_vocab; /* labels and the lens */
+        rc = webexport_html_stream(run, own ? a->model : NULL, f, WEBEXPORT_BUDGET, err, sizeof err) ? HEED_ERR_IO : 0;
+    }
+    store_run_unlock(sr);
+    store_release(a->store, sr);
+    if (fclose(f) && !rc) rc = HEED_ERR_IO;
+    if (rc) {
+        free(buf);
+        api_error(rp, 500, NULL, "export_failed", "%s", err[0] ? err : heed_strerror(rc));
+        return 0;
+    }
+    api_reply_body(rp, buf, len, fmt == 0 ? "application/octet-stream" : "text/html; charset=utf-8");
+    snprintf(rp->filename, sizeof rp->filename, "%.40s.%s", rq->param, fmt == 0 ? "heedrun" : "html");
+    return 0;
+}
 
 /* The effects of an intervention or a branch: this run against ?base=ID,
  * both stored. The two runs' locks are taken in address order. */

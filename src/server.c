@@ -139,6 +139,11 @@ static enum MHD_Result send_reply(const server *s, struct MHD_Connection *c, api
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", rp->content_type ? rp->content_type : "application/json");
     if (rp->allow) MHD_add_response_header(resp, "Allow", rp->allow);
+    if (rp->filename[0]) {
+        char cd[128];
+        snprintf(cd, sizeof cd, "attachment; filename=\"%s\"", rp->filename);
+        MHD_add_response_header(resp, "Content-Disposition", cd);
+    }
     if (rp->status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
     if (s->cors) {
         MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cors);

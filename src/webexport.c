@@ -52,6 +52,20 @@ static bool has(const char *tag, size_t n, const char *s) {
 }
 
 int webexport_html(heed_run *run, heed_model *model, const char *path, size_t budget, char *err, size_t err_size) {
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        snprintf(err, err_size, "%s: cannot write", path);
+        return -1;
+    }
+    int rc = webexport_html_stream(run, model, f, budget, err, err_size);
+    if (fclose(f) && !rc) {
+        snprintf(err, err_size, "%s: write failed", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+int webexport_html_stream(heed_run *run, heed_model *model, FILE *f, size_t budget, char *err, size_t err_size) {
     const asset *index = assets_find("/index.html"), *shim = assets_find("/export-shim.js");
     if (!index || !shim) {
         snprintf(err, err_size, "this heed was built without the web UI (npm was not available), so it cannot write "
@@ -60,12 +74,6 @@ int webexport_html(heed_run *run, heed_model *model, const char *path, size_t bu
     }
     char *data = api_snapshot(run, model, budget, err, err_size);
     if (!data) return -1;
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        snprintf(err, err_size, "%s: cannot write", path);
-        free(data);
-        return -1;
-    }
     const char *h = (const char *)index->data, *end = h + index->size;
     bool data_done = false;
     while (h < end) {
@@ -103,8 +111,8 @@ int webexport_html(heed_run *run, heed_model *model, const char *path, size_t bu
         }
     }
     free(data);
-    if (fclose(f)) {
-        snprintf(err, err_size, "%s: write failed", path);
+    if (ferror(f)) {
+        snprintf(err, err_size, "write failed");
         return -1;
     }
     return 0;

@@ -20,5 +20,7 @@
 /* Writes the viewer of run to path. model (may be NULL) labels candidates
  * and the logit lens. Returns 0, or -1 with a message in err. */
 int webexport_html(heed_run *run, heed_model *model, const char *path, size_t budget, char *err, size_t err_size);
+/* The same into an open stream (the server's download); -1 with err set. */
+int webexport_html_stream(heed_run *run, heed_model *model, FILE *f, size_t budget, char *err, size_t err_size);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "heed.h"
 #include "serverutil.h"
 
 static srv main_srv; /* bundled model, default flags, its own data folder: shared by most tests */
@@ -1256,6 +1257,47 @@ static char *get_metrics(void) {
     return r.body;
 }
 
+/* A run downloaded as a run file loads with its tokens; as HTML it is the
+ * offline viewer; a bad format or run is refused. */
+static void test_download(void **state) {
+    int32_t ids[16];
+    int n_ids;
+    json_t *d = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 4, \"cache\": false}", ids, &n_ids);
+    const char *id = json_string_value(json_object_get(d, "run_id"));
+    char path[256];
+    snprintf(path, sizeof path, "/api/runs/%s/download?format=run", id);
+    resp r = {0};
+    assert_int_equal(http_ex(&main_srv, "GET", path, NULL, 0, NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    FILE *f = fopen("test-output/downloaded.heedrun", "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(r.body, 1, r.len, f), r.len);
+    fclose(f);
+    free(r.body);
+    heed_run *run;
+    char err[256];
+    if (heed_run_load("test-output/downloaded.heedrun", &run, err, sizeof err)) fail_msg("%s", err);
+    heed_run_info ri;
+    heed_run_get_info(run, &ri);
+    assert_int_equal(ri.n_output, n_ids); /* the streamed tokens are the run's outputs */
+    for (int i = 0; i < n_ids; i++) {
+        int32_t t;
+        heed_run_token(run, ri.n_prompt + i, &t, NULL);
+        assert_int_equal(t, ids[i]);
+    }
+    heed_run_free(run);
+    snprintf(path, sizeof path, "/api/runs/%s/download?format=html", id);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(http_ex(&main_srv, "GET", path, NULL, 0, NULL, &r), CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "heed-data"));
+    free(r.body);
+    snprintf(path, sizeof path, "/api/runs/%s/download?format=zip", id);
+    expect_error(&main_srv, "GET", path, NULL, 400, "format");
+    assert_int_equal(http(&main_srv, "GET", "/api/runs/run_nope/download", NULL, NULL, NULL), 404);
+    json_decref(d);
+}
+
 /* /metrics: Prometheus text, counters that move with requests and generations. */
 static void test_metrics(void **state) {
     char *before = get_metrics();
@@ -1359,6 +1401,7 @@ int main(void) {
         cmocka_unit_test(test_interventions),
         cmocka_unit_test(test_effects_view),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_download),
         cmocka_unit_test(test_api_key_and_cors),
         cmocka_unit_test(test_bad_flags),
     };
