@@ -834,7 +834,7 @@ window.addEventListener('hashchange', () => {
   } else if (u.run && u.run === st.runId) {
     st.cmp = u.cmp ?? null;
     setTab(u.view ?? 'graph', false);
-    weightsState(u.weights ?? 'raw');
+    weightsState(u.weights ?? 'split');
     const sel = u.layer !== st.layer || u.head !== st.head;
     st.layer = u.layer;
     st.head = u.layer === null ? null : u.head;
@@ -1064,7 +1064,7 @@ function exportView() {
       : "the current step's edges";
   return buildSvg({
     title: `heed · ${st.model?.id ?? 'model'} · ${st.runId ?? 'live run'}`,
-    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · weight ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
+    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · lines: ${rolloutOn() ? 'attention rollout' : st.weights === 'raw' ? 'raw attention' : 'normalized attention'} ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
     inputs,
     outputs,
     nOutRows: outputs.length, // the outputs shown at this step, laid out over the whole height
@@ -1363,7 +1363,7 @@ function start(): void {
   const u = decodeHash(location.hash);
   st.cmp = u.cmp ?? null;
   setTab(u.view ?? 'graph', false);
-  weightsState(u.weights ?? 'raw');
+  weightsState(u.weights ?? 'split');
   st.view.threshold = u.threshold;
   st.view.mode = u.mode;
   el.threshold.value = String(u.threshold);
