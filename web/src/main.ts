@@ -548,7 +548,8 @@ document.addEventListener('keydown', (e) => {
 // ------------------------------------------------------------------ max tokens, chat, model
 
 function maxTokenLimit(): number {
-  return st.model?.limits?.max_tokens ?? 512;
+  const l = st.model?.limits?.max_tokens; // 0 in an exported file (no server): no limit known
+  return typeof l === 'number' && l >= 1 ? Math.trunc(l) : 512;
 }
 
 /** Checks the max-tokens box: a refused value is said beside it (and marked), never silently changed. */
