@@ -150,7 +150,7 @@ test('the heatmap view draws the exact matrix and hovers the API\'s weights', as
   await page.waitForFunction(([el, q]) => !el.hidden && el.dataset.q === String(q) && el.dataset.k === String(q - 1), [await kt.elementHandle(), n - 1]);
   const krow = (await getJson(server.url, `/api/runs/${run.id}/attention?pos=${n - 1}`)).row;
   assert.equal(await kt.locator('.hm-tip-weight').textContent(), krow[n - 2].toFixed(4));
-  await page.waitForFunction((el) => /weight/.test(el.textContent), await root.locator('.hm-live').elementHandle());
+  await page.waitForFunction((el) => /raw attention \d/.test(el.textContent), await root.locator('.hm-live').elementHandle());
   await page.keyboard.press('Shift+ArrowUp');
   await page.keyboard.press('Enter');
   await page.waitForFunction((el) => el.dataset.step === '10', await root.elementHandle());

@@ -180,7 +180,7 @@ test('knock out attention to a token: exactly 0 at that key from the branch step
 test('the graph draws the attention rollout of the step when asked', async () => {
   const step = 5;
   await open(`run=${encodeURIComponent(base.id)}&step=${step}&threshold=0.01&layer=1`);
-  assert.equal(await page.locator('#graph').getAttribute('data-weights'), 'raw');
+  assert.equal(await page.locator('#graph').getAttribute('data-weights'), 'split');
   assert.equal(await page.locator('#sel-layer').isDisabled(), false);
   await page.locator('#edge-weights').selectOption('rollout');
   await page.waitForSelector('#graph[data-rollout="ready"]', { state: 'attached', timeout: 30000 });
@@ -214,9 +214,9 @@ test('the graph draws the attention rollout of the step when asked', async () =>
   assert.deepEqual(got, exp);
   for (const e of edges) assert.ok(Math.abs(e.width - (0.5 + 2.5 * e.w)) < 0.01, `width ${e.width} for ${e.w}`);
   await page.screenshot({ path: screenshotPath('interventions-rollout') });
-  // back to raw attention: the selector is back, the widths are the split rows again
-  await page.locator('#edge-weights').selectOption('raw');
-  assert.equal(await page.locator('#graph').getAttribute('data-weights'), 'raw');
+  // back to the normalized (split) rows: the selector is back
+  await page.locator('#edge-weights').selectOption('split');
+  assert.equal(await page.locator('#graph').getAttribute('data-weights'), 'split');
   assert.equal(await page.locator('#sel-layer').isDisabled(), false);
   const split = await getJson(server.url, `/api/runs/${encodeURIComponent(base.id)}/attention?step=${step}&norm=split&threshold=0.01&layer=1`);
   assert.equal(Number(await page.locator('#graph').getAttribute('data-edge-count')), split.edges.filter((e) => !(e[0] === 0)).length);

@@ -10,6 +10,7 @@ import {
   viewY,
   displayLabel,
   EdgeList,
+  EdgeWeights,
   formatWeight,
   GraphData,
   IO,
@@ -31,6 +32,10 @@ export interface GraphModel {
   inputs: Token[];
   outputs: Step[];
   data: GraphData | null;
+  /** the split rows with their masses (the hover shows raw and normalized from them) */
+  split?: GraphData | null;
+  /** what `data` holds (the line widths) */
+  weights?: EdgeWeights;
   /** rows of the output column (every output the run has or will have) */
   nOutRows: number;
 }
@@ -331,7 +336,7 @@ export class GraphView {
     const what =
       side === 'input'
         ? `Input token ${i}`
-        : `Output token ${i}${state === 'current' ? ', current step' : ', generated earlier'}`;
+        : `Output token of step ${i + 1}${state === 'current' ? ', current step' : ', generated earlier'}`;
     b.setAttribute('aria-label', `${what}: ${label}, id ${tok?.id ?? '?'}${selected ? ', selected' : ''}`);
   }
 
@@ -539,13 +544,14 @@ export class GraphView {
     const srcTok = e.kind[i] === IO ? m.inputs[e.src[i]] : m.outputs[e.src[i]];
     const dstTok = m.outputs[e.dst[i]];
     const np = m.data ? m.data.nPrompt : m.inputs.length;
-    const srcName = e.kind[i] === IO ? `input ${e.src[i]}` : `output ${e.src[i]}, position ${np + e.src[i]}`;
+    const srcName = e.kind[i] === IO ? `input, position ${e.src[i]}` : `output of step ${e.src[i] + 1}, position ${np + e.src[i]}`;
     const lines: [string, string][] = [
       ['', e.kind[i] === IO ? 'input → output' : 'output → output'],
       ['from', `“${displayLabel(srcTok?.label)}” (${srcName}, id ${srcTok?.id ?? '?'})`],
-      ['to', `“${displayLabel(dstTok?.label)}” (output ${e.dst[i]}, position ${np + e.dst[i]}, id ${dstTok?.id ?? '?'})`],
-      ['weight', formatWeight(e.w[i])],
+      ['to', `“${displayLabel(dstTok?.label)}” (output of step ${e.dst[i] + 1}, position ${np + e.dst[i]}, id ${dstTok?.id ?? '?'})`],
+      ...this.weightLines(e.kind[i] === IO ? 'input' : 'output', e.src[i], e.dst[i]),
     ];
+    if (m.weights === 'rollout') lines.push(['rollout (line width)', formatWeight(e.w[i])]);
     this.setTip(lines, this.scroller, h.x + 14, h.y + 14);
   }
 
@@ -562,21 +568,49 @@ export class GraphView {
       lines.push(['label', `“${displayLabel(tok?.label)}”`]);
       lines.push(['id', String(tok?.id ?? '?')]);
       lines.push(['position', String(i)]);
-      if (d && t >= 0 && t < d.nOutput && i < d.nPrompt) lines.push([`weight → ▶ ${t}`, formatWeight(d.prompt[t][i])]);
+      if (d && t >= 0 && t < d.nOutput && i < d.nPrompt) {
+        lines.push(...this.weightLines('input', i, t, ` → ▶ step ${t + 1}`));
+        if (m.weights === 'rollout') lines.push([`rollout → ▶ step ${t + 1}`, formatWeight(d.prompt[t][i])]);
+      }
     } else {
       const tok = m.outputs[i];
       const np = d ? d.nPrompt : m.inputs.length;
-      lines.push(['', `output token ${i}${i === t ? ' (current step)' : ''}`]);
+      lines.push(['', `output token of step ${i + 1}${i === t ? ' (current step)' : ''}`]);
       lines.push(['label', `“${displayLabel(tok?.label)}”`]);
       lines.push(['id', String(tok?.id ?? '?')]);
       lines.push(['position', String(np + i)]);
       if (tok?.prob !== undefined) lines.push(['prob', formatWeight(tok.prob)]);
-      if (d && i < t && t < d.nOutput) lines.push([`weight → ▶ ${t}`, formatWeight(d.output[t][i])]);
+      if (d && i < t && t < d.nOutput) {
+        lines.push(...this.weightLines('output', i, t, ` → ▶ step ${t + 1}`));
+        if (m.weights === 'rollout') lines.push([`rollout → ▶ step ${t + 1}`, formatWeight(d.output[t][i])]);
+      }
       if (tok?.top && tok.top.length > 1)
         lines.push(['top', tok.top.slice(0, 5).map((c) => `“${displayLabel(c.label)}” ${c.prob.toFixed(3)}`).join(', ')]);
     }
     const r = b.getBoundingClientRect();
     this.setTip(lines, b, side === 'input' ? r.right + 8 : r.left - 8, r.top, side === 'output');
+  }
+
+  /**
+   * The hover's two labelled numbers for the attention of step t's query to
+   * input k / earlier output j: raw (as the Heatmap and Text tabs show it) and
+   * normalized (the split view), the one the lines show marked.
+   */
+  private weightLines(side: Side, src: number, t: number, suffix = ''): [string, string][] {
+    const m = this.model;
+    const s = m.split ?? (m.weights === 'split' || m.weights === undefined ? m.data : null);
+    if (!s || t < 0 || t >= s.nOutput) return [];
+    const norm = side === 'input' ? s.prompt[t]?.[src] ?? 0 : s.output[t]?.[src] ?? 0;
+    const raw = side === 'input' ? s.rawPrompt(t, src) : s.rawOutput(t, src);
+    const w = m.weights ?? 'split';
+    const bos = side === 'input' && src === 0 ? ' (BOS removed)' : '';
+    return [
+      [
+        `raw attention${suffix}${w === 'raw' ? ' (line width)' : ''}`,
+        bos ? 'not in the graph’s rows (the Heatmap and Text tabs show it)' : Number.isNaN(raw) ? 'unknown (no mass)' : formatWeight(raw),
+      ],
+      [`normalized${suffix}${w === 'split' ? ' (line width)' : ''}`, formatWeight(norm) + bos],
+    ];
   }
 
   private setTip(lines: [string, string][], owner: HTMLElement, x: number, y: number, leftOf = false): void {

@@ -20,8 +20,12 @@ import {
   defaultUrlState,
   displayLabel,
   encodeHash,
+  checkMaxTokens,
+  checkPrompt,
   GraphData,
   isViewName,
+  QUANTITY,
+  rawGraphData,
   LiveRun,
   VIEW_NAMES,
   type EdgeWeights,
@@ -95,6 +99,8 @@ const el = {
   knockoutToken: $<HTMLButtonElement>('#knockout-token'),
   edgeWeights: $<HTMLSelectElement>('#edge-weights'),
   lwLegend: $('#lw-legend'),
+  maxTokensMsg: $('#max-tokens-msg'),
+  promptMsg: $('#prompt-msg'),
 };
 
 // ------------------------------------------------------------------ state
@@ -118,7 +124,8 @@ const st = {
   textStep: -2, // the step the #text panel shows as current
   tab: 'graph' as ViewName, // the tab on screen
   cmp: null as string | null, // the Compare tab's second run
-  weights: 'raw' as EdgeWeights, // what the graph's line width means
+  weights: 'split' as EdgeWeights, // what the graph's line width means
+  raw: null as { of: GraphData; data: GraphData } | null, // st.data's raw attention rows (cached)
   rollout: null as RolloutState | null, // the open run's rollout rows, read per step
 };
 
@@ -170,8 +177,18 @@ function rolloutOn(): boolean {
 
 /** Pushes the model (tokens, data) to the graph. */
 function pushModel(): void {
-  const data = rolloutOn() ? rolloutFor()?.data ?? null : st.data;
-  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data, nOutRows: st.nOutRows });
+  const data = rolloutOn() ? rolloutFor()?.data ?? null : st.weights === 'raw' ? rawData() : st.data;
+  const weights: EdgeWeights = rolloutOn() ? 'rollout' : st.weights === 'raw' ? 'raw' : 'split';
+  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data, split: st.data, weights, nOutRows: st.nOutRows });
+}
+
+/** The raw attention rows of st.data (split x mass), computed once per data. */
+function rawData(): GraphData | null {
+  const d = st.data;
+  if (!d) return null;
+  if (st.status === 'generating') return rawGraphData(d); // the live data grows step by step
+  if (!st.raw || st.raw.of !== d) st.raw = { of: d, data: rawGraphData(d) };
+  return st.raw.data;
 }
 
 /** The open run's rollout state (a fresh one for another run). */
@@ -193,7 +210,7 @@ let rolloutRedraw = 0;
 /** Reads the rollout of the steps the view draws (4 requests at a time); redraws as they arrive. */
 function ensureRollout(): void {
   const g = el.graph.dataset;
-  g.weights = rolloutOn() ? 'rollout' : 'raw';
+  g.weights = rolloutOn() ? 'rollout' : st.weights === 'raw' ? 'raw' : 'split';
   if (!rolloutOn()) {
     delete g.rollout;
     delete g.rolloutPos;
@@ -251,12 +268,15 @@ function setWeights(w: EdgeWeights, hash = true): void {
 
 /** st.weights, the selector, the legend and the layer / head selectors (no redraw). */
 function weightsState(w: EdgeWeights): void {
-  st.weights = w === 'rollout' ? 'rollout' : 'raw';
+  st.weights = w === 'rollout' || w === 'raw' ? w : 'split';
   el.edgeWeights.value = st.weights;
   el.lwLegend.textContent =
     st.weights === 'rollout'
-      ? 'line width = attention rollout of the step’s query (every layer, mean of the heads; shares of the whole row)'
-      : 'line width = weight';
+      ? 'lines show: attention rollout of the step’s query (every layer, mean of the heads; shares of the whole row)'
+      : st.weights === 'raw'
+        ? 'lines show: raw attention (as in the Heatmap and Text tabs; BOS has no line)'
+        : 'lines show: normalized attention (BOS removed; input and output parts each sum to 1)';
+  el.graph.dataset.weights = rolloutOn() ? 'rollout' : st.weights === 'raw' ? 'raw' : 'split';
   syncSelects(false);
 }
 
@@ -528,23 +548,31 @@ document.addEventListener('keydown', (e) => {
 // ------------------------------------------------------------------ max tokens, chat, model
 
 function maxTokenLimit(): number {
-  return st.model?.limits?.max_tokens ?? 512;
+  const l = st.model?.limits?.max_tokens; // 0 in an exported file (no server): no limit known
+  return typeof l === 'number' && l >= 1 ? Math.trunc(l) : 512;
+}
+
+/** Checks the max-tokens box: a refused value is said beside it (and marked), never silently changed. */
+function validateMaxTokens(): number | null {
+  const c = checkMaxTokens(el.maxTokensNum.value, maxTokenLimit());
+  el.maxTokensMsg.hidden = c.ok;
+  el.maxTokensMsg.textContent = c.ok ? '' : c.message;
+  el.maxTokensNum.setAttribute('aria-invalid', String(!c.ok));
+  if (c.ok) el.maxTokens.value = String(c.value);
+  return c.ok ? c.value : null;
 }
 
 el.maxTokens.addEventListener('input', () => {
   el.maxTokensNum.value = el.maxTokens.value;
+  validateMaxTokens();
 });
-const syncNum = () => {
-  const v = Math.trunc(Number(el.maxTokensNum.value));
-  if (Number.isFinite(v) && v >= 1) el.maxTokens.value = String(Math.min(50, v));
-};
-el.maxTokensNum.addEventListener('input', syncNum);
-el.maxTokensNum.addEventListener('change', () => {
-  let v = Math.trunc(Number(el.maxTokensNum.value));
-  if (!Number.isFinite(v) || v < 1) v = 1;
-  v = Math.min(v, maxTokenLimit());
-  el.maxTokensNum.value = String(v);
-  syncNum();
+el.maxTokensNum.addEventListener('input', () => void validateMaxTokens());
+el.maxTokensNum.addEventListener('change', () => void validateMaxTokens());
+el.prompt.addEventListener('input', () => {
+  if (!el.promptMsg.hidden && checkPrompt(el.prompt.value) === null) {
+    el.promptMsg.hidden = true;
+    el.prompt.removeAttribute('aria-invalid');
+  }
 });
 
 function showModel(m: ModelInfo): void {
@@ -579,6 +607,8 @@ function showModel(m: ModelInfo): void {
   }
   const lim = maxTokenLimit();
   el.maxTokensNum.max = String(lim);
+  el.maxTokens.max = String(lim); // the slider reaches the server's limit too
+  validateMaxTokens();
 
   syncExpertsTab();
   fillSelect(el.selLayer, 'all layers', m.n_layer, 'layer');
@@ -805,7 +835,7 @@ window.addEventListener('hashchange', () => {
   } else if (u.run && u.run === st.runId) {
     st.cmp = u.cmp ?? null;
     setTab(u.view ?? 'graph', false);
-    weightsState(u.weights ?? 'raw');
+    weightsState(u.weights ?? 'split');
     const sel = u.layer !== st.layer || u.head !== st.head;
     st.layer = u.layer;
     st.head = u.layer === null ? null : u.head;
@@ -850,7 +880,21 @@ async function generate(over?: GenOverride): Promise<void> {
   if (st.status === 'generating') return;
   const prompt = over ? '' : el.prompt.value;
   const chat = !over && el.chat.checked && !el.chat.disabled;
-  const maxTokens = over ? over.req.max_tokens : Math.max(1, Math.min(maxTokenLimit(), Math.trunc(num(el.maxTokensNum, 20))));
+  let maxTokens: number;
+  if (over) maxTokens = over.req.max_tokens;
+  else {
+    const mt = validateMaxTokens();
+    const pm = checkPrompt(prompt);
+    el.promptMsg.hidden = pm === null;
+    el.promptMsg.textContent = pm ?? '';
+    if (pm) el.prompt.setAttribute('aria-invalid', 'true');
+    else el.prompt.removeAttribute('aria-invalid');
+    if (mt === null || pm !== null) {
+      setStatus(st.status, 'Not generated: fix the value marked in red.');
+      return;
+    }
+    maxTokens = mt;
+  }
   const req: GenerateRequest = over
     ? over.req
     : {
@@ -1021,7 +1065,7 @@ function exportView() {
       : "the current step's edges";
   return buildSvg({
     title: `heed · ${st.model?.id ?? 'model'} · ${st.runId ?? 'live run'}`,
-    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · weight ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
+    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · lines: ${rolloutOn() ? 'attention rollout' : st.weights === 'raw' ? 'raw attention' : 'normalized attention'} ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
     inputs,
     outputs,
     nOutRows: outputs.length, // the outputs shown at this step, laid out over the whole height
@@ -1218,10 +1262,16 @@ function updateExportButtons(): void {
   el.exportCsv.disabled = el.exportJson.disabled = el.exportNpy.disabled = !can;
 }
 
-/** The graph's data: every step's split rows (prompt part, then output part) as one n_output x (n_prompt + n_output) matrix. */
+/**
+ * The graph's data: every step's rows (prompt part, then output part) as one
+ * n_output x (n_prompt + n_output) matrix: the raw attention when the graph
+ * shows it, else the normalized (split) rows; `quantity` says which.
+ */
 function graphExport(): ExportData | null {
-  const d = st.data;
+  const raw = st.weights === 'raw';
+  const d = raw ? rawData() : st.data;
   if (!d || d.nOutput === 0) return null;
+  const quantity = raw ? 'raw' : 'normalized';
   const nP = d.nPrompt;
   const nO = d.nOutput;
   const cols = nP + nO;
@@ -1236,6 +1286,8 @@ function graphExport(): ExportData | null {
     name: 'graph',
     json: {
       run: st.runId,
+      quantity,
+      quantity_note: QUANTITY[raw ? 'raw' : 'split'],
       selection: selectionText(),
       layer: st.layer,
       head: st.head,
@@ -1247,8 +1299,10 @@ function graphExport(): ExportData | null {
       outputs: st.outputs.map((o) => ({ id: o.id, label: o.label, prob: o.prob })),
       prompt: d.prompt.map((r) => Array.from(r)),
       output: d.output.map((r) => Array.from(r)),
+      prompt_mass: st.data ? st.data.promptMass.map((m) => (Number.isFinite(m) ? m : null)) : null,
+      output_mass: st.data ? st.data.outputMass.map((m) => (Number.isFinite(m) ? m : null)) : null,
     },
-    csv: matrixCsv(nO, cols, arr, (t) => `step ${t}: ${outLab(t)}`, (k) => (k < nP ? `in ${k}: ${inLab(k)}` : `out ${k - nP}: ${outLab(k - nP)}`), 'step\\source'),
+    csv: matrixCsv(nO, cols, arr, (t) => `step ${t + 1}: ${outLab(t)}`, (k) => (k < nP ? `in ${k}: ${inLab(k)}` : `out ${k - nP}: ${outLab(k - nP)}`), `step\\source (${quantity} attention)`),
     npy: { shape: [nO, cols], data: arr },
   };
 }
@@ -1310,7 +1364,7 @@ function start(): void {
   const u = decodeHash(location.hash);
   st.cmp = u.cmp ?? null;
   setTab(u.view ?? 'graph', false);
-  weightsState(u.weights ?? 'raw');
+  weightsState(u.weights ?? 'split');
   st.view.threshold = u.threshold;
   st.view.mode = u.mode;
   el.threshold.value = String(u.threshold);

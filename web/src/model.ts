@@ -129,6 +129,9 @@ export class GraphData {
   prompt: Float32Array[] = [];
   output: Float32Array[] = [];
   steps: StepEdges[] = [];
+  /** per step, the raw attention mass of the prompt part (BOS left out) and of the output part (NaN: unknown) */
+  promptMass: number[] = [];
+  outputMass: number[] = [];
 
   constructor(nPrompt: number) {
     this.nPrompt = nPrompt;
@@ -141,12 +144,28 @@ export class GraphData {
   static fromReply(g: GraphReply): GraphData {
     const d = new GraphData(g.n_prompt);
     const n = Math.min(g.prompt.length, g.output.length);
-    for (let t = 0; t < n; t++) d.setStep(t, g.prompt[t], g.output[t]);
+    for (let t = 0; t < n; t++) d.setStep(t, g.prompt[t], g.output[t], g.prompt_mass?.[t], g.output_mass?.[t]);
     return d;
   }
 
+  /** Raw attention of step t's query to input k (split weight x the prompt part's mass; NaN: mass unknown). */
+  rawPrompt(t: number, k: number): number {
+    return rawOf(this.prompt[t]?.[k] ?? 0, this.promptMass[t]);
+  }
+
+  /** Raw attention of step t's query to earlier output j. */
+  rawOutput(t: number, j: number): number {
+    return rawOf(this.output[t]?.[j] ?? 0, this.outputMass[t]);
+  }
+
   /** Sets (or appends) step t's split rows; missing rows read as zeros. */
-  setStep(t: number, promptRow: ArrayLike<number> | null, outputRow: ArrayLike<number> | null): void {
+  setStep(
+    t: number,
+    promptRow: ArrayLike<number> | null,
+    outputRow: ArrayLike<number> | null,
+    promptMass?: number | null,
+    outputMass?: number | null,
+  ): void {
     const p = new Float32Array(this.nPrompt);
     if (promptRow) for (let k = 0; k < Math.min(p.length, promptRow.length); k++) p[k] = Number(promptRow[k]);
     const o = new Float32Array(t);
@@ -154,8 +173,44 @@ export class GraphData {
     while (this.steps.length < t) this.setStep(this.steps.length, null, null);
     this.prompt[t] = p;
     this.output[t] = o;
+    this.promptMass[t] = typeof promptMass === 'number' && Number.isFinite(promptMass) ? promptMass : NaN;
+    this.outputMass[t] = typeof outputMass === 'number' && Number.isFinite(outputMass) ? outputMass : NaN;
     this.steps[t] = buildStepEdges(p, o);
   }
+}
+
+/**
+ * A split weight back to raw attention: the split view divides each part by
+ * its raw mass (docs/API.md, `*_mass`), so raw = split x mass. NaN when the
+ * mass is unknown.
+ */
+export function rawOf(split: number, mass: number | undefined): number {
+  if (typeof mass !== 'number' || !Number.isFinite(mass)) return NaN;
+  return Math.fround(split * mass);
+}
+
+/** Whether every step of a graph has both masses (the raw view can be drawn). */
+export function hasMasses(d: GraphData | null): boolean {
+  if (!d) return false;
+  for (let t = 0; t < d.nOutput; t++) if (!Number.isFinite(d.promptMass[t]) || (t > 0 && !Number.isFinite(d.outputMass[t]))) return false;
+  return true;
+}
+
+/**
+ * The raw attention rows of a graph (what the Heatmap and Text tabs show, BOS
+ * still left out): each step's split rows times their masses. Steps without
+ * masses read as zeros.
+ */
+export function rawGraphData(d: GraphData): GraphData {
+  const r = new GraphData(d.nPrompt);
+  for (let t = 0; t < d.nOutput; t++) {
+    const pm = d.promptMass[t];
+    const om = d.outputMass[t];
+    const p = Array.from(d.prompt[t], (w) => (Number.isFinite(pm) ? rawOf(w, pm) : 0));
+    const o = Array.from(d.output[t], (w) => (Number.isFinite(om) ? rawOf(w, om) : 0));
+    r.setStep(t, p, o, pm, om);
+  }
+  return r;
 }
 
 // ---------------------------------------------------------------- edges of a view
@@ -412,12 +467,23 @@ export interface UrlState {
   view?: ViewName;
   /** the second run of the Compare tab; absent: none */
   cmp?: string | null;
-  /** what the graph's line width means; absent: raw attention */
+  /** what the graph's line width means; absent: normalized (split) attention */
   weights?: EdgeWeights;
 }
 
-/** The graph's edge weights: the split attention rows, or the attention rollout of the step's query. */
-export type EdgeWeights = 'raw' | 'rollout';
+/**
+ * The graph's edge weights: the split rows (BOS removed, input and output
+ * parts each sum to 1), the raw attention, or the attention rollout of the
+ * step's query.
+ */
+export type EdgeWeights = 'split' | 'raw' | 'rollout';
+
+/** What each edge-weight choice is, as the legend, the hover and the exports name it. */
+export const QUANTITY: Record<EdgeWeights, string> = {
+  split: 'normalized attention (BOS removed; input and output parts each sum to 1)',
+  raw: 'raw attention',
+  rollout: 'attention rollout',
+};
 
 const RUN_ID = /^[\w.:-]+$/;
 
@@ -457,7 +523,8 @@ export function decodeHash(hash: string | null | undefined): UrlState {
   if (isViewName(view) && view !== 'graph') s.view = view;
   const cmp = p.get('cmp');
   if (cmp && cmp.length <= 200 && RUN_ID.test(cmp)) s.cmp = cmp;
-  if (p.get('weights') === 'rollout') s.weights = 'rollout';
+  const wt = p.get('weights');
+  if (wt === 'rollout' || wt === 'raw') s.weights = wt;
   return s;
 }
 
@@ -475,7 +542,7 @@ export function encodeHash(s: UrlState): string {
   if (s.mode === 'all') parts.push('mode=all');
   if (s.view && s.view !== 'graph' && isViewName(s.view)) parts.push('view=' + s.view);
   if (s.cmp) parts.push('cmp=' + encodeURIComponent(s.cmp));
-  if (s.weights === 'rollout') parts.push('weights=rollout');
+  if (s.weights === 'rollout' || s.weights === 'raw') parts.push('weights=' + s.weights);
   return parts.join('&');
 }
 
@@ -515,13 +582,15 @@ export class LiveRun {
         this.nPrompt = split.prompt.length;
         const old = this.data;
         this.data = new GraphData(this.nPrompt);
-        if (old) for (let s = 0; s < old.nOutput; s++) this.data.setStep(s, old.prompt[s], old.output[s]);
+        if (old)
+          for (let s = 0; s < old.nOutput; s++)
+            this.data.setStep(s, old.prompt[s], old.output[s], old.promptMass[s], old.outputMass[s]);
       }
     }
     if (!this.data) this.data = new GraphData(this.nPrompt);
     const { index: _i, attention: _a, ...rest } = ev;
     this.steps[t] = { index: t, ...rest };
-    this.data.setStep(t, split ? split.prompt : null, split ? split.output : null);
+    this.data.setStep(t, split ? split.prompt : null, split ? split.output : null, split?.prompt_mass, split?.output_mass);
     return t;
   }
 
@@ -541,4 +610,25 @@ export function displayLabel(label: string | undefined | null): string {
 
 export function formatWeight(w: number): string {
   return Number.isFinite(w) ? w.toFixed(4) : '-';
+}
+
+// ---------------------------------------------------------------- inputs
+
+/** A validated "tokens to generate" value, or the message shown beside the control. */
+export type MaxTokensCheck = { ok: true; value: number } | { ok: false; message: string };
+
+/** Checks a max-tokens entry against 1..limit (the server's limits.max_tokens); nothing is silently changed. */
+export function checkMaxTokens(text: string, limit: number): MaxTokensCheck {
+  const s = text.trim();
+  if (s === '') return { ok: false, message: `Enter how many tokens to generate (1 to ${limit}).` };
+  if (!/^[+-]?\d+$/.test(s)) return { ok: false, message: `“${s}” is not a whole number: enter 1 to ${limit}.` };
+  const v = Number(s);
+  if (v < 1) return { ok: false, message: `At least 1 token: ${v} is too few (1 to ${limit}).` };
+  if (v > limit) return { ok: false, message: `At most ${limit} tokens (the server's limit): ${v} is too many.` };
+  return { ok: true, value: v };
+}
+
+/** A prompt that can be generated from, or the message beside the prompt box. */
+export function checkPrompt(text: string): string | null {
+  return text === '' ? 'Enter a prompt first: an empty prompt is not sent.' : null;
 }

@@ -158,6 +158,6 @@ describe('rollout as graph rows', () => {
     expect(encodeHash({ ...defaultUrlState(), run: 'r', weights: 'rollout' })).toBe('run=r&weights=rollout');
     expect(decodeHash('#run=r&weights=rollout').weights).toBe('rollout');
     expect(decodeHash('#run=r&weights=bogus').weights).toBeUndefined();
-    expect(encodeHash({ ...defaultUrlState(), run: 'r', weights: 'raw' })).toBe('run=r');
+    expect(encodeHash({ ...defaultUrlState(), run: 'r', weights: 'split' })).toBe('run=r');
   });
 });

@@ -150,7 +150,7 @@ export function createLegend(): { el: HTMLElement; set(kind: ScaleKind): void } 
   const el = document.createElement('span');
   el.className = 'hm-legend';
   const title = document.createElement('span');
-  title.textContent = 'weight';
+  title.textContent = 'raw attention';
   const bar = document.createElement('span');
   bar.className = 'hm-legend-bar';
   const c = document.createElement('canvas');
@@ -863,7 +863,7 @@ class Heatmap implements View {
       if (qs >= win.q0 && qs < win.q1) {
         g.fillStyle = '#111111';
         g.font = `600 10px ${FONT}`;
-        g.fillText(`▶ step ${ctx.step}`, LEFT - 30, TOP + (qs - v.y0 + 0.5) * s);
+        g.fillText(`▶ step ${ctx.step + 1}`, LEFT - 30, TOP + (qs - v.y0 + 0.5) * s);
       }
     }
     g.restore();
@@ -980,18 +980,18 @@ class Heatmap implements View {
         tip.append(line('', k('masked: the key comes after the query')));
       } else if (one && outsideWindow(cell.q0, cell.k0, w)) {
         tip.dataset.value = String(cell.value);
-        tip.append(line('', k('weight '), formatWeight4(cell.value), k(` (outside the sliding window of ${w} tokens: keys ${cell.q0 - w + 1}–${cell.q0} only)`)));
+        tip.append(line('', k('raw attention '), formatWeight4(cell.value), k(` (outside the sliding window of ${w} tokens: keys ${cell.q0 - w + 1}–${cell.q0} only)`)));
       } else {
         tip.dataset.value = String(cell.value);
         const w = document.createElement('span');
         w.className = 'hm-tip-weight';
         w.textContent = formatWeight4(cell.value);
         const note = blockText(cell, hv.tile.pool);
-        tip.append(line('', k('weight '), w, note ? k(` (${note})`) : ''));
+        tip.append(line('', k('raw attention '), w, note ? k(` (${note})`) : ''));
       }
     }
     const t = ctx ? queryStep(pos.q, ctx.nPrompt, ctx.nOutput) : null;
-    if (t !== null && (!hv || hv.cell.q1 - hv.cell.q0 === 1)) tip.append(line('', k(`row of step ${t}: click to go there`)));
+    if (t !== null && (!hv || hv.cell.q1 - hv.cell.q0 === 1)) tip.append(line('', k(`row of step ${t + 1}: click to go there`)));
     tip.hidden = false;
     // next to the pointer, inside the window
     const r = tip.getBoundingClientRect();

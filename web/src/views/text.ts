@@ -69,7 +69,7 @@ export function createTextView(root: HTMLElement): View & Exportable {
   const legend = h(
     'span',
     { class: 'tv-legend', 'aria-label': 'Shade scale' },
-    h('span', { class: 'k', text: '0' }),
+    h('span', { class: 'k', text: 'raw attention 0' }),
     h('span', { class: 'tv-ramp', 'aria-hidden': 'true' }),
     legendMax,
     h('span', { class: 'tv-top-key' }, h('span', { class: 'tt-demo rank1', text: 'top 3' }), ' underlined'),
@@ -380,8 +380,8 @@ export function createTextView(root: HTMLElement): View & Exportable {
     const topText = sh.top.map((q) => `“${displayLabel(c.tokens[q]?.label)}” ${formatWeight(Number(vec.w[q - vec.offset]))}`).join(', ');
     info.textContent =
       mode === 'observer'
-        ? `“${lab}” (${p}) attended most to ${topText || 'nothing shaded'}${skipBos && p > 0 ? ` · BOS ${formatWeight(Number(vec.w[0]))} (not in the scale)` : ''}.`
-        : `Attended most to “${lab}” (${p}): ${topText || 'no later token'}.`;
+        ? `Raw attention: “${lab}” (${p}) attended most to ${topText || 'nothing shaded'}${skipBos && p > 0 ? ` · BOS ${formatWeight(Number(vec.w[0]))} (not in the scale)` : ''}.`
+        : `Raw attention: attended most to “${lab}” (${p}): ${topText || 'no later token'}.`;
   }
 
   function setStepMarker(c: ViewContext): void {
@@ -440,7 +440,7 @@ export function createTextView(root: HTMLElement): View & Exportable {
       if (inRange && i >= 0) {
         const w = Number(ls.vec.w[i]);
         lines.push([
-          mode === 'observer' ? `attention from “${displayLabel(ctx.tokens[ls.focus]?.label)}”` : `attention to “${displayLabel(ctx.tokens[ls.focus]?.label)}”`,
+          mode === 'observer' ? `raw attention from “${displayLabel(ctx.tokens[ls.focus]?.label)}”` : `raw attention to “${displayLabel(ctx.tokens[ls.focus]?.label)}”`,
           formatWeight(w) + (ls.sh.max > 0 ? ` (${Math.round((100 * w) / ls.sh.max)}% of the max)` : ''),
         ]);
       }
