@@ -64,6 +64,27 @@ void heed_gen_free(heed_gen *g) {
     free(g);
 }
 
+/* Every intervention off the context: a session starts from a clean one. */
+static void clear_interventions(heed_ctx *ctx) {
+    heed_ctx_set_head_scale(ctx, NULL);
+    heed_ctx_set_knockouts(ctx, NULL, 0);
+    heed_ctx_set_head_values(ctx, NULL, NULL);
+    heed_ctx_set_resid_edits(ctx, NULL, 0);
+}
+
+/* A first pass before the session (mean ablation's means, a patch's row):
+ * ids[0..n_batch) in one call, then one at a time up to n_total, observed
+ * by hook, the context left empty and hookless. */
+static int clean_pass(heed_ctx *ctx, const heed_attn_hook *hook, const int32_t *ids, int n_batch, int n_total) {
+    heed_ctx_set_attn_hook(ctx, hook);
+    heed_ctx_reset(ctx);
+    int rc = heed_decode(ctx, ids, n_batch);
+    for (int k = n_batch; !rc && k < n_total; k++) rc = heed_decode(ctx, ids + k, 1);
+    heed_ctx_set_attn_hook(ctx, NULL);
+    heed_ctx_reset(ctx);
+    return rc;
+}
+
 /* The sums of the marked heads' outputs over a pass's positions. */
 typedef struct mean_acc {
     const unsigned char *which;
@@ -119,12 +140,7 @@ static int patch_rows(const heed_model_info *mi, heed_ctx *ctx, const heed_gen_p
             if (pt->src[k] < 0 || pt->src[k] >= mi->n_vocab) return HEED_ERR_INVALID_ARG;
         patch_grab pg = {pt->layer, pt->pos, *vecs + (size_t)i * mi->n_embd, false};
         heed_attn_hook hook = {.observe_resid = patch_observe, .user = &pg};
-        heed_ctx_set_attn_hook(ctx, &hook);
-        heed_ctx_reset(ctx);
-        rc = heed_decode(ctx, pt->src, first);
-        for (int k = first; !rc && k <= pt->pos; k++) rc = heed_decode(ctx, pt->src + k, 1);
-        heed_ctx_set_attn_hook(ctx, NULL);
-        heed_ctx_reset(ctx);
+        rc = clean_pass(ctx, &hook, pt->src, first, pt->pos + 1 > first ? pt->pos + 1 : first);
         if (!rc && !pg.got) rc = HEED_ERR_INVALID_ARG;
         (*edits)[p->n_resid_edits + i] = (heed_resid_edit){pt->layer, pt->pos, true, 1.0f, pg.row};
     }
@@ -141,11 +157,7 @@ static int head_means(const heed_model_info *mi, heed_ctx *ctx, const int32_t *p
     int rc = a.sum && *out ? HEED_OK : HEED_ERR_NOMEM;
     if (!rc) {
         heed_attn_hook hook = {.observe_heads = mean_observe, .user = &a};
-        heed_ctx_set_attn_hook(ctx, &hook);
-        heed_ctx_reset(ctx);
-        rc = heed_decode(ctx, prompt, n_prompt);
-        heed_ctx_set_attn_hook(ctx, NULL);
-        heed_ctx_reset(ctx);
+        rc = clean_pass(ctx, &hook, prompt, n_prompt, n_prompt);
     }
     for (size_t i = 0; !rc && i < nv; i++) (*out)[i] = (float)(a.sum[i] / n_prompt);
     free(a.sum);
@@ -171,10 +183,7 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     for (int i = 0; i < p.n_forced; i++)
         if (p.forced[i] < 0 || p.forced[i] >= mi.n_vocab) return HEED_ERR_INVALID_ARG;
     /* a clean context first: no earlier session's interventions */
-    heed_ctx_set_head_scale(ctx, NULL);
-    heed_ctx_set_knockouts(ctx, NULL, 0);
-    heed_ctx_set_head_values(ctx, NULL, NULL);
-    heed_ctx_set_resid_edits(ctx, NULL, 0);
+    clear_interventions(ctx);
     float *means = NULL;
     int rc = HEED_OK;
     if (p.ablate_mean) {
@@ -201,10 +210,7 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     if (!rc && means) rc = heed_ctx_set_head_values(ctx, p.ablate_mean, means);
     if (!rc) rc = heed_ctx_set_resid_edits(ctx, p.resid_edits, p.n_resid_edits);
     if (rc) {
-        heed_ctx_set_head_scale(ctx, NULL);
-        heed_ctx_set_knockouts(ctx, NULL, 0);
-        heed_ctx_set_head_values(ctx, NULL, NULL);
-        heed_ctx_set_resid_edits(ctx, NULL, 0);
+        clear_interventions(ctx);
         free(means), free(edits), free(patch_vecs);
         return rc;
     }

@@ -75,12 +75,7 @@ static int read_tensor(tr *t, const st_file *f, const char *file, const char *na
         } else {
             uint16_t h;
             memcpy(&h, (const char *)s->data + 2 * i, 2);
-            if (s->dtype == ST_F16) {
-                v = kern_f16_to_f32(h);
-            } else {
-                uint32_t u = (uint32_t)h << 16;
-                memcpy(&v, &u, 4);
-            }
+            v = s->dtype == ST_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
         }
         if (!isfinite(v)) return tfail(t, file, HEED_ERR_FORMAT, "tensor '%s': element %zu is not finite", name, i);
         out[i] = v;
