@@ -380,43 +380,39 @@ static int h_metrics(api *a, const api_req *rq, api_reply *rp) {
                 OUT("heed_requests_total{method=\"\",route=\"other\",status=\"%s\"} %lu\n", st, c);
         }
     api_metrics *m = &a->metrics;
-    unsigned long gens = atomic_load(&m->generations), toks = atomic_load(&m->tokens);
-    OUT("# HELP heed_generations_total Generations finished (stored or not).\n# TYPE heed_generations_total counter\n"
-        "heed_generations_total %lu\n", gens);
-    OUT("# HELP heed_generations_cancelled_total Generations whose client left or fell behind.\n"
-        "# TYPE heed_generations_cancelled_total counter\nheed_generations_cancelled_total %lu\n",
-        (unsigned long)atomic_load(&m->cancelled));
-    OUT("# HELP heed_tokens_generated_total Tokens generated.\n# TYPE heed_tokens_generated_total counter\n"
-        "heed_tokens_generated_total %lu\n", toks);
-    OUT("# HELP heed_prompt_tokens_total Prompt tokens processed.\n# TYPE heed_prompt_tokens_total counter\n"
-        "heed_prompt_tokens_total %lu\n", (unsigned long)atomic_load(&m->prompt_tokens));
-    OUT("# HELP heed_decode_seconds_total Time decoding after each generation's first token (tokens/s = tokens "
-        "after the first / this).\n# TYPE heed_decode_seconds_total counter\nheed_decode_seconds_total %.6f\n",
-        atomic_load(&m->decode_us) / 1e6);
-    OUT("# HELP heed_prompt_seconds_total Time processing prompts.\n# TYPE heed_prompt_seconds_total counter\n"
-        "heed_prompt_seconds_total %.6f\n", atomic_load(&m->prompt_us) / 1e6);
-    OUT("# HELP heed_time_to_first_token_seconds Time from the end of the prompt to the first token.\n"
-        "# TYPE heed_time_to_first_token_seconds summary\nheed_time_to_first_token_seconds_sum %.6f\n"
-        "heed_time_to_first_token_seconds_count %llu\n", atomic_load(&m->first_token_us) / 1e6,
-        (unsigned long long)atomic_load(&m->first_token_n));
-    OUT("# HELP heed_queue_wait_seconds Time generations waited in the queue.\n"
-        "# TYPE heed_queue_wait_seconds summary\nheed_queue_wait_seconds_sum %.6f\nheed_queue_wait_seconds_count %lu\n",
-        atomic_load(&m->queue_us) / 1e6, gens);
+    unsigned long gens = atomic_load(&m->generations);
+    /* a metric's HELP and TYPE lines, then its sample (the name written once) */
+#define HEAD(name, type, help) OUT("# HELP " name " " help "\n# TYPE " name " " type "\n")
+#define METRIC(name, type, help, fmt, v) OUT("# HELP " name " " help "\n# TYPE " name " " type "\n" name " " fmt "\n", v)
+    METRIC("heed_generations_total", "counter", "Generations finished (stored or not).", "%lu", gens);
+    METRIC("heed_generations_cancelled_total", "counter", "Generations whose client left or fell behind.", "%lu",
+           (unsigned long)atomic_load(&m->cancelled));
+    METRIC("heed_tokens_generated_total", "counter", "Tokens generated.", "%lu", (unsigned long)atomic_load(&m->tokens));
+    METRIC("heed_prompt_tokens_total", "counter", "Prompt tokens processed.", "%lu",
+           (unsigned long)atomic_load(&m->prompt_tokens));
+    METRIC("heed_decode_seconds_total", "counter",
+           "Time decoding after each generation's first token (tokens/s = tokens after the first / this).", "%.6f",
+           atomic_load(&m->decode_us) / 1e6);
+    METRIC("heed_prompt_seconds_total", "counter", "Time processing prompts.", "%.6f", atomic_load(&m->prompt_us) / 1e6);
+    HEAD("heed_time_to_first_token_seconds", "summary", "Time from the end of the prompt to the first token.");
+    OUT("heed_time_to_first_token_seconds_sum %.6f\nheed_time_to_first_token_seconds_count %llu\n",
+        atomic_load(&m->first_token_us) / 1e6, (unsigned long long)atomic_load(&m->first_token_n));
+    HEAD("heed_queue_wait_seconds", "summary", "Time generations waited in the queue.");
+    OUT("heed_queue_wait_seconds_sum %.6f\nheed_queue_wait_seconds_count %lu\n", atomic_load(&m->queue_us) / 1e6, gens);
     pthread_mutex_lock(&a->eng.mu);
     int depth = 0;
     for (ticket *t = a->eng.head; t; t = t->next) depth++;
     int streams = a->eng.n_streams;
     pthread_mutex_unlock(&a->eng.mu);
-    OUT("# HELP heed_queue_depth Generations waiting or running.\n# TYPE heed_queue_depth gauge\nheed_queue_depth %d\n",
-        depth);
-    OUT("# HELP heed_streams_open Streams open to clients.\n# TYPE heed_streams_open gauge\nheed_streams_open %d\n",
-        streams);
+    METRIC("heed_queue_depth", "gauge", "Generations waiting or running.", "%d", depth);
+    METRIC("heed_streams_open", "gauge", "Streams open to clients.", "%d", streams);
     long long total = 0;
     char *list = NULL;
     if (!store_list(a->store, 1, 0, &list, &total)) free(list);
-    OUT("# HELP heed_runs_stored Runs in the store.\n# TYPE heed_runs_stored gauge\nheed_runs_stored %lld\n", total);
-    OUT("# HELP heed_uptime_seconds Seconds since the server started.\n# TYPE heed_uptime_seconds gauge\n"
-        "heed_uptime_seconds %lld\n", (long long)time(NULL) - a->started);
+    METRIC("heed_runs_stored", "gauge", "Runs in the store.", "%lld", total);
+    METRIC("heed_uptime_seconds", "gauge", "Seconds since the server started.", "%lld", (long long)time(NULL) - a->started);
+#undef METRIC
+#undef HEAD
 #undef OUT
     if (n >= cap) n = cap - 1;
     api_reply_body(rp, b, n, "text/plain; version=0.0.4");
