@@ -1048,72 +1048,51 @@ static void test_request_cache(void **state) {
 /* "interventions": an ablated head changes the run as the CLI's --ablate
  * does, the run's document says what was done, and bad items are 400s
  * naming "interventions". */
-static void test_interventions(void **state) {
+/* A run of "Once upon a time" made through the API with these
+ * interventions (a JSON list) and the CLI's run with these flags give the
+ * same first step; returns the API run's document (the caller's). */
+static json_t *api_matches_cli(const char *interventions, const char *cli_flags) {
     int32_t ids[16];
     int n_ids;
-    json_t *d = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 4, \"cache\": false, "
-                         "\"interventions\": [{\"type\": \"ablate\", \"layer\": 2, \"head\": 5}, "
-                         "{\"type\": \"scale\", \"layer\": 1, \"head\": 1, \"factor\": 0.5}]}",
-                         ids, &n_ids);
-    char path[160];
+    char body[1024], path[160], cmd[PATH_MAX + 512];
+    snprintf(body, sizeof body, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 2, \"cache\": false, "
+             "\"interventions\": %s}", interventions);
+    json_t *d = post_run(body, ids, &n_ids), *doc;
     snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d, "run_id")));
-    json_t *doc;
     assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
-    json_t *iv = json_object_get(doc, "interventions");
-    assert_int_equal(json_array_size(iv), 2);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(iv, 0), "type")), "ablate");
     double p_api = json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob"));
-    /* the CLI with the same intervention gives the same first step */
-    char cmd[PATH_MAX + 256];
     snprintf(cmd, sizeof cmd, "%s generate -p 'Once upon a time' -n 1 --json --attention none --top-k 40 "
-                              "--top-p 0.95 --min-p 0.05 --ablate 2:5 --scale 1:1:0.5 > test-output/iv.json",
-             heed_bin);
+                              "--top-p 0.95 --min-p 0.05 %s > test-output/iv.json", heed_bin, cli_flags);
     assert_int_equal(system(cmd), 0);
     json_t *cli = json_load_file("test-output/iv.json", 0, NULL);
     assert_non_null(cli);
     double p_cli = json_number_value(json_object_get(json_array_get(json_object_get(cli, "steps"), 0), "prob"));
     assert_float_equal(p_api, p_cli, 1e-6);
     json_decref(cli);
-    json_decref(doc);
     json_decref(d);
-    /* a knockout: the same first step as the CLI's; recorded in the run's document */
-    d = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 2, \"cache\": false, \"interventions\": "
-                 "[{\"type\": \"knockout\", \"layer\": 1, \"head\": null, \"queries\": [2, 4], \"keys\": [0, 1]}]}",
-                 ids, &n_ids);
-    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d, "run_id")));
-    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
+    return doc;
+}
+
+static void test_interventions(void **state) {
+    int32_t ids[16];
+    int n_ids;
+    char path[160];
+    json_t *d;
+    json_t *doc = api_matches_cli("[{\"type\": \"ablate\", \"layer\": 2, \"head\": 5}, "
+                                  "{\"type\": \"scale\", \"layer\": 1, \"head\": 1, \"factor\": 0.5}]",
+                                  "--ablate 2:5 --scale 1:1:0.5");
+    json_t *iv = json_object_get(doc, "interventions");
+    assert_int_equal(json_array_size(iv), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(iv, 0), "type")), "ablate");
+    json_decref(doc);
+    /* a knockout, recorded in the run's document */
+    doc = api_matches_cli("[{\"type\": \"knockout\", \"layer\": 1, \"head\": null, \"queries\": [2, 4], "
+                          "\"keys\": [0, 1]}]", "--knockout '1:*:2-4:0-1'");
     assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(doc, "interventions"), 0),
                                                           "type")), "knockout");
-    p_api = json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob"));
-    snprintf(cmd, sizeof cmd, "%s generate -p 'Once upon a time' -n 1 --json --attention none --top-k 40 "
-                              "--top-p 0.95 --min-p 0.05 --knockout '1:*:2-4:0-1' > test-output/iv.json",
-             heed_bin);
-    assert_int_equal(system(cmd), 0);
-    cli = json_load_file("test-output/iv.json", 0, NULL);
-    assert_non_null(cli);
-    p_cli = json_number_value(json_object_get(json_array_get(json_object_get(cli, "steps"), 0), "prob"));
-    assert_float_equal(p_api, p_cli, 1e-6);
-    json_decref(cli);
     json_decref(doc);
-    json_decref(d);
-    /* mean ablation: the same first step as the CLI's */
-    d = post_run("{\"prompt\": \"Once upon a time\", \"max_tokens\": 2, \"cache\": false, \"interventions\": "
-                 "[{\"type\": \"ablate_mean\", \"layer\": 2, \"head\": 3}]}",
-                 ids, &n_ids);
-    snprintf(path, sizeof path, "/api/runs/%s", json_string_value(json_object_get(d, "run_id")));
-    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &doc), 200);
-    p_api = json_number_value(json_object_get(json_array_get(json_object_get(doc, "steps"), 0), "prob"));
-    snprintf(cmd, sizeof cmd, "%s generate -p 'Once upon a time' -n 1 --json --attention none --top-k 40 "
-                              "--top-p 0.95 --min-p 0.05 --ablate-mean 2:3 > test-output/iv.json",
-             heed_bin);
-    assert_int_equal(system(cmd), 0);
-    cli = json_load_file("test-output/iv.json", 0, NULL);
-    assert_non_null(cli);
-    p_cli = json_number_value(json_object_get(json_array_get(json_object_get(cli, "steps"), 0), "prob"));
-    assert_float_equal(p_api, p_cli, 1e-6);
-    json_decref(cli);
-    json_decref(doc);
-    json_decref(d);
+    /* mean ablation */
+    json_decref(api_matches_cli("[{\"type\": \"ablate_mean\", \"layer\": 2, \"head\": 3}]", "--ablate-mean 2:3"));
     expect_error(&main_srv, "POST", "/api/runs",
                  "{\"prompt\": \"x\", \"interventions\": [{\"type\": \"ablate_mean\", \"layer\": 0, \"head\": 99}]}",
                  400, "interventions");
