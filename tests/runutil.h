@@ -14,15 +14,20 @@
 #include "heed.h"
 #include "testutil.h"
 
-/* n_gen greedy tokens after prompt on the bundled model, recorded with rp
- * (NULL: the recorder's defaults). */
-static inline heed_run *ru_record(const char *prompt, int n_gen, const heed_recorder_params *rp_in) {
+/* n_gen greedy tokens after prompt on the model at model_path (NULL: the
+ * bundled one), in a context of n_ctx (0: the default), recorded with rp
+ * (NULL: the recorder's defaults); the prompt gets BOS as the model says. */
+static inline heed_run *ru_record_model(const char *model_path, const char *prompt, int n_gen,
+                                        const heed_recorder_params *rp_in, int n_ctx) {
     heed_model *m;
-    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    char err[256];
+    if (heed_model_load(model_path, NULL, &m, err, sizeof err)) fail_msg("%s", err);
     heed_model_info mi;
     heed_model_get_info(m, &mi);
     heed_ctx *ctx;
-    assert_int_equal(heed_ctx_new(m, NULL, &ctx), HEED_OK);
+    heed_ctx_params cp = heed_ctx_default_params();
+    cp.n_ctx = n_ctx;
+    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
     heed_recorder_params rp = rp_in ? *rp_in : heed_recorder_default_params();
     rp.sampler.temperature = 0;
     rp.prompt_text = prompt;
@@ -31,7 +36,7 @@ static inline heed_run *ru_record(const char *prompt, int n_gen, const heed_reco
     assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
     heed_sampler *s = heed_sampler_new(&rp.sampler, mi.n_vocab);
     int32_t ids[64];
-    int n = heed_tokenize(m, prompt, (int)strlen(prompt), true, ids, 64);
+    int n = heed_tokenize(m, prompt, (int)strlen(prompt), mi.add_bos, ids, 64);
     assert_true(n > 0 && n < 64);
     assert_int_equal(heed_recorder_begin(rec, ids, n), HEED_OK);
     assert_int_equal(heed_decode(ctx, ids, n), HEED_OK);
@@ -48,6 +53,12 @@ static inline heed_run *ru_record(const char *prompt, int n_gen, const heed_reco
     heed_ctx_free(ctx);
     heed_model_free(m);
     return run;
+}
+
+/* n_gen greedy tokens after prompt on the bundled model, recorded with rp
+ * (NULL: the recorder's defaults). */
+static inline heed_run *ru_record(const char *prompt, int n_gen, const heed_recorder_params *rp_in) {
+    return ru_record_model(NULL, prompt, n_gen, rp_in, 0);
 }
 
 /* A whole file's bytes (malloc'd, one spare byte); *n its size. */

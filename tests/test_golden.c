@@ -17,6 +17,7 @@
 #include "kern.h"
 #include "model.h"
 #include "run.h"
+#include "runutil.h"
 #include "testutil.h"
 
 #define ATT_TOL 1e-4
@@ -292,45 +293,13 @@ static void run_tokens(heed_model *m, bool hooked, int n_threads, float *logits_
     heed_ctx_free(ctx);
 }
 
-/* A run recorded on model_rel (q and k kept, or the captured rows kept
+/* A run recorded on model_path (q and k kept, or the captured rows kept
  * whole), fed the golden prompt and n_gen greedy tokens. */
 static heed_run *record_shared(const char *model_path, int n_gen, bool full) {
-    heed_model *m;
-    char err[256];
-    if (heed_model_load(model_path, NULL, &m, err, sizeof err)) fail_msg("%s", err);
-    heed_model_info mi;
-    heed_model_get_info(m, &mi);
-    heed_ctx *ctx;
-    heed_ctx_params cp = heed_ctx_default_params();
-    cp.n_ctx = 256;
-    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
     heed_recorder_params rp = heed_recorder_default_params();
-    rp.sampler.temperature = 0;
-    rp.prompt_text = "The quick brown fox jumps over the lazy dog. The quick brown";
-    rp.n_predict = n_gen;
     rp.keep_qk = !full;
     rp.full_limit_bytes = full ? (size_t)1 << 30 : 0;
-    heed_recorder *rec;
-    assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
-    heed_sampler *smp = heed_sampler_new(&rp.sampler, mi.n_vocab);
-    int32_t ids[64];
-    int n = heed_tokenize(m, rp.prompt_text, strlen(rp.prompt_text), mi.add_bos, ids, 64);
-    assert_true(n > 0);
-    assert_int_equal(heed_recorder_begin(rec, ids, n), HEED_OK);
-    assert_int_equal(heed_decode(ctx, ids, n), HEED_OK);
-    for (int t = 0; t < n_gen; t++) {
-        heed_sample sm;
-        assert_int_equal(heed_sampler_sample(smp, heed_ctx_logits(ctx), mi.n_vocab, &sm), HEED_OK);
-        assert_int_equal(heed_recorder_step(rec, &sm, heed_ctx_logits(ctx)), HEED_OK);
-        if (t + 1 < n_gen) assert_int_equal(heed_decode(ctx, &sm.id, 1), HEED_OK);
-    }
-    heed_run *run;
-    assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
-    heed_recorder_free(rec);
-    heed_sampler_free(smp);
-    heed_ctx_free(ctx);
-    heed_model_free(m);
-    return run;
+    return ru_record_model(model_path, "The quick brown fox jumps over the lazy dog. The quick brown", n_gen, &rp, 256);
 }
 
 /* Every (layer, head, position) row of a and b, equal bit for bit. */
