@@ -17,7 +17,9 @@ SAN     ?= 0
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wvla -Wformat=2 -Wundef -Wno-unused-parameter
-CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc $(WARN) -g -pthread
+# -fPIC: the same objects make libheed.a and libheed.so (the Python package's
+# library); -fno-semantic-interposition keeps calls inside the library direct.
+CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc $(WARN) -g -pthread -fPIC -fno-semantic-interposition
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
@@ -28,7 +30,7 @@ LDFLAGS += -fsanitize=address,undefined
 else
 CFLAGS  += -O2
 endif
-LDLIBS  := -lpcre2-8 -ljansson -lmicrohttpd -lsqlite3 -lzstd -lm -lpthread
+LDLIBS  := -lpcre2-8 -ljansson -lmicrohttpd -lsqlite3 -lzstd -lcurl -lm -lpthread
 
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
@@ -50,7 +52,11 @@ HEADERS  := $(wildcard include/*.h src/*.h)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-all: $(BUILD)/heed
+# The library's ABI version (the soname's number) and the project's version.
+SOVERSION := 0
+VERSION   := $(shell sed -n 's/^\#define HEED_VERSION "\(.*\)"/\1/p' include/heed.h)
+
+all: $(BUILD)/heed $(BUILD)/libheed.so
 
 deps:
 	@sh scripts/deps.sh
@@ -104,6 +110,14 @@ $(BUILD)/src/assets_data.o: $(BUILD)/assets_data.c src/assets.h Makefile
 $(BUILD)/libheed.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# The shared library (soname libheed.so.$(SOVERSION)): what python/ loads with ctypes.
+$(BUILD)/libheed.so.$(VERSION): $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libheed.so.$(SOVERSION) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/libheed.so: $(BUILD)/libheed.so.$(VERSION)
+	ln -sf libheed.so.$(VERSION) $(BUILD)/libheed.so.$(SOVERSION)
+	ln -sf libheed.so.$(VERSION) $@
 
 $(BUILD)/heed: $(BUILD)/src/main.o $(BUILD)/libheed.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
