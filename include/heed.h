@@ -320,6 +320,11 @@ typedef struct heed_attn_hook {
  * writes (the kernels' kern_f32_to_f16). */
 uint16_t heed_f32_to_f16(float f);
 
+/* sizeof the public struct named type ("heed_gen_params", ...), or 0 for a
+ * name heed.h does not define: bindings that mirror the structs (python/)
+ * check their layout against the library they load. */
+size_t heed_abi_sizeof(const char *type);
+
 /* ---------------------------------------------------------------- context */
 
 typedef struct heed_ctx heed_ctx;
@@ -886,6 +891,13 @@ int heed_run_export_npz_ex(heed_run *run, const char *path, unsigned flags, char
 /* Metadata, tokens, steps and lens as one JSON object (attention stays in
  * the .npz or the views). */
 int heed_run_export_json(const heed_run *run, const char *path, char *err, size_t err_size);
+/* The offline HTML viewer of a run (what `heed export RUN -o OUT.html`
+ * writes: one self-contained file, the web UI and the run's views computed
+ * now, nothing loaded from the network), written to path. model (may be
+ * NULL; the run's model) labels the candidates and computes the logit lens.
+ * HEED_OK, HEED_ERR_IO (cannot write), HEED_ERR_UNSUPPORTED (built without
+ * the web UI), HEED_ERR_NOMEM; err says which. */
+int heed_run_export_html(heed_run *run, heed_model *model, const char *path, char *err, size_t err_size);
 
 /* ============================================ end of runs and analysis */
 

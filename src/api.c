@@ -439,6 +439,8 @@ static const api_route routes[] = {
     ROUTE("GET", "/api/model", h_model, NULL),
     ROUTE("POST", "/api/tokenize", h_tokenize, NULL),
     ROUTE("GET", "/api/runs", api_route_run_list, args_list),
+    {.method = "POST", .pattern = "/api/runs/upload", .fn = api_route_run_upload, .args = args_none,
+     .max_body = API_MAX_UPLOAD},
     ROUTE_GEN("POST", "/api/runs", api_route_run_create),
     ROUTE("GET", "/api/runs/{id}", api_route_run_get, args_none),
     ROUTE("DELETE", "/api/runs/{id}", api_route_run_delete, args_none),
@@ -478,6 +480,8 @@ bool api_args_ok(const api_route *r, const char *const *args, api_reply *rp) {
     }
     return true;
 }
+
+size_t api_route_max_body(const api_route *r) { return r && r->max_body ? r->max_body : API_MAX_BODY; }
 
 const api_route *api_routes(int *n) {
     *n = (int)(sizeof routes / sizeof *routes);

@@ -30,6 +30,8 @@
 
 /* Request bodies larger than this are refused with 413 before they are read. */
 #define API_MAX_BODY (1u << 20)
+/* The largest run file POST /api/runs/upload takes. */
+#define API_MAX_UPLOAD ((size_t)1 << 30)
 /* Most attended positions reported per token (--attention-tokens-top-k). */
 #define API_MAX_ATTN_TOP 256
 /* Query arguments a request may carry; more are refused (400). */
@@ -83,7 +85,11 @@ typedef struct api_route {
     const char *const *args; /* the query arguments it reads (NULL-terminated); NULL: any, ignored */
     bool open;
     bool generates;
+    size_t max_body; /* the largest body it takes (0: API_MAX_BODY) */
 } api_route;
+
+/* The largest body route r takes. */
+size_t api_route_max_body(const api_route *r);
 
 /* Are args (name, value pairs, NULL-terminated; may be NULL) all ones that
  * route r reads, each once? False with a 400 naming the argument in rp. */

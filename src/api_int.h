@@ -188,6 +188,10 @@ json_t *api_floats_json(const float *x, int n);
 json_t *api_split_json(const float *w, int np, int t, float in_mass, float out_mass);
 json_t *api_label_json(const heed_model *m, int32_t id);
 json_t *api_ids_json(const int32_t *ids, int n);
+/* The document of GET /api/runs/{id} rebuilt from a recording (an export's,
+ * an uploaded run's): metadata, tokens, steps with their top sources; the
+ * text is the outputs' labels. model (NULL: none) labels the candidates. */
+json_t *api_run_doc(heed_run *run, const heed_model *model, const char *run_id, long long created);
 const char *api_arg(const api_req *rq, const char *name);
 bool api_arg_int(const api_req *rq, const char *name, long lo, long hi, long *v, api_reply *rp);
 bool api_arg_float(const api_req *rq, const char *name, double lo, double hi, double *v, api_reply *rp);
@@ -238,6 +242,7 @@ int api_route_run_experts(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_effects(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_download(api *a, const api_req *rq, api_reply *rp);
+int api_route_run_upload(api *a, const api_req *rq, api_reply *rp);
 
 /* ---- api.c: metrics */
 

@@ -140,6 +140,60 @@ int api_route_run_download(api *a, const api_req *rq, api_reply *rp) {
     return 0;
 }
 
+/* POST /api/runs/upload: a run file in the body (`heed generate --save`, a
+ * download, Python's Run.save, `heed import`), checked completely
+ * (heed_run_read), stored under a new id with its document rebuilt from the
+ * recording; every view then works on it as on a run made here. Views that
+ * need the model (the logit lens) work when it is this server's model. */
+int api_route_run_upload(api *a, const api_req *rq, api_reply *rp) {
+    if (!rq->body_len) {
+        api_error(rp, 400, "body", "invalid_request_error", "the body must be a run file (docs/RUN_FORMAT.md)");
+        return 0;
+    }
+    FILE *f = fmemopen((void *)rq->body, rq->body_len, "rb");
+    if (!f) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return 0;
+    }
+    heed_run *run = NULL;
+    char err[512] = "";
+    int rc = heed_run_read(f, rq->body_len, "upload", &run, err, sizeof err);
+    fclose(f);
+    if (rc) {
+        api_error(rp, rc == HEED_ERR_NOMEM ? 500 : 400, "body", "invalid_run_file", "%s", err[0] ? err : heed_strerror(rc));
+        return 0;
+    }
+    heed_run_info ri;
+    heed_run_get_info(run, &ri);
+    bool own = !strcmp(ri.model_file, a->model_id) && heed_run_lens_model_ok(run, a->model) == HEED_OK;
+    char id[40];
+    pthread_mutex_lock(&a->runs_mu);
+    snprintf(id, sizeof id, "run_%llx_%llu", a->id_stem, ++a->n_made);
+    pthread_mutex_unlock(&a->runs_mu);
+    long long created = (long long)time(NULL);
+    json_t *doc = api_run_doc(run, own ? a->model : NULL, id, created);
+    if (doc) json_object_set_new(doc, "uploaded", json_true());
+    char *doc_s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    char *params_s = doc ? json_dumps(json_object_get(doc, "params"), JSON_COMPACT) : NULL;
+    const char *text = doc ? json_string_value(json_object_get(doc, "text")) : NULL;
+    store_row row = {.id = id, .model = ri.model_file, .prompt = ri.prompt_text, .params = params_s,
+                     .text = text ? text : "", .kind = "heed", .stop = ri.eog ? "eog" : "length", .doc = doc_s,
+                     .created = created, .n_prompt = ri.n_prompt, .n_output = ri.n_output};
+    if (!doc_s || !params_s) {
+        heed_run_free(run);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+    } else if (store_put(a->store, &row, run, err, sizeof err)) { /* frees the run either way */
+        api_error(rp, 500, NULL, "store_failed", "cannot store the run: %s", err);
+    } else {
+        api_reply_json(rp, 201, json_pack("{s:s, s:s, s:i, s:i, s:b}", "id", id, "model", ri.model_file, "n_prompt",
+                                          ri.n_prompt, "n_output", ri.n_output, "own_model", own));
+    }
+    free(doc_s);
+    free(params_s);
+    json_decref(doc);
+    return 0;
+}
+
 /* The effects of an intervention or a branch: this run against ?base=ID,
  * both stored. The two runs' locks are taken in address order. */
 int api_route_run_effects(api *a, const api_req *rq, api_reply *rp) {

@@ -99,17 +99,19 @@ static bool snap_view(snap *s, const char *route, view_fn fn, const char *const 
     return ok;
 }
 
-/* GET /api/runs/{id}'s document, rebuilt from the recording. */
-static json_t *snap_doc(snap *s) {
-    const heed_run_info *ri = &s->ri;
-    bool labels = s->env->model != NULL;
+/* GET /api/runs/{id}'s document, rebuilt from the recording (api_int.h). */
+json_t *api_run_doc(heed_run *run, const heed_model *model, const char *run_id, long long created) {
+    heed_run_info ri_;
+    heed_run_get_info(run, &ri_);
+    const heed_run_info *ri = &ri_;
+    bool labels = model != NULL;
     json_t *tokens = json_array(), *pids = json_array(), *oids = json_array(), *steps = json_array();
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (int i = 0; i < ri->n_prompt + ri->n_output; i++) {
         int32_t id;
         const char *label;
-        heed_run_token(s->run, i, &id, &label);
+        heed_run_token(run, i, &id, &label);
         json_array_append_new(tokens, json_pack("{s:i, s:s}", "id", id, "label", label));
         json_array_append_new(i < ri->n_prompt ? pids : oids, json_integer(id));
         size_t n = strlen(label);
@@ -124,16 +126,16 @@ static json_t *snap_doc(snap *s) {
     heed_edge top[32];
     for (int t = 0; t < ri->n_output; t++) {
         heed_run_step st;
-        heed_run_get_step(s->run, t, &st);
+        heed_run_get_step(run, t, &st);
         int32_t id;
         const char *label;
-        heed_run_token(s->run, ri->n_prompt + t, &id, &label);
+        heed_run_token(run, ri->n_prompt + t, &id, &label);
         json_t *cand = json_array(), *att = json_array();
         for (int i = 0; i < st.n_cand && i < API_N_TOP; i++)
             json_array_append_new(cand, json_pack("{s:i, s:o?, s:f}", "id", st.cand[i].id, "label",
-                                                  labels ? api_label_json(s->env->model, st.cand[i].id) : NULL, "prob",
+                                                  labels ? api_label_json(model, st.cand[i].id) : NULL, "prob",
                                                   st.cand[i].prob));
-        int ne = heed_run_edges(s->run, &all, ri->n_prompt - 1 + t, 0.0f, 32, top, 32);
+        int ne = heed_run_edges(run, &all, ri->n_prompt - 1 + t, 0.0f, 32, top, 32);
         for (int i = 0; i < ne; i++) json_array_append_new(att, json_pack("[i, f]", top[i].src, top[i].weight));
         json_array_append_new(steps, json_pack("{s:i, s:i, s:s, s:s, s:f, s:f, s:o, s:{s:o}}", "index", t, "id", st.id,
                                                "label", label, "text", label, "prob", st.prob, "logprob", st.logprob,
@@ -142,7 +144,7 @@ static json_t *snap_doc(snap *s) {
     const heed_sampler_params *sp = &ri->sampler;
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:s, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, "
                             "s:o, s:s, s:o}",
-                            "id", s->id, "kind", "heed", "created", (json_int_t)0, "model", ri->model_file, "prompt",
+                            "id", run_id, "kind", "heed", "created", (json_int_t)created, "model", ri->model_file, "prompt",
                             ri->prompt_text, "params", "temperature", sp->temperature, "top_k", sp->top_k, "top_p",
                             sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed",
                             (json_int_t)sp->seed, "max_tokens", ri->n_predict, "n_prompt", ri->n_prompt, "n_output",
@@ -178,7 +180,7 @@ char *api_snapshot(heed_run *run, heed_model *model, size_t budget, char *err, s
                                   "kind", "heed", "created", (json_int_t)0, "model", ri->model_file, "n_prompt",
                                   ri->n_prompt, "n_output", ri->n_output, "stop", ri->eog ? "eog" : "length", "preview",
                                   ri->prompt_text, "total", 1, "limit", 100, "offset", 0));
-    json_object_set_new(s.map, "/api/runs/run", snap_doc(&s));
+    json_object_set_new(s.map, "/api/runs/run", api_run_doc(run, env.model, s.id, 0));
     /* the views, most wanted first, while the budget lasts: the graph's mean
      * and the other tabs' data, then per layer, then per head (each level
      * whole or not at all: a viewer with some heads and not others misleads).

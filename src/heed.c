@@ -2,6 +2,8 @@
  * heed.c - small parts of the public API: the error codes' text (the
  * heed_strerror table) and the float16 conversion behind every f16 heed writes.
  */
+#include <string.h>
+
 #include "heed.h"
 #include "kern.h"
 
@@ -24,3 +26,21 @@ const char *heed_strerror(int rc) {
 }
 
 uint16_t heed_f32_to_f16(float f) { return kern_f32_to_f16(f); }
+
+size_t heed_abi_sizeof(const char *type) {
+#define T(name) {#name, sizeof(name)}
+    static const struct {
+        const char *name;
+        size_t size;
+    } types[] = {
+        T(heed_model_params), T(heed_model_info), T(heed_ctx_params), T(heed_knockout), T(heed_resid_edit),
+        T(heed_sampler_params), T(heed_candidate), T(heed_sample), T(heed_recorder_params), T(heed_run_info),
+        T(heed_run_step), T(heed_attn_sel), T(heed_edge), T(heed_token_stats), T(heed_head_type),
+        T(heed_span), T(heed_gen_patch), T(heed_gen_params), T(heed_gen_step), T(heed_chat_msg),
+        T(heed_tensor_info),
+    };
+#undef T
+    for (size_t i = 0; type && i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(types[i].name, type)) return types[i].size;
+    return 0;
+}

@@ -65,6 +65,21 @@ int webexport_html(heed_run *run, heed_model *model, const char *path, size_t bu
     return rc;
 }
 
+int heed_run_export_html(heed_run *run, heed_model *model, const char *path, char *err, size_t err_size) {
+    char tmp[512];
+    if (!err) err = tmp, err_size = sizeof tmp;
+    if (!run || !path) {
+        snprintf(err, err_size, "no run or no path");
+        return HEED_ERR_INVALID_ARG;
+    }
+    if (!assets_find("/index.html") || !assets_find("/export-shim.js")) {
+        snprintf(err, err_size, "this heed was built without the web UI (npm was not available), so it cannot "
+                                "write an HTML viewer: run `make web` and rebuild");
+        return HEED_ERR_UNSUPPORTED;
+    }
+    return webexport_html(run, model, path, WEBEXPORT_BUDGET, err, err_size) ? HEED_ERR_IO : HEED_OK;
+}
+
 int webexport_html_stream(heed_run *run, heed_model *model, FILE *f, size_t budget, char *err, size_t err_size) {
     const asset *index = assets_find("/index.html"), *shim = assets_find("/export-shim.js");
     if (!index || !shim) {

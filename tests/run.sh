@@ -26,11 +26,12 @@ for build in build build-asan; do
 done
 # Adds the counts of a log to the totals: node's TAP summary ("# pass N",
 # "# fail N", "# skipped N") or the "N passed, N failed, N skipped" line
-# tests/web.sh prints for Vitest. rc != 0 with no failure counted is one.
+# tests/vitest.sh prints for Vitest and tests/python.sh for pytest. rc != 0
+# with no failure counted is one.
 add_counts() { # log rc name
-    p=$(sed -n -e 's/^# pass \([0-9]*\)$/\1/p' -e 's/^vitest: \([0-9]*\) passed.*/\1/p' "$1" | tail -n 1)
-    f=$(sed -n -e 's/^# fail \([0-9]*\)$/\1/p' -e 's/^vitest: .* \([0-9]*\) failed.*/\1/p' "$1" | tail -n 1)
-    s=$(sed -n -e 's/^# skipped \([0-9]*\)$/\1/p' -e 's/^vitest: .* \([0-9]*\) skipped$/\1/p' "$1" | tail -n 1)
+    p=$(sed -n -e 's/^# pass \([0-9]*\)$/\1/p' -e 's/^\(vitest\|pytest\): \([0-9]*\) passed.*/\2/p' "$1" | tail -n 1)
+    f=$(sed -n -e 's/^# fail \([0-9]*\)$/\1/p' -e 's/^\(vitest\|pytest\): .* \([0-9]*\) failed.*/\2/p' "$1" | tail -n 1)
+    s=$(sed -n -e 's/^# skipped \([0-9]*\)$/\1/p' -e 's/^\(vitest\|pytest\): .* \([0-9]*\) skipped$/\2/p' "$1" | tail -n 1)
     pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
     if [ "$2" -ne 0 ]; then
         { [ -z "$f" ] || [ "$f" = 0 ]; } && fail=$((fail + 1))
@@ -61,6 +62,8 @@ suite "node --test tests/node/" test-output/node.log "sh scripts/npm-deps.sh tes
 # heed serve (Playwright; the binary embeds web/dist when it was built).
 suite "vitest (web/)" test-output/vitest.log "sh scripts/npm-deps.sh web" sh tests/vitest.sh
 suite "node --test tests/browser/" test-output/browser.log "sh scripts/browser-deps.sh" node --test tests/browser/
+# The Python package (python/) with Debian's python3, numpy and pytest.
+suite "pytest tests/python/" test-output/pytest.log "sh scripts/py-deps.sh" sh tests/python.sh
 [ -n "$failed" ] && echo "FAILED:$failed"
 echo "$pass passed, $fail failed, $skip skipped"
 [ -z "$failed" ]
