@@ -101,7 +101,7 @@ static double feed(astore *st, pool *pl, const kern_ops *ops, int n_pos) {
         for (int l = 0; l < N_LAYER; l++) {
             for (int i = 0; i < n * N_HEAD * HEAD_DIM; i++) q[i] = gauss(&seed);
             for (int i = 0; i < n * N_HEAD_KV * HEAD_DIM; i++) k[i] = gauss(&seed);
-            heed_qk_block qb = {l, p0, n, N_HEAD, N_HEAD_KV, HEAD_DIM, q, k};
+            heed_qk_block qb = {l, p0, n, N_HEAD, N_HEAD_KV, HEAD_DIM, q, k, NULL};
             double t0 = now_s();
             astore_add_qk(st, &qb, NULL);
             t_hook += now_s() - t0;
@@ -229,7 +229,7 @@ int main(int argc, char **argv) {
     const kern_ops *ops = kern_ops_best();
     pool *pl = pool_new(n_threads);
     astore st;
-    astore_params ap = {32, true, true, 256u << 20};
+    astore_params ap = {32, true, true, 256u << 20, NULL, 0};
     if (!pl || astore_init(&st, N_LAYER, N_HEAD, N_HEAD_KV, HEAD_DIM, &ap)) return 1;
     printf("bench_attn: %d positions, %d layers x %d heads (%d kv), head dim %d, %d threads, kernels %s\n", n_pos,
            N_LAYER, N_HEAD, N_HEAD_KV, HEAD_DIM, n_threads, ops->name);
@@ -249,8 +249,8 @@ int main(int argc, char **argv) {
     printf("feed: %.2f s in all, of which %.2f s in the store (copies, top-k, head-mean: the hook's cost;\n"
            "      the rest makes the probabilities, which the forward pass does anyway)\n", t_feed, t_hook);
 
-    attn_src src = {&st, ops, pl};
-    heed_attn_sel all = {NULL, 0, NULL, 0, HEED_AGG_MEAN};
+    attn_src src = {&st, ops, pl, NULL};
+    heed_attn_sel all = {NULL, 0, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
     float *row = malloc(sizeof(float) * P);
     double best = 1e9;
     for (int r = 0; r < 5; r++) {
@@ -263,7 +263,7 @@ int main(int argc, char **argv) {
            best * 1e3);
 
     int l = 0, h = 0;
-    heed_attn_sel one = {&l, 1, &h, 1, HEED_AGG_MEAN};
+    heed_attn_sel one = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
     mat_out mo = {P, calloc(P * P, sizeof(float))};
     t0 = now_s();
     attn_agg_rows(&src, &one, 0, n_pos, mat_row, &mo);

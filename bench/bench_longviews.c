@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     float *out = malloc(sizeof(float) * (size_t)P);
     heed_attn_sel all = heed_attn_sel_all();
     int l0 = 0, h0 = 0;
-    heed_attn_sel one = {&l0, 1, &h0, 1, HEED_AGG_MEAN};
+    heed_attn_sel one = {&l0, 1, &h0, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
     double best[3] = {1e30, 1e30, 1e30};
     for (int rep = 0; rep < repeats; rep++) {
         double t0 = now_s();

@@ -268,6 +268,7 @@ typedef struct heed_qk_block {
     int n_head, n_head_kv, head_dim;
     const float *q;
     const float *k;
+    const float *v; /* the values, laid out as k (after any bias): what the heads' weighted sums read */
 } heed_qk_block;
 
 /* The residual stream after layer `layer` (n_embd floats per position), for
@@ -642,9 +643,15 @@ typedef struct heed_run_info {
     bool has_qk, has_topk, has_head_mean, has_full, eog; /* eog: stopped at an end token */
     uint64_t attn_bytes;     /* attention data held in memory */
     int n_expert, n_expert_used; /* a mixture-of-experts model's run: its routing (heed_run_experts) */
+    bool has_value_norms;    /* value-weighted attention is available (HEED_MEASURE_VALUE) */
 } heed_run_info;
 
 void heed_run_get_info(const heed_run *run, heed_run_info *info);
+
+/* The value norms of position pos (0 .. n_pos-1): |W_O^h v_pos| for every
+ * layer and head, out[layer * n_head + head] (owned by the run). HEED_OK,
+ * HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED (not recorded). */
+int heed_run_value_norms(const heed_run *run, int pos, const float **out);
 
 /* A mixture-of-experts run's routing: the n_expert_used experts position
  * pos (0 .. n_pos-1) went to in layer `layer`, best first, and their
@@ -710,13 +717,25 @@ int heed_run_lens_model_ok(const heed_run *run, const heed_model *model);
 
 typedef enum heed_agg { HEED_AGG_MEAN = 0, HEED_AGG_MAX = 1 } heed_agg;
 
-/* Which heads to combine: layers x heads (NULL lists = all), and how. */
+/* What a row's entries measure (docs/ANALYSIS.md):
+ *   HEED_MEASURE_ATTENTION  the attention weight a_ij (post-softmax);
+ *   HEED_MEASURE_VALUE      value-weighted attention (norm-based, Kobayashi
+ *       et al. 2020): a_ij * |W_O^h v_j|, the size of what key j adds to the
+ *       head's output at query i (v_j the head's value at j, W_O^h the
+ *       head's slice of the output projection). Rows do not sum to 1.
+ *       Needs a run recorded with its value norms (heed_run_info
+ *       has_value_norms); else views return HEED_ERR_UNSUPPORTED. */
+typedef enum heed_measure { HEED_MEASURE_ATTENTION = 0, HEED_MEASURE_VALUE = 1 } heed_measure;
+
+/* Which heads to combine: layers x heads (NULL lists = all), and how; each
+ * head's row in the measure asked (0: attention), then combined. */
 typedef struct heed_attn_sel {
     const int *layers;
     int n_layers;
     const int *heads;
     int n_heads;
     heed_agg agg;
+    heed_measure measure;
 } heed_attn_sel;
 
 /* All layers, all heads, mean. */

@@ -422,10 +422,11 @@ static int h_metrics(api *a, const api_req *rq, api_reply *rp) {
 /* The query arguments each route reads; any other is refused (400), so a
  * view's cache key holds only what decides its reply. */
 static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "offset", NULL},
-                         *const args_sel[] = {"layer", "head", "agg", NULL},
-                         *const args_attention[] = {"layer", "head", "agg", "norm", "format", "dtype", "threshold",
+                         *const args_sel[] = {"layer", "head", "agg", "measure", NULL},
+                         *const args_stats[] = {"layer", "head", "agg", NULL},
+                         *const args_attention[] = {"layer", "head", "agg", "measure", "norm", "format", "dtype", "threshold",
                                                     "topk", "step", "pos", "key", NULL},
-                         *const args_heatmap[] = {"layer", "head", "agg", "pool", "format", "dtype", "q0", "q1",
+                         *const args_heatmap[] = {"layer", "head", "agg", "measure", "pool", "format", "dtype", "q0", "q1",
                                                   "k0", "k1", "size", NULL},
                          *const args_step[] = {"step", NULL}, *const args_lens[] = {"from", "to", NULL},
                          *const args_effects[] = {"base", NULL}, *const args_pos[] = {"pos", NULL},
@@ -449,7 +450,7 @@ static const api_route routes[] = {
     ROUTE("GET", "/api/runs/{id}/heatmap", api_route_run_heatmap, args_heatmap),
     ROUTE("GET", "/api/runs/{id}/candidates", api_route_run_candidates, args_step),
     ROUTE("GET", "/api/runs/{id}/logit-lens", api_route_run_lens, args_lens),
-    ROUTE("GET", "/api/runs/{id}/stats", api_route_run_stats, args_sel),
+    ROUTE("GET", "/api/runs/{id}/stats", api_route_run_stats, args_stats),
     ROUTE("GET", "/api/runs/{id}/experts", api_route_run_experts, args_lens),
     ROUTE("GET", "/api/runs/{id}/effects", api_route_run_effects, args_effects),
     ROUTE("GET", "/api/runs/{id}/rollout", api_route_run_rollout, args_pos),

@@ -20,16 +20,22 @@
 
 /* layer, head and agg against the run's geometry. */
 static bool parse_sel(const api_req *rq, const heed_run_info *ri, view_args *v, api_reply *rp) {
-    static const char *const aggs[] = {"mean", "max"};
+    static const char *const aggs[] = {"mean", "max"}, *const measures[] = {"attention", "value"};
     long layer = -1, head = -1;
-    int agg = api_arg_enum(rq, "agg", aggs, 2, rp);
-    if (agg < 0 || !api_arg_int(rq, "layer", 0, ri->n_layer - 1, &layer, rp) ||
+    int agg = api_arg_enum(rq, "agg", aggs, 2, rp), measure = agg < 0 ? -1 : api_arg_enum(rq, "measure", measures, 2, rp);
+    if (measure == 1 && !ri->has_value_norms) {
+        api_error(rp, 400, "measure", "invalid_parameter", "measure=value needs the run's value norms, which this run "
+                  "does not hold (recorded by an older heed, or imported from a trace)");
+        return false;
+    }
+    if (agg < 0 || measure < 0 || !api_arg_int(rq, "layer", 0, ri->n_layer - 1, &layer, rp) ||
         !api_arg_int(rq, "head", 0, ri->n_head - 1, &head, rp))
         return false;
     v->layer = (int)layer;
     v->head = (int)head;
     v->sel = heed_attn_sel_all();
     v->sel.agg = agg ? HEED_AGG_MAX : HEED_AGG_MEAN;
+    v->sel.measure = measure ? HEED_MEASURE_VALUE : HEED_MEASURE_ATTENTION;
     if (layer >= 0) v->sel.layers = &v->layer, v->sel.n_layers = 1;
     if (head >= 0) v->sel.heads = &v->head, v->sel.n_heads = 1;
     return true;

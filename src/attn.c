@@ -47,6 +47,13 @@ static int sel_pairs(const astore *st, const heed_attn_sel *sel, int *pairs) {
 
 static bool exact(const astore *st) { return st->has_full || st->has_qk; }
 
+/* The measure asked is one src has: value-weighted attention needs the value norms. */
+static int measure_ok(const attn_src *src, const heed_attn_sel *sel) {
+    if (sel->measure == HEED_MEASURE_ATTENTION) return HEED_OK;
+    if (sel->measure != HEED_MEASURE_VALUE) return HEED_ERR_INVALID_ARG;
+    return src->vnorm && exact(src->st) ? HEED_OK : HEED_ERR_UNSUPPORTED;
+}
+
 int attn_n_threads(const attn_src *src) { return src->pool ? pool_size(src->pool) : 1; }
 
 static int threads_for(const attn_src *src, size_t work, size_t max_parts) {
@@ -58,11 +65,16 @@ static int threads_for(const attn_src *src, size_t work, size_t max_parts) {
 
 /* acc (double, pos+1) combined with the pairs [p0, p1) of query pos; tmp is
  * a row of scratch. */
-static int acc_pairs(const attn_src *src, const int *pairs, int p0, int p1, int pos, heed_agg agg, float *tmp,
-                     double *acc) {
+static int acc_pairs(const attn_src *src, const int *pairs, int p0, int p1, int pos, heed_agg agg,
+                     heed_measure measure, float *tmp, double *acc) {
+    const size_t LH = (size_t)src->st->n_layer * src->st->n_head;
     for (int i = p0; i < p1; i++) {
         int rc = astore_row(src->st, src->ops, pairs[2 * i], pairs[2 * i + 1], pos, tmp);
         if (rc) return rc;
+        if (measure == HEED_MEASURE_VALUE) { /* a_ij * |W_O^h v_j| */
+            const float *vn = src->vnorm + (size_t)pairs[2 * i] * src->st->n_head + pairs[2 * i + 1];
+            for (int k = 0; k <= pos; k++) tmp[k] *= vn[(size_t)k * LH];
+        }
         if (agg == HEED_AGG_MEAN)
             for (int k = 0; k <= pos; k++) acc[k] += tmp[k];
         else
@@ -98,6 +110,7 @@ typedef struct row_job {
     const int *pairs;
     int n_pairs, pos;
     heed_agg agg;
+    heed_measure measure;
     float *tmp;  /* (nth, pos+1) */
     double *acc; /* (nth, pos+1) */
     int rc[64];
@@ -109,7 +122,8 @@ static void row_task(void *arg, int ith, int nth) {
     int per = (j->n_pairs + nth - 1) / nth;
     int p0 = ith * per, p1 = p0 + per < j->n_pairs ? p0 + per : j->n_pairs;
     acc_init(j->acc + ith * n, (int)n, j->agg);
-    j->rc[ith] = p0 < p1 ? acc_pairs(j->src, j->pairs, p0, p1, j->pos, j->agg, j->tmp + ith * n, j->acc + ith * n)
+    j->rc[ith] = p0 < p1 ? acc_pairs(j->src, j->pairs, p0, p1, j->pos, j->agg, j->measure, j->tmp + ith * n,
+                                     j->acc + ith * n)
                          : HEED_OK;
 }
 
@@ -118,7 +132,7 @@ int attn_agg_row(const attn_src *src, const heed_attn_sel *sel, int pos, float *
     if (!sel || !out || pos < 0 || pos >= st->n_pos) return HEED_ERR_INVALID_ARG;
     int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
     if (!pairs) return HEED_ERR_NOMEM;
-    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : HEED_OK;
+    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : measure_ok(src, sel);
     if (!rc && !exact(st)) rc = hmean_row(st, sel, pos, out);
     if (rc || !exact(st)) {
         free(pairs);
@@ -127,7 +141,7 @@ int attn_agg_row(const attn_src *src, const heed_attn_sel *sel, int pos, float *
     size_t n = (size_t)pos + 1;
     int nth = threads_for(src, (size_t)n_pairs * n * st->head_dim, (size_t)n_pairs);
     if (nth > 64) nth = 64;
-    row_job j = {.src = src, .pairs = pairs, .n_pairs = n_pairs, .pos = pos, .agg = sel->agg};
+    row_job j = {.src = src, .pairs = pairs, .n_pairs = n_pairs, .pos = pos, .agg = sel->agg, .measure = sel->measure};
     j.tmp = malloc(sizeof(float) * n * nth);
     j.acc = malloc(sizeof(double) * n * nth);
     if (!j.tmp || !j.acc) rc = HEED_ERR_NOMEM;
@@ -172,7 +186,7 @@ static void rows_task(void *arg, int ith, int nth) {
         int rc;
         if (exact(j->src->st)) {
             acc_init(acc, q + 1, j->sel->agg);
-            rc = acc_pairs(j->src, j->pairs, 0, j->n_pairs, q, j->sel->agg, tmp, acc);
+            rc = acc_pairs(j->src, j->pairs, 0, j->n_pairs, q, j->sel->agg, j->sel->measure, tmp, acc);
             for (int k = 0; k <= q; k++) row[k] = (float)(j->sel->agg == HEED_AGG_MEAN ? acc[k] / j->n_pairs : acc[k]);
         } else {
             rc = hmean_row(j->src->st, j->sel, q, row);
@@ -191,7 +205,7 @@ int attn_agg_rows(const attn_src *src, const heed_attn_sel *sel, int q0, int q1,
     if (q0 == q1) return HEED_OK;
     int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
     if (!pairs) return HEED_ERR_NOMEM;
-    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : HEED_OK;
+    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : measure_ok(src, sel);
     size_t n = (size_t)q1;
     int nth = threads_for(src, (size_t)(n_pairs > 0 ? n_pairs : 1) * n * (q1 - q0) / 2 * st->head_dim,
                           (size_t)(q1 - q0));

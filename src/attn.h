@@ -21,6 +21,7 @@ typedef struct attn_src {
     const astore *st;
     const kern_ops *ops;
     pool *pool;
+    const float *vnorm; /* (n_pos, n_layer, n_head) value norms for HEED_MEASURE_VALUE, or NULL: none */
 } attn_src;
 
 /* Epsilon of the separate normalizations (the original visualizer's). */

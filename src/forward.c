@@ -756,7 +756,7 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
     }
     per_token(c, ly, il, pos0, n, STEP_QKV); /* biases, q/k norms, RoPE; k and v into the cache */
     if (c->hooked && c->hook.observe_qk && (!c->hook.want || c->hook.want(c->hook.user, il))) {
-        heed_qk_block qb = {il, pos0, n, m->n_head, m->n_head_kv, m->head_dim, c->q, c->kb};
+        heed_qk_block qb = {il, pos0, n, m->n_head, m->n_head_kv, m->head_dim, c->q, c->kb, c->vb};
         c->hook.observe_qk(c->hook.user, &qb);
     }
     attention(c, il, pos0, n);

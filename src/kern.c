@@ -193,6 +193,14 @@ static void attn_wsum_multi_scalar(float *const *out, const float *const *p, con
     for (int i = 0; i < n_q; i++) attn_wsum_scalar(out[i], p[i], vals, v_stride, n_keys[i], hd);
 }
 
+static void gram_add_scalar(float *g, const float *x, size_t stride, int n, int hd) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * stride;
+        for (int a = 0; a < hd; a++)
+            for (int c = 0; c < hd; c++) g[(size_t)a * hd + c] += xr[a] * xr[c];
+    }
+}
+
 static const kern_ops scalar_table = {
     .name = "scalar",
     .dot_f32 = dot_f32_scalar,
@@ -201,6 +209,7 @@ static const kern_ops scalar_table = {
     .dot_q8_0 = dot_q8_0_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
+    .gram_add = gram_add_scalar,
     .attn_scores = attn_scores_scalar,
     .attn_wsum = attn_wsum_scalar,
     .attn_scores_multi = attn_scores_multi_scalar,

@@ -292,6 +292,10 @@ typedef struct kern_ops {
     void (*axpy)(float *y, float a, const float *x, int n);
     /* y[i] *= a */
     void (*scale)(float *y, float a, int n);
+    /* A Gram matrix's update (value-weighted attention, model_wo_gram):
+     * g[a * hd + c] += sum over rows r < n of x[r][a] * x[r][c], for
+     * a, c < hd (the full square), rows of x `stride` floats apart. */
+    void (*gram_add)(float *g, const float *x, size_t stride, int n, int hd);
     /* Attention scores of one query against n_keys keys (rows of hd floats,
      * k_stride floats apart): out[k] = scale * dot(q, key k). */
     void (*attn_scores)(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
@@ -380,6 +384,7 @@ void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v
 void kern_softmax_avx2(float *x, int n);
 float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx);
 void kern_swiglu_avx2(float *gate, const float *up, int n);
+void kern_gram_add_avx2(float *g, const float *x, size_t stride, int n, int hd);
 #endif
 
 /*

@@ -518,6 +518,41 @@ float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx)
     return max;
 }
 
+/* Four rows at a time: each 8-wide slice of a row of g is loaded and
+ * stored once per four multiply-adds; hd not a multiple of 8 ends scalar. */
+void kern_gram_add_avx2(float *g, const float *x, size_t stride, int n, int hd) {
+    int r = 0;
+    for (; r + 4 <= n; r += 4) {
+        const float *x0 = x + (size_t)r * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+        for (int a = 0; a < hd; a++) {
+            float *ga = g + (size_t)a * hd;
+            __m256 b0 = _mm256_set1_ps(x0[a]), b1 = _mm256_set1_ps(x1[a]), b2 = _mm256_set1_ps(x2[a]),
+                   b3 = _mm256_set1_ps(x3[a]);
+            int c = 0;
+            for (; c + 8 <= hd; c += 8) {
+                __m256 acc = _mm256_loadu_ps(ga + c);
+                acc = _mm256_fmadd_ps(b0, _mm256_loadu_ps(x0 + c), acc);
+                acc = _mm256_fmadd_ps(b1, _mm256_loadu_ps(x1 + c), acc);
+                acc = _mm256_fmadd_ps(b2, _mm256_loadu_ps(x2 + c), acc);
+                acc = _mm256_fmadd_ps(b3, _mm256_loadu_ps(x3 + c), acc);
+                _mm256_storeu_ps(ga + c, acc);
+            }
+            for (; c < hd; c++) ga[c] += x0[a] * x0[c] + x1[a] * x1[c] + x2[a] * x2[c] + x3[a] * x3[c];
+        }
+    }
+    for (; r < n; r++) {
+        const float *xr = x + (size_t)r * stride;
+        for (int a = 0; a < hd; a++) {
+            float *ga = g + (size_t)a * hd;
+            __m256 b = _mm256_set1_ps(xr[a]);
+            int c = 0;
+            for (; c + 8 <= hd; c += 8)
+                _mm256_storeu_ps(ga + c, _mm256_fmadd_ps(b, _mm256_loadu_ps(xr + c), _mm256_loadu_ps(ga + c)));
+            for (; c < hd; c++) ga[c] += xr[a] * xr[c];
+        }
+    }
+}
+
 const kern_ops kern_ops_avx2_table = {
     .name = "avx2",
     .dot_f32 = dot_f32_avx2,
@@ -526,6 +561,7 @@ const kern_ops kern_ops_avx2_table = {
     .dot_q8_0 = dot_q8_0_avx2,
     .axpy = axpy_avx2,
     .scale = scale_avx2,
+    .gram_add = kern_gram_add_avx2,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
     .attn_scores_multi = attn_scores_multi_avx2,

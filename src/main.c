@@ -24,7 +24,9 @@
 
 #include "heed.h"
 #include "jsonw.h"
+#include "mcp.h"
 #include "server.h"
+#include "pull.h"
 #include "webexport.h"
 
 #define MAX_IDS 65536
@@ -38,7 +40,9 @@ static const char *usage_text =
     "  heed generate [-m MODEL] (-p PROMPT | --ids 1,2,3) [options]\n"
     "  heed serve [-m MODEL] [--host H] [--port P] [...]   HTTP API (heed serve --help)\n"
     "  heed tokenize [-m MODEL] [--json] [--no-bos] [--special] TEXT\n"
+    "  heed mcp [-m MODEL] [--data-dir DIR]                 MCP server for agents over stdio (docs/MCP.md)\n"
     "  heed info [-m MODEL]\n"
+    "  heed pull ORG/REPO[:FILE] [--base-url URL]           download a model into the cache\n"
     "\n"
     "generate options:\n"
     "  -m, --model PATH        GGUF model (default: the bundled stories260K)\n"
@@ -164,7 +168,13 @@ static int parse_ids(const char *s, int32_t *ids, int n_max) {
 /* Loads a model, or with vocab_only its vocabulary alone (any architecture,
  * no weights: heed_model_params.vocab_only); a failure is printed. */
 static int load_model_ex(const char *path, bool vocab_only, heed_model **m) {
-    char err[512];
+    char err[512], cached[PATH_MAX];
+    int pr = pull_resolve(path, cached, sizeof cached, err, sizeof err); /* -m ORG/REPO[:FILE]: the pulled copy */
+    if (pr < 0) {
+        fprintf(stderr, "heed: %s\n", err);
+        return HEED_ERR_IO;
+    }
+    if (pr > 0) path = cached;
     heed_model_params mp = heed_model_default_params();
     mp.progress = !vocab_only;
     mp.vocab_only = vocab_only;
@@ -243,7 +253,7 @@ static int capture_from_run(capture *cap, heed_run *run) {
         for (int i = 0; i < cap->n_sel && cap->sel[i] < n; i++)
             for (int l = 0; l < cap->n_layer; l++)
                 for (int h = 0; h < cap->n_head; h++) {
-                    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+                    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
                     if (heed_run_attn_row(run, &sel, cap->sel[i], sel_row(cap, i, l, h))) return -1;
                 }
         cap->n_filled = n;
@@ -251,7 +261,7 @@ static int capture_from_run(capture *cap, heed_run *run) {
     }
     for (int l = 0; l < cap->n_layer; l++)
         for (int h = 0; h < cap->n_head; h++) {
-            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
             float *base = cap->rows + ((size_t)l * cap->n_head + h) * per_head;
             for (int p = 0; p < n; p++)
                 if (heed_run_attn_row(run, &sel, p, base + tri((size_t)p))) return -1;
@@ -1203,7 +1213,13 @@ static int run_import(int argc, char **argv) {
  * vocabulary and metadata, with the reason; a corrupt file is an error. */
 static int run_info(const char *path) {
     heed_model *m = NULL;
-    char err[512];
+    char err[512], cached[PATH_MAX];
+    int pr = pull_resolve(path, cached, sizeof cached, err, sizeof err); /* -m ORG/REPO[:FILE]: the pulled copy */
+    if (pr < 0) {
+        fprintf(stderr, "heed: %s\n", err);
+        return 1;
+    }
+    if (pr > 0) path = cached;
     heed_model_params mp = heed_model_default_params();
     mp.progress = true;
     int rc = heed_model_load(path, &mp, &m, err, sizeof err);
@@ -1397,8 +1413,10 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "serve")) return server_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return run_tokenize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "pull")) return pull_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export")) return run_export(argc - 2, argv + 2);
     if (!strcmp(argv[1], "import")) return run_import(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "mcp")) return mcp_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) {
         const char *model = NULL;
         for (int i = 2; i < argc; i++) {

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "kern.h"
+#include "pool.h"
 
 /* The bundled default model, linked in by src/bundled.S. */
 extern const unsigned char heed_bundled_model[];
@@ -583,6 +584,7 @@ int heed_model_load(const char *path, const heed_model_params *params, heed_mode
 
     heed_model *m = calloc(1, sizeof *m);
     if (!m) return HEED_ERR_NOMEM;
+    pthread_mutex_init(&m->gram_mu, NULL);
     int rc = HEED_OK;
     const char *shown = path ? path : BUNDLED_NAME;
     m->path = strdup(shown);
@@ -656,7 +658,83 @@ void heed_model_free(heed_model *m) {
     free(m->arch_text);
     free(m->name);
     free(m->path);
+    if (m->wo_gram)
+        for (int i = 0; i < m->n_layer; i++) free(m->wo_gram[i]);
+    free(m->wo_gram);
+    pthread_mutex_destroy(&m->gram_mu);
     free(m);
+}
+
+/* G_h = sum over the output rows o of w_o,h w_o,h^T (w_o,h: row o's slice
+ * of the head's columns), made from blocks of dequantized rows
+ * (kern_ops.gram_add); the threads take disjoint row ranges into their own
+ * matrices, summed at the end in thread order (the same on every run). */
+typedef struct gram_job {
+    const model_mat *wo;
+    int H, hd;
+    float *g; /* (nth, H, hd, hd) */
+    bool nomem;
+} gram_job;
+
+static void gram_task(void *arg, int ith, int nth) {
+    enum { BLOCK = 32 };
+    gram_job *j = arg;
+    const model_mat *wo = j->wo;
+    const int n_in = wo->n_in, n_out = wo->n_out, hd = j->hd;
+    const size_t rb = kern_row_bytes(wo->type, n_in);
+    const kern_ops *ops = kern_ops_best();
+    float *g = j->g + (size_t)ith * j->H * hd * hd, *rows = malloc(sizeof(float) * (size_t)n_in * BLOCK);
+    if (!rows) {
+        j->nomem = true;
+        return;
+    }
+    int per = (n_out + nth - 1) / nth, o_end = (ith + 1) * per < n_out ? (ith + 1) * per : n_out;
+    for (int o0 = ith * per; o0 < o_end; o0 += BLOCK) {
+        int n = o_end - o0 < BLOCK ? o_end - o0 : BLOCK;
+        for (int i = 0; i < n; i++)
+            kern_dequant_row(rows + (size_t)i * n_in, (const char *)wo->data + (size_t)(o0 + i) * rb, wo->type, n_in);
+        for (int h = 0; h < j->H; h++) ops->gram_add(g + (size_t)h * hd * hd, rows + (size_t)h * hd, (size_t)n_in, n, hd);
+    }
+    free(rows);
+}
+
+static float *wo_gram_make(const heed_model *m, int layer) {
+    const model_mat *wo = &m->layers[layer].wo;
+    const int H = m->n_head, hd = m->head_dim;
+    if (wo->n_in != H * hd) return NULL;
+    const size_t per = (size_t)H * hd * hd;
+    int nth = pool_n_cpus();
+    if (nth > 8) nth = 8;
+    if ((size_t)wo->n_out * per < ((size_t)1 << 22)) nth = 1; /* small: not worth the threads */
+    gram_job j = {wo, H, hd, calloc(per * (size_t)nth, sizeof(float)), false};
+    pool *p = nth > 1 ? pool_new(nth) : NULL;
+    if (!j.g || (nth > 1 && !p)) {
+        free(j.g);
+        pool_free(p);
+        return NULL;
+    }
+    if (p) pool_run(p, nth, gram_task, &j);
+    else gram_task(&j, 0, 1);
+    pool_free(p);
+    for (int t = 1; t < nth; t++)
+        for (size_t i = 0; i < per; i++) j.g[i] += j.g[(size_t)t * per + i];
+    if (j.nomem) {
+        free(j.g);
+        return NULL;
+    }
+    float *g = nth > 1 ? realloc(j.g, sizeof(float) * per) : j.g;
+    return g ? g : j.g;
+}
+
+const float *model_wo_gram(const heed_model *mc, int layer) {
+    heed_model *m = (heed_model *)mc; /* the cache is the model's one mutable part, under gram_mu */
+    if (!m || layer < 0 || layer >= m->n_layer || m->vocab_only || !m->layers) return NULL;
+    pthread_mutex_lock(&m->gram_mu);
+    if (!m->wo_gram) m->wo_gram = calloc((size_t)m->n_layer, sizeof *m->wo_gram);
+    float *g = m->wo_gram ? m->wo_gram[layer] : NULL;
+    if (m->wo_gram && !g) g = m->wo_gram[layer] = wo_gram_make(m, layer);
+    pthread_mutex_unlock(&m->gram_mu);
+    return g;
 }
 
 void heed_model_get_info(const heed_model *m, heed_model_info *info) {

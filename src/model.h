@@ -18,6 +18,7 @@
 #ifndef HEED_MODEL_H
 #define HEED_MODEL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "gguf.h"
@@ -129,7 +130,19 @@ struct heed_model {
     model_mat output;    /* n_embd -> n_vocab; equals tok_embd when tied */
     bool tied_output;
     model_layer *layers; /* (n_layer) */
+    /* model_wo_gram's cache: (n_layer) arrays of (n_head, head_dim, head_dim), made on first use */
+    pthread_mutex_t gram_mu;
+    float **wo_gram;
 };
+
+/* Each head's Gram matrix of layer `layer`'s output projection, G_h =
+ * W_O^h^T W_O^h (head_dim x head_dim, row-major, heads one after another),
+ * where W_O^h is the head's slice of the output matrix (the columns it
+ * multiplies): |W_O^h v|^2 = v^T G_h v for any value vector v of that head.
+ * Made from the dequantized weights on first use (head_dim^2 x n_embd x
+ * n_head / 2 multiply-adds per layer) and kept until the model is freed;
+ * any thread may call it. NULL: no memory, or a model without weights. */
+const float *model_wo_gram(const heed_model *m, int layer);
 
 /* ------------------------------------------------ binding, for model.c and hf.c */
 

@@ -11,11 +11,13 @@
  * inside heed_decode). While recording, the summaries and the live views
  * run on the context's own thread pool, idle between decodes.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "astore.h"
 #include "forward.h"
+#include "model.h"
 #include "run.h"
 
 #define LABEL_MAX 256 /* bytes of a token's display label */
@@ -30,6 +32,8 @@ struct heed_recorder {
      * the forward pass hands its rows to the hook, in the order
      * heed_run_attn_row adds them (double) */
     double *live;        /* (n_ctx + 1) */
+    const float **gram;  /* (n_layer) the output projection's Gram matrices (model_wo_gram), for the
+                          * value norms; NULL: not kept */
     int live_pos, live_n; /* the query position summed, and how many (layer, head) rows so far */
     bool begun, done;
 };
@@ -175,9 +179,43 @@ static void rec_observe(void *user, const heed_attn_block *b) {
     }
     astore_add_probs(&rec->run->st, b, rec->run->pool);
 }
+/* The value norms of a block: for each position and head, |W_O^h v| =
+ * sqrt(v^T G_h v) with the head's Gram matrix (model_wo_gram), in double:
+ * head_dim^2 multiply-adds per head, 1/n_embd of the output projection's. */
+static void rec_value_norms(heed_recorder *rec, const heed_qk_block *b) {
+    heed_run *r = rec->run;
+    const int L = r->n_layer, H = r->n_head, hd = r->head_dim, group = H / r->n_head_kv;
+    const float *g = rec->gram[b->layer];
+    int need = b->pos0 + b->n_query;
+    if (need > r->vn_cap) {
+        int cap = r->vn_cap ? r->vn_cap : 64;
+        while (cap < need) cap *= 2;
+        float *vn = realloc(r->vnorm, sizeof *vn * (size_t)cap * L * H);
+        if (!vn) {
+            r->st.failed = true;
+            return;
+        }
+        r->vnorm = vn, r->vn_cap = cap;
+    }
+    for (int i = 0; i < b->n_query; i++)
+        for (int h = 0; h < H; h++) {
+            const float *v = b->v + ((size_t)i * b->n_head_kv + h / group) * hd, *gh = g + (size_t)h * hd * hd;
+            double s = 0;
+            for (int a = 0; a < hd; a++) {
+                double t = 0;
+                for (int c = 0; c < hd; c++) t += (double)gh[a * hd + c] * v[c];
+                s += t * v[a];
+            }
+            r->vnorm[((size_t)(b->pos0 + i) * L + b->layer) * H + h] = (float)sqrt(s > 0 ? s : 0);
+        }
+    if (b->layer == L - 1 && need > r->vn_n) r->vn_n = need;
+}
+
 static void rec_observe_qk(void *user, const heed_qk_block *b) {
     heed_recorder *rec = user;
     astore_add_qk(&rec->run->st, b, rec->run->pool);
+    if (rec->gram && b->v && b->layer >= 0 && b->layer < rec->run->n_layer && b->head_dim == rec->run->head_dim)
+        rec_value_norms(rec, b);
 }
 
 static void rec_observe_resid(void *user, const heed_resid_block *b) {
@@ -237,6 +275,14 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
         rec->resid = calloc((size_t)r->n_layer * r->n_embd, sizeof(float));
         if (r->lens_k > 0 && !r->lens_lazy && run_lens_scratch_init(&rec->lens, r, run_lens_rows(ctx))) rc = HEED_ERR_NOMEM;
         if (p.live_mean_row && !(rec->live = calloc((size_t)r->n_ctx + 1, sizeof(double)))) rc = HEED_ERR_NOMEM;
+        /* value-weighted attention: the Gram matrices of every layer's output projection (made once per model) */
+        if (r->st.has_qk && (rec->gram = calloc((size_t)r->n_layer, sizeof *rec->gram)))
+            for (int l = 0; l < r->n_layer; l++)
+                if (!(rec->gram[l] = model_wo_gram(m, l))) {
+                    free(rec->gram);
+                    rec->gram = NULL;
+                    break;
+                }
         rec->live_n = -1;
         /* the summaries' and live views' threads while recording: the
          * context's own pool, idle then (a second pool would fight it for
@@ -276,6 +322,7 @@ void heed_recorder_free(heed_recorder *rec) {
     free(rec->resid);
     run_lens_scratch_free(&rec->lens);
     free(rec->live);
+    free(rec->gram);
     free(rec);
 }
 

@@ -51,6 +51,7 @@ static void run_free_data(heed_run *r) {
     free(r->head_which); free(r->head_values);
     free(r->edits); free(r->edit_vecs);
     free(r->moe_ids); free(r->moe_w);
+    free(r->vnorm);
     astore_free(&r->st);
     if (!r->pool_borrowed) pool_free(r->pool);
 }
@@ -164,7 +165,15 @@ void heed_run_get_info(const heed_run *r, heed_run_info *info) {
         .has_qk = r->st.has_qk, .has_topk = r->st.has_topk, .has_head_mean = r->st.has_hmean,
         .has_full = r->st.has_full, .eog = r->eog, .attn_bytes = astore_bytes(&r->st),
         .n_expert = r->n_expert, .n_expert_used = r->n_expert_used,
+        .has_value_norms = r->vnorm && r->vn_n >= r->st.n_pos,
     };
+}
+
+int heed_run_value_norms(const heed_run *r, int pos, const float **out) {
+    if (!r || !out || pos < 0 || pos >= r->st.n_pos) return HEED_ERR_INVALID_ARG;
+    if (!r->vnorm || r->vn_n < r->st.n_pos) return HEED_ERR_UNSUPPORTED;
+    *out = r->vnorm + (size_t)pos * r->n_layer * r->n_head;
+    return HEED_OK;
 }
 
 int heed_run_experts(const heed_run *r, int pos, int layer, const int32_t **ids, const float **weights) {
@@ -279,7 +288,7 @@ int heed_run_lens_compute(heed_run *r, const heed_model *m, heed_ctx *ctx, int t
 /* ----------------------------------------------------------------- views */
 
 heed_attn_sel heed_attn_sel_all(void) {
-    heed_attn_sel s = {NULL, 0, NULL, 0, HEED_AGG_MEAN};
+    heed_attn_sel s = {NULL, 0, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
     return s;
 }
 
@@ -289,7 +298,8 @@ int run_src(heed_run *r, attn_src *src) {
         r->pool = pool_new(n);
         if (!r->pool) return HEED_ERR_NOMEM;
     }
-    *src = (attn_src){&r->st, kern_ops_best(), r->pool};
+    bool vn = r->vnorm && r->vn_n >= r->st.n_pos;
+    *src = (attn_src){&r->st, kern_ops_best(), r->pool, vn ? r->vnorm : NULL};
     return HEED_OK;
 }
 
@@ -439,7 +449,7 @@ int heed_run_head_types(heed_run *r, heed_head_type *out) {
     if (!c) return HEED_ERR_NOMEM;
     for (int l = 0; !rc && l < r->n_layer; l++)
         for (int h = 0; !rc && h < r->n_head; h++) {
-            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
             memset(c, 0, sizeof *c);
             c->ids = r->ids;
             rc = attn_agg_rows(&src, &sel, 0, r->st.n_pos, head_fn, c);
@@ -474,7 +484,7 @@ int heed_run_rollout(heed_run *r, int pos, float *out) {
     if (!rc) cur[pos] = 1.0;
     /* from the top layer down: r <- r (0.5 I + 0.5 A_l), A_l the head mean */
     for (int l = r->n_layer - 1; l >= 0 && !rc; l--) {
-        heed_attn_sel sel = {&l, 1, NULL, 0, HEED_AGG_MEAN};
+        heed_attn_sel sel = {&l, 1, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
         for (size_t i = 0; i < n; i++) next[i] = 0.5 * cur[i];
         for (int i = 0; i <= pos && !rc; i++) {
             if (cur[i] == 0.0) continue; /* positions no mass reaches need no row */

@@ -83,6 +83,10 @@ struct heed_run {
     int moe_n, moe_cap;  /* positions routed; capacity */
     int32_t *moe_ids;    /* (moe_cap, n_layer, n_expert_used) chosen experts, best first */
     float *moe_w;        /* (moe_cap, n_layer, n_expert_used) their weights */
+    /* value-weighted attention: |W_O^h v_p| of every position p's value in
+     * every head h (heed_measure HEED_MEASURE_VALUE), or NULL: not recorded */
+    int vn_n, vn_cap;    /* positions done; capacity */
+    float *vnorm;        /* (vn_cap, n_layer, n_head) */
     astore st;
     pool *pool;       /* views' threads, made on first use */
     bool pool_borrowed; /* while recording: the context's pool (forward.h) */

@@ -219,7 +219,7 @@ static float *dense_attention(heed_run *r, int *rc) {
     }
     for (int l = 0; l < r->n_layer; l++)
         for (int h = 0; h < r->n_head; h++) {
-            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
             for (uint64_t q = 0; q < P; q++)
                 if ((*rc = heed_run_attn_row(r, &sel, (int)q, a + (((uint64_t)l * H + h) * P + q) * P))) {
                     free(a);
@@ -271,7 +271,7 @@ int heed_run_export_npz_ex(heed_run *r, const char *path, unsigned flags, char *
             cf[T * r->n_cand + t * r->n_cand + i] = c->logit;
         }
     }
-    heed_array a[24];
+    heed_array a[32];
     int n = 0;
     a[n++] = arr("prompt_ids", HEED_DT_I32, r->ids, 1, (uint64_t)r->n_prompt, 0, 0, 0);
     a[n++] = arr("output_ids", HEED_DT_I32, r->ids + r->n_prompt, 1, T, 0, 0, 0);
@@ -302,6 +302,8 @@ int heed_run_export_npz_ex(heed_run *r, const char *path, unsigned flags, char *
         a[n++] = arr("expert_id", HEED_DT_I32, r->moe_ids, 3, (uint64_t)r->moe_n, L, K, 0);
         a[n++] = arr("expert_weight", HEED_DT_F32, r->moe_w, 3, (uint64_t)r->moe_n, L, K, 0);
     }
+    if (r->vnorm && r->vn_n >= r->st.n_pos) /* value-weighted attention: |W_O^h v_p| per position, layer, head */
+        a[n++] = arr("value_norms", HEED_DT_F32, r->vnorm, 3, (uint64_t)r->st.n_pos, L, (uint64_t)r->n_head, 0);
     if (r->lens_k > 0 && heed_run_lens_pending(r) == 0) { /* a lens still to compute is left out */
         a[n++] = arr("lens_id", HEED_DT_I32, r->lens_id, 3, T, L, (uint64_t)r->lens_k, 0);
         a[n++] = arr("lens_prob", HEED_DT_F32, r->lens_p, 3, T, L, (uint64_t)r->lens_k, 0);

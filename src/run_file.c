@@ -68,7 +68,8 @@ enum {
     FLAG_KNOCK = 512, /* made with attention knockouts: KNCK (the list) */
     FLAG_MEAN = 1024, /* heads' outputs replaced (mean ablation): HVAL (which, and the values) */
     FLAG_EDIT = 2048, /* the residual stream edited (patching, steering): REDT (the edits) */
-    FLAG_ALL = 4095,
+    FLAG_VNRM = 4096, /* the value norms of value-weighted attention: VNRM */
+    FLAG_ALL = 8191,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -103,7 +104,7 @@ static uint32_t run_flags(const heed_run *r) {
            (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
            (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0) |
            (r->st.n_ko_list ? FLAG_KNOCK : 0) | (r->head_which ? FLAG_MEAN : 0) |
-           (r->n_edits ? FLAG_EDIT : 0);
+           (r->n_edits ? FLAG_EDIT : 0) | (r->vnorm && r->vn_n >= r->st.n_pos ? FLAG_VNRM : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -184,6 +185,11 @@ static void sec_moe(wr *w, const heed_run *r) {
     w_bytes(w, r->moe_w, n * 4);
 }
 
+static void sec_vnorm(wr *w, const heed_run *r) {
+    w_i32(w, r->st.n_pos);
+    w_bytes(w, r->vnorm, (size_t)r->st.n_pos * r->n_layer * r->n_head * 4);
+}
+
 static void sec_resid(wr *w, const heed_run *r) {
     w_bytes(w, r->resid, (size_t)r->n_output * r->n_layer * r->n_embd * 4);
 }
@@ -224,6 +230,7 @@ typedef struct sec_def {
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
     {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock}, {"HVAL", FLAG_MEAN, sec_hval}, {"REDT", FLAG_EDIT, sec_edit},
+    {"VNRM", FLAG_VNRM, sec_vnorm},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -607,6 +614,25 @@ static int load_moe(rd *d, heed_run *r) {
     return sec_end_check(d);
 }
 
+/* VNRM: the positions counted, then their value norms (finite, >= 0). */
+static int load_vnorm(rd *d, heed_run *r) {
+    uint64_t len;
+    int rc = sec_begin(d, "VNRM", &len);
+    int32_t n;
+    if (!rc && len < sizeof n) return bad(d, "VNRM", "is too short");
+    if (!rc) rc = r_raw(d, &n, sizeof n, "value norm count");
+    if (rc) return rc;
+    if (n < 0 || n > r->n_prompt + r->n_output) return bad(d, "value norm count", "is out of range");
+    uint64_t cnt = (uint64_t)n * r->n_layer * r->n_head;
+    if (len - sizeof n != cnt * 4) return bad(d, "VNRM", "length does not match the count");
+    if (!(r->vnorm = malloc(cnt ? cnt * 4 : 1))) return HEED_ERR_NOMEM;
+    r->vn_n = r->vn_cap = n;
+    if ((rc = r_raw(d, r->vnorm, cnt * 4, "value norms"))) return rc;
+    for (uint64_t i = 0; i < cnt; i++)
+        if (!isfinite(r->vnorm[i]) || r->vnorm[i] < 0) return bad(d, "value norm", "is not a finite number >= 0");
+    return sec_end_check(d);
+}
+
 /* REDT: the residual edits, each 16 bytes and n_embd floats. */
 static int load_edits(rd *d, heed_run *r) {
     uint64_t len, each = 16 + 4 * (uint64_t)r->n_embd;
@@ -714,6 +740,7 @@ static int load_body(rd *d, heed_run *r) {
             if (!isfinite(r->head_values[i])) rc = bad(d, "head value", "is not finite");
     }
     if (!rc && (flags & FLAG_EDIT)) rc = load_edits(d, r);
+    if (!rc && (flags & FLAG_VNRM)) rc = load_vnorm(d, r);
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {
         uint64_t len;

@@ -33,6 +33,7 @@
 #include "api.h"
 #include "assets.h"
 #include "server.h"
+#include "pull.h"
 
 #define MAX_CONNECTIONS 256  /* default --max-connections: each holds a thread */
 #define MAX_PER_IP 64        /* default --max-connections-per-ip */
@@ -272,10 +273,11 @@ static bool refuse_early(const server *s, const char *method, const char *url, c
         char *end;
         errno = 0;
         unsigned long long n = strtoull(content_length, &end, 10);
-        if (errno || end == content_length || n > API_MAX_BODY) {
+        size_t most = api_route_max_body(r->route);
+        if (errno || end == content_length || n > most) {
             r->route = NULL;
-            api_error(rp, 413, NULL, "body_too_large", "the body has %s bytes; the limit is %u", content_length,
-                      API_MAX_BODY);
+            api_error(rp, 413, NULL, "body_too_large", "the body has %s bytes; the limit is %zu", content_length,
+                      most);
             return true;
         }
     }
@@ -452,13 +454,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->too_large || r->len + n > API_MAX_BODY) { /* a chunked body without Content-Length */
+        size_t most = api_route_max_body(r->route);
+        if (r->too_large || r->len + n > most) { /* a chunked body without Content-Length */
             r->too_large = true;
             return MHD_YES;
         }
         if (r->len + n > r->cap) {
             size_t cap = r->cap * 2 + n;
-            if (cap > API_MAX_BODY) cap = API_MAX_BODY;
+            if (cap > most) cap = most;
             char *b = realloc(r->body, cap);
             if (!b) return MHD_NO;
             r->body = b;
@@ -470,7 +473,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     conn_set_deadline(s, c, 0);
     if (r->too_large) {
-        api_error(&rp, 413, NULL, "body_too_large", "the body is larger than %u bytes", API_MAX_BODY);
+        api_error(&rp, 413, NULL, "body_too_large", "the body is larger than %zu bytes", api_route_max_body(r->route));
         return send_reply(s, c, &rp);
     }
     arg_list args = {.n = 0};
@@ -688,29 +691,37 @@ static int make_dirs(char *path) {
     return mkdir(path, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-/* The per-user data folder: $XDG_DATA_HOME/heed, else ~/.local/share/heed. */
-static bool default_data_dir(char *buf, size_t size) {
+int server_data_dir(const char *given, const char *cmd, char *dir, size_t size) {
+    /* the per-user data folder: $XDG_DATA_HOME/heed, else ~/.local/share/heed */
     const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-    int n = xdg && xdg[0] == '/' ? snprintf(buf, size, "%s/heed", xdg)
-            : home && home[0]    ? snprintf(buf, size, "%s/.local/share/heed", home)
+    int n = given               ? snprintf(dir, size, "%s", given)
+            : xdg && xdg[0] == '/' ? snprintf(dir, size, "%s/heed", xdg)
+            : home && home[0]    ? snprintf(dir, size, "%s/.local/share/heed", home)
                                  : -1;
-    return n > 0 && (size_t)n < size;
+    if (n <= 0 || (size_t)n >= size) {
+        fprintf(stderr, "heed: %s: no data folder (set --data-dir, XDG_DATA_HOME or HOME)\n", cmd);
+        return -1;
+    }
+    if (make_dirs(dir)) {
+        fprintf(stderr, "heed: %s: --data-dir %s: %s\n", cmd, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 int server_main(int argc, char **argv) {
     serve_opts o;
     int rc = parse_flags(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
+    char model[PATH_MAX], perr[512];
+    int pr = pull_resolve(o.cfg.model_path, model, sizeof model, perr, sizeof perr); /* -m ORG/REPO[:FILE] */
+    if (pr < 0) {
+        fprintf(stderr, "heed: serve: %s\n", perr);
+        return 1;
+    }
+    if (pr > 0) o.cfg.model_path = model;
     char dir[PATH_MAX];
-    if (!(o.cfg.data_dir ? snprintf(dir, sizeof dir, "%s", o.cfg.data_dir) < (int)sizeof dir
-                         : default_data_dir(dir, sizeof dir))) {
-        fprintf(stderr, "heed: serve: no data folder (set --data-dir, XDG_DATA_HOME or HOME)\n");
-        return 1;
-    }
-    if (make_dirs(dir)) {
-        fprintf(stderr, "heed: serve: --data-dir %s: %s\n", dir, strerror(errno));
-        return 1;
-    }
+    if (server_data_dir(o.cfg.data_dir, "serve", dir, sizeof dir)) return 1;
     o.cfg.data_dir = dir;
     char web[PATH_MAX];
     if (o.web_dir && !realpath(o.web_dir, web)) {

@@ -26,6 +26,11 @@ typedef struct server server;
  * clean shutdown, 1 when the model or the socket fails, 2 for bad flags. */
 int server_main(int argc, char **argv);
 
+/* The run store's folder into dir: given (--data-dir), else
+ * $XDG_DATA_HOME/heed, else ~/.local/share/heed; made with its parents.
+ * 0, or -1 after a message on stderr naming cmd ("serve", "mcp"). */
+int server_data_dir(const char *given, const char *cmd, char *dir, size_t size);
+
 /* A server without sockets (tests, fuzzing): the same routing, auth, limits
  * and handlers as `heed serve`. api_key may be NULL. */
 server *server_new_offline(api *a, const char *api_key);

@@ -342,7 +342,7 @@ static void check_exact_rows(const ref_case *rc) {
     for (int l = 0; l < rc->mi.n_layer; l++)
         for (int h = 0; h < rc->mi.n_head; h++)
             for (int q = 0; q < rc->n_pos; q++) {
-                heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+                heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
                 float got[128];
                 assert_int_equal(heed_run_attn_row(rc->run, &sel, q, got), HEED_OK);
                 const float *want = cap_row(&rc->c, l, h, q);
@@ -364,8 +364,8 @@ static void check_aggregations(const ref_case *rc) {
     int l1 = rc->mi.n_layer - 1, h1 = rc->mi.n_head - 1;
     int sub_l[2] = {0, l1}, sub_h[2] = {h1, 0};
     heed_attn_sel sels[] = {
-        {NULL, 0, NULL, 0, HEED_AGG_MEAN}, {NULL, 0, NULL, 0, HEED_AGG_MAX}, {&l1, 1, NULL, 0, HEED_AGG_MEAN},
-        {NULL, 0, &h1, 1, HEED_AGG_MAX},   {sub_l, 2, sub_h, 2, HEED_AGG_MEAN}, {sub_l, 1, sub_h, 1, HEED_AGG_MAX},
+        {NULL, 0, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION}, {NULL, 0, NULL, 0, HEED_AGG_MAX, HEED_MEASURE_ATTENTION}, {&l1, 1, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION},
+        {NULL, 0, &h1, 1, HEED_AGG_MAX, HEED_MEASURE_ATTENTION},   {sub_l, 2, sub_h, 2, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION}, {sub_l, 1, sub_h, 1, HEED_AGG_MAX, HEED_MEASURE_ATTENTION},
     };
     for (size_t s = 0; s < sizeof sels / sizeof sels[0]; s++)
         for (int q = 0; q < rc->n_pos; q++) {
@@ -375,7 +375,7 @@ static void check_aggregations(const ref_case *rc) {
     /* bad selections */
     int bad_l = rc->mi.n_layer, dup[2] = {0, 0};
     float row[128];
-    heed_attn_sel b1 = {&bad_l, 1, NULL, 0, HEED_AGG_MEAN}, b2 = {dup, 2, NULL, 0, HEED_AGG_MEAN};
+    heed_attn_sel b1 = {&bad_l, 1, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION}, b2 = {dup, 2, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
     assert_int_equal(heed_run_attn_row(rc->run, &b1, 0, row), HEED_ERR_INVALID_ARG);
     assert_int_equal(heed_run_attn_row(rc->run, &b2, 0, row), HEED_ERR_INVALID_ARG);
     heed_attn_sel all = heed_attn_sel_all();
@@ -384,7 +384,7 @@ static void check_aggregations(const ref_case *rc) {
 
 static void check_matrix_and_columns(const ref_case *rc) {
     int n = rc->n_pos, l = rc->mi.n_layer / 2, h = 1;
-    heed_attn_sel one = {&l, 1, &h, 1, HEED_AGG_MEAN}, all = heed_attn_sel_all();
+    heed_attn_sel one = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION}, all = heed_attn_sel_all();
     float *mat = malloc(sizeof(float) * n * n);
     assert_int_equal(heed_run_attn_matrix(rc->run, &one, mat), HEED_OK);
     for (int q = 0; q < n; q++)
@@ -748,7 +748,7 @@ static void feed_threads(int n_layer, int n_head, int n_head_kv, int head_dim, i
                                 tk_rand() % 4 ? 0 : (int)(tk_rand() % 11));
             for (int i = 0; i < nq * q_dim; i++) q[i] = (float)(tk_rand() >> 8) / 16777216.0f - 0.5f;
             for (int i = 0; i < nq * kv_dim; i++) k[i] = (float)(tk_rand() >> 8) / 16777216.0f - 0.5f;
-            heed_qk_block qb = {l, pos0, nq, n_head, n_head_kv, head_dim, q, k};
+            heed_qk_block qb = {l, pos0, nq, n_head, n_head_kv, head_dim, q, k, NULL};
             heed_attn_block pb = {l, n_head, pos0, nq, row_stride, head_stride, probs};
             for (int i = 0; i < NS; i++) {
                 astore_add_qk(&st[i], &qb, pools[i]);

@@ -308,7 +308,7 @@ static int same_rows(heed_run *a, heed_run *b, int n_layer, int n_head, int n_po
     int rows = 0;
     for (int l = 0; l < n_layer; l++)
         for (int h = 0; h < n_head; h++) {
-            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
             for (int p = 0; p < n_pos; p++) {
                 assert_int_equal(heed_run_attn_row(a, &sel, p, ra), HEED_OK);
                 assert_int_equal(heed_run_attn_row(b, &sel, p, rb), HEED_OK);

@@ -158,7 +158,7 @@ static void same_rows(heed_run *a, heed_run *b) {
     float ra[64], rb[64];
     for (int l = 0; l < ia.n_layer; l++)
         for (int h = 0; h < ia.n_head; h++) {
-            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
             for (int p = 0; p < ia.n_pos && p < 64; p++) {
                 assert_int_equal(heed_run_attn_row(a, &sel, p, ra), HEED_OK);
                 assert_int_equal(heed_run_attn_row(b, &sel, p, rb), HEED_OK);
@@ -191,7 +191,7 @@ static void test_knockout_recorded(void **state) {
     same_rows(full, back);
     /* the row of layer 1 at position 5 is 0 at keys 1..3 */
     int l = 1, h = 0;
-    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
     float row[8];
     assert_int_equal(heed_run_attn_row(back, &sel, 5, row), HEED_OK);
     assert_true(row[1] == 0 && row[2] == 0 && row[3] == 0 && row[0] > 0 && row[4] > 0);

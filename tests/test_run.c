@@ -414,7 +414,7 @@ static void test_rollout(void **state) {
     float *row = malloc(sizeof(float) * (size_t)P);
     for (int i = 0; i < P; i++) R[(size_t)i * P + i] = 1; /* R = I, then R <- R A'_l from the top layer down */
     for (int l = ri.n_layer - 1; l >= 0; l--) {
-        heed_attn_sel sel = {&l, 1, NULL, 0, HEED_AGG_MEAN};
+        heed_attn_sel sel = {&l, 1, NULL, 0, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
         memset(T, 0, sizeof(double) * (size_t)P * P);
         for (int i = 0; i < P; i++) {
             assert_int_equal(heed_run_attn_row(r, &sel, i, row), HEED_OK);
@@ -702,7 +702,7 @@ static void test_npz_full(void **state) {
     float row[64], got;
     for (int l = 0; l < ri.n_layer; l++)
         for (int h = 0; h < ri.n_head; h++) {
-            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+            heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
             for (int q = 0; q < P; q++) {
                 assert_int_equal(heed_run_attn_row(r, &sel, q, row), HEED_OK);
                 for (int k = 0; k < P; k++) {

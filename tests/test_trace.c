@@ -119,7 +119,7 @@ static void test_import_dtypes(void **state) {
         for (int l = 0; l < L; l++)
             for (int h = 0; h < H; h++)
                 for (int p = 0; p < T; p++) {
-                    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+                    heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
                     assert_int_equal(heed_run_attn_row(r, &sel, p, row), HEED_OK);
                     int lo = l == 0 && p >= 4 ? p - 3 : 0;
                     double sc[T], mx = -INFINITY, z = 0;
@@ -174,7 +174,7 @@ static void test_round_trip(void **state) {
     for (int l = 0; l < a.n_layer; l++)
         for (int h = 0; h < a.n_head; h++)
             for (int p = 0; p < a.n_pos; p++) {
-                heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN};
+                heed_attn_sel sel = {&l, 1, &h, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
                 assert_int_equal(heed_run_attn_row(run, &sel, p, ra), HEED_OK);
                 assert_int_equal(heed_run_attn_row(back, &sel, p, rb), HEED_OK);
                 assert_memory_equal(ra, rb, sizeof(float) * (size_t)(p + 1));

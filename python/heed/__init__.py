@@ -559,13 +559,19 @@ class Run:
         return out
 
     # --------------------------------------------------------- attention
-    def _sel(self, layer, head, agg):
+    def _sel(self, layer, head, agg, measure="attention"):
         i = self._info
         keep = []
         sel = _ffi.AttnSel()
         if agg not in ("mean", "max"):
             raise ValueError("agg must be 'mean' or 'max', not %r" % (agg,))
         sel.agg = _ffi.HEED_AGG_MEAN if agg == "mean" else _ffi.HEED_AGG_MAX
+        if measure not in ("attention", "value"):
+            raise ValueError("measure must be 'attention' or 'value', not %r" % (measure,))
+        if measure == "value" and not i.has_value_norms:
+            raise HeedError("this run has no value norms (recorded before heed recorded them, or imported "
+                            "from a trace): measure='value' is unavailable")
+        sel.measure = _ffi.HEED_MEASURE_ATTENTION if measure == "attention" else _ffi.HEED_MEASURE_VALUE
         for name, v, n, fp, fn in (("layer", layer, i.n_layer, "layers", "n_layers"),
                                    ("head", head, i.n_head, "heads", "n_heads")):
             if v is None:
@@ -582,13 +588,15 @@ class Run:
     def _pos(self, name, pos):
         return _int(name, pos, 0, self._info.n_pos - 1)
 
-    def row(self, pos, layer=None, head=None, agg="mean"):
+    def row(self, pos, layer=None, head=None, agg="mean", measure="attention"):
         """The exact attention row of query position pos (keys 0..pos):
         one head, or combined (agg "mean" or "max") over the layers and heads
-        given (an int, a list, or None: all). float32, shape (pos + 1,)."""
+        given (an int, a list, or None: all). float32, shape (pos + 1,).
+        measure "value": value-weighted attention, a_ij * |W_O^h v_j| per
+        head (docs/ANALYSIS.md), then combined."""
         self._check_open()
         pos = self._pos("pos", pos)
-        sel, keep = self._sel(layer, head, agg)
+        sel, keep = self._sel(layer, head, agg, measure)
         out = np.zeros(pos + 1, dtype=np.float32)
         with self._lock:
             rc = _lib.heed_run_attn_row(self._run, byref(sel), pos, _f32p(out))
@@ -596,12 +604,12 @@ class Run:
             _fail(rc, "attention row %d" % pos)
         return out
 
-    def column(self, key, layer=None, head=None, agg="mean"):
+    def column(self, key, layer=None, head=None, agg="mean", measure="attention"):
         """How much every later query attended to key position key:
         out[i] = attention of query key + i; shape (n_pos - key,)."""
         self._check_open()
         key = self._pos("key", key)
-        sel, keep = self._sel(layer, head, agg)
+        sel, keep = self._sel(layer, head, agg, measure)
         out = np.zeros(self._info.n_pos - key, dtype=np.float32)
         with self._lock:
             rc = _lib.heed_run_attn_col(self._run, byref(sel), key, _f32p(out))
@@ -609,7 +617,7 @@ class Run:
             _fail(rc, "attention column %d" % key)
         return out
 
-    def attention(self, layer=None, head=None, agg="mean"):
+    def attention(self, layer=None, head=None, agg="mean", measure="attention"):
         """The dense (n_pos, n_pos) attention matrix of one head (or
         combined like row), float32, zeros above the diagonal: exact, every
         row recomputed from the recorded q and k."""
@@ -617,12 +625,28 @@ class Run:
         n = self._info.n_pos
         if n * n * 4 > (4 << 30):
             raise ValueError("a %d x %d matrix takes %.1f GB: read rows (run.row) instead" % (n, n, n * n * 4e-9))
-        sel, keep = self._sel(layer, head, agg)
+        sel, keep = self._sel(layer, head, agg, measure)
         out = np.zeros((n, n), dtype=np.float32)
         with self._lock:
             rc = _lib.heed_run_attn_matrix(self._run, byref(sel), _f32p(out))
         if rc != _ffi.HEED_OK:
             _fail(rc, "attention matrix")
+        return out
+
+    def value_norms(self):
+        """|W_O^h v_p| of every position p's value in every head: float32
+        (n_pos, n_layer, n_head), what measure="value" weighs rows by."""
+        self._check_open()
+        i = self._info
+        if not i.has_value_norms:
+            raise HeedError("this run has no value norms")
+        out = np.zeros((i.n_pos, i.n_layer, i.n_head), dtype=np.float32)
+        p = POINTER(c_float)()
+        for pos in range(i.n_pos):
+            rc = _lib.heed_run_value_norms(self._run, pos, byref(p))
+            if rc != _ffi.HEED_OK:
+                _fail(rc, "value norms of position %d" % pos)
+            out[pos] = np.ctypeslib.as_array(p, shape=(i.n_layer * i.n_head,)).reshape(i.n_layer, i.n_head)
         return out
 
     def rollout(self, pos):

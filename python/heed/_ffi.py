@@ -14,6 +14,7 @@ from ctypes import (POINTER, Structure, c_bool, c_char_p, c_double, c_float, c_i
 HEED_OK = 0
 HEED_ERR_NEED_MODEL = -9
 HEED_AGG_MEAN, HEED_AGG_MAX = 0, 1
+HEED_MEASURE_ATTENTION, HEED_MEASURE_VALUE = 0, 1
 HEED_TOK_ADD_BOS, HEED_TOK_PARSE_SPECIAL = 1, 2
 HEED_EXPORT_FULL = 1
 HEED_FINGERPRINT_DIM = 20
@@ -89,7 +90,7 @@ class RunInfo(Structure):
                 ("n_cand", c_int), ("lens_top_k", c_int), ("attn_top_k", c_int), ("lens_pending", c_int),
                 ("intervened", c_bool), ("has_qk", c_bool), ("has_topk", c_bool), ("has_head_mean", c_bool),
                 ("has_full", c_bool), ("eog", c_bool), ("attn_bytes", c_uint64),
-                ("n_expert", c_int), ("n_expert_used", c_int)]
+                ("n_expert", c_int), ("n_expert_used", c_int), ("has_value_norms", c_bool)]
 
 
 class RunStep(Structure):
@@ -99,7 +100,7 @@ class RunStep(Structure):
 
 class AttnSel(Structure):
     _fields_ = [("layers", POINTER(c_int)), ("n_layers", c_int), ("heads", POINTER(c_int)),
-                ("n_heads", c_int), ("agg", c_int)]
+                ("n_heads", c_int), ("agg", c_int), ("measure", c_int)]
 
 
 class Edge(Structure):
@@ -197,6 +198,7 @@ _SIGNATURES = {
     "heed_head_kind_name": (c_char_p, [c_int]),
     "heed_run_input_importance": (c_int, [P, POINTER(AttnSel), POINTER(c_float)]),
     "heed_run_rollout": (c_int, [P, c_int, POINTER(c_float)]),
+    "heed_run_value_norms": (c_int, [P, c_int, POINTER(POINTER(c_float))]),
     "heed_run_export_npz_ex": (c_int, [P, c_char_p, c_uint, ERR, c_size_t]),
     "heed_run_export_json": (c_int, [P, c_char_p, ERR, c_size_t]),
     "heed_run_export_html": (c_int, [P, P, c_char_p, ERR, c_size_t]),

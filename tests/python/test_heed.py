@@ -450,3 +450,40 @@ def test_pip_install_offline(tmp_path):
                        env=env, timeout=120)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout.decode().startswith("3 ")
+
+
+# -------------------------------------------------- value-weighted attention
+
+def test_value_weighted_rows(tmp_path, run):
+    vn = run.value_norms()
+    assert vn.shape == (run.n_pos, run.n_layer, run.n_head) and np.all(vn > 0)
+    pos = run.n_pos - 1
+    a = run.row(pos, layer=2, head=3)
+    w = run.row(pos, layer=2, head=3, measure="value")
+    assert np.array_equal(w, a * vn[:pos + 1, 2, 3])
+    full = np.stack([np.stack([run.attention(l, h) for h in range(run.n_head)]) for l in range(run.n_layer)])
+    want = (full[:, :, pos, :pos + 1] * vn[:pos + 1].transpose(1, 2, 0)).mean(axis=(0, 1))
+    assert np.allclose(run.row(pos, measure="value"), want, rtol=1e-5, atol=1e-7)
+    npz = str(tmp_path / "v.npz")
+    run.to_npz(npz)
+    assert np.array_equal(np.load(npz)["value_norms"], vn)
+    with pytest.raises(ValueError, match="measure"):
+        run.row(pos, measure="norm")
+
+
+def test_value_measure_over_http(tmp_path, server, run):
+    path = tmp_path / "v.heedrun"
+    run.save(str(path))
+    st, body = server.req("POST", "/api/runs/upload", path.read_bytes(), "application/octet-stream")
+    rid = json.loads(body)["id"]
+    pos = run.n_pos - 1
+    st, body = server.req("GET", "/api/runs/%s/attention?pos=%d&layer=1&head=2&measure=value" % (rid, pos))
+    assert st == 200, body
+    assert np.array_equal(np.array(json.loads(body)["row"], dtype=np.float32),
+                          run.row(pos, layer=1, head=2, measure="value"))
+    st, body = server.req("GET", "/api/runs/%s/graph?measure=value" % rid)
+    assert st == 200, body
+    st, body = server.req("GET", "/api/runs/%s/attention?pos=0&measure=weight" % rid)
+    assert st == 400 and b"measure" in body
+    st, body = server.req("GET", "/api/runs/%s/stats?measure=value" % rid)
+    assert st == 400
