@@ -141,6 +141,47 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libheed.a
 check: $(LIB_OBJ) $(BUILD)/src/main.o
 	@sh scripts/check.sh $^
 
+# ------------------------------------------------------------------ install
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the header, the
+# static and the shared library (libheed.so.$(VERSION), soname
+# libheed.so.$(SOVERSION), and both links), heed.pc (heed.pc.in with the
+# prefix, directories and version filled in) and the man page (docs/heed.1).
+# It installs what $(BUILD) holds, building only what is out of date, so
+# after `make` it only copies. make uninstall (same variables) removes exactly
+# those files and leaves the directories. tests/test_install.c runs both.
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+MANDIR       ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+INSTALL      ?= install
+# heed.pc names its directories from ${prefix} where they lie under it
+PC_SUBST  = -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+            -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
+            -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g'
+
+.PHONY: install uninstall
+
+install: $(BUILD)/heed $(BUILD)/libheed.a $(BUILD)/libheed.so include/heed.h heed.pc.in docs/heed.1
+	sed $(PC_SUBST) heed.pc.in > $(BUILD)/heed.pc
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 755 $(BUILD)/heed $(DESTDIR)$(BINDIR)/heed
+	$(INSTALL) -m 644 include/heed.h $(DESTDIR)$(INCLUDEDIR)/heed.h
+	$(INSTALL) -m 644 $(BUILD)/libheed.a $(DESTDIR)$(LIBDIR)/libheed.a
+	$(INSTALL) -m 755 $(BUILD)/libheed.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libheed.so.$(VERSION)
+	ln -sf libheed.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libheed.so.$(SOVERSION)
+	ln -sf libheed.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libheed.so
+	$(INSTALL) -m 644 $(BUILD)/heed.pc $(DESTDIR)$(PKGCONFIGDIR)/heed.pc
+	$(INSTALL) -m 644 docs/heed.1 $(DESTDIR)$(MANDIR)/man1/heed.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/heed $(DESTDIR)$(INCLUDEDIR)/heed.h \
+	  $(DESTDIR)$(LIBDIR)/libheed.a $(DESTDIR)$(LIBDIR)/libheed.so.$(VERSION) \
+	  $(DESTDIR)$(LIBDIR)/libheed.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libheed.so \
+	  $(DESTDIR)$(PKGCONFIGDIR)/heed.pc $(DESTDIR)$(MANDIR)/man1/heed.1
+
 # ------------------------------------------------------------------ fuzzing
 # tests/fuzz/fuzz_NAME.c are libFuzzer targets with seeds in tests/fuzz/corpus_NAME/.
 #   make fuzz       installs clang's libFuzzer runtime if missing (scripts/fuzz-deps.sh),
