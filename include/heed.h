@@ -872,6 +872,60 @@ int heed_run_spans(const heed_run *run, heed_span_level level, heed_span *out, i
 /* out[s] = sum of tok_values over span s's tokens. */
 void heed_spans_sum(const heed_span *spans, int n, const float *tok_values, float *out);
 
+/* ---- ablation checks (docs/ANALYSIS.md, "Ablation-verified sources"):
+ * re-running a run's tokens with more attention knocked out. */
+
+typedef struct heed_rerun heed_rerun;
+
+/* Prepares to re-run the tokens of run from position q0 (0 <= q0 <
+ * n_prompt + n_output - 1) with model, the model that made the run
+ * (checked), on ctx (NULL: one is made for the run's length): the tokens
+ * before q0 are decoded once, as they were recorded (the prompt's in one
+ * call, then one at a time) and under the run's own interventions. ctx is
+ * the rerun's until heed_rerun_free (its hook removed, its interventions
+ * set, and cleared at the end). HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_MODEL_MISMATCH, HEED_ERR_CONTEXT_FULL (ctx too short),
+ * HEED_ERR_NOMEM, or a decode error. */
+int heed_rerun_new(heed_run *run, const heed_model *model, heed_ctx *ctx, int q0, heed_rerun **out);
+/* Decodes positions q0 .. q1-1 again, one at a time, with the run's
+ * knockouts plus extra (n_extra of them): out[i] = the natural log of the
+ * probability the model gives the run's token at q0 + i + 1 after position
+ * q0 + i (q1 <= n_prompt + n_output - 1). Any number of calls; each starts
+ * again from q0. HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_NOMEM, a decode
+ * error. */
+int heed_rerun_logprobs(heed_rerun *r, const heed_knockout *extra, int n_extra, int q1, float *out);
+void heed_rerun_free(heed_rerun *r);
+
+/* Sources ablation-verified checks at most. */
+#define HEED_VERIFY_MAX 10
+
+typedef struct heed_source_check {
+    int pos;           /* the source (key position) */
+    float weight;      /* its weight in the row the sources were ranked by */
+    float logprob;     /* the chosen token's log-probability with the source knocked out */
+    float drop;        /* base log-probability - logprob: how much the choice depended on it */
+    int32_t top_id;    /* the most likely token then */
+    bool still_chosen; /* top_id is the token the run chose */
+} heed_source_check;
+
+/* The k (1..HEED_VERIFY_MAX) heaviest sources of step t's query (position
+ * n_prompt - 1 + t) in the row sel gives (attention or value-weighted),
+ * each checked: the query may not attend to that source in any layer or
+ * head (a knockout), the step is re-run (heed_rerun), and the chosen
+ * token's log-probability compared with the re-run without it
+ * (*base_logprob, may be NULL). out gets them heaviest first. Returns the
+ * number checked (k, or fewer for a short row) or a code as
+ * heed_rerun_new's. */
+int heed_run_verify_sources(heed_run *run, const heed_model *model, heed_ctx *ctx, int t, const heed_attn_sel *sel,
+                            int k, heed_source_check *out, float *base_logprob);
+
+/* Attention from the queries q0 .. q1-1 into spans of keys: out[s] = the
+ * mean over those queries of the sum of the row sel gives (attention or
+ * value-weighted) over span s's positions (keys after a query count 0).
+ * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
+int heed_run_span_attention(heed_run *run, const heed_attn_sel *sel, int q0, int q1, const heed_span *spans,
+                            int n_spans, float *out);
+
 /* ---- export */
 
 typedef enum heed_dtype { HEED_DT_F32 = 0, HEED_DT_I32 = 1, HEED_DT_F16 = 2, HEED_DT_U32 = 3 } heed_dtype;

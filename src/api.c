@@ -430,7 +430,9 @@ static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "o
                                                   "k0", "k1", "size", NULL},
                          *const args_step[] = {"step", NULL}, *const args_lens[] = {"from", "to", NULL},
                          *const args_effects[] = {"base", NULL}, *const args_pos[] = {"pos", NULL},
-                         *const args_format[] = {"format", NULL};
+                         *const args_format[] = {"format", NULL},
+                         *const args_verify[] = {"step", "k", "layer", "head", "agg", "measure", NULL},
+                         *const args_provenance[] = {"verify", NULL};
 #define ROUTE(m, p, f, a) {.method = m, .pattern = p, .fn = f, .args = a}
 #define ROUTE_GEN(m, p, f) {.method = m, .pattern = p, .fn = f, .args = args_none, .generates = true}
 
@@ -455,6 +457,8 @@ static const api_route routes[] = {
     ROUTE("GET", "/api/runs/{id}/effects", api_route_run_effects, args_effects),
     ROUTE("GET", "/api/runs/{id}/rollout", api_route_run_rollout, args_pos),
     ROUTE("GET", "/api/runs/{id}/download", api_route_run_download, args_format),
+    ROUTE("GET", "/api/runs/{id}/verify", api_route_run_verify, args_verify),
+    ROUTE("GET", "/api/runs/{id}/provenance", api_route_run_provenance, args_provenance),
     ROUTE("GET", "/v1/models", api_route_v1_models, NULL),
     ROUTE_GEN("POST", "/v1/completions", api_route_v1_completions),
     ROUTE_GEN("POST", "/v1/chat/completions", api_route_v1_chat),

@@ -88,6 +88,7 @@ void api_gen_free(gen *g) {
     free(g->prompt);
     free(g->prompt_text);
     json_decref(g->messages);
+    json_decref(g->documents);
     heed_gen_free(g->sess);
     free(g->out);
     free(g->text);
@@ -431,7 +432,111 @@ static int parse_interventions(api *a, json_t *list, gen *g, api_reply *rp) {
     return 0;
 }
 
+/* "documents": [{"name", "text"}] (at most API_MAX_DOCS): checked, and
+ * the text that puts them in the prompt (malloc'd; NULL with rp filled on
+ * an error, or when there are none: *none). */
+#define API_MAX_DOCS 32
+static char *documents_text(json_t *docs, bool *none, api_reply *rp) {
+    *none = !docs || json_is_null(docs);
+    if (*none) return NULL;
+    size_t n = json_array_size(docs), len = 0;
+    if (!json_is_array(docs) || n == 0 || n > API_MAX_DOCS) {
+        api_error(rp, 400, "documents", "invalid_parameter", "documents must be a non-empty array (at most %d)",
+                  API_MAX_DOCS);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(docs, i), *nm = json_object_get(e, "name"), *tx = json_object_get(e, "text");
+        if (!json_is_string(nm) || !json_is_string(tx) || !json_string_length(tx) || json_string_length(nm) > 200 ||
+            memchr(json_string_value(tx), 0, json_string_length(tx))) {
+            api_error(rp, 400, "documents", "invalid_parameter",
+                      "documents[%zu] needs a string name (at most 200 bytes) and a non-empty text", i);
+            return NULL;
+        }
+        len += json_string_length(nm) + json_string_length(tx) + 32;
+    }
+    char *t = malloc(len + 32);
+    if (!t) {
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return NULL;
+    }
+    size_t at = (size_t)sprintf(t, "Documents:\n\n");
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(docs, i);
+        at += (size_t)sprintf(t + at, "[%s]\n", json_string_value(json_object_get(e, "name")));
+        memcpy(t + at, json_string_value(json_object_get(e, "text")), json_string_length(json_object_get(e, "text")));
+        at += json_string_length(json_object_get(e, "text"));
+        at += (size_t)sprintf(t + at, "\n\n");
+    }
+    t[at] = 0;
+    return t;
+}
+
+static const char *find_bytes(const char *h, size_t hn, const char *nd, size_t nn) {
+    for (size_t i = 0; nn && i + nn <= hn; i++)
+        if (h[i] == nd[0] && !memcmp(h + i, nd, nn)) return h + i;
+    return NULL;
+}
+
+/* Where each document's text lies among the prompt's tokens: the tokens'
+ * bytes concatenated, each text found in order; g->documents gets
+ * [{name, first, n_tok}] (the tokens holding its first to last byte).
+ * false with rp filled when one cannot be found. */
+static bool locate_documents(api *a, gen *g, json_t *docs, int n, api_reply *rp) {
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    size_t *off = malloc(sizeof *off * ((size_t)n + 1));
+    char piece[256];
+    for (int i = 0; b && off && i < n; i++) {
+        off[i] = len;
+        int m = heed_token_bytes(a->model, g->prompt[i], piece, sizeof piece);
+        if (m < 0) m = 0;
+        if (m > (int)sizeof piece - 1) m = (int)sizeof piece - 1;
+        if (len + (size_t)m + 1 > cap) {
+            char *t = realloc(b, cap = 2 * cap + (size_t)m);
+            if (!t) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = t;
+        }
+        memcpy(b + len, piece, (size_t)m);
+        len += (size_t)m;
+    }
+    if (!b || !off) {
+        free(b), free(off);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return false;
+    }
+    off[n] = len;
+    g->documents = json_array();
+    size_t from = 0;
+    bool ok = true;
+    for (size_t d = 0; ok && d < json_array_size(docs); d++) {
+        json_t *e = json_array_get(docs, d), *tx = json_object_get(e, "text");
+        const char *hit = find_bytes(b + from, len - from, json_string_value(tx), json_string_length(tx));
+        if (!hit) {
+            api_error(rp, 400, "documents", "invalid_parameter",
+                      "documents[%zu]: its text is not whole among the prompt's tokens (it may be too long)", d);
+            ok = false;
+            break;
+        }
+        size_t s = (size_t)(hit - b), e_ = s + json_string_length(tx);
+        int first = 0, last = 0;
+        while (first + 1 < n && off[first + 1] <= s) first++;
+        last = first;
+        while (last + 1 < n && off[last + 1] < e_) last++;
+        json_array_append_new(g->documents, json_pack("{s:O, s:i, s:i}", "name", json_object_get(e, "name"), "first",
+                                                      first, "n_tok", last - first + 1));
+        from = e_;
+    }
+    free(b), free(off);
+    return ok;
+}
+
 gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
+    char *docs_text = NULL;
     gen *g = calloc(1, sizeof *g);
     int limit = a->cfg.max_prompt < a->n_ctx ? a->cfg.max_prompt : a->n_ctx;
     if (!g || !(g->prompt = malloc(sizeof(int32_t) * ((size_t)limit + 1)))) {
@@ -450,12 +555,46 @@ gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     g->refs = 1;
     if (!parse_gen_params(a, body, kind != GEN_HEED, &g->p, rp)) goto fail;
     json_t *prompt = json_object_get(body, "prompt"), *msgs = json_object_get(body, "messages"),
-           *branch = kind == GEN_HEED ? json_object_get(body, "branch") : NULL;
+           *branch = kind == GEN_HEED ? json_object_get(body, "branch") : NULL,
+           *docs = json_object_get(body, "documents"), *prov = json_object_get(body, "provenance");
+    bool no_docs;
+    docs_text = documents_text(docs, &no_docs, rp);
+    if (!no_docs && !docs_text) goto fail;
+    if (prov && !json_is_boolean(prov)) {
+        api_error(rp, 400, "provenance", "invalid_parameter", "provenance must be a boolean");
+        goto fail;
+    }
+    g->provenance = json_is_true(prov);
     int n;
+    if (branch && !json_is_null(branch) && docs_text) {
+        api_error(rp, 400, "documents", "invalid_parameter", "a branch keeps its run's prompt: no documents");
+        goto fail;
+    }
     if (branch && !json_is_null(branch)) {
         if ((n = branch_prompt(a, branch, g, limit, rp)) < 0) goto fail;
     } else if (kind == GEN_CHAT || (kind == GEN_HEED && msgs && !prompt)) {
-        if ((n = tokenize_messages(a, msgs, g->prompt, limit + 1, rp)) < 0) goto fail;
+        /* documents go into the system message (one is added first when there is none) */
+        json_t *with = NULL;
+        if (docs_text) {
+            with = json_is_array(msgs) ? json_deep_copy(msgs) : NULL;
+            json_t *m0 = json_array_get(with, 0);
+            const char *r0 = json_string_value(json_object_get(m0, "role")),
+                       *c0 = json_string_value(json_object_get(m0, "content"));
+            if (r0 && c0 && !strcmp(r0, "system")) {
+                size_t l0 = strlen(c0), ld = strlen(docs_text);
+                char *c = malloc(l0 + ld + 3);
+                if (c) {
+                    memcpy(c, c0, l0), memcpy(c + l0, "\n\n", 2), memcpy(c + l0 + 2, docs_text, ld + 1);
+                    json_object_set_new(m0, "content", json_string(c));
+                }
+                free(c);
+            } else if (with) {
+                json_array_insert_new(with, 0, json_pack("{s:s, s:s}", "role", "system", "content", docs_text));
+            }
+        }
+        n = tokenize_messages(a, with ? with : msgs, g->prompt, limit + 1, rp);
+        json_decref(with);
+        if (n < 0) goto fail;
         g->messages = json_deep_copy(msgs);
     } else {
         if (!json_is_string(prompt)) {
@@ -468,13 +607,25 @@ gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
             goto fail;
         }
         const char *s = json_string_value(prompt);
-        n = heed_tokenize(a->model, s, json_string_length(prompt), a->info.add_bos, g->prompt, limit + 1);
+        size_t sl = json_string_length(prompt);
+        char *full = NULL; /* documents first, then the prompt */
+        if (docs_text && (full = malloc(strlen(docs_text) + sl + 1))) {
+            memcpy(full, docs_text, strlen(docs_text));
+            memcpy(full + strlen(docs_text), s, sl + 1);
+            s = full, sl += strlen(docs_text);
+        }
+        n = heed_tokenize(a->model, s, sl, a->info.add_bos, g->prompt, limit + 1);
         if (n < 0) {
+            free(full);
             api_error(rp, 400, "prompt", "invalid_parameter", "cannot tokenize the prompt: %s", heed_strerror(n));
             goto fail;
         }
         g->prompt_text = strdup(s);
+        free(full);
     }
+    if (docs_text && n >= 0 && n <= limit && !locate_documents(a, g, docs, n, rp)) goto fail;
+    free(docs_text);
+    docs_text = NULL;
     if (n > limit) {
         api_error(rp, 422, kind == GEN_CHAT ? "messages" : "prompt", "prompt_too_long",
                   "the prompt has %d tokens; the limit is %d (%s)", n, limit,
@@ -504,6 +655,7 @@ gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
     }
     return g;
 fail:
+    free(docs_text);
     api_gen_free(g);
     return NULL;
 }
@@ -637,14 +789,14 @@ static json_t *run_doc(gen *g) {
                                                    a->info.n_expert_used) : NULL;
     return json_pack(
         "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
-        "s:s%, s:O, s:O?, s:O?, s:o?}",
+        "s:s%, s:O, s:O?, s:O?, s:o?, s:O?}",
         "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
         g->prompt_text, "messages", g->messages, "params", "temperature", sp->temperature, "top_k", sp->top_k,
         "top_p", sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed", (json_int_t)sp->seed,
         "max_tokens", g->n_predict, "n_prompt", g->n_prompt, "n_output", g->n_out, "stop", g->stop, "prompt_ids",
         api_ids_json(g->prompt, g->n_prompt), "output_ids", api_ids_json(g->out, g->n_out), "tokens", tokens, "text",
         g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch, "interventions",
-        g->interventions, "experts", experts);
+        g->interventions, "experts", experts, "documents", g->documents);
 }
 
 /* On the engine thread: ends the recording and saves it with its JSON in

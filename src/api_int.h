@@ -151,6 +151,8 @@ typedef struct gen {
     int n_forced;
     json_t *branch;   /* a branch: {"run","step","token"?}, kept in the run's document */
     json_t *interventions; /* the request's "interventions", kept in the run's document; or NULL */
+    json_t *documents;     /* the request's documents placed in the prompt: [{name, first, n_tok}]; or NULL */
+    bool provenance;       /* "provenance": true: a non-streamed OpenAI response carries it */
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
     heed_knockout *knockouts; /* (n_knockouts) the knockouts among them */
     unsigned char *ablate_mean; /* (n_layer, n_head) heads mean-ablated, or NULL */
@@ -243,6 +245,8 @@ int api_route_run_effects(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_download(api *a, const api_req *rq, api_reply *rp);
 int api_route_run_upload(api *a, const api_req *rq, api_reply *rp);
+int api_route_run_verify(api *a, const api_req *rq, api_reply *rp);
+int api_route_run_provenance(api *a, const api_req *rq, api_reply *rp);
 
 /* ---- api.c: metrics */
 
@@ -260,6 +264,12 @@ int api_view_stats(api_view_env *env, const api_req *rq, heed_run *run, const he
 int api_view_experts(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
 int api_view_effects(heed_run *run, heed_run *base, const char *base_id, api_reply *rp);
 int api_view_rollout(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
+int api_view_verify(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp);
+/* A run's provenance (GET /api/runs/{id}/provenance, a chat response's
+ * "provenance"): docs is the run document's "documents" (borrowed). NULL
+ * with rp filled on an error. */
+json_t *api_provenance(api_view_env *env, heed_run *run, const heed_run_info *ri, json_t *docs, bool verify,
+                       api_reply *rp);
 char *api_view_key(const api_req *rq);
 
 #endif

@@ -94,6 +94,50 @@ int api_route_run_lens(api *a, const api_req *rq, api_reply *rp) { return run_vi
 int api_route_run_stats(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_stats); }
 int api_route_run_experts(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_experts); }
 int api_route_run_rollout(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_rollout); }
+int api_route_run_verify(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_verify); }
+
+/* GET /api/runs/{id}/provenance?verify=0|1: the output sentences' sources
+ * in the documents the request carried (the run document's "documents"). */
+int api_route_run_provenance(api *a, const api_req *rq, api_reply *rp) {
+    static const char *const verifies[] = {"0", "1"};
+    int verify = api_arg_enum(rq, "verify", verifies, 2, rp);
+    if (verify < 0) return 0;
+    char *doc_s = NULL;
+    int rc = store_get_doc(a->store, rq->param, &doc_s);
+    if (rc) {
+        api_reply_store_error(rp, rc, rq->param, "");
+        return 0;
+    }
+    json_t *doc = json_loads(doc_s, 0, NULL);
+    free(doc_s);
+    json_t *docs = json_object_get(doc, "documents");
+    json_t *empty = json_array();
+    store_run *sr;
+    char err[512] = "";
+    if ((rc = store_acquire(a->store, rq->param, &sr, err, sizeof err))) {
+        api_reply_store_error(rp, rc, rq->param, err);
+    } else {
+        char *key = api_view_key(rq);
+        if (key && store_view_get(a->store, sr, key, &rp->body, &rp->body_len, &rp->content_type)) {
+            rp->status = 200;
+        } else {
+            heed_run *run = store_run_get(sr);
+            heed_run_info ri;
+            store_run_lock(sr);
+            heed_run_get_info(run, &ri);
+            json_t *p = api_provenance(&a->view, run, &ri, json_is_array(docs) ? docs : empty, verify == 1, rp);
+            store_run_unlock(sr);
+            if (p) api_reply_json(rp, 200, p);
+            if (key && rp->status == 200 && rp->body)
+                store_view_put(a->store, sr, key, rp->body, rp->body_len, rp->content_type);
+        }
+        free(key);
+        store_release(a->store, sr);
+    }
+    json_decref(empty);
+    json_decref(doc);
+    return 0;
+}
 
 /* GET /api/runs/{id}/download?format=run|html: the run as a run file
  * (docs/RUN_FORMAT.md; `heed export`, Python and another heed read it) or as

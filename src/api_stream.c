@@ -339,13 +339,40 @@ static json_t *oai_response(gen *g) {
     return r;
 }
 
+/* "provenance": true on a non-streamed response: the stored run's output
+ * sentences with their sources in the documents (api_provenance). */
+static bool add_provenance(api *a, gen *g, json_t *resp, api_reply *rp) {
+    store_run *sr;
+    char err[512] = "";
+    int rc = store_acquire(a->store, g->run_id, &sr, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(rp, rc, g->run_id, err);
+        return false;
+    }
+    heed_run *run = store_run_get(sr);
+    heed_run_info ri;
+    json_t *empty = json_array();
+    store_run_lock(sr);
+    heed_run_get_info(run, &ri);
+    json_t *p = api_provenance(&a->view, run, &ri, g->documents ? g->documents : empty, false, rp);
+    store_run_unlock(sr);
+    store_release(a->store, sr);
+    json_decref(empty);
+    if (p) json_object_set_new(json_array_get(json_object_get(resp, "choices"), 0), "provenance", p);
+    return p != NULL;
+}
+
 static int oai_generate(api *a, const api_req *rq, api_reply *rp, int kind) {
     json_t *body = api_parse_body(rq, rp);
     gen *g = body ? api_gen_from_body(a, body, kind, rp) : NULL;
     json_decref(body);
     if (!g) return 0;
     if (g->p.stream) return api_reply_stream(g, rp);
-    if (!api_gen_run(g, rp)) api_reply_json(rp, 200, oai_response(g));
+    if (!api_gen_run(g, rp)) {
+        json_t *resp = oai_response(g);
+        if (!g->provenance || add_provenance(a, g, resp, rp)) api_reply_json(rp, 200, resp);
+        else json_decref(resp);
+    }
     api_gen_release(g);
     return 0;
 }

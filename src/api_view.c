@@ -565,3 +565,183 @@ char *api_view_key(const api_req *rq) {
                                 pairs[2 * i + 1] ? pairs[2 * i + 1] : "");
     return k;
 }
+
+/* Does env's model make this run (labels, the lens, re-runs)? */
+static bool own_model(const api_view_env *env, heed_run *run, const heed_run_info *ri) {
+    return env->model && !strcmp(ri->model_file, env->model_id) && ri->n_vocab == env->n_vocab &&
+           heed_run_lens_model_ok(run, env->model) == HEED_OK;
+}
+
+static json_t *label_of(const api_view_env *env, int32_t id) {
+    return env->model ? api_label_json(env->model, id) : json_null();
+}
+
+/* GET /api/runs/{id}/verify?step=t&k=5 (and the selection of the row the
+ * sources are ranked by, measure included): the ablation check of step t's
+ * heaviest sources (heed_run_verify_sources). Needs this server's model. */
+int api_view_verify(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    view_args v;
+    long step = -1, k = 5;
+    if (!parse_sel(rq, ri, &v, rp)) return 0;
+    if (!api_arg(rq, "step")) {
+        api_error(rp, 400, "step", "invalid_parameter", "step is required (an output index)");
+        return 0;
+    }
+    if (!api_arg_int(rq, "step", 0, ri->n_output - 1, &step, rp) || !api_arg_int(rq, "k", 1, HEED_VERIFY_MAX, &k, rp))
+        return 0;
+    if (ri->n_prompt - 1 + step >= ri->n_pos) {
+        api_error(rp, 400, "step", "invalid_parameter", "step %ld's query did not go through the model", step);
+        return 0;
+    }
+    if (!own_model(env, run, ri)) {
+        api_error(rp, 409, NULL, "model_needed", "verifying sources re-runs the model that made the run (%s); this "
+                  "server runs %s", ri->model_file, env->model_id ? env->model_id : "none");
+        return 0;
+    }
+    heed_source_check chk[HEED_VERIFY_MAX];
+    float base = 0;
+    int n = heed_run_verify_sources(run, env->model, NULL, (int)step, &v.sel, (int)k, chk, &base);
+    if (n < 0) {
+        view_error(rp, n);
+        return 0;
+    }
+    heed_run_step st;
+    heed_run_get_step(run, (int)step, &st);
+    json_t *src = json_array();
+    for (int i = 0; i < n; i++) {
+        int32_t id;
+        const char *label;
+        heed_run_token(run, chk[i].pos, &id, &label);
+        json_array_append_new(src, json_pack("{s:i, s:s, s:f, s:f, s:f, s:i, s:o, s:b}", "pos", chk[i].pos, "label", label,
+                                             "weight", chk[i].weight, "logprob", chk[i].logprob, "drop", chk[i].drop,
+                                             "top_id", chk[i].top_id, "top_label", label_of(env, chk[i].top_id),
+                                             "still_chosen", chk[i].still_chosen));
+    }
+    api_reply_json(rp, 200, json_pack("{s:i, s:i, s:{s:i, s:o}, s:f, s:f, s:i, s:s, s:o}", "step", (int)step, "pos",
+                                      ri->n_prompt - 1 + (int)step, "token", "id", st.id, "label", label_of(env, st.id),
+                                      "logprob", st.logprob, "base_logprob", base, "k", (int)k, "measure",
+                                      v.sel.measure == HEED_MEASURE_VALUE ? "value" : "attention", "sources", src));
+    return 0;
+}
+
+/* The text of tokens first .. first+n-1 from their labels. */
+static json_t *span_text(heed_run *run, int first, int n) {
+    size_t len = 0, cap = 64;
+    char *s = malloc(cap);
+    for (int i = first; s && i < first + n; i++) {
+        const char *label;
+        heed_run_token(run, i, NULL, &label);
+        size_t m = strlen(label);
+        if (len + m + 1 > cap) {
+            char *t = realloc(s, cap = 2 * cap + m);
+            if (!t) break;
+            s = t;
+        }
+        memcpy(s + len, label, m);
+        len += m;
+    }
+    json_t *j = s ? json_stringn(s, len) : json_string("");
+    free(s);
+    return j ? j : json_string("");
+}
+
+typedef struct doc_span {
+    const char *doc;
+    heed_span span;
+} doc_span;
+
+/* Provenance of the outputs (docs/ANALYSIS.md "Provenance"): each output
+ * sentence's value-weighted attention into the sentences of the documents
+ * (docs: [{name, first, n_tok}]), the 3 heaviest as shares of what went into
+ * document text; with verify, its top span knocked out for the sentence's
+ * queries and the fall of the sentence's log-probability. NULL with rp
+ * filled on an error. */
+json_t *api_provenance(api_view_env *env, heed_run *run, const heed_run_info *ri, json_t *docs, bool verify,
+                       api_reply *rp) {
+    int n_sp = heed_run_spans(run, HEED_SPAN_SENTENCE, NULL, 0);
+    heed_span *sp = n_sp > 0 ? malloc(sizeof *sp * (size_t)n_sp) : NULL;
+    size_t nd = json_array_size(docs);
+    doc_span *ds = malloc(sizeof *ds * ((size_t)(n_sp > 0 ? n_sp : 0) + nd + 1));
+    heed_span *flat = malloc(sizeof *flat * ((size_t)(n_sp > 0 ? n_sp : 0) + nd + 1));
+    if ((n_sp > 0 && !sp) || !ds || !flat) {
+        free(sp), free(ds), free(flat);
+        api_error(rp, 500, NULL, "out_of_memory", "out of memory");
+        return NULL;
+    }
+    if (n_sp > 0) heed_run_spans(run, HEED_SPAN_SENTENCE, sp, n_sp);
+    /* the documents' sentences: each run sentence cut to each document */
+    int n_ds = 0;
+    for (size_t d = 0; d < nd; d++) {
+        json_t *e = json_array_get(docs, d);
+        int f = (int)json_integer_value(json_object_get(e, "first")), n = (int)json_integer_value(json_object_get(e, "n_tok"));
+        for (int s = 0; s < n_sp; s++) {
+            int a = sp[s].first > f ? sp[s].first : f, b = sp[s].first + sp[s].n_tok < f + n ? sp[s].first + sp[s].n_tok : f + n;
+            if (a < b) {
+                ds[n_ds] = (doc_span){json_string_value(json_object_get(e, "name")), {a, b - a}};
+                flat[n_ds] = ds[n_ds].span;
+                n_ds++;
+            }
+        }
+    }
+    heed_attn_sel sel = heed_attn_sel_all();
+    sel.measure = ri->has_value_norms ? HEED_MEASURE_VALUE : HEED_MEASURE_ATTENTION;
+    float *score = malloc(sizeof(float) * (size_t)(n_ds ? n_ds : 1));
+    heed_rerun *rr = NULL;
+    float *base = NULL, *lp = NULL;
+    const int out0 = ri->n_prompt, out1 = ri->n_prompt + ri->n_output;
+    int rc = score ? HEED_OK : HEED_ERR_NOMEM;
+    if (!rc && verify && n_ds) {
+        if (!own_model(env, run, ri)) {
+            api_error(rp, 409, NULL, "model_needed", "verifying provenance re-runs the model that made the run (%s)",
+                      ri->model_file);
+            free(sp), free(ds), free(flat), free(score);
+            return NULL;
+        }
+        base = malloc(sizeof(float) * (size_t)ri->n_output);
+        lp = malloc(sizeof(float) * (size_t)ri->n_output);
+        rc = base && lp ? heed_rerun_new(run, env->model, NULL, out0 - 1, &rr) : HEED_ERR_NOMEM;
+        if (!rc) rc = heed_rerun_logprobs(rr, NULL, 0, out1 - 1, base); /* base[i]: output token i */
+    }
+    json_t *sentences = json_array();
+    for (int s = 0; !rc && s < n_sp; s++) {
+        int a = sp[s].first > out0 ? sp[s].first : out0, b = sp[s].first + sp[s].n_tok;
+        if (a >= b || a < out0) continue;
+        json_t *j = json_pack("{s:i, s:i, s:o}", "first", a, "n_tok", b - a, "text", span_text(run, a, b - a));
+        json_t *srcs = json_array();
+        int best = -1;
+        if (n_ds && (rc = heed_run_span_attention(run, &sel, a - 1, b - 1, flat, n_ds, score))) break;
+        double tot = 0;
+        for (int i = 0; i < n_ds; i++) tot += score[i];
+        for (int pick = 0; pick < 3 && tot > 0; pick++) {
+            int m = -1;
+            for (int i = 0; i < n_ds; i++)
+                if (score[i] >= 0 && (m < 0 || score[i] > score[m])) m = i;
+            if (m < 0) break;
+            if (pick == 0) best = m;
+            json_array_append_new(srcs, json_pack("{s:s, s:i, s:i, s:o, s:f}", "doc", ds[m].doc, "first", ds[m].span.first,
+                                                  "n_tok", ds[m].span.n_tok, "text",
+                                                  span_text(run, ds[m].span.first, ds[m].span.n_tok), "score",
+                                                  score[m] / tot));
+            score[m] = -1.0f; /* taken */
+        }
+        json_object_set_new(j, "sources", srcs);
+        if (rr && best >= 0) {
+            heed_knockout ko = {-1, -1, a - 1, b - 1, ds[best].span.first, ds[best].span.first + ds[best].span.n_tok};
+            if ((rc = heed_rerun_logprobs(rr, &ko, 1, b - 1, lp))) break;
+            double drop = 0;
+            for (int q = a - 1; q < b - 1; q++) drop += base[q - (out0 - 1)] - lp[q - (out0 - 1)];
+            json_object_set_new(j, "verified", json_pack("{s:s, s:i, s:i, s:f}", "doc", ds[best].doc, "first",
+                                                         ds[best].span.first, "n_tok", ds[best].span.n_tok, "drop", drop));
+        }
+        json_array_append_new(sentences, j);
+    }
+    heed_rerun_free(rr);
+    free(base), free(lp), free(score), free(sp), free(ds), free(flat);
+    if (rc) {
+        json_decref(sentences);
+        view_error(rp, rc);
+        return NULL;
+    }
+    return json_pack("{s:O, s:s, s:o}", "documents", docs, "measure",
+                     sel.measure == HEED_MEASURE_VALUE ? "value" : "attention", "sentences", sentences);
+}

@@ -37,7 +37,7 @@ size_t heed_abi_sizeof(const char *type) {
         T(heed_sampler_params), T(heed_candidate), T(heed_sample), T(heed_recorder_params), T(heed_run_info),
         T(heed_run_step), T(heed_attn_sel), T(heed_edge), T(heed_token_stats), T(heed_head_type),
         T(heed_span), T(heed_gen_patch), T(heed_gen_params), T(heed_gen_step), T(heed_chat_msg),
-        T(heed_tensor_info),
+        T(heed_tensor_info), T(heed_source_check),
     };
 #undef T
     for (size_t i = 0; type && i < sizeof types / sizeof types[0]; i++)

@@ -649,6 +649,60 @@ class Run:
             out[pos] = np.ctypeslib.as_array(p, shape=(i.n_layer * i.n_head,)).reshape(i.n_layer, i.n_head)
         return out
 
+    def verify_sources(self, step, k=5, layer=None, head=None, agg="mean", measure="attention"):
+        """The ablation check of step `step`'s k (1..10) heaviest sources in
+        the row chosen by layer/head/agg/measure: for each, the step is
+        re-run with its query unable to attend to that source (every layer
+        and head), and the chosen token's log-probability compared. A list
+        of dicts, heaviest first: pos, label, weight, logprob, drop (base -
+        logprob), top_id (the most likely token then), still_chosen. Needs
+        the model that made the run."""
+        self._check_open()
+        i = self._info
+        step = _int("step", step, 0, i.n_output - 1)
+        k = _int("k", k, 1, 10)
+        if i.n_prompt - 1 + step >= i.n_pos:
+            raise ValueError("step %d's query did not go through the model" % step)
+        if self._model is None:
+            raise HeedError("verifying sources re-runs the model that made the run: "
+                            "heed.open_run(path, model=heed.Model(...))", _ffi.HEED_ERR_NEED_MODEL)
+        sel, keep = self._sel(layer, head, agg, measure)
+        out = (_ffi.SourceCheck * k)()
+        base = c_float()
+        with self._lock:
+            n = _lib.heed_run_verify_sources(self._run, self._model._model, None, step, byref(sel), k, out,
+                                             byref(base))
+        if n < 0:
+            _fail(n, "verifying the sources of step %d" % step)
+        labels = self.tokens.labels
+        return [{"pos": out[j].pos, "label": labels[out[j].pos], "weight": out[j].weight,
+                 "logprob": out[j].logprob, "drop": out[j].drop, "base_logprob": base.value,
+                 "top_id": out[j].top_id, "still_chosen": bool(out[j].still_chosen)} for j in range(n)]
+
+    def span_attention(self, q0, q1, spans, layer=None, head=None, agg="mean", measure="attention"):
+        """For the queries q0..q1-1, the mean over them of the attention (or
+        value-weighted attention) summed over each span of keys: spans is a
+        list of (first, n_tokens). float32 (len(spans),)."""
+        self._check_open()
+        q0 = self._pos("q0", q0)
+        q1 = _int("q1", q1, q0 + 1, self._info.n_pos)
+        n_tok = self._info.n_prompt + self._info.n_output
+        arr = (_ffi.Span * max(len(spans), 1))()
+        for j, sp in enumerate(spans):
+            if len(sp) != 2:
+                raise ValueError("spans[%d] must be (first, n_tokens)" % j)
+            f, n = _int("spans[%d] first" % j, sp[0], 0, n_tok - 1), _int("spans[%d] n_tokens" % j, sp[1], 0)
+            if f + n > n_tok:
+                raise ValueError("spans[%d] runs past the run's %d tokens" % (j, n_tok))
+            arr[j].first, arr[j].n_tok = f, n
+        sel, keep = self._sel(layer, head, agg, measure)
+        out = np.zeros(len(spans), dtype=np.float32)
+        with self._lock:
+            rc = _lib.heed_run_span_attention(self._run, byref(sel), q0, q1, arr, len(spans), _f32p(out))
+        if rc != _ffi.HEED_OK:
+            _fail(rc, "span attention")
+        return out
+
     def rollout(self, pos):
         """Attention rollout (Abnar & Zuidema) of position pos: shape (pos + 1,)."""
         self._check_open()

@@ -121,6 +121,11 @@ class Span(Structure):
     _fields_ = [("first", c_int), ("n_tok", c_int)]
 
 
+class SourceCheck(Structure):
+    _fields_ = [("pos", c_int), ("weight", c_float), ("logprob", c_float), ("drop", c_float), ("top_id", c_int32),
+                ("still_chosen", c_bool)]
+
+
 class GenPatch(Structure):
     _fields_ = [("layer", c_int), ("pos", c_int), ("src", POINTER(c_int32)), ("n_src", c_int)]
 
@@ -150,6 +155,7 @@ _MIRRORS = {
     "heed_attn_sel": AttnSel, "heed_edge": Edge, "heed_token_stats": TokenStats,
     "heed_head_type": HeadType, "heed_span": Span, "heed_gen_patch": GenPatch,
     "heed_gen_params": GenParams, "heed_gen_step": GenStep, "heed_chat_msg": ChatMsg,
+    "heed_source_check": SourceCheck,
 }
 
 P = c_void_p  # opaque handles: heed_model *, heed_ctx *, heed_run *, heed_gen *
@@ -199,6 +205,9 @@ _SIGNATURES = {
     "heed_run_input_importance": (c_int, [P, POINTER(AttnSel), POINTER(c_float)]),
     "heed_run_rollout": (c_int, [P, c_int, POINTER(c_float)]),
     "heed_run_value_norms": (c_int, [P, c_int, POINTER(POINTER(c_float))]),
+    "heed_run_verify_sources": (c_int, [P, P, P, c_int, POINTER(AttnSel), c_int, POINTER(SourceCheck),
+                                        POINTER(c_float)]),
+    "heed_run_span_attention": (c_int, [P, POINTER(AttnSel), c_int, c_int, POINTER(Span), c_int, POINTER(c_float)]),
     "heed_run_export_npz_ex": (c_int, [P, c_char_p, c_uint, ERR, c_size_t]),
     "heed_run_export_json": (c_int, [P, c_char_p, ERR, c_size_t]),
     "heed_run_export_html": (c_int, [P, P, c_char_p, ERR, c_size_t]),

@@ -345,8 +345,8 @@ def test_chat_on_a_chat_model():
 # ------------------------------------------------------------ heed serve
 
 class Server:
-    def __init__(self, data):
-        self.p = subprocess.Popen([HEED, "serve", "--port", "0", "--threads", "1", "--data-dir", data],
+    def __init__(self, data, *extra):
+        self.p = subprocess.Popen([HEED, "serve", "--port", "0", "--threads", "1", "--data-dir", data, *extra],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         line = b""
         deadline = time.time() + 30
@@ -487,3 +487,81 @@ def test_value_measure_over_http(tmp_path, server, run):
     assert st == 400 and b"measure" in body
     st, body = server.req("GET", "/api/runs/%s/stats?measure=value" % rid)
     assert st == 400
+
+
+# ------------------------------------------- ablation checks and provenance
+
+def test_verify_sources_python_and_http(tmp_path, model, server, run):
+    py = run.verify_sources(2, k=4, measure="value")
+    assert len(py) == 4
+    w = [s["weight"] for s in py]
+    assert w == sorted(w, reverse=True)
+    st = run.steps[2]
+    assert abs(py[0]["base_logprob"] - st.logprob) < 1e-5
+    for s in py:
+        assert s["drop"] == pytest.approx(s["base_logprob"] - s["logprob"], abs=1e-6)
+        assert s["still_chosen"] == (s["top_id"] == st.id)
+    path = tmp_path / "r.heedrun"
+    run.save(str(path))
+    rid = json.loads(server.req("POST", "/api/runs/upload", path.read_bytes(), "application/octet-stream")[1])["id"]
+    code, body = server.req("GET", "/api/runs/%s/verify?step=2&k=4&measure=value" % rid)
+    assert code == 200, body
+    j = json.loads(body)
+    assert j["pos"] == run.n_prompt + 1 and j["token"]["id"] == st.id
+    assert [s["pos"] for s in j["sources"]] == [s["pos"] for s in py]
+    assert [np.float32(s["drop"]) for s in j["sources"]] == [np.float32(s["drop"]) for s in py]
+    assert server.req("GET", "/api/runs/%s/verify?k=4" % rid)[0] == 400
+    assert server.req("GET", "/api/runs/%s/verify?step=2&k=11" % rid)[0] == 400
+    with pytest.raises(heed.HeedError, match="model"):
+        heed.open_run(str(path)).verify_sources(2)
+
+
+def test_documents_and_provenance(server):
+    docs = [{"name": "cat", "text": "The cat sat on the mat. It was happy."},
+            {"name": "dog", "text": "A big dog ran to the park."}]
+    code, body = server.req("POST", "/api/runs", json.dumps({"prompt": PROMPT, "max_tokens": 20,
+                                                             "documents": docs}).encode())
+    assert code == 200
+    rid = re.search(rb'"run_id":"([^"]+)"', body).group(1).decode()
+    doc = json.loads(server.req("GET", "/api/runs/" + rid)[1])
+    placed = doc["documents"]
+    assert [d["name"] for d in placed] == ["cat", "dog"]
+    labels = [t["label"] for t in doc["tokens"]]
+    for d, src in zip(placed, docs):
+        assert "".join(labels[d["first"]:d["first"] + d["n_tok"]]).strip() == src["text"]
+    code, body = server.req("GET", "/api/runs/%s/provenance?verify=1" % rid)
+    assert code == 200, body
+    p = json.loads(body)
+    assert p["documents"] == placed and p["sentences"]
+    for s in p["sentences"]:
+        assert s["first"] >= doc["n_prompt"]
+        scores = [x["score"] for x in s["sources"]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+        assert s["verified"]["doc"] == s["sources"][0]["doc"] and "drop" in s["verified"]
+    bad = [({"documents": "x"}, 400), ({"documents": [{"name": "a"}]}, 400), ({"documents": []}, 400),
+           ({"documents": [{"name": 1, "text": "t"}]}, 400), ({"provenance": "yes"}, 400)]
+    for extra, want in bad:
+        req = dict({"prompt": PROMPT, "max_tokens": 2}, **extra)
+        code, body = server.req("POST", "/api/runs", json.dumps(req).encode())
+        assert code == want, (extra, body)
+    code, body = server.req("GET", "/api/runs/%s/provenance?verify=2" % rid)
+    assert code == 400
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHARED, "tiny-llama3.gguf")),
+                    reason="../shared/models/tiny-llama3.gguf is absent (a chat-template model)")
+def test_chat_documents_provenance(tmp_path):
+    s = Server(str(tmp_path / "data"), "-m", os.path.join(SHARED, "tiny-llama3.gguf"))
+    try:
+        req = {"messages": [{"role": "user", "content": "What sat on the mat?"}], "max_tokens": 12,
+               "documents": [{"name": "a", "text": "The cat sat on the mat."}], "provenance": True}
+        code, body = s.req("POST", "/v1/chat/completions", json.dumps(req).encode())
+        assert code == 200, body
+        ch = json.loads(body)["choices"][0]
+        prov = ch["provenance"]
+        assert prov["documents"][0]["name"] == "a" and prov["documents"][0]["n_tok"] > 0
+        assert isinstance(prov["sentences"], list)
+        for sent in prov["sentences"]:
+            assert all(x["doc"] == "a" for x in sent["sources"])
+    finally:
+        s.close()
