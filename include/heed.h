@@ -407,6 +407,9 @@ int heed_ctx_set_resid_edits(heed_ctx *ctx, const heed_resid_edit *edits, int n)
 int heed_ctx_set_knockouts(heed_ctx *ctx, const heed_knockout *knockouts, int n);
 /* Number of positions already in the KV cache. */
 int heed_ctx_n_past(const heed_ctx *ctx);
+/* Forgets the positions from n_past on (0 <= n_past <= heed_ctx_n_past):
+ * the next heed_decode continues at n_past. HEED_OK or HEED_ERR_INVALID_ARG. */
+int heed_ctx_rewind(heed_ctx *ctx, int n_past);
 /* Forgets every position (the next decode starts at position 0). */
 void heed_ctx_reset(heed_ctx *ctx);
 /* The last error message with its context. */
@@ -422,6 +425,13 @@ void heed_ctx_set_attn_hook(heed_ctx *ctx, const heed_attn_hook *hook);
  * HEED_OK, HEED_ERR_INVALID_ARG (a factor that is not finite),
  * HEED_ERR_NOMEM. */
 int heed_ctx_set_head_scale(heed_ctx *ctx, const float *scale);
+
+/* The first position the head interventions (heed_ctx_set_head_scale,
+ * heed_ctx_set_head_values) and the residual edits of every position
+ * (pos -1) apply to: earlier positions run as the model does (0, the
+ * default: all). Knockouts and edits at one position name their own
+ * positions. HEED_OK or HEED_ERR_INVALID_ARG (pos < 0). */
+int heed_ctx_set_intervention_start(heed_ctx *ctx, int pos);
 
 /* Replaces the attention output of the heads marked in which (n_layer x
  * n_head bytes, nonzero: replaced) by values (n_layer x n_head x head_dim,
@@ -566,6 +576,7 @@ typedef struct heed_recorder_params {
     heed_sampler_params sampler;
     int n_predict;
     const char *prompt_text; /* may be NULL (prompt given as ids) */
+    int intervene_from;      /* the position the interventions applied from (heed_ctx_set_intervention_start) */
 } heed_recorder_params;
 
 heed_recorder_params heed_recorder_default_params(void);
@@ -574,7 +585,8 @@ heed_recorder_params heed_recorder_default_params(void);
  * Creates a recorder and installs its hook on ctx (heed_ctx_set_attn_hook):
  * a context has one hook, so this replaces any other, and
  * heed_recorder_finish / heed_recorder_free remove it. ctx must be fresh
- * (heed_ctx_n_past == 0). model and ctx must outlive the recorder. Returns
+ * (heed_ctx_n_past == 0) when heed_recorder_begin is called (or hold the
+ * prefix heed_recorder_begin_from takes). model and ctx must outlive the recorder. Returns
  * HEED_OK, HEED_ERR_INVALID_ARG or HEED_ERR_NOMEM; the caller owns *out.
  *
  * Use:  heed_recorder_begin(rec, prompt, n);  heed_decode(ctx, prompt, n);
@@ -588,6 +600,20 @@ void heed_recorder_free(heed_recorder *rec);
 
 /* Records the prompt, before it is decoded. HEED_OK, HEED_ERR_INVALID_ARG. */
 int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n);
+
+/* Begins a recording that continues a prefix of parent, a run of the same
+ * model, instead of heed_recorder_begin: the prompt (n tokens, parent's),
+ * then parent's first n_steps outputs, and what parent recorded for
+ * positions 0 .. n_pos-1 (q and k, value norms, routing, those steps'
+ * candidates and lens) are taken from parent rather than observed; ctx
+ * must hold exactly n_pos positions, computed as parent's generation
+ * computed them (the caller's guarantee: the KV cache it left), with
+ * n_pos <= n + n_steps (its tokens are known) and each step's query inside
+ * it (n_steps <= n_pos - n + 1, or none). Decoding then goes on from n_pos. HEED_OK, HEED_ERR_INVALID_ARG (another prompt, counts out of
+ * range, ctx not at n_pos), HEED_ERR_UNSUPPORTED (parent lacks what this
+ * recording keeps, or this recording keeps summary tiers), HEED_ERR_NOMEM. */
+int heed_recorder_begin_from(heed_recorder *rec, const int32_t *prompt, int n, const heed_run *parent, int n_pos,
+                             int n_steps);
 
 /* Records one generated token: s from heed_sampler_sample on `logits` (the
  * context's logits). Computes the candidates (and the logit lens with
@@ -644,6 +670,7 @@ typedef struct heed_run_info {
     uint64_t attn_bytes;     /* attention data held in memory */
     int n_expert, n_expert_used; /* a mixture-of-experts model's run: its routing (heed_run_experts) */
     bool has_value_norms;    /* value-weighted attention is available (HEED_MEASURE_VALUE) */
+    int intervene_from;      /* the interventions applied from this position on (0: all) */
 } heed_run_info;
 
 void heed_run_get_info(const heed_run *run, heed_run_info *info);
@@ -1034,6 +1061,19 @@ typedef struct heed_gen_params {
                                     * computed in a first pass over its source ids, then replaces this
                                     * run's row (a residual edit, recorded as one) */
     int n_patches;
+    int intervene_from;       /* head_scale, ablate_mean and every-position steering apply from this position
+                               * on (heed_ctx_set_intervention_start; 0: all): a branch at step t that asks
+                               * "what if from here" passes its query's position, n_prompt - 1 + t */
+    const heed_run *reuse;    /* KV reuse: ctx holds the KV cache this run's generation left (the caller's
+                               * guarantee; NULL: none). The session then keeps the longest prefix of it
+                               * that its own tokens share and that lies before every position it
+                               * intervenes on, takes those positions' recording and its forced steps
+                               * from the run (heed_recorder_begin_from) and decodes only the rest:
+                               * the same run as without reuse, without the prefix's cost. Not with
+                               * ablate_mean or patches (their first passes use the context), nor when
+                               * the run was made under interventions or a recording keeps summary
+                               * tiers: then the session starts from position 0. Read in heed_gen_start
+                               * only. */
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);
@@ -1067,6 +1107,7 @@ const char *heed_gen_stop(const heed_gen *g);
 int heed_gen_n_output(const heed_gen *g);
 const int32_t *heed_gen_output(const heed_gen *g); /* (heed_gen_n_output) ids chosen so far */
 int heed_gen_n_predict(const heed_gen *g);         /* n_predict as cut to the context */
+int heed_gen_reused(const heed_gen *g);            /* positions taken from params.reuse (0: none) */
 /* The recorder while it records (live views: heed_recorder_last_row,
  * heed_recorder_step_view), else NULL. */
 heed_recorder *heed_gen_recorder(heed_gen *g);

@@ -204,7 +204,13 @@ static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_
  * its outputs before step (then token, if given) as forced outputs.
  * Returns the prompt's length, or -1 with the error in rp. */
 static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
-    json_t *jrun = json_object_get(br, "run"), *jstep = json_object_get(br, "step"), *jtok = json_object_get(br, "token");
+    json_t *jrun = json_object_get(br, "run"), *jstep = json_object_get(br, "step"), *jtok = json_object_get(br, "token"),
+           *jfrom = json_object_get(br, "interventions_from");
+    const char *from = jfrom ? json_string_value(jfrom) : "step";
+    if (!from || (strcmp(from, "step") && strcmp(from, "start"))) {
+        api_error(rp, 400, "branch", "invalid_parameter", "branch.interventions_from must be \"step\" or \"start\"");
+        return -1;
+    }
     if (!json_is_object(br) || !json_is_string(jrun) || !json_is_integer(jstep) || json_integer_value(jstep) < 0 ||
         (jtok && !json_is_null(jtok) &&
          (!json_is_integer(jtok) || json_integer_value(jtok) < 0 || json_integer_value(jtok) >= a->info.n_vocab))) {
@@ -243,7 +249,11 @@ static int branch_prompt(api *a, json_t *br, gen *g, int limit, api_reply *rp) {
         json_t *pt = json_object_get(doc, "prompt"), *msgs = json_object_get(doc, "messages");
         if (json_is_string(pt)) g->prompt_text = strdup(json_string_value(pt));
         else if (msgs) g->messages = json_deep_copy(msgs);
-        g->branch = json_pack("{s:O, s:i, s:O?}", "run", jrun, "step", step, "token", tok ? jtok : NULL);
+        g->branch = json_pack("{s:O, s:i, s:O?, s:s}", "run", jrun, "step", step, "token", tok ? jtok : NULL,
+                              "interventions_from", from);
+        /* "step": the interventions act from the query that chooses step's token on, so the
+         * positions before it are the run's own and its KV cache can be kept */
+        g->intervene_from = strcmp(from, "step") ? 0 : n - 1 + step;
         rc = n;
     }
     json_decref(doc);
@@ -718,13 +728,29 @@ static int gen_start(gen *g) {
     gp.n_resid_edits = g->n_edits;
     gp.patches = g->patches;
     gp.n_patches = g->n_patches;
+    gp.intervene_from = g->intervene_from;
+    /* a branch of the run whose KV cache the context still holds: its prefix is kept (heed_gen_params.reuse) */
+    store_run *parent = NULL;
+    const char *pid = g->branch ? json_string_value(json_object_get(g->branch, "run")) : NULL;
+    char err[256];
+    if (pid && !strcmp(pid, a->eng.kv_run) && !store_acquire(a->store, pid, &parent, err, sizeof err)) {
+        store_run_lock(parent);
+        gp.reuse = store_run_get(parent);
+    }
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
     gp.record = true;
     gp.rec.n_threads = a->cfg.n_threads;
     gp.rec.spill_dir = a->cfg.data_dir; /* a long run's q/k store in file-backed pages */
     gp.rec.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
-    return heed_gen_start(a->model, a->eng.ctx, &gp, g->prompt, g->n_prompt, &g->sess);
+    int rc = heed_gen_start(a->model, a->eng.ctx, &gp, g->prompt, g->n_prompt, &g->sess);
+    if (parent) {
+        store_run_unlock(parent);
+        store_release(a->store, parent);
+    }
+    g->reused = g->sess ? heed_gen_reused(g->sess) : 0;
+    a->eng.kv_run[0] = 0; /* the context is this generation's now */
+    return rc;
 }
 
 /* Should the generation end now, cancelled (server stopping, client gone
@@ -829,6 +855,9 @@ static int gen_finish(gen *g, char *err, size_t err_size) {
         st = 0;
         if (g->cache_key && (!strcmp(g->stop, "length") || !strcmp(g->stop, "eog")))
             req_cache_put(a, g->cache_key, g->run_id);
+        /* the context holds this run's KV cache until the next generation: a branch of it may keep it */
+        if (!g->head_scale && !g->n_knockouts && !g->ablate_mean && !g->n_edits && !g->n_patches)
+            snprintf(a->eng.kv_run, sizeof a->eng.kv_run, "%s", g->run_id);
     }
     free(doc_s);
     free(params_s);

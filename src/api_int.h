@@ -46,6 +46,7 @@ typedef struct engine {
     int n_streams; /* streams handed to the HTTP layer and not yet freed */
     /* Used only by the engine thread: */
     float *row; /* (n_ctx) newest query's row, mean over layers and heads (the live summary) */
+    char kv_run[40]; /* the stored run whose KV cache the context holds ("" : none), for branches to keep */
 } engine;
 
 /* What a view of a stored run may use besides the run and its arguments:
@@ -153,6 +154,8 @@ typedef struct gen {
     json_t *interventions; /* the request's "interventions", kept in the run's document; or NULL */
     json_t *documents;     /* the request's documents placed in the prompt: [{name, first, n_tok}]; or NULL */
     bool provenance;       /* "provenance": true: a non-streamed OpenAI response carries it */
+    int intervene_from;    /* a branch's interventions act from this position on (heed_gen_params) */
+    int reused;            /* positions of a parent's KV cache the generation kept */
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
     heed_knockout *knockouts; /* (n_knockouts) the knockouts among them */
     unsigned char *ablate_mean; /* (n_layer, n_head) heads mean-ablated, or NULL */

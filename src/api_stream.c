@@ -153,10 +153,11 @@ void api_stream_done(gen *g) {
     if (g->kind == GEN_HEED) {
         /* where the time went, measured by the server (ms; tokens/s over the
          * tokens after the first), so a client sees its own overhead apart */
-        json_t *t = json_pack("{s:f, s:f, s:f, s:f}", "queued_ms", (g->t_started - g->t_queued) * 1e3, "prompt_ms",
+        json_t *t = json_pack("{s:f, s:f, s:f, s:f, s:i}", "queued_ms", (g->t_started - g->t_queued) * 1e3, "prompt_ms",
                               (g->t_prompt - g->t_started) * 1e3, "first_token_ms",
                               g->t_first ? (g->t_first - g->t_prompt) * 1e3 : 0.0, "decode_tok_s",
-                              g->n_out > 1 && g->t_last > g->t_first ? (g->n_out - 1) / (g->t_last - g->t_first) : 0.0);
+                              g->n_out > 1 && g->t_last > g->t_first ? (g->n_out - 1) / (g->t_last - g->t_first) : 0.0,
+                              "reused_positions", g->reused);
         api_sse_event(g, "done", json_pack("{s:s, s:i, s:i, s:s, s:o}", "run_id", g->run_id, "n_prompt", g->n_prompt,
                                            "n_output", g->n_out, "stop", g->stop, "timings", t));
         return;

@@ -106,6 +106,7 @@ struct heed_ctx {
     heed_attn_hook hook;
     bool hooked;
     float *head_scale; /* (n_layer, n_head) factors on each head's attention output, or NULL: none */
+    int intervene_from; /* head_scale, head values and every-position edits apply from this position on */
     unsigned char *head_which; /* (n_layer, n_head) heads whose output is replaced by head_values, or NULL */
     float *head_values;        /* (n_layer, n_head, head_dim) */
     int key_chunk;     /* keys per chunk of a split decode row; 0: never split */
@@ -507,12 +508,13 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
 /* An intervention: each head's attention output (its slice of ao, before
  * the output projection) times its factor; 0 ablates the head. Heads at 1
  * are left as they are, so a factor of 1 changes nothing, bit for bit. */
-static void scale_heads(heed_ctx *c, int layer, int n) {
+static void scale_heads(heed_ctx *c, int layer, int pos0, int n) {
     const heed_model *m = c->m;
     const float *f = c->head_scale + (size_t)layer * m->n_head;
+    const int t0 = c->intervene_from > pos0 ? c->intervene_from - pos0 : 0;
     for (int h = 0; h < m->n_head; h++) {
         if (f[h] == 1.0f) continue;
-        for (int t = 0; t < n; t++) {
+        for (int t = t0; t < n; t++) {
             float *y = c->ao + (size_t)t * c->q_dim + (size_t)h * m->head_dim;
             for (int d = 0; d < m->head_dim; d++) y[d] *= f[h];
         }
@@ -520,12 +522,13 @@ static void scale_heads(heed_ctx *c, int layer, int n) {
 }
 
 /* An intervention: the marked heads' outputs replaced by their values (mean ablation). */
-static void replace_heads(heed_ctx *c, int layer, int n) {
+static void replace_heads(heed_ctx *c, int layer, int pos0, int n) {
     const heed_model *m = c->m;
+    const int t0 = c->intervene_from > pos0 ? c->intervene_from - pos0 : 0;
     for (int h = 0; h < m->n_head; h++) {
         size_t at = (size_t)layer * m->n_head + h;
         if (!c->head_which[at]) continue;
-        for (int t = 0; t < n; t++)
+        for (int t = t0; t < n; t++)
             memcpy(c->ao + (size_t)t * c->q_dim + (size_t)h * m->head_dim, c->head_values + at * m->head_dim,
                    sizeof(float) * (size_t)m->head_dim);
     }
@@ -760,8 +763,8 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
         c->hook.observe_qk(c->hook.user, &qb);
     }
     attention(c, il, pos0, n);
-    if (c->head_scale) scale_heads(c, il, n);
-    if (c->head_which) replace_heads(c, il, n);
+    if (c->head_scale) scale_heads(c, il, pos0, n);
+    if (c->head_which) replace_heads(c, il, pos0, n);
     if (c->hooked && c->hook.observe_heads && (!c->hook.want || c->hook.want(c->hook.user, il))) {
         heed_head_block hb = {il, pos0, n, m->n_head, m->head_dim, c->ao};
         c->hook.observe_heads(c->hook.user, &hb);
@@ -795,7 +798,7 @@ static void forward_layer(heed_ctx *c, int il, int pos0, int n) {
         const heed_resid_edit *ed = &c->edits[e];
         if (ed->layer != il) continue;
         for (int t = 0; t < n; t++) {
-            if (ed->pos >= 0 && ed->pos != pos0 + t) continue;
+            if (ed->pos >= 0 ? ed->pos != pos0 + t : pos0 + t < c->intervene_from) continue;
             float *x = c->x + (size_t)t * E;
             if (ed->replace) memcpy(x, ed->vec, sizeof(float) * (size_t)E);
             else
@@ -1049,6 +1052,14 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->edits);
     free(c->edit_vecs);
     free(c);
+}
+
+int heed_ctx_rewind(heed_ctx *c, int n_past) { return c ? forward_rewind(c, n_past) : HEED_ERR_INVALID_ARG; }
+
+int heed_ctx_set_intervention_start(heed_ctx *c, int pos) {
+    if (!c || pos < 0) return HEED_ERR_INVALID_ARG;
+    c->intervene_from = pos;
+    return HEED_OK;
 }
 
 int heed_ctx_set_head_scale(heed_ctx *c, const float *scale) {

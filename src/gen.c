@@ -36,6 +36,10 @@ struct heed_gen {
     heed_utf8_stream us;
     char text[3 * GEN_TEXT_MAX + 8]; /* the current step's complete characters */
     heed_candidate top[HEED_GEN_MAX_TOP];
+    /* KV reuse: the forced steps taken from params.reuse, replayed as they were recorded */
+    int n_replay, n_reused;
+    heed_run_step *replay;     /* (n_replay) */
+    heed_candidate *replay_top; /* (n_replay, n_top) */
 };
 
 heed_gen_params heed_gen_default_params(void) {
@@ -43,7 +47,7 @@ heed_gen_params heed_gen_default_params(void) {
         .sampler = heed_sampler_default_params(), .n_predict = 64, .record = false,
         .rec = heed_recorder_default_params(), .prompt_text = NULL, .forced = NULL, .n_forced = 0, .n_top = 5,
         .head_scale = NULL, .knockouts = NULL, .n_knockouts = 0, .ablate_mean = NULL, .resid_edits = NULL,
-        .n_resid_edits = 0, .patches = NULL, .n_patches = 0,
+        .n_resid_edits = 0, .patches = NULL, .n_patches = 0, .intervene_from = 0, .reuse = NULL,
     };
     return p;
 }
@@ -61,11 +65,14 @@ void heed_gen_free(heed_gen *g) {
     heed_sampler_free(g->smp);
     free(g->forced);
     free(g->out);
+    free(g->replay);
+    free(g->replay_top);
     free(g);
 }
 
 /* Every intervention off the context: a session starts from a clean one. */
 static void clear_interventions(heed_ctx *ctx) {
+    heed_ctx_set_intervention_start(ctx, 0);
     heed_ctx_set_head_scale(ctx, NULL);
     heed_ctx_set_knockouts(ctx, NULL, 0);
     heed_ctx_set_head_values(ctx, NULL, NULL);
@@ -168,6 +175,41 @@ static int head_means(const heed_model_info *mi, heed_ctx *ctx, const int32_t *p
     return rc;
 }
 
+/* KV reuse: how many leading positions of p->reuse this session can take
+ * (docs in heed.h, heed_gen_params.reuse): its tokens (prompt, then the
+ * forced outputs) shared with the run's, before every position the
+ * session intervenes on, inside what ctx holds, and always one short of
+ * the tokens known (the last is decoded again for its logits). 0: none. */
+static int reuse_len(const heed_model_info *mi, heed_ctx *ctx, const heed_gen_params *p, const int32_t *prompt,
+                     int n_prompt) {
+    const heed_run *r = p->reuse;
+    if (!r || p->ablate_mean || p->n_patches) return 0;
+    heed_run_info ri;
+    heed_run_get_info(r, &ri);
+    if (ri.intervened || ri.n_prompt != n_prompt || ri.n_vocab != mi->n_vocab || ri.n_layer != mi->n_layer ||
+        (p->record && (p->rec.attn_top_k || p->rec.keep_head_mean || p->rec.full_limit_bytes || !p->rec.keep_qk)))
+        return 0;
+    int n = ri.n_prompt + ri.n_output, known = n_prompt + p->n_forced, lim = known - 1;
+    if (n - 1 < lim) lim = n - 1;
+    if (ri.n_pos < lim) lim = ri.n_pos;
+    if (heed_ctx_n_past(ctx) < lim) lim = heed_ctx_n_past(ctx);
+    bool every = p->head_scale != NULL;
+    for (int i = 0; i < p->n_resid_edits; i++) {
+        if (p->resid_edits[i].pos < 0) every = true;
+        else if (p->resid_edits[i].pos < lim) lim = p->resid_edits[i].pos;
+    }
+    if (every && p->intervene_from < lim) lim = p->intervene_from;
+    for (int i = 0; i < p->n_knockouts; i++)
+        if (p->knockouts[i].q0 < lim) lim = p->knockouts[i].q0;
+    int k = 0;
+    for (; k < lim; k++) {
+        int32_t id;
+        heed_run_token(r, k, &id, NULL);
+        if (id != (k < n_prompt ? prompt[k] : p->forced[k - n_prompt])) break;
+    }
+    return k;
+}
+
 int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *params, const int32_t *prompt,
                    int n_prompt, heed_gen **out) {
     if (!m || !ctx || !prompt || !out) return HEED_ERR_INVALID_ARG;
@@ -192,11 +234,13 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     }
     heed_resid_edit *edits = NULL;
     float *patch_vecs = NULL;
-    if (p.n_patches < 0 || (p.n_patches && !p.patches) || p.n_resid_edits < 0 ||
+    if (p.n_patches < 0 || (p.n_patches && !p.patches) || p.n_resid_edits < 0 || p.intervene_from < 0 ||
         p.n_resid_edits + p.n_patches > HEED_MAX_RESID_EDITS) {
         free(means);
         return HEED_ERR_INVALID_ARG;
     }
+    /* before anything touches the context: what of p.reuse's KV cache it keeps */
+    int n_reuse = reuse_len(&mi, ctx, &p, prompt, n_prompt);
     if (p.n_patches && (rc = patch_rows(&mi, ctx, &p, n_prompt, &edits, &patch_vecs))) {
         free(means), free(edits), free(patch_vecs);
         return rc;
@@ -205,7 +249,8 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         p.resid_edits = edits;
         p.n_resid_edits += p.n_patches;
     }
-    rc = heed_ctx_set_head_scale(ctx, p.head_scale);
+    rc = heed_ctx_set_intervention_start(ctx, p.intervene_from);
+    if (!rc) rc = heed_ctx_set_head_scale(ctx, p.head_scale);
     if (!rc) rc = heed_ctx_set_knockouts(ctx, p.knockouts, p.n_knockouts);
     if (!rc && means) rc = heed_ctx_set_head_values(ctx, p.ablate_mean, means);
     if (!rc) rc = heed_ctx_set_resid_edits(ctx, p.resid_edits, p.n_resid_edits);
@@ -214,7 +259,8 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         free(means), free(edits), free(patch_vecs);
         return rc;
     }
-    heed_ctx_reset(ctx);
+    if (n_reuse > 0) heed_ctx_rewind(ctx, n_reuse);
+    else heed_ctx_reset(ctx);
     int n_ctx = heed_ctx_n_ctx(ctx);
     if (n_prompt > n_ctx) return HEED_ERR_CONTEXT_FULL;
     /* every output but the last goes through the context */
@@ -251,12 +297,33 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
         rp.head_values = means;
         rp.resid_edits = p.resid_edits;
         rp.n_resid_edits = p.n_resid_edits;
+        rp.intervene_from = p.intervene_from;
         rc = heed_recorder_new(m, ctx, &rp, &g->rec);
-        if (!rc) rc = heed_recorder_begin(g->rec, prompt, n_prompt);
+    }
+    /* with reuse, the forced steps whose queries lie in the prefix are the run's, replayed */
+    int n_steps = n_reuse >= n_prompt - 1 ? n_reuse - n_prompt + 1 : 0;
+    if (!rc && n_reuse > 0 && n_steps > g->n_predict) rc = HEED_ERR_INVALID_ARG;
+    if (!rc && g->rec)
+        rc = n_reuse > 0 ? heed_recorder_begin_from(g->rec, prompt, n_prompt, p.reuse, n_reuse, n_steps)
+                         : heed_recorder_begin(g->rec, prompt, n_prompt);
+    if (!rc && n_steps) {
+        int nt = p.n_top;
+        g->replay = malloc(sizeof *g->replay * (size_t)n_steps);
+        g->replay_top = malloc(sizeof *g->replay_top * (size_t)n_steps * (size_t)(nt ? nt : 1));
+        if (!g->replay || !g->replay_top) rc = HEED_ERR_NOMEM;
+        for (int t = 0; !rc && t < n_steps; t++) {
+            rc = heed_run_get_step(p.reuse, t, &g->replay[t]);
+            int k = g->replay[t].n_cand < nt ? g->replay[t].n_cand : nt;
+            if (!rc) memcpy(g->replay_top + (size_t)t * nt, g->replay[t].cand, sizeof *g->replay_top * (size_t)k);
+            g->replay[t].cand = NULL; /* the run's: not kept past the start */
+            g->replay[t].n_cand = k;
+        }
+        g->n_replay = n_steps;
     }
     if (!rc) {
+        g->n_reused = n_reuse;
         heed_sampler_accept(g->smp, prompt, n_prompt);
-        rc = heed_decode(ctx, prompt, n_prompt);
+        if (n_reuse < n_prompt) rc = heed_decode(ctx, prompt + n_reuse, n_prompt - n_reuse);
     }
     if (rc) {
         heed_gen_free(g);
@@ -266,6 +333,8 @@ int heed_gen_start(const heed_model *m, heed_ctx *ctx, const heed_gen_params *pa
     return HEED_OK;
 }
 
+static int step_out(heed_gen *g, heed_gen_step *st, const heed_sample *sp, const heed_candidate *top, int n_top);
+
 int heed_gen_next(heed_gen *g, heed_gen_step *st) {
     if (!g || !st) return HEED_ERR_INVALID_ARG;
     memset(st, 0, sizeof *st);
@@ -273,6 +342,14 @@ int heed_gen_next(heed_gen *g, heed_gen_step *st) {
     if (g->n_out >= g->n_predict) {
         g->stop = "length";
         return 0;
+    }
+    if (g->n_out < g->n_replay) { /* a step taken from params.reuse, as it was recorded */
+        const heed_run_step *rs = &g->replay[g->n_out];
+        heed_sample s = {.id = rs->id, .prob = rs->prob, .logprob = rs->logprob, .entropy = rs->entropy};
+        heed_sampler_accept(g->smp, &s.id, 1);
+        g->out[g->n_out++] = s.id;
+        g->pending = g->n_out == g->n_replay; /* the last one's position is decoded again */
+        return step_out(g, st, &s, g->replay_top + (size_t)(g->n_out - 1) * g->p.n_top, rs->n_cand);
     }
     if (g->pending) {
         int rc = heed_decode(g->ctx, &g->out[g->n_out - 1], 1);
@@ -287,6 +364,13 @@ int heed_gen_next(heed_gen *g, heed_gen_step *st) {
     if (rc) return rc;
     g->out[g->n_out++] = s.id;
     g->pending = true;
+    int n_top = heed_sample_candidates(&s, logits, g->n_vocab, g->p.n_top, g->top);
+    return step_out(g, st, &s, g->top, n_top);
+}
+
+/* The rest of a step: its text, the stop rule, and *st. */
+static int step_out(heed_gen *g, heed_gen_step *st, const heed_sample *sp, const heed_candidate *top, int n_top) {
+    heed_sample s = *sp;
 
     char bytes[GEN_TEXT_MAX];
     int nb = heed_token_bytes(g->m, s.id, bytes, sizeof bytes);
@@ -300,8 +384,8 @@ int heed_gen_next(heed_gen *g, heed_gen_step *st) {
     g->text[nd] = 0;
     st->index = g->n_out - 1;
     st->sample = s;
-    st->n_top = heed_sample_candidates(&s, logits, g->n_vocab, g->p.n_top, g->top);
-    st->top = g->top;
+    st->n_top = n_top;
+    st->top = top;
     st->text = g->text;
     st->text_len = nd;
     st->last = last;
@@ -319,6 +403,8 @@ int heed_gen_n_output(const heed_gen *g) { return g ? g->n_out : 0; }
 const int32_t *heed_gen_output(const heed_gen *g) { return g ? g->out : NULL; }
 
 int heed_gen_n_predict(const heed_gen *g) { return g ? g->n_predict : 0; }
+
+int heed_gen_reused(const heed_gen *g) { return g ? g->n_reused : 0; }
 
 heed_recorder *heed_gen_recorder(heed_gen *g) { return g ? g->rec : NULL; }
 

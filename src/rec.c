@@ -17,6 +17,7 @@
 
 #include "astore.h"
 #include "forward.h"
+#include "kern.h"
 #include "model.h"
 #include "run.h"
 
@@ -97,6 +98,7 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
     r->n_cand = p->n_cand < mi.n_vocab ? p->n_cand : mi.n_vocab;
     r->lens_k = p->lens_top_k < mi.n_vocab ? p->lens_top_k : mi.n_vocab;
     r->lens_lazy = !p->lens_eager;
+    r->intervene_from = p->intervene_from > 0 ? p->intervene_from : 0;
     if (p->head_scale) { /* for the record: what was done to the model */
         size_t n = (size_t)mi.n_layer * mi.n_head;
         if (!(r->head_scale = malloc(sizeof(float) * n))) return HEED_ERR_NOMEM;
@@ -153,7 +155,7 @@ heed_recorder_params heed_recorder_default_params(void) {
         .n_threads = 0, .spill_dir = NULL, .knockouts = NULL, .n_knockouts = 0, .head_which = NULL,
         .head_values = NULL, .resid_edits = NULL, .n_resid_edits = 0,
         .sampler = heed_sampler_default_params(),
-        .n_predict = 0, .prompt_text = NULL,
+        .n_predict = 0, .prompt_text = NULL, .intervene_from = 0,
     };
     return p;
 }
@@ -180,12 +182,14 @@ static void rec_observe(void *user, const heed_attn_block *b) {
     astore_add_probs(&rec->run->st, b, rec->run->pool);
 }
 /* The value norms of a block: for each position and head, |W_O^h v| =
- * sqrt(v^T G_h v) with the head's Gram matrix (model_wo_gram), in double:
- * head_dim^2 multiply-adds per head, 1/n_embd of the output projection's. */
+ * sqrt(v^T G_h v) with the head's Gram matrix (model_wo_gram): head_dim
+ * dot products of head_dim per head (the kernels' dot_f32), 1/n_embd of
+ * the output projection's multiply-adds. */
 static void rec_value_norms(heed_recorder *rec, const heed_qk_block *b) {
     heed_run *r = rec->run;
     const int L = r->n_layer, H = r->n_head, hd = r->head_dim, group = H / r->n_head_kv;
     const float *g = rec->gram[b->layer];
+    const kern_ops *ops = kern_ops_best();
     int need = b->pos0 + b->n_query;
     if (need > r->vn_cap) {
         int cap = r->vn_cap ? r->vn_cap : 64;
@@ -197,16 +201,13 @@ static void rec_value_norms(heed_recorder *rec, const heed_qk_block *b) {
         }
         r->vnorm = vn, r->vn_cap = cap;
     }
+    float t[LIMIT_MAX_HEAD_DIM];
     for (int i = 0; i < b->n_query; i++)
         for (int h = 0; h < H; h++) {
             const float *v = b->v + ((size_t)i * b->n_head_kv + h / group) * hd, *gh = g + (size_t)h * hd * hd;
-            double s = 0;
-            for (int a = 0; a < hd; a++) {
-                double t = 0;
-                for (int c = 0; c < hd; c++) t += (double)gh[a * hd + c] * v[c];
-                s += t * v[a];
-            }
-            r->vnorm[((size_t)(b->pos0 + i) * L + b->layer) * H + h] = (float)sqrt(s > 0 ? s : 0);
+            for (int a = 0; a < hd; a++) t[a] = ops->dot_f32(gh + (size_t)a * hd, v, hd);
+            float s2 = ops->dot_f32(t, v, hd);
+            r->vnorm[((size_t)(b->pos0 + i) * L + b->layer) * H + h] = sqrtf(s2 > 0 ? s2 : 0);
         }
     if (b->layer == L - 1 && need > r->vn_n) r->vn_n = need;
 }
@@ -259,7 +260,7 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
     if (!m || !ctx || !out) return HEED_ERR_INVALID_ARG;
     *out = NULL;
     heed_recorder_params p = params ? *params : heed_recorder_default_params();
-    if (heed_ctx_n_past(ctx) != 0 || p.n_cand < 0 || p.n_cand > LIMIT_MAX_CAND || p.lens_top_k < 0 ||
+    if (p.n_cand < 0 || p.n_cand > LIMIT_MAX_CAND || p.lens_top_k < 0 ||
         p.lens_top_k > LIMIT_MAX_LENS || p.attn_top_k < 0 || p.attn_top_k > LIMIT_MAX_ATTN_TOPK || p.n_threads < 0)
         return HEED_ERR_INVALID_ARG;
     heed_recorder *rec = calloc(1, sizeof *rec);
@@ -328,6 +329,7 @@ void heed_recorder_free(heed_recorder *rec) {
 
 int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n) {
     if (!rec || rec->done || rec->begun || !prompt || n <= 0 || n > LIMIT_MAX_TOKENS) return HEED_ERR_INVALID_ARG;
+    if (heed_ctx_n_past(rec->ctx) != 0) return HEED_ERR_INVALID_ARG; /* every position must be observed */
     heed_run *r = rec->run;
     for (int i = 0; i < n; i++) {
         if (prompt[i] < 0 || prompt[i] >= r->n_vocab) return HEED_ERR_INVALID_ARG;
@@ -338,6 +340,70 @@ int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n) {
     /* With the length known the store is reserved now (at most the context):
      * generating then never grows (copies) its arrays. A failure here is no
      * error: the store grows as it goes instead. */
+    if (r->n_predict > 0) {
+        long long expect = (long long)n + r->n_predict;
+        (void)astore_plan(&r->st, expect < r->n_ctx ? (int)expect : r->n_ctx);
+    }
+    rec->begun = true;
+    return HEED_OK;
+}
+
+int heed_recorder_begin_from(heed_recorder *rec, const int32_t *prompt, int n, const heed_run *parent, int n_pos,
+                             int n_steps) {
+    if (!rec || rec->done || rec->begun || !prompt || !parent || n <= 0 || n > LIMIT_MAX_TOKENS || n_pos < 1 ||
+        n_steps < 0 || n_steps > parent->n_output || n_pos > parent->st.n_pos || n_pos > n + n_steps ||
+        (n_steps > 0 && n_steps > n_pos - n + 1) || heed_ctx_n_past(rec->ctx) != n_pos || n != parent->n_prompt)
+        return HEED_ERR_INVALID_ARG;
+    heed_run *r = rec->run;
+    if (r->n_layer != parent->n_layer || r->n_head != parent->n_head || r->n_embd != parent->n_embd ||
+        r->n_vocab != parent->n_vocab || r->meta_hash != parent->meta_hash || r->n_cand != parent->n_cand ||
+        r->lens_k != parent->lens_k || r->n_expert != parent->n_expert ||
+        (r->lens_k > 0 && r->lens_lazy && !parent->resid && n_steps > 0))
+        return HEED_ERR_UNSUPPORTED;
+    for (int t = 0; r->lens_k > 0 && !r->lens_lazy && t < n_steps; t++) /* an eager lens needs the parent's */
+        if (!parent->lens_ready[t]) return HEED_ERR_UNSUPPORTED;
+    for (int i = 0; i < n; i++)
+        if (prompt[i] != parent->ids[i]) return HEED_ERR_INVALID_ARG;
+    int rc = astore_copy_prefix(&r->st, &parent->st, n_pos);
+    const int L = r->n_layer, H = r->n_head;
+    if (!rc && rec->gram) { /* value norms: the parent's, when it has them */
+        if (!parent->vnorm || parent->vn_n < n_pos) {
+            free(rec->gram); /* a recording without them, as the parent */
+            rec->gram = NULL;
+        } else if (!(r->vnorm = malloc(sizeof(float) * (size_t)(n_pos + 64) * L * H))) {
+            rc = HEED_ERR_NOMEM;
+        } else {
+            memcpy(r->vnorm, parent->vnorm, sizeof(float) * (size_t)n_pos * L * H);
+            r->vn_n = n_pos, r->vn_cap = n_pos + 64;
+        }
+    }
+    if (!rc && r->n_expert) { /* the routing of the positions taken */
+        if (parent->moe_n < n_pos) return HEED_ERR_UNSUPPORTED;
+        size_t per = (size_t)L * r->n_expert_used;
+        r->moe_ids = malloc(sizeof(int32_t) * (size_t)(n_pos + 64) * per);
+        r->moe_w = malloc(sizeof(float) * (size_t)(n_pos + 64) * per);
+        if (!r->moe_ids || !r->moe_w) return HEED_ERR_NOMEM;
+        memcpy(r->moe_ids, parent->moe_ids, sizeof(int32_t) * (size_t)n_pos * per);
+        memcpy(r->moe_w, parent->moe_w, sizeof(float) * (size_t)n_pos * per);
+        r->moe_n = n_pos, r->moe_cap = n_pos + 64;
+    }
+    for (int i = 0; !rc && i < n; i++) {
+        if (!(rc = rec_add_token(r, rec->m, prompt[i]))) r->n_prompt++;
+    }
+    const size_t LE = (size_t)L * r->n_embd, LK = (size_t)L * r->lens_k;
+    for (int t = 0; !rc && t < n_steps; t++) { /* the parent's steps, as it recorded them */
+        if ((rc = rec_add_token(r, rec->m, parent->ids[n + t]))) break;
+        r->steps[t] = parent->steps[t];
+        memcpy(r->cand + (size_t)t * r->n_cand, parent->cand + (size_t)t * r->n_cand, sizeof *r->cand * (size_t)r->n_cand);
+        if (r->lens_k > 0) {
+            r->lens_ready[t] = parent->lens_ready[t];
+            memcpy(r->lens_id + t * LK, parent->lens_id + t * LK, sizeof *r->lens_id * LK);
+            memcpy(r->lens_p + t * LK, parent->lens_p + t * LK, sizeof *r->lens_p * LK);
+            if (r->lens_lazy) memcpy(r->resid + t * LE, parent->resid + t * LE, sizeof(float) * LE);
+        }
+        r->n_output++;
+    }
+    if (rc) return rc;
     if (r->n_predict > 0) {
         long long expect = (long long)n + r->n_predict;
         (void)astore_plan(&r->st, expect < r->n_ctx ? (int)expect : r->n_ctx);

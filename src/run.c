@@ -165,7 +165,7 @@ void heed_run_get_info(const heed_run *r, heed_run_info *info) {
         .has_qk = r->st.has_qk, .has_topk = r->st.has_topk, .has_head_mean = r->st.has_hmean,
         .has_full = r->st.has_full, .eog = r->eog, .attn_bytes = astore_bytes(&r->st),
         .n_expert = r->n_expert, .n_expert_used = r->n_expert_used,
-        .has_value_norms = r->vnorm && r->vn_n >= r->st.n_pos,
+        .has_value_norms = r->vnorm && r->vn_n >= r->st.n_pos, .intervene_from = r->intervene_from,
     };
 }
 

@@ -86,6 +86,7 @@ struct heed_run {
     /* value-weighted attention: |W_O^h v_p| of every position p's value in
      * every head h (heed_measure HEED_MEASURE_VALUE), or NULL: not recorded */
     int vn_n, vn_cap;    /* positions done; capacity */
+    int intervene_from;  /* the interventions applied from this position on (0: all) */
     float *vnorm;        /* (vn_cap, n_layer, n_head) */
     astore st;
     pool *pool;       /* views' threads, made on first use */

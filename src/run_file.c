@@ -69,7 +69,8 @@ enum {
     FLAG_MEAN = 1024, /* heads' outputs replaced (mean ablation): HVAL (which, and the values) */
     FLAG_EDIT = 2048, /* the residual stream edited (patching, steering): REDT (the edits) */
     FLAG_VNRM = 4096, /* the value norms of value-weighted attention: VNRM */
-    FLAG_ALL = 8191,
+    FLAG_IFRM = 8192, /* the interventions applied from a position on: IFRM */
+    FLAG_ALL = 16383,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -104,7 +105,8 @@ static uint32_t run_flags(const heed_run *r) {
            (r->resid && heed_run_lens_pending(r) > 0 ? FLAG_RESID : 0) | (r->head_scale ? FLAG_INTV : 0) |
            (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0) |
            (r->st.n_ko_list ? FLAG_KNOCK : 0) | (r->head_which ? FLAG_MEAN : 0) |
-           (r->n_edits ? FLAG_EDIT : 0) | (r->vnorm && r->vn_n >= r->st.n_pos ? FLAG_VNRM : 0);
+           (r->n_edits ? FLAG_EDIT : 0) | (r->vnorm && r->vn_n >= r->st.n_pos ? FLAG_VNRM : 0) |
+           (r->intervene_from > 0 ? FLAG_IFRM : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -185,6 +187,8 @@ static void sec_moe(wr *w, const heed_run *r) {
     w_bytes(w, r->moe_w, n * 4);
 }
 
+static void sec_ifrm(wr *w, const heed_run *r) { w_i32(w, r->intervene_from); }
+
 static void sec_vnorm(wr *w, const heed_run *r) {
     w_i32(w, r->st.n_pos);
     w_bytes(w, r->vnorm, (size_t)r->st.n_pos * r->n_layer * r->n_head * 4);
@@ -230,7 +234,7 @@ typedef struct sec_def {
 static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
     {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock}, {"HVAL", FLAG_MEAN, sec_hval}, {"REDT", FLAG_EDIT, sec_edit},
-    {"VNRM", FLAG_VNRM, sec_vnorm},
+    {"VNRM", FLAG_VNRM, sec_vnorm}, {"IFRM", FLAG_IFRM, sec_ifrm},
     {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
@@ -741,6 +745,14 @@ static int load_body(rd *d, heed_run *r) {
     }
     if (!rc && (flags & FLAG_EDIT)) rc = load_edits(d, r);
     if (!rc && (flags & FLAG_VNRM)) rc = load_vnorm(d, r);
+    if (!rc && (flags & FLAG_IFRM)) { /* the position the interventions applied from */
+        int32_t *v = NULL;
+        part pt = {(void **)&v, 1, 4, "intervention start"};
+        rc = sec_bulk(d, "IFRM", &pt, 1);
+        if (!rc && (*v < 1 || *v > r->n_prompt + r->n_output)) rc = bad(d, "intervention start", "is out of range");
+        if (!rc) r->intervene_from = *v;
+        free(v);
+    }
     if (!rc) rc = load_attn(d, r, flags);
     if (!rc) {
         uint64_t len;

@@ -221,12 +221,131 @@ static void test_span_attention(void **state) {
     heed_model_free(m);
 }
 
+/* A branch at step t with head 3 ablated from its query on: with the
+ * parent's KV cache reused, and from scratch on a fresh context. */
+static heed_run *branch(heed_model *m, heed_ctx *c, const heed_run *parent, int t, bool reuse, const float *scale,
+                        const heed_knockout *ko, int n_ko, int *reused) {
+    heed_run_info ri;
+    heed_run_get_info(parent, &ri);
+    int32_t forced[N_OUT];
+    for (int i = 0; i < t; i++) heed_run_token(parent, ri.n_prompt + i, &forced[i], NULL);
+    heed_gen_params gp = heed_gen_default_params();
+    gp.record = true;
+    gp.n_predict = N_OUT;
+    gp.sampler.temperature = 0;
+    gp.forced = forced;
+    gp.n_forced = t;
+    gp.head_scale = scale;
+    gp.knockouts = ko;
+    gp.n_knockouts = n_ko;
+    gp.intervene_from = ri.n_prompt - 1 + t;
+    gp.reuse = reuse ? parent : NULL;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c, &gp, PROMPT, 5, &g), HEED_OK);
+    heed_gen_step st;
+    while (heed_gen_next(g, &st) == 1) {}
+    *reused = heed_gen_reused(g);
+    heed_run *run;
+    assert_int_equal(heed_gen_finish(g, &run), HEED_OK);
+    heed_gen_free(g);
+    return run;
+}
+
+static void assert_runs_equal(heed_run *a, heed_run *b, bool exact) {
+    heed_run_info ia, ib;
+    heed_run_get_info(a, &ia);
+    heed_run_get_info(b, &ib);
+    assert_int_equal(ia.n_output, ib.n_output);
+    assert_int_equal(ia.n_pos, ib.n_pos);
+    assert_int_equal(ia.intervene_from, ib.intervene_from);
+    for (int i = 0; i < ia.n_prompt + ia.n_output; i++) {
+        int32_t x, y;
+        heed_run_token(a, i, &x, NULL);
+        heed_run_token(b, i, &y, NULL);
+        assert_int_equal(x, y);
+    }
+    for (int t = 0; t < ia.n_output; t++) {
+        heed_run_step sa, sb;
+        heed_run_get_step(a, t, &sa);
+        heed_run_get_step(b, t, &sb);
+        if (exact) assert_true(sa.logprob == sb.logprob);
+        else assert_true(fabsf(sa.logprob - sb.logprob) <= 1e-5f * (1 + fabsf(sb.logprob)));
+    }
+    heed_attn_sel all = heed_attn_sel_all();
+    float *ma = malloc(sizeof(float) * (size_t)ia.n_pos * ia.n_pos), *mb = malloc(sizeof(float) * (size_t)ia.n_pos * ia.n_pos);
+    for (int measure = 0; measure < 2; measure++) {
+        all.measure = measure ? HEED_MEASURE_VALUE : HEED_MEASURE_ATTENTION;
+        assert_int_equal(heed_run_attn_matrix(a, &all, ma), HEED_OK);
+        assert_int_equal(heed_run_attn_matrix(b, &all, mb), HEED_OK);
+        for (size_t i = 0; i < (size_t)ia.n_pos * ia.n_pos; i++)
+            if (exact) assert_true(ma[i] == mb[i]);
+            else assert_true(fabsf(ma[i] - mb[i]) <= 1e-5f);
+    }
+    free(ma), free(mb);
+}
+
+static void test_branch_reuse(void **state) {
+    (void)state;
+    heed_model *m;
+    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
+    heed_model_info mi;
+    heed_model_get_info(m, &mi);
+    float *scale = malloc(sizeof(float) * (size_t)mi.n_layer * mi.n_head);
+    for (int i = 0; i < mi.n_layer * mi.n_head; i++) scale[i] = i == 3 ? 0.0f : 1.0f;
+    heed_ctx *c, *fresh;
+    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
+    assert_int_equal(heed_ctx_new(m, NULL, &fresh), HEED_OK);
+    for (int t = 0; t <= 6; t += 2) {
+        for (int kind = 0; kind < 2; kind++) { /* head ablation, then a knockout of BOS from the query on */
+            heed_run *parent = record(m, c, NULL); /* c now holds the parent's KV cache */
+            heed_run_info pi;
+            heed_run_get_info(parent, &pi);
+            const int p = pi.n_prompt - 1 + t;
+            heed_knockout ko = {-1, -1, p, 64, 0, 1};
+            int used_a, used_b;
+            heed_run *a = branch(m, c, parent, t, true, kind ? NULL : scale, kind ? &ko : NULL, kind, &used_a);
+            heed_run *b = branch(m, fresh, parent, t, false, kind ? NULL : scale, kind ? &ko : NULL, kind, &used_b);
+            assert_int_equal(used_a, p);
+            assert_int_equal(used_b, 0);
+            /* from step 1 on the prefix is decoded as the parent decoded it: bit for bit; at step 0 the
+             * prompt's last token is decoded alone rather than in the prompt's batch */
+            assert_runs_equal(a, b, t > 0);
+            /* the reused positions' rows are the parent's */
+            heed_attn_sel all = heed_attn_sel_all();
+            float ra[32], rp[32];
+            for (int q = 0; q < p; q++) {
+                heed_run_attn_row(a, &all, q, ra);
+                heed_run_attn_row(parent, &all, q, rp);
+                assert_memory_equal(ra, rp, sizeof(float) * (size_t)(q + 1));
+            }
+            heed_run_free(a), heed_run_free(b), heed_run_free(parent);
+        }
+    }
+    /* mean ablation needs a first pass over the context: no reuse, the same run */
+    heed_run *parent = record(m, c, NULL);
+    heed_gen_params gp = heed_gen_default_params();
+    unsigned char *which = calloc((size_t)mi.n_layer * mi.n_head, 1);
+    which[5] = 1;
+    gp.record = true, gp.n_predict = 4, gp.sampler.temperature = 0, gp.ablate_mean = which, gp.reuse = parent;
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c, &gp, PROMPT, 5, &g), HEED_OK);
+    assert_int_equal(heed_gen_reused(g), 0);
+    heed_gen_free(g);
+    free(which);
+    heed_run_free(parent);
+    free(scale);
+    heed_ctx_free(c);
+    heed_ctx_free(fresh);
+    heed_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rerun),
         cmocka_unit_test(test_verify_sources),
         cmocka_unit_test(test_other_model_refused),
         cmocka_unit_test(test_span_attention),
+        cmocka_unit_test(test_branch_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

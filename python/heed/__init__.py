@@ -258,7 +258,8 @@ class Model:
         return ids
 
     def generate(self, prompt=None, ids=None, max_tokens=64, temperature=0.0, top_k=None, top_p=None, min_p=None,
-                 seed=0, chat=None, system=None, interventions=None, repeat_penalty=None, on_token=None):
+                 seed=0, chat=None, system=None, interventions=None, repeat_penalty=None, on_token=None,
+                 intervene_from=0):
         """Generates from a text prompt (or token ids) and records the run:
         its tokens, steps and the exact attention (post-RoPE q and k, from
         which every row is recomputed). temperature 0 is greedy; top_k,
@@ -270,8 +271,10 @@ class Model:
         "head"}, {"type": "scale", "layer", "head", "factor"}, {"type":
         "knockout", "layer", "head" (None: all), "queries": [first, last],
         "keys": [first, last]}, {"type": "steer", "layer", "alpha", "vector"},
-        {"type": "patch", "run": Run, "layer", "pos"}. on_token(step, text)
-        is called for each generated token. Returns a Run."""
+        {"type": "patch", "run": Run, "layer", "pos"}; intervene_from: the
+        position ablation, scaling and steering act from (0: all).
+        on_token(step, text) is called for each generated token. Returns a
+        Run."""
         self._check_open()
         ids_arr, text = self._prompt_ids(prompt, ids, chat, system)
         mi = self._mi
@@ -295,6 +298,7 @@ class Model:
         p.rec.prompt_text = tb
         keep = _Interventions(self, interventions)
         keep.apply(p)
+        p.intervene_from = _int("intervene_from", intervene_from, 0)
         ctx = self._context()
         with self._lock:
             g = c_void_p()

@@ -77,7 +77,7 @@ class RecorderParams(Structure):
                 ("resid_edits", POINTER(ResidEdit)), ("n_resid_edits", c_int),
                 ("live_mean_row", c_bool), ("lens_eager", c_bool), ("n_threads", c_int),
                 ("spill_dir", c_char_p), ("sampler", SamplerParams), ("n_predict", c_int),
-                ("prompt_text", c_char_p)]
+                ("prompt_text", c_char_p), ("intervene_from", c_int)]
 
 
 class RunInfo(Structure):
@@ -90,7 +90,8 @@ class RunInfo(Structure):
                 ("n_cand", c_int), ("lens_top_k", c_int), ("attn_top_k", c_int), ("lens_pending", c_int),
                 ("intervened", c_bool), ("has_qk", c_bool), ("has_topk", c_bool), ("has_head_mean", c_bool),
                 ("has_full", c_bool), ("eog", c_bool), ("attn_bytes", c_uint64),
-                ("n_expert", c_int), ("n_expert_used", c_int), ("has_value_norms", c_bool)]
+                ("n_expert", c_int), ("n_expert_used", c_int), ("has_value_norms", c_bool),
+                ("intervene_from", c_int)]
 
 
 class RunStep(Structure):
@@ -135,7 +136,8 @@ class GenParams(Structure):
                 ("prompt_text", c_char_p), ("forced", POINTER(c_int32)), ("n_forced", c_int),
                 ("n_top", c_int), ("head_scale", POINTER(c_float)), ("knockouts", POINTER(Knockout)),
                 ("n_knockouts", c_int), ("ablate_mean", POINTER(c_ubyte)), ("resid_edits", POINTER(ResidEdit)),
-                ("n_resid_edits", c_int), ("patches", POINTER(GenPatch)), ("n_patches", c_int)]
+                ("n_resid_edits", c_int), ("patches", POINTER(GenPatch)), ("n_patches", c_int),
+                ("intervene_from", c_int), ("reuse", c_void_p)]
 
 
 class GenStep(Structure):

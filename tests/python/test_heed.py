@@ -565,3 +565,38 @@ def test_chat_documents_provenance(tmp_path):
             assert all(x["doc"] == "a" for x in sent["sources"])
     finally:
         s.close()
+
+
+def sse(server, body):
+    code, raw = server.req("POST", "/api/runs", json.dumps(body).encode())
+    assert code == 200, raw
+    done = json.loads(re.search(rb"event: done\ndata: (.*)\n", raw).group(1))
+    return done
+
+
+def test_branch_reuses_the_kv_cache(server):
+    parent = sse(server, {"prompt": PROMPT, "max_tokens": 12})
+    pid = parent["run_id"]
+    ablate = [{"type": "ablate", "layer": 2, "head": 3}]
+    b1 = sse(server, {"branch": {"run": pid, "step": 4}, "max_tokens": 12, "interventions": ablate})
+    assert b1["timings"]["reused_positions"] == parent["n_prompt"] - 1 + 4
+    sse(server, {"prompt": "One day", "max_tokens": 3})  # the context now holds another run
+    b2 = sse(server, {"branch": {"run": pid, "step": 4}, "max_tokens": 12, "interventions": ablate})
+    assert b2["timings"]["reused_positions"] == 0
+    d1 = json.loads(server.req("GET", "/api/runs/" + b1["run_id"])[1])
+    d2 = json.loads(server.req("GET", "/api/runs/" + b2["run_id"])[1])
+    assert d1["output_ids"] == d2["output_ids"]
+    assert [s["logprob"] for s in d1["steps"]] == [s["logprob"] for s in d2["steps"]]
+    pos = d1["n_prompt"] + len(d1["output_ids"]) - 2
+    r1 = server.req("GET", "/api/runs/%s/attention?pos=%d" % (b1["run_id"], pos))[1]
+    r2 = server.req("GET", "/api/runs/%s/attention?pos=%d" % (b2["run_id"], pos))[1]
+    assert json.loads(r1)["row"] == json.loads(r2)["row"]
+    assert d1["branch"]["interventions_from"] == "step"
+    # from the start: the prompt is intervened on too, nothing to keep
+    sse(server, {"prompt": PROMPT, "max_tokens": 12})
+    b3 = sse(server, {"branch": {"run": pid, "step": 4, "interventions_from": "start"}, "max_tokens": 12,
+                      "interventions": ablate})
+    assert b3["timings"]["reused_positions"] == 0
+    code, body = server.req("POST", "/api/runs", json.dumps({"branch": {"run": pid, "step": 1,
+                                                                        "interventions_from": "later"}}).encode())
+    assert code == 400 and b"interventions_from" in body
