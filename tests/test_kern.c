@@ -488,6 +488,34 @@ static void test_dot_q8_0(void **state) {
     }
 }
 
+/* gram_add: g += sum over rows of x x^T, against double, on every table,
+ * for head sizes around the 8-lane blocks and row counts around the
+ * 4-row blocks, rows strided; nothing outside hd x hd is written. */
+static void test_gram_add(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {11};
+    static const int hds[] = {1, 7, 8, 9, 16, 64, 67, 128};
+    static float x[9 * 200], g[130 * 130 + 1];
+    static double ref[130 * 130];
+    for (int k = 0; k < nt; k++)
+        for (size_t ih = 0; ih < sizeof hds / sizeof hds[0]; ih++)
+            for (int n = 1; n <= 9; n++) {
+                int hd = hds[ih];
+                size_t stride = (size_t)hd + 3;
+                fill(&r, x, (int)(stride * (size_t)n), 1.0f);
+                for (int i = 0; i < hd * hd; i++) g[i] = rng_f(&r), ref[i] = g[i];
+                g[hd * hd] = 555.0f;
+                for (int row = 0; row < n; row++)
+                    for (int a = 0; a < hd; a++)
+                        for (int c = 0; c < hd; c++) ref[a * hd + c] += (double)x[row * stride + a] * x[row * stride + c];
+                t[k]->gram_add(g, x, stride, n, hd);
+                for (int i = 0; i < hd * hd; i++) check_close("gram_add", t[k]->name, hd, g[i], ref[i], 2e-6 * (1 + n));
+                assert_true(g[hd * hd] == 555.0f);
+            }
+}
+
 static void test_axpy_scale(void **state) {
     (void)state;
     const kern_ops *t[3];
@@ -988,6 +1016,7 @@ int main(void) {
         cmocka_unit_test(test_dot_f16_bf16),
         cmocka_unit_test(test_dot_q8_0),
         cmocka_unit_test(test_axpy_scale),
+        cmocka_unit_test(test_gram_add),
         cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_attention_multi),
         cmocka_unit_test(test_matmul_rows),

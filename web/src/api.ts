@@ -1,4 +1,5 @@
 // The heed HTTP API (same origin): JSON routes and the POST /api/runs event stream.
+import { measureQuery, parseProvenance, parseVerify, provenancePath, verifyPath, type DocumentInput, type Measure, type ProvenanceReply, type VerifyReply } from './attribution';
 import type { EffectsReply, Intervention } from './interventions';
 import type { GraphReply, Step, Token, TokenEvent } from './model';
 import { SseParser } from './sse';
@@ -56,6 +57,8 @@ export interface RunDoc {
   branch?: { run: string; step: number; token?: number | null } | null;
   /** the interventions the run was made with */
   interventions?: Intervention[] | null;
+  /** the documents a chat run was given, where they are (GET /api/runs/{id}/provenance has the detail) */
+  documents?: { name: string; first?: number; n_tok?: number }[] | null;
 }
 
 /** Where a branch run starts: step `step` of stored run `run` (token: forced there, else sampled). */
@@ -83,6 +86,8 @@ export interface GenerateRequest extends SamplingRequest {
   branch?: BranchFrom;
   /** heads ablated or scaled, attention knocked out, ... (docs/API.md) */
   interventions?: Intervention[];
+  /** named documents put into the prompt with `messages` (chat models); GET /provenance says where each sentence came from */
+  documents?: DocumentInput[];
 }
 
 export interface DoneEvent {
@@ -141,10 +146,12 @@ export const api = {
   model: () => getJson<ModelInfo>('api/model'),
   runs: (limit = 100) => getJson<{ runs: RunSummary[]; total: number }>(`api/runs?limit=${limit}`),
   run: (id: string, signal?: AbortSignal) => getJson<RunDoc>(`api/runs/${encodeURIComponent(id)}`, signal),
-  graph: (id: string, layer: number | null, head: number | null, signal?: AbortSignal) => {
+  /** The split rows of every step; `measure` 'value': value-weighted attention (400 with param "measure" for a run without value norms). */
+  graph: (id: string, layer: number | null, head: number | null, signal?: AbortSignal, measure: Measure = 'attention') => {
     const q = new URLSearchParams();
     if (layer !== null) q.set('layer', String(layer));
     if (layer !== null && head !== null) q.set('head', String(head));
+    if (measureQuery(measure)) q.set('measure', measure);
     const qs = q.toString();
     return getJson<GraphReply>(`api/runs/${encodeURIComponent(id)}/graph${qs ? '?' + qs : ''}`, signal);
   },
@@ -152,6 +159,16 @@ export const api = {
     getJson<EffectsReply>(`api/runs/${encodeURIComponent(id)}/effects?base=${encodeURIComponent(base)}`, signal),
   rollout: (id: string, pos: number, signal?: AbortSignal) =>
     getJson<{ pos: number; rollout: number[] }>(`api/runs/${encodeURIComponent(id)}/rollout?pos=${pos}`, signal),
+  /**
+   * The ablation check of step `step`'s top `k` sources by `measure` in the
+   * row of a layer / head selection (GET /verify): rejects with ApiError (409 model_needed: the server's model did
+   * not make the run; 400: a bad step) or the signal's AbortError.
+   */
+  verify: async (id: string, step: number, k: number, measure: Measure, signal?: AbortSignal, layer: number | null = null, head: number | null = null): Promise<VerifyReply> =>
+    parseVerify(await getJson<unknown>(verifyPath(id, step, k, measure, layer, head), signal)),
+  /** Where each generated sentence came from in the run's documents; `verify`: with the ablation check of each top source. */
+  provenance: async (id: string, verify = false, signal?: AbortSignal): Promise<ProvenanceReply> =>
+    parseProvenance(await getJson<unknown>(provenancePath(id, verify), signal)),
   tokenize: (text: string, signal?: AbortSignal) =>
     postJson<{ ids: number[]; tokens: { id: number; piece?: string; label: string }[] }>('api/tokenize', { text }, signal),
   deleteRun: async (id: string) => {

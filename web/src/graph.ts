@@ -26,6 +26,7 @@ import {
   widthBucket,
   WIDTH_BUCKETS,
 } from './model';
+import { MEASURE_NAME, type Measure } from './attribution';
 import { COLORS, EDGE_ALPHA } from './theme';
 
 export interface GraphModel {
@@ -36,6 +37,8 @@ export interface GraphModel {
   split?: GraphData | null;
   /** what `data` holds (the line widths) */
   weights?: EdgeWeights;
+  /** what the split rows measure (absent: attention); the hover names it */
+  measure?: Measure;
   /** rows of the output column (every output the run has or will have) */
   nOutRows: number;
 }
@@ -592,9 +595,11 @@ export class GraphView {
   }
 
   /**
-   * The hover's two labelled numbers for the attention of step t's query to
-   * input k / earlier output j: raw (as the Heatmap and Text tabs show it) and
-   * normalized (the split view), the one the lines show marked.
+   * The hover's two labelled numbers for the weight of step t's query on
+   * input k / earlier output j: raw (as the Heatmap and Text tabs show
+   * attention) and normalized (the split view), the one the lines show
+   * marked. Value-weighted rows say so on both ("raw value-weighted",
+   * "normalized value-weighted"), so neither reads as attention.
    */
   private weightLines(side: Side, src: number, t: number, suffix = ''): [string, string][] {
     const m = this.model;
@@ -603,14 +608,18 @@ export class GraphView {
     const norm = side === 'input' ? s.prompt[t]?.[src] ?? 0 : s.output[t]?.[src] ?? 0;
     const raw = side === 'input' ? s.rawPrompt(t, src) : s.rawOutput(t, src);
     const w = m.weights ?? 'split';
+    const value = m.measure === 'value';
     const bos = side === 'input' && src === 0 ? ' (BOS removed)' : '';
-    return [
+    const lines: [string, string][] = [];
+    lines.push(['measure', value ? `${MEASURE_NAME.value} (a·|W_O v|, not attention)` : `${MEASURE_NAME.attention} (post-softmax weights)`]);
+    lines.push(
       [
-        `raw attention${suffix}${w === 'raw' ? ' (line width)' : ''}`,
+        `${value ? 'raw value-weighted' : 'raw attention'}${suffix}${w === 'raw' ? ' (line width)' : ''}`,
         bos ? 'not in the graph’s rows (the Heatmap and Text tabs show it)' : Number.isNaN(raw) ? 'unknown (no mass)' : formatWeight(raw),
       ],
-      [`normalized${suffix}${w === 'split' ? ' (line width)' : ''}`, formatWeight(norm) + bos],
-    ];
+      [`${value ? 'normalized value-weighted' : 'normalized'}${suffix}${w === 'split' ? ' (line width)' : ''}`, formatWeight(norm) + bos],
+    );
+    return lines;
   }
 
   private setTip(lines: [string, string][], owner: HTMLElement, x: number, y: number, leftOf = false): void {

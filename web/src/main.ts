@@ -1,6 +1,8 @@
 // Wiring: controls, the live generation, stored runs, URL state, exports.
 import './style.css';
 import { api, ApiError, streamRun, type GenerateRequest, type ModelInfo, type RunDoc, type RunSummary } from './api';
+import { checkDocuments, isMeasure, MEASURE_NAME, refusesMeasure, type Measure } from './attribution';
+import { createDocumentsForm } from './documents';
 import { matrixCsv, npyBytes, toCsv, type ExportData, type Exportable } from './datafile';
 import { buildSvg, download, svgToPng, type ExportToken } from './export';
 import { GraphView } from './graph';
@@ -36,6 +38,7 @@ import {
   type UrlState,
   type ViewName,
   type ViewState,
+  type GraphReply,
 } from './model';
 import { getJson, runPath } from './views/common';
 import { createCompareView } from './views/compare';
@@ -45,10 +48,12 @@ import { createHeatmapView } from './views/heatmap';
 import { createLensView } from './views/lens';
 import { createModelView } from './views/modelgrid';
 import { createSamplingView, type BranchRequest } from './views/sampling';
+import { createSourcesView } from './views/sources';
 import { createStatsView, type StatsReply } from './views/stats';
 import { createTextView, loadDenseMatrix, matrixExport } from './views/text';
 import { createTokensView } from './views/tokens';
 import type { View, ViewContext } from './views/types';
+import { createVerifyPanel, VERIFY_K, type VerifyTarget } from './views/verify';
 
 type Status = 'idle' | 'generating' | 'done' | 'error';
 
@@ -99,6 +104,11 @@ const el = {
   knockoutToken: $<HTMLButtonElement>('#knockout-token'),
   edgeWeights: $<HTMLSelectElement>('#edge-weights'),
   lwLegend: $('#lw-legend'),
+  measure: $<HTMLSelectElement>('#measure'),
+  measureNote: $('#measure-note'),
+  verify: $<HTMLButtonElement>('#verify-sources'),
+  verifyPanel: $('#verify-panel'),
+  documents: $<HTMLDetailsElement>('#documents'),
   maxTokensMsg: $('#max-tokens-msg'),
   promptMsg: $('#prompt-msg'),
 };
@@ -127,6 +137,8 @@ const st = {
   weights: 'split' as EdgeWeights, // what the graph's line width means
   raw: null as { of: GraphData; data: GraphData } | null, // st.data's raw attention rows (cached)
   rollout: null as RolloutState | null, // the open run's rollout rows, read per step
+  measure: 'attention' as Measure, // what the graph's weights measure (the choice; a run without value norms falls back)
+  dataMeasure: 'attention' as Measure, // what st.data measures (live rows: attention)
 };
 
 /** The attention rollout of the open run's steps as graph rows, read from /rollout as the view needs them. */
@@ -156,6 +168,7 @@ function setStatus(s: Status, message: string): void {
   el.deleteRun.disabled = busy || !st.runId;
   syncSelects(false);
   if (was !== s && (was === 'generating' || busy)) {
+    syncLegend();
     if (st.weights === 'rollout') {
       pushModel(); // the rollout is drawn for a stored run only
       ensureRollout();
@@ -179,7 +192,7 @@ function rolloutOn(): boolean {
 function pushModel(): void {
   const data = rolloutOn() ? rolloutFor()?.data ?? null : st.weights === 'raw' ? rawData() : st.data;
   const weights: EdgeWeights = rolloutOn() ? 'rollout' : st.weights === 'raw' ? 'raw' : 'split';
-  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data, split: st.data, weights, nOutRows: st.nOutRows });
+  graph.setModel({ inputs: st.inputs, outputs: st.outputs, data, split: st.data, weights, measure: st.dataMeasure, nOutRows: st.nOutRows });
 }
 
 /** The raw attention rows of st.data (split x mass), computed once per data. */
@@ -270,17 +283,136 @@ function setWeights(w: EdgeWeights, hash = true): void {
 function weightsState(w: EdgeWeights): void {
   st.weights = w === 'rollout' || w === 'raw' ? w : 'split';
   el.edgeWeights.value = st.weights;
-  el.lwLegend.textContent =
-    st.weights === 'rollout'
-      ? 'lines show: attention rollout of the step’s query (every layer, mean of the heads; shares of the whole row)'
-      : st.weights === 'raw'
-        ? 'lines show: raw attention (as in the Heatmap and Text tabs; BOS has no line)'
-        : 'lines show: normalized attention (BOS removed; input and output parts each sum to 1)';
+  syncLegend();
   el.graph.dataset.weights = rolloutOn() ? 'rollout' : st.weights === 'raw' ? 'raw' : 'split';
   syncSelects(false);
 }
 
+/** The legend line: what the lines show, the measure included (live rows are attention whatever the choice). */
+function syncLegend(): void {
+  const value = st.dataMeasure === 'value';
+  const live = st.status === 'generating' && st.measure === 'value' ? ' (live: attention; value-weighted once the run is stored)' : '';
+  el.lwLegend.textContent =
+    st.weights === 'rollout'
+      ? 'lines show: attention rollout of the step’s query (every layer, mean of the heads; shares of the whole row)'
+      : st.weights === 'raw'
+        ? value
+          ? 'lines show: raw value-weighted attention (a·|W_O v|: not shares, rows do not sum to 1; widths stop growing at 1; BOS has no line)'
+          : `lines show: raw attention (as in the Heatmap and Text tabs; BOS has no line)${live}`
+        : value
+          ? 'lines show: normalized value-weighted attention (a·|W_O v|; BOS removed; input and output parts each sum to 1)'
+          : `lines show: normalized attention (BOS removed; input and output parts each sum to 1)${live}`;
+  el.graph.dataset.measure = st.dataMeasure;
+  el.measure.value = st.measure;
+  const rollout = st.weights === 'rollout';
+  el.measure.disabled = rollout;
+  el.measure.title = rollout
+    ? 'The attention rollout is always of attention: choose normalized or raw line widths to weigh by value-weighted attention'
+    : 'What the weights measure: attention (the post-softmax weight of each source) or value-weighted attention, a_ij × |W_O^h v_j| (what each source adds to the head’s output; docs/ANALYSIS.md). While a run is generating the graph draws attention; the choice applies once the run is stored.';
+}
+
+/** The note beside the legend (a run that cannot show the chosen measure); null hides it. */
+function measureNote(text: string | null): void {
+  el.measureNote.hidden = text === null;
+  el.measureNote.textContent = text ?? '';
+}
+
+/**
+ * Reads /graph in the chosen measure. A run without value norms refuses
+ * measure=value (400, "param": "measure"): then the choice falls back to
+ * attention, the graph is read as attention, and a note says why.
+ */
+async function loadGraph(id: string, layer: number | null, head: number | null): Promise<{ g: GraphReply; measure: Measure; refused: string | null }> {
+  const m = st.measure;
+  try {
+    return { g: await api.graph(id, layer, head, undefined, m), measure: m, refused: null };
+  } catch (err) {
+    // the offline file (heed export -o run.html) holds attention rows only
+    const offline = err instanceof ApiError && err.code === 'exported_file';
+    if (m !== 'value' || !(refusesMeasure(err) || offline)) throw err;
+    const g = await api.graph(id, layer, head, undefined, 'attention');
+    return {
+      g,
+      measure: 'attention',
+      refused: offline
+        ? 'The exported file holds attention rows only: the graph shows attention, not value-weighted.'
+        : 'This run has no value norms (it was recorded before heed kept them, or imported): the graph shows attention, not value-weighted.',
+    };
+  }
+}
+
+/** Takes the measure a /graph read ended with (before its data is pushed). */
+function tookMeasure(r: { measure: Measure; refused: string | null }): void {
+  st.dataMeasure = r.measure;
+  if (r.refused !== null) {
+    st.measure = 'attention';
+    measureNote(r.refused);
+  } else measureNote(null);
+  syncLegend();
+}
+
+/** Switches what the graph's weights measure; re-reads the open run's graph. */
+function setMeasure(m: Measure): void {
+  st.measure = isMeasure(m) ? m : 'attention';
+  measureNote(null);
+  syncLegend();
+  writeHash();
+  if (st.runId && st.status !== 'generating') void reloadGraph();
+}
+
+el.measure.addEventListener('change', () => setMeasure(el.measure.value as Measure));
+
 el.edgeWeights.addEventListener('change', () => setWeights(el.edgeWeights.value as EdgeWeights));
+
+// ------------------------------------------------------------------ verify sources
+
+const verifyPanel = createVerifyPanel(el.verifyPanel, {
+  selectSource: (side, index) => {
+    if (st.tab !== 'graph') setTab('graph');
+    const s = st.view.selected;
+    if (!(s && s.side === side && s.index === index)) toggleSelect(side, index);
+    graph.focusToken(side, index);
+  },
+  closed: () => {
+    el.verify.setAttribute('aria-expanded', 'false');
+    el.verify.focus();
+  },
+});
+
+/** The current step of the open stored run, as the check's target (null: none). */
+function verifyTarget(): VerifyTarget | null {
+  const doc = st.runDoc;
+  const n = nOutput();
+  if (!st.runId || !doc || st.status === 'generating' || n === 0) return null;
+  const t = Math.max(0, clampStep(st.view.step, n));
+  return {
+    runId: st.runId,
+    nPrompt: doc.n_prompt,
+    step: t,
+    label: st.outputs[t]?.label ?? '',
+    measure: st.dataMeasure,
+    k: VERIFY_K,
+    layer: st.layer,
+    head: st.layer === null ? null : st.head,
+  };
+}
+
+function syncVerify(): void {
+  const t = verifyTarget();
+  el.verify.disabled = !t;
+  el.verify.title = t
+    ? `Check step ${t.step + 1}'s top ${t.k} sources (by ${MEASURE_NAME[t.measure]}, ${selectionText()}) by ablation: the chosen token's log-probability when the step's query may not attend to each one (every layer and head). One forward pass per source: a few seconds on a large model; needs the model that made the run.`
+    : 'Open or generate a run first: then check the current step’s top sources by ablation';
+  verifyPanel.sync(t);
+}
+
+el.verify.setAttribute('aria-expanded', 'false');
+el.verify.addEventListener('click', () => {
+  const t = verifyTarget();
+  if (!t) return;
+  el.verify.setAttribute('aria-expanded', 'true');
+  verifyPanel.run(t);
+});
 
 // ------------------------------------------------------------------ interventions
 
@@ -365,6 +497,7 @@ function applyView(updateHash: boolean | 'later' = true): void {
   updateTextCurrent(t);
   ensureRollout();
   syncInterveneButtons();
+  syncVerify();
   refreshView();
   if (updateHash === 'later') writeHashSoon();
   else if (updateHash) writeHash();
@@ -381,6 +514,7 @@ function urlState(): UrlState {
     view: st.tab,
     cmp: st.cmp,
     weights: st.weights,
+    measure: st.measure,
   };
 }
 
@@ -575,6 +709,35 @@ el.prompt.addEventListener('input', () => {
   }
 });
 
+// ------------------------------------------------------------------ documents (chat models)
+
+const documentsForm = createDocumentsForm({
+  details: el.documents,
+  list: $('#doc-list'),
+  add: $<HTMLButtonElement>('#doc-add'),
+  upload: $<HTMLButtonElement>('#doc-upload'),
+  file: $<HTMLInputElement>('#doc-file'),
+  msg: $('#documents-msg'),
+  count: $('#documents-count'),
+});
+
+/**
+ * The Generate form's documents, checked (null: refused, and said beside
+ * them). The server puts them into the system message in chat mode, else
+ * before the prompt.
+ */
+function checkFormDocuments(): { name: string; text: string }[] | null {
+  documentsForm.clearError();
+  const docs = documentsForm.values();
+  if (docs.length === 0) return [];
+  const c = checkDocuments(docs);
+  if (!c.ok) {
+    documentsForm.refuse(c.message, c.index, c.field);
+    return null;
+  }
+  return c.docs;
+}
+
 function showModel(m: ModelInfo): void {
   const box = el.modelInfo;
   box.querySelectorAll('dl, p').forEach((x) => x.remove());
@@ -679,15 +842,17 @@ async function openRun(id: string, u: UrlState): Promise<void> {
   setTab(u.view ?? 'graph', false);
   st.cmp = u.cmp ?? null;
   if (u.weights) weightsState(u.weights);
+  st.measure = u.measure ?? 'attention';
   st.layer = u.layer !== null && (!st.model || u.layer < st.model.n_layer) ? u.layer : null;
   st.head = st.layer !== null && u.head !== null && (!st.model || u.head < st.model.n_head) ? u.head : null;
   syncSelects();
   try {
-    const [doc, g] = await Promise.all([api.run(id), api.graph(id, st.layer, st.head)]);
+    const [doc, r] = await Promise.all([api.run(id), loadGraph(id, st.layer, st.head)]);
     if (my !== st.load) return;
     st.runId = id;
     st.runDoc = doc;
-    showRunData(doc, GraphData.fromReply(g));
+    tookMeasure(r);
+    showRunData(doc, GraphData.fromReply(r.g));
     st.view = {
       step: u.step ?? doc.n_output - 1,
       mode: u.mode,
@@ -698,7 +863,7 @@ async function openRun(id: string, u: UrlState): Promise<void> {
     el.thresholdValue.textContent = u.threshold.toFixed(3);
     applyView();
     graph.ensureVisible('output', st.view.step);
-    setStatus('done', `Opened ${id}: ${doc.n_prompt} prompt tokens, ${doc.n_output} generated (${selectionText()}).`);
+    setStatus('done', `Opened ${id}: ${doc.n_prompt} prompt tokens, ${doc.n_output} generated (${selectionText()}${st.dataMeasure === 'value' ? ', value-weighted' : ''}).`);
     markCurrentRun();
   } catch (err) {
     if (my !== st.load) return;
@@ -723,12 +888,13 @@ async function reloadGraph(): Promise<void> {
   const my = ++st.load;
   el.status.textContent = `Loading ${selectionText()}…`;
   try {
-    const g = await api.graph(id, st.layer, st.head);
+    const r = await loadGraph(id, st.layer, st.head);
     if (my !== st.load || id !== st.runId) return;
-    st.data = GraphData.fromReply(g);
+    tookMeasure(r);
+    st.data = GraphData.fromReply(r.g);
     pushModel();
     applyView();
-    setStatus('done', `Showing ${selectionText()}.`);
+    setStatus('done', `Showing ${selectionText()}${st.dataMeasure === 'value' ? ', value-weighted' : ''}.`);
   } catch (err) {
     if (my !== st.load) return;
     fail(err, 'Could not load that layer/head');
@@ -795,7 +961,7 @@ el.runs.addEventListener('click', (e) => {
   e.preventDefault();
   const id = a.dataset.runId!;
   if (location.hash !== '#run=' + encodeURIComponent(id)) history.pushState(null, '', '#run=' + encodeURIComponent(id));
-  void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold, view: st.tab, cmp: st.cmp });
+  void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold, view: st.tab, cmp: st.cmp, measure: st.measure });
 });
 
 el.deleteRun.addEventListener('click', async () => {
@@ -836,7 +1002,13 @@ window.addEventListener('hashchange', () => {
     st.cmp = u.cmp ?? null;
     setTab(u.view ?? 'graph', false);
     weightsState(u.weights ?? 'split');
-    const sel = u.layer !== st.layer || u.head !== st.head;
+    const meas = (u.measure ?? 'attention') !== st.measure;
+    if (meas) {
+      st.measure = u.measure ?? 'attention';
+      measureNote(null);
+      syncLegend();
+    }
+    const sel = meas || u.layer !== st.layer || u.head !== st.head;
     st.layer = u.layer;
     st.head = u.layer === null ? null : u.head;
     syncSelects();
@@ -881,6 +1053,7 @@ async function generate(over?: GenOverride): Promise<void> {
   const prompt = over ? '' : el.prompt.value;
   const chat = !over && el.chat.checked && !el.chat.disabled;
   let maxTokens: number;
+  let documents: { name: string; text: string }[] = [];
   if (over) maxTokens = over.req.max_tokens;
   else {
     const mt = validateMaxTokens();
@@ -889,11 +1062,13 @@ async function generate(over?: GenOverride): Promise<void> {
     el.promptMsg.textContent = pm ?? '';
     if (pm) el.prompt.setAttribute('aria-invalid', 'true');
     else el.prompt.removeAttribute('aria-invalid');
-    if (mt === null || pm !== null) {
+    const docsOk = checkFormDocuments();
+    if (mt === null || pm !== null || docsOk === null) {
       setStatus(st.status, 'Not generated: fix the value marked in red.');
       return;
     }
     maxTokens = mt;
+    documents = docsOk;
   }
   const req: GenerateRequest = over
     ? over.req
@@ -908,8 +1083,11 @@ async function generate(over?: GenOverride): Promise<void> {
       };
   if (over) {
     /* the branch names the run and step */
-  } else if (chat) req.messages = [{ role: 'user', content: prompt }];
-  else req.prompt = prompt;
+  } else {
+    if (chat) req.messages = [{ role: 'user', content: prompt }];
+    else req.prompt = prompt;
+    if (documents.length) req.documents = documents;
+  }
 
   stopGeneration();
   const my = ++st.gen;
@@ -923,9 +1101,11 @@ async function generate(over?: GenOverride): Promise<void> {
   st.inputs = [];
   st.outputs = [];
   st.data = null;
+  st.dataMeasure = 'attention'; // the live rows
+  measureNote(null);
   st.nOutRows = maxTokens;
   st.view = { ...st.view, step: 0, mode: 'current', selected: null };
-  const keep = encodeHash({ ...defaultUrlState(), view: st.tab, cmp: st.cmp });
+  const keep = encodeHash({ ...defaultUrlState(), view: st.tab, cmp: st.cmp, measure: st.measure });
   history.replaceState(null, '', keep ? '#' + keep : location.pathname + location.search);
   setStatus('generating', over ? `${over.label}: sending the request…` : 'Sending the prompt…');
   syncSelects();
@@ -936,7 +1116,7 @@ async function generate(over?: GenOverride): Promise<void> {
 
   const live = new LiveRun(0);
   // the prompt's tokens, to show the input column before the first token
-  if (!chat && !over)
+  if (!chat && !over && documents.length === 0) // documents go before the prompt: its tokens are not the first
     api
       .tokenize(prompt, ctl.signal)
       .then((r) => {
@@ -996,19 +1176,21 @@ async function generate(over?: GenOverride): Promise<void> {
     el.status.textContent = `Generated ${done.n_output} tokens; loading the stored run…`;
     // replace the live data with the stored run (labels of every prompt token, the graph)
     const my2 = ++st.load;
-    const [doc, g] = await Promise.all([api.run(done.run_id), api.graph(done.run_id, null, null)]);
+    const [doc, r] = await Promise.all([api.run(done.run_id), loadGraph(done.run_id, null, null)]);
     if (my !== st.gen || my2 !== st.load) return;
     st.runId = done.run_id;
     st.runDoc = doc;
     if (over?.tab) setTab(over.tab, false);
-    showRunData(doc, GraphData.fromReply(g));
+    tookMeasure(r);
+    showRunData(doc, GraphData.fromReply(r.g));
     st.view = { ...st.view, step: over ? Math.max(0, Math.min(over.atStep, doc.n_output - 1)) : doc.n_output - 1 };
     applyView();
     graph.ensureVisible('output', st.view.step);
     const why = done.stop === 'eog' ? 'the model ended the text' : done.stop === 'length' ? 'token limit' : done.stop;
     setStatus(
       'done',
-      `${over ? `${over.label}: new run ${done.run_id}` : 'Done'}: ${done.n_prompt} prompt tokens, ${done.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.`,
+      `${over ? `${over.label}: new run ${done.run_id}` : 'Done'}: ${done.n_prompt} prompt tokens, ${done.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.` +
+        (documents.length ? ` The Sources tab shows where each sentence came from in the ${documents.length} document${documents.length === 1 ? '' : 's'}.` : ''),
     );
     void refreshRuns();
   } catch (err) {
@@ -1065,7 +1247,7 @@ function exportView() {
       : "the current step's edges";
   return buildSvg({
     title: `heed · ${st.model?.id ?? 'model'} · ${st.runId ?? 'live run'}`,
-    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · lines: ${rolloutOn() ? 'attention rollout' : st.weights === 'raw' ? 'raw attention' : 'normalized attention'} ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
+    subtitle: `step ${Math.max(0, t) + 1} of ${nOutput()} · ${what} · lines: ${rolloutOn() ? 'attention rollout' : `${st.weights === 'raw' ? 'raw' : 'normalized'} ${st.dataMeasure === 'value' ? 'value-weighted attention' : 'attention'}`} ≥ ${st.view.threshold.toFixed(3)} · ${selectionText()}`,
     inputs,
     outputs,
     nOutRows: outputs.length, // the outputs shown at this step, laid out over the whole height
@@ -1127,10 +1309,11 @@ const deep: Record<Exclude<ViewName, 'graph'>, View & Partial<Exportable>> = {
     canAblate: () => st.status !== 'generating' && !!st.runId,
   }),
   experts: createExpertsView(viewRoot('experts')),
+  sources: createSourcesView(viewRoot('sources')),
   effects: createEffectsView(viewRoot('effects'), {
     openRun: (id) => {
       history.pushState(null, '', '#run=' + encodeURIComponent(id));
-      void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold, weights: st.weights });
+      void openRun(id, { ...decodeHash(''), run: id, threshold: st.view.threshold, weights: st.weights, measure: st.measure });
     },
   }),
 };
@@ -1207,6 +1390,9 @@ function syncExpertsTab(): void {
   const on = doc ? !!doc.experts : (st.model?.n_expert ?? 0) > 0;
   tabButtons.experts.hidden = !on && st.tab !== 'experts';
   tabButtons.effects.hidden = !doc?.branch && st.tab !== 'effects';
+  // a chat run may have documents (the Sources tab says when it has none)
+  const chatRun = !!doc && ((doc.documents?.length ?? 0) > 0 || (doc.messages?.length ?? 0) > 0 || doc.kind === 'chat');
+  tabButtons.sources.hidden = !chatRun && st.tab !== 'sources';
 }
 
 /** The tabs the keyboard moves between: those not hidden. */
@@ -1272,6 +1458,8 @@ function graphExport(): ExportData | null {
   const d = raw ? rawData() : st.data;
   if (!d || d.nOutput === 0) return null;
   const quantity = raw ? 'raw' : 'normalized';
+  const measure = st.dataMeasure;
+  const mName = measure === 'value' ? 'value-weighted attention' : 'attention';
   const nP = d.nPrompt;
   const nO = d.nOutput;
   const cols = nP + nO;
@@ -1287,7 +1475,8 @@ function graphExport(): ExportData | null {
     json: {
       run: st.runId,
       quantity,
-      quantity_note: QUANTITY[raw ? 'raw' : 'split'],
+      quantity_note: measure === 'value' ? `${QUANTITY[raw ? 'raw' : 'split']}, of value-weighted attention (a_ij x |W_O^h v_j|)` : QUANTITY[raw ? 'raw' : 'split'],
+      measure,
       selection: selectionText(),
       layer: st.layer,
       head: st.head,
@@ -1302,7 +1491,7 @@ function graphExport(): ExportData | null {
       prompt_mass: st.data ? st.data.promptMass.map((m) => (Number.isFinite(m) ? m : null)) : null,
       output_mass: st.data ? st.data.outputMass.map((m) => (Number.isFinite(m) ? m : null)) : null,
     },
-    csv: matrixCsv(nO, cols, arr, (t) => `step ${t + 1}: ${outLab(t)}`, (k) => (k < nP ? `in ${k}: ${inLab(k)}` : `out ${k - nP}: ${outLab(k - nP)}`), `step\\source (${quantity} attention)`),
+    csv: matrixCsv(nO, cols, arr, (t) => `step ${t + 1}: ${outLab(t)}`, (k) => (k < nP ? `in ${k}: ${inLab(k)}` : `out ${k - nP}: ${outLab(k - nP)}`), `step\\source (${quantity} ${mName})`),
     npy: { shape: [nO, cols], data: arr },
   };
 }
@@ -1364,6 +1553,7 @@ function start(): void {
   const u = decodeHash(location.hash);
   st.cmp = u.cmp ?? null;
   setTab(u.view ?? 'graph', false);
+  st.measure = u.measure ?? 'attention';
   weightsState(u.weights ?? 'split');
   st.view.threshold = u.threshold;
   st.view.mode = u.mode;

@@ -3,6 +3,7 @@
 // view draws (step, mode, selection, threshold), line widths, the vertical
 // layout and its visible range (virtualization), and the URL hash state.
 import { scaleLinear } from 'd3-scale';
+import type { Measure } from './attribution';
 
 // ---------------------------------------------------------------- types
 
@@ -449,7 +450,7 @@ export function curveControlX(xOut: number, y1: number, y2: number, width: numbe
 // ---------------------------------------------------------------- URL hash state
 
 /** The tabs of the main area ('graph' is the default and is left out of the hash). */
-export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads', 'experts', 'effects'] as const;
+export const VIEW_NAMES = ['graph', 'text', 'lens', 'stats', 'tokens', 'sampling', 'compare', 'heatmap', 'heads', 'experts', 'effects', 'sources'] as const;
 export type ViewName = (typeof VIEW_NAMES)[number];
 
 export function isViewName(v: unknown): v is ViewName {
@@ -469,6 +470,8 @@ export interface UrlState {
   cmp?: string | null;
   /** what the graph's line width means; absent: normalized (split) attention */
   weights?: EdgeWeights;
+  /** what the graph's weights measure; absent: attention */
+  measure?: Measure;
 }
 
 /**
@@ -525,6 +528,7 @@ export function decodeHash(hash: string | null | undefined): UrlState {
   if (cmp && cmp.length <= 200 && RUN_ID.test(cmp)) s.cmp = cmp;
   const wt = p.get('weights');
   if (wt === 'rollout' || wt === 'raw') s.weights = wt;
+  if (p.get('measure') === 'value') s.measure = 'value';
   return s;
 }
 
@@ -543,6 +547,7 @@ export function encodeHash(s: UrlState): string {
   if (s.view && s.view !== 'graph' && isViewName(s.view)) parts.push('view=' + s.view);
   if (s.cmp) parts.push('cmp=' + encodeURIComponent(s.cmp));
   if (s.weights === 'rollout' || s.weights === 'raw') parts.push('weights=' + s.weights);
+  if (s.measure === 'value') parts.push('measure=value');
   return parts.join('&');
 }
 
