@@ -609,11 +609,19 @@ int heed_recorder_begin(heed_recorder *rec, const int32_t *prompt, int n);
  * must hold exactly n_pos positions, computed as parent's generation
  * computed them (the caller's guarantee: the KV cache it left), with
  * n_pos <= n + n_steps (its tokens are known) and each step's query inside
- * it (n_steps <= n_pos - n + 1, or none). Decoding then goes on from n_pos. HEED_OK, HEED_ERR_INVALID_ARG (another prompt, counts out of
+ * it (n_steps <= n_pos - n + 1, or none). Decoding then goes on from n_pos.
+ * The prefix's queries (most of its bytes) are copied by
+ * heed_recorder_complete_from, which must come before heed_recorder_finish:
+ * the live views of the newest query need only the keys, so the first new
+ * tokens do not wait for the copy. HEED_OK, HEED_ERR_INVALID_ARG (another prompt, counts out of
  * range, ctx not at n_pos), HEED_ERR_UNSUPPORTED (parent lacks what this
  * recording keeps, or this recording keeps summary tiers), HEED_ERR_NOMEM. */
 int heed_recorder_begin_from(heed_recorder *rec, const int32_t *prompt, int n, const heed_run *parent, int n_pos,
                              int n_steps);
+
+/* The rest of what heed_recorder_begin_from takes from parent (the same
+ * run): its queries of the prefix. HEED_OK or HEED_ERR_INVALID_ARG. */
+int heed_recorder_complete_from(heed_recorder *rec, const heed_run *parent);
 
 /* Records one generated token: s from heed_sampler_sample on `logits` (the
  * context's logits). Computes the candidates (and the logit lens with
@@ -1072,8 +1080,8 @@ typedef struct heed_gen_params {
                                * the same run as without reuse, without the prefix's cost. Not with
                                * ablate_mean or patches (their first passes use the context), nor when
                                * the run was made under interventions or a recording keeps summary
-                               * tiers: then the session starts from position 0. Read in heed_gen_start
-                               * only. */
+                               * tiers: then the session starts from position 0. The run must outlive
+                               * the session (heed_gen_finish copies the rest of its recording). */
 } heed_gen_params;
 
 heed_gen_params heed_gen_default_params(void);

@@ -89,6 +89,7 @@ void api_gen_free(gen *g) {
     free(g->prompt_text);
     json_decref(g->messages);
     json_decref(g->documents);
+    if (g->parent) store_release(g->api->store, g->parent);
     heed_gen_free(g->sess);
     free(g->out);
     free(g->text);
@@ -730,12 +731,11 @@ static int gen_start(gen *g) {
     gp.n_patches = g->n_patches;
     gp.intervene_from = g->intervene_from;
     /* a branch of the run whose KV cache the context still holds: its prefix is kept (heed_gen_params.reuse) */
-    store_run *parent = NULL;
     const char *pid = g->branch ? json_string_value(json_object_get(g->branch, "run")) : NULL;
     char err[256];
-    if (pid && !strcmp(pid, a->eng.kv_run) && !store_acquire(a->store, pid, &parent, err, sizeof err)) {
-        store_run_lock(parent);
-        gp.reuse = store_run_get(parent);
+    if (pid && !strcmp(pid, a->eng.kv_run) && !store_acquire(a->store, pid, &g->parent, err, sizeof err)) {
+        store_run_lock(g->parent);
+        gp.reuse = store_run_get(g->parent);
     }
     /* the default tiers: q/k only (every view's rows come back from them),
      * so the stored run stays small and capture costs generation little */
@@ -744,11 +744,14 @@ static int gen_start(gen *g) {
     gp.rec.spill_dir = a->cfg.data_dir; /* a long run's q/k store in file-backed pages */
     gp.rec.live_mean_row = true; /* each token event's attention summary, without recomputing the row */
     int rc = heed_gen_start(a->model, a->eng.ctx, &gp, g->prompt, g->n_prompt, &g->sess);
-    if (parent) {
-        store_run_unlock(parent);
-        store_release(a->store, parent);
-    }
     g->reused = g->sess ? heed_gen_reused(g->sess) : 0;
+    if (g->parent) { /* kept (unlocked) until the session has finished taking from it */
+        store_run_unlock(g->parent);
+        if (!g->reused) {
+            store_release(a->store, g->parent);
+            g->parent = NULL;
+        }
+    }
     a->eng.kv_run[0] = 0; /* the context is this generation's now */
     return rc;
 }
@@ -833,9 +836,15 @@ static int gen_finish(gen *g, char *err, size_t err_size) {
     api *a = g->api;
     api_metrics_generation(a, g);
     heed_run *run = NULL;
+    if (g->parent) store_run_lock(g->parent); /* the session copies the rest of its prefix from it */
     int rc = g->sess ? heed_gen_finish(g->sess, &run) : HEED_ERR_INVALID_ARG;
     heed_gen_free(g->sess); /* also removes the hook when finish was refused */
     g->sess = NULL;
+    if (g->parent) {
+        store_run_unlock(g->parent);
+        store_release(a->store, g->parent);
+        g->parent = NULL;
+    }
     if (rc) return 1;
 
     json_t *doc = run_doc(g);

@@ -156,6 +156,7 @@ typedef struct gen {
     bool provenance;       /* "provenance": true: a non-streamed OpenAI response carries it */
     int intervene_from;    /* a branch's interventions act from this position on (heed_gen_params) */
     int reused;            /* positions of a parent's KV cache the generation kept */
+    store_run *parent;     /* that parent while the session takes from it (referenced), or NULL */
     float *head_scale; /* (n_layer, n_head) what they do to the heads, or NULL: none */
     heed_knockout *knockouts; /* (n_knockouts) the knockouts among them */
     unsigned char *ablate_mean; /* (n_layer, n_head) heads mean-ablated, or NULL */

@@ -242,7 +242,7 @@ static void qk_task(void *arg, int ith, int nth) {
  * also take the page faults of fresh memory, which threads take in parallel. */
 #define QK_SPLIT_QUERIES 16
 
-int astore_copy_prefix(astore *dst, const astore *src, int n) {
+int astore_copy_prefix(astore *dst, const astore *src, int n, bool with_q) {
     if (!dst->has_qk || !src->has_qk || dst->has_topk || dst->has_hmean || dst->has_full || dst->n_pos != 0 ||
         dst->n_layer != src->n_layer || dst->n_head != src->n_head || dst->n_head_kv != src->n_head_kv ||
         dst->head_dim != src->head_dim)
@@ -250,11 +250,15 @@ int astore_copy_prefix(astore *dst, const astore *src, int n) {
     if (n < 0 || n > src->n_pos) return HEED_ERR_INVALID_ARG;
     int rc = astore_reserve(dst, n);
     if (rc) return rc;
-    memcpy(dst->q, src->q, sizeof(float) * (size_t)n * dst->n_layer * dst->q_dim);
+    if (with_q) astore_copy_q_prefix(dst, src, n);
     for (int i = 0; i < dst->n_layer * dst->n_head_kv; i++)
         memcpy(dst->k[i], src->k[i], sizeof(float) * (size_t)n * dst->head_dim);
     dst->n_pos = n;
     return HEED_OK;
+}
+
+void astore_copy_q_prefix(astore *dst, const astore *src, int n) {
+    memcpy(dst->q, src->q, sizeof(float) * (size_t)n * dst->n_layer * dst->q_dim);
 }
 
 void astore_add_qk(astore *s, const heed_qk_block *b, pool *p) {

@@ -124,11 +124,15 @@ int astore_reserve(astore *s, int n_pos);
  * usable and grows as it goes). */
 int astore_plan(astore *s, int n_pos);
 
-/* Positions 0..n-1 of src's exact tier (q and k) into dst, which holds
- * nothing yet and keeps only that tier (a recording that continues
- * another's prefix). HEED_OK, HEED_ERR_UNSUPPORTED (another tier, another
- * geometry), HEED_ERR_INVALID_ARG, HEED_ERR_NOMEM. */
-int astore_copy_prefix(astore *dst, const astore *src, int n);
+/* Positions 0..n-1 of src's exact tier (k, and q when with_q) into dst,
+ * which holds nothing yet and keeps only that tier (a recording that
+ * continues another's prefix); n_pos becomes n. Without with_q the q rows
+ * stay to copy (astore_copy_q_prefix) before any row older than the newest
+ * is read. HEED_OK, HEED_ERR_UNSUPPORTED (another tier, another geometry),
+ * HEED_ERR_INVALID_ARG, HEED_ERR_NOMEM. */
+int astore_copy_prefix(astore *dst, const astore *src, int n, bool with_q);
+/* The q rows of positions 0..n-1 (room made by astore_copy_prefix). */
+void astore_copy_q_prefix(astore *dst, const astore *src, int n);
 
 /* Hook feeders (see heed_attn_hook). Allocation failures set s->failed.
  * The summaries of a probability block are split over pool p (NULL: this

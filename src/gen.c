@@ -413,5 +413,9 @@ int heed_gen_finish(heed_gen *g, heed_run **run) {
     *run = NULL;
     if (!g->rec) return HEED_ERR_INVALID_ARG;
     if (!g->stop) g->stop = "cancelled"; /* finished before it was over */
+    if (g->n_reused > 0) { /* the prefix's queries, from the run it continues */
+        int rc = heed_recorder_complete_from(g->rec, g->p.reuse);
+        if (rc) return rc;
+    }
     return heed_recorder_finish(g->rec, run);
 }

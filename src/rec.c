@@ -33,6 +33,7 @@ struct heed_recorder {
      * the forward pass hands its rows to the hook, in the order
      * heed_run_attn_row adds them (double) */
     double *live;        /* (n_ctx + 1) */
+    int q_pending;       /* heed_recorder_begin_from: q rows of the prefix still to copy */
     const float **gram;  /* (n_layer) the output projection's Gram matrices (model_wo_gram), for the
                           * value norms; NULL: not kept */
     int live_pos, live_n; /* the query position summed, and how many (layer, head) rows so far */
@@ -364,7 +365,10 @@ int heed_recorder_begin_from(heed_recorder *rec, const int32_t *prompt, int n, c
         if (!parent->lens_ready[t]) return HEED_ERR_UNSUPPORTED;
     for (int i = 0; i < n; i++)
         if (prompt[i] != parent->ids[i]) return HEED_ERR_INVALID_ARG;
-    int rc = astore_copy_prefix(&r->st, &parent->st, n_pos);
+    /* q of the prefix (most of the bytes) is copied by heed_recorder_complete_from, after the
+     * generation's first tokens: the newest query's rows need only every key */
+    int rc = astore_copy_prefix(&r->st, &parent->st, n_pos, false);
+    if (!rc) rec->q_pending = n_pos;
     const int L = r->n_layer, H = r->n_head;
     if (!rc && rec->gram) { /* value norms: the parent's, when it has them */
         if (!parent->vnorm || parent->vn_n < n_pos) {
@@ -457,8 +461,20 @@ int heed_recorder_step_view(heed_recorder *rec, const heed_attn_sel *sel, unsign
     return rc ? rc : t;
 }
 
+int heed_recorder_complete_from(heed_recorder *rec, const heed_run *parent) {
+    if (!rec || rec->done || !parent || !rec->q_pending) return HEED_ERR_INVALID_ARG;
+    heed_run *r = rec->run;
+    if (parent->st.n_pos < rec->q_pending || parent->n_layer != r->n_layer || parent->st.q_dim != r->st.q_dim ||
+        parent->meta_hash != r->meta_hash)
+        return HEED_ERR_INVALID_ARG;
+    astore_copy_q_prefix(&r->st, &parent->st, rec->q_pending);
+    rec->q_pending = 0;
+    return HEED_OK;
+}
+
 int heed_recorder_finish(heed_recorder *rec, heed_run **out) {
     if (!rec || rec->done || !out || !rec->begun) return HEED_ERR_INVALID_ARG;
+    if (rec->q_pending) return HEED_ERR_INVALID_ARG; /* heed_recorder_complete_from first */
     heed_ctx_set_attn_hook(rec->ctx, NULL);
     rec->done = true;
     rec->run->pool = NULL; /* the context's: the run makes its own when a view needs it */
