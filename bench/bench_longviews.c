@@ -39,7 +39,9 @@ int main(int argc, char **argv) {
     heed_attn_sel all = heed_attn_sel_all();
     int l0 = 0, h0 = 0;
     heed_attn_sel one = {&l0, 1, &h0, 1, HEED_AGG_MEAN, HEED_MEASURE_ATTENTION};
-    double best[3] = {1e30, 1e30, 1e30};
+    heed_attn_sel value = all;
+    value.measure = HEED_MEASURE_VALUE;
+    double best[4] = {1e30, 1e30, 1e30, 1e30};
     for (int rep = 0; rep < repeats; rep++) {
         double t0 = now_s();
         if (heed_run_attn_row(r, &all, P - 1, out)) return 1;
@@ -49,14 +51,19 @@ int main(int argc, char **argv) {
         for (int q = 0; q < P; q++)
             if (heed_run_attn_row(r, &one, q, out)) return 1;
         double t3 = now_s();
+        if (ri.has_value_norms && heed_run_attn_row(r, &value, P - 1, out)) return 1;
+        double t4 = now_s();
         if (t1 - t0 < best[0]) best[0] = t1 - t0;
         if (t2 - t1 < best[1]) best[1] = t2 - t1;
         if (t3 - t2 < best[2]) best[2] = t3 - t2;
-        if (t3 - t0 > 30) break; /* one slow pass is enough */
+        if (t4 - t3 < best[3]) best[3] = t4 - t3;
+        if (t4 - t0 > 30) break; /* one slow pass is enough */
     }
     printf("%d positions, %d layers x %d heads: row of all heads at %d: %.1f ms; column of key 0 (one head): %.1f ms; "
-           "every row of one head (heatmap overview): %.0f ms\n",
+           "every row of one head (heatmap overview): %.0f ms",
            P, ri.n_layer, ri.n_head, P - 1, best[0] * 1e3, best[1] * 1e3, best[2] * 1e3);
+    if (ri.has_value_norms) printf("; value-weighted row of all heads: %.1f ms", best[3] * 1e3);
+    printf("\n");
     heed_run_free(r);
     free(out);
     return 0;
