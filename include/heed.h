@@ -849,6 +849,10 @@ typedef struct heed_token_stats {
 
 /* Statistics of the (aggregated) row of query pos (docs/ANALYSIS.md). */
 int heed_run_token_stats(heed_run *run, const heed_attn_sel *sel, int pos, heed_token_stats *out);
+/* The same statistics of any row p[0..pos] of query pos (one from
+ * heed_recorder_last_row, say): no run needed. HEED_OK, or
+ * HEED_ERR_INVALID_ARG (a NULL pointer, pos < 0). */
+int heed_row_stats(const float *row, int pos, heed_token_stats *out);
 const char *heed_zone_name(heed_zone z);
 
 typedef enum heed_head_kind {
@@ -883,6 +887,32 @@ int heed_run_input_importance(heed_run *run, const heed_attn_sel *sel, float *ou
  * HEED_ERR_FORMAT, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
 int heed_trace_import(const char *dir, heed_run **out, char *err, size_t err_size);
 int heed_run_export_trace(const heed_run *run, const char *dir, char *err, size_t err_size);
+
+/* A run from another engine's per-step top-k attention (heed serve
+ * --upstream: an OpenAI-compatible server that returns attention with its
+ * tokens). The run has one layer and one head holding the engine's mean
+ * over all its layers and heads, in the top-k tier only (no q/k, head-mean
+ * rows, lens, candidates or value norms): the query position of step t,
+ * n_prompt - 1 + t, has step t's entries; the rows of the other positions
+ * (the prompt's queries) are absent and read as zeros. Entries outside
+ * 0..query position, and pads (-1), are dropped. prob / logprob NULL or
+ * NaN: unknown. Copies everything. HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_NOMEM; *out NULL on failure. */
+typedef struct heed_run_topk_params {
+    const char *model;          /* the model as the run records it (heed_run_info.model_file) */
+    const char *source;         /* where the attention came from (model_name), e.g. a URL; may be NULL */
+    const char *prompt_text;    /* may be NULL */
+    const int32_t *ids;         /* (n_prompt + n_output) prompt then outputs, each in 0..n_vocab-1 */
+    const char *const *labels;  /* (n_prompt + n_output) display labels, or NULL: the ids as text */
+    int n_prompt, n_output;     /* n_prompt >= 1, n_output >= 0 */
+    int n_vocab;
+    const float *prob, *logprob; /* (n_output) or NULL */
+    int top_k;                  /* entries per step, 1..4096 */
+    const int32_t *top_pos;     /* (n_output, top_k) attended positions, heaviest first; -1 pads */
+    const float *top_w;         /* (n_output, top_k) their weights */
+    bool eog;                   /* the last output is an end-of-generation token */
+} heed_run_topk_params;
+int heed_run_from_topk(const heed_run_topk_params *p, heed_run **out);
 
 /* Attention rollout (Abnar & Zuidema 2020, docs/ANALYSIS.md) of query
  * position pos: out[0..pos] = e_pos (A'_{L-1} ... A'_0), where A'_l =
@@ -960,6 +990,14 @@ int heed_run_verify_sources(heed_run *run, const heed_model *model, heed_ctx *ct
  * HEED_OK, HEED_ERR_INVALID_ARG, HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
 int heed_run_span_attention(heed_run *run, const heed_attn_sel *sel, int q0, int q1, const heed_span *spans,
                             int n_spans, float *out);
+
+/* The residual stream after layer `layer` at the query of step t (position
+ * n_prompt - 1 + t; step 0's is the prompt's last token), as the run keeps
+ * it for its logit lens (n_embd floats, owned by the run): steering vectors
+ * as the difference of two runs' residuals. HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_UNSUPPORTED (the run keeps no residuals: an eager lens, a lens
+ * already computed when it was saved, an import). */
+int heed_run_residual(const heed_run *run, int t, int layer, const float **out);
 
 /* ---- export */
 

@@ -49,7 +49,7 @@ ring_of() {
         echo engine ;;
     astore | attn | run* | rec | jsonw | gen | trace)
         echo analysis ;;
-    api* | server | store | webexport | assets | mcp | pull | main)
+    api* | server | store | webexport | assets | mcp | pull | main | upstream)
         echo front ;;
     *) echo unclassified ;;
     esac

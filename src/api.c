@@ -410,6 +410,20 @@ static int h_metrics(api *a, const api_req *rq, api_reply *rp) {
     char *list = NULL;
     if (!store_list(a->store, 1, 0, &list, &total)) free(list);
     METRIC("heed_runs_stored", "gauge", "Runs in the store.", "%lld", total);
+    unsigned long mon_subs, mon_events, mon_dropped;
+    double mon_s;
+    api_monitor_counters(a, &mon_subs, &mon_events, &mon_dropped, &mon_s);
+    METRIC("heed_monitor_subscribers", "gauge", "Clients subscribed to GET /api/monitor.", "%lu", mon_subs);
+    METRIC("heed_monitor_events_total", "counter", "Tokens reported to /api/monitor (once per token, all subscribers).",
+           "%lu", mon_events);
+    METRIC("heed_monitor_dropped_total", "counter", "Monitor subscribers dropped for falling too far behind.", "%lu",
+           mon_dropped);
+    METRIC("heed_capture_seconds_total", "counter",
+           "Engine time reading the live recording per token for /api/monitor (row, statistics, events).", "%.6f",
+           mon_s);
+    METRIC("heed_capture_bytes_per_position", "gauge",
+           "Bytes a generation's recording (q/k tier) takes per position, plus the summary rows.", "%llu",
+           (unsigned long long)heed_record_bytes(a->model, true));
     METRIC("heed_uptime_seconds", "gauge", "Seconds since the server started.", "%lld", (long long)time(NULL) - a->started);
 #undef METRIC
 #undef HEAD
@@ -439,6 +453,7 @@ static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "o
 static const api_route routes[] = {
     ROUTE("GET", "/api/health", h_health, NULL),
     ROUTE("GET", "/metrics", h_metrics, args_none),
+    ROUTE("GET", "/api/monitor", api_route_monitor, args_none),
     ROUTE("GET", "/api/model", h_model, NULL),
     ROUTE("POST", "/api/tokenize", h_tokenize, NULL),
     ROUTE("GET", "/api/runs", api_route_run_list, args_list),
@@ -558,7 +573,8 @@ int api_new(const api_config *cfg, api **out, char *err, size_t err_size) {
     if ((rc = store_open(cfg->data_dir, cfg->cache_runs, cfg->cache_bytes, &a->store, err, err_size))) goto fail;
     rc = HEED_ERR_NOMEM;
     a->rcache = calloc((size_t)cfg->cache_runs, sizeof *a->rcache);
-    if (!a->rcache) {
+    a->mon = api_monitor_new();
+    if (!a->rcache || !a->mon) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
@@ -580,6 +596,7 @@ void api_stop(api *a) {
     atomic_store(&a->stopping, true);
     pthread_cond_broadcast(&a->eng.cv);
     pthread_mutex_unlock(&a->eng.mu);
+    api_monitor_stop(a); /* its streams end too */
 }
 
 int api_n_streams(api *a) {
@@ -595,6 +612,7 @@ void api_free(api *a) {
         api_stop(a);
         pthread_join(a->eng.thread, NULL);
     }
+    api_monitor_free(a);
     store_close(a->store);
     for (int i = 0; a->rcache && i < a->cfg.cache_runs; i++) free(a->rcache[i].key);
     free(a->rcache);
@@ -602,6 +620,8 @@ void api_free(api *a) {
     heed_ctx_free(a->eng.ctx);
     heed_ctx_free(a->view.lens_ctx);
     heed_model_free(a->model);
+    free(a->upstream_url);
+    free(a->upstream_key);
     pthread_mutex_destroy(&a->view.lens_mu);
     pthread_mutex_destroy(&a->eng.mu);
     pthread_cond_destroy(&a->eng.cv);

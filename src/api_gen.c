@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "api_int.h"
+#include "upstream.h"
 
 double api_mono_s(void) {
     struct timespec ts;
@@ -108,6 +109,7 @@ void api_gen_free(gen *g) {
     free(g->patch_src);
     free(g->patches);
     json_decref(g->replay);
+    heed_run_free(g->up_run);
     free(g);
 }
 
@@ -165,6 +167,8 @@ static void req_cache_put(api *a, const char *key, const char *id) {
 /* Renders and tokenizes messages [{role, content}] with the model's chat
  * template. Returns the token count, or -1 with rp filled. */
 static int tokenize_messages(api *a, json_t *msgs, int32_t *ids, int n_max, api_reply *rp) {
+    if (!heed_chat_template(a->model) && a->upstream_url) /* the upstream renders them (upstream.c) */
+        return upstream_messages_ids(a, msgs, ids, n_max, rp);
     if (!heed_chat_template(a->model)) {
         api_error(rp, 400, "messages", "no_chat_template",
                   "the model %s has no chat template heed knows (Llama 3, ChatML, Llama 2, Mistral, Gemma, Phi-3)", a->model_id);
@@ -648,6 +652,7 @@ gen *api_gen_from_body(api *a, json_t *body, int kind, api_reply *rp) {
         goto fail;
     }
     if (parse_interventions(a, json_object_get(body, "interventions"), g, rp)) goto fail;
+    if (a->upstream_url && !upstream_accepts(g, rp)) goto fail;
     g->n_prompt = n;
     /* every generated token but the last goes through the context */
     int room = a->n_ctx - n + 1;
@@ -671,7 +676,7 @@ fail:
     return NULL;
 }
 
-static bool text_append(gen *g, const char *s, size_t n) {
+bool api_text_append(gen *g, const char *s, size_t n) {
     if (g->text_len + n + 1 > g->text_cap) {
         size_t cap = g->text_cap * 2 + n + 256;
         char *t = realloc(g->text, cap);
@@ -777,7 +782,7 @@ static int gen_step(gen *g, json_t **ev) {
         return rc < 0 ? rc : 1;
     }
     g->out[g->n_out++] = st.sample.id;
-    if (!text_append(g, st.text, st.text_len)) return HEED_ERR_NOMEM;
+    if (!api_text_append(g, st.text, st.text_len)) return HEED_ERR_NOMEM;
     json_t *top = json_array();
     for (int i = 0; i < st.n_top; i++)
         json_array_append_new(top, json_pack("{s:i, s:o, s:f}", "id", st.top[i].id, "label",
@@ -816,7 +821,7 @@ static json_t *run_doc(gen *g) {
     /* a mixture of experts: its routing is at /api/runs/{id}/experts */
     json_t *experts = a->info.n_expert ? json_pack("{s:i, s:i}", "n_expert", a->info.n_expert, "n_used",
                                                    a->info.n_expert_used) : NULL;
-    return json_pack(
+    json_t *d = json_pack(
         "{s:s, s:s, s:I, s:s, s:s?, s:O?, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, s:o, "
         "s:s%, s:O, s:O?, s:O?, s:o?, s:O?}",
         "id", g->run_id, "kind", kind_name(g->kind), "created", g->created, "model", a->model_id, "prompt",
@@ -826,6 +831,8 @@ static json_t *run_doc(gen *g) {
         api_ids_json(g->prompt, g->n_prompt), "output_ids", api_ids_json(g->out, g->n_out), "tokens", tokens, "text",
         g->text ? g->text : "", g->text_len, "steps", g->steps, "branch", g->branch, "interventions",
         g->interventions, "experts", experts, "documents", g->documents);
+    if (d && a->upstream_url) upstream_doc(a, d);
+    return d;
 }
 
 /* On the engine thread: ends the recording and saves it with its JSON in
@@ -837,7 +844,8 @@ static int gen_finish(gen *g, char *err, size_t err_size) {
     api_metrics_generation(a, g);
     heed_run *run = NULL;
     if (g->parent) store_run_lock(g->parent); /* the session copies the rest of its prefix from it */
-    int rc = g->sess ? heed_gen_finish(g->sess, &run) : HEED_ERR_INVALID_ARG;
+    int rc = g->up_run ? HEED_OK : g->sess ? heed_gen_finish(g->sess, &run) : HEED_ERR_INVALID_ARG;
+    if (g->up_run) run = g->up_run, g->up_run = NULL; /* made by upstream.c */
     heed_gen_free(g->sess); /* also removes the hook when finish was refused */
     g->sess = NULL;
     if (g->parent) {
@@ -885,6 +893,25 @@ static void gen_execute(gen *g) {
     }
     if (atomic_load(&g->gone)) return; /* the client left while it waited */
     char err[512];
+    if (a->upstream_url) { /* made by the upstream (upstream.c), stored as a local one */
+        g->t_started = g->t_prompt = api_mono_s();
+        int up = upstream_generate(g, err, sizeof err);
+        if (up == 1) return; /* nothing to store; the failure is reported */
+        char msg[600];
+        int st = gen_finish(g, msg, sizeof msg);
+        if (st) {
+            char m2[700];
+            snprintf(m2, sizeof m2, "the run could not be stored: %s", st < 0 ? msg : "the recording failed");
+            api_gen_fail(g, 507, "store_failed", m2);
+        } else if (up == 2) {
+            char m2[800];
+            snprintf(m2, sizeof m2, "%s; what was received is stored as %s (stop \"upstream_error\")", err, g->run_id);
+            api_gen_fail(g, 502, "upstream_error", m2);
+        } else if (g->streamed) {
+            api_stream_done(g);
+        }
+        return;
+    }
     g->t_started = api_mono_s();
     int rc = gen_start(g);
     g->t_prompt = api_mono_s();
@@ -904,6 +931,7 @@ static void gen_execute(gen *g) {
     do {
         rc = gen_step(g, &ev);
         api_emit_step(g, ev);
+        api_monitor_token(g, ev);
         if (ev) {
             g->t_last = api_mono_s();
             if (!g->t_first) g->t_first = g->t_last;

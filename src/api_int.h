@@ -81,8 +81,10 @@ typedef struct api_metrics {
     atomic_ullong decode_us, first_token_us, first_token_n, queue_us, prompt_us;
 } api_metrics;
 
+typedef struct api_monitor api_monitor; /* api_monitor.c: GET /api/monitor's subscribers */
 struct api {
     heed_model *model;
+    api_monitor *mon;      /* the monitor stream's subscribers */
     api_metrics metrics;
     heed_model_info info;
     api_view_env view;     /* what the views read: the model, its labels, the lens's scratch */
@@ -98,6 +100,8 @@ struct api {
     req_cache_entry *rcache;    /* (cfg.cache_runs), under runs_mu */
     unsigned long long rclock;
     long long started;
+    char *upstream_url;  /* heed serve --upstream: generations are made there (upstream.c), or NULL */
+    char *upstream_key;  /* --upstream-key: sent as Authorization: Bearer, or NULL */
 };
 typedef struct gen_params {
     int max_tokens;
@@ -171,6 +175,10 @@ typedef struct gen {
      * the engine), prompt done, first token event out, last token event out */
     double t_queued, t_started, t_prompt, t_first, t_last;
     json_t *replay;   /* a cached run's document being replayed */
+    /* --upstream (upstream.c): the run built from what the upstream sent, for gen_finish; and
+     * whether the upstream has answered 200 (under eng.mu: the stream's handler waits for it) */
+    heed_run *up_run;
+    bool up_open;
 } gen;
 struct api_stream {
     gen *g;
@@ -207,6 +215,8 @@ void api_reply_body(api_reply *rp, char *body, size_t len, const char *type);
 /* ---- api_gen.c */
 
 double api_mono_s(void);
+/* Appends n bytes to the generation's text (g->text, NUL-terminated). false: no memory. */
+bool api_text_append(gen *g, const char *s, size_t n);
 int api_queue_ahead_locked(const engine *e, const ticket *t);
 void api_queue_remove_locked(engine *e, ticket *t);
 void api_gen_free(gen *g);
@@ -275,5 +285,16 @@ int api_view_verify(api_view_env *env, const api_req *rq, heed_run *run, const h
 json_t *api_provenance(api_view_env *env, heed_run *run, const heed_run_info *ri, json_t *docs, bool verify,
                        api_reply *rp);
 char *api_view_key(const api_req *rq);
+
+/* ---- api_monitor.c */
+
+api_monitor *api_monitor_new(void);
+/* On the engine thread, after a token's event ev (may be NULL: no token):
+ * its monitor event to every subscriber; one branch when there is none. */
+void api_monitor_token(gen *g, json_t *ev);
+void api_monitor_stop(api *a);
+void api_monitor_free(api *a);
+void api_monitor_counters(api *a, unsigned long *subs, unsigned long *events, unsigned long *dropped, double *secs);
+int api_route_monitor(api *a, const api_req *rq, api_reply *rp);
 
 #endif

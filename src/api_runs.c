@@ -57,7 +57,11 @@ int api_route_run_delete(api *a, const api_req *rq, api_reply *rp) {
  * arguments), so a repeated read only copies bytes. */
 /* Finds the run, answers from the view cache or computes fn under the run's
  * lock, and caches a successful reply. */
-static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
+/* A view of a stored run: from the view cache, or computed by cb under the
+ * run's lock and kept there. */
+typedef void (*run_cb)(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp, void *user);
+
+static int run_view_cb(api *a, const api_req *rq, api_reply *rp, run_cb cb, void *user) {
     store_run *sr;
     char err[512] = "";
     int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
@@ -73,7 +77,7 @@ static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
         heed_run_info ri;
         store_run_lock(sr);
         heed_run_get_info(run, &ri);
-        fn(&a->view, rq, run, &ri, rp);
+        cb(a, rq, run, &ri, rp, user);
         store_run_unlock(sr);
         if (key && rp->status == 200 && rp->body)
             store_view_put(a->store, sr, key, rp->body, rp->body_len, rp->content_type);
@@ -81,6 +85,14 @@ static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
     free(key);
     store_release(a->store, sr);
     return 0;
+}
+
+static void call_view(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp, void *user) {
+    (*(view_fn *)user)(&a->view, rq, run, ri, rp);
+}
+
+static int run_view(api *a, const api_req *rq, api_reply *rp, view_fn fn) {
+    return run_view_cb(a, rq, rp, call_view, &fn);
 }
 
 int api_route_run_attention(api *a, const api_req *rq, api_reply *rp) { return run_view(a, rq, rp, api_view_attention); }
@@ -98,6 +110,18 @@ int api_route_run_verify(api *a, const api_req *rq, api_reply *rp) { return run_
 
 /* GET /api/runs/{id}/provenance?verify=0|1: the output sentences' sources
  * in the documents the request carried (the run document's "documents"). */
+typedef struct prov_args {
+    json_t *docs;
+    bool verify;
+} prov_args;
+
+static void call_provenance(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp,
+                            void *user) {
+    prov_args *pa = user;
+    json_t *p = api_provenance(&a->view, run, ri, pa->docs, pa->verify, rp);
+    if (p) api_reply_json(rp, 200, p);
+}
+
 int api_route_run_provenance(api *a, const api_req *rq, api_reply *rp) {
     static const char *const verifies[] = {"0", "1"};
     int verify = api_arg_enum(rq, "verify", verifies, 2, rp);
@@ -108,32 +132,11 @@ int api_route_run_provenance(api *a, const api_req *rq, api_reply *rp) {
         api_reply_store_error(rp, rc, rq->param, "");
         return 0;
     }
-    json_t *doc = json_loads(doc_s, 0, NULL);
+    json_t *doc = json_loads(doc_s, 0, NULL), *empty = json_array();
     free(doc_s);
     json_t *docs = json_object_get(doc, "documents");
-    json_t *empty = json_array();
-    store_run *sr;
-    char err[512] = "";
-    if ((rc = store_acquire(a->store, rq->param, &sr, err, sizeof err))) {
-        api_reply_store_error(rp, rc, rq->param, err);
-    } else {
-        char *key = api_view_key(rq);
-        if (key && store_view_get(a->store, sr, key, &rp->body, &rp->body_len, &rp->content_type)) {
-            rp->status = 200;
-        } else {
-            heed_run *run = store_run_get(sr);
-            heed_run_info ri;
-            store_run_lock(sr);
-            heed_run_get_info(run, &ri);
-            json_t *p = api_provenance(&a->view, run, &ri, json_is_array(docs) ? docs : empty, verify == 1, rp);
-            store_run_unlock(sr);
-            if (p) api_reply_json(rp, 200, p);
-            if (key && rp->status == 200 && rp->body)
-                store_view_put(a->store, sr, key, rp->body, rp->body_len, rp->content_type);
-        }
-        free(key);
-        store_release(a->store, sr);
-    }
+    prov_args pa = {json_is_array(docs) ? docs : empty, verify == 1};
+    run_view_cb(a, rq, rp, call_provenance, &pa);
     json_decref(empty);
     json_decref(doc);
     return 0;

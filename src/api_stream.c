@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "api_int.h"
+#include "upstream.h"
 
 /* Appends to pend (under eng.mu), unbounded: the request's own first
  * events and the reader's heartbeats. */
@@ -277,6 +278,7 @@ int api_reply_stream_of(gen *g, api_reply *rp) {
 /* Queues g and hands it over as a stream; 503 when the server stops. */
 int api_reply_stream(gen *g, api_reply *rp) {
     g->streamed = true;
+    if (g->api->upstream_url) return upstream_reply_stream(g, rp); /* an unreachable upstream: a plain 502 */
     if (!api_engine_enqueue(g->api, g)) {
         api_gen_release(g);
         api_error(rp, 503, NULL, "shutting_down", "the server is shutting down");

@@ -275,8 +275,11 @@ int api_view_candidates(api_view_env *env, const api_req *rq, heed_run *run, con
         json_array_append_new(cands, json_pack("{s:i, s:o?, s:f, s:f}", "id", st.cand[i].id, "label",
                                                labels ? api_label_json(env->model, st.cand[i].id) : NULL, "logit",
                                                st.cand[i].logit, "prob", st.cand[i].prob));
-    api_reply_json_prec(rp, 200, json_pack("{s:i, s:i, s:f, s:f, s:o}", "step", (int)step, "chosen", st.id, "prob", st.prob,
-                                       "entropy", st.entropy, "candidates", cands), 9);
+    /* a run from another engine may not know them: NaN is written as null */
+    api_reply_json_prec(rp, 200, json_pack("{s:i, s:i, s:o, s:o, s:o}", "step", (int)step, "chosen", st.id, "prob",
+                                       isfinite(st.prob) ? json_real(st.prob) : json_null(), "entropy",
+                                       isfinite(st.entropy) ? json_real(st.entropy) : json_null(), "candidates", cands),
+                        9);
     return 0;
 }
 

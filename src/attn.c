@@ -103,6 +103,35 @@ static int hmean_row(const astore *st, const heed_attn_sel *sel, int pos, float 
     return HEED_OK;
 }
 
+/* Without an exact tier or head-mean rows, a sparse row from the top-k
+ * tier: each selected (layer, head) contributes its kept sources only (every
+ * other key 0), combined by mean or max. A store made from another engine's
+ * top-k (heed_run_from_topk) has rows only at the positions it was given;
+ * the others are all zeros. */
+static int topk_row(const astore *st, const int *pairs, int n_pairs, heed_agg agg, int pos, float *out) {
+    if (!st->has_topk) return HEED_ERR_UNSUPPORTED;
+    for (int k = 0; k <= pos; k++) out[k] = 0.0f;
+    for (int i = 0; i < n_pairs; i++) {
+        size_t base = (((size_t)pos * st->n_layer + pairs[2 * i]) * st->n_head + pairs[2 * i + 1]) * st->top_k;
+        for (int e = 0; e < st->top_k; e++) {
+            uint32_t p = st->tk_pos[base + e];
+            if (p == ASTORE_TK_NONE || p > (uint32_t)pos) continue;
+            float w = kern_f16_to_f32(st->tk_w[base + e]);
+            if (agg == HEED_AGG_MEAN) out[p] += w / (float)n_pairs;
+            else if (w > out[p]) out[p] = w;
+        }
+    }
+    return HEED_OK;
+}
+
+/* A row from the summary tiers: head-mean rows when they serve the
+ * selection, else the top-k tier. */
+static int summary_row(const astore *st, const heed_attn_sel *sel, const int *pairs, int n_pairs, int pos,
+                       float *out) {
+    int rc = hmean_row(st, sel, pos, out);
+    return rc == HEED_ERR_UNSUPPORTED ? topk_row(st, pairs, n_pairs, sel->agg, pos, out) : rc;
+}
+
 /* ------------------------------------------------------- one row, threads */
 
 typedef struct row_job {
@@ -133,7 +162,7 @@ int attn_agg_row(const attn_src *src, const heed_attn_sel *sel, int pos, float *
     int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
     if (!pairs) return HEED_ERR_NOMEM;
     int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : measure_ok(src, sel);
-    if (!rc && !exact(st)) rc = hmean_row(st, sel, pos, out);
+    if (!rc && !exact(st)) rc = summary_row(st, sel, pairs, n_pairs, pos, out);
     if (rc || !exact(st)) {
         free(pairs);
         return rc;
@@ -189,7 +218,7 @@ static void rows_task(void *arg, int ith, int nth) {
             rc = acc_pairs(j->src, j->pairs, 0, j->n_pairs, q, j->sel->agg, j->sel->measure, tmp, acc);
             for (int k = 0; k <= q; k++) row[k] = (float)(j->sel->agg == HEED_AGG_MEAN ? acc[k] / j->n_pairs : acc[k]);
         } else {
-            rc = hmean_row(j->src->st, j->sel, q, row);
+            rc = summary_row(j->src->st, j->sel, j->pairs, j->n_pairs, q, row);
         }
         if (rc) {
             j->rc[ith] = rc;

@@ -68,6 +68,8 @@ static const char *usage_text =
     "      --ablate L:H[,L:H]  zero these heads' attention output (layer and head from 0)\n"
     "      --ablate-mean L:H[,...]  replace these heads' output by its mean over the prompt\n"
     "      --steer FILE:L:ALPHA  add ALPHA x the vector in FILE (n_embd float32) to the residual after layer L\n"
+    "      --steer-diff RUN_A:RUN_B:L:ALPHA  the same with the vector RUN_A's residual minus RUN_B's after\n"
+    "                          layer L at their prompts' last token (runs saved by --save with this model)\n"
     "      --patch RUN:L:POS   put the residual after layer L at POS of the run RUN in place of this run's\n"
     "      --scale L:H:F[,...] multiply these heads' attention output by F\n"
     "      --knockout L:H:Q:K  queries Q may not attend to keys K (each field a list of N, A-B or '*';\n"
@@ -87,7 +89,8 @@ typedef struct gen_opts {
     const char *ablate, *scale; /* interventions: "L:H,..." and "L:H:F,..." */
     const char *knockout[16];   /* each --knockout: "LAYERS:HEADS:QUERIES:KEYS" */
     const char *ablate_mean;    /* "L:H,..." */
-    const char *steer[16];      /* each --steer: "FILE:L:ALPHA" */
+    const char *steer[16];      /* each --steer: "FILE:L:ALPHA", or --steer-diff: "RUN_A:RUN_B:L:ALPHA" */
+    bool steer_diff[16];        /* steer[i] came from --steer-diff */
     int n_steer;
     const char *patch[16];      /* each --patch: "RUN:L:POS" */
     int n_patch;
@@ -731,13 +734,51 @@ static bool split_tail(const char *s, char **first, long max_l, int *l, const ch
 
 /* --steer FILE:L:ALPHA: FILE holds n_embd float32 (little-endian), added
  * times ALPHA to the residual after layer L at every position. */
-static int parse_steers(const gen_opts *o, const heed_model_info *info, heed_resid_edit *edits, float *vecs) {
+/* --steer-diff RUN_A:RUN_B (the head of the flag): v = RUN_A's residual
+ * after layer l minus RUN_B's, each at its prompt's last token (step 0's
+ * query), both runs made with model m. */
+static bool steer_diff_vec(const heed_model *m, char *runs, int l, int n_embd, float *v) {
+    char *colon = strrchr(runs, ':');
+    if (!colon || colon == runs || !colon[1]) {
+        fprintf(stderr, "heed: --steer-diff: '%s' is not RUN_A:RUN_B\n", runs);
+        return false;
+    }
+    *colon = 0;
+    const char *path[2] = {runs, colon + 1};
+    heed_run *r[2] = {NULL, NULL};
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; i++) {
+        char err[512];
+        const float *x;
+        if (heed_run_load(path[i], &r[i], err, sizeof err)) {
+            fprintf(stderr, "heed: --steer-diff: %s\n", err);
+            ok = false;
+        } else if (heed_run_lens_model_ok(r[i], m)) {
+            fprintf(stderr, "heed: --steer-diff: %s was made with another model\n", path[i]);
+            ok = false;
+        } else if (heed_run_residual(r[i], 0, l, &x)) {
+            fprintf(stderr, "heed: --steer-diff: %s keeps no residuals (a run saved by generate --save with at "
+                            "least one output token has them)\n", path[i]);
+            ok = false;
+        } else {
+            for (int d = 0; d < n_embd; d++) v[d] = i ? v[d] - x[d] : x[d];
+        }
+    }
+    heed_run_free(r[0]);
+    heed_run_free(r[1]);
+    return ok;
+}
+
+static int parse_steers(const gen_opts *o, const heed_model *m, const heed_model_info *info, heed_resid_edit *edits,
+                        float *vecs) {
     for (int i = 0; i < o->n_steer; i++) {
         char *file = NULL, *end;
         const char *alpha_s;
         int l;
+        const char *flag = o->steer_diff[i] ? "--steer-diff" : "--steer";
         if (!split_tail(o->steer[i], &file, info->n_layer, &l, &alpha_s)) {
-            fprintf(stderr, "heed: --steer: '%s' is not FILE:LAYER:ALPHA (layer below %d)\n", o->steer[i], info->n_layer);
+            fprintf(stderr, "heed: %s: '%s' is not %s:LAYER:ALPHA (layer below %d)\n", flag, o->steer[i],
+                    o->steer_diff[i] ? "RUN_A:RUN_B" : "FILE", info->n_layer);
             free(file);
             return -1;
         }
@@ -747,7 +788,9 @@ static int parse_steers(const gen_opts *o, const heed_model_info *info, heed_res
         struct stat st;
         bool ok = false;
         if (*end || end == alpha_s || !isfinite(alpha))
-            fprintf(stderr, "heed: --steer: '%s': ALPHA is not a number\n", o->steer[i]);
+            fprintf(stderr, "heed: %s: '%s': ALPHA is not a number\n", flag, o->steer[i]);
+        else if (o->steer_diff[i])
+            ok = steer_diff_vec(m, file, l, info->n_embd, v);
         else if ((errno = 0, stat(file, &st)) || !S_ISREG(st.st_mode)) /* never open a FIFO or a device: it could block */
             fprintf(stderr, "heed: --steer: %s: %s\n", file, errno ? strerror(errno) : "not a regular file");
         else if ((size_t)st.st_size != want)
@@ -926,7 +969,7 @@ static int run_generate(const gen_opts *o) {
     if ((scale = head_scales(o, &info, &bad_scale)), bad_scale) goto done;
     if ((n_knock = parse_knockouts(o->knockout, o->n_knockout, &info, &knock)) < 0) goto done;
     if (o->n_steer && (!(steer_vecs = malloc(sizeof(float) * (size_t)o->n_steer * info.n_embd)) ||
-                       parse_steers(o, &info, steers, steer_vecs)))
+                       parse_steers(o, m, &info, steers, steer_vecs)))
         goto done;
     if (o->n_patch && parse_patches(o, m, &info, patches, patch_src)) goto done;
     if (o->ablate_mean) { /* the heads, through parse_heads: factor 0 marks them */
@@ -1314,9 +1357,10 @@ static int parse_generate(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--ablate")) { NEED_VALUE(); o->ablate = v; }
         else if (!strcmp(a, "--scale")) { NEED_VALUE(); o->scale = v; }
         else if (!strcmp(a, "--ablate-mean")) { NEED_VALUE(); o->ablate_mean = v; }
-        else if (!strcmp(a, "--steer")) {
+        else if (!strcmp(a, "--steer") || !strcmp(a, "--steer-diff")) {
             NEED_VALUE();
-            if (o->n_steer == 16) return usage_error("%s", "--steer: at most 16 flags");
+            if (o->n_steer == 16) return usage_error("%s", "--steer, --steer-diff: at most 16 flags");
+            o->steer_diff[o->n_steer] = !strcmp(a, "--steer-diff");
             o->steer[o->n_steer++] = v;
         } else if (!strcmp(a, "--patch")) {
             NEED_VALUE();

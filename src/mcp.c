@@ -965,34 +965,18 @@ static const char *usage_text =
     "  --threads N           inference threads (default: all cores)\n"
     "  --ctx N               context size in tokens (default: the model's limit, bounded by memory)\n";
 
-static bool parse_count(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 /* Returns 0, 1 after --help, or 2 (bad flags) after a message. */
 static int parse_flags(int argc, char **argv, api_config *cfg) {
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *a, *v;
+        int r = server_flag(argc, argv, &i, "mcp", usage_text, &a, &v);
+        if (r) return r;
         long n = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            return 1;
-        }
-        if (!v) {
-            fprintf(stderr, "heed: mcp: %s %s\n", a, a[0] == '-' ? "needs a value" : "is not an option");
-            return 2;
-        }
-        i++;
         bool ok = true;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) cfg->model_path = v;
         else if (!strcmp(a, "--data") || !strcmp(a, "--data-dir")) cfg->data_dir = v;
-        else if (!strcmp(a, "--threads") && (ok = parse_count(v, 1, 1024, &n))) cfg->n_threads = (int)n;
-        else if (!strcmp(a, "--ctx") && (ok = parse_count(v, 1, 1 << 24, &n))) cfg->n_ctx = (int)n;
+        else if (!strcmp(a, "--threads") && (ok = server_parse_count(v, 1, 1024, &n))) cfg->n_threads = (int)n;
+        else if (!strcmp(a, "--ctx") && (ok = server_parse_count(v, 1, 1 << 24, &n))) cfg->n_ctx = (int)n;
         else if (ok) {
             fprintf(stderr, "heed: mcp: unknown option '%s'\n%s", a, usage_text);
             return 2;

@@ -411,6 +411,12 @@ int heed_run_token_stats(heed_run *r, const heed_attn_sel *sel, int pos, heed_to
     return rc;
 }
 
+int heed_row_stats(const float *row, int pos, heed_token_stats *out) {
+    if (!row || !out || pos < 0) return HEED_ERR_INVALID_ARG;
+    attn_row_stats(row, pos, out);
+    return HEED_OK;
+}
+
 const char *heed_zone_name(heed_zone z) {
     switch (z) {
     case HEED_ZONE_SYNTAX_FLOOR: return "syntax_floor";

@@ -213,3 +213,12 @@ int heed_run_span_attention(heed_run *run, const heed_attn_sel *sel, int q0, int
     free(c.acc);
     return rc;
 }
+
+/* ------------------------------------------------------------ residuals */
+
+int heed_run_residual(const heed_run *run, int t, int layer, const float **out) {
+    if (!run || !out || t < 0 || t >= run->n_output || layer < 0 || layer >= run->n_layer) return HEED_ERR_INVALID_ARG;
+    if (!run->resid || !run->lens_lazy || run->lens_k <= 0) return HEED_ERR_UNSUPPORTED;
+    *out = run->resid + ((size_t)t * run->n_layer + layer) * run->n_embd;
+    return HEED_OK;
+}

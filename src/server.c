@@ -34,6 +34,7 @@
 #include "assets.h"
 #include "server.h"
 #include "pull.h"
+#include "upstream.h"
 
 #define MAX_CONNECTIONS 256  /* default --max-connections: each holds a thread */
 #define MAX_PER_IP 64        /* default --max-connections-per-ip */
@@ -573,15 +574,19 @@ static const char *usage_text =
     "  --stream-buffer N             bytes a streaming client may fall behind by before it is\n"
     "                                dropped and its generation cancelled (default 1048576)\n"
     "  --stream-stall S              seconds a streaming client may read nothing while events\n"
-    "                                wait before it is dropped (default 30)\n";
+    "                                wait before it is dropped (default 30)\n"
+    "  --upstream URL                generate on the OpenAI-compatible server at URL (which returns\n"
+    "                                attention with its tokens: return_attention_tokens); the local\n"
+    "                                model tokenizes and labels (docs/API.md, Upstream)\n"
+    "  --upstream-key KEY            send Authorization: Bearer KEY to the upstream\n";
 
 typedef struct serve_opts {
-    const char *host, *cors, *api_key, *web_dir;
+    const char *host, *cors, *api_key, *web_dir, *upstream, *upstream_key;
     long port, max_conn, max_per_ip, header_timeout, body_timeout, idle_timeout;
     api_config cfg;
 } serve_opts;
 
-static bool parse_count(const char *s, long lo, long hi, long *out) {
+bool server_parse_count(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -599,40 +604,35 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
                           .cache_bytes = (size_t)256 << 20, .stream_buffer = (size_t)1 << 20,
                           .stream_stall_s = 30};
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *a, *v;
+        int r = server_flag(argc, argv, &i, "serve", usage_text, &a, &v);
+        if (r) return r;
         long n = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            return 1;
-        }
-        if (!v) {
-            fprintf(stderr, "heed: serve: %s %s\n", a, a[0] == '-' ? "needs a value" : "is not an option");
-            return 2;
-        }
-        i++;
         bool ok = true;
         if (!strcmp(a, "--host")) o->host = v;
-        else if (!strcmp(a, "--port")) ok = parse_count(v, 0, 65535, &o->port);
+        else if (!strcmp(a, "--port")) ok = server_parse_count(v, 0, 65535, &o->port);
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->cfg.model_path = v;
-        else if (!strcmp(a, "--max-tokens") && (ok = parse_count(v, 1, 1 << 20, &n))) o->cfg.max_tokens = (int)n;
-        else if (!strcmp(a, "--max-prompt") && (ok = parse_count(v, 1, 1 << 24, &n))) o->cfg.max_prompt = (int)n;
-        else if (!strcmp(a, "--ctx") && (ok = parse_count(v, 1, 1 << 24, &n))) o->cfg.n_ctx = (int)n;
-        else if (!strcmp(a, "--threads") && (ok = parse_count(v, 1, 1024, &n))) o->cfg.n_threads = (int)n;
-        else if (!strcmp(a, "--attention-tokens-top-k") && (ok = parse_count(v, 0, API_MAX_ATTN_TOP, &n)))
+        else if (!strcmp(a, "--max-tokens") && (ok = server_parse_count(v, 1, 1 << 20, &n))) o->cfg.max_tokens = (int)n;
+        else if (!strcmp(a, "--max-prompt") && (ok = server_parse_count(v, 1, 1 << 24, &n))) o->cfg.max_prompt = (int)n;
+        else if (!strcmp(a, "--ctx") && (ok = server_parse_count(v, 1, 1 << 24, &n))) o->cfg.n_ctx = (int)n;
+        else if (!strcmp(a, "--threads") && (ok = server_parse_count(v, 1, 1024, &n))) o->cfg.n_threads = (int)n;
+        else if (!strcmp(a, "--attention-tokens-top-k") && (ok = server_parse_count(v, 0, API_MAX_ATTN_TOP, &n)))
             o->cfg.attn_top_k = (int)n;
-        else if (!strcmp(a, "--cache-runs") && (ok = parse_count(v, 1, 1 << 16, &n))) o->cfg.cache_runs = (int)n;
-        else if (!strcmp(a, "--cache-bytes") && (ok = parse_count(v, 0, LONG_MAX, &n))) o->cfg.cache_bytes = (size_t)n;
-        else if (!strcmp(a, "--max-connections")) ok = parse_count(v, CONN_RESERVE + 1, 4096, &o->max_conn);
-        else if (!strcmp(a, "--max-connections-per-ip")) ok = parse_count(v, 1, 4096, &o->max_per_ip);
-        else if (!strcmp(a, "--header-timeout")) ok = parse_count(v, 1, 3600, &o->header_timeout);
-        else if (!strcmp(a, "--body-timeout")) ok = parse_count(v, 1, 3600, &o->body_timeout);
-        else if (!strcmp(a, "--idle-timeout")) ok = parse_count(v, 1, 86400, &o->idle_timeout);
-        else if (!strcmp(a, "--stream-buffer") && (ok = parse_count(v, 4096, 1L << 34, &n)))
+        else if (!strcmp(a, "--cache-runs") && (ok = server_parse_count(v, 1, 1 << 16, &n))) o->cfg.cache_runs = (int)n;
+        else if (!strcmp(a, "--cache-bytes") && (ok = server_parse_count(v, 0, LONG_MAX, &n))) o->cfg.cache_bytes = (size_t)n;
+        else if (!strcmp(a, "--max-connections")) ok = server_parse_count(v, CONN_RESERVE + 1, 4096, &o->max_conn);
+        else if (!strcmp(a, "--max-connections-per-ip")) ok = server_parse_count(v, 1, 4096, &o->max_per_ip);
+        else if (!strcmp(a, "--header-timeout")) ok = server_parse_count(v, 1, 3600, &o->header_timeout);
+        else if (!strcmp(a, "--body-timeout")) ok = server_parse_count(v, 1, 3600, &o->body_timeout);
+        else if (!strcmp(a, "--idle-timeout")) ok = server_parse_count(v, 1, 86400, &o->idle_timeout);
+        else if (!strcmp(a, "--stream-buffer") && (ok = server_parse_count(v, 4096, 1L << 34, &n)))
             o->cfg.stream_buffer = (size_t)n;
-        else if (!strcmp(a, "--stream-stall") && (ok = parse_count(v, 1, 3600, &n))) o->cfg.stream_stall_s = (int)n;
+        else if (!strcmp(a, "--stream-stall") && (ok = server_parse_count(v, 1, 3600, &n))) o->cfg.stream_stall_s = (int)n;
         else if (!strcmp(a, "--cors")) o->cors = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--web-dir")) o->web_dir = v;
+        else if (!strcmp(a, "--upstream")) o->upstream = v;
+        else if (!strcmp(a, "--upstream-key")) o->upstream_key = v;
         else if (!strcmp(a, "--data-dir")) o->cfg.data_dir = v;
         else if (ok) {
             fprintf(stderr, "heed: serve: unknown option '%s'\n", a);
@@ -645,6 +645,14 @@ static int parse_flags(int argc, char **argv, serve_opts *o) {
     }
     if (o->api_key && !o->api_key[0]) {
         fprintf(stderr, "heed: serve: --api-key must not be empty\n");
+        return 2;
+    }
+    if (o->upstream && strncmp(o->upstream, "http://", 7) && strncmp(o->upstream, "https://", 8)) {
+        fprintf(stderr, "heed: serve: --upstream must be an http:// or https:// URL\n");
+        return 2;
+    }
+    if (o->upstream_key && !o->upstream) {
+        fprintf(stderr, "heed: serve: --upstream-key needs --upstream\n");
         return 2;
     }
     return 0;
@@ -689,6 +697,21 @@ static int make_dirs(char *path) {
         if (rc) return -1;
     }
     return mkdir(path, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+int server_flag(int argc, char **argv, int *i, const char *cmd, const char *usage, const char **a, const char **v) {
+    *a = argv[*i];
+    *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!strcmp(*a, "-h") || !strcmp(*a, "--help")) {
+        fputs(usage, stdout);
+        return 1;
+    }
+    if (!*v) {
+        fprintf(stderr, "heed: %s: %s %s\n", cmd, *a, (*a)[0] == '-' ? "needs a value" : "is not an option");
+        return 2;
+    }
+    (*i)++;
+    return 0;
 }
 
 int server_data_dir(const char *given, const char *cmd, char *dir, size_t size) {
@@ -736,6 +759,11 @@ int server_main(int argc, char **argv) {
     char err[512] = "";
     if (api_new(&o.cfg, &s.api, err, sizeof err)) {
         fprintf(stderr, "heed: %s\n", err[0] ? err : "cannot load the model");
+        return 1;
+    }
+    if (o.upstream && upstream_set(s.api, o.upstream, o.upstream_key)) {
+        fprintf(stderr, "heed: out of memory\n");
+        api_free(s.api);
         return 1;
     }
     /* a client that leaves mid-stream must not kill the server */

@@ -26,6 +26,15 @@ typedef struct server server;
  * clean shutdown, 1 when the model or the socket fails, 2 for bad flags. */
 int server_main(int argc, char **argv);
 
+/* A whole decimal number lo..hi (an option's value) into *out; false: not one. */
+bool server_parse_count(const char *s, long lo, long hi, long *out);
+
+/* One option of a command whose options all take a value (serve, mcp):
+ * argv[*i] into *a and its value into *v, *i moved past it. 0; 1 after
+ * printing usage for -h/--help; 2 after a message naming cmd when the
+ * value is missing. */
+int server_flag(int argc, char **argv, int *i, const char *cmd, const char *usage, const char **a, const char **v);
+
 /* The run store's folder into dir: given (--data-dir), else
  * $XDG_DATA_HOME/heed, else ~/.local/share/heed; made with its parents.
  * 0, or -1 after a message on stderr naming cmd ("serve", "mcp"). */

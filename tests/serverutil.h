@@ -244,4 +244,34 @@ static inline int su_find_heed(void) {
     return 0;
 }
 
+/* A server suite's start: the binary found, test-output made, SIGPIPE
+ * ignored (a server closing a connection must not kill the test). 0 or 1. */
+static inline int su_init(void) {
+    if (su_find_heed() || system("mkdir -p test-output")) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* A suite's one server, as its group setup and teardown start and stop
+ * it: `heed serve --data-dir DIR EXTRA...` on a fresh DIR (libcurl set up
+ * for the suite's requests). */
+static inline int su_group_start(srv *s, const char *dir, const char *const *extra) {
+    curl_global_init(CURL_GLOBAL_ALL);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) return -1;
+    const char *args[24] = {"--data-dir", dir};
+    int n = 2;
+    for (int i = 0; extra && extra[i] && n < 23; i++) args[n++] = extra[i];
+    args[n] = NULL;
+    srv_start(s, args);
+    return 0;
+}
+
+static inline int su_group_stop(srv *s) {
+    srv_stop(s);
+    curl_global_cleanup();
+    return 0;
+}
+
 #endif

@@ -724,9 +724,7 @@ static void test_load_and_faults(void **state) {
 }
 
 int main(void) {
-    if (su_find_heed()) return 1;
-    if (system("mkdir -p test-output")) return 1;
-    signal(SIGPIPE, SIG_IGN);
+    if (su_init()) return 1;
     curl_global_init(CURL_GLOBAL_ALL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_tokens_zero),   cmocka_unit_test(test_slow_reader),

@@ -1339,24 +1339,12 @@ static void test_bad_flags(void **state) {
     assert_int_equal(WEXITSTATUS(st), 2);
 }
 
-static int group_setup(void **state) {
-    curl_global_init(CURL_GLOBAL_ALL);
-    if (system("rm -rf test-output/serve-main")) return -1;
-    const char *args[] = {"--data-dir", "test-output/serve-main", NULL};
-    srv_start(&main_srv, args);
-    return 0;
-}
+static int group_setup(void **state) { return su_group_start(&main_srv, "test-output/serve-main", NULL); }
 
-static int group_teardown(void **state) {
-    srv_stop(&main_srv);
-    curl_global_cleanup();
-    return 0;
-}
+static int group_teardown(void **state) { return su_group_stop(&main_srv); }
 
 int main(void) {
-    if (su_find_heed()) return 1;
-    if (system("mkdir -p test-output")) return 1;
-    signal(SIGPIPE, SIG_IGN);
+    if (su_init()) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_basic),
         cmocka_unit_test(test_tokenize),

@@ -17,19 +17,35 @@ enum { N_OUT = 10 };
 
 static const int32_t PROMPT[] = {1, 403, 407, 261, 378};
 
+/* A whole generation of PROMPT with gp, recorded; *reused (may be NULL)
+ * gets the positions it kept of gp->reuse. */
+static heed_run *generate(heed_model *m, heed_ctx *c, const heed_gen_params *gp, int *reused) {
+    heed_gen *g;
+    assert_int_equal(heed_gen_start(m, c, gp, PROMPT, 5, &g), HEED_OK);
+    heed_gen_step st;
+    while (heed_gen_next(g, &st) == 1) {}
+    if (reused) *reused = heed_gen_reused(g);
+    heed_run *run;
+    assert_int_equal(heed_gen_finish(g, &run), HEED_OK);
+    heed_gen_free(g);
+    return run;
+}
+
 static heed_run *record(heed_model *m, heed_ctx *c, const float *head_scale) {
     heed_gen_params gp = heed_gen_default_params();
     gp.record = true;
     gp.n_predict = N_OUT;
     gp.sampler.temperature = 0;
     gp.head_scale = head_scale;
-    heed_gen *g;
-    assert_int_equal(heed_gen_start(m, c, &gp, PROMPT, 5, &g), HEED_OK);
-    heed_gen_step st;
-    while (heed_gen_next(g, &st) == 1) {}
-    heed_run *run;
-    assert_int_equal(heed_gen_finish(g, &run), HEED_OK);
-    heed_gen_free(g);
+    return generate(m, c, &gp, NULL);
+}
+
+/* The bundled model, a context, and a greedy run recorded on it. */
+static heed_run *fixture(heed_model **m, heed_ctx **c, heed_run_info *ri) {
+    assert_int_equal(heed_model_load(NULL, NULL, m, NULL, 0), HEED_OK);
+    assert_int_equal(heed_ctx_new(*m, NULL, c), HEED_OK);
+    heed_run *run = record(*m, *c, NULL);
+    heed_run_get_info(run, ri);
     return run;
 }
 
@@ -113,12 +129,9 @@ static void test_rerun(void **state) {
 static void test_verify_sources(void **state) {
     (void)state;
     heed_model *m;
-    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
     heed_ctx *c;
-    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
-    heed_run *run = record(m, c, NULL);
     heed_run_info ri;
-    heed_run_get_info(run, &ri);
+    heed_run *run = fixture(&m, &c, &ri);
     const int t = 4, p = ri.n_prompt - 1 + t;
     for (int measure = 0; measure < 2; measure++) {
         heed_attn_sel sel = heed_attn_sel_all();
@@ -187,12 +200,9 @@ static void test_other_model_refused(void **state) {
 static void test_span_attention(void **state) {
     (void)state;
     heed_model *m;
-    assert_int_equal(heed_model_load(NULL, NULL, &m, NULL, 0), HEED_OK);
     heed_ctx *c;
-    assert_int_equal(heed_ctx_new(m, NULL, &c), HEED_OK);
-    heed_run *run = record(m, c, NULL);
     heed_run_info ri;
-    heed_run_get_info(run, &ri);
+    heed_run *run = fixture(&m, &c, &ri);
     heed_span spans[3] = {{0, 1}, {1, 3}, {6, 4}};
     for (int measure = 0; measure < 2; measure++) {
         heed_attn_sel sel = heed_attn_sel_all();
@@ -240,15 +250,7 @@ static heed_run *branch(heed_model *m, heed_ctx *c, const heed_run *parent, int 
     gp.n_knockouts = n_ko;
     gp.intervene_from = ri.n_prompt - 1 + t;
     gp.reuse = reuse ? parent : NULL;
-    heed_gen *g;
-    assert_int_equal(heed_gen_start(m, c, &gp, PROMPT, 5, &g), HEED_OK);
-    heed_gen_step st;
-    while (heed_gen_next(g, &st) == 1) {}
-    *reused = heed_gen_reused(g);
-    heed_run *run;
-    assert_int_equal(heed_gen_finish(g, &run), HEED_OK);
-    heed_gen_free(g);
-    return run;
+    return generate(m, c, &gp, reused);
 }
 
 static void assert_runs_equal(heed_run *a, heed_run *b, bool exact) {

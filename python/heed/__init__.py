@@ -707,6 +707,20 @@ class Run:
             _fail(rc, "span attention")
         return out
 
+    def residual(self, step, layer):
+        """The residual stream after `layer` at the query of step `step`
+        (step 0: the prompt's last token), float32 (n_embd,): the difference
+        of two runs' residuals is a steering vector."""
+        self._check_open()
+        step = _int("step", step, 0, self._info.n_output - 1)
+        layer = _int("layer", layer, 0, self._info.n_layer - 1)
+        p = POINTER(c_float)()
+        rc = _lib.heed_run_residual(self._run, step, layer, byref(p))
+        if rc != _ffi.HEED_OK:
+            _fail(rc, "the residual of step %d after layer %d (the run keeps none once its lens was computed "
+                      "and saved)" % (step, layer))
+        return np.ctypeslib.as_array(p, shape=(self._info.n_embd,)).copy()
+
     def rollout(self, pos):
         """Attention rollout (Abnar & Zuidema) of position pos: shape (pos + 1,)."""
         self._check_open()

@@ -207,6 +207,7 @@ _SIGNATURES = {
     "heed_run_input_importance": (c_int, [P, POINTER(AttnSel), POINTER(c_float)]),
     "heed_run_rollout": (c_int, [P, c_int, POINTER(c_float)]),
     "heed_run_value_norms": (c_int, [P, c_int, POINTER(POINTER(c_float))]),
+    "heed_run_residual": (c_int, [P, c_int, c_int, POINTER(POINTER(c_float))]),
     "heed_run_verify_sources": (c_int, [P, P, P, c_int, POINTER(AttnSel), c_int, POINTER(SourceCheck),
                                         POINTER(c_float)]),
     "heed_run_span_attention": (c_int, [P, POINTER(AttnSel), c_int, c_int, POINTER(Span), c_int, POINTER(c_float)]),

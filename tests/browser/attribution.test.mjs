@@ -13,23 +13,18 @@
 // HEED_BIN=build-ui/heed picks the binary, HEED_WEB_DIR=web/dist serves the UI from disk.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, getJson, screenshotPath } from './lib.mjs';
+import { openSession, closeSession, getJson, screenshotPath } from './lib.mjs';
 
-let server, browser, page, run;
+let session, server, page, run;
 
 const K = 5;
 
 before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on('pageerror', (e) => console.error('page error:', e));
+  session = await openSession();
+  ({ server, page } = session);
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => closeSession(session));
 
 /** Whether the server has a route (an unknown one answers 404 with code not_found). */
 async function hasRoute(base, path) {

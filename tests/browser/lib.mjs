@@ -70,6 +70,21 @@ export async function launchBrowser() {
   });
 }
 
+/* A suite's server, browser and page (1400 x 900, page errors logged), and
+ * the matching stop: `const s = await openSession(); ... await closeSession(s)`. */
+export async function openSession(extra = []) {
+  const server = await startServer(extra);
+  const browser = await launchBrowser();
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('pageerror', (e) => console.error('page error:', e));
+  return { server, browser, page };
+}
+
+export async function closeSession(s) {
+  await s?.browser?.close();
+  await s?.server?.stop();
+}
+
 export async function getJson(base, path) {
   const r = await fetch(base + path);
   if (!r.ok) throw new Error(`GET ${path}: ${r.status} ${await r.text()}`);

@@ -600,3 +600,24 @@ def test_branch_reuses_the_kv_cache(server):
     code, body = server.req("POST", "/api/runs", json.dumps({"branch": {"run": pid, "step": 1,
                                                                         "interventions_from": "later"}}).encode())
     assert code == 400 and b"interventions_from" in body
+
+
+def test_steer_by_the_difference_of_two_runs(tmp_path, model):
+    a, b = str(tmp_path / "a.heedrun"), str(tmp_path / "b.heedrun")
+    cli("generate", "--threads", "1", "-p", "Once upon a time", "-n", "2", "--save", a)
+    cli("generate", "--threads", "1", "-p", "One day a big dog", "-n", "2", "--save", b)
+    ra, rb = heed.open_run(a), heed.open_run(b)
+    v = ra.residual(0, 2) - rb.residual(0, 2)
+    assert v.shape == (model.info["n_embd"],) and np.any(v != 0)
+    vec = str(tmp_path / "v.f32")
+    v.astype("<f4").tofile(vec)
+    j1 = cli_json("-p", PROMPT, "-n", "6", "--steer-diff", "%s:%s:2:3.5" % (a, b))
+    j2 = cli_json("-p", PROMPT, "-n", "6", "--steer", "%s:2:3.5" % vec)
+    assert j1["output_ids"] == j2["output_ids"] and j1["attention"] == j2["attention"]
+    py = model.generate(PROMPT, max_tokens=6, interventions=[{"type": "steer", "layer": 2, "alpha": 3.5, "vector": v}])
+    assert py.tokens.ids.tolist() == j1["prompt_ids"] + j1["output_ids"]
+    p = subprocess.run([HEED, "generate", "-p", PROMPT, "-n", "2", "--steer-diff", "%s:%s:2:1" % (a, vec)],
+                       capture_output=True)
+    assert p.returncode != 0 and b"--steer-diff" in p.stderr
+    p = subprocess.run([HEED, "generate", "-p", PROMPT, "-n", "2", "--steer-diff", "%s:2:1" % a], capture_output=True)
+    assert p.returncode != 0 and b"RUN_A:RUN_B" in p.stderr

@@ -177,6 +177,41 @@ export const api = {
   },
 };
 
+/** What POST /api/runs/upload answers (201): the stored run. */
+export interface UploadReply {
+  id: string;
+  model: string;
+  n_prompt: number;
+  n_output: number;
+  /** made by this server's model (the logit lens needs it) */
+  own_model: boolean;
+}
+
+/**
+ * Stores a run file (`.heedrun`, `heed generate --save`) with POST
+ * /api/runs/upload: the body is the file's bytes as they are. Resolves with
+ * the new run; rejects with ApiError (400: not a run file, with the reader's
+ * message; 413: too large) or a network error.
+ */
+export async function uploadRun(body: Blob | ArrayBuffer | Uint8Array, signal?: AbortSignal): Promise<UploadReply> {
+  let r: Response;
+  try {
+    r = await fetch('api/runs/upload', {
+      method: 'POST',
+      signal,
+      headers: { 'Content-Type': 'application/octet-stream', Accept: 'application/json' },
+      body: body as BodyInit,
+    });
+  } catch (err) {
+    if (err instanceof Error && err.name === 'AbortError') throw err;
+    throw new ApiError(`the upload failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!r.ok) throw await errorOf(r);
+  const j = (await r.json()) as Partial<UploadReply>;
+  if (!j || typeof j.id !== 'string') throw new ApiError('the server did not say where it stored the run', r.status);
+  return j as UploadReply;
+}
+
 export interface StreamHandlers {
   queued?: (position: number) => void;
   token: (ev: TokenEvent) => void;

@@ -6,6 +6,7 @@ import { createDocumentsForm } from './documents';
 import { matrixCsv, npyBytes, toCsv, type ExportData, type Exportable } from './datafile';
 import { buildSvg, download, svgToPng, type ExportToken } from './export';
 import { GraphView } from './graph';
+import { mountUploadButton } from './upload';
 import {
   ablateRequest,
   knockoutKey,
@@ -977,6 +978,20 @@ el.deleteRun.addEventListener('click', async () => {
   history.replaceState(null, '', location.pathname + location.search);
   setStatus('idle', `Deleted ${id}.`);
   void refreshRuns();
+});
+
+// "Open a run file…": stores a .heedrun on the server, then opens it like a saved run.
+mountUploadButton(el.deleteRun.parentElement ?? el.runs, {
+  started: (name) => setStatus('idle', `Uploading ${name}…`),
+  stored: (r, name) => {
+    history.pushState(null, '', '#run=' + encodeURIComponent(r.id));
+    void refreshRuns();
+    void openRun(r.id, { ...decodeHash(''), run: r.id, threshold: st.view.threshold, view: st.tab, measure: st.measure }).then(() => {
+      if (st.runId === r.id && st.status === 'done' && !r.own_model)
+        el.status.textContent += ` ${name} was made with another model (${r.model}): no logit lens.`;
+    });
+  },
+  failed: (err, name) => fail(err, `Could not open ${name}`),
 });
 
 function clearRun(): void {
