@@ -201,6 +201,16 @@ static void gram_add_scalar(float *g, const float *x, size_t stride, int n, int 
     }
 }
 
+static float quad_form_scalar(const float *g, const float *v, int hd) {
+    double s = 0;
+    for (int a = 0; a < hd; a++) {
+        double t = 0;
+        for (int c = 0; c < hd; c++) t += (double)g[(size_t)a * hd + c] * v[c];
+        s += t * v[a];
+    }
+    return (float)s;
+}
+
 static const kern_ops scalar_table = {
     .name = "scalar",
     .dot_f32 = dot_f32_scalar,
@@ -210,6 +220,7 @@ static const kern_ops scalar_table = {
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gram_add = gram_add_scalar,
+    .quad_form = quad_form_scalar,
     .attn_scores = attn_scores_scalar,
     .attn_wsum = attn_wsum_scalar,
     .attn_scores_multi = attn_scores_multi_scalar,

@@ -296,6 +296,9 @@ typedef struct kern_ops {
      * g[a * hd + c] += sum over rows r < n of x[r][a] * x[r][c], for
      * a, c < hd (the full square), rows of x `stride` floats apart. */
     void (*gram_add)(float *g, const float *x, size_t stride, int n, int hd);
+    /* The quadratic form v^T G v of a hd x hd matrix G (row-major) (a value
+     * norm squared: v's head through its Gram matrix). */
+    float (*quad_form)(const float *g, const float *v, int hd);
     /* Attention scores of one query against n_keys keys (rows of hd floats,
      * k_stride floats apart): out[k] = scale * dot(q, key k). */
     void (*attn_scores)(float *out, const float *q, const float *keys, size_t k_stride, int n_keys, int hd,
@@ -385,6 +388,7 @@ void kern_softmax_avx2(float *x, int n);
 float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx);
 void kern_swiglu_avx2(float *gate, const float *up, int n);
 void kern_gram_add_avx2(float *g, const float *x, size_t stride, int n, int hd);
+float kern_quad_form_avx2(const float *g, const float *v, int hd);
 #endif
 
 /*

@@ -553,6 +553,25 @@ void kern_gram_add_avx2(float *g, const float *x, size_t stride, int n, int hd) 
     }
 }
 
+/* v^T G v: each row of G times v elementwise, scaled by v[a], into 8-wide
+ * accumulators; hd not a multiple of 8 ends scalar. */
+float kern_quad_form_avx2(const float *g, const float *v, int hd) {
+    __m256 acc = _mm256_setzero_ps();
+    float tail = 0;
+    for (int a = 0; a < hd; a++) {
+        const float *ga = g + (size_t)a * hd;
+        __m256 va = _mm256_set1_ps(v[a]);
+        int c = 0;
+        for (; c + 8 <= hd; c += 8)
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(ga + c), _mm256_loadu_ps(v + c)), va, acc);
+        for (; c < hd; c++) tail += ga[c] * v[c] * v[a];
+    }
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h) + tail;
+}
+
 const kern_ops kern_ops_avx2_table = {
     .name = "avx2",
     .dot_f32 = dot_f32_avx2,
@@ -562,6 +581,7 @@ const kern_ops kern_ops_avx2_table = {
     .axpy = axpy_avx2,
     .scale = scale_avx2,
     .gram_add = kern_gram_add_avx2,
+    .quad_form = kern_quad_form_avx2,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
     .attn_scores_multi = attn_scores_multi_avx2,

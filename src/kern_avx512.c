@@ -460,6 +460,7 @@ const kern_ops kern_ops_avx512_table = {
     .axpy = axpy_avx512,
     .scale = scale_avx512,
     .gram_add = kern_gram_add_avx2,
+    .quad_form = kern_quad_form_avx2,
     .attn_scores = kern_attn_scores_avx2,
     .attn_wsum = kern_attn_wsum_avx2,
     .attn_scores_multi = attn_scores_multi_avx512,

@@ -34,6 +34,8 @@ struct heed_recorder {
      * heed_run_attn_row adds them (double) */
     double *live;        /* (n_ctx + 1) */
     int q_pending;       /* heed_recorder_begin_from: q rows of the prefix still to copy */
+    float *vn_buf;       /* (n_layer, VN_BATCH, kv_dim) values of decoded positions whose norms wait */
+    int vn_pos0, vn_wait; /* their first position and count */
     const float **gram;  /* (n_layer) the output projection's Gram matrices (model_wo_gram), for the
                           * value norms; NULL: not kept */
     int live_pos, live_n; /* the query position summed, and how many (layer, head) rows so far */
@@ -182,35 +184,68 @@ static void rec_observe(void *user, const heed_attn_block *b) {
     }
     astore_add_probs(&rec->run->st, b, rec->run->pool);
 }
-/* The value norms of a block: for each position and head, |W_O^h v| =
- * sqrt(v^T G_h v) with the head's Gram matrix (model_wo_gram): head_dim
- * dot products of head_dim per head (the kernels' dot_f32), 1/n_embd of
- * the output projection's multiply-adds. */
+/* Value norms: for each position and head, |W_O^h v| = sqrt(v^T G_h v)
+ * with the head's Gram matrix (model_wo_gram; kern_ops.quad_form),
+ * head_dim^2 multiply-adds per head: 1/n_embd of the output projection's.
+ * What costs is reading every G (a layer's: n_head x head_dim^2 floats), so
+ * the positions of a block are taken per head, and a decode's one-position
+ * blocks are kept (their values copied) until VN_BATCH positions are
+ * waiting or the recording ends (rec_vn_flush). */
+#define VN_BATCH 32
+
+static bool vn_room(heed_run *r, int need) {
+    if (need <= r->vn_cap) return true;
+    int cap = r->vn_cap ? r->vn_cap : 64;
+    while (cap < need) cap *= 2;
+    float *vn = realloc(r->vnorm, sizeof *vn * (size_t)cap * r->n_layer * r->n_head);
+    if (!vn) {
+        r->st.failed = true;
+        return false;
+    }
+    r->vnorm = vn, r->vn_cap = cap;
+    return true;
+}
+
+/* Norms of n positions from pos0 in one layer; v rows kv_dim floats apart. */
+static void vn_rows(heed_recorder *rec, int layer, int pos0, int n, const float *v) {
+    heed_run *r = rec->run;
+    const int L = r->n_layer, H = r->n_head, hd = r->head_dim, group = H / r->n_head_kv,
+              kvd = r->n_head_kv * hd;
+    if (!r->ops) r->ops = kern_ops_best();
+    if (!vn_room(r, pos0 + n)) return;
+    for (int h = 0; h < H; h++) {
+        const float *gh = rec->gram[layer] + (size_t)h * hd * hd;
+        for (int i = 0; i < n; i++) {
+            float s2 = r->ops->quad_form(gh, v + (size_t)i * kvd + (size_t)(h / group) * hd, hd);
+            r->vnorm[((size_t)(pos0 + i) * L + layer) * H + h] = sqrtf(s2 > 0 ? s2 : 0);
+        }
+    }
+}
+
+/* The waiting positions' norms, every layer. */
+static void rec_vn_flush(heed_recorder *rec) {
+    heed_run *r = rec->run;
+    if (!rec->vn_wait) return;
+    const size_t kvd = (size_t)r->n_head_kv * r->head_dim;
+    for (int l = 0; l < r->n_layer; l++) vn_rows(rec, l, rec->vn_pos0, rec->vn_wait, rec->vn_buf + (size_t)l * VN_BATCH * kvd);
+    if (rec->vn_pos0 + rec->vn_wait > r->vn_n) r->vn_n = rec->vn_pos0 + rec->vn_wait;
+    rec->vn_wait = 0;
+}
+
 static void rec_value_norms(heed_recorder *rec, const heed_qk_block *b) {
     heed_run *r = rec->run;
-    const int L = r->n_layer, H = r->n_head, hd = r->head_dim, group = H / r->n_head_kv;
-    const float *g = rec->gram[b->layer];
-    const kern_ops *ops = kern_ops_best();
-    int need = b->pos0 + b->n_query;
-    if (need > r->vn_cap) {
-        int cap = r->vn_cap ? r->vn_cap : 64;
-        while (cap < need) cap *= 2;
-        float *vn = realloc(r->vnorm, sizeof *vn * (size_t)cap * L * H);
-        if (!vn) {
-            r->st.failed = true;
-            return;
-        }
-        r->vnorm = vn, r->vn_cap = cap;
+    const int L = r->n_layer;
+    const size_t kvd = (size_t)r->n_head_kv * r->head_dim;
+    if (b->n_query > 1 || !rec->vn_buf) { /* a prompt's block: its positions together */
+        if (b->layer == 0) rec_vn_flush(rec);
+        vn_rows(rec, b->layer, b->pos0, b->n_query, b->v);
+        if (b->layer == L - 1 && b->pos0 + b->n_query > r->vn_n) r->vn_n = b->pos0 + b->n_query;
+        return;
     }
-    float t[LIMIT_MAX_HEAD_DIM];
-    for (int i = 0; i < b->n_query; i++)
-        for (int h = 0; h < H; h++) {
-            const float *v = b->v + ((size_t)i * b->n_head_kv + h / group) * hd, *gh = g + (size_t)h * hd * hd;
-            for (int a = 0; a < hd; a++) t[a] = ops->dot_f32(gh + (size_t)a * hd, v, hd);
-            float s2 = ops->dot_f32(t, v, hd);
-            r->vnorm[((size_t)(b->pos0 + i) * L + b->layer) * H + h] = sqrtf(s2 > 0 ? s2 : 0);
-        }
-    if (b->layer == L - 1 && need > r->vn_n) r->vn_n = need;
+    if (b->layer == 0 && rec->vn_wait && b->pos0 != rec->vn_pos0 + rec->vn_wait) rec_vn_flush(rec); /* not next */
+    if (!rec->vn_wait) rec->vn_pos0 = b->pos0;
+    memcpy(rec->vn_buf + ((size_t)b->layer * VN_BATCH + rec->vn_wait) * kvd, b->v, sizeof(float) * kvd);
+    if (b->layer == L - 1 && ++rec->vn_wait == VN_BATCH) rec_vn_flush(rec);
 }
 
 static void rec_observe_qk(void *user, const heed_qk_block *b) {
@@ -285,6 +320,8 @@ int heed_recorder_new(const heed_model *m, heed_ctx *ctx, const heed_recorder_pa
                     rec->gram = NULL;
                     break;
                 }
+        if (rec->gram) /* NULL: every block's norms at once */
+            rec->vn_buf = malloc(sizeof(float) * (size_t)r->n_layer * VN_BATCH * r->n_head_kv * r->head_dim);
         rec->live_n = -1;
         /* the summaries' and live views' threads while recording: the
          * context's own pool, idle then (a second pool would fight it for
@@ -325,6 +362,7 @@ void heed_recorder_free(heed_recorder *rec) {
     run_lens_scratch_free(&rec->lens);
     free(rec->live);
     free(rec->gram);
+    free(rec->vn_buf);
     free(rec);
 }
 
@@ -475,6 +513,7 @@ int heed_recorder_complete_from(heed_recorder *rec, const heed_run *parent) {
 int heed_recorder_finish(heed_recorder *rec, heed_run **out) {
     if (!rec || rec->done || !out || !rec->begun) return HEED_ERR_INVALID_ARG;
     if (rec->q_pending) return HEED_ERR_INVALID_ARG; /* heed_recorder_complete_from first */
+    if (rec->gram) rec_vn_flush(rec);
     heed_ctx_set_attn_hook(rec->ctx, NULL);
     rec->done = true;
     rec->run->pool = NULL; /* the context's: the run makes its own when a view needs it */

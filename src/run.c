@@ -299,7 +299,8 @@ int run_src(heed_run *r, attn_src *src) {
         if (!r->pool) return HEED_ERR_NOMEM;
     }
     bool vn = r->vnorm && r->vn_n >= r->st.n_pos;
-    *src = (attn_src){&r->st, kern_ops_best(), r->pool, vn ? r->vnorm : NULL};
+    if (!r->ops) r->ops = kern_ops_best();
+    *src = (attn_src){&r->st, r->ops, r->pool, vn ? r->vnorm : NULL};
     return HEED_OK;
 }
 

@@ -89,6 +89,7 @@ struct heed_run {
     int intervene_from;  /* the interventions applied from this position on (0: all) */
     float *vnorm;        /* (vn_cap, n_layer, n_head) */
     astore st;
+    const kern_ops *ops; /* the kernels views use, chosen on first use (kern_ops_best asks the CPU each time) */
     pool *pool;       /* views' threads, made on first use */
     bool pool_borrowed; /* while recording: the context's pool (forward.h) */
 };

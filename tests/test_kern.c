@@ -516,6 +516,26 @@ static void test_gram_add(void **state) {
             }
 }
 
+/* quad_form: v^T G v against double on every table, around the 8 lanes. */
+static void test_quad_form(void **state) {
+    (void)state;
+    const kern_ops *t[3];
+    int nt = tables(t);
+    rng r = {12};
+    static const int hds[] = {1, 7, 8, 9, 64, 67, 128};
+    static float g[128 * 128], v[128];
+    for (int k = 0; k < nt; k++)
+        for (size_t ih = 0; ih < sizeof hds / sizeof hds[0]; ih++) {
+            int hd = hds[ih];
+            fill(&r, g, hd * hd, 1.0f);
+            fill(&r, v, hd, 1.0f);
+            double ref = 0;
+            for (int a = 0; a < hd; a++)
+                for (int c = 0; c < hd; c++) ref += (double)g[a * hd + c] * v[a] * v[c];
+            check_close("quad_form", t[k]->name, hd, t[k]->quad_form(g, v, hd), ref, 2e-6 * hd);
+        }
+}
+
 static void test_axpy_scale(void **state) {
     (void)state;
     const kern_ops *t[3];
@@ -1017,6 +1037,7 @@ int main(void) {
         cmocka_unit_test(test_dot_q8_0),
         cmocka_unit_test(test_axpy_scale),
         cmocka_unit_test(test_gram_add),
+        cmocka_unit_test(test_quad_form),
         cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_attention_multi),
         cmocka_unit_test(test_matmul_rows),
