@@ -65,8 +65,19 @@ async function startServer() {
 
 /** One streamed request: times of the request, the first token and the last. */
 async function stream(url, path, body, isToken) {
-  const t0 = performance.now();
-  const r = await fetch(url + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  let t0 = performance.now();
+  const post = () =>
+    fetch(url + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  let r;
+  try {
+    r = await post();
+  } catch (e) {
+    /* a kept-alive connection the server closed while idle (its header
+     * deadline passed while the CLI modes ran): once more on a new one */
+    if (e?.cause?.code !== 'UND_ERR_SOCKET') throw e;
+    t0 = performance.now();
+    r = await post();
+  }
   if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);
   const reader = r.body.getReader();
   const dec = new TextDecoder();
