@@ -305,13 +305,20 @@ static void test_slow_reader(void **state) {
              "POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(body), body);
     raw_send(fd, req);
-    usleep(200 * 1000);
-    {   /* the detector used below sees the open connection */
+    {   /* the detector used below sees an open connection: one that sends nothing (the slow
+         * stream itself may already be dropped by now, its generation being fast) */
+        int idle = raw_connect(NULL, s.port, 4096);
+        assert_true(idle >= 0);
         struct sockaddr_in me0;
         socklen_t len0 = sizeof me0;
-        assert_int_equal(getsockname(fd, (struct sockaddr *)&me0, &len0), 0);
-        assert_true(server_end_held(s.port, ntohs(me0.sin_port)));
+        assert_int_equal(getsockname(idle, (struct sockaddr *)&me0, &len0), 0);
+        bool seen = false;
+        for (double t = now_ms(); !seen && now_ms() - t < 5000; usleep(5 * 1000))
+            seen = server_end_held(s.port, ntohs(me0.sin_port));
+        assert_true(seen);
+        close(idle);
     }
+    usleep(200 * 1000);
     double t0 = now_ms();
     json_t *j;
     assert_int_equal(http(&s, "POST", "/v1/completions", "{\"prompt\": \"Lily\", \"max_tokens\": 8}", NULL, &j), 200);
