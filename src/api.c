@@ -157,6 +157,17 @@ void api_reply_store_error(api_reply *rp, int rc, const char *id, const char *er
     else api_error(rp, 500, NULL, "store_error", "run store: %s (%s)", err, heed_strerror(rc));
 }
 
+store_run *api_run_acquire(api *a, const char *id, api_reply *rp) {
+    store_run *sr;
+    char err[512] = "";
+    int rc = store_acquire(a->store, id, &sr, err, sizeof err);
+    if (rc) {
+        api_reply_store_error(rp, rc, id, err);
+        return NULL;
+    }
+    return sr;
+}
+
 /* Parses the body as a JSON object; false with a 400 in rp otherwise
  * (jansson also rejects invalid UTF-8 and NUL characters). */
 json_t *api_parse_body(const api_req *rq, api_reply *rp) {

@@ -197,6 +197,9 @@ const char *api_error_type(int status);
 bool api_get_num(json_t *o, const char *name, double *v, api_reply *rp);
 bool api_get_bool(json_t *o, const char *name, bool *v, api_reply *rp);
 void api_reply_store_error(api_reply *rp, int rc, const char *id, const char *err);
+/* The stored run id, referenced (store_release), or NULL with the store's
+ * error in rp (404 for an unknown id). */
+store_run *api_run_acquire(api *a, const char *id, api_reply *rp);
 json_t *api_parse_body(const api_req *rq, api_reply *rp);
 json_t *api_floats_json(const float *x, int n);
 json_t *api_split_json(const float *w, int np, int t, float in_mass, float out_mass);
@@ -206,6 +209,8 @@ json_t *api_ids_json(const int32_t *ids, int n);
  * an uploaded run's): metadata, tokens, steps with their top sources; the
  * text is the outputs' labels. model (NULL: none) labels the candidates. */
 json_t *api_run_doc(heed_run *run, const heed_model *model, const char *run_id, long long created);
+/* The text of a run's tokens first .. first+n-1: their labels joined. */
+json_t *api_labels_text(heed_run *run, int first, int n);
 const char *api_arg(const api_req *rq, const char *name);
 bool api_arg_int(const api_req *rq, const char *name, long lo, long hi, long *v, api_reply *rp);
 bool api_arg_float(const api_req *rq, const char *name, double lo, double hi, double *v, api_reply *rp);

@@ -62,13 +62,8 @@ int api_route_run_delete(api *a, const api_req *rq, api_reply *rp) {
 typedef void (*run_cb)(api *a, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp, void *user);
 
 static int run_view_cb(api *a, const api_req *rq, api_reply *rp, run_cb cb, void *user) {
-    store_run *sr;
-    char err[512] = "";
-    int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
-    if (rc) {
-        api_reply_store_error(rp, rc, rq->param, err);
-        return 0;
-    }
+    store_run *sr = api_run_acquire(a, rq->param, rp);
+    if (!sr) return 0;
     char *key = api_view_key(rq);
     if (key && store_view_get(a->store, sr, key, &rp->body, &rp->body_len, &rp->content_type)) {
         rp->status = 200;
@@ -149,13 +144,10 @@ int api_route_run_download(api *a, const api_req *rq, api_reply *rp) {
     static const char *const formats[] = {"run", "html"};
     int fmt = api_arg_enum(rq, "format", formats, 2, rp);
     if (fmt < 0) return 0;
-    store_run *sr;
+    store_run *sr = api_run_acquire(a, rq->param, rp);
+    if (!sr) return 0;
     char err[512] = "";
-    int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
-    if (rc) {
-        api_reply_store_error(rp, rc, rq->param, err);
-        return 0;
-    }
+    int rc;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -249,16 +241,9 @@ int api_route_run_effects(api *a, const api_req *rq, api_reply *rp) {
         api_error(rp, 400, "base", "invalid_parameter", "base (the id of the run to compare with) is required");
         return 0;
     }
-    store_run *sr, *sb;
-    char err[512] = "";
-    int rc = store_acquire(a->store, rq->param, &sr, err, sizeof err);
-    if (rc) {
-        api_reply_store_error(rp, rc, rq->param, err);
-        return 0;
-    }
-    if ((rc = store_acquire(a->store, base_id, &sb, err, sizeof err))) {
-        store_release(a->store, sr);
-        api_reply_store_error(rp, rc, base_id, err);
+    store_run *sr = api_run_acquire(a, rq->param, rp), *sb = sr ? api_run_acquire(a, base_id, rp) : NULL;
+    if (!sb) {
+        if (sr) store_release(a->store, sr);
         return 0;
     }
     store_run *first = sr < sb ? sr : sb, *second = sr < sb ? sb : sr;

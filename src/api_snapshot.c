@@ -106,21 +106,12 @@ json_t *api_run_doc(heed_run *run, const heed_model *model, const char *run_id, 
     const heed_run_info *ri = &ri_;
     bool labels = model != NULL;
     json_t *tokens = json_array(), *pids = json_array(), *oids = json_array(), *steps = json_array();
-    char *text = NULL;
-    size_t len = 0, cap = 0;
     for (int i = 0; i < ri->n_prompt + ri->n_output; i++) {
         int32_t id;
         const char *label;
         heed_run_token(run, i, &id, &label);
         json_array_append_new(tokens, json_pack("{s:i, s:s}", "id", id, "label", label));
         json_array_append_new(i < ri->n_prompt ? pids : oids, json_integer(id));
-        size_t n = strlen(label);
-        if (i >= ri->n_prompt && len + n + 1 > cap) {
-            char *t = realloc(text, cap = 2 * cap + n + 64);
-            if (!t) break;
-            text = t;
-        }
-        if (i >= ri->n_prompt) memcpy(text + len, label, n + 1), len += n;
     }
     heed_attn_sel all = heed_attn_sel_all();
     heed_edge top[32];
@@ -143,14 +134,14 @@ json_t *api_run_doc(heed_run *run, const heed_model *model, const char *run_id, 
     }
     const heed_sampler_params *sp = &ri->sampler;
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:s, s:{s:f, s:i, s:f, s:f, s:f, s:I}, s:i, s:i, s:i, s:s, s:o, s:o, "
-                            "s:o, s:s, s:o}",
+                            "s:o, s:o, s:o}",
                             "id", run_id, "kind", "heed", "created", (json_int_t)created, "model", ri->model_file, "prompt",
                             ri->prompt_text, "params", "temperature", sp->temperature, "top_k", sp->top_k, "top_p",
                             sp->top_p, "min_p", sp->min_p, "repeat_penalty", sp->repeat_penalty, "seed",
                             (json_int_t)sp->seed, "max_tokens", ri->n_predict, "n_prompt", ri->n_prompt, "n_output",
                             ri->n_output, "stop", ri->eog ? "eog" : "length", "prompt_ids", pids, "output_ids", oids,
-                            "tokens", tokens, "text", text ? text : "", "steps", steps);
-    free(text);
+                            "tokens", tokens, "text", api_labels_text(run, ri->n_prompt, ri->n_output), "steps",
+                            steps);
     return doc;
 }
 

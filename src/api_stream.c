@@ -345,13 +345,8 @@ static json_t *oai_response(gen *g) {
 /* "provenance": true on a non-streamed response: the stored run's output
  * sentences with their sources in the documents (api_provenance). */
 static bool add_provenance(api *a, gen *g, json_t *resp, api_reply *rp) {
-    store_run *sr;
-    char err[512] = "";
-    int rc = store_acquire(a->store, g->run_id, &sr, err, sizeof err);
-    if (rc) {
-        api_reply_store_error(rp, rc, g->run_id, err);
-        return false;
-    }
+    store_run *sr = api_run_acquire(a, g->run_id, rp);
+    if (!sr) return false;
     heed_run *run = store_run_get(sr);
     heed_run_info ri;
     json_t *empty = json_array();

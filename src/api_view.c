@@ -627,8 +627,7 @@ int api_view_verify(api_view_env *env, const api_req *rq, heed_run *run, const h
     return 0;
 }
 
-/* The text of tokens first .. first+n-1 from their labels. */
-static json_t *span_text(heed_run *run, int first, int n) {
+json_t *api_labels_text(heed_run *run, int first, int n) {
     size_t len = 0, cap = 64;
     char *s = malloc(cap);
     for (int i = first; s && i < first + n; i++) {
@@ -709,7 +708,7 @@ json_t *api_provenance(api_view_env *env, heed_run *run, const heed_run_info *ri
     for (int s = 0; !rc && s < n_sp; s++) {
         int a = sp[s].first > out0 ? sp[s].first : out0, b = sp[s].first + sp[s].n_tok;
         if (a >= b || a < out0) continue;
-        json_t *j = json_pack("{s:i, s:i, s:o}", "first", a, "n_tok", b - a, "text", span_text(run, a, b - a));
+        json_t *j = json_pack("{s:i, s:i, s:o}", "first", a, "n_tok", b - a, "text", api_labels_text(run, a, b - a));
         json_t *srcs = json_array();
         int best = -1;
         if (n_ds && (rc = heed_run_span_attention(run, &sel, a - 1, b - 1, flat, n_ds, score))) break;
@@ -723,7 +722,7 @@ json_t *api_provenance(api_view_env *env, heed_run *run, const heed_run_info *ri
             if (pick == 0) best = m;
             json_array_append_new(srcs, json_pack("{s:s, s:i, s:i, s:o, s:f}", "doc", ds[m].doc, "first", ds[m].span.first,
                                                   "n_tok", ds[m].span.n_tok, "text",
-                                                  span_text(run, ds[m].span.first, ds[m].span.n_tok), "score",
+                                                  api_labels_text(run, ds[m].span.first, ds[m].span.n_tok), "score",
                                                   score[m] / tot));
             score[m] = -1.0f; /* taken */
         }

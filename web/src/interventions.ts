@@ -4,6 +4,7 @@
 // attention rollout of a step (GET /api/runs/{id}/rollout) as the graph's
 // split rows.
 import { formatProb } from './analysis';
+import type { SamplingRequest } from './api';
 
 /** An item of a request's / run document's `interventions` (docs/API.md). */
 export type Intervention =
@@ -22,16 +23,9 @@ export interface BranchSource {
   params?: Record<string, number>;
 }
 
-export interface InterventionRequest {
+export interface InterventionRequest extends SamplingRequest {
   branch: { run: string; step: number };
   interventions: Intervention[];
-  max_tokens: number;
-  temperature: number;
-  top_k: number;
-  top_p: number;
-  min_p: number;
-  seed: number;
-  attention_split: true;
 }
 
 /** The server's largest position in a knockout range (src/api_gen.c: last < 2^24). */
