@@ -245,6 +245,12 @@ int heed_chat_tokenize(const heed_model *model, const heed_chat_msg *msgs, int n
  * gives to key position k, for k = 0 .. pos0+i (causal). These are exactly
  * the numbers the forward pass multiplies with V. The memory is heed's and is
  * valid only during the observe call.
+ *
+ * row_mi[2 * (h * n_query + i)] and [... + 1] (NULL: not given) are that
+ * row's softmax statistics: its largest score and the reciprocal of the
+ * sum every entry was multiplied by (-INFINITY and 0 for a row with every
+ * key masked). With them one entry of a row follows from its score alone
+ * (a column of attention without its rows).
  */
 typedef struct heed_attn_block {
     int layer;
@@ -254,6 +260,7 @@ typedef struct heed_attn_block {
     size_t row_stride;
     size_t head_stride;
     const float *probs;
+    const float *row_mi;
 } heed_attn_block;
 
 /*
@@ -797,6 +804,16 @@ int heed_run_attn_row(heed_run *run, const heed_attn_sel *sel, int pos, float *o
 /* Column of key position key: out[i] = attention of query key+i to key, for
  * i = 0 .. n_pos-1-key. Same returns. */
 int heed_run_attn_col(heed_run *run, const heed_attn_sel *sel, int key, float *out);
+/* A window of the matrix (queries q0..q1-1, keys k0..k1-1) pooled into
+ * cells of bq queries x bk keys, row-major: rows = ceil((q1-q0)/bq), cols =
+ * ceil((k1-k0)/bk); each cell the max (max) or the mean of its entries
+ * with key <= query (0 when it has none). The entries are the rows' (a
+ * sum taken query by query, keys in order). One head of a run that kept
+ * its rows' softmax statistics is scored in blocks without forming rows
+ * (the heatmap's overview of a long run). HEED_OK, HEED_ERR_INVALID_ARG,
+ * HEED_ERR_UNSUPPORTED, HEED_ERR_NOMEM. */
+int heed_run_attn_pool(heed_run *run, const heed_attn_sel *sel, int q0, int q1, int k0, int k1, int bq, int bk,
+                       bool max, float *cell);
 /* Dense n_pos x n_pos matrix, row-major, zeros above the diagonal. */
 int heed_run_attn_matrix(heed_run *run, const heed_attn_sel *sel, float *out);
 

@@ -221,20 +221,9 @@ int api_view_heatmap(api_view_env *env, const api_req *rq, heed_run *run, const 
     }
     long bq = (q1 - q0 + size - 1) / size, bk = (k1 - k0 + size - 1) / size;
     long rows = (q1 - q0 + bq - 1) / bq, cols = (k1 - k0 + bk - 1) / bk;
-    float *cell = calloc((size_t)(rows * cols), sizeof(float)), *row = malloc(sizeof(float) * (size_t)ri->n_pos);
-    int *cnt = calloc((size_t)(rows * cols), sizeof(int)), rc = cell && row && cnt ? 0 : HEED_ERR_NOMEM;
-    for (long q = q0; !rc && q < q1; q++) {
-        if ((rc = heed_run_attn_row(run, &v.sel, (int)q, row))) break;
-        float *c = cell + (q - q0) / bq * cols;
-        int *n = cnt + (q - q0) / bq * cols;
-        for (long k = k0; k < k1 && k <= q; k++) { /* keys after q are masked: not part of any cell */
-            long j = (k - k0) / bk;
-            if (pool == 0) c[j] = row[k] > c[j] ? row[k] : c[j];
-            else c[j] += row[k];
-            n[j]++;
-        }
-    }
-    for (long i = 0; !rc && pool == 1 && i < rows * cols; i++) cell[i] = cnt[i] ? cell[i] / (float)cnt[i] : 0.0f;
+    float *cell = malloc(sizeof(float) * (size_t)(rows * cols));
+    int rc = cell ? heed_run_attn_pool(run, &v.sel, (int)q0, (int)q1, (int)k0, (int)k1, (int)bq, (int)bk, pool == 0, cell)
+                  : HEED_ERR_NOMEM;
     if (rc) {
         view_error(rp, rc);
     } else {
@@ -249,8 +238,6 @@ int api_view_heatmap(api_view_env *env, const api_req *rq, heed_run *run, const 
         }
     }
     free(cell);
-    free(row);
-    free(cnt);
     return 0;
 }
 

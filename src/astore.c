@@ -98,6 +98,7 @@ void astore_free(astore *s) {
     free(s->tk_w);
     free(s->hmean);
     free(s->full);
+    free(s->mi);
     free(s->acc);
     free(s->rules);
     free(s->ko);
@@ -190,6 +191,7 @@ static int reserve(astore *s, size_t need, size_t want, bool drop_full) {
             rc = grow_qk(s, spill, (void **)&s->k[i], &s->k_map[i], old * s->head_dim, want * s->head_dim,
                          sizeof(float));
     }
+    if (!rc && s->has_mi) rc = grow((void **)&s->mi, old * L * H * 2, want * L * H * 2, sizeof(float));
     if (!rc && s->has_topk) {
         rc = grow((void **)&s->tk_pos, old * L * H * K, want * L * H * K, sizeof(uint32_t));
         if (!rc) rc = grow((void **)&s->tk_w, old * L * H * K, want * L * H * K, sizeof(uint16_t));
@@ -253,6 +255,10 @@ int astore_copy_prefix(astore *dst, const astore *src, int n, bool with_q) {
     if (with_q) astore_copy_q_prefix(dst, src, n);
     for (int i = 0; i < dst->n_layer * dst->n_head_kv; i++)
         memcpy(dst->k[i], src->k[i], sizeof(float) * (size_t)n * dst->head_dim);
+    if (dst->has_mi && src->has_mi && n)
+        memcpy(dst->mi, src->mi, sizeof(float) * 2 * (size_t)n * dst->n_layer * dst->n_head);
+    else
+        dst->has_mi = false;
     dst->n_pos = n;
     return HEED_OK;
 }
@@ -632,6 +638,14 @@ void astore_add_probs(astore *s, const heed_attn_block *b, pool *p) {
             s->acc_cap = cap;
         }
     }
+    if (s->has_mi && !b->row_mi) s->has_mi = false; /* a block without statistics: none kept */
+    if (s->has_mi)
+        for (int i = 0; i < b->n_query; i++)
+            for (int h = 0; h < b->n_head; h++) {
+                float *d = s->mi + (((size_t)(b->pos0 + i) * s->n_layer + b->layer) * s->n_head + h) * 2;
+                const float *m = b->row_mi + 2 * ((size_t)h * b->n_query + i);
+                d[0] = m[0], d[1] = m[1];
+            }
     probs_job j = {s, b, s->acc};
     if (nth > 1) pool_run(p, nth, probs_task, &j);
     else probs_task(&j, 0, 1);
@@ -690,7 +704,7 @@ int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k,
         for (int pos0 = 0; pos0 < P && !out->failed; pos0 += Q) {
             int n = P - pos0 < Q ? P - pos0 : Q;
             size_t row = (size_t)pos0 + n;
-            sum_job j = {src, ops, {l, H, pos0, n, row, (size_t)n * row, buf}};
+            sum_job j = {src, ops, {l, H, pos0, n, row, (size_t)n * row, buf, NULL}};
             if (nth > 1 && n * H > 1) pool_run(p, nth < n * H ? nth : n * H, sum_rows_task, &j);
             else sum_rows_task(&j, 0, 1);
             astore_add_probs(out, &j.b, p);
@@ -721,11 +735,39 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
     return HEED_OK;
 }
 
+int astore_col(const astore *s, const kern_ops *ops, int layer, int head, int key, int q0, int q1, float *out,
+               float *mi) {
+    if (layer < 0 || layer >= s->n_layer || head < 0 || head >= s->n_head || key < 0 || q0 < key || q1 < q0 ||
+        q1 > s->n_pos)
+        return HEED_ERR_INVALID_ARG;
+    const kern_attn_rule *r = &s->rules[layer];
+    if (!s->has_qk || !s->has_mi || r->n_ko) return HEED_ERR_UNSUPPORTED;
+    size_t L = (size_t)s->n_layer, H = (size_t)s->n_head;
+    int hd = s->head_dim, group = s->n_head / s->n_head_kv, n = q1 - q0;
+    /* queries past the window's reach get 0, as kern_attn_row leaves keys before its first:
+     * query i sees key while kern_attn_first_key(i) <= key, i.e. i < key + window */
+    int n_see = n;
+    if (r->window > 0) n_see = key + r->window - q0 < n ? (key + r->window - q0 > 0 ? key + r->window - q0 : 0) : n;
+    const float *kv = s->k[layer * s->n_head_kv + head / group] + (size_t)key * hd;
+    const float *qv = s->q + ((size_t)q0 * L + layer) * s->q_dim + (size_t)head * hd;
+    /* q_i . k_key with the roles swapped: the dot's products and sums are the same */
+    if (n_see > 0) ops->attn_scores(out, kv, qv, L * s->q_dim, n_see, hd, r->scale);
+    if (r->softcap > 0.0f && n_see > 0) kern_softcap(out, n_see, r->softcap);
+    for (int i = 0; i < n_see; i++) {
+        const float *m = s->mi + (((size_t)(q0 + i) * L + layer) * H + head) * 2;
+        mi[i] = m[0], mi[n + i] = m[1];
+    }
+    if (n_see > 0) ops->softmax_apply(out, n_see, mi, mi + n);
+    for (int i = n_see; i < n; i++) out[i] = 0.0f;
+    return HEED_OK;
+}
+
 size_t astore_bytes(const astore *s) {
     size_t P = (size_t)s->n_pos, L = (size_t)s->n_layer, H = (size_t)s->n_head, n = 0;
     if (s->has_qk) n += P * L * (size_t)(s->q_dim + s->kv_dim) * sizeof(float);
     if (s->has_topk) n += P * L * H * (size_t)s->top_k * (sizeof(uint32_t) + sizeof(uint16_t));
     if (s->has_hmean) n += astore_tri(P) * L * sizeof(uint16_t);
     if (s->has_full) n += astore_tri(P) * L * H * sizeof(float);
+    if (s->has_mi) n += P * L * H * 2 * sizeof(float);
     return n;
 }

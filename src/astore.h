@@ -27,6 +27,10 @@
  *   tk_w  (n_pos, n_layer, n_head, top_k)          fp16 (IEEE half bits)
  *   hmean tri rows: hmean[tri(p) * n_layer + l * (p + 1) + key]        fp16
  *   full  tri rows: full[tri(p) * n_layer * n_head + (l * n_head + h) * (p + 1) + key]   f32
+ *   mi    (n_pos, n_layer, n_head, 2)              f32: each exact row's softmax statistics (the
+ *         max score, the reciprocal sum), as the forward pass computed them; with tier (a), from
+ *         blocks that carry them (heed_attn_block.row_mi): any entry of a row, so a column, follows
+ *         from its score alone (astore_col)
  *
  * Not here: file I/O (run.c), analysis (attn.c). The store is owned by one
  * recorder or run and used by one thread at a time (astore_add_probs may
@@ -67,6 +71,8 @@ typedef struct astore {
     int q_dim, kv_dim;
     int top_k;
     bool has_qk, has_topk, has_hmean, has_full;
+    bool has_mi;      /* mi holds every position's row statistics (tier (a) only; astore_init
+                       * leaves it off, a recorder turns it on before the first block) */
     size_t full_limit;
     int n_pos;      /* query positions complete in every layer */
     int cap;        /* positions the arrays can hold */
@@ -76,6 +82,7 @@ typedef struct astore {
     uint16_t *tk_w;   /* (cap, n_layer, n_head, top_k) fp16 */
     uint16_t *hmean;  /* tri(cap) * n_layer fp16 */
     float *full;      /* tri(cap) * n_layer * n_head f32 */
+    float *mi;        /* (cap, n_layer, n_head, 2) f32 */
     int full_cap;     /* positions tier (c) can hold (its own doubling, capped by full_limit) */
     float *acc;       /* head-mean scratch: acc_cap floats, kept between blocks */
     size_t acc_cap;
@@ -160,6 +167,14 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
 int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k, bool head_mean, astore *out);
 
 /* Bytes of attention data held (the n_pos used, not the capacity). */
+/* Column `key` of one (layer, head), queries q0 .. q1-1 (key <= q0):
+ * out[i - q0] = the entry of key in query i's row, equal bit for bit to
+ * astore_row's (its score by the same kernel, q and k swapped in the
+ * symmetric dot, then softmax_apply with the row's statistics). mi is
+ * scratch of 2 * (q1 - q0) floats. HEED_ERR_UNSUPPORTED when the store
+ * keeps no statistics or the layer has knockouts (astore_row then). */
+int astore_col(const astore *s, const kern_ops *ops, int layer, int head, int key, int q0, int q1, float *out,
+               float *mi);
 size_t astore_bytes(const astore *s);
 
 /* Top-k selection of one row: writes the min(k, n) heaviest entries sorted

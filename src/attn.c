@@ -258,6 +258,249 @@ int attn_agg_rows(const attn_src *src, const heed_attn_sel *sel, int q0, int q1,
     return rc;
 }
 
+/* ------------------------------------------------- a column, threads */
+
+/* A column from the rows' statistics (astore_col): each thread takes a
+ * range of queries and goes through the pairs in the selection's order, so
+ * every entry is combined exactly as rows_task combines its row's. */
+typedef struct col_job {
+    const attn_src *src;
+    const int *pairs;
+    int n_pairs, key, n;
+    heed_agg agg;
+    heed_measure measure;
+    float *out;
+    int rc[64];
+} col_job;
+
+static void col_task(void *arg, int ith, int nth) {
+    col_job *j = arg;
+    const astore *st = j->src->st;
+    int per = (j->n + nth - 1) / nth, i0 = ith * per, i1 = i0 + per < j->n ? i0 + per : j->n;
+    j->rc[ith] = HEED_OK;
+    if (i0 >= i1) return;
+    int m = i1 - i0;
+    float *tmp = malloc(sizeof(float) * 3 * (size_t)m);
+    double *acc = malloc(sizeof(double) * (size_t)m);
+    if (!tmp || !acc) {
+        j->rc[ith] = HEED_ERR_NOMEM;
+        free(tmp);
+        free(acc);
+        return;
+    }
+    acc_init(acc, m, j->agg);
+    for (int p = 0; p < j->n_pairs && !j->rc[ith]; p++) {
+        int l = j->pairs[2 * p], h = j->pairs[2 * p + 1];
+        j->rc[ith] = astore_col(st, j->src->ops, l, h, j->key, j->key + i0, j->key + i1, tmp, tmp + m);
+        if (j->rc[ith]) break;
+        if (j->measure == HEED_MEASURE_VALUE) { /* a_ij * |W_O^h v_j|: one key, one norm */
+            float vn = j->src->vnorm[((size_t)j->key * st->n_layer + l) * st->n_head + h];
+            for (int i = 0; i < m; i++) tmp[i] *= vn;
+        }
+        if (j->agg == HEED_AGG_MEAN)
+            for (int i = 0; i < m; i++) acc[i] += tmp[i];
+        else
+            for (int i = 0; i < m; i++) acc[i] = tmp[i] > acc[i] ? tmp[i] : acc[i];
+    }
+    for (int i = 0; i < m && !j->rc[ith]; i++)
+        j->out[i0 + i] = (float)(j->agg == HEED_AGG_MEAN ? acc[i] / j->n_pairs : acc[i]);
+    free(tmp);
+    free(acc);
+}
+
+int attn_agg_col(const attn_src *src, const heed_attn_sel *sel, int key, float *out) {
+    const astore *st = src->st;
+    if (!sel || !out || key < 0 || key >= st->n_pos) return HEED_ERR_INVALID_ARG;
+    if (!st->has_qk || !st->has_mi) return HEED_ERR_UNSUPPORTED;
+    int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
+    if (!pairs) return HEED_ERR_NOMEM;
+    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : measure_ok(src, sel);
+    for (int p = 0; !rc && p < n_pairs; p++)
+        if (st->rules[pairs[2 * p]].n_ko) rc = HEED_ERR_UNSUPPORTED; /* rows under knockouts: astore_row's way */
+    if (rc) {
+        free(pairs);
+        return rc;
+    }
+    int n = st->n_pos - key;
+    int nth = threads_for(src, (size_t)n_pairs * n * st->head_dim, (size_t)n);
+    if (nth > 64) nth = 64;
+    col_job j = {src, pairs, n_pairs, key, n, sel->agg, sel->measure, out, {0}};
+    if (nth > 1) pool_run(src->pool, nth, col_task, &j);
+    else col_task(&j, 0, 1);
+    for (int t = 0; t < nth && !rc; t++) rc = j.rc[t];
+    free(pairs);
+    return rc;
+}
+
+/* --------------------------------------------- a pooled window, threads */
+
+/* Queries of one cell row per task: the rows of one (layer, head) scored a
+ * block of KERN_ATTN_BLOCK queries at a time against a chunk of keys (in
+ * cache for the whole group), each entry made from its score and its row's
+ * statistics (softmax_apply) and pooled at once, so no row is ever whole.
+ * A cell's keys lie in one chunk and its queries are visited in order, so
+ * its sum takes its entries in the order of the row-by-row loop. */
+#define POOL_GROUP 64     /* queries sharing one pass over the keys */
+#define POOL_CHUNK 1024   /* keys per chunk (a multiple of the cell width) */
+
+typedef struct pool_job {
+    const attn_src *src;
+    const int *pairs;
+    int n_pairs;
+    const heed_attn_sel *sel;
+    int q0, q1, k0, k1, bq, bk, rows, cols;
+    bool max;
+    bool fast; /* one (layer, head), statistics kept: the blocked path */
+    float *cell;
+    int rc[64];
+} pool_job;
+
+static void pool_entries(const pool_job *j, float *c, const float *v, int k, int n) {
+    for (int i = 0; i < n; i++) {
+        float *d = c + (k + i - j->k0) / j->bk;
+        if (j->max) *d = v[i] > *d ? v[i] : *d;
+        else *d += v[i];
+    }
+}
+
+/* Cell row r through the blocked path. */
+static int pool_row_fast(const pool_job *j, int r, float *sc, float *mx, float *inv) {
+    const astore *st = j->src->st;
+    const kern_ops *ops = j->src->ops;
+    int l = j->pairs[0], h = j->pairs[1], hd = st->head_dim;
+    size_t L = (size_t)st->n_layer, H = (size_t)st->n_head;
+    const kern_attn_rule *rule = &st->rules[l];
+    const float *keys = st->k[l * st->n_head_kv + h / (st->n_head / st->n_head_kv)];
+    int chunk = POOL_CHUNK / j->bk * j->bk;
+    if (chunk < j->bk) chunk = j->bk;
+    float *c = j->cell + (size_t)r * j->cols;
+    int qa = j->q0 + r * j->bq, qb = qa + j->bq < j->q1 ? qa + j->bq : j->q1;
+    for (int g0 = qa; g0 < qb; g0 += POOL_GROUP) {
+        int g1 = g0 + POOL_GROUP < qb ? g0 + POOL_GROUP : qb;
+        int kend = g1 < j->k1 ? g1 : j->k1; /* keys any query of the group sees: < g1 */
+        for (int ka = j->k0; ka < kend; ka += chunk) {
+            int kb = ka + chunk < kend ? ka + chunk : kend;
+            for (int b0 = g0; b0 < g1; b0 += KERN_ATTN_BLOCK) {
+                int nb = g1 - b0 < KERN_ATTN_BLOCK ? g1 - b0 : KERN_ATTN_BLOCK;
+                float *outs[KERN_ATTN_BLOCK];
+                const float *qs[KERN_ATTN_BLOCK];
+                int nk[KERN_ATTN_BLOCK], lo[KERN_ATTN_BLOCK], n_real = 0, klo = kb;
+                for (int i = 0; i < nb; i++) { /* query b0+i: keys [lo, its end) of this chunk */
+                    int q = b0 + i, first = kern_attn_first_key(q, rule->window);
+                    lo[i] = first > ka ? first : ka;
+                    int end = q + 1 < kb ? q + 1 : kb;
+                    nk[i] = end > lo[i] ? end - lo[i] : 0;
+                    if (nk[i] && lo[i] < klo) klo = lo[i];
+                }
+                /* the multi-query kernel takes one key start: rows from klo, each its own length */
+                for (int i = 0; i < nb; i++) {
+                    if (!nk[i]) continue;
+                    outs[n_real] = sc + (size_t)n_real * chunk;
+                    qs[n_real] = st->q + ((size_t)(b0 + i) * L + l) * st->q_dim + (size_t)h * hd;
+                    nk[n_real] = nk[i] + lo[i] - klo;
+                    lo[n_real] = lo[i];
+                    n_real++;
+                }
+                if (!n_real) continue;
+                ops->attn_scores_multi(outs, qs, nk, n_real, keys + (size_t)klo * hd, (size_t)hd, hd, rule->scale);
+                for (int i = 0, qi = 0; i < nb; i++) {
+                    int q = b0 + i;
+                    int first = kern_attn_first_key(q, rule->window), s0 = first > ka ? first : ka;
+                    int end = q + 1 < kb ? q + 1 : kb;
+                    if (end <= s0) continue;
+                    float *v = outs[qi] + (s0 - klo);
+                    int n = end - s0;
+                    qi++;
+                    if (rule->softcap > 0.0f) kern_softcap(v, n, rule->softcap);
+                    const float *m = st->mi + (((size_t)q * L + l) * H + h) * 2;
+                    for (int e = 0; e < n; e++) mx[e] = m[0], inv[e] = m[1];
+                    ops->softmax_apply(v, n, mx, inv);
+                    if (j->sel->measure == HEED_MEASURE_VALUE)
+                        for (int e = 0; e < n; e++) v[e] *= j->src->vnorm[((size_t)(s0 + e) * L + l) * H + h];
+                    pool_entries(j, c, v, s0, n);
+                }
+            }
+        }
+    }
+    return HEED_OK;
+}
+
+static void pool_task(void *arg, int ith, int nth) {
+    pool_job *j = arg;
+    const astore *st = j->src->st;
+    j->rc[ith] = HEED_OK;
+    int chunk = POOL_CHUNK / j->bk * j->bk;
+    if (chunk < j->bk) chunk = j->bk;
+    float *buf = malloc(sizeof(float) * ((size_t)KERN_ATTN_BLOCK * chunk + 2 * (size_t)chunk + 2 * (size_t)st->n_pos));
+    double *acc = j->fast ? NULL : malloc(sizeof(double) * (size_t)st->n_pos);
+    if (!buf || (!j->fast && !acc)) {
+        j->rc[ith] = HEED_ERR_NOMEM;
+        free(buf);
+        free(acc);
+        return;
+    }
+    /* cell rows interleaved over threads: the early rows are short */
+    for (int r = ith; r < j->rows && !j->rc[ith]; r += nth) {
+        if (j->fast) {
+            j->rc[ith] = pool_row_fast(j, r, buf, buf + (size_t)KERN_ATTN_BLOCK * chunk,
+                                       buf + (size_t)KERN_ATTN_BLOCK * chunk + chunk);
+            continue;
+        }
+        /* each query's aggregated row, made as rows_task makes it */
+        float *row = buf, *tmp = buf + st->n_pos;
+        int qa = j->q0 + r * j->bq, qb = qa + j->bq < j->q1 ? qa + j->bq : j->q1;
+        for (int q = qa; q < qb && !j->rc[ith]; q++) {
+            acc_init(acc, q + 1, j->sel->agg);
+            j->rc[ith] = acc_pairs(j->src, j->pairs, 0, j->n_pairs, q, j->sel->agg, j->sel->measure, tmp, acc);
+            for (int k = 0; k <= q; k++) row[k] = (float)(j->sel->agg == HEED_AGG_MEAN ? acc[k] / j->n_pairs : acc[k]);
+            if (j->rc[ith]) break;
+            int end = q + 1 < j->k1 ? q + 1 : j->k1;
+            if (end > j->k0) pool_entries(j, j->cell + (size_t)r * j->cols, row + j->k0, j->k0, end - j->k0);
+        }
+    }
+    free(buf);
+    free(acc);
+}
+
+int attn_agg_pool(const attn_src *src, const heed_attn_sel *sel, int q0, int q1, int k0, int k1, int bq, int bk,
+                  bool max, float *cell) {
+    const astore *st = src->st;
+    if (!sel || !cell || q0 < 0 || q1 > st->n_pos || q0 >= q1 || k0 < 0 || k1 > st->n_pos || k0 >= k1 || bq < 1 ||
+        bk < 1)
+        return HEED_ERR_INVALID_ARG;
+    int rows = (q1 - q0 + bq - 1) / bq, cols = (k1 - k0 + bk - 1) / bk;
+    memset(cell, 0, sizeof(float) * (size_t)rows * cols);
+    int *pairs = malloc(sizeof(int) * 2 * (size_t)st->n_layer * st->n_head);
+    if (!pairs) return HEED_ERR_NOMEM;
+    int n_pairs = sel_pairs(st, sel, pairs), rc = n_pairs < 0 ? n_pairs : measure_ok(src, sel);
+    if (!rc && !exact(st)) rc = HEED_ERR_UNSUPPORTED; /* the summary tiers: row by row (heed_run_attn_row) */
+    if (rc) {
+        free(pairs);
+        return rc;
+    }
+    bool fast = n_pairs == 1 && st->has_qk && st->has_mi && !st->rules[pairs[0]].n_ko;
+    size_t work = (size_t)n_pairs * (size_t)(q1 - q0) * (size_t)q1 / 2 * st->head_dim;
+    int nth = threads_for(src, work, (size_t)rows);
+    if (nth > 64) nth = 64;
+    pool_job j = {src, pairs, n_pairs, sel, q0, q1, k0, k1, bq, bk, rows, cols, max, fast, cell, {0}};
+    if (nth > 1) pool_run(src->pool, nth, pool_task, &j);
+    else pool_task(&j, 0, 1);
+    for (int t = 0; t < nth && !rc; t++) rc = j.rc[t];
+    if (!rc && !max) /* a mean over the cell's unmasked entries (keys <= query) */
+        for (int r = 0; r < rows; r++) {
+            int qa = q0 + r * bq, qb = qa + bq < q1 ? qa + bq : q1;
+            for (int c = 0; c < cols; c++) {
+                int ka = k0 + c * bk, kb = ka + bk < k1 ? ka + bk : k1;
+                long n = 0;
+                for (int q = qa; q < qb; q++) n += q < ka ? 0 : (q + 1 < kb ? q + 1 : kb) - ka;
+                float *d = cell + (size_t)r * cols + c;
+                *d = n ? *d / (float)n : 0.0f;
+            }
+        }
+    free(pairs);
+    return rc;
+}
+
 /* ------------------------------------------------------------ statistics */
 
 /* Histogram bin of distance d: 0, 1, 2-3, 4-7, ..., 512-1023, >= 1024. */

@@ -37,6 +37,23 @@ int attn_agg_row(const attn_src *src, const heed_attn_sel *sel, int pos, float *
  * aggregated row, queries split over the pool's threads (ith = thread). */
 typedef void (*attn_row_fn)(void *user, int ith, int q, const float *row);
 int attn_agg_rows(const attn_src *src, const heed_attn_sel *sel, int q0, int q1, attn_row_fn fn, void *user);
+/* The aggregated column of key: out[q - key] = attn_agg_row's entry key of
+ * query q, for q = key .. n_pos-1, bit for bit, from the rows' statistics
+ * (astore_col) without computing the rows. HEED_ERR_UNSUPPORTED when the
+ * store keeps no statistics or a selected layer has knockouts (then
+ * attn_agg_rows, row by row). */
+int attn_agg_col(const attn_src *src, const heed_attn_sel *sel, int key, float *out);
+/* A window of the aggregated matrix pooled into cells of bq queries x bk
+ * keys: cell[r * cols + c] = the max (max) or the mean over the entries
+ * with key <= query of the queries q0 + r*bq .. and keys k0 + c*bk .. (the
+ * last row and column may be short; rows = ceil((q1-q0)/bq), cols
+ * likewise). Entries as attn_agg_row makes them; a sum takes them query by
+ * query, keys in order, in float, then is divided by its count. One
+ * (layer, head) with row statistics: scored in blocks against chunks of
+ * keys and pooled without forming rows. HEED_ERR_UNSUPPORTED without an
+ * exact tier. */
+int attn_agg_pool(const attn_src *src, const heed_attn_sel *sel, int q0, int q1, int k0, int k1, int bq, int bk,
+                  bool max, float *cell);
 /* Threads attn_agg_rows uses (for per-thread accumulators). */
 int attn_n_threads(const attn_src *src);
 

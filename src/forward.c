@@ -92,6 +92,7 @@ struct heed_ctx {
     float *hb;       /* (n_ub, n_ff) gate, then silu(gate) * up */
     float *hb2;      /* (n_ub, n_ff) up */
     float *att;      /* (n_head, n_ub, row) post-softmax probabilities of one layer */
+    float *att_mi;   /* (n_head, n_ub, 2) each row's max score and reciprocal sum (softmax_mi) */
     void *xq;        /* (n_ub, act row bytes of max_in) activations quantized for block-type weights */
     float *logits;   /* (n_vocab) next-token logits of the last position */
     /* mixture of experts (NULL for dense models) */
@@ -318,7 +319,8 @@ static void attn_rows(const attn_job *j, int g, float *const *rows, const float 
         if (lo) memset(rows[r], 0, sizeof(float) * (size_t)lo);
         if (rule->softcap > 0.0f) kern_softcap(rows[r] + lo, n, rule->softcap);
         if (rule->n_ko) kern_attn_knockout(rows[r], lo, n_keys[r], n_keys[r] - 1, heads[r], rule);
-        ops->softmax(rows[r] + lo, n);
+        /* row h * n + i of the layer's (rows - att is h * head_stride + i * row_stride) */
+        ops->softmax_mi(rows[r] + lo, n, c->att_mi + 2 * (size_t)((rows[r] - c->att) / (ptrdiff_t)j->row_stride));
     }
     ops->attn_wsum_multi(outs, probs, n_k, n_q, c->v_cache + koff, hd, hd);
 }
@@ -423,7 +425,7 @@ static void split_task(void *arg, int ith, int nth) {
         for (int h = ith; h < m->n_head; h += nth) {
             float *row = c->att + (size_t)h * j->head_stride;
             if (j->lo) memset(row, 0, sizeof(float) * (size_t)j->lo);
-            ops->softmax(row + j->lo, j->pos + 1 - j->lo);
+            ops->softmax_mi(row + j->lo, j->pos + 1 - j->lo, c->att_mi + 2 * (size_t)h);
         }
         return;
     }
@@ -482,7 +484,8 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
         if (n_chunks >= SPLIT_MIN_CHUNKS && n_chunks <= c->part_chunks) {
             attention_split(c, layer, pos0, lo, n_chunks, (size_t)pos0 + 1);
             if (c->hooked && c->hook.observe && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
-                heed_attn_block blk = {layer, m->n_head, pos0, 1, (size_t)pos0 + 1, (size_t)pos0 + 1, c->att};
+                heed_attn_block blk = {layer, m->n_head, pos0, 1, (size_t)pos0 + 1, (size_t)pos0 + 1, c->att,
+                                       c->att_mi};
                 c->hook.observe(c->hook.user, &blk);
             }
             return;
@@ -498,7 +501,7 @@ static void attention(heed_ctx *c, int layer, int pos0, int n) {
 
     /* the hook sees the probabilities the weighted sum above just used */
     if (c->hooked && c->hook.observe && (!c->hook.want || c->hook.want(c->hook.user, layer))) {
-        heed_attn_block blk = {layer, m->n_head, pos0, n, j.row_stride, j.head_stride, c->att};
+        heed_attn_block blk = {layer, m->n_head, pos0, n, j.row_stride, j.head_stride, c->att, c->att_mi};
         c->hook.observe(c->hook.user, &blk);
     }
 }
@@ -1016,6 +1019,7 @@ int heed_ctx_new(const heed_model *m, const heed_ctx_params *params, heed_ctx **
     c->hb = zalloc(U * ff, sizeof(float), &ok);
     c->hb2 = zalloc(U * ff, sizeof(float), &ok);
     c->att = zalloc(pl.att, sizeof(float), &ok);
+    c->att_mi = zalloc((size_t)m->n_head * U * 2, sizeof(float), &ok);
     c->xq = zalloc(U, pl.act_row, &ok);
     c->logits = zalloc((size_t)m->n_vocab, sizeof(float), &ok);
     c->key_chunk = KEY_CHUNK;
@@ -1044,7 +1048,7 @@ void heed_ctx_free(heed_ctx *c) {
     free(c->moe_probs); free(c->moe_ids); free(c->moe_w); free(c->moe_x); free(c->moe_y); free(c->moe_out);
     free(c->moe_rows);
     free(c->x); free(c->xb); free(c->q); free(c->kb); free(c->vb); free(c->ao);
-    free(c->hb); free(c->hb2); free(c->att); free(c->xq);
+    free(c->hb); free(c->hb2); free(c->att); free(c->att_mi); free(c->xq);
     free(c->logits);
     free(c->head_scale);
     free(c->head_which);

@@ -226,6 +226,8 @@ static const kern_ops scalar_table = {
     .attn_scores_multi = attn_scores_multi_scalar,
     .attn_wsum_multi = attn_wsum_multi_scalar,
     .softmax = kern_softmax,
+    .softmax_mi = kern_softmax_mi,
+    .softmax_apply = kern_softmax_apply,
     .exp_sums = kern_exp_sums,
     .swiglu = kern_swiglu,
     .quantize_q8_0 = kern_quantize_q8_0,
@@ -466,7 +468,9 @@ void kern_attn_row(const kern_ops *ops, float *out, const float *q, const float 
     ops->softmax(out + lo, n);
 }
 
-void kern_softmax(float *x, int n) {
+void kern_softmax(float *x, int n) { kern_softmax_mi(x, n, NULL); }
+
+void kern_softmax_mi(float *x, int n, float *mi) {
     if (n <= 0) return;
     float max = -INFINITY;
     /* a plain compare, not fmaxf: no NaN handling needed, and it inlines */
@@ -474,6 +478,7 @@ void kern_softmax(float *x, int n) {
     if (max == -INFINITY) {
         /* everything masked: no probability anywhere (not NaN, not uniform) */
         for (int i = 0; i < n; i++) x[i] = 0.0f;
+        if (mi) mi[0] = -INFINITY, mi[1] = 0.0f;
         return;
     }
     double sum = 0.0; /* expf(-inf) = 0, so masked entries drop out naturally */
@@ -484,6 +489,18 @@ void kern_softmax(float *x, int n) {
     /* sum >= 1 (the max contributes exp(0)), so the reciprocal is finite */
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < n; i++) x[i] *= inv;
+    if (mi) mi[0] = max, mi[1] = inv;
+}
+
+void kern_softmax_apply(float *x, int n, const float *mx, const float *inv) {
+    for (int i = 0; i < n; i++) {
+        if (mx[i] == -INFINITY) {
+            x[i] = 0.0f;
+            continue;
+        }
+        float e = expf(x[i] - mx[i]);
+        x[i] = e * inv[i];
+    }
 }
 
 float kern_exp_sums(const float *x, int n, float *e, double *z, double *zx) {

@@ -324,6 +324,17 @@ typedef struct kern_ops {
      * SIMD variants use a polynomial exp within 2 ulp, flush results below
      * FLT_MIN (x - max < -87.3) to 0, and sum in float lanes. */
     void (*softmax)(float *x, int n);
+    /* softmax, the same function (softmax is softmax_mi with mi NULL), also
+     * giving the row's statistics: mi[0] = the max score, mi[1] = the
+     * reciprocal of the sum it multiplies every entry by (-INFINITY and 0
+     * when every entry is masked). With them any single entry is
+     * softmax_apply's, bit for bit, without the rest of its row. */
+    void (*softmax_mi)(float *x, int n, float *mi);
+    /* x[i] = the entry softmax_mi gives score x[i] in a row whose
+     * statistics are (mx[i], inv[i]): exp(x[i] - mx[i]) * inv[i] with
+     * softmax's exp, 0 where mx[i] is -INFINITY. Each x[i] its own row's: a
+     * column of attention from its rows' statistics. */
+    void (*softmax_apply)(float *x, int n, const float *mx, const float *inv);
     /* The sums of a softmax over a vocabulary of logits, as kern_exp_sums
      * (the scalar reference); the SIMD variant uses the same exp as softmax
      * and sums in double lanes. */
@@ -385,6 +396,8 @@ void kern_attn_scores_avx2(float *out, const float *q, const float *keys, size_t
                            float scale);
 void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v_stride, int n_keys, int hd);
 void kern_softmax_avx2(float *x, int n);
+void kern_softmax_mi_avx2(float *x, int n, float *mi);
+void kern_softmax_apply_avx2(float *x, int n, const float *mx, const float *inv);
 float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx);
 void kern_swiglu_avx2(float *gate, const float *up, int n);
 void kern_gram_add_avx2(float *g, const float *x, size_t stride, int n, int hd);
@@ -409,6 +422,10 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* x = softmax(x) in place: exp(x - max) / sum; returns nothing, never NaN for finite input.
  * -INFINITY entries (masked) become 0; if every entry is -INFINITY, all become 0. */
 void kern_softmax(float *x, int n);
+/* kern_softmax with the row's statistics (kern_ops.softmax_mi), and one
+ * entry per row from them (kern_ops.softmax_apply): the scalar references. */
+void kern_softmax_mi(float *x, int n, float *mi);
+void kern_softmax_apply(float *x, int n, const float *mx, const float *inv);
 /*
  * Softmax sums over n logits x, cleaned as the sampler reads them (NaN as
  * -INFINITY, +INFINITY as FLT_MAX). Returns max = the largest cleaned value

@@ -418,7 +418,9 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
 }
 
-void kern_softmax_avx2(float *x, int n) {
+void kern_softmax_avx2(float *x, int n) { kern_softmax_mi_avx2(x, n, NULL); }
+
+void kern_softmax_mi_avx2(float *x, int n, float *mi) {
     if (n <= 0) return;
     int body = n & ~7, rem = n - body;
     __m256i tail = lane_mask(rem ? rem : 8);
@@ -429,6 +431,7 @@ void kern_softmax_avx2(float *x, int n) {
     float max = hmax8(vm);
     if (max == -INFINITY) { /* everything masked: no probability anywhere */
         for (int i = 0; i < n; i++) x[i] = 0.0f;
+        if (mi) mi[0] = -INFINITY, mi[1] = 0.0f;
         return;
     }
     __m256 vmax = _mm256_set1_ps(max), vs = _mm256_setzero_ps();
@@ -444,9 +447,29 @@ void kern_softmax_avx2(float *x, int n) {
         vs = _mm256_add_ps(vs, e);
     }
     /* sum >= 1 (the max contributes exp(0)), so the reciprocal is finite */
-    __m256 inv = _mm256_set1_ps(1.0f / hsum8(vs));
+    float invs = 1.0f / hsum8(vs);
+    __m256 inv = _mm256_set1_ps(invs);
     for (int i = 0; i < body; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
     if (rem) _mm256_maskstore_ps(x + body, tail, _mm256_mul_ps(_mm256_maskload_ps(x + body, tail), inv));
+    if (mi) mi[0] = max, mi[1] = invs;
+}
+
+/* Lane i: softmax_mi's steps for entry i of a row with statistics (mx[i],
+ * inv[i]): the same exp8 of the same difference, times the same factor. */
+void kern_softmax_apply_avx2(float *x, int n, const float *mx, const float *inv) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 m = _mm256_loadu_ps(mx + i);
+        __m256 p = _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)), _mm256_loadu_ps(inv + i));
+        _mm256_storeu_ps(x + i, _mm256_andnot_ps(_mm256_cmp_ps(m, ninf, _CMP_EQ_OQ), p));
+    }
+    if (i < n) {
+        __m256i tail = lane_mask(n - i);
+        __m256 m = _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_maskload_ps(mx + i, tail), _mm256_castsi256_ps(tail));
+        __m256 p = _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, tail), m)), _mm256_maskload_ps(inv + i, tail));
+        _mm256_maskstore_ps(x + i, tail, _mm256_andnot_ps(_mm256_cmp_ps(m, ninf, _CMP_EQ_OQ), p));
+    }
 }
 
 /* NaN as -inf, +inf as FLT_MAX (the sampler's reading of a logit) */
@@ -587,6 +610,8 @@ const kern_ops kern_ops_avx2_table = {
     .attn_scores_multi = attn_scores_multi_avx2,
     .attn_wsum_multi = attn_wsum_multi_avx2,
     .softmax = kern_softmax_avx2,
+    .softmax_mi = kern_softmax_mi_avx2,
+    .softmax_apply = kern_softmax_apply_avx2,
     .exp_sums = kern_exp_sums_avx2,
     .swiglu = kern_swiglu_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,

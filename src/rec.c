@@ -130,6 +130,7 @@ static int rec_run_init(heed_run *r, const heed_model *m, const heed_recorder_pa
     astore_params ap = {p->attn_top_k, p->keep_qk, p->keep_head_mean, p->full_limit_bytes, p->spill_dir,
                         ASTORE_SPILL_MIN};
     int rc = astore_init(&r->st, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, &ap);
+    r->st.has_mi = r->st.has_qk; /* the forward pass's row statistics, kept beside q and k */
     for (int l = 0; l < mi.n_layer && !rc; l++) /* rows recomputed from q and k as the model formed them */
         rc = astore_set_rule(&r->st, l, (kern_attn_rule){mi.attn_scale, mi.attn_softcap, mi.layer_window[l], NULL, 0});
     if (!rc && p->n_knockouts) rc = astore_set_knockouts(&r->st, p->knockouts, p->n_knockouts);

@@ -325,8 +325,10 @@ int heed_run_attn_col(heed_run *r, const heed_attn_sel *sel, int key, float *out
     attn_src src;
     if (!r || !sel || !out || key < 0 || key >= r->st.n_pos) return HEED_ERR_INVALID_ARG;
     int rc = run_src(r, &src);
+    if (!rc) rc = attn_agg_col(&src, sel, key, out); /* from the rows' statistics, when kept */
+    if (rc != HEED_ERR_UNSUPPORTED) return rc;
     col_ctx c = {key, out};
-    return rc ? rc : attn_agg_rows(&src, sel, key, r->st.n_pos, col_fn, &c);
+    return attn_agg_rows(&src, sel, key, r->st.n_pos, col_fn, &c);
 }
 
 typedef struct mat_ctx {
@@ -337,6 +339,38 @@ typedef struct mat_ctx {
 static void mat_fn(void *user, int ith, int q, const float *row) {
     mat_ctx *c = user;
     memcpy(c->out + (size_t)q * c->n, row, sizeof(float) * ((size_t)q + 1));
+}
+
+int heed_run_attn_pool(heed_run *r, const heed_attn_sel *sel, int q0, int q1, int k0, int k1, int bq, int bk,
+                       bool max, float *cell) {
+    attn_src src;
+    if (!r || !sel || !cell) return HEED_ERR_INVALID_ARG;
+    int rc = run_src(r, &src);
+    if (!rc) rc = attn_agg_pool(&src, sel, q0, q1, k0, k1, bq, bk, max, cell);
+    if (rc != HEED_ERR_UNSUPPORTED || !(r->st.has_topk || r->st.has_hmean)) return rc;
+    /* the summary tiers: row by row */
+    int rows = (q1 - q0 + bq - 1) / bq, cols = (k1 - k0 + bk - 1) / bk;
+    float *row = malloc(sizeof(float) * (size_t)r->st.n_pos);
+    if (!row) return HEED_ERR_NOMEM;
+    memset(cell, 0, sizeof(float) * (size_t)rows * cols);
+    rc = HEED_OK;
+    for (int q = q0; !rc && q < q1; q++) {
+        if ((rc = heed_run_attn_row(r, sel, q, row))) break;
+        float *c = cell + (size_t)((q - q0) / bq) * cols;
+        for (int k = k0; k < k1 && k <= q; k++) {
+            float *d = c + (k - k0) / bk;
+            *d = max ? (row[k] > *d ? row[k] : *d) : *d + row[k];
+        }
+    }
+    for (int i = 0; !rc && !max && i < rows * cols; i++) {
+        int rq = i / cols, ck = i % cols, qa = q0 + rq * bq, qb = qa + bq < q1 ? qa + bq : q1;
+        int ka = k0 + ck * bk, kb = ka + bk < k1 ? ka + bk : k1;
+        long n = 0;
+        for (int q = qa; q < qb; q++) n += q < ka ? 0 : (q + 1 < kb ? q + 1 : kb) - ka;
+        cell[i] = n ? cell[i] / (float)n : 0.0f;
+    }
+    free(row);
+    return rc;
 }
 
 int heed_run_attn_matrix(heed_run *r, const heed_attn_sel *sel, float *out) {

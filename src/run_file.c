@@ -70,7 +70,8 @@ enum {
     FLAG_EDIT = 2048, /* the residual stream edited (patching, steering): REDT (the edits) */
     FLAG_VNRM = 4096, /* the value norms of value-weighted attention: VNRM */
     FLAG_IFRM = 8192, /* the interventions applied from a position on: IFRM */
-    FLAG_ALL = 16383,
+    FLAG_MI = 16384,  /* each exact row's softmax statistics: RSTA (after QKST) */
+    FLAG_ALL = 32767,
 };
 
 /* Sizes are counted first (f == NULL), then written with the CRC. */
@@ -106,7 +107,7 @@ static uint32_t run_flags(const heed_run *r) {
            (astore_rules_default(&r->st) ? 0 : FLAG_RULE) | (r->n_expert ? FLAG_MOE : 0) |
            (r->st.n_ko_list ? FLAG_KNOCK : 0) | (r->head_which ? FLAG_MEAN : 0) |
            (r->n_edits ? FLAG_EDIT : 0) | (r->vnorm && r->vn_n >= r->st.n_pos ? FLAG_VNRM : 0) |
-           (r->intervene_from > 0 ? FLAG_IFRM : 0);
+           (r->intervene_from > 0 ? FLAG_IFRM : 0) | (r->st.has_qk && r->st.has_mi ? FLAG_MI : 0);
 }
 
 static void sec_meta(wr *w, const heed_run *r) {
@@ -204,6 +205,10 @@ static void sec_qk(wr *w, const heed_run *r) {
     for (int i = 0; i < r->n_layer * r->n_head_kv; i++) w_bytes(w, r->st.k[i], P * r->head_dim * 4);
 }
 
+static void sec_rsta(wr *w, const heed_run *r) {
+    w_bytes(w, r->st.mi, (size_t)r->st.n_pos * r->n_layer * r->n_head * 2 * 4);
+}
+
 static void sec_topk(wr *w, const heed_run *r) {
     size_t n = (size_t)r->st.n_pos * r->n_layer * r->n_head * r->st.top_k;
     w_bytes(w, r->st.tk_pos, n * 4);
@@ -235,7 +240,7 @@ static const sec_def SECTIONS[] = {
     {"META", 0, sec_meta}, {"TOKS", 0, sec_toks}, {"STEP", 0, sec_step}, {"LENS", 0, sec_lens}, {"RESI", 0, sec_resid},
     {"INTV", FLAG_INTV, sec_intv}, {"ATTR", FLAG_RULE, sec_rule}, {"EXPT", FLAG_MOE, sec_moe}, {"KNCK", FLAG_KNOCK, sec_knock}, {"HVAL", FLAG_MEAN, sec_hval}, {"REDT", FLAG_EDIT, sec_edit},
     {"VNRM", FLAG_VNRM, sec_vnorm}, {"IFRM", FLAG_IFRM, sec_ifrm},
-    {"QKST", FLAG_QK, sec_qk}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
+    {"QKST", FLAG_QK, sec_qk}, {"RSTA", FLAG_MI, sec_rsta}, {"TOPK", FLAG_TOPK, sec_topk}, {"HMEA", FLAG_HMEAN, sec_hmean},
     {"FULL", FLAG_FULL, sec_full}, {"END!", 0, sec_end},
 };
 #define N_SECTIONS (sizeof SECTIONS / sizeof SECTIONS[0])
@@ -572,6 +577,17 @@ static int load_attn(rd *d, heed_run *r, uint32_t flags) {
         for (int i = 0; i < nk; i++) p[1 + i] = (part){(void **)&s->k[i], P * s->head_dim, 4, "k"};
         rc = sec_bulk(d, "QKST", p, nk + 1);
         free(p);
+    }
+    if (!rc && (flags & FLAG_MI)) { /* rows' statistics: a max that is a number or -inf, a factor in [0, 1] */
+        if (!(flags & FLAG_QK)) return bad(d, "RSTA", "comes without QKST");
+        part p[1] = {{(void **)&s->mi, P * L * H * 2, 4, "row statistics"}};
+        rc = sec_bulk(d, "RSTA", p, 1);
+        for (uint64_t i = 0; !rc && i < P * L * H; i++) {
+            float m = s->mi[2 * i], v = s->mi[2 * i + 1];
+            if (isnan(m) || m == INFINITY || !(v >= 0.0f && v <= 1.0f) || (m == -INFINITY) != (v == 0.0f))
+                rc = bad(d, "row statistics", "are out of range");
+        }
+        s->has_mi = !rc;
     }
     if (!rc && (flags & FLAG_TOPK)) {
         uint64_t n = P * L * H * (uint64_t)s->top_k;

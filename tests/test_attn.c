@@ -527,7 +527,7 @@ static void test_summaries(void **state) {
         float *probs = calloc((size_t)mi.n_head * 40 * 40, sizeof(float));
         for (int h = 0; h < mi.n_head; h++)
             for (int q = 0; q < 40; q++) memcpy(probs + (h * 40 + q) * 40, cap_row(&c, l, h, q), sizeof(float) * (q + 1));
-        heed_attn_block blk = {l, mi.n_head, 0, 40, 40, 40 * 40, probs};
+        heed_attn_block blk = {l, mi.n_head, 0, 40, 40, 40 * 40, probs, NULL};
         astore_add_probs(&st, &blk, pl);
         free(probs);
     }
@@ -682,7 +682,7 @@ static void test_f16_fast_matches_kern(void **state) {
     float *probs = malloc(sizeof(float) * 2 * N);
     for (uint32_t j0 = 0; j0 < F16_SET; j0 += N) {
         for (int k = 0; k < 2 * N; k++) probs[k] = f16_case((j0 + (uint32_t)k / 2) % F16_SET);
-        heed_attn_block blk = {0, 2, N - 1, 1, N, N, probs};
+        heed_attn_block blk = {0, 2, N - 1, 1, N, N, probs, NULL};
         astore_add_probs(&st, &blk, NULL);
         assert_false(st.failed);
         const uint16_t *got = st.hmean + astore_tri(N - 1);
@@ -749,7 +749,7 @@ static void feed_threads(int n_layer, int n_head, int n_head_kv, int head_dim, i
             for (int i = 0; i < nq * q_dim; i++) q[i] = (float)(tk_rand() >> 8) / 16777216.0f - 0.5f;
             for (int i = 0; i < nq * kv_dim; i++) k[i] = (float)(tk_rand() >> 8) / 16777216.0f - 0.5f;
             heed_qk_block qb = {l, pos0, nq, n_head, n_head_kv, head_dim, q, k, NULL};
-            heed_attn_block pb = {l, n_head, pos0, nq, row_stride, head_stride, probs};
+            heed_attn_block pb = {l, n_head, pos0, nq, row_stride, head_stride, probs, NULL};
             for (int i = 0; i < NS; i++) {
                 astore_add_qk(&st[i], &qb, pools[i]);
                 astore_add_probs(&st[i], &pb, pools[i]);
