@@ -905,6 +905,28 @@ int heed_run_input_importance(heed_run *run, const heed_attn_sel *sel, float *ou
 int heed_trace_import(const char *dir, heed_run **out, char *err, size_t err_size);
 int heed_run_export_trace(const heed_run *run, const char *dir, char *err, size_t err_size);
 
+/* heed_trace_import_ex reads, besides heed-trace/1, IBM vLLM-Hook's q/k
+ * captures (qk.json + qk.safetensors, one per tensor-parallel rank in
+ * tp_rank_N folders; docs/TRACE_FORMAT.md), merging the ranks by global
+ * head. Such a capture lacks what a run needs beyond q and k (the token
+ * ids, sometimes the geometry): the params give it, and a missing piece is
+ * an error naming the `heed import` flag that gives it. The params are
+ * refused (HEED_ERR_INVALID_ARG) for a heed-trace/1 folder, whose
+ * trace.json says everything. heed_trace_import is heed_trace_import_ex
+ * with the defaults. */
+typedef struct heed_trace_params {
+    int sequence;               /* which sequence of a capture holding several (default 0) */
+    const char *token_ids;      /* a file: the sequence's ids (a JSON list, or integers between spaces,
+                                 * commas or newlines); vLLM-Hook records none, so required */
+    int n_prompt;               /* 0: the queries of the sequence's first captured pass */
+    int head_dim, n_head, n_head_kv; /* 0: the capture's (tp_shard, else config) */
+    double scale;               /* 0: the config's attention_multiplier, else 1/sqrt(head_dim) */
+    const char *sliding_window; /* NULL: none; "W" for every layer or "W0,W1,..." one per layer */
+    double attn_softcap;        /* 0: none */
+} heed_trace_params;
+heed_trace_params heed_trace_default_params(void);
+int heed_trace_import_ex(const char *dir, const heed_trace_params *p, heed_run **out, char *err, size_t err_size);
+
 /* A run from another engine's per-step top-k attention (heed serve
  * --upstream: an OpenAI-compatible server that returns attention with its
  * tokens). The run has one layer and one head holding the engine's mean

@@ -47,7 +47,7 @@ ring_of() {
     gguf | gguf_write | ggml_types | model | forward | kern* | pool | tok* | samp | chat | fmap | utf8 | \
         safetensors | hf | bundled | heed | limit | err)
         echo engine ;;
-    astore | attn | run* | rec | jsonw | gen | trace)
+    astore | attn | run* | rec | jsonw | gen | trace | trace_vllmhook)
         echo analysis ;;
     api* | server | store | webexport | assets | mcp | pull | main | upstream)
         echo front ;;

@@ -78,7 +78,15 @@ static const char *usage_text =
     "  heed export RUN -o OUT.npz|OUT.json|OUT.html|OUT.trace [-m MODEL] [--full]\n"
     "                                        a recorded run as NumPy arrays, JSON, an offline HTML viewer,\n"
     "                                        or a heed-trace/1 folder (its q and k)\n"
-    "  heed import TRACE -o RUN              a heed-trace/1 folder (another engine's q/k) as a run\n";
+    "  heed import TRACE -o RUN [options]   a heed-trace/1 folder or an IBM vLLM-Hook q/k capture (another\n"
+    "                                        engine's q/k) as a run; for a vLLM-Hook capture (docs/TRACE_FORMAT.md):\n"
+    "      --token-ids FILE    the sequence's token ids (required: the capture has none)\n"
+    "      --sequence N        which sequence of a capture holding several (default 0)\n"
+    "      --n-prompt N        prompt tokens (default: the sequence's first captured pass)\n"
+    "      --head-dim N, --n-head N, --n-head-kv N  the geometry, where the capture lacks or misstates it\n"
+    "      --scale X           score scale (default: the capture's attention_multiplier, else 1/sqrt(head_dim))\n"
+    "      --sliding-window W  a window for every layer, or W0,W1,... one per layer (default none)\n"
+    "      --softcap C         attention logit soft-cap (default none)\n";
 
 typedef struct gen_opts {
     const char *model;
@@ -1224,16 +1232,36 @@ static int run_export(int argc, char **argv) {
  * as a run file. */
 static int run_import(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
+    heed_trace_params tp = heed_trace_default_params();
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
-        else if (argv[i][0] == '-') return usage_error("import: unknown option '%s'", argv[i]);
-        else if (!in) in = argv[i];
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long l = 0;
+        float f = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (a[0] == '-' && strcmp(a, "-o") && strncmp(a, "--", 2)) return usage_error("import: unknown option '%s'", a);
+        if (a[0] == '-' && !v) return usage_error("import: %s needs a value", a);
+        if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "--token-ids")) tp.token_ids = v;
+        else if (!strcmp(a, "--sliding-window")) tp.sliding_window = v;
+        else if (!strcmp(a, "--sequence") && parse_long(v, 0, 1 << 20, &l)) tp.sequence = (int)l;
+        else if (!strcmp(a, "--n-prompt") && parse_long(v, 1, 1 << 20, &l)) tp.n_prompt = (int)l;
+        else if (!strcmp(a, "--head-dim") && parse_long(v, 1, 1 << 16, &l)) tp.head_dim = (int)l;
+        else if (!strcmp(a, "--n-head") && parse_long(v, 1, 1 << 16, &l)) tp.n_head = (int)l;
+        else if (!strcmp(a, "--n-head-kv") && parse_long(v, 1, 1 << 16, &l)) tp.n_head_kv = (int)l;
+        else if (!strcmp(a, "--scale") && parse_float(v, &f) && f > 0) tp.scale = f;
+        else if (!strcmp(a, "--softcap") && parse_float(v, &f) && f > 0) tp.attn_softcap = f;
+        else if (a[0] == '-') return usage_error("import: unknown option '%s', or '%s' is not its value (a positive number)", a, v);
+        else if (!in) in = a;
         else return usage_error("%s", "import: one TRACE folder at a time");
+        if (a[0] == '-') i++;
     }
-    if (!in || !out) return usage_error("%s", "import needs TRACE (a heed-trace/1 folder) and -o RUN");
+    if (!in || !out) return usage_error("%s", "import needs TRACE (a heed-trace/1 folder or vLLM-Hook capture) and -o RUN");
     char err[512] = "";
     heed_run *run = NULL;
-    int rc = heed_trace_import(in, &run, err, sizeof err);
+    int rc = heed_trace_import_ex(in, &tp, &run, err, sizeof err);
     if (!rc) rc = heed_run_save(run, out, err, sizeof err);
     if (!rc) {
         heed_run_info ri;

@@ -25,6 +25,7 @@
 #include "kern.h"
 #include "run.h"
 #include "safetensors.h"
+#include "trace_vllmhook.h"
 
 #define TRACE_FORMAT "heed-trace/1"
 #define TRACE_MAX_JSON (64u << 20)
@@ -151,6 +152,7 @@ static char *dup_str(json_t *j, const char *key, const char *def) {
 
 int heed_trace_import(const char *dir, heed_run **out, char *err, size_t err_size) {
     if (!dir || !out) return HEED_ERR_INVALID_ARG;
+    if (trace_vllmhook_detect(dir)) return trace_vllmhook_import(dir, NULL, out, err, err_size); /* IBM vLLM-Hook's layout */
     *out = NULL;
     if (err && err_size) err[0] = 0;
     tr t = {dir, err, err_size};
