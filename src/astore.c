@@ -735,6 +735,41 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
     return HEED_OK;
 }
 
+int astore_rows(const astore *s, const kern_ops *ops, int layer, const int *heads, int n, int pos, float *const *out) {
+    if (n < 1 || n > KERN_ATTN_BLOCK || layer < 0 || layer >= s->n_layer || pos < 0 || pos >= s->n_pos)
+        return HEED_ERR_INVALID_ARG;
+    int group = s->n_head / s->n_head_kv;
+    for (int i = 0; i < n; i++)
+        if (heads[i] < 0 || heads[i] >= s->n_head || heads[i] / group != heads[0] / group) return HEED_ERR_INVALID_ARG;
+    if (s->has_full || !s->has_qk || n == 1) {
+        for (int i = 0; i < n; i++) {
+            int rc = astore_row(s, ops, layer, heads[i], pos, out[i]);
+            if (rc) return rc;
+        }
+        return HEED_OK;
+    }
+    const kern_attn_rule *r = &s->rules[layer];
+    int hd = s->head_dim, lo = kern_attn_first_key(pos, r->window), nk = pos + 1 - lo;
+    const float *keys = s->k[layer * s->n_head_kv + heads[0] / group] + (size_t)lo * hd;
+    float *rows[KERN_ATTN_BLOCK];
+    const float *qs[KERN_ATTN_BLOCK];
+    int n_keys[KERN_ATTN_BLOCK];
+    for (int i = 0; i < n; i++) {
+        rows[i] = out[i] + lo;
+        qs[i] = s->q + ((size_t)pos * s->n_layer + layer) * s->q_dim + (size_t)heads[i] * hd;
+        n_keys[i] = nk;
+    }
+    /* the keys read once for the group's heads; each row then takes kern_attn_row's steps */
+    ops->attn_scores_multi(rows, qs, n_keys, n, keys, (size_t)hd, hd, r->scale);
+    for (int i = 0; i < n; i++) {
+        if (lo) memset(out[i], 0, sizeof(float) * (size_t)lo);
+        if (r->softcap > 0.0f) kern_softcap(rows[i], nk, r->softcap);
+        if (r->n_ko) kern_attn_knockout(out[i], lo, pos + 1, pos, heads[i], r);
+        ops->softmax(rows[i], nk);
+    }
+    return HEED_OK;
+}
+
 int astore_col(const astore *s, const kern_ops *ops, int layer, int head, int key, int q0, int q1, float *out,
                float *mi) {
     if (layer < 0 || layer >= s->n_layer || head < 0 || head >= s->n_head || key < 0 || q0 < key || q1 < q0 ||

@@ -167,6 +167,11 @@ int astore_row(const astore *s, const kern_ops *ops, int layer, int head, int po
 int astore_summarize(const astore *src, const kern_ops *ops, pool *p, int top_k, bool head_mean, astore *out);
 
 /* Bytes of attention data held (the n_pos used, not the capacity). */
+/* The rows of query pos for n (<= KERN_ATTN_BLOCK) heads of one layer that
+ * share a KV head, each equal bit for bit to astore_row's: the keys are
+ * read once for all of them (attn_scores_multi). HEED_ERR_INVALID_ARG when
+ * the heads do not share a KV head. */
+int astore_rows(const astore *s, const kern_ops *ops, int layer, const int *heads, int n, int pos, float *const *out);
 /* Column `key` of one (layer, head), queries q0 .. q1-1 (key <= q0):
  * out[i - q0] = the entry of key in query i's row, equal bit for bit to
  * astore_row's (its score by the same kernel, q and k swapped in the

@@ -63,22 +63,39 @@ static int threads_for(const attn_src *src, size_t work, size_t max_parts) {
     return nth < 1 ? 1 : (int)nth;
 }
 
-/* acc (double, pos+1) combined with the pairs [p0, p1) of query pos; tmp is
- * a row of scratch. */
+/* acc (double, pos+1) combined with the pairs [p0, p1) of query pos, in
+ * their order; tmp is ACC_TMP_ROWS rows of scratch. Consecutive pairs of
+ * one layer whose heads share a KV head are recomputed together
+ * (astore_rows: their keys read once). */
+#define ACC_TMP_ROWS KERN_ATTN_BLOCK
 static int acc_pairs(const attn_src *src, const int *pairs, int p0, int p1, int pos, heed_agg agg,
                      heed_measure measure, float *tmp, double *acc) {
-    const size_t LH = (size_t)src->st->n_layer * src->st->n_head;
-    for (int i = p0; i < p1; i++) {
-        int rc = astore_row(src->st, src->ops, pairs[2 * i], pairs[2 * i + 1], pos, tmp);
-        if (rc) return rc;
-        if (measure == HEED_MEASURE_VALUE) { /* a_ij * |W_O^h v_j| */
-            const float *vn = src->vnorm + (size_t)pairs[2 * i] * src->st->n_head + pairs[2 * i + 1];
-            for (int k = 0; k <= pos; k++) tmp[k] *= vn[(size_t)k * LH];
+    const astore *st = src->st;
+    const size_t LH = (size_t)st->n_layer * st->n_head;
+    const int group = st->n_head / st->n_head_kv;
+    for (int i = p0; i < p1;) {
+        int l = pairs[2 * i], heads[KERN_ATTN_BLOCK], n = 0;
+        float *rows[KERN_ATTN_BLOCK];
+        while (i + n < p1 && n < KERN_ATTN_BLOCK && pairs[2 * (i + n)] == l &&
+               pairs[2 * (i + n) + 1] / group == pairs[2 * i + 1] / group) {
+            heads[n] = pairs[2 * (i + n) + 1];
+            rows[n] = tmp + (size_t)n * (pos + 1);
+            n++;
         }
-        if (agg == HEED_AGG_MEAN)
-            for (int k = 0; k <= pos; k++) acc[k] += tmp[k];
-        else
-            for (int k = 0; k <= pos; k++) acc[k] = tmp[k] > acc[k] ? tmp[k] : acc[k];
+        int rc = astore_rows(st, src->ops, l, heads, n, pos, rows);
+        if (rc) return rc;
+        for (int r = 0; r < n; r++) {
+            float *t = rows[r];
+            if (measure == HEED_MEASURE_VALUE) { /* a_ij * |W_O^h v_j| */
+                const float *vn = src->vnorm + (size_t)l * st->n_head + heads[r];
+                for (int k = 0; k <= pos; k++) t[k] *= vn[(size_t)k * LH];
+            }
+            if (agg == HEED_AGG_MEAN)
+                for (int k = 0; k <= pos; k++) acc[k] += t[k];
+            else
+                for (int k = 0; k <= pos; k++) acc[k] = t[k] > acc[k] ? t[k] : acc[k];
+        }
+        i += n;
     }
     return HEED_OK;
 }
@@ -151,7 +168,7 @@ static void row_task(void *arg, int ith, int nth) {
     int per = (j->n_pairs + nth - 1) / nth;
     int p0 = ith * per, p1 = p0 + per < j->n_pairs ? p0 + per : j->n_pairs;
     acc_init(j->acc + ith * n, (int)n, j->agg);
-    j->rc[ith] = p0 < p1 ? acc_pairs(j->src, j->pairs, p0, p1, j->pos, j->agg, j->measure, j->tmp + ith * n,
+    j->rc[ith] = p0 < p1 ? acc_pairs(j->src, j->pairs, p0, p1, j->pos, j->agg, j->measure, j->tmp + ith * n * ACC_TMP_ROWS,
                                      j->acc + ith * n)
                          : HEED_OK;
 }
@@ -171,7 +188,7 @@ int attn_agg_row(const attn_src *src, const heed_attn_sel *sel, int pos, float *
     int nth = threads_for(src, (size_t)n_pairs * n * st->head_dim, (size_t)n_pairs);
     if (nth > 64) nth = 64;
     row_job j = {.src = src, .pairs = pairs, .n_pairs = n_pairs, .pos = pos, .agg = sel->agg, .measure = sel->measure};
-    j.tmp = malloc(sizeof(float) * n * nth);
+    j.tmp = malloc(sizeof(float) * n * nth * ACC_TMP_ROWS);
     j.acc = malloc(sizeof(double) * n * nth);
     if (!j.tmp || !j.acc) rc = HEED_ERR_NOMEM;
     if (!rc) {
@@ -208,7 +225,7 @@ typedef struct rows_job {
 static void rows_task(void *arg, int ith, int nth) {
     rows_job *j = arg;
     size_t n = (size_t)j->q1;
-    float *tmp = j->tmp + ith * n, *row = j->row + ith * n;
+    float *tmp = j->tmp + ith * n * ACC_TMP_ROWS, *row = j->row + ith * n;
     double *acc = j->acc + ith * n;
     j->rc[ith] = HEED_OK;
     for (int q = j->q0 + ith; q < j->q1; q += nth) {
@@ -241,7 +258,7 @@ int attn_agg_rows(const attn_src *src, const heed_attn_sel *sel, int q0, int q1,
     if (nth > 64) nth = 64;
     rows_job j = {src, sel, pairs, n_pairs, q0, q1, fn, user, NULL, NULL, NULL, {0}};
     if (!rc) {
-        j.tmp = malloc(sizeof(float) * n * nth);
+        j.tmp = malloc(sizeof(float) * n * nth * ACC_TMP_ROWS);
         j.row = malloc(sizeof(float) * n * nth);
         j.acc = malloc(sizeof(double) * n * nth);
         if (!j.tmp || !j.row || !j.acc) rc = HEED_ERR_NOMEM;
@@ -431,7 +448,8 @@ static void pool_task(void *arg, int ith, int nth) {
     j->rc[ith] = HEED_OK;
     int chunk = POOL_CHUNK / j->bk * j->bk;
     if (chunk < j->bk) chunk = j->bk;
-    float *buf = malloc(sizeof(float) * ((size_t)KERN_ATTN_BLOCK * chunk + 2 * (size_t)chunk + 2 * (size_t)st->n_pos));
+    float *buf = malloc(sizeof(float) * ((size_t)KERN_ATTN_BLOCK * chunk + 2 * (size_t)chunk +
+                                         (1 + ACC_TMP_ROWS) * (size_t)st->n_pos));
     double *acc = j->fast ? NULL : malloc(sizeof(double) * (size_t)st->n_pos);
     if (!buf || (!j->fast && !acc)) {
         j->rc[ith] = HEED_ERR_NOMEM;

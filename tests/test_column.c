@@ -81,6 +81,28 @@ static void check_store(const astore *s, const kern_ops *ops) {
                                  col[q - q0], row[key]);
                 }
             }
+    /* the rows of a KV group's heads together (their keys read once): each row astore_row's */
+    int group = s->n_head / s->n_head_kv;
+    float *rows = malloc(sizeof(float) * n * KERN_ATTN_BLOCK);
+    for (int l = 0; l < s->n_layer; l++)
+        for (int q = 0; q < n; q++)
+            for (int h0 = 0; h0 < s->n_head; h0 += group)
+                for (int a = 0; a < group; a += KERN_ATTN_BLOCK) {
+                    int heads[KERN_ATTN_BLOCK], m = group - a < KERN_ATTN_BLOCK ? group - a : KERN_ATTN_BLOCK;
+                    float *outs[KERN_ATTN_BLOCK];
+                    for (int i = 0; i < m; i++) heads[i] = h0 + a + i, outs[i] = rows + (size_t)i * n;
+                    assert_int_equal(astore_rows(s, ops, l, heads, m, q, outs), HEED_OK);
+                    for (int i = 0; i < m; i++) {
+                        assert_int_equal(astore_row(s, ops, l, heads[i], q, row), HEED_OK);
+                        assert_memory_equal(row, outs[i], sizeof(float) * (size_t)(q + 1));
+                    }
+                }
+    if (group > 1) { /* heads of two KV groups: refused */
+        int heads[2] = {0, group};
+        float *outs[2] = {rows, rows + n};
+        assert_int_equal(astore_rows(s, ops, 0, heads, 2, n - 1, outs), HEED_ERR_INVALID_ARG);
+    }
+    free(rows);
     free(row);
     free(col);
     free(mi);
@@ -102,6 +124,7 @@ static void test_store_every_table(void **state) {
         } cases[] = {
             {4, 4, 8, {1.0f / sqrtf(8.0f), 0.0f, 0, NULL, 0}, 1.0f},   /* plain */
             {8, 2, 12, {0.25f, 0.0f, 0, NULL, 0}, 3.0f},              /* GQA, odd head size, sharp rows */
+            {12, 2, 8, {0.35f, 0.0f, 0, NULL, 0}, 1.0f},              /* groups of 6: a block of 4 and of 2 */
             {6, 3, 16, {0.25f, 5.0f, 7, NULL, 0}, 2.0f},              /* soft-cap and a window of 7 */
             {2, 1, 64, {0.125f, 0.0f, 0, NULL, 0}, 6.0f},             /* scores past exp's underflow */
         };

@@ -520,7 +520,7 @@ static void test_corrupt_table(void **state) {
     unsigned char *good = ru_slurp(p, &n), *b = malloc(n);
     section sec[16];
     int ns = sections(good, n, sec);
-    assert_int_equal(ns, 10); /* META TOKS STEP LENS VNRM QKST TOPK HMEA FULL END! */
+    assert_int_equal(ns, 11); /* META TOKS STEP LENS VNRM QKST RSTA TOPK HMEA FULL END! */
     expect(good, n, HEED_OK, NULL);
 
     memcpy(b, good, n); b[0] = 'X';
@@ -568,7 +568,7 @@ static void test_corrupt_table(void **state) {
     const struct { size_t field; int32_t v; const char *msg; } absurd[] = {
         {F_N_LAYER, 0x7fffffff, "n_layer"}, {F_N_LAYER, 0, "n_layer"}, {F_N_HEAD, -1, "n_head"},
         {F_N_HEAD_KV, 3, "n_head_kv"},     {F_N_VOCAB, 1 << 30, "n_vocab"}, {F_N_CAND, 1000, "n_cand"},
-        {F_FLAGS, 0x4000 | 31, "unknown bits"}, {F_N_PROMPT, 0x7fffffff, "n_prompt"},
+        {F_FLAGS, 0x8000 | 31, "unknown bits"}, {F_N_PROMPT, 0x7fffffff, "n_prompt"},
         {F_N_OUTPUT, -5, "n_output"},       {F_N_POS, 1 << 28, "n_pos"},
         {F_N_LAYER, 6, "does not match"},   /* more layers than the data: a bulk length mismatch */
         {F_N_OUTPUT, 5, "TOKS"},            /* fewer outputs: the token list has bytes left */
