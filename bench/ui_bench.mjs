@@ -5,8 +5,26 @@
 // (input event to the next frame) are timed. Figures, not pass/fail; the
 // targets are < 1000 ms and < 50 ms.
 //
+// `long`: real runs of 4,000 + 4,000 and 32,768 (32,512 + 256) tokens, made
+// from heed-trace/1 folders (tests/browser/longtrace.mjs: 1 layer, 2 heads,
+// head_dim 4) by `heed import`, uploaded to a real `heed serve` (HEED_BIN)
+// and opened by URL: first render (navigation start to the last step's rows
+// read and drawn), step moves (input event to the next frame: +1 steps, as
+// the arrow keys, and far jumps; and a far jump until its rows are read and
+// drawn), and overview jumps (a click on the strip to the next frame).
+//
 //   node bench/ui_bench.mjs [n_input] [n_output]      (after make; needs chromium)
-import { startServer, launchBrowser } from '../tests/browser/lib.mjs';
+//   HEED_BIN=build/heed node bench/ui_bench.mjs long
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { root, startServer, launchBrowser } from '../tests/browser/lib.mjs';
+import { makeLongRun, uploadRun } from '../tests/browser/longtrace.mjs';
+
+if (process.argv[2] === 'long') {
+  await benchLong();
+  process.exit(0);
+}
 
 const nIn = Number(process.argv[2] || 500), nOut = Number(process.argv[3] || 500);
 
@@ -99,4 +117,84 @@ try {
 } finally {
   await browser.close();
   await server.stop();
+}
+
+async function benchLong() {
+  const med = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const bin = process.env.HEED_BIN || join(root, 'build', 'heed');
+  const dir = mkdtempSync(join(tmpdir(), 'heed-uibench-'));
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    for (const [T, nOut] of [[8000, 4000], [32768, 256]]) {
+      const t0 = Date.now();
+      const run = makeLongRun(bin, join(dir, String(T)), T, nOut);
+      const id = await uploadRun(server.url, run.file);
+      console.log(`ui long: ${T - nOut} input + ${nOut} output tokens (trace made and uploaded in ${Date.now() - t0} ms)`);
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      page.on('pageerror', (e) => console.error('page error:', e));
+      const firsts = [], near = [], far = [], farRead = [], jumps = [];
+      for (let rep = 0; rep < 3; rep++) {
+        await page.goto('about:blank');
+        await page.goto(`${server.url}/#run=${id}`);
+        await page.waitForSelector('#graph[data-status="done"][data-step-loaded="true"]', { timeout: 120000 });
+        firsts.push(await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(() => r(performance.now()), 0)))));
+        const m = await page.evaluate(async ([n, reps]) => {
+          const s = document.querySelector('#step');
+          const g = document.querySelector('#graph');
+          const frame = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+          const move = async (t) => {
+            const t0 = performance.now();
+            s.value = String(t);
+            s.dispatchEvent(new Event('input', { bubbles: true }));
+            await frame();
+            return performance.now() - t0;
+          };
+          const out = { near: [], far: [], farRead: [], jumps: [] };
+          // +1 steps from the last step down (the arrow keys): the ranges around are read ahead
+          let t = n - 1;
+          for (let i = 0; i < reps; i++) {
+            out.near.push(await move(--t));
+            if (g.dataset.stepLoaded !== 'true') await new Promise((r) => setTimeout(r, 30));
+          }
+          // far jumps: the frame, and until the step's rows are read and drawn
+          for (let i = 0; i < 12; i++) {
+            const to = Math.floor(((i + 1) * 7919) % n);
+            const t0 = performance.now();
+            out.far.push(await move(to));
+            while (g.dataset.stepLoaded !== 'true') await new Promise((r) => setTimeout(r, 2));
+            await frame();
+            out.farRead.push(performance.now() - t0);
+          }
+          // overview jumps: a click on the strip to the next frame
+          const c = document.querySelector('#overview');
+          const r = c.getBoundingClientRect();
+          for (let i = 0; i < 20; i++) {
+            const x = r.left + ((i * 0.37) % 1) * r.width;
+            const t0 = performance.now();
+            c.dispatchEvent(new PointerEvent('pointerdown', { clientX: x, clientY: r.top + 8, pointerId: 1, bubbles: true }));
+            c.dispatchEvent(new PointerEvent('pointerup', { clientX: x, clientY: r.top + 8, pointerId: 1, bubbles: true }));
+            await frame();
+            out.jumps.push(performance.now() - t0);
+          }
+          return out;
+        }, [nOut, Math.min(40, nOut - 2)]);
+        near.push(...m.near);
+        far.push(...m.far);
+        farRead.push(...m.farRead);
+        jumps.push(...m.jumps);
+      }
+      const f = (xs) => `${med(xs).toFixed(1)} ms median, ${Math.max(...xs).toFixed(1)} ms max over ${xs.length}`;
+      console.log(`ui long: first render ${med(firsts).toFixed(0)} ms median of ${firsts.length} (each: ${firsts.map((x) => x.toFixed(0)).join(', ')})`);
+      console.log(`ui long: step move by 1 (to the next frame) ${f(near)}`);
+      console.log(`ui long: step move, far jump (to the next frame) ${f(far)}`);
+      console.log(`ui long: step move, far jump until its rows are read and drawn ${f(farRead)}`);
+      console.log(`ui long: overview jump (click to the next frame) ${f(jumps)}`);
+      await page.close();
+    }
+  } finally {
+    await browser.close();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -447,7 +447,7 @@ static int h_metrics(api *a, const api_req *rq, api_reply *rp) {
 /* The query arguments each route reads; any other is refused (400), so a
  * view's cache key holds only what decides its reply. */
 static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "offset", NULL},
-                         *const args_sel[] = {"layer", "head", "agg", "measure", NULL},
+                         *const args_graph[] = {"layer", "head", "agg", "measure", "from", "to", NULL},
                          *const args_stats[] = {"layer", "head", "agg", NULL},
                          *const args_attention[] = {"layer", "head", "agg", "measure", "norm", "format", "dtype", "threshold",
                                                     "topk", "step", "pos", "key", NULL},
@@ -474,7 +474,7 @@ static const api_route routes[] = {
     ROUTE("GET", "/api/runs/{id}", api_route_run_get, args_none),
     ROUTE("DELETE", "/api/runs/{id}", api_route_run_delete, args_none),
     ROUTE("GET", "/api/runs/{id}/attention", api_route_run_attention, args_attention),
-    ROUTE("GET", "/api/runs/{id}/graph", api_route_run_graph, args_sel),
+    ROUTE("GET", "/api/runs/{id}/graph", api_route_run_graph, args_graph),
     ROUTE("GET", "/api/runs/{id}/heatmap", api_route_run_heatmap, args_heatmap),
     ROUTE("GET", "/api/runs/{id}/candidates", api_route_run_candidates, args_step),
     ROUTE("GET", "/api/runs/{id}/logit-lens", api_route_run_lens, args_lens),

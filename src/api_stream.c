@@ -173,7 +173,7 @@ void api_stream_done(gen *g) {
 /* A cached run: its token events again, then done with "cached": true. */
 void api_stream_replay(gen *g) {
     json_t *d = g->replay, *steps = json_object_get(d, "steps");
-    api_sse_event(g, "queued", json_pack("{s:i}", "position", 0)); /* the same event sequence as a generation */
+    api_sse_event(g, "queued", json_pack("{s:i, s:O?}", "position", 0, "run_id", json_object_get(d, "id"))); /* as a generation's */
     for (size_t i = 0; i < json_array_size(steps); i++) api_sse_event(g, "token", json_incref(json_array_get(steps, i)));
     api_sse_event(g, "done", json_pack("{s:O?, s:O?, s:O?, s:O?, s:b}", "run_id", json_object_get(d, "id"), "n_prompt",
                                    json_object_get(d, "n_prompt"), "n_output", json_object_get(d, "n_output"),
@@ -310,7 +310,8 @@ int api_route_run_create(api *a, const api_req *rq, api_reply *rp) {
     pthread_mutex_lock(&e->mu);
     g->last_ahead = e->tail ? api_queue_ahead_locked(e, NULL) : 0;
     pthread_mutex_unlock(&e->mu);
-    api_sse_event(g, "queued", json_pack("{s:i}", "position", g->last_ahead));
+    /* with the run's id, so a client that stops (disconnects) can read the run the server stores */
+    api_sse_event(g, "queued", json_pack("{s:i, s:s}", "position", g->last_ahead, "run_id", g->run_id));
     return api_reply_stream(g, rp);
 }
 

@@ -173,15 +173,26 @@ int api_view_attention(api_view_env *env, const api_req *rq, heed_run *run, cons
     return 0;
 }
 
-/* Every step's split view at once (what the web UI's token graph draws). */
+/* Every step's split view at once (what the web UI's token graph draws), or
+ * those of the steps [from, to) only: a long run's graph is n_output rows of
+ * up to n_pos weights, which a client reads a range at a time. With a range
+ * the reply names it ("from", "to"); its rows are those steps' rows. */
 int api_view_graph(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
     view_args v;
-    if (!parse_sel(rq, ri, &v, rp)) return 0;
+    long from = 0, to = ri->n_output;
+    if (!parse_sel(rq, ri, &v, rp) || !api_arg_int(rq, "from", 0, ri->n_output, &from, rp) ||
+        !api_arg_int(rq, "to", 0, ri->n_output, &to, rp))
+        return 0;
+    if (from > to) {
+        api_error(rp, 400, "to", "invalid_parameter", "the step range is reversed (from <= to)");
+        return 0;
+    }
+    bool ranged = api_arg(rq, "from") || api_arg(rq, "to");
     int np = ri->n_prompt, n = ri->n_output, rc = 0;
     float *w = malloc(sizeof(float) * ((size_t)np + (size_t)n + 1));
     json_t *prompt = json_array(), *output = json_array(), *pmass = json_array(), *omass = json_array();
     if (!w) rc = HEED_ERR_NOMEM;
-    for (int t = 0; t < n && !rc; t++) {
+    for (int t = (int)from; t < (int)to && !rc; t++) {
         float im = 0, om = 0;
         if ((rc = heed_run_step_view(run, &v.sel, t, 0, w, w + np, &im, &om))) break;
         json_array_append_new(prompt, api_floats_json(w, np));
@@ -192,6 +203,10 @@ int api_view_graph(api_view_env *env, const api_req *rq, heed_run *run, const he
     free(w);
     json_t *j = json_pack("{s:i, s:i, s:o, s:o, s:o, s:o}", "n_prompt", np, "n_output", n, "prompt", prompt, "output",
                           output, "prompt_mass", pmass, "output_mass", omass);
+    if (ranged) {
+        json_object_set_new(j, "from", json_integer(from));
+        json_object_set_new(j, "to", json_integer(to));
+    }
     if (rc) {
         json_decref(j);
         view_error(rp, rc);

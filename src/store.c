@@ -422,7 +422,8 @@ int store_list(store *s, int limit, long long offset, char **json, long long *to
     /* json_object() builds each entry in SQLite, so no text needs escaping here */
     static const char sql[] = "SELECT json_object('id', id, 'kind', kind, 'created', created, 'model', model,"
                               " 'n_prompt', n_prompt, 'n_output', n_output, 'stop', stop, 'preview',"
-                              " substr(coalesce(prompt, json_extract(doc, '$.messages[#-1].content')), 1, 80)),"
+                              " substr(coalesce(prompt, json_extract(doc, '$.messages[#-1].content')), 1, 80),"
+                              " 'parent', json_extract(doc, '$.branch.run'), 'step', json_extract(doc, '$.branch.step')),"
                               " (SELECT count(*) FROM runs)"
                               " FROM runs ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?";
     char *buf = NULL;

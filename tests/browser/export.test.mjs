@@ -74,11 +74,15 @@ test('the other views work offline from the embedded data', async () => {
   await page.screenshot({ path: screenshotPath('export-heads') });
   await open('stats');
   await page.waitForFunction(() => /syntax|semantic|structure|none/i.test(document.querySelector('#view-stats')?.textContent || ''));
-  // generating needs a server: the file says so instead of failing silently
+  // generating needs a server: Generate is hidden; a request that still reaches the file (Ctrl+Enter
+  // in the prompt) is refused with the reason, and the run stays on screen
   await open('graph');
-  await page.locator('#generate').click();
+  assert.equal(await page.locator('#generate').isVisible(), false);
+  const nOut = await page.locator('#graph').getAttribute('data-n-output');
+  await page.locator('#prompt').press('Control+Enter');
   await page.waitForSelector('#graph[data-status="error"]', { state: 'attached' });
   assert.match(await page.locator('#status').textContent(), /exported file/);
+  assert.equal(await page.locator('#graph').getAttribute('data-n-output'), nOut);
   assert.deepEqual(errors, []);
   await page.close();
 });

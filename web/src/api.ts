@@ -34,6 +34,9 @@ export interface RunSummary {
   n_output: number;
   stop?: string;
   preview?: string | null;
+  /** a branch: the run it was made from, and the step (0-based output) it branched at */
+  parent?: string | null;
+  step?: number | null;
 }
 
 export interface RunDoc {
@@ -171,6 +174,18 @@ export const api = {
     parseProvenance(await getJson<unknown>(provenancePath(id, verify), signal)),
   tokenize: (text: string, signal?: AbortSignal) =>
     postJson<{ ids: number[]; tokens: { id: number; piece?: string; label: string }[] }>('api/tokenize', { text }, signal),
+  /** The run as a run file ('run', docs/RUN_FORMAT.md) or as the offline HTML viewer ('html'); rejects with ApiError. */
+  download: async (id: string, format: 'run' | 'html', signal?: AbortSignal): Promise<Blob> => {
+    let r: Response;
+    try {
+      r = await fetch(`api/runs/${encodeURIComponent(id)}/download?format=${format}`, { signal });
+    } catch (err) {
+      if (err instanceof Error && err.name === 'AbortError') throw err;
+      throw new ApiError(`the download failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (!r.ok) throw await errorOf(r);
+    return r.blob();
+  },
   deleteRun: async (id: string) => {
     const r = await fetch(`api/runs/${encodeURIComponent(id)}`, { method: 'DELETE' });
     if (!r.ok) throw await errorOf(r);
@@ -213,7 +228,10 @@ export async function uploadRun(body: Blob | ArrayBuffer | Uint8Array, signal?: 
 }
 
 export interface StreamHandlers {
-  queued?: (position: number) => void;
+  /** the server took the request (200, before any event): a failure before it leaves nothing to undo */
+  accepted?: () => void;
+  /** run_id: the id the run will be stored under (servers before it sent none) */
+  queued?: (position: number, runId: string | null) => void;
   token: (ev: TokenEvent) => void;
   done: (ev: DoneEvent) => void;
 }
@@ -232,6 +250,7 @@ export async function streamRun(req: GenerateRequest, h: StreamHandlers, signal:
   });
   if (!r.ok) throw await errorOf(r);
   if (!r.body) throw new ApiError('the server sent no event stream');
+  h.accepted?.();
   const reader = r.body.getReader();
   const dec = new TextDecoder('utf-8');
   const parser = new SseParser();
@@ -248,7 +267,7 @@ export async function streamRun(req: GenerateRequest, h: StreamHandlers, signal:
           continue; // not JSON: not ours
         }
         const d = data as Record<string, unknown>;
-        if (ev.event === 'queued') h.queued?.(Number(d.position) || 0);
+        if (ev.event === 'queued') h.queued?.(Number(d.position) || 0, typeof d.run_id === 'string' ? d.run_id : null);
         else if (ev.event === 'token') h.token(d as unknown as TokenEvent);
         else if (ev.event === 'done') {
           done = d as unknown as DoneEvent;

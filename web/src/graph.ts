@@ -1,9 +1,16 @@
 // The token graph: input tokens in a column at x = 0.1 w, outputs at 0.9 w,
 // edges on a canvas the size of the viewport (sticky, redrawn on scroll),
 // tokens as focusable buttons, only those near the visible range in the DOM.
+// Long runs: the rows of /graph read a range of steps at a time (LazyGraph),
+// the columns zoom (row spacing), each step's k strongest sources are drawn
+// besides those at the threshold, and a token can be revealed (scrolled to,
+// highlighted); web/src/overview.ts drives these.
 import {
   bucketWidth,
   clampStep,
+  countAtLeast,
+  type GraphReply,
+  type StepEdges,
   contentY,
   curveControlX,
   scrollFor,
@@ -14,6 +21,7 @@ import {
   formatWeight,
   GraphData,
   IO,
+  OO,
   layoutGraph,
   Layout,
   rowY,
@@ -26,6 +34,8 @@ import {
   widthBucket,
   WIDTH_BUCKETS,
 } from './model';
+import { api, ApiError } from './api';
+import { measureQuery } from './attribution';
 import { MEASURE_NAME, type Measure } from './attribution';
 import { COLORS, EDGE_ALPHA } from './theme';
 
@@ -48,6 +58,16 @@ export interface GraphCallbacks {
 }
 
 const OVERSCAN = 240; // px of tokens kept in the DOM above and below the viewport
+
+/** Row spacing (px) of the zoom levels: 0 is the default, each next level shows twice the rows. */
+export const ZOOM_ROWS = [20, 10, 5, 2.5];
+
+/** Runs of more tokens than this draw each step's top-k sources by default ("auto"). */
+export const TOPK_AUTO_TOKENS = 1000;
+export const TOPK_AUTO = 8;
+
+/** What GraphView tells its listeners: a new render (model, step, view) or a scroll / zoom. */
+export type GraphEvent = 'render' | 'scroll';
 
 interface Hit {
   i: number; // edge index in the current list
@@ -83,6 +103,13 @@ export class GraphView {
   private vh = 0;
   private top = 0;
   private pendingScroll: number | null = null;
+  // long runs
+  private zoom = 0;
+  private topk: number | 'auto' = 'auto';
+  private matches: Uint8Array | null = null; // by position (inputs, then outputs)
+  private hl: { side: Side; index: number } | null = null; // the revealed token
+  private listeners: ((e: GraphEvent) => void)[] = [];
+  private lazySeen = new WeakSet<LazyGraph>();
 
   constructor(root: HTMLElement, tooltip: HTMLElement, cb: GraphCallbacks) {
     this.root = root;
@@ -150,6 +177,20 @@ export class GraphView {
   setModel(m: GraphModel): void {
     this.model = m;
     this.hover = null;
+    for (const d of [m.data, m.split])
+      if (d instanceof LazyGraph && !this.lazySeen.has(d)) {
+        this.lazySeen.add(d);
+        d.onLoad((from, to) => {
+          // a range of rows arrived: redraw if it holds a step this view draws
+          const cur = this.model;
+          if (cur.data !== d && cur.split !== d) return;
+          const sel = this.view.selected;
+          const t = this.t;
+          const hit = (s: number) => s >= from && s < to;
+          if (hit(t) || (sel && sel.side === 'output' && hit(sel.index)) || this.view.mode === 'all' || (sel && sel.side === 'input'))
+            this.render(this.view);
+        });
+      }
     if (this.activeIn >= m.inputs.length) this.activeIn = 0;
     this.render(this.view);
   }
@@ -160,7 +201,9 @@ export class GraphView {
     const m = this.model;
     const nOut = m.outputs.length;
     this.t = clampStep(v.step, nOut);
-    this.edges = selectEdges(m.data, v);
+    const k = this.effectiveTopK();
+    for (const d of [m.data, m.split]) if (d instanceof LazyGraph && this.t >= 0) d.want(v.selected?.side === 'output' ? v.selected.index : this.t);
+    this.edges = k > 0 ? selectEdgesTopK(m.data, v, k) : selectEdges(m.data, v);
     this.hover = null;
     const r = this.root;
     r.dataset.step = String(Math.max(0, this.t));
@@ -171,10 +214,110 @@ export class GraphView {
     r.dataset.edgeCount = String(this.edges.n);
     r.dataset.edgeCountIo = String(this.edges.nIO);
     r.dataset.edgeCountOo = String(this.edges.nOO);
+    r.dataset.topk = String(k);
+    const ld = m.data instanceof LazyGraph ? m.data : null;
+    r.dataset.stepLoaded = ld && this.t >= 0 && !ld.has(this.t) ? 'false' : 'true';
     r.classList.toggle('empty', m.inputs.length === 0 && nOut === 0);
     this.refresh();
     if (this.tipOwner && this.tipOwner.isConnected && this.tipOwner.matches('button.token'))
       this.showTokenTip(this.tipOwner as HTMLButtonElement);
+    this.emit('render');
+  }
+
+  // ------------------------------------------------------------ long runs (the overview's hooks)
+
+  /** Calls fn after every render ('render') and every scroll or zoom ('scroll'). */
+  listen(fn: (e: GraphEvent) => void): void {
+    this.listeners.push(fn);
+  }
+
+  private emit(e: GraphEvent): void {
+    for (const f of this.listeners) f(e);
+  }
+
+  /** The model, view and step drawn now. */
+  current(): { model: GraphModel; view: ViewState; t: number } {
+    return { model: this.model, view: this.view, t: this.t };
+  }
+
+  /** Each step's k strongest sources drawn besides those at the threshold ('auto': 8 on runs of more than 1,000 tokens, else none). */
+  setTopK(k: number | 'auto'): void {
+    this.topk = k;
+    this.render(this.view);
+  }
+
+  topK(): number | 'auto' {
+    return this.topk;
+  }
+
+  effectiveTopK(): number {
+    if (this.topk !== 'auto') return this.topk;
+    return this.model.inputs.length + Math.max(this.model.nOutRows, this.model.outputs.length) > TOPK_AUTO_TOKENS ? TOPK_AUTO : 0;
+  }
+
+  /** The zoom level (0: the default row spacing; ZOOM_ROWS.length - 1: the densest). */
+  zoomLevel(): number {
+    return this.zoom;
+  }
+
+  /** Zooms the columns, keeping the input row at the middle of the viewport there. */
+  setZoom(z: number): void {
+    const level = Math.max(0, Math.min(ZOOM_ROWS.length - 1, Math.round(z)));
+    if (level === this.zoom) return;
+    const before = this.layout();
+    const mid = before ? visibleRange(before.input, this.top + this.vh / 2, 0)[0] : 0;
+    this.zoom = level;
+    this.root.dataset.zoom = String(level);
+    this.layKey = '';
+    const lay = this.layout();
+    if (lay && before && this.model.inputs.length > 0) {
+      const to = scrollFor(lay, lay.input, mid);
+      if (to >= 0) {
+        this.top = to;
+        this.pendingScroll = to;
+      }
+    }
+    this.refresh();
+  }
+
+  /** Rows of each column in view now: inclusive [first, last] (last < first: none). */
+  visibleRows(): { input: [number, number]; output: [number, number]; rowsInView: number } {
+    const lay = this.layout();
+    if (!lay) return { input: [0, -1], output: [0, -1], rowsInView: 0 };
+    const nOut = this.t + 1;
+    const o = visibleRange(lay.output, this.top, this.vh, 0);
+    return {
+      input: visibleRange(lay.input, this.top, this.vh, 0),
+      output: [o[0], Math.min(o[1], nOut - 1)],
+      rowsInView: Math.floor(this.vh / Math.max(1e-6, lay.input.spacing)),
+    };
+  }
+
+  /** Scrolls so that a token is in the middle of the viewport (no focus move). */
+  scrollToToken(side: Side, index: number): void {
+    const lay = this.layout();
+    if (!lay) return;
+    const col = side === 'input' ? lay.input : lay.output;
+    const to = scrollFor(lay, col, index);
+    if (to < 0) return;
+    this.top = to;
+    this.pendingScroll = to;
+    this.refresh();
+  }
+
+  /** Scrolls to a token and marks it (a highlight ring); focus: moves the keyboard focus there too. */
+  reveal(side: Side, index: number, focus = false): void {
+    this.hl = { side, index };
+    this.scrollToToken(side, index);
+    if (focus) this.focusToken(side, index);
+    else this.updateTokens();
+    this.root.dataset.revealed = `${side}:${index}`;
+  }
+
+  /** Marks the tokens a search matched, by position (inputs first); null: none. */
+  setMatches(m: Uint8Array | null): void {
+    this.matches = m;
+    this.updateTokens();
   }
 
   /** The edges drawn now (for the export). */
@@ -210,10 +353,14 @@ export class GraphView {
     const w = this.vw;
     const h = this.vh;
     if (w <= 0 || h <= 0) return null;
-    const key = `${w}x${h}:${this.model.inputs.length}:${this.model.nOutRows}`;
+    const key = `${w}x${h}:${this.model.inputs.length}:${this.model.nOutRows}:${this.zoom}`;
     if (key !== this.layKey || !this.lay) {
       this.layKey = key;
-      this.lay = layoutGraph(w, h, this.model.inputs.length, Math.max(this.model.nOutRows, this.model.outputs.length));
+      const minRow = ZOOM_ROWS[this.zoom];
+      this.lay = layoutGraph(w, h, this.model.inputs.length, Math.max(this.model.nOutRows, this.model.outputs.length), {
+        minRow,
+        maxRow: Math.max(minRow, 56 / 2 ** this.zoom),
+      });
       this.layer.style.height = `${this.lay.height}px`;
       for (const [c, col] of [
         [this.colIn, this.lay.input],
@@ -234,6 +381,7 @@ export class GraphView {
     if (resized) this.layKey = '';
     this.updateTokens();
     this.requestDraw();
+    this.emit('scroll');
   }
 
   private place(b: HTMLButtonElement, side: Side, i: number): void {
@@ -264,6 +412,8 @@ export class GraphView {
       const active = side === 'input' ? this.activeIn : this.activeOut;
       if (active <= limit && active >= 0) s.add(active);
       if (sel && sel.side === side && sel.index <= limit && sel.index >= 0) s.add(sel.index);
+      const hl = this.hl;
+      if (hl && hl.side === side && hl.index <= limit && hl.index >= 0 && hl.index >= a - 64 && hl.index <= b + 64) s.add(hl.index);
       return s;
     };
 
@@ -326,10 +476,12 @@ export class GraphView {
     const state = side === 'input' ? 'input' : i === this.t ? 'current' : 'previous';
     const active = side === 'input' ? this.activeIn === i : this.activeOut === i;
     const label = displayLabel(tok?.label);
-    const key = `${i}|${state}|${selected}|${active}|${label}|${tok?.id}`;
+    const match = !!this.matches && this.matches[side === 'input' ? i : m.inputs.length + i] === 1;
+    const hl = !!this.hl && this.hl.side === side && this.hl.index === i;
+    const key = `${i}|${state}|${selected}|${active}|${label}|${tok?.id}|${match}|${hl}`;
     if (b.dataset.key === key) return;
     b.dataset.key = key;
-    b.className = `token ${state}${selected ? ' selected' : ''}`;
+    b.className = `token ${state}${selected ? ' selected' : ''}${match ? ' match' : ''}${hl ? ' revealed' : ''}`;
     b.setAttribute('aria-pressed', selected ? 'true' : 'false');
     b.tabIndex = active ? 0 : -1;
     const mk = b.firstElementChild as HTMLElement;
@@ -664,4 +816,213 @@ function segDist(px: number, py: number, ax: number, ay: number, bx: number, by:
   const qx = ax + u * dx - px;
   const qy = ay + u * dy - py;
   return Math.sqrt(qx * qx + qy * qy);
+}
+
+// ---------------------------------------------------------------- long runs: edges, rows read by range
+
+/**
+ * The edges of a view with each step's k strongest sources drawn besides
+ * those at the threshold: per step, the longer of the threshold's prefix and
+ * the top-k's prefix of each sorted list (input and output sources ranked
+ * together). A selected input keeps selectEdges' rule (its edge per step at
+ * the threshold).
+ */
+export function selectEdgesTopK(data: GraphData | null, view: ViewState, k: number): EdgeList {
+  if (!data) return new EdgeList();
+  const t = clampStep(view.step, data.nOutput);
+  const sel = view.selected;
+  if (t < 0 || k <= 0 || (sel && sel.side === 'input')) return selectEdges(data, view);
+  const out = new EdgeList();
+  const one = (s: number) => pushTopK(out, s, data.steps[s], view.threshold, k);
+  if (sel) {
+    if (sel.index >= 0 && sel.index <= t) one(sel.index);
+  } else if (view.mode === 'all') for (let s = 0; s <= t; s++) one(s);
+  else one(t);
+  return out;
+}
+
+/** How many of each sorted list the k strongest sources of a step take (merged heaviest first). */
+function topSplit(e: StepEdges, k: number): [number, number] {
+  let a = 0;
+  let b = 0;
+  while (a + b < k && (a < e.ioW.length || b < e.ooW.length)) {
+    if (b >= e.ooW.length || (a < e.ioW.length && e.ioW[a] >= e.ooW[b])) a++;
+    else b++;
+  }
+  return [a, b];
+}
+
+function pushTopK(out: EdgeList, s: number, e: StepEdges, threshold: number, k: number): void {
+  const [a, b] = topSplit(e, k);
+  const nio = Math.max(a, countAtLeast(e.ioW, threshold));
+  const noo = Math.max(b, countAtLeast(e.ooW, threshold));
+  for (let i = 0; i < nio; i++) out.push(IO, e.ioSrc[i], s, e.ioW[i]);
+  for (let i = 0; i < noo; i++) out.push(OO, e.ooSrc[i], s, e.ooW[i]);
+}
+
+export interface Source {
+  side: Side;
+  index: number;
+  w: number;
+}
+
+/** A step's k strongest sources, heaviest first (ties: inputs first, lower position first). */
+export function topSources(data: GraphData | null, t: number, k: number): Source[] {
+  if (!data || t < 0 || t >= data.nOutput) return [];
+  const e = data.steps[t];
+  const [a, b] = topSplit(e, k);
+  const out: Source[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a || j < b) {
+    if (j >= b || (i < a && e.ioW[i] >= e.ooW[j])) out.push({ side: 'input', index: e.ioSrc[i], w: e.ioW[i++] });
+    else out.push({ side: 'output', index: e.ooSrc[j], w: e.ooW[j++] });
+  }
+  return out;
+}
+
+/** Runs whose graph holds more weights than this are read a range of steps at a time. */
+export const LAZY_MIN_WEIGHTS = 1 << 19;
+const LAZY_CHUNK_WEIGHTS = 1 << 16; // weights per /graph?from=&to= read (about 0.8 MB of JSON)
+const LAZY_MAX_WEIGHTS = 1 << 23; // rows kept; the least recently wanted ranges are dropped beyond
+
+const NO_EDGES: StepEdges = { ioSrc: new Int32Array(0), ioW: new Float32Array(0), ooSrc: new Int32Array(0), ooW: new Float32Array(0) };
+
+/**
+ * A long run's graph data, read as it is viewed: every step is there from
+ * the start with zero rows and no edges (so every reader of GraphData works),
+ * and the rows of a range of steps arrive by `/graph?from=&to=` when a step
+ * of it is wanted (with the ranges either side, read ahead). At most
+ * LAZY_MAX_WEIGHTS weights are kept; `has(t)` says whether step t's rows are.
+ */
+export class LazyGraph extends GraphData {
+  readonly chunk: number;
+  private readonly n: number;
+  private readonly state: Uint8Array; // per range: 0 not read, 1 reading, 2 read
+  private readonly used: Float64Array; // per range: when last wanted
+  private clock = 0;
+  private readonly maxRanges: number;
+  private readonly zeroP: Float32Array;
+  private readonly zeroO: Float32Array;
+  private readonly fetchRange: (from: number, to: number) => Promise<GraphReply>;
+  private readonly fns: ((from: number, to: number) => void)[] = [];
+
+  constructor(nPrompt: number, nOutput: number, fetchRange: (from: number, to: number) => Promise<GraphReply>) {
+    super(nPrompt);
+    this.n = nOutput;
+    this.fetchRange = fetchRange;
+    const per = Math.max(1, nPrompt + nOutput);
+    this.chunk = Math.max(1, Math.min(64, Math.floor(LAZY_CHUNK_WEIGHTS / per)));
+    const nr = Math.ceil(nOutput / this.chunk);
+    this.state = new Uint8Array(nr);
+    this.used = new Float64Array(nr);
+    this.maxRanges = Math.max(3, Math.floor(LAZY_MAX_WEIGHTS / (this.chunk * per)));
+    this.zeroP = new Float32Array(nPrompt);
+    this.zeroO = new Float32Array(nOutput);
+    for (let t = 0; t < nOutput; t++) this.clear(t);
+  }
+
+  private clear(t: number): void {
+    this.prompt[t] = this.zeroP;
+    this.output[t] = this.zeroO.subarray(0, t);
+    this.promptMass[t] = NaN;
+    this.outputMass[t] = NaN;
+    this.steps[t] = NO_EDGES;
+  }
+
+  /** Whether step t's rows have been read. */
+  has(t: number): boolean {
+    return this.state[Math.floor(t / this.chunk)] === 2;
+  }
+
+  /** Calls fn(from, to) when the rows of steps [from, to) arrive. */
+  onLoad(fn: (from: number, to: number) => void): void {
+    this.fns.push(fn);
+  }
+
+  /** Step t is wanted now: its range is read (if not already), and the ranges either side. */
+  want(t: number): void {
+    const c = Math.floor(t / this.chunk);
+    // the wanted range first; its neighbours once it is in (they would compete with it)
+    const ahead = () => {
+      this.read(c + 1);
+      this.read(c - 1);
+    };
+    if (this.state[c] === 2) ahead();
+    else this.read(c, ahead);
+  }
+
+  private read(r: number, then?: () => void): void {
+    if (r < 0 || r >= this.state.length) return;
+    this.used[r] = ++this.clock;
+    if (this.state[r] !== 0) return;
+    this.state[r] = 1;
+    const from = r * this.chunk;
+    const to = Math.min(this.n, from + this.chunk);
+    this.fetchRange(from, to).then(
+      (g) => {
+        for (let i = 0; i < to - from; i++)
+          this.setStep(from + i, g.prompt[i] ?? null, g.output[i] ?? null, g.prompt_mass?.[i], g.output_mass?.[i]);
+        this.state[r] = 2;
+        this.evict(r);
+        for (const f of this.fns) f(from, to);
+        then?.();
+      },
+      () => {
+        this.state[r] = 0; // read again when next wanted
+      },
+    );
+  }
+
+  private evict(keep: number): void {
+    let n = 0;
+    for (let r = 0; r < this.state.length; r++) if (this.state[r] === 2) n++;
+    while (n > this.maxRanges) {
+      let worst = -1;
+      for (let r = 0; r < this.state.length; r++)
+        if (this.state[r] === 2 && r !== keep && (worst < 0 || this.used[r] < this.used[worst])) worst = r;
+      if (worst < 0) return;
+      for (let t = worst * this.chunk; t < Math.min(this.n, (worst + 1) * this.chunk); t++) this.clear(t);
+      this.state[worst] = 0;
+      n--;
+    }
+  }
+}
+
+async function readJson<T>(path: string): Promise<T> {
+  const r = await fetch(path, { headers: { Accept: 'application/json' } });
+  if (!r.ok) throw new ApiError(`${r.status} ${r.statusText}`, r.status);
+  return (await r.json()) as T;
+}
+
+/**
+ * Reads a run's /graph for the UI: a run of up to LAZY_MIN_WEIGHTS weights
+ * whole (api.graph), a longer one as a LazyGraph (a first read of no steps
+ * gives the sizes; graphDataOf takes it from the reply). A server or file
+ * that does not take a range (the offline export) is read whole.
+ */
+export async function graphReply(id: string, layer: number | null, head: number | null, measure: Measure): Promise<GraphReply> {
+  let q = '';
+  if (layer !== null) q += `&layer=${layer}`;
+  if (layer !== null && head !== null) q += `&head=${head}`;
+  q += measureQuery(measure);
+  const base = `api/runs/${encodeURIComponent(id)}/graph?`;
+  let probe: (GraphReply & { from?: number }) | null = null;
+  try {
+    probe = await readJson<GraphReply & { from?: number }>(`${base}from=0&to=0${q}`);
+  } catch {
+    probe = null;
+  }
+  if (probe && typeof probe.from !== 'number' && Array.isArray(probe.prompt)) return probe; // the range was ignored: the whole graph
+  if (probe && probe.n_output * (probe.n_prompt + probe.n_output / 2) > LAZY_MIN_WEIGHTS) {
+    const lazy = new LazyGraph(probe.n_prompt, probe.n_output, (from, to) => readJson<GraphReply>(`${base}from=${from}&to=${to}${q}`));
+    return { n_prompt: probe.n_prompt, n_output: probe.n_output, prompt: [], output: [], lazy } as GraphReply;
+  }
+  return api.graph(id, layer, head, undefined, measure);
+}
+
+/** The graph data of a graphReply: the LazyGraph of a long run, else the rows read whole. */
+export function graphDataOf(g: GraphReply): GraphData {
+  const lazy = (g as GraphReply & { lazy?: LazyGraph }).lazy;
+  return lazy instanceof LazyGraph ? lazy : GraphData.fromReply(g);
 }

@@ -3,9 +3,12 @@ import './style.css';
 import { api, ApiError, streamRun, type GenerateRequest, type ModelInfo, type RunDoc, type RunSummary } from './api';
 import { checkDocuments, isMeasure, MEASURE_NAME, refusesMeasure, type Measure } from './attribution';
 import { createDocumentsForm } from './documents';
+import { branchLine, checkField, loadDraft, type FieldCheck, runPromptText, runTree, SAMPLING_FIELDS, SAMPLING_RULES, saveDraft, type Draft, type RunNode, type SamplingField } from './formstate';
 import { matrixCsv, npyBytes, toCsv, type ExportData, type Exportable } from './datafile';
 import { buildSvg, download, svgToPng, type ExportToken } from './export';
-import { GraphView } from './graph';
+import { GraphView, graphDataOf, graphReply } from './graph';
+import { LongRunTools } from './overview';
+import { mountHelp } from './help';
 import { mountUploadButton } from './upload';
 import {
   ablateRequest,
@@ -156,6 +159,7 @@ interface RolloutState {
 const graph = new GraphView(el.graph, el.tooltip, {
   tokenClick: (side, index) => toggleSelect(side, index),
 });
+new LongRunTools($('#longrun'), graph); // overview strip, zoom, search, jump to source
 
 function setStatus(s: Status, message: string): void {
   const was = st.status;
@@ -167,6 +171,7 @@ function setStatus(s: Status, message: string): void {
   el.generate.disabled = busy;
   el.stop.disabled = !busy;
   el.deleteRun.disabled = busy || !st.runId;
+  syncRunActions();
   syncSelects(false);
   if (was !== s && (was === 'generating' || busy)) {
     syncLegend();
@@ -326,12 +331,12 @@ function measureNote(text: string | null): void {
 async function loadGraph(id: string, layer: number | null, head: number | null): Promise<{ g: GraphReply; measure: Measure; refused: string | null }> {
   const m = st.measure;
   try {
-    return { g: await api.graph(id, layer, head, undefined, m), measure: m, refused: null };
+    return { g: await graphReply(id, layer, head, m), measure: m, refused: null };
   } catch (err) {
     // the offline file (heed export -o run.html) holds attention rows only
     const offline = err instanceof ApiError && err.code === 'exported_file';
     if (m !== 'value' || !(refusesMeasure(err) || offline)) throw err;
-    const g = await api.graph(id, layer, head, undefined, 'attention');
+    const g = await graphReply(id, layer, head, 'attention');
     return {
       g,
       measure: 'attention',
@@ -772,6 +777,7 @@ function showModel(m: ModelInfo): void {
   const lim = maxTokenLimit();
   el.maxTokensNum.max = String(lim);
   el.maxTokens.max = String(lim); // the slider reaches the server's limit too
+  syncMaxTokensLimit();
   validateMaxTokens();
 
   syncExpertsTab();
@@ -797,8 +803,10 @@ function syncSelects(values = true): void {
   el.selHead.disabled = st.layer === null || busy || rollout;
   el.selLayer.disabled = busy || !st.model || rollout;
   const why = rollout ? 'The graph draws the attention rollout, which always takes every layer (the mean of each layer’s heads)' : '';
-  el.selLayer.title = why;
-  el.selHead.title = why;
+  el.selLayer.dataset.title ??= el.selLayer.title; // index.html's explanation, shown when there is no reason to give
+  el.selHead.dataset.title ??= el.selHead.title;
+  el.selLayer.title = why || el.selLayer.dataset.title;
+  el.selHead.title = why || el.selHead.dataset.title;
   syncInterveneButtons();
 }
 
@@ -853,7 +861,7 @@ async function openRun(id: string, u: UrlState): Promise<void> {
     st.runId = id;
     st.runDoc = doc;
     tookMeasure(r);
-    showRunData(doc, GraphData.fromReply(r.g));
+    showRunData(doc, graphDataOf(r.g));
     st.view = {
       step: u.step ?? doc.n_output - 1,
       mode: u.mode,
@@ -864,6 +872,9 @@ async function openRun(id: string, u: UrlState): Promise<void> {
     el.thresholdValue.textContent = u.threshold.toFixed(3);
     applyView();
     graph.ensureVisible('output', st.view.step);
+    showRunPrompt(doc, id);
+    showRunsMsg(null);
+    el.status.dataset.nOutput = String(doc.n_output);
     setStatus('done', `Opened ${id}: ${doc.n_prompt} prompt tokens, ${doc.n_output} generated (${selectionText()}${st.dataMeasure === 'value' ? ', value-weighted' : ''}).`);
     markCurrentRun();
   } catch (err) {
@@ -892,7 +903,7 @@ async function reloadGraph(): Promise<void> {
     const r = await loadGraph(id, st.layer, st.head);
     if (my !== st.load || id !== st.runId) return;
     tookMeasure(r);
-    st.data = GraphData.fromReply(r.g);
+    st.data = graphDataOf(r.g);
     pushModel();
     applyView();
     setStatus('done', `Showing ${selectionText()}${st.dataMeasure === 'value' ? ', value-weighted' : ''}.`);
@@ -905,48 +916,6 @@ async function reloadGraph(): Promise<void> {
 function fail(err: unknown, what: string): void {
   const msg = err instanceof Error ? err.message : String(err);
   setStatus('error', `${what}: ${msg}`);
-}
-
-async function refreshRuns(): Promise<void> {
-  let list: RunSummary[];
-  try {
-    list = (await api.runs(100)).runs;
-  } catch (err) {
-    el.runs.textContent = '';
-    const p = document.createElement('p');
-    p.className = 'note';
-    p.textContent = `The run list could not be read: ${err instanceof Error ? err.message : err}`;
-    el.runs.appendChild(p);
-    return;
-  }
-  el.runs.textContent = '';
-  if (list.length === 0) {
-    const p = document.createElement('p');
-    p.className = 'note';
-    p.textContent = 'No saved runs yet.';
-    el.runs.appendChild(p);
-    return;
-  }
-  const ul = document.createElement('ul');
-  for (const r of list) {
-    const li = document.createElement('li');
-    const a = document.createElement('a');
-    a.className = 'run-item';
-    a.dataset.runId = r.id;
-    a.href = '#run=' + encodeURIComponent(r.id);
-    const title = document.createElement('span');
-    title.className = 'run-preview';
-    title.textContent = r.preview ? r.preview : r.kind === 'chat' ? '(chat)' : '(no prompt text)';
-    const meta = document.createElement('span');
-    meta.className = 'run-meta';
-    const when = r.created ? new Date(r.created * 1000).toLocaleString() : '';
-    meta.textContent = `${r.n_prompt} → ${r.n_output} tokens${r.stop && r.stop !== 'length' ? ` (${r.stop})` : ''}${when ? ' · ' + when : ''}`;
-    a.append(title, meta);
-    li.appendChild(a);
-    ul.appendChild(li);
-  }
-  el.runs.appendChild(ul);
-  markCurrentRun();
 }
 
 function markCurrentRun(): void {
@@ -968,16 +937,17 @@ el.runs.addEventListener('click', (e) => {
 el.deleteRun.addEventListener('click', async () => {
   const id = st.runId;
   if (!id || !confirm(`Delete ${id} from the store?`)) return;
+  showRunsMsg(null);
   try {
     await api.deleteRun(id);
   } catch (err) {
-    fail(err, `Could not delete ${id}`);
+    showRunsMsg(`Could not delete ${id}: ${err instanceof Error ? err.message : err}`); // the run stays open
     return;
   }
   clearRun();
   history.replaceState(null, '', location.pathname + location.search);
   setStatus('idle', `Deleted ${id}.`);
-  void refreshRuns();
+  runsChanged();
 });
 
 // "Open a run file…": stores a .heedrun on the server, then opens it like a saved run.
@@ -985,7 +955,7 @@ mountUploadButton(el.deleteRun.parentElement ?? el.runs, {
   started: (name) => setStatus('idle', `Uploading ${name}…`),
   stored: (r, name) => {
     history.pushState(null, '', '#run=' + encodeURIComponent(r.id));
-    void refreshRuns();
+    runsChanged();
     void openRun(r.id, { ...decodeHash(''), run: r.id, threshold: st.view.threshold, view: st.tab, measure: st.measure }).then(() => {
       if (st.runId === r.id && st.status === 'done' && !r.own_model)
         el.status.textContent += ` ${name} was made with another model (${r.model}): no logit lens.`;
@@ -1038,12 +1008,440 @@ window.addEventListener('hashchange', () => {
   }
 });
 
-// ------------------------------------------------------------------ generation
+// ------------------------------------------------------------------ nothing lost: drafts, the run list, downloads, offline
 
-function num(input: HTMLInputElement, dflt: number): number {
-  const v = Number(input.value);
-  return input.value.trim() !== '' && Number.isFinite(v) ? v : dflt;
+/** The exported offline file (`heed export -o run.html`, "Download offline HTML"): its data sits in #heed-data and no server answers. */
+const offline = !!document.getElementById('heed-data');
+const draftStore: Storage | null = (() => {
+  try {
+    return offline ? null : window.localStorage;
+  } catch {
+    return null; // storage off (private mode, a sandbox)
+  }
+})();
+const samplingInputs: Record<SamplingField, HTMLInputElement> = {
+  temperature: el.temperature,
+  topK: el.topK,
+  topP: el.topP,
+  minP: el.minP,
+  seed: el.seed,
+};
+const samplingMsgs = {} as Record<SamplingField, HTMLElement>;
+const RUNS_POLL_MS = 4000; // the run list is read again this often while the page is visible (other tabs, other clients)
+const TREE_KEY = 'heed.runsTree';
+
+const nl = {
+  promptSource: $('#prompt-source'),
+  promptSourceText: $('#prompt-source-text'),
+  promptRestore: $<HTMLButtonElement>('#prompt-restore'),
+  promptMessages: $('#prompt-messages'),
+  generateMsg: $('#generate-msg'),
+  downloadRun: $<HTMLButtonElement>('#download-run'),
+  downloadHtml: $<HTMLButtonElement>('#download-html'),
+  runsTree: $<HTMLInputElement>('#runs-tree'),
+  runsMsg: $('#runs-msg'),
+  maxTokensLimit: document.createElement('span'),
+  /** the user's own prompt text (kept while the box shows an opened run's prompt) */
+  draftPrompt: el.prompt.value,
+  draftChat: false,
+  /** the run whose prompt the box shows (null: the user's text) */
+  promptFromRun: null as string | null,
+  runsSig: '',
+  runsSeq: 0,
+  channel: null as BroadcastChannel | null,
+};
+
+/** The sampling fields' limit lines and message slots (beside each field). */
+function mountSamplingChecks(): void {
+  for (const f of SAMPLING_FIELDS) {
+    const input = samplingInputs[f];
+    const r = SAMPLING_RULES[f];
+    const lim = document.createElement('span');
+    lim.id = `${input.id}-limit`;
+    lim.className = 'field-limit';
+    lim.textContent = r.limit;
+    document.querySelector(`label[for="${input.id}"]`)?.append(' ', lim);
+    const msg = document.createElement('p');
+    msg.id = `${input.id}-msg`;
+    msg.className = 'field-msg';
+    msg.setAttribute('role', 'alert');
+    msg.hidden = true;
+    input.insertAdjacentElement('afterend', msg);
+    input.setAttribute('aria-describedby', `${lim.id} ${msg.id}`);
+    input.min = String(r.min);
+    input.max = String(r.max);
+    samplingMsgs[f] = msg;
+    input.addEventListener('input', () => void checkSamplingField(f));
+    input.addEventListener('change', () => void checkSamplingField(f));
+  }
+  nl.maxTokensLimit.id = 'max-tokens-limit';
+  nl.maxTokensLimit.className = 'field-limit';
+  document.querySelector('label[for="max-tokens"]')?.append(' ', nl.maxTokensLimit);
+  syncMaxTokensLimit();
 }
+
+function syncMaxTokensLimit(): void {
+  nl.maxTokensLimit.textContent = `1 to ${maxTokenLimit()}`;
+}
+
+/** Checks one sampling field: a refused value stays as typed, marked, with the reason beside it. */
+function checkSamplingField(f: SamplingField): number | null {
+  const input = samplingInputs[f];
+  const r = SAMPLING_RULES[f];
+  // what the browser could not read as a number (1e400, "1-"): its value reads empty
+  const c: FieldCheck = input.validity?.badInput ? { ok: false, message: `${r.name}: what is typed is not a number the browser can read (${r.limit}).` } : checkField(input.value, r);
+  const msg = samplingMsgs[f];
+  msg.hidden = c.ok;
+  msg.textContent = c.ok ? '' : c.message;
+  input.setAttribute('aria-invalid', String(!c.ok));
+  return c.ok ? c.value : null;
+}
+
+/** Every sampling field checked (null: one is refused; the Sampling section opens to show why). */
+function validateSampling(): Record<SamplingField, number> | null {
+  const out = {} as Record<SamplingField, number>;
+  let ok = true;
+  for (const f of SAMPLING_FIELDS) {
+    const v = checkSamplingField(f);
+    if (v === null) ok = false;
+    else out[f] = v;
+  }
+  if (!ok) ($('#advanced') as HTMLDetailsElement).open = true;
+  return ok ? out : null;
+}
+
+/** Hides the messages an earlier refused request left beside the controls. */
+function clearRequestErrors(): void {
+  nl.generateMsg.hidden = true;
+  nl.generateMsg.textContent = '';
+}
+
+/**
+ * A request the server refused (or could not be sent): said beside the
+ * control it concerns (the field its `param` names, else beside Generate),
+ * and on the status line; the open run is not touched.
+ */
+function requestError(err: unknown, what: string, keepStatus = true): void {
+  const msg = err instanceof Error ? err.message : String(err);
+  const param = err instanceof ApiError ? err.param : undefined;
+  const fields: Record<string, [HTMLElement, HTMLElement]> = {
+    prompt: [el.promptMsg, el.prompt],
+    messages: [el.promptMsg, el.prompt],
+    max_tokens: [el.maxTokensMsg, el.maxTokensNum],
+  };
+  for (const f of SAMPLING_FIELDS) {
+    const api = f === 'topK' ? 'top_k' : f === 'topP' ? 'top_p' : f === 'minP' ? 'min_p' : f;
+    fields[api] = [samplingMsgs[f], samplingInputs[f]];
+  }
+  const at = param ? fields[param] : undefined;
+  const text = `${what}: ${msg}${st.runId ? ` The open run (${st.runId}) is unchanged.` : ''}`;
+  if (at) {
+    at[0].hidden = false;
+    at[0].textContent = text;
+    at[1].setAttribute('aria-invalid', 'true');
+  } else {
+    nl.generateMsg.hidden = false;
+    nl.generateMsg.textContent = text;
+  }
+  if (keepStatus) setStatus('error', text); // the status says the request failed; the run on screen is untouched
+}
+
+// ---- typed text kept across reloads
+
+function currentDraft(): Draft {
+  const sampling: Draft['sampling'] = {};
+  for (const f of SAMPLING_FIELDS) sampling[f] = samplingInputs[f].value;
+  return { prompt: nl.draftPrompt, chat: nl.promptFromRun ? nl.draftChat : el.chat.checked, maxTokens: el.maxTokensNum.value, sampling };
+}
+
+function keepDraft(): void {
+  if (!offline) saveDraft(draftStore, currentDraft());
+}
+
+/** Puts the stored draft back into the form; the prompt too unless a run's prompt will take the box. */
+function restoreDraft(withPrompt: boolean): void {
+  const d = loadDraft(draftStore);
+  if (!d) return;
+  if (withPrompt) {
+    el.prompt.value = d.prompt;
+    el.chat.checked = d.chat;
+  }
+  nl.draftPrompt = d.prompt;
+  nl.draftChat = d.chat;
+  if (d.maxTokens !== '') {
+    el.maxTokensNum.value = d.maxTokens;
+    const c = checkMaxTokens(d.maxTokens, maxTokenLimit());
+    if (c.ok) el.maxTokens.value = String(c.value);
+  }
+  for (const f of SAMPLING_FIELDS) if (d.sampling[f] !== undefined) samplingInputs[f].value = d.sampling[f]!;
+}
+
+/** The prompt box shows the opened run's prompt (its last user message and the other messages, for a chat run). */
+function showRunPrompt(doc: RunDoc, id: string): void {
+  const p = runPromptText(doc);
+  if (!p) return;
+  el.prompt.value = p.text; // nl.draftPrompt keeps the user's own text
+  if (!el.chat.disabled || !p.chat) el.chat.checked = p.chat;
+  el.promptMsg.hidden = true;
+  el.prompt.removeAttribute('aria-invalid');
+  nl.promptFromRun = id;
+  nl.promptMessages.textContent = '';
+  const msgs = doc.messages ?? [];
+  for (const m of msgs) {
+    const li = document.createElement('li');
+    const role = document.createElement('strong');
+    role.textContent = m.role + ': ';
+    li.append(role, m.content);
+    nl.promptMessages.appendChild(li);
+  }
+  nl.promptMessages.hidden = msgs.length < 2;
+  syncPromptSource();
+}
+
+function syncPromptSource(): void {
+  const id = nl.promptFromRun;
+  nl.promptSource.hidden = !id;
+  el.prompt.classList.toggle('from-run', !!id);
+  if (!id) {
+    nl.promptMessages.hidden = true;
+    return;
+  }
+  nl.promptSourceText.textContent = offline
+    ? `The prompt of this exported run (read-only).`
+    : `The prompt of the open run ${id}${el.chat.checked ? ' (its last user message)' : ''}: edit it to generate from it.`;
+  nl.promptRestore.hidden = offline || nl.draftPrompt === '' || nl.draftPrompt === el.prompt.value;
+  nl.promptRestore.title = `Back to the text you typed: “${nl.draftPrompt.slice(0, 60)}${nl.draftPrompt.length > 60 ? '…' : ''}”`;
+}
+
+el.prompt.addEventListener('input', () => {
+  nl.promptFromRun = null; // the box is the user's text again
+  nl.draftPrompt = el.prompt.value;
+  syncPromptSource();
+});
+el.chat.addEventListener('change', () => {
+  if (!nl.promptFromRun) nl.draftChat = el.chat.checked;
+});
+el.form.addEventListener('input', keepDraft);
+el.form.addEventListener('change', keepDraft);
+nl.promptRestore.addEventListener('click', () => {
+  el.prompt.value = nl.draftPrompt;
+  if (!el.chat.disabled) el.chat.checked = nl.draftChat;
+  nl.promptFromRun = null;
+  syncPromptSource();
+  keepDraft();
+  el.prompt.focus();
+});
+
+// ---- the run list: refreshed on every change, branches with their parent, a tree
+
+/** The run list changed here: other tabs are told, this one reads it again. */
+function runsChanged(): void {
+  nl.channel?.postMessage('runs');
+  void refreshRuns(true);
+}
+
+function showRunsMsg(text: string | null): void {
+  nl.runsMsg.hidden = text === null;
+  nl.runsMsg.textContent = text ?? '';
+}
+
+/** One run of the list: its preview, the branch line (parent and step), its counts. */
+function runItem(r: RunSummary, byId: Map<string, RunSummary>): HTMLAnchorElement {
+  const a = document.createElement('a');
+  a.className = 'run-item';
+  a.dataset.runId = r.id;
+  a.href = '#run=' + encodeURIComponent(r.id);
+  a.title = r.id;
+  const title = document.createElement('span');
+  title.className = 'run-preview';
+  title.textContent = r.preview ? r.preview : r.kind === 'chat' ? '(chat)' : '(no prompt text)';
+  a.appendChild(title);
+  const line = branchLine(r, byId);
+  if (line) {
+    a.dataset.parent = r.parent!;
+    if (typeof r.step === 'number') a.dataset.step = String(r.step);
+    const b = document.createElement('span');
+    b.className = 'run-branch';
+    b.textContent = line;
+    a.appendChild(b);
+  }
+  const meta = document.createElement('span');
+  meta.className = 'run-meta';
+  const when = r.created ? new Date(r.created * 1000).toLocaleString() : '';
+  meta.textContent = `${r.n_prompt} → ${r.n_output} tokens${r.stop && r.stop !== 'length' ? ` (${r.stop})` : ''}${when ? ' · ' + when : ''}`;
+  a.appendChild(meta);
+  return a;
+}
+
+function runsList(nodes: RunNode[], byId: Map<string, RunSummary>, tree: boolean): HTMLUListElement {
+  const ul = document.createElement('ul');
+  for (const n of nodes) {
+    const li = document.createElement('li');
+    li.appendChild(runItem(n.run, byId));
+    if (tree && n.children.length) li.appendChild(runsList(n.children, byId, true));
+    ul.appendChild(li);
+  }
+  return ul;
+}
+
+/** Reads the run list and shows it (unless nothing changed and not `force`). */
+async function refreshRuns(force = false): Promise<void> {
+  const seq = ++nl.runsSeq;
+  let list: RunSummary[];
+  let total = 0;
+  try {
+    const rep = await api.runs(100);
+    list = rep.runs;
+    total = rep.total;
+  } catch (err) {
+    if (seq !== nl.runsSeq) return;
+    nl.runsSig = '';
+    el.runs.textContent = '';
+    const p = document.createElement('p');
+    p.className = 'note';
+    p.textContent = `The run list could not be read: ${err instanceof Error ? err.message : err}`;
+    el.runs.appendChild(p);
+    return;
+  }
+  if (seq !== nl.runsSeq) return; // a newer read is on its way
+  const tree = nl.runsTree.checked;
+  const sig = JSON.stringify([tree, list]);
+  if (!force && sig === nl.runsSig) return;
+  nl.runsSig = sig;
+  el.runs.textContent = '';
+  el.runs.dataset.total = String(total);
+  el.runs.dataset.view = tree ? 'tree' : 'list';
+  if (list.length === 0) {
+    const p = document.createElement('p');
+    p.className = 'note';
+    p.textContent = 'No saved runs yet.';
+    el.runs.appendChild(p);
+  } else {
+    const byId = new Map(list.map((r) => [r.id, r]));
+    const nodes = tree ? runTree(list) : list.map((run): RunNode => ({ run, children: [], depth: 0 }));
+    el.runs.appendChild(runsList(nodes, byId, tree));
+  }
+  // the open run deleted elsewhere (another tab, another client): said, what is on screen stays
+  if (st.runId && !offline && total <= list.length && !list.some((r) => r.id === st.runId))
+    showRunsMsg(`The open run ${st.runId} is no longer stored (deleted in another tab or by another client); what is on screen stays until you open another.`);
+  markCurrentRun();
+}
+
+function syncRunActions(): void {
+  const can = !!st.runId && st.status !== 'generating';
+  nl.downloadRun.disabled = nl.downloadHtml.disabled = !can;
+  const what = st.runId ?? 'the open run';
+  nl.downloadRun.title = can ? `Download ${what} as a run file (.heedrun: heed, Python and another heed read it)` : 'Open or generate a run first: then download it as a run file';
+  nl.downloadHtml.title = can ? `Download ${what} as one HTML file that works offline (no server: Generate and the other server controls are hidden there)` : 'Open or generate a run first: then download it as an offline HTML file';
+}
+
+async function downloadOpenRun(format: 'run' | 'html'): Promise<void> {
+  const id = st.runId;
+  if (!id) return;
+  const b = format === 'run' ? nl.downloadRun : nl.downloadHtml;
+  const what = format === 'run' ? 'a run file' : 'offline HTML';
+  showRunsMsg(null);
+  b.disabled = true;
+  b.setAttribute('aria-busy', 'true');
+  try {
+    const blob = await api.download(id, format);
+    download(blob, `${id.replace(/[^\w.-]/g, '_')}.${format === 'run' ? 'heedrun' : 'html'}`);
+  } catch (err) {
+    showRunsMsg(`Could not download ${id} as ${what}: ${err instanceof Error ? err.message : err}`);
+  } finally {
+    b.removeAttribute('aria-busy');
+    syncRunActions();
+  }
+}
+
+nl.downloadRun.addEventListener('click', () => void downloadOpenRun('run'));
+nl.downloadHtml.addEventListener('click', () => void downloadOpenRun('html'));
+nl.runsTree.addEventListener('change', () => {
+  try {
+    draftStore?.setItem(TREE_KEY, nl.runsTree.checked ? '1' : '0');
+  } catch {
+    /* storage off: the choice lasts for this page */
+  }
+  void refreshRuns(true);
+});
+
+/** Stop: the server stores the run as cancelled once it notices; its stored run is then shown, so every count is the store's. */
+async function showStopped(my: number, load0: number, runId: string | null, received: number): Promise<void> {
+  const still = () => my === st.gen && st.load === load0 && !st.abort;
+  if (!runId) {
+    setStatus(received > 0 ? 'done' : 'idle', received > 0 ? `Stopped after ${received} tokens (saved as a cancelled run).` : 'Stopped.');
+    runsChanged();
+    return;
+  }
+  setStatus('idle', `Stopped after ${received} tokens; waiting for the server to store ${runId}…`);
+  const until = Date.now() + (received > 0 ? 30000 : 3000); // a run still queued is never stored
+  for (let wait = 50; ; wait = Math.min(500, wait * 2)) {
+    if (!still()) return;
+    try {
+      const [doc, r] = await Promise.all([api.run(runId), loadGraph(runId, null, null)]);
+      if (!still()) return;
+      st.runId = runId;
+      st.runDoc = doc;
+      tookMeasure(r);
+      showRunData(doc, graphDataOf(r.g));
+      st.view = { ...st.view, step: doc.n_output - 1 };
+      applyView();
+      graph.ensureVisible('output', st.view.step);
+      el.status.dataset.nOutput = String(doc.n_output);
+      setStatus('done', `Stopped: ${runId} is stored with ${doc.n_prompt} prompt tokens, ${doc.n_output} generated (${doc.stop === 'cancelled' ? 'cancelled' : doc.stop}).`);
+      runsChanged();
+      return;
+    } catch (err) {
+      if (!still()) return;
+      if (!(err instanceof ApiError && err.status === 404) || Date.now() > until) {
+        setStatus(
+          received > 0 ? 'done' : 'idle',
+          received > 0 ? `Stopped after ${received} tokens; the stored run ${runId} could not be read: ${err instanceof Error ? err.message : err}` : 'Stopped before the first token: nothing was stored.',
+        );
+        runsChanged();
+        return;
+      }
+    }
+    await new Promise((res) => setTimeout(res, wait));
+  }
+}
+
+/** The exported file: the controls that need a server are hidden, the prompt box is read-only. */
+function applyOffline(): void {
+  if (!offline) return;
+  document.body.classList.add('offline');
+  el.prompt.readOnly = true;
+  const keep = new Set<Element>([el.prompt, el.promptMsg, nl.promptSource, nl.promptMessages, document.querySelector('label[for="prompt"]')!]);
+  for (const c of Array.from(el.form.children)) if (!keep.has(c)) c.classList.add('server-only');
+  for (const s of ['#delete-run', '#open-run-file', '.run-actions', '#runs-msg', '.intervene', '#verify-sources'])
+    document.querySelectorAll(s).forEach((x) => x.classList.add('server-only'));
+}
+
+/** Start: the limits beside the fields, the draft back, the run list kept fresh (other tabs say when they change it). */
+function startNothingLost(runInUrl: boolean): void {
+  mountSamplingChecks();
+  applyOffline();
+  if (!offline) restoreDraft(!runInUrl);
+  try {
+    nl.runsTree.checked = draftStore?.getItem(TREE_KEY) === '1';
+  } catch {
+    /* storage off */
+  }
+  if (offline) return;
+  if (typeof BroadcastChannel === 'function') {
+    nl.channel = new BroadcastChannel('heed-runs');
+    nl.channel.addEventListener('message', () => void refreshRuns());
+  }
+  window.setInterval(() => {
+    if (document.visibilityState === 'visible') void refreshRuns();
+  }, RUNS_POLL_MS);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') void refreshRuns();
+  });
+  window.addEventListener('focus', () => void refreshRuns());
+}
+
+// ------------------------------------------------------------------ generation
 
 function stopGeneration(): void {
   if (st.abort) {
@@ -1069,6 +1467,8 @@ async function generate(over?: GenOverride): Promise<void> {
   const chat = !over && el.chat.checked && !el.chat.disabled;
   let maxTokens: number;
   let documents: { name: string; text: string }[] = [];
+  let sampling: Record<SamplingField, number> | null = null;
+  clearRequestErrors();
   if (over) maxTokens = over.req.max_tokens;
   else {
     const mt = validateMaxTokens();
@@ -1078,7 +1478,8 @@ async function generate(over?: GenOverride): Promise<void> {
     if (pm) el.prompt.setAttribute('aria-invalid', 'true');
     else el.prompt.removeAttribute('aria-invalid');
     const docsOk = checkFormDocuments();
-    if (mt === null || pm !== null || docsOk === null) {
+    sampling = validateSampling();
+    if (mt === null || pm !== null || docsOk === null || sampling === null) {
       setStatus(st.status, 'Not generated: fix the value marked in red.');
       return;
     }
@@ -1089,11 +1490,11 @@ async function generate(over?: GenOverride): Promise<void> {
     ? over.req
     : {
         max_tokens: maxTokens,
-        temperature: num(el.temperature, 0),
-        top_k: Math.trunc(num(el.topK, 40)),
-        top_p: num(el.topP, 0.95),
-        min_p: num(el.minP, 0.05),
-        seed: Math.trunc(num(el.seed, 0)),
+        temperature: sampling!.temperature,
+        top_k: sampling!.topK,
+        top_p: sampling!.topP,
+        min_p: sampling!.minP,
+        seed: sampling!.seed,
         attention_split: true,
       };
   if (over) {
@@ -1106,43 +1507,59 @@ async function generate(over?: GenOverride): Promise<void> {
 
   stopGeneration();
   const my = ++st.gen;
-  st.load++; // drop pending run loads
   const ctl = new AbortController();
   st.abort = ctl;
-  st.runId = null;
-  st.runDoc = null;
-  st.layer = null;
-  st.head = null;
-  st.inputs = [];
-  st.outputs = [];
-  st.data = null;
-  st.dataMeasure = 'attention'; // the live rows
-  measureNote(null);
-  st.nOutRows = maxTokens;
-  st.view = { ...st.view, step: 0, mode: 'current', selected: null };
-  const keep = encodeHash({ ...defaultUrlState(), view: st.tab, cmp: st.cmp, measure: st.measure });
-  history.replaceState(null, '', keep ? '#' + keep : location.pathname + location.search);
-  setStatus('generating', over ? `${over.label}: sending the request…` : 'Sending the prompt…');
-  syncSelects();
-  markCurrentRun();
-  pushModel();
-  renderText();
-  applyView(false);
+  // the open run stays on screen until the server takes the request: a refused one leaves it as it was
+  const before = { status: st.status, text: el.status.textContent ?? '' };
+  let accepted = false;
+  let load0 = st.load;
+  let runId: string | null = null; // the id the server stores the run under (its first event says)
+  let serverCount = 0; // tokens the server's events numbered
+  const fromRun = nl.promptFromRun; // the box showed an opened run's prompt: it will show the new run's
+  el.generate.disabled = true;
+  el.status.classList.remove('error');
+  el.status.textContent = over ? `${over.label}: sending the request…` : 'Sending the prompt…';
 
   const live = new LiveRun(0);
-  // the prompt's tokens, to show the input column before the first token
-  if (!chat && !over && documents.length === 0) // documents go before the prompt: its tokens are not the first
-    api
-      .tokenize(prompt, ctl.signal)
-      .then((r) => {
-        // labels for the input column; the stream's split length stays authoritative
-        if (my !== st.gen || (live.hasSplit && r.tokens.length !== live.nPrompt)) return;
-        st.inputs = r.tokens.map((t) => ({ id: t.id, label: t.label }));
-        if (!live.hasSplit) live.nPrompt = st.inputs.length;
-        pushModel();
-        applyView(false);
-      })
-      .catch(() => {});
+  /** The server took the request: the open run gives way to the live one. */
+  const accept = () => {
+    if (my !== st.gen || accepted) return;
+    accepted = true;
+    load0 = ++st.load; // drop pending run loads
+    st.runId = null;
+    st.runDoc = null;
+    st.layer = null;
+    st.head = null;
+    st.inputs = [];
+    st.outputs = [];
+    st.data = null;
+    st.dataMeasure = 'attention'; // the live rows
+    measureNote(null);
+    st.nOutRows = maxTokens;
+    st.view = { ...st.view, step: 0, mode: 'current', selected: null };
+    const keep = encodeHash({ ...defaultUrlState(), view: st.tab, cmp: st.cmp, measure: st.measure });
+    history.replaceState(null, '', keep ? '#' + keep : location.pathname + location.search);
+    setStatus('generating', over ? `${over.label}: waiting for the server…` : 'Waiting for the server…');
+    syncSelects();
+    markCurrentRun();
+    pushModel();
+    renderText();
+    applyView(false);
+    // the prompt's tokens, to show the input column before the first token
+    if (!chat && !over && documents.length === 0)
+      // documents go before the prompt: its tokens are not the first
+      api
+        .tokenize(prompt, ctl.signal)
+        .then((r) => {
+          // labels for the input column; the stream's split length stays authoritative
+          if (my !== st.gen || (live.hasSplit && r.tokens.length !== live.nPrompt)) return;
+          st.inputs = r.tokens.map((t) => ({ id: t.id, label: t.label }));
+          if (!live.hasSplit) live.nPrompt = st.inputs.length;
+          pushModel();
+          applyView(false);
+        })
+        .catch(() => {});
+  };
 
   let dirty = false;
   const flush = () => {
@@ -1162,19 +1579,27 @@ async function generate(over?: GenOverride): Promise<void> {
     pushModel();
     applyView(false);
     graph.ensureVisible('output', t);
+    // the count is the server's: its events number the tokens
+    if (st.status === 'generating' && st.abort === ctl)
+      el.status.textContent = `Generating: ${serverCount} of ${maxTokens} tokens${runId ? ` (${runId})` : ''}.`;
+    el.status.dataset.nOutput = String(serverCount);
   };
 
   try {
     const done = await streamRun(
       req,
       {
-        queued: (pos) => {
-          if (my === st.gen)
+        accepted: accept,
+        queued: (pos, id) => {
+          if (my !== st.gen) return;
+          if (id) runId = id;
+          if (serverCount === 0) // once tokens stream the run is not queued, whatever an older event said
             el.status.textContent = pos > 0 ? `Queued: ${pos} generation${pos > 1 ? 's' : ''} ahead.` : 'Generating…';
         },
         token: (ev) => {
           if (my !== st.gen) return;
           const t = live.add(ev);
+          serverCount = Math.max(serverCount, (typeof ev.index === 'number' ? ev.index : t) + 1);
           appendText(live.steps[t], t);
           if (!dirty) {
             dirty = true;
@@ -1197,32 +1622,41 @@ async function generate(over?: GenOverride): Promise<void> {
     st.runDoc = doc;
     if (over?.tab) setTab(over.tab, false);
     tookMeasure(r);
-    showRunData(doc, GraphData.fromReply(r.g));
+    showRunData(doc, graphDataOf(r.g));
+    if (over || fromRun) showRunPrompt(doc, done.run_id); // else the box holds the user's text, which was sent
     st.view = { ...st.view, step: over ? Math.max(0, Math.min(over.atStep, doc.n_output - 1)) : doc.n_output - 1 };
     applyView();
     graph.ensureVisible('output', st.view.step);
     const why = done.stop === 'eog' ? 'the model ended the text' : done.stop === 'length' ? 'token limit' : done.stop;
+    el.status.dataset.nOutput = String(doc.n_output);
     setStatus(
       'done',
-      `${over ? `${over.label}: new run ${done.run_id}` : 'Done'}: ${done.n_prompt} prompt tokens, ${done.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.` +
+      `${over ? `${over.label}: new run ${done.run_id}` : 'Done'}: ${doc.n_prompt} prompt tokens, ${doc.n_output} generated (${why})${done.cached ? ', replayed from the cache' : ''}.` +
         (documents.length ? ` The Sources tab shows where each sentence came from in the ${documents.length} document${documents.length === 1 ? '' : 's'}.` : ''),
     );
-    void refreshRuns();
+    runsChanged();
   } catch (err) {
     if (my !== st.gen) return;
-    st.abort = null;
+    if (st.abort === ctl) st.abort = null;
+    if (!accepted) {
+      // refused (or unreachable) before anything changed: the open run stays, the error goes beside the control
+      if (err instanceof DOMException && err.name === 'AbortError') {
+        setStatus(before.status, before.text);
+        return;
+      }
+      requestError(err, over ? over.label : 'Not generated');
+      return;
+    }
     if (err instanceof DOMException && err.name === 'AbortError') {
       flush();
-      setStatus(
-        live.nOutput > 0 ? 'done' : 'idle',
-        live.nOutput > 0 ? `Stopped after ${live.nOutput} tokens (saved as a cancelled run).` : 'Stopped.',
-      );
-      void refreshRuns();
+      if (st.load !== load0) return; // another run was opened meanwhile
+      await showStopped(my, load0, runId, serverCount);
       return;
     }
     if (live.nOutput > 0) flush();
     fail(err, err instanceof ApiError && err.status >= 400 && err.status < 500 ? 'Not generated' : 'Generation failed');
-    void refreshRuns();
+    requestError(err, over ? over.label : 'Generation failed', false);
+    runsChanged();
   }
 }
 
@@ -1302,7 +1736,15 @@ const viewRoot = (v: ViewName) => $(`#view-${v}`);
 const deep: Record<Exclude<ViewName, 'graph'>, View & Partial<Exportable>> = {
   text: createTextView(viewRoot('text')),
   lens: createLensView(viewRoot('lens')),
-  stats: createStatsView(viewRoot('stats'), { selectHead: (l, h) => setSelection(l, h) }),
+  stats: createStatsView(viewRoot('stats'), {
+    selectHead: (l, h) => setSelection(l, h),
+    // the fingerprint manifold: a point opens its run at its step, on this tab, with this selection
+    openAt: (id, step) => {
+      if (id === st.runId) return setStep(step);
+      history.pushState(null, '', '#run=' + encodeURIComponent(id));
+      void openRun(id, { ...decodeHash(''), run: id, step, view: st.tab, layer: st.layer, head: st.head, threshold: st.view.threshold, weights: st.weights, measure: st.measure });
+    },
+  }),
   tokens: createTokensView(viewRoot('tokens'), { prompt: el.prompt, runPrompt: () => (st.runId && st.runDoc ? (st.runDoc.prompt ?? null) : null) }),
   sampling: createSamplingView(viewRoot('sampling'), {
     runParams: () => st.runDoc?.params,
@@ -1574,6 +2016,7 @@ function start(): void {
   st.view.mode = u.mode;
   el.threshold.value = String(u.threshold);
   el.thresholdValue.textContent = u.threshold.toFixed(3);
+  startNothingLost(!!u.run);
   st.modelReady = api
     .model()
     .then((m) => {
@@ -1591,4 +2034,5 @@ function start(): void {
   if (u.run) void openRun(u.run, u);
 }
 
+mountHelp(); // the glossary, each tab's "?" page and the tabs' titles (src/help.ts)
 start();

@@ -1,11 +1,13 @@
 // Statistics: per-token zones (colour + letter), the zone histogram, per-token
 // entropy and sink mass, input-token importance, a 2-D PCA of the token
-// fingerprints, and the head-type table (sortable). Data: GET /stats for the
+// fingerprints, the fingerprint manifold across runs (manifold.ts), and the
+// head-type table (sortable). Data: GET /stats for the
 // selection (head types cover every head whatever the selection).
 import { asZone, labelText, pca2, sortHeads, zoneCounts, ZONE_INFO, ZONES, type HeadKey, type HeadType, type Pca, type Zone } from '../analysis';
 import { csvField, fmtNum, type ExportData, type Exportable } from '../datafile';
 import { displayLabel, formatWeight } from '../model';
 import { errText, getJson, h, hideTip, Lru, runPath, selKey, selQuery, selText, showTip, sizeCanvas } from './common';
+import { createManifoldView } from './manifold';
 import type { View, ViewContext } from './types';
 
 export interface TokenStat {
@@ -27,11 +29,14 @@ export interface StatsReply {
 export interface StatsDeps {
   /** selects a layer and head in the app (the head-type table's rows) */
   selectHead?(layer: number, head: number): void;
+  /** opens a stored run at a step (0-based; the fingerprint manifold's points) */
+  openAt?(runId: string, step: number): void;
 }
 
-const cache = new Lru<string, Promise<StatsReply>>(6);
+const cache = new Lru<string, Promise<StatsReply>>(16); // the manifold reads several runs through it
 
-function loadStats(c: ViewContext): Promise<StatsReply> {
+/** GET /stats of a run for a selection, cached (the manifold reads other runs' through it too). */
+export function loadStats(c: Pick<ViewContext, 'base' | 'runId' | 'layer' | 'head'>): Promise<StatsReply> {
   const key = `${c.base}|${selKey(c)}`;
   let p = cache.get(key);
   if (!p) {
@@ -115,6 +120,8 @@ export function createStatsView(root: HTMLElement, deps: StatsDeps = {}): View &
   const headTable = h('table', { class: 'head-table' });
   const headWrap = h('div', { class: 'head-wrap' }, headTable);
   const selNote = h('p', { class: 'note stats-sel' });
+  const manifoldRoot = h('div', { id: 'view-manifold' });
+  const manifold = createManifoldView(manifoldRoot, { openAt: deps.openAt, loadStats });
 
   root.append(
     selNote,
@@ -123,6 +130,7 @@ export function createStatsView(root: HTMLElement, deps: StatsDeps = {}): View &
     section('Entropy and sink mass per position', 'st-es', h('p', { class: 'note', text: 'Top: entropy of the row (nats); bottom: mass on position 0 (the sink). ▼ marks the current step’s query. Hover for values.' }), esWrap),
     section('Input-token importance', 'st-imp', h('p', { class: 'note', text: 'Attention each prompt token received, summed over the steps.' }), impList),
     section('Fingerprint PCA', 'st-pca', pcaNote, pcaCanvas),
+    section('Fingerprint manifold (UMAP + HDBSCAN, across runs)', 'st-manifold', manifoldRoot),
     section('Head types', 'st-heads', h('p', { class: 'note', text: 'Scores over every head (docs/ANALYSIS.md); sort by a column header; click a row to select that head.' }), headWrap),
   );
 
@@ -481,6 +489,7 @@ export function createStatsView(root: HTMLElement, deps: StatsDeps = {}): View &
       const stepMoved = !ctx || ctx.step !== c.step || ctx.layer !== c.layer || ctx.head !== c.head;
       ctx = c;
       ensure(c);
+      manifold.show(c);
       if (data && stepMoved) {
         markCurrent();
         drawCharts();
@@ -492,6 +501,7 @@ export function createStatsView(root: HTMLElement, deps: StatsDeps = {}): View &
     },
     hide(): void {
       hideTip(root);
+      manifold.hide();
     },
     exportData(): ExportData | null {
       const c = ctx;
