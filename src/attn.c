@@ -372,16 +372,23 @@ typedef struct pool_job {
     int rc[64];
 } pool_job;
 
+/* Entries v[0..n) of keys k.. into the cell row c: cell by cell, each
+ * cell's entries in key order (a float sum or a max in a register). */
 static void pool_entries(const pool_job *j, float *c, const float *v, int k, int n) {
-    for (int i = 0; i < n; i++) {
-        float *d = c + (k + i - j->k0) / j->bk;
-        if (j->max) *d = v[i] > *d ? v[i] : *d;
-        else *d += v[i];
+    for (int i = 0; i < n;) {
+        int cell = (k + i - j->k0) / j->bk, end = j->k0 + (cell + 1) * j->bk - k;
+        if (end > n) end = n;
+        float acc = c[cell];
+        if (j->max)
+            for (; i < end; i++) acc = v[i] > acc ? v[i] : acc;
+        else
+            for (; i < end; i++) acc += v[i];
+        c[cell] = acc;
     }
 }
 
 /* Cell row r through the blocked path. */
-static int pool_row_fast(const pool_job *j, int r, float *sc, float *mx, float *inv) {
+static int pool_row_fast(const pool_job *j, int r, float *sc) {
     const astore *st = j->src->st;
     const kern_ops *ops = j->src->ops;
     int l = j->pairs[0], h = j->pairs[1], hd = st->head_dim;
@@ -430,8 +437,7 @@ static int pool_row_fast(const pool_job *j, int r, float *sc, float *mx, float *
                     qi++;
                     if (rule->softcap > 0.0f) kern_softcap(v, n, rule->softcap);
                     const float *m = st->mi + (((size_t)q * L + l) * H + h) * 2;
-                    for (int e = 0; e < n; e++) mx[e] = m[0], inv[e] = m[1];
-                    ops->softmax_apply(v, n, mx, inv);
+                    ops->softmax_apply_row(v, n, m[0], m[1]);
                     if (j->sel->measure == HEED_MEASURE_VALUE)
                         for (int e = 0; e < n; e++) v[e] *= j->src->vnorm[((size_t)(s0 + e) * L + l) * H + h];
                     pool_entries(j, c, v, s0, n);
@@ -460,8 +466,7 @@ static void pool_task(void *arg, int ith, int nth) {
     /* cell rows interleaved over threads: the early rows are short */
     for (int r = ith; r < j->rows && !j->rc[ith]; r += nth) {
         if (j->fast) {
-            j->rc[ith] = pool_row_fast(j, r, buf, buf + (size_t)KERN_ATTN_BLOCK * chunk,
-                                       buf + (size_t)KERN_ATTN_BLOCK * chunk + chunk);
+            j->rc[ith] = pool_row_fast(j, r, buf);
             continue;
         }
         /* each query's aggregated row, made as rows_task makes it */

@@ -228,6 +228,7 @@ static const kern_ops scalar_table = {
     .softmax = kern_softmax,
     .softmax_mi = kern_softmax_mi,
     .softmax_apply = kern_softmax_apply,
+    .softmax_apply_row = kern_softmax_apply_row,
     .exp_sums = kern_exp_sums,
     .swiglu = kern_swiglu,
     .quantize_q8_0 = kern_quantize_q8_0,
@@ -492,15 +493,18 @@ void kern_softmax_mi(float *x, int n, float *mi) {
     if (mi) mi[0] = max, mi[1] = inv;
 }
 
+static inline float apply_one(float x, float mx, float inv) {
+    if (mx == -INFINITY) return 0.0f;
+    float e = expf(x - mx);
+    return e * inv;
+}
+
 void kern_softmax_apply(float *x, int n, const float *mx, const float *inv) {
-    for (int i = 0; i < n; i++) {
-        if (mx[i] == -INFINITY) {
-            x[i] = 0.0f;
-            continue;
-        }
-        float e = expf(x[i] - mx[i]);
-        x[i] = e * inv[i];
-    }
+    for (int i = 0; i < n; i++) x[i] = apply_one(x[i], mx[i], inv[i]);
+}
+
+void kern_softmax_apply_row(float *x, int n, float mx, float inv) {
+    for (int i = 0; i < n; i++) x[i] = apply_one(x[i], mx, inv);
 }
 
 float kern_exp_sums(const float *x, int n, float *e, double *z, double *zx) {

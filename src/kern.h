@@ -335,6 +335,9 @@ typedef struct kern_ops {
      * softmax's exp, 0 where mx[i] is -INFINITY. Each x[i] its own row's: a
      * column of attention from its rows' statistics. */
     void (*softmax_apply)(float *x, int n, const float *mx, const float *inv);
+    /* softmax_apply for n entries of one row (statistics mx, inv): the
+     * same steps per entry, so the same results. */
+    void (*softmax_apply_row)(float *x, int n, float mx, float inv);
     /* The sums of a softmax over a vocabulary of logits, as kern_exp_sums
      * (the scalar reference); the SIMD variant uses the same exp as softmax
      * and sums in double lanes. */
@@ -398,6 +401,7 @@ void kern_attn_wsum_avx2(float *out, const float *p, const float *vals, size_t v
 void kern_softmax_avx2(float *x, int n);
 void kern_softmax_mi_avx2(float *x, int n, float *mi);
 void kern_softmax_apply_avx2(float *x, int n, const float *mx, const float *inv);
+void kern_softmax_apply_row_avx2(float *x, int n, float mx, float inv);
 float kern_exp_sums_avx2(const float *x, int n, float *e, double *z, double *zx);
 void kern_swiglu_avx2(float *gate, const float *up, int n);
 void kern_gram_add_avx2(float *g, const float *x, size_t stride, int n, int hd);
@@ -426,6 +430,7 @@ void kern_softmax(float *x, int n);
  * entry per row from them (kern_ops.softmax_apply): the scalar references. */
 void kern_softmax_mi(float *x, int n, float *mi);
 void kern_softmax_apply(float *x, int n, const float *mx, const float *inv);
+void kern_softmax_apply_row(float *x, int n, float mx, float inv);
 /*
  * Softmax sums over n logits x, cleaned as the sampler reads them (NaN as
  * -INFINITY, +INFINITY as FLT_MAX). Returns max = the largest cleaned value

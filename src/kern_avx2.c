@@ -456,19 +456,29 @@ void kern_softmax_mi_avx2(float *x, int n, float *mi) {
 
 /* Lane i: softmax_mi's steps for entry i of a row with statistics (mx[i],
  * inv[i]): the same exp8 of the same difference, times the same factor. */
+static inline __m256 apply8(__m256 x, __m256 m, __m256 inv) {
+    __m256 p = _mm256_mul_ps(exp8(_mm256_sub_ps(x, m)), inv);
+    return _mm256_andnot_ps(_mm256_cmp_ps(m, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ), p);
+}
+
 void kern_softmax_apply_avx2(float *x, int n, const float *mx, const float *inv) {
-    const __m256 ninf = _mm256_set1_ps(-INFINITY);
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 m = _mm256_loadu_ps(mx + i);
-        __m256 p = _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)), _mm256_loadu_ps(inv + i));
-        _mm256_storeu_ps(x + i, _mm256_andnot_ps(_mm256_cmp_ps(m, ninf, _CMP_EQ_OQ), p));
-    }
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, apply8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(mx + i), _mm256_loadu_ps(inv + i)));
     if (i < n) {
         __m256i tail = lane_mask(n - i);
         __m256 m = _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_maskload_ps(mx + i, tail), _mm256_castsi256_ps(tail));
-        __m256 p = _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, tail), m)), _mm256_maskload_ps(inv + i, tail));
-        _mm256_maskstore_ps(x + i, tail, _mm256_andnot_ps(_mm256_cmp_ps(m, ninf, _CMP_EQ_OQ), p));
+        _mm256_maskstore_ps(x + i, tail, apply8(_mm256_maskload_ps(x + i, tail), m, _mm256_maskload_ps(inv + i, tail)));
+    }
+}
+
+void kern_softmax_apply_row_avx2(float *x, int n, float mx, float inv) {
+    const __m256 m = _mm256_set1_ps(mx), v = _mm256_set1_ps(inv);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, apply8(_mm256_loadu_ps(x + i), m, v));
+    if (i < n) {
+        __m256i tail = lane_mask(n - i);
+        _mm256_maskstore_ps(x + i, tail, apply8(_mm256_maskload_ps(x + i, tail), m, v));
     }
 }
 
@@ -612,6 +622,7 @@ const kern_ops kern_ops_avx2_table = {
     .softmax = kern_softmax_avx2,
     .softmax_mi = kern_softmax_mi_avx2,
     .softmax_apply = kern_softmax_apply_avx2,
+    .softmax_apply_row = kern_softmax_apply_row_avx2,
     .exp_sums = kern_exp_sums_avx2,
     .swiglu = kern_swiglu_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx2, [GGML_Q4_1] = dot_q4_1_avx2, [GGML_Q5_0] = dot_q5_0_avx2,

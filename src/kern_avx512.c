@@ -468,6 +468,7 @@ const kern_ops kern_ops_avx512_table = {
     .softmax = kern_softmax_avx2,
     .softmax_mi = kern_softmax_mi_avx2,
     .softmax_apply = kern_softmax_apply_avx2,
+    .softmax_apply_row = kern_softmax_apply_row_avx2,
     .exp_sums = kern_exp_sums_avx2,
     .swiglu = kern_swiglu_avx2,
     .vec_dot = {[GGML_Q4_0] = dot_q4_0_avx512, [GGML_Q4_1] = dot_q4_1_avx512, [GGML_Q5_0] = dot_q5_0_avx512,
