@@ -95,7 +95,7 @@ int run_lens_scratch_init(run_lens_scratch *s, const heed_run *r, int rows) {
     s->rows = rows;
     s->x = malloc(sizeof(float) * (size_t)rows * r->n_embd);
     s->logits = malloc(sizeof(float) * (size_t)rows * r->n_vocab);
-    s->tmp = malloc(sizeof(heed_candidate) * (size_t)(r->lens_k + 1));
+    s->tmp = malloc(sizeof(heed_candidate) * (size_t)rows * (r->lens_k + 1));
     s->step = malloc(sizeof(int) * (size_t)rows);
     s->layer = malloc(sizeof(int) * (size_t)rows);
     return s->x && s->logits && s->tmp && s->step && s->layer ? HEED_OK : HEED_ERR_NOMEM;
@@ -110,6 +110,31 @@ void run_lens_scratch_free(run_lens_scratch *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* The top tokens of rows [0, n) of a batch's logits, filed under each
+ * row's step and layer: rows split across the context's threads (each row
+ * its own heed_top_candidates, into its own slot of tmp, so the split does
+ * not touch the numbers). */
+typedef struct lens_topk_job {
+    heed_run *r;
+    run_lens_scratch *s;
+    int n;
+} lens_topk_job;
+
+static void lens_topk_task(void *arg, int ith, int nth) {
+    const lens_topk_job *j = arg;
+    heed_run *r = j->r;
+    const run_lens_scratch *s = j->s;
+    for (int b = ith; b < j->n; b += nth) {
+        heed_candidate *tmp = s->tmp + (size_t)b * (r->lens_k + 1);
+        int k = heed_top_candidates(s->logits + (size_t)b * r->n_vocab, r->n_vocab, r->lens_k, tmp);
+        size_t base = ((size_t)s->step[b] * r->n_layer + s->layer[b]) * r->lens_k;
+        for (int i = 0; i < r->lens_k; i++) {
+            r->lens_id[base + i] = i < k ? tmp[i].id : -1;
+            r->lens_p[base + i] = i < k ? tmp[i].prob : 0.0f;
+        }
+    }
+}
+
 /* Unembeds the n gathered rows (padded to whole tiles) and files each
  * row's top tokens under its step and layer. */
 static void lens_flush(heed_run *r, heed_ctx *ctx, run_lens_scratch *s, int n) {
@@ -119,25 +144,30 @@ static void lens_flush(heed_run *r, heed_ctx *ctx, run_lens_scratch *s, int n) {
         padded++;
     }
     forward_unembed_rows(ctx, s->x, padded, s->logits);
-    for (int b = 0; b < n; b++) {
-        int k = heed_top_candidates(s->logits + (size_t)b * r->n_vocab, r->n_vocab, r->lens_k, s->tmp);
-        size_t base = ((size_t)s->step[b] * r->n_layer + s->layer[b]) * r->lens_k;
-        for (int i = 0; i < r->lens_k; i++) {
-            r->lens_id[base + i] = i < k ? s->tmp[i].id : -1;
-            r->lens_p[base + i] = i < k ? s->tmp[i].prob : 0.0f;
-        }
-    }
+    lens_topk_job j = {r, s, n};
+    pool *p = forward_pool(ctx);
+    pool_run(p, n < pool_size(p) ? n : pool_size(p), lens_topk_task, &j);
 }
 
 void run_lens_steps(heed_run *r, heed_ctx *ctx, const int *ts, const float *const *resid, int n_ts,
                     run_lens_scratch *s) {
+    /* The rows in as few batches as fit in s->rows, of even sizes in whole
+     * tiles (208 rows: 4 of 52, not 3 of 64 and one of 16): each batch is
+     * one read of the output matrix, and a small last batch reads it for
+     * little work. A row's numbers do not depend on its batch (run.h). */
+    int total = n_ts * r->n_layer, per = s->rows;
+    if (total > 0 && per >= LENS_TILE) {
+        int n_batch = (total + s->rows - 1) / s->rows;
+        per = ((total + n_batch - 1) / n_batch + LENS_TILE - 1) / LENS_TILE * LENS_TILE;
+        if (per > s->rows) per = s->rows;
+    }
     int n = 0;
     for (int i = 0; i < n_ts; i++) {
         for (int l = 0; l < r->n_layer; l++) {
             memcpy(s->x + (size_t)n * r->n_embd, resid[i] + (size_t)l * r->n_embd, sizeof(float) * (size_t)r->n_embd);
             s->step[n] = ts[i];
             s->layer[n] = l;
-            if (++n == s->rows) {
+            if (++n == per) {
                 lens_flush(r, ctx, s, n);
                 n = 0;
             }

@@ -118,7 +118,7 @@ typedef struct run_lens_scratch {
     int rows;
     float *x;            /* (rows, n_embd) */
     float *logits;       /* (rows, n_vocab) */
-    heed_candidate *tmp; /* (lens_k + 1) */
+    heed_candidate *tmp; /* (rows, lens_k + 1) each row's top-k, rows on several threads */
     int *step, *layer;   /* (rows) where each row's result goes */
 } run_lens_scratch;
 

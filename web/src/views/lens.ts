@@ -4,9 +4,11 @@
 // virtualized: only those in view are in the DOM.
 //
 // The server computes a run's lens when it is first asked for (one
-// unembedding per layer and step), so it is fetched in pages of PAGE steps:
-// the current step's page first, then the others outward from it; columns
-// not loaded yet show "…".
+// unembedding per layer and step: on a 1B model about 5 ms a step and layer),
+// so it is fetched in parts: first the steps the grid shows (centred on the
+// current step), then pages of PAGE steps outward from it; columns not loaded
+// yet show "…". The exported viewer holds the pages only: when it refuses
+// the first screen's range, the current step's page comes instead.
 import { lensCell, lensLabel, type LensReply, type LensStep } from '../analysis';
 import { csvField, type ExportData, type Exportable } from '../datafile';
 import { displayLabel } from '../model';
@@ -31,8 +33,18 @@ interface LensData {
 
 const cache = new Lru<string, LensData>(8);
 
+function lensRange(base: string, runId: string, from: number, to: number): Promise<LensReply> {
+  return getJson<LensReply>(base, runPath(runId, `/logit-lens?from=${from}&to=${to}`));
+}
+
 function lensPage(base: string, runId: string, page: number): Promise<LensReply> {
-  return getJson<LensReply>(base, runPath(runId, `/logit-lens?from=${page * PAGE}&to=${(page + 1) * PAGE}`));
+  return lensRange(base, runId, page * PAGE, (page + 1) * PAGE);
+}
+
+/** Whether any step of page p is still to load. */
+function pageMissing(ld: LensData, p: number): boolean {
+  for (let s = p * PAGE; s < Math.min(ld.n_output, (p + 1) * PAGE); s++) if (!ld.steps[s]) return true;
+  return false;
 }
 
 export function createLensView(root: HTMLElement): View & Exportable {
@@ -76,8 +88,12 @@ export function createLensView(root: HTMLElement): View & Exportable {
       if (!cached.done) fill(c, cached, my);
       return;
     }
-    const first = Math.floor(Math.max(0, c.step) / PAGE);
-    lensPage(c.base, c.runId, first)
+    const step = Math.max(0, Math.min(c.nOutput - 1, c.step));
+    const page = Math.floor(step / PAGE);
+    const cols = firstCols(step, c.nOutput);
+    const onPage = !cols || (cols[0] === page * PAGE && cols[1] + 1 >= Math.min(c.nOutput, (page + 1) * PAGE));
+    const first = onPage ? lensPage(c.base, c.runId, page) : lensRange(c.base, c.runId, cols[0], cols[1] + 1).catch(() => lensPage(c.base, c.runId, page));
+    first
       .then((d) => {
         if (my !== load) return;
         const ld: LensData = { n_layer: d.n_layer, n_output: d.n_output, steps: new Array(d.n_output), done: false, error: null };
@@ -105,11 +121,11 @@ export function createLensView(root: HTMLElement): View & Exportable {
   /** Loads the pages still missing, nearest to the current step first. */
   async function fill(c: ViewContext, ld: LensData, my: number): Promise<void> {
     const pages: number[] = [];
-    for (let p = 0; p * PAGE < ld.n_output; p++) if (!ld.steps[p * PAGE]) pages.push(p);
+    for (let p = 0; p * PAGE < ld.n_output; p++) if (pageMissing(ld, p)) pages.push(p);
     const here = Math.floor(Math.max(0, ctx?.step ?? 0) / PAGE);
     pages.sort((x, y) => Math.abs(x - here) - Math.abs(y - here));
     for (const p of pages) {
-      if (ld.steps[p * PAGE]) continue;
+      if (!pageMissing(ld, p)) continue;
       try {
         const d = await lensPage(c.base, c.runId, p);
         for (const st of d.steps) ld.steps[st.step] = st;
@@ -144,6 +160,18 @@ export function createLensView(root: HTMLElement): View & Exportable {
     root.dataset.nStep = String(nS);
     range = [0, -1];
     render();
+  }
+
+  /** The steps the grid shows once centred on step s (as scrollToStep
+   *  places it, the browser keeping the scroll inside the grid), from the
+   *  scroller's width alone: before the first reply lays the grid out. Null
+   *  while the view has no width. */
+  function firstCols(s: number, n: number): [number, number] | null {
+    const w = scroller.clientWidth - LABEL_W;
+    if (w <= 0 || n <= 0) return null;
+    const maxLeft = Math.max(0, LABEL_W + n * CW - scroller.clientWidth);
+    const left = Math.min(maxLeft, Math.max(0, s * CW - w / 2 + CW / 2));
+    return [Math.floor(left / CW), Math.min(n - 1, Math.max(0, Math.ceil((left + w) / CW) - 1))];
   }
 
   function visibleCols(): [number, number] {
