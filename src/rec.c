@@ -141,13 +141,16 @@ uint64_t heed_record_bytes(const heed_model *m, bool spilled) {
     if (!m) return 0;
     heed_model_info mi;
     heed_model_get_info(m, &mi);
-    /* q and k of every layer (the exact tier), the residual of every layer
-     * for the lens (per generated token: counted for every position, an
-     * upper bound), the routing of a mixture of experts, candidates */
+    /* q and k of every layer (the exact tier), the rows' softmax statistics
+     * and the value norms (8 + 4 bytes per layer and head, never spilled),
+     * the residual of every layer for the lens (per generated token: counted
+     * for every position, an upper bound), the routing of a mixture of
+     * experts, candidates */
     uint64_t qk = (uint64_t)mi.n_layer * (uint64_t)(mi.n_head + mi.n_head_kv) * (uint64_t)mi.head_dim * 4;
+    uint64_t heads = (uint64_t)mi.n_layer * (uint64_t)mi.n_head * 12;
     uint64_t resid = (uint64_t)mi.n_layer * (uint64_t)mi.n_embd * 4;
     uint64_t moe = (uint64_t)mi.n_layer * (uint64_t)mi.n_expert_used * 8;
-    return (spilled ? 0 : qk) + resid + moe + 20 * 12 + 64;
+    return (spilled ? 0 : qk) + heads + resid + moe + 20 * 12 + 64;
 }
 
 /* -------------------------------------------------------------- recorder */
