@@ -273,3 +273,14 @@ test('the run list follows a delete made in another tab and by another client', 
   assert.equal(await page.locator('#graph').getAttribute('data-n-output'), '8');
   await page.screenshot({ path: screenshotPath('nothinglost-deleted-elsewhere') });
 });
+
+test('a prompt loads from a text file; a binary file is refused beside the box and the prompt kept', async () => {
+  await ready();
+  const text = 'Once upon a time, a long prompt came from a file.\nIt had two lines.';
+  await page.locator('#prompt-file').setInputFiles({ name: 'long.txt', mimeType: 'text/plain', buffer: Buffer.from(text) });
+  await page.waitForFunction((t) => document.querySelector('#prompt').value === t, text);
+  assert.equal(await page.locator('#prompt-msg').isHidden(), true);
+  await page.locator('#prompt-file').setInputFiles({ name: 'x.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([65, 0, 66]) });
+  await page.waitForFunction(() => /NUL/.test(document.querySelector('#prompt-msg').textContent || ''));
+  assert.equal(await page.locator('#prompt').inputValue(), text);
+});

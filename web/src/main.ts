@@ -1,4 +1,5 @@
 // Wiring: controls, the live generation, stored runs, URL state, exports.
+import { mountPromptFile } from './promptfile';
 import './style.css';
 import { api, ApiError, streamRun, type GenerateRequest, type ModelInfo, type RunDoc, type RunSummary } from './api';
 import { checkDocuments, isMeasure, MEASURE_NAME, refusesMeasure, type Measure } from './attribution';
@@ -708,6 +709,10 @@ el.maxTokens.addEventListener('input', () => {
 });
 el.maxTokensNum.addEventListener('input', () => void validateMaxTokens());
 el.maxTokensNum.addEventListener('change', () => void validateMaxTokens());
+mountPromptFile($<HTMLButtonElement>('#prompt-file-btn'), $<HTMLInputElement>('#prompt-file'), el.prompt, (m) => {
+  el.promptMsg.hidden = m === null;
+  el.promptMsg.textContent = m ?? '';
+});
 el.prompt.addEventListener('input', () => {
   if (!el.promptMsg.hidden && checkPrompt(el.prompt.value) === null) {
     el.promptMsg.hidden = true;
