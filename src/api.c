@@ -447,7 +447,7 @@ static int h_metrics(api *a, const api_req *rq, api_reply *rp) {
 /* The query arguments each route reads; any other is refused (400), so a
  * view's cache key holds only what decides its reply. */
 static const char *const args_none[] = {NULL}, *const args_list[] = {"limit", "offset", NULL},
-                         *const args_graph[] = {"layer", "head", "agg", "measure", "from", "to", NULL},
+                         *const args_graph[] = {"layer", "head", "agg", "measure", "from", "to", "format", NULL},
                          *const args_stats[] = {"layer", "head", "agg", NULL},
                          *const args_attention[] = {"layer", "head", "agg", "measure", "norm", "format", "dtype", "threshold",
                                                     "topk", "step", "pos", "key", NULL},

@@ -50,30 +50,32 @@ static void view_error(api_reply *rp, int rc) {
 }
 
 /* The binary form (docs/API.md): one JSON header line (extra's members, if
- * any (taken), then dtype and shape), then the raw little-endian values.
- * x86-64 and ARM64 hosts are little-endian already. */
+ * any (taken), then dtype and shape; reals to 9 significant digits, as the
+ * JSON replies), then the raw little-endian values. x86-64 and ARM64 hosts
+ * are little-endian already. */
 static void reply_binary(api_reply *rp, const float *x, int rows, int cols, bool f16, json_t *extra) {
     json_t *hj = extra ? extra : json_object();
     json_object_set_new(hj, "dtype", json_string(f16 ? "float16" : "float32"));
     json_object_set_new(hj, "shape", json_pack("[i, i]", rows, cols));
-    char *hs = json_dumps(hj, JSON_COMPACT | JSON_PRESERVE_ORDER), head[512];
+    char *hs = json_dumps(hj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(hj);
-    int hn = snprintf(head, sizeof head, "%s\n", hs ? hs : "{}");
-    free(hs);
+    size_t hn = (hs ? strlen(hs) : 2) + 1; /* the header line, its LF included */
     size_t n = (size_t)rows * (size_t)cols, esz = f16 ? 2 : 4;
-    char *body = malloc((size_t)hn + n * esz);
+    char *body = malloc(hn + n * esz);
     if (body) {
-        memcpy(body, head, (size_t)hn);
+        memcpy(body, hs ? hs : "{}", hn - 1);
+        body[hn - 1] = '\n';
         if (f16) {
             for (size_t i = 0; i < n; i++) {
                 uint16_t h = heed_f32_to_f16(x[i]);
                 memcpy(body + hn + 2 * i, &h, 2);
             }
-        } else {
+        } else if (n) {
             memcpy(body + hn, x, n * 4);
         }
     }
-    api_reply_body(rp, body, (size_t)hn + n * esz, "application/octet-stream");
+    free(hs);
+    api_reply_body(rp, body, hn + n * esz, "application/octet-stream");
 }
 
 /* Matrices up to this many entries are JSON unless format=bin is asked. */
@@ -176,43 +178,58 @@ int api_view_attention(api_view_env *env, const api_req *rq, heed_run *run, cons
 /* Every step's split view at once (what the web UI's token graph draws), or
  * those of the steps [from, to) only: a long run's graph is n_output rows of
  * up to n_pos weights, which a client reads a range at a time. With a range
- * the reply names it ("from", "to"); its rows are those steps' rows. */
+ * the reply names it ("from", "to"); its rows are those steps' rows.
+ * format=bin: the same numbers as float32, a (to - from) x (n_prompt +
+ * to - 1) matrix after a header line (docs/API.md): the web UI's reads,
+ * which jansson would spend most of their time writing as JSON. */
 int api_view_graph(api_view_env *env, const api_req *rq, heed_run *run, const heed_run_info *ri, api_reply *rp) {
+    static const char *const formats[] = {"json", "bin"};
     view_args v;
     long from = 0, to = ri->n_output;
-    if (!parse_sel(rq, ri, &v, rp) || !api_arg_int(rq, "from", 0, ri->n_output, &from, rp) ||
-        !api_arg_int(rq, "to", 0, ri->n_output, &to, rp))
+    int format;
+    if (!parse_sel(rq, ri, &v, rp) || (format = api_arg_enum(rq, "format", formats, 2, rp)) < 0 ||
+        !api_arg_int(rq, "from", 0, ri->n_output, &from, rp) || !api_arg_int(rq, "to", 0, ri->n_output, &to, rp))
         return 0;
     if (from > to) {
         api_error(rp, 400, "to", "invalid_parameter", "the step range is reversed (from <= to)");
         return 0;
     }
-    bool ranged = api_arg(rq, "from") || api_arg(rq, "to");
+    bool ranged = api_arg(rq, "from") || api_arg(rq, "to"), bin = format == 1;
     int np = ri->n_prompt, n = ri->n_output, rc = 0;
-    float *w = malloc(sizeof(float) * ((size_t)np + (size_t)n + 1));
+    /* bin: row i (step from + i) is its prompt part, then its from + i
+     * outputs, then zeros; json: one row's scratch */
+    size_t cols = (size_t)np + (size_t)(to > 0 ? to - 1 : 0), rows = bin ? (size_t)(to - from) : 1;
+    float *w = bin ? calloc(rows * cols + 1, sizeof(float)) : malloc(sizeof(float) * ((size_t)np + (size_t)n + 1));
     json_t *prompt = json_array(), *output = json_array(), *pmass = json_array(), *omass = json_array();
     if (!w) rc = HEED_ERR_NOMEM;
     for (int t = (int)from; t < (int)to && !rc; t++) {
-        float im = 0, om = 0;
-        if ((rc = heed_run_step_view(run, &v.sel, t, 0, w, w + np, &im, &om))) break;
-        json_array_append_new(prompt, api_floats_json(w, np));
-        json_array_append_new(output, api_floats_json(w + np, t));
+        float im = 0, om = 0, *row = bin ? w + (size_t)(t - from) * cols : w;
+        if ((rc = heed_run_step_view(run, &v.sel, t, 0, row, row + np, &im, &om))) break;
+        if (!bin) {
+            json_array_append_new(prompt, api_floats_json(row, np));
+            json_array_append_new(output, api_floats_json(row + np, t));
+        }
         json_array_append_new(pmass, json_real(im));
         json_array_append_new(omass, json_real(om));
     }
-    free(w);
-    json_t *j = json_pack("{s:i, s:i, s:o, s:o, s:o, s:o}", "n_prompt", np, "n_output", n, "prompt", prompt, "output",
-                          output, "prompt_mass", pmass, "output_mass", omass);
-    if (ranged) {
+    json_t *j = bin ? json_pack("{s:i, s:i, s:i, s:i, s:o, s:o}", "n_prompt", np, "n_output", n, "from", (int)from, "to",
+                                (int)to, "prompt_mass", pmass, "output_mass", omass)
+                    : json_pack("{s:i, s:i, s:o, s:o, s:o, s:o}", "n_prompt", np, "n_output", n, "prompt", prompt,
+                                "output", output, "prompt_mass", pmass, "output_mass", omass);
+    if (bin) json_decref(prompt), json_decref(output);
+    else if (ranged) {
         json_object_set_new(j, "from", json_integer(from));
         json_object_set_new(j, "to", json_integer(to));
     }
     if (rc) {
         json_decref(j);
         view_error(rp, rc);
+    } else if (bin) {
+        reply_binary(rp, w, (int)rows, (int)cols, false, j);
     } else {
         api_reply_json_prec(rp, 200, j, 9);
     }
+    free(w);
     return 0;
 }
 

@@ -727,6 +727,68 @@ static void test_attention_binary(void **state) {
     free(id);
 }
 
+/* The token graph's binary form: a header line naming the range, the masses
+ * (as the JSON reply writes them) and the shape, then float32 rows equal to
+ * the JSON reply's (prompt part, the step's outputs, zeros after). */
+static void test_graph_binary(void **state) {
+    char *id = generate(&main_srv, "Once upon a time", 6);
+    static const char *const sels[] = {"", "&layer=1&head=2"};
+    for (int s = 0; s < 2; s++) {
+        for (int rg = 0; rg < 3; rg++) {
+            int from = rg == 1 ? 2 : rg == 2 ? 3 : 0, to = rg == 1 ? 5 : rg == 2 ? 3 : 6;
+            char args[128], path[256];
+            snprintf(args, sizeof args, "?from=%d&to=%d%s", from, to, sels[s]);
+            json_t *g = get_json(&main_srv, id, "graph", args);
+            int np = (int)json_integer_value(json_object_get(g, "n_prompt"));
+            snprintf(path, sizeof path, "/api/runs/%s/graph%s&format=bin", id, args);
+            size_t len;
+            char *b = get_text(&main_srv, path, &len);
+            char *nl = memchr(b, '\n', len);
+            assert_non_null(nl);
+            json_t *h = json_loadb(b, (size_t)(nl - b), 0, NULL);
+            assert_non_null(h);
+            size_t rows = (size_t)json_integer_value(json_array_get(json_object_get(h, "shape"), 0)),
+                   cols = (size_t)json_integer_value(json_array_get(json_object_get(h, "shape"), 1)), off = (size_t)(nl - b) + 1;
+            assert_string_equal(json_string_value(json_object_get(h, "dtype")), "float32");
+            assert_int_equal(json_integer_value(json_object_get(h, "n_prompt")), np);
+            assert_int_equal(json_integer_value(json_object_get(h, "n_output")), 6);
+            assert_int_equal(json_integer_value(json_object_get(h, "from")), from);
+            assert_int_equal(json_integer_value(json_object_get(h, "to")), to);
+            assert_int_equal(rows, (size_t)(to - from));
+            assert_int_equal(cols, (size_t)np + (size_t)(to > 0 ? to - 1 : 0));
+            assert_int_equal(len - off, rows * cols * 4);
+            assert_true(json_equal(json_object_get(h, "prompt_mass"), json_object_get(g, "prompt_mass")));
+            assert_true(json_equal(json_object_get(h, "output_mass"), json_object_get(g, "output_mass")));
+            for (size_t i = 0; i < rows; i++) {
+                json_t *p = json_array_get(json_object_get(g, "prompt"), i), *o = json_array_get(json_object_get(g, "output"), i);
+                assert_int_equal(json_array_size(o), (size_t)from + i);
+                for (size_t k = 0; k < cols; k++) {
+                    float f;
+                    memcpy(&f, b + off + 4 * (i * cols + k), 4);
+                    /* the prompt part, the step's outputs, then zeros */
+                    double want = 0.0;
+                    if (k < (size_t)np) want = json_number_value(json_array_get(p, k));
+                    else if (k < (size_t)np + (size_t)from + i) want = json_number_value(json_array_get(o, k - (size_t)np));
+                    if (f != (float)want) fail_msg("graph%s: row %zu col %zu: %.9g in binary, %.9g in JSON", args, i, k, f, want);
+                }
+            }
+            json_decref(h);
+            json_decref(g);
+            free(b);
+        }
+    }
+    /* the JSON reply is still the default; a bad format is a clear 400 */
+    json_t *g = get_json(&main_srv, id, "graph", ""), *e;
+    assert_int_equal(json_array_size(json_object_get(g, "prompt")), 6);
+    json_decref(g);
+    char path[256];
+    snprintf(path, sizeof path, "/api/runs/%s/graph?format=csv", id);
+    assert_int_equal(http(&main_srv, "GET", path, NULL, NULL, &e), 400);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "format");
+    json_decref(e);
+    free(id);
+}
+
 static void test_lens_stats_and_paging(void **state) {
     char *id = generate(&main_srv, "Once upon a time", 5);
     json_t *l = get_json(&main_srv, id, "logit-lens", "");
@@ -1358,6 +1420,7 @@ int main(void) {
         cmocka_unit_test(test_graph_and_split_stream),
         cmocka_unit_test(test_heatmap_candidates_branch),
         cmocka_unit_test(test_attention_binary),
+        cmocka_unit_test(test_graph_binary),
         cmocka_unit_test(test_lens_stats_and_paging),
         cmocka_unit_test(test_restart_keeps_runs),
         cmocka_unit_test(test_static_files),

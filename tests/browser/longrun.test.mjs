@@ -5,7 +5,8 @@
 // draws every token and its strongest mark is j0; clicking it scrolls the
 // graph there; "jump to source" lists j0 first and reveals it; the search
 // finds and counts " Lily"; zoom changes the rows in view; step moves read
-// the rows of other steps (by range) and draw each step's top-k edges.
+// the rows of other steps (by range, in the binary form, which holds the
+// JSON form's numbers exactly) and draw each step's top-k edges.
 // Screenshots: test-output/browser/longrun-*.png.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -63,6 +64,8 @@ async function settle() {
 
 test('a long run opens by ranges of steps; the overview draws and its strongest mark is j0', async () => {
   const lazy = [];
+  const workers = [];
+  page.on('worker', (w) => workers.push(w.url()));
   page.on('request', (r) => {
     if (/\/graph\?/.test(r.url())) lazy.push(new URL(r.url()).searchParams);
   });
@@ -75,6 +78,10 @@ test('a long run opens by ranges of steps; the overview draws and its strongest 
   // every read of /graph named a range, none asked for every step
   assert.ok(lazy.length >= 2, 'the graph was read by ranges');
   for (const q of lazy) assert.ok(q.has('from') && q.has('to') && Number(q.get('to')) - Number(q.get('from')) < N_OUT);
+  // the rows come in the binary form (the sizes' probe, from=0&to=0, is JSON)
+  const rows = lazy.filter((q) => q.get('to') !== '0');
+  assert.ok(rows.length >= 1 && rows.every((q) => q.get('format') === 'bin'), 'the rows are read as float32');
+  assert.ok(workers.some((u) => /graph\.worker/.test(u)), `decoded and sorted in a worker: ${workers}`);
   // the caption names the quantity
   assert.match(await page.locator('#overview-title').textContent(), /normalized attention .* of step 200/);
   // j0's mark is the darkest; a weak far mark is lighter but drawn; the future (none at the last step) is not grey
@@ -243,4 +250,95 @@ test('GET /graph?from=&to= reads a range of steps, equal to their split rows', a
   assert.equal(r.status, 400);
   assert.equal((await r.json()).error.param, 'to');
   assert.equal((await fetch(`${server.url}/api/runs/${id}/graph?to=${N_OUT + 1}`)).status, 400);
+});
+
+// Parses /graph?format=bin: the header line, then float32 rows (docs/API.md).
+async function getGraphBin(path) {
+  const r = await fetch(server.url + path);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-type'), 'application/octet-stream');
+  const b = Buffer.from(await r.arrayBuffer());
+  const nl = b.indexOf(10);
+  const h = JSON.parse(b.subarray(0, nl).toString('utf8'));
+  const body = b.subarray(nl + 1);
+  assert.equal(body.length, h.shape[0] * h.shape[1] * 4, 'the body is rows x cols float32');
+  const at = (i, k) => body.readFloatLE(4 * (i * h.shape[1] + k));
+  return { h, at };
+}
+
+test('GET /graph?format=bin holds the JSON reply\'s numbers exactly, as float32 rows', async () => {
+  const from = 117, to = 121;
+  const g = await getJson(server.url, `/api/runs/${id}/graph?from=${from}&to=${to}`);
+  const { h, at } = await getGraphBin(`/api/runs/${id}/graph?from=${from}&to=${to}&format=bin`);
+  assert.deepEqual([h.n_prompt, h.n_output, h.from, h.to, h.dtype], [run.nPrompt, N_OUT, from, to, 'float32']);
+  assert.deepEqual(h.shape, [to - from, run.nPrompt + to - 1]);
+  // the masses are the JSON reply's, digit for digit
+  assert.deepEqual(h.prompt_mass, g.prompt_mass);
+  assert.deepEqual(h.output_mass, g.output_mass);
+  let nonzero = 0;
+  for (let i = 0; i < to - from; i++) {
+    for (let k = 0; k < run.nPrompt; k++) {
+      assert.equal(at(i, k), Math.fround(g.prompt[i][k]), `step ${from + i}, input ${k}`);
+      if (at(i, k) > 0) nonzero++;
+    }
+    for (let j = 0; j < from + i; j++) assert.equal(at(i, run.nPrompt + j), Math.fround(g.output[i][j]), `step ${from + i}, output ${j}`);
+    for (let j = from + i; j < to - 1; j++) assert.equal(at(i, run.nPrompt + j), 0, 'padding after the step\'s outputs');
+  }
+  assert.ok(nonzero > run.nPrompt, 'real rows, not zeros');
+  // the whole graph (no range) names the range it holds; the sizes alone; errors as JSON
+  const all = await getGraphBin(`/api/runs/${id}/graph?format=bin&layer=0&head=1`);
+  assert.deepEqual([all.h.from, all.h.to, all.h.shape[0], all.h.shape[1]], [0, N_OUT, N_OUT, run.nPrompt + N_OUT - 1]);
+  const one = await getJson(server.url, `/api/runs/${id}/graph?from=3&to=4&layer=0&head=1`);
+  for (const k of [run.j0, run.j1, run.nPrompt - 1]) assert.equal(all.at(3, k), Math.fround(one.prompt[0][k]));
+  const none = await getGraphBin(`/api/runs/${id}/graph?from=0&to=0&format=bin`);
+  assert.deepEqual([none.h.shape[0], none.h.prompt_mass.length], [0, 0]);
+  const bad = await fetch(`${server.url}/api/runs/${id}/graph?format=png`);
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).error.param, 'format');
+});
+
+test('the graph drawn from the binary rows: the hover shows the API\'s weight of the step\'s strongest source', async () => {
+  const t = 150;
+  await page.locator('#step').evaluate((s, t) => {
+    s.value = String(t);
+    s.dispatchEvent(new Event('input', { bubbles: true }));
+  }, t);
+  await page.waitForSelector(`#graph[data-step="${t}"][data-step-loaded="true"]`);
+  const api = await getJson(server.url, `/api/runs/${id}/attention?step=${t}&norm=split`);
+  const src = page.locator('#jump-sources button.lr-src').first();
+  await page.waitForFunction((j0) => document.querySelector('#jump-sources button.lr-src')?.dataset.pos === String(j0), run.j0);
+  // the sources list's title gives 4 decimals of the float32 weight the graph holds
+  assert.match(await src.getAttribute('title'), new RegExp(`weight ${api.split.prompt[run.j0].toFixed(4)}`));
+  const b = page.locator(`#graph .col-in button.token[data-index="${run.j0}"]`);
+  await src.click();
+  await b.hover();
+  const tip = await page.locator('#tooltip').textContent();
+  assert.ok(tip.includes(`normalized → ▶ step ${t + 1} (line width) ${Math.fround(api.split.prompt[run.j0]).toFixed(4)}`), tip);
+});
+
+test('without a Web Worker the rows are read and sorted on the main thread: the same graph', async () => {
+  const p2 = await session.browser.newPage({ viewport: { width: 1400, height: 900 } });
+  try {
+    await p2.addInitScript(() => {
+      delete window.Worker;
+    });
+    const workers = [];
+    p2.on('worker', (w) => workers.push(w.url()));
+    await p2.goto(`${server.url}/#run=${id}&step=117`);
+    await p2.waitForSelector('#graph[data-status="done"][data-step="117"][data-step-loaded="true"]', { timeout: 30000 });
+    await p2.waitForFunction((j0) => document.querySelector('#jump-sources button.lr-src')?.dataset.pos === String(j0), run.j0);
+    assert.deepEqual(workers, [], 'no worker started');
+    // the edges and the sources equal those the worker's rows give (the main page, same step)
+    await page.locator('#step').evaluate((s) => {
+      s.value = '117';
+      s.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await page.waitForSelector('#graph[data-step="117"][data-step-loaded="true"]');
+    await page.waitForFunction((j0) => document.querySelector('#jump-sources button.lr-src')?.dataset.pos === String(j0), run.j0);
+    const sources = (pg) => pg.evaluate(() => [...document.querySelectorAll('#jump-sources button.lr-src')].map((b) => b.title).join('\n'));
+    assert.equal(await sources(p2), await sources(page));
+    assert.equal(await p2.locator('#graph').getAttribute('data-edge-count'), await page.locator('#graph').getAttribute('data-edge-count'));
+  } finally {
+    await p2.close();
+  }
 });

@@ -115,7 +115,8 @@ export class ApiError extends Error {
   }
 }
 
-async function errorOf(r: Response): Promise<ApiError> {
+/** The server's explanation of a refused request, as an ApiError. */
+export async function errorOf(r: Response): Promise<ApiError> {
   let text = '';
   try {
     text = await r.text();
@@ -128,24 +129,193 @@ async function errorOf(r: Response): Promise<ApiError> {
   return new ApiError(`${r.status} ${r.statusText}${text ? ': ' + text.slice(0, 200) : ''}`, r.status);
 }
 
-async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
-  const r = await fetch(path, { signal, headers: { Accept: 'application/json' } });
-  if (!r.ok) throw await errorOf(r);
-  return (await r.json()) as T;
+/**
+ * The one call of fetch() in the UI's own code (graph.ts and its worker read
+ * the graph's ranges themselves). The exported offline file replaces
+ * window.fetch with its shim before this runs, so it is looked up per call.
+ */
+export function rawFetch(url: string, init?: RequestInit): Promise<Response> {
+  return fetch(url, init);
 }
 
-async function postJson<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
-  const r = await fetch(path, {
-    method: 'POST',
-    signal,
-    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!r.ok) throw await errorOf(r);
-  return (await r.json()) as T;
+// ------------------------------------------------------------------ the response cache
+
+/**
+ * Least recently used out first, bounded by a total size in bytes (an entry
+ * larger than the whole budget is not kept).
+ */
+export class ByteLru<V> {
+  private map = new Map<string, { v: V; bytes: number }>();
+  private total = 0;
+  constructor(readonly budget: number) {}
+  get size(): number {
+    return this.map.size;
+  }
+  get bytes(): number {
+    return this.total;
+  }
+  get(k: string): V | undefined {
+    const e = this.map.get(k);
+    if (!e) return undefined;
+    this.map.delete(k);
+    this.map.set(k, e);
+    return e.v;
+  }
+  set(k: string, v: V, bytes: number): void {
+    this.delete(k);
+    if (bytes > this.budget) return;
+    this.map.set(k, { v, bytes });
+    this.total += bytes;
+    for (const [key, e] of this.map) {
+      if (this.total <= this.budget) break;
+      this.map.delete(key);
+      this.total -= e.bytes;
+    }
+  }
+  delete(k: string): void {
+    const e = this.map.get(k);
+    if (!e) return;
+    this.map.delete(k);
+    this.total -= e.bytes;
+  }
+  /** Drops every entry whose key `drop` accepts. */
+  deleteWhere(drop: (k: string) => boolean): void {
+    for (const k of Array.from(this.map.keys())) if (drop(k)) this.delete(k);
+  }
+  clear(): void {
+    this.map.clear();
+    this.total = 0;
+  }
 }
+
+/** A route's URL relative to the page ("api/..."; a leading slash is dropped), as every request names it. */
+export function apiUrl(path: string): string {
+  return path.replace(/^\/+/, '');
+}
+
+/**
+ * The run a URL reads immutable data of ("api/runs/ID" and its sub-routes but
+ * the download, /verify and /provenance), else null: the run list, the
+ * model, POSTs are never cached.
+ */
+export function cachedRunOf(url: string): string | null {
+  const m = /^api\/runs\/([^/?]+)(\/[a-z-]+)?(\?|$)/.exec(url);
+  // /verify and /provenance re-run the model (their views keep their parsed replies): not kept here
+  if (!m || m[1] === 'upload' || m[2] === '/download' || m[2] === '/verify' || m[2] === '/provenance') return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a cached URL depends on run `id` (its own routes, or another run's Effects against it). */
+export function urlNamesRun(url: string, id: string): boolean {
+  const e = encodeURIComponent(id);
+  return cachedRunOf(url) === id || url.includes(`base=${e}&`) || url.endsWith(`base=${e}`);
+}
+
+/** What one kind of reply is read as. */
+type Body = 'json' | 'bin';
+
+/**
+ * The HTTP client: every request of the UI goes through it. GET replies of a
+ * stored run's data (immutable once stored) are kept in one LRU keyed by URL,
+ * 64 MB at most, and dropped when the run is deleted or changes
+ * (`invalidateRun`). Requests without a signal share one reply while in
+ * flight; a request with a signal is its own (aborting it cancels only it).
+ */
+export class HttpClient {
+  readonly cache: ByteLru<unknown>;
+  private inflight = new Map<string, Promise<unknown>>();
+  /** runs dropped while a read of them was in flight: that reply is not kept */
+  private epoch = 0;
+  constructor(budget = 64 << 20, private fetcher: (url: string, init?: RequestInit) => Promise<Response> = rawFetch) {
+    this.cache = new ByteLru(budget);
+  }
+
+  /** A reply as it comes, with the server's refusal as ApiError (network errors as they are). */
+  async request(url: string, init?: RequestInit): Promise<Response> {
+    const r = await this.fetcher(apiUrl(url), init);
+    if (!r.ok) throw await errorOf(r);
+    return r;
+  }
+
+  private async read(url: string, body: Body, signal: AbortSignal | undefined, accept: string): Promise<unknown> {
+    const r = await this.request(url, { signal, headers: { Accept: accept } });
+    if (body === 'bin') {
+      const b = await r.arrayBuffer();
+      return { v: b, bytes: b.byteLength };
+    }
+    const text = await r.text();
+    return { v: JSON.parse(text) as unknown, bytes: text.length * 2 + 64 };
+  }
+
+  private async get(path: string, body: Body, signal: AbortSignal | undefined, accept: string): Promise<unknown> {
+    const url = apiUrl(path);
+    const key = body + ' ' + url;
+    const cacheable = cachedRunOf(url) !== null;
+    if (cacheable) {
+      const hit = this.cache.get(key);
+      if (hit !== undefined) return hit;
+    }
+    if (!signal) {
+      const p = this.inflight.get(key);
+      if (p) return p;
+    }
+    const epoch = this.epoch;
+    const p = this.read(url, body, signal, accept).then((x) => {
+      const { v, bytes } = x as { v: unknown; bytes: number };
+      if (cacheable && epoch === this.epoch) this.cache.set(key, v, bytes);
+      return v;
+    });
+    if (!signal) {
+      this.inflight.set(key, p);
+      const done = () => {
+        if (this.inflight.get(key) === p) this.inflight.delete(key);
+      };
+      p.then(done, done);
+    }
+    return p;
+  }
+
+  /** GET a JSON reply (a stored run's data: from the cache when there). */
+  getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+    return this.get(path, 'json', signal, 'application/json') as Promise<T>;
+  }
+
+  /** GET a binary reply (a stored run's data: from the cache when there). */
+  getBinary(path: string, signal?: AbortSignal, accept = '*/*'): Promise<ArrayBuffer> {
+    return this.get(path, 'bin', signal, accept) as Promise<ArrayBuffer>;
+  }
+
+  async postJson<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    const r = await this.request(path, {
+      method: 'POST',
+      signal,
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return (await r.json()) as T;
+  }
+
+  /** Forgets what was read of run `id` (deleted, or no longer what was read). */
+  invalidateRun(id: string): void {
+    this.epoch++;
+    this.cache.deleteWhere((k) => urlNamesRun(k.slice(k.indexOf(' ') + 1), id));
+    for (const k of Array.from(this.inflight.keys())) if (urlNamesRun(k.slice(k.indexOf(' ') + 1), id)) this.inflight.delete(k);
+  }
+}
+
+/** The page's client. */
+export const http = new HttpClient();
+
+const getJson = <T>(path: string, signal?: AbortSignal): Promise<T> => http.getJson<T>(path, signal);
+const postJson = <T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> => http.postJson<T>(path, body, signal);
 
 export const api = {
+  /** Any GET of JSON (views' own routes). */
+  get: getJson,
   model: () => getJson<ModelInfo>('api/model'),
   runs: (limit = 100) => getJson<{ runs: RunSummary[]; total: number }>(`api/runs?limit=${limit}`),
   run: (id: string, signal?: AbortSignal) => getJson<RunDoc>(`api/runs/${encodeURIComponent(id)}`, signal),
@@ -178,7 +348,7 @@ export const api = {
   download: async (id: string, format: 'run' | 'html', signal?: AbortSignal): Promise<Blob> => {
     let r: Response;
     try {
-      r = await fetch(`api/runs/${encodeURIComponent(id)}/download?format=${format}`, { signal });
+      r = await rawFetch(`api/runs/${encodeURIComponent(id)}/download?format=${format}`, { signal });
     } catch (err) {
       if (err instanceof Error && err.name === 'AbortError') throw err;
       throw new ApiError(`the download failed: ${err instanceof Error ? err.message : String(err)}`);
@@ -186,9 +356,10 @@ export const api = {
     if (!r.ok) throw await errorOf(r);
     return r.blob();
   },
+  /** Deletes a stored run; what was read of it is forgotten. */
   deleteRun: async (id: string) => {
-    const r = await fetch(`api/runs/${encodeURIComponent(id)}`, { method: 'DELETE' });
-    if (!r.ok) throw await errorOf(r);
+    await http.request(`api/runs/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    http.invalidateRun(id);
   },
 };
 
@@ -211,7 +382,7 @@ export interface UploadReply {
 export async function uploadRun(body: Blob | ArrayBuffer | Uint8Array, signal?: AbortSignal): Promise<UploadReply> {
   let r: Response;
   try {
-    r = await fetch('api/runs/upload', {
+    r = await rawFetch('api/runs/upload', {
       method: 'POST',
       signal,
       headers: { 'Content-Type': 'application/octet-stream', Accept: 'application/json' },
@@ -242,7 +413,7 @@ export interface StreamHandlers {
  * aborts (rejects with the AbortError).
  */
 export async function streamRun(req: GenerateRequest, h: StreamHandlers, signal: AbortSignal): Promise<DoneEvent> {
-  const r = await fetch('api/runs', {
+  const r = await rawFetch('api/runs', {
     method: 'POST',
     signal,
     headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },

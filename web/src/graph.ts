@@ -1,7 +1,8 @@
 // The token graph: input tokens in a column at x = 0.1 w, outputs at 0.9 w,
 // edges on a canvas the size of the viewport (sticky, redrawn on scroll),
 // tokens as focusable buttons, only those near the visible range in the DOM.
-// Long runs: the rows of /graph read a range of steps at a time (LazyGraph),
+// Long runs: the rows of /graph read a range of steps at a time (LazyGraph;
+// float32, decoded and their edge lists sorted in a worker: RangeReader),
 // the columns zoom (row spacing), each step's k strongest sources are drawn
 // besides those at the threshold, and a token can be revealed (scrolled to,
 // highlighted); web/src/overview.ts drives these.
@@ -20,6 +21,10 @@ import {
   EdgeWeights,
   formatWeight,
   GraphData,
+  type GraphRange,
+  parseGraphBin,
+  rangeOfReply,
+  rangeRows,
   IO,
   OO,
   layoutGraph,
@@ -110,6 +115,7 @@ export class GraphView {
   private hl: { side: Side; index: number } | null = null; // the revealed token
   private listeners: ((e: GraphEvent) => void)[] = [];
   private lazySeen = new WeakSet<LazyGraph>();
+  private wantQueued = false;
 
   constructor(root: HTMLElement, tooltip: HTMLElement, cb: GraphCallbacks) {
     this.root = root;
@@ -125,7 +131,10 @@ export class GraphView {
       'scroll',
       () => {
         if (this.pendingScroll !== null) return;
-        this.top = this.scroller.scrollTop;
+        const y = this.scroller.scrollTop;
+        // the echo of a scroll draw() made (a jump, a reveal): drawn already, nothing moved
+        if (y === this.top) return;
+        this.top = y;
         this.refresh();
       },
       { passive: true },
@@ -202,7 +211,7 @@ export class GraphView {
     const nOut = m.outputs.length;
     this.t = clampStep(v.step, nOut);
     const k = this.effectiveTopK();
-    for (const d of [m.data, m.split]) if (d instanceof LazyGraph && this.t >= 0) d.want(v.selected?.side === 'output' ? v.selected.index : this.t);
+    if (this.t >= 0 && (m.data instanceof LazyGraph || m.split instanceof LazyGraph)) this.wantRows();
     this.edges = k > 0 ? selectEdgesTopK(m.data, v, k) : selectEdges(m.data, v);
     this.hover = null;
     const r = this.root;
@@ -222,6 +231,24 @@ export class GraphView {
     if (this.tipOwner && this.tipOwner.isConnected && this.tipOwner.matches('button.token'))
       this.showTokenTip(this.tipOwner as HTMLButtonElement);
     this.emit('render');
+  }
+
+  /**
+   * Asks the long run's rows of the step drawn (or the selected output) at
+   * the end of this task: of several renders in one go (a run opened, then
+   * its last step shown; a slider dragged past many steps in one event) only
+   * the last one's range is read, not a queue of ranges before it.
+   */
+  private wantRows(): void {
+    if (this.wantQueued) return;
+    this.wantQueued = true;
+    queueMicrotask(() => {
+      this.wantQueued = false;
+      const m = this.model;
+      const v = this.view;
+      if (this.t < 0) return;
+      for (const d of [m.data, m.split]) if (d instanceof LazyGraph) d.want(v.selected?.side === 'output' ? v.selected.index : this.t);
+    });
   }
 
   // ------------------------------------------------------------ long runs (the overview's hooks)
@@ -883,7 +910,7 @@ export function topSources(data: GraphData | null, t: number, k: number): Source
 
 /** Runs whose graph holds more weights than this are read a range of steps at a time. */
 export const LAZY_MIN_WEIGHTS = 1 << 19;
-const LAZY_CHUNK_WEIGHTS = 1 << 16; // weights per /graph?from=&to= read (about 0.8 MB of JSON)
+const LAZY_CHUNK_WEIGHTS = 1 << 16; // weights per /graph?from=&to=&format=bin read (256 KB)
 const LAZY_MAX_WEIGHTS = 1 << 23; // rows kept; the least recently wanted ranges are dropped beyond
 
 const NO_EDGES: StepEdges = { ioSrc: new Int32Array(0), ioW: new Float32Array(0), ooSrc: new Int32Array(0), ooW: new Float32Array(0) };
@@ -904,10 +931,10 @@ export class LazyGraph extends GraphData {
   private readonly maxRanges: number;
   private readonly zeroP: Float32Array;
   private readonly zeroO: Float32Array;
-  private readonly fetchRange: (from: number, to: number) => Promise<GraphReply>;
+  private readonly fetchRange: (from: number, to: number) => Promise<GraphReply | GraphRange>;
   private readonly fns: ((from: number, to: number) => void)[] = [];
 
-  constructor(nPrompt: number, nOutput: number, fetchRange: (from: number, to: number) => Promise<GraphReply>) {
+  constructor(nPrompt: number, nOutput: number, fetchRange: (from: number, to: number) => Promise<GraphReply | GraphRange>) {
     super(nPrompt);
     this.n = nOutput;
     this.fetchRange = fetchRange;
@@ -961,8 +988,19 @@ export class LazyGraph extends GraphData {
     const to = Math.min(this.n, from + this.chunk);
     this.fetchRange(from, to).then(
       (g) => {
-        for (let i = 0; i < to - from; i++)
-          this.setStep(from + i, g.prompt[i] ?? null, g.output[i] ?? null, g.prompt_mass?.[i], g.output_mass?.[i]);
+        if ('rows' in g && (g.from !== from || g.to !== to || g.nPrompt !== this.nPrompt)) {
+          this.state[r] = 0; // not the rows asked for: read again when next wanted
+          return;
+        }
+        if ('rows' in g) {
+          // a range read (binary, edge lists built in the worker): its rows are views, nothing is copied or sorted here
+          for (let i = 0; i < to - from; i++) {
+            const [p, o] = rangeRows(g, i);
+            this.setStepRows(from + i, p, o, g.promptMass[i], g.outputMass[i], g.steps?.[i]);
+          }
+        } else
+          for (let i = 0; i < to - from; i++)
+            this.setStep(from + i, g.prompt[i] ?? null, g.output[i] ?? null, g.prompt_mass?.[i], g.output_mass?.[i]);
         this.state[r] = 2;
         this.evict(r);
         for (const f of this.fns) f(from, to);
@@ -988,6 +1026,70 @@ export class LazyGraph extends GraphData {
     }
   }
 }
+
+/**
+ * Reads ranges of a long run's graph rows (`/graph?format=bin&from=&to=`)
+ * with their sorted edge lists built, in a Web Worker (web/src/graph.worker.ts)
+ * so that neither the decoding nor the sorting holds up a step move; on the
+ * main thread where a worker cannot start or fails. One worker for the page.
+ */
+class RangeReader {
+  private worker: Worker | null = null;
+  private broken = typeof Worker === 'undefined';
+  private next = 1;
+  private pending = new Map<number, { url: string; ok: (g: GraphRange) => void; fail: (e: unknown) => void }>();
+
+  read(path: string): Promise<GraphRange> {
+    const url = new URL(path, document.baseURI).href; // the worker resolves against its own script's URL
+    const w = this.start();
+    if (!w) return readRangeHere(url);
+    return new Promise((ok, fail) => {
+      const id = this.next++;
+      this.pending.set(id, { url, ok, fail });
+      w.postMessage({ id, url });
+    });
+  }
+
+  private start(): Worker | null {
+    if (this.worker || this.broken) return this.worker;
+    try {
+      const w = new Worker(new URL('./graph.worker.ts', import.meta.url), { type: 'module' });
+      w.onmessage = (e: MessageEvent<{ id: number; range?: GraphRange; error?: string }>) => {
+        const p = this.pending.get(e.data.id);
+        if (!p) return;
+        this.pending.delete(e.data.id);
+        if (e.data.range) p.ok(e.data.range);
+        else p.fail(new Error(e.data.error ?? 'graph range read failed'));
+      };
+      w.onerror = (e) => {
+        // the worker could not load or died: the main thread reads from now on (the reads in flight again)
+        e.preventDefault();
+        this.broken = true;
+        this.worker = null;
+        w.terminate();
+        const left = [...this.pending.values()];
+        this.pending.clear();
+        for (const p of left) readRangeHere(p.url).then(p.ok, p.fail);
+      };
+      this.worker = w;
+    } catch {
+      this.broken = true;
+    }
+    return this.worker;
+  }
+}
+
+/** The worker's work on the main thread: one range read, decoded, its edge lists built (GraphData.setStepRows sorts). */
+async function readRangeHere(url: string): Promise<GraphRange> {
+  const r = await fetch(url, { headers: { Accept: 'application/octet-stream, application/json' } });
+  if (!r.ok) throw new ApiError(`${r.status} ${r.statusText}`, r.status);
+  if (!(r.headers.get('Content-Type') ?? '').includes('json')) return parseGraphBin(await r.arrayBuffer());
+  const g = (await r.json()) as GraphReply & { from?: number; to?: number };
+  const from = g.from ?? 0;
+  return rangeOfReply(g, from, g.to ?? from + g.prompt.length);
+}
+
+let rangeReader: RangeReader | null = null;
 
 async function readJson<T>(path: string): Promise<T> {
   const r = await fetch(path, { headers: { Accept: 'application/json' } });
@@ -1015,7 +1117,10 @@ export async function graphReply(id: string, layer: number | null, head: number 
   }
   if (probe && typeof probe.from !== 'number' && Array.isArray(probe.prompt)) return probe; // the range was ignored: the whole graph
   if (probe && probe.n_output * (probe.n_prompt + probe.n_output / 2) > LAZY_MIN_WEIGHTS) {
-    const lazy = new LazyGraph(probe.n_prompt, probe.n_output, (from, to) => readJson<GraphReply>(`${base}from=${from}&to=${to}${q}`));
+    const rd = (rangeReader ??= new RangeReader());
+    const lazy = new LazyGraph(probe.n_prompt, probe.n_output, (from, to) => rd.read(`${base}from=${from}&to=${to}&format=bin${q}`));
+    // a run opens at its last step: its rows are read (and the worker started) while the page builds the rest
+    if (probe.n_output > 0) lazy.want(probe.n_output - 1);
     return { n_prompt: probe.n_prompt, n_output: probe.n_output, prompt: [], output: [], lazy } as GraphReply;
   }
   return api.graph(id, layer, head, undefined, measure);

@@ -178,6 +178,111 @@ export class GraphData {
     this.outputMass[t] = typeof outputMass === 'number' && Number.isFinite(outputMass) ? outputMass : NaN;
     this.steps[t] = buildStepEdges(p, o);
   }
+
+  /**
+   * Sets step t's split rows as given, without copying them (views into a
+   * range read: GraphRange), with their sorted edge lists when already built
+   * (in the worker), else built here. The rows are float32 of n_prompt and t
+   * entries.
+   */
+  setStepRows(t: number, p: Float32Array, o: Float32Array, promptMass?: number | null, outputMass?: number | null, edges?: StepEdges): void {
+    while (this.steps.length < t) this.setStep(this.steps.length, null, null);
+    this.prompt[t] = p;
+    this.output[t] = o;
+    this.promptMass[t] = typeof promptMass === 'number' && Number.isFinite(promptMass) ? promptMass : NaN;
+    this.outputMass[t] = typeof outputMass === 'number' && Number.isFinite(outputMass) ? outputMass : NaN;
+    this.steps[t] = edges ?? buildStepEdges(p, o);
+  }
+}
+
+// ---------------------------------------------------------------- a range of rows (binary /graph)
+
+/**
+ * The rows of steps [from, to) of a run's graph as one float32 block (the
+ * binary reply of /graph?format=bin, docs/API.md): row i is step from + i's
+ * prompt part (nPrompt), then its from + i outputs, zero-padded to cols.
+ * `steps` (absent until built): each step's sorted edge lists.
+ */
+export interface GraphRange {
+  nPrompt: number;
+  nOutput: number;
+  from: number;
+  to: number;
+  cols: number;
+  rows: Float32Array;
+  promptMass: (number | null)[];
+  outputMass: (number | null)[];
+  steps?: StepEdges[];
+}
+
+/** Step from + i's prompt and output rows of a range (views, no copy). */
+export function rangeRows(r: GraphRange, i: number): [Float32Array, Float32Array] {
+  const o = i * r.cols;
+  return [r.rows.subarray(o, o + r.nPrompt), r.rows.subarray(o + r.nPrompt, o + r.nPrompt + r.from + i)];
+}
+
+/** Parses a binary /graph reply; throws a clear Error on a malformed one. */
+export function parseGraphBin(buf: ArrayBuffer): GraphRange {
+  const bytes = new Uint8Array(buf);
+  const nl = bytes.indexOf(10);
+  if (nl < 0) throw new Error('graph reply: no header line');
+  const h = JSON.parse(new TextDecoder().decode(bytes.subarray(0, nl))) as {
+    n_prompt: number;
+    n_output: number;
+    from: number;
+    to: number;
+    dtype: string;
+    shape: [number, number];
+    prompt_mass?: (number | null)[];
+    output_mass?: (number | null)[];
+  };
+  const [rows, cols] = Array.isArray(h.shape) ? h.shape : [-1, -1];
+  const ok =
+    h.dtype === 'float32' &&
+    Number.isInteger(h.from) &&
+    Number.isInteger(h.to) &&
+    rows === h.to - h.from &&
+    cols >= h.n_prompt + Math.max(0, h.to - 1) &&
+    buf.byteLength - nl - 1 === rows * cols * 4;
+  if (!ok) throw new Error(`graph reply: a header (${h.dtype} ${h.shape}) that does not match its ${buf.byteLength} bytes`);
+  // the header's length is arbitrary: copied to an aligned buffer when it is not a multiple of 4
+  const off = nl + 1;
+  const data = off % 4 === 0 ? new Float32Array(buf, off, rows * cols) : new Float32Array(buf.slice(off));
+  return {
+    nPrompt: h.n_prompt,
+    nOutput: h.n_output,
+    from: h.from,
+    to: h.to,
+    cols,
+    rows: data,
+    promptMass: h.prompt_mass ?? [],
+    outputMass: h.output_mass ?? [],
+  };
+}
+
+/** A JSON /graph reply of steps [from, to) as a GraphRange (a server without the binary form). */
+export function rangeOfReply(g: GraphReply, from: number, to: number): GraphRange {
+  const np = g.n_prompt;
+  const cols = np + Math.max(0, to - 1);
+  const rows = new Float32Array((to - from) * cols);
+  for (let i = 0; i < to - from; i++) {
+    const p = g.prompt[i] ?? [];
+    const o = g.output[i] ?? [];
+    const at = i * cols;
+    for (let k = 0; k < Math.min(np, p.length); k++) rows[at + k] = Number(p[k]);
+    for (let j = 0; j < Math.min(from + i, o.length); j++) rows[at + np + j] = Number(o[j]);
+  }
+  return { nPrompt: np, nOutput: g.n_output, from, to, cols, rows, promptMass: g.prompt_mass ?? [], outputMass: g.output_mass ?? [] };
+}
+
+/** Builds every step's sorted edge lists of a range (done in the worker, web/src/graph.worker.ts). */
+export function buildRangeEdges(r: GraphRange): StepEdges[] {
+  const out: StepEdges[] = [];
+  for (let i = 0; i < r.to - r.from; i++) {
+    const [p, o] = rangeRows(r, i);
+    out.push(buildStepEdges(p, o));
+  }
+  return out;
 }
 
 /**

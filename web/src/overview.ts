@@ -102,6 +102,9 @@ export class LongRunTools {
   private width = 0;
   private dragging = false;
   private lastSources = '';
+  private cssWidth = -1; // the canvas's clientWidth (-1: not observed yet)
+  private version = 0; // bumped by update(): the marks' image is redrawn only after one
+  private marks: { key: string; img: ImageData } | null = null;
 
   constructor(host: HTMLElement, graph: GraphView) {
     this.host = host;
@@ -181,7 +184,13 @@ export class LongRunTools {
       else return;
       e.preventDefault();
     });
-    new ResizeObserver(() => this.requestDraw()).observe(host);
+    // the strip's width, read here (layout is fresh) so that draw() never forces a layout
+    const ro = new ResizeObserver(() => {
+      this.cssWidth = this.canvas.clientWidth;
+      this.requestDraw();
+    });
+    ro.observe(host);
+    ro.observe(this.canvas);
     graph.listen((why) => {
       if (why === 'render') this.update();
       this.requestDraw();
@@ -210,6 +219,7 @@ export class LongRunTools {
   private update(): void {
     const { model: m, view, t } = this.graph.current();
     this.masses = stepMasses(m, t, this.masses);
+    this.version++;
     let best = -1;
     let bw = 0;
     const ms = this.masses;
@@ -368,43 +378,13 @@ export class LongRunTools {
     this.jumpTo(Math.max(0, Math.min(n - 1, to)));
   }
 
-  private requestDraw(): void {
-    if (this.drawPending) return;
-    this.drawPending = true;
-    requestAnimationFrame(() => {
-      this.drawPending = false;
-      this.draw();
-    });
-  }
-
-  private draw(): void {
-    const c = this.canvas;
-    const w = c.clientWidth;
-    if (w <= 0) return;
-    this.width = w;
-    const dpr = window.devicePixelRatio || 1;
-    const pw = Math.round(w * dpr);
-    const ph = Math.round(STRIP_H * dpr);
-    if (c.width !== pw || c.height !== ph) {
-      c.width = pw;
-      c.height = ph;
-    }
-    const ctx = c.getContext('2d');
-    if (!ctx) return;
-    const { model: m, t } = this.graph.current();
+  /** The marks' pixels (pw x mh): futureFrom is the first position not generated yet at the step. */
+  private drawMarks(pw: number, mh: number, futureFrom: number): ImageData {
     const n = this.masses.length;
-    const nIn = m.inputs.length;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, pw, ph);
-    if (n === 0) return;
-
-    // the marks: one pixel column per bin, its strongest token's mass against the step's strongest
     const bins = binMax(this.masses, pw);
     const top = bw(this.masses);
-    const mh = Math.round(MARK_H * dpr);
-    const img = ctx.createImageData(pw, mh);
+    const img = new ImageData(pw, mh);
     const px = img.data;
-    const futureFrom = nIn + t + 1; // positions from here on are not generated yet at step t
     for (let x = 0; x < pw; x++) {
       const v = bins[x];
       let r = 243;
@@ -429,7 +409,45 @@ export class LongRunTools {
         px[o + 3] = 255;
       }
     }
-    ctx.putImageData(img, 0, 0);
+    return img;
+  }
+
+  private requestDraw(): void {
+    if (this.drawPending) return;
+    this.drawPending = true;
+    requestAnimationFrame(() => {
+      this.drawPending = false;
+      this.draw();
+    });
+  }
+
+  private draw(): void {
+    const c = this.canvas;
+    const w = this.cssWidth >= 0 ? this.cssWidth : c.clientWidth;
+    if (w <= 0) return;
+    this.width = w;
+    const dpr = window.devicePixelRatio || 1;
+    const pw = Math.round(w * dpr);
+    const ph = Math.round(STRIP_H * dpr);
+    if (c.width !== pw || c.height !== ph) {
+      c.width = pw;
+      c.height = ph;
+    }
+    const ctx = c.getContext('2d');
+    if (!ctx) return;
+    const { model: m, t } = this.graph.current();
+    const n = this.masses.length;
+    const nIn = m.inputs.length;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, pw, ph);
+    if (n === 0) return;
+
+    // the marks: one pixel column per bin, its strongest token's mass against the step's strongest
+    // (kept between draws: a scroll moves only the boxes)
+    const mh = Math.round(MARK_H * dpr);
+    const key = `${this.version}|${pw}|${mh}|${t}|${nIn}`;
+    if (!this.marks || this.marks.key !== key) this.marks = { key, img: this.drawMarks(pw, mh, nIn + t + 1) };
+    ctx.putImageData(this.marks.img, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const xOf = (p: number) => (p / n) * w;
 

@@ -1,26 +1,10 @@
-// Shared pieces of the deep views: fetch with the API base, a small LRU
-// cache, element helpers, the shared tooltip, animation frames, canvas sizing.
+// Shared pieces of the deep views: requests with the API base (through the
+// page's client, src/api.ts), a small LRU cache of derived data, element
+// helpers, the shared tooltip, animation frames, canvas sizing.
+import { http } from '../api';
 import type { ViewContext } from './types';
 
-export class HttpError extends Error {
-  status: number;
-  constructor(message: string, status: number) {
-    super(message);
-    this.status = status;
-  }
-}
-
-async function check(r: Response): Promise<Response> {
-  if (r.ok) return r;
-  let msg = `${r.status} ${r.statusText}`;
-  try {
-    const j = await r.json();
-    if (j && j.error && typeof j.error.message === 'string') msg = j.error.message;
-  } catch {
-    /* not JSON */
-  }
-  throw new HttpError(msg, r.status);
-}
+export { ApiError as HttpError } from '../api';
 
 /** A route's URL: with base '' a path relative to the page ("api/..."), like src/api.ts; else base + the path. */
 export function apiUrl(base: string, path: string): string {
@@ -28,26 +12,19 @@ export function apiUrl(base: string, path: string): string {
   return base ? base.replace(/\/+$/, '') + '/' + rel : rel;
 }
 
-export async function getJson<T>(base: string, path: string, signal?: AbortSignal): Promise<T> {
-  const r = await check(await fetch(apiUrl(base, path), { signal, headers: { Accept: 'application/json' } }));
-  return (await r.json()) as T;
+// The views' requests go through the page's one client (src/api.ts): a stored
+// run's data comes from its cache when it was read before.
+
+export function getJson<T>(base: string, path: string, signal?: AbortSignal): Promise<T> {
+  return http.getJson<T>(apiUrl(base, path), signal);
 }
 
-export async function getBinary(base: string, path: string, signal?: AbortSignal): Promise<ArrayBuffer> {
-  const r = await check(await fetch(apiUrl(base, path), { signal }));
-  return r.arrayBuffer();
+export function getBinary(base: string, path: string, signal?: AbortSignal): Promise<ArrayBuffer> {
+  return http.getBinary(apiUrl(base, path), signal);
 }
 
-export async function postJson<T>(base: string, path: string, body: unknown, signal?: AbortSignal): Promise<T> {
-  const r = await check(
-    await fetch(apiUrl(base, path), {
-      method: 'POST',
-      signal,
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify(body),
-    }),
-  );
-  return (await r.json()) as T;
+export function postJson<T>(base: string, path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  return http.postJson<T>(apiUrl(base, path), body, signal);
 }
 
 /** `/api/runs/{id}` + a sub path. */

@@ -10,6 +10,7 @@
 // ("left,top,x0,y0,s": the plot's offset in the canvas and the view).
 import { outsideWindow, selectionWindow, windowNote } from '../experts';
 import { displayLabel } from '../model';
+import { rawFetch } from '../api';
 import { frameTask } from './common';
 import type { View, ViewContext } from './types';
 import {
@@ -69,7 +70,7 @@ const LUT = buildLut();
 
 /** GET a heatmap tile (binary or JSON); rejects with the server's message. */
 export async function fetchTile(url: string, signal?: AbortSignal): Promise<HeatTile> {
-  const r = await fetch(url, { signal, headers: { Accept: 'application/octet-stream, application/json' } });
+  const r = await rawFetch(url, { signal, headers: { Accept: 'application/octet-stream, application/json' } });
   const buf = await r.arrayBuffer();
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
