@@ -11,14 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward.h"
 #include "heed.h"
 #include "testutil.h"
 
 /* n_gen greedy tokens after prompt on the model at model_path (NULL: the
  * bundled one), in a context of n_ctx (0: the default), recorded with rp
- * (NULL: the recorder's defaults); the prompt gets BOS as the model says. */
-static inline heed_run *ru_record_model(const char *model_path, const char *prompt, int n_gen,
-                                        const heed_recorder_params *rp_in, int n_ctx) {
+ * (NULL: the recorder's defaults); the prompt gets BOS as the model says.
+ * key_chunk > 0 splits every decode row across keys of that many. */
+static inline heed_run *ru_record_model_split(const char *model_path, const char *prompt, int n_gen,
+                                              const heed_recorder_params *rp_in, int n_ctx, int key_chunk) {
     heed_model *m;
     char err[256];
     if (heed_model_load(model_path, NULL, &m, err, sizeof err)) fail_msg("%s", err);
@@ -28,6 +30,7 @@ static inline heed_run *ru_record_model(const char *model_path, const char *prom
     heed_ctx_params cp = heed_ctx_default_params();
     cp.n_ctx = n_ctx;
     assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
+    if (key_chunk) assert_int_equal(forward_set_key_chunk(ctx, key_chunk), HEED_OK);
     heed_recorder_params rp = rp_in ? *rp_in : heed_recorder_default_params();
     rp.sampler.temperature = 0;
     rp.prompt_text = prompt;
@@ -35,9 +38,9 @@ static inline heed_run *ru_record_model(const char *model_path, const char *prom
     heed_recorder *rec;
     assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
     heed_sampler *s = heed_sampler_new(&rp.sampler, mi.n_vocab);
-    int32_t ids[64];
-    int n = heed_tokenize(m, prompt, (int)strlen(prompt), mi.add_bos, ids, 64);
-    assert_true(n > 0 && n < 64);
+    int32_t ids[128];
+    int n = heed_tokenize(m, prompt, (int)strlen(prompt), mi.add_bos, ids, 128);
+    assert_true(n > 0 && n < 128);
     assert_int_equal(heed_recorder_begin(rec, ids, n), HEED_OK);
     assert_int_equal(heed_decode(ctx, ids, n), HEED_OK);
     for (int t = 0; t < n_gen; t++) {
@@ -53,6 +56,11 @@ static inline heed_run *ru_record_model(const char *model_path, const char *prom
     heed_ctx_free(ctx);
     heed_model_free(m);
     return run;
+}
+
+static inline heed_run *ru_record_model(const char *model_path, const char *prompt, int n_gen,
+                                        const heed_recorder_params *rp_in, int n_ctx) {
+    return ru_record_model_split(model_path, prompt, n_gen, rp_in, n_ctx, 0);
 }
 
 /* n_gen greedy tokens after prompt on the bundled model, recorded with rp

@@ -18,6 +18,7 @@
 #include "forward.h"
 #include "kern.h"
 #include "run.h"
+#include "runutil.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------ the store alone */
@@ -208,41 +209,7 @@ static void test_store_refusals(void **state) {
 /* n_gen greedy tokens after prompt on model_path (NULL: bundled), recorded
  * with the defaults; key_chunk > 0 splits every decode row across keys. */
 static heed_run *record(const char *model_path, const char *prompt, int n_gen, int key_chunk) {
-    heed_model *m;
-    char err[256];
-    if (heed_model_load(model_path, NULL, &m, err, sizeof err)) fail_msg("%s", err);
-    heed_model_info mi;
-    heed_model_get_info(m, &mi);
-    heed_ctx *ctx;
-    heed_ctx_params cp = heed_ctx_default_params();
-    cp.n_ctx = 256;
-    assert_int_equal(heed_ctx_new(m, &cp, &ctx), HEED_OK);
-    if (key_chunk) assert_int_equal(forward_set_key_chunk(ctx, key_chunk), HEED_OK);
-    heed_recorder_params rp = heed_recorder_default_params();
-    rp.sampler.temperature = 0;
-    rp.prompt_text = prompt;
-    rp.n_predict = n_gen;
-    heed_recorder *rec;
-    assert_int_equal(heed_recorder_new(m, ctx, &rp, &rec), HEED_OK);
-    heed_sampler *s = heed_sampler_new(&rp.sampler, mi.n_vocab);
-    int32_t ids[128];
-    int n = heed_tokenize(m, prompt, (int)strlen(prompt), mi.add_bos, ids, 128);
-    assert_true(n > 0 && n < 128);
-    assert_int_equal(heed_recorder_begin(rec, ids, n), HEED_OK);
-    assert_int_equal(heed_decode(ctx, ids, n), HEED_OK);
-    for (int t = 0; t < n_gen; t++) {
-        heed_sample smp;
-        assert_int_equal(heed_sampler_sample(s, heed_ctx_logits(ctx), mi.n_vocab, &smp), HEED_OK);
-        assert_int_equal(heed_recorder_step(rec, &smp, heed_ctx_logits(ctx)), HEED_OK);
-        if (t + 1 < n_gen) assert_int_equal(heed_decode(ctx, &smp.id, 1), HEED_OK);
-    }
-    heed_run *run;
-    assert_int_equal(heed_recorder_finish(rec, &run), HEED_OK);
-    heed_recorder_free(rec);
-    heed_sampler_free(s);
-    heed_ctx_free(ctx);
-    heed_model_free(m);
-    return run;
+    return ru_record_model_split(model_path, prompt, n_gen, NULL, 256, key_chunk);
 }
 
 /* Every key's column under each selection equals the rows' entries bit for
